@@ -1,0 +1,50 @@
+# Steer: `make demo` sets everything up and runs the demo; `make test` runs every test.
+SHELL := /bin/bash
+SWIFT ?= swift
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1
+# Demo and benchmark thread settings (FINDINGS.md): one BLAS/OpenMP thread per request, concurrency
+# from Steer's own threads. Tests never depend on these.
+BENCH_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+
+.PHONY: setup setup-system setup-python build release test test-swift test-python demo doctor clean
+
+## setup: install system packages, Python tooling and resolve Swift packages (idempotent)
+setup: setup-system setup-python
+	$(SWIFT) package resolve
+
+setup-system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	else echo "system packages present"; fi
+
+setup-python:
+	@if [ -f Tools/train/setup.sh ]; then bash Tools/train/setup.sh; else echo "no Python tools yet"; fi
+
+build:
+	$(SWIFT) build
+
+release:
+	$(SWIFT) build -c release
+
+## test: the whole suite, Swift and Python
+test: test-swift test-python
+
+test-swift:
+	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
+	$(SWIFT) test --skip-build
+
+test-python:
+	@if [ -d Tools/train/tests ]; then $(PYTHON) -m pytest Tools/train/tests -q; fi
+
+## demo: set up, build optimised, and run the demo on built-in synthetic data
+demo: setup release
+	$(BENCH_ENV) .build/release/steer demo --data demo-data
+
+doctor: release
+	.build/release/steer doctor
+
+clean:
+	rm -rf .build demo-data

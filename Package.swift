@@ -1,0 +1,92 @@
+// swift-tools-version: 6.0
+// Steer: a promptable retrieval server. Layering (lower never imports higher):
+// C modules → SteerCore → {SteerStore, SteerIndex, SteerModel} → SteerEngine
+//   → {SteerProtocol, SteerServer, SteerClient} → executables.
+import PackageDescription
+
+// MARK: - Shared settings
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+/// Native code on hot paths is compiled optimised in every configuration: at -O0 (SwiftPM's debug
+/// default) the distance kernels and the HNSW scan run several times slower than faiss's scalar code.
+let optimisedCxx: [CXXSetting] = [
+    .unsafeFlags(["-O3", "-fno-math-errno"]),
+]
+
+// MARK: - Package
+
+let package = Package(
+    name: "Steer",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "steer", targets: ["steer"]),
+        .library(name: "SteerCore", targets: ["SteerCore"]),
+        .library(name: "SteerStore", targets: ["SteerStore"]),
+        .library(name: "SteerIndex", targets: ["SteerIndex"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: C modules
+
+        .systemLibrary(
+            name: "CRocksDB",
+            pkgConfig: "rocksdb",
+            providers: [.apt(["librocksdb-dev"])]
+        ),
+        .systemLibrary(
+            name: "CBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "CFaissKernels",
+            cxxSettings: optimisedCxx
+        ),
+        .target(
+            name: "CFaissShim",
+            dependencies: ["CFaissKernels"],
+            cxxSettings: optimisedCxx + [.headerSearchPath("compat")],
+            linkerSettings: [
+                .linkedLibrary("faiss"),
+                .linkedLibrary("gomp"),
+                .linkedLibrary("openblas"),
+                .linkedLibrary("m"),
+            ]
+        ),
+
+        // MARK: Swift libraries
+
+        .target(name: "SteerCore", swiftSettings: swiftSettings),
+        .target(name: "SteerStore", dependencies: ["SteerCore", "CRocksDB"], swiftSettings: swiftSettings),
+        .target(name: "SteerIndex", dependencies: ["SteerCore", "CFaissShim"], swiftSettings: swiftSettings),
+        .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS"], swiftSettings: swiftSettings),
+        .target(
+            name: "SteerEngine",
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables
+
+        .executableTarget(
+            name: "steer",
+            dependencies: [
+                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "CBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+
+        .testTarget(name: "SteerCoreTests", dependencies: ["SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels", "CFaissShim"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerStoreTests", dependencies: ["SteerStore", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+    ],
+    cxxLanguageStandard: .cxx17
+)

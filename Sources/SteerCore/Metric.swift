@@ -1,0 +1,64 @@
+/// How similarity is scored. Steer always reports scores where higher is better.
+public enum Metric: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Dot product. DPR scores items this way.
+    case innerProduct = "ip"
+    /// Euclidean distance; reported score is the negated squared distance.
+    case l2
+    /// Inner product of L2-normalised vectors; vectors are normalised on the way in.
+    case cosine
+
+    /// Parses `ip`, `inner_product`, `l2`, `cosine` (case-insensitive).
+    public init(parsing text: String) throws(SteerError) {
+        switch text.lowercased() {
+        case "ip", "inner_product", "innerproduct", "dot": self = .innerProduct
+        case "l2", "euclidean": self = .l2
+        case "cosine", "cos": self = .cosine
+        default: throw SteerError.invalid("unknown metric '\(text)' (expected ip, l2 or cosine)")
+        }
+    }
+
+    /// Exact score of `a` against `b`, higher is better (used for ground truth and small exact scans).
+    @inlinable
+    public func score(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> Float {
+        precondition(a.count == b.count, "score of vectors with different lengths")
+        switch self {
+        case .innerProduct, .cosine:
+            var sum: Float = 0
+            for i in 0..<a.count { sum += a[i] * b[i] }
+            return sum
+        case .l2:
+            var sum: Float = 0
+            for i in 0..<a.count { let d = a[i] - b[i]; sum += d * d }
+            return -sum
+        }
+    }
+}
+
+/// Vector helpers shared by every layer.
+public enum Vectors {
+    /// Throws unless every value is finite.
+    public static func requireFinite(_ values: some Collection<Float>, field: String = "vector") throws(SteerError) {
+        var index = 0
+        for value in values {
+            if !value.isFinite { throw SteerError.invalid("\(field)[\(index)] is not a finite number") }
+            index += 1
+        }
+    }
+
+    /// L2-normalises `count` rows of `dimension` floats in place; zero rows stay zero.
+    public static func normalizeRows(_ values: inout [Float], dimension: Int) {
+        precondition(dimension > 0 && values.count % dimension == 0)
+        values.withUnsafeMutableBufferPointer { buffer in
+            var row = 0
+            while row < buffer.count {
+                var norm: Float = 0
+                for i in row..<(row + dimension) { norm += buffer[i] * buffer[i] }
+                if norm > 0 {
+                    let scale = 1 / norm.squareRoot()
+                    for i in row..<(row + dimension) { buffer[i] *= scale }
+                }
+                row += dimension
+            }
+        }
+    }
+}
