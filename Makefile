@@ -21,6 +21,7 @@ setup-system:
 	else echo "system packages present"; fi
 
 setup-python:
+	bash scripts/fetch-minilm.sh
 	@if [ -f Tools/train/setup.sh ]; then bash Tools/train/setup.sh; else echo "no Python tools yet"; fi
 
 build:
