@@ -479,19 +479,21 @@ STEER_AVX2 void PQ_dis_tables_dsub2_avx2(size_t d, size_t ksub, const float* cen
 
 // MARK: - Dispatcher state
 //
-// One atomic word, read with a relaxed load on every call: whether it has been resolved, whether the
-// scalar kernels are in force, whether calls are counted. Resolution (CPU check, environment variable)
-// runs once under std::call_once.
+// One atomic word, read with a relaxed load on every call, holds all dispatcher state: whether it has been
+// resolved, whether the scalar kernels are in force, whether calls are counted, and the two facts found
+// at resolution (CPU has AVX2+FMA; scalar is the default). Resolution (CPU check, environment variable)
+// runs once under std::call_once and publishes everything with one fetch_or, so no reader can see a
+// resolved word without those facts.
 
 constexpr unsigned kResolved = 1;
 constexpr unsigned kScalar = 2;
 constexpr unsigned kCounting = 4;
+constexpr unsigned kCpuHasAvx2 = 8;
+constexpr unsigned kDefaultScalar = 16;
 
 std::atomic<unsigned> g_mode{0};
 std::atomic<unsigned long long> g_calls{0};
 std::once_flag g_resolve_once;
-bool g_cpu_has_avx2 = false;  // written once under g_resolve_once
-bool g_default_scalar = true;  // written once under g_resolve_once
 
 bool detect_avx2() {
 #if STEER_HAVE_AVX2_CODE
@@ -504,11 +506,12 @@ bool detect_avx2() {
 
 __attribute__((noinline)) unsigned resolve_mode() {
     std::call_once(g_resolve_once, [] {
-        g_cpu_has_avx2 = detect_avx2();
+        const bool cpu_has_avx2 = detect_avx2();
         const char* env = std::getenv("STEER_FAISS_KERNELS");
         const bool env_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
-        g_default_scalar = !g_cpu_has_avx2 || env_scalar;
-        g_mode.fetch_or(kResolved | (g_default_scalar ? kScalar : 0), std::memory_order_acq_rel);
+        const bool default_scalar = !cpu_has_avx2 || env_scalar;
+        g_mode.fetch_or(kResolved | (cpu_has_avx2 ? kCpuHasAvx2 : 0) | (default_scalar ? kScalar | kDefaultScalar : 0),
+                        std::memory_order_acq_rel);
     });
     return g_mode.load(std::memory_order_acquire);
 }
@@ -535,7 +538,7 @@ inline bool path_uses_avx2(steer_kernels_path path) {
     const unsigned m = current_mode();
     switch (path) {
     case STEER_KERNELS_PATH_SCALAR: return false;
-    case STEER_KERNELS_PATH_AVX2: return g_cpu_has_avx2;
+    case STEER_KERNELS_PATH_AVX2: return (m & kCpuHasAvx2) != 0;
     case STEER_KERNELS_PATH_DISPATCH: break;
     }
     return !(m & kScalar);
@@ -714,15 +717,14 @@ int steer_kernels_compiled_for_faiss(void) { return STEER_REPLACE_FAISS; }
 int steer_kernels_faiss_version(void) { return STEER_FAISS_VERSION; }
 
 int steer_kernels_cpu_has_avx2(void) {
-    (void)current_mode();
-    return g_cpu_has_avx2 ? 1 : 0;
+    return (current_mode() & kCpuHasAvx2) ? 1 : 0;
 }
 
 const char* steer_kernels_isa(void) { return (current_mode() & kScalar) ? "scalar" : "avx2+fma"; }
 
 void steer_kernels_force_scalar(int on) {
-    (void)resolve_mode();
-    if (on != 0 || g_default_scalar) {
+    const unsigned m = resolve_mode();
+    if (on != 0 || (m & kDefaultScalar)) {
         g_mode.fetch_or(kScalar, std::memory_order_acq_rel);
     } else {
         g_mode.fetch_and(~kScalar, std::memory_order_acq_rel);
