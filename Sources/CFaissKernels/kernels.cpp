@@ -522,14 +522,14 @@ inline unsigned current_mode() {
 }
 
 /// The dispatcher's choice for one faiss call; counts it when counting is on.
-inline bool entry_uses_avx2() {
+[[maybe_unused]] inline bool entry_uses_avx2() {
     const unsigned m = current_mode();
     if (__builtin_expect(m & kCounting, 0)) g_calls.fetch_add(1, std::memory_order_relaxed);
     return !(m & kScalar);
 }
 
 /// Counts a call of a faiss entry point that does not dispatch (the `_ref` variants).
-inline void entry_note() {
+[[maybe_unused]] inline void entry_note() {
     if (__builtin_expect(current_mode() & kCounting, 0)) g_calls.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -715,6 +715,8 @@ extern "C" {
 int steer_kernels_compiled_for_faiss(void) { return STEER_REPLACE_FAISS; }
 
 int steer_kernels_faiss_version(void) { return STEER_FAISS_VERSION; }
+
+int steer_kernels_active(void) { return STEER_REPLACE_FAISS && !(current_mode() & kScalar) ? 1 : 0; }
 
 int steer_kernels_cpu_has_avx2(void) {
     return (current_mode() & kCpuHasAvx2) ? 1 : 0;

@@ -52,8 +52,11 @@ import Testing
         let initial = String(cString: steer_kernels_isa())
         steer_kernels_force_scalar(1)
         #expect(String(cString: steer_kernels_isa()) == "scalar")
+        #expect(steer_kernels_active() == 0)
         steer_kernels_force_scalar(0)
         #expect(String(cString: steer_kernels_isa()) == initial)
+        let compiled = steer_kernels_compiled_for_faiss() == 1
+        #expect(steer_kernels_active() == (compiled && initial == "avx2+fma" ? 1 : 0))
         let envScalar = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"] == "scalar"
         let expected = steer_kernels_cpu_has_avx2() == 1 && !envScalar ? "avx2+fma" : "scalar"
         #expect(initial == expected)

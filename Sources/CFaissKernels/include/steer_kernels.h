@@ -26,10 +26,15 @@ int steer_kernels_compiled_for_faiss(void);
 /// patch (10703 for 1.7.3), or 0 when no faiss headers were found.
 int steer_kernels_faiss_version(void);
 
+/// 1 when faiss's calls run the AVX2+FMA kernels now: the replacements are compiled in and the dispatcher
+/// is not on the scalar path. Benchmarks log it next to their results.
+int steer_kernels_active(void);
+
 /// 1 if this CPU supports AVX2 and FMA (and this build contains the AVX2 code), else 0.
 int steer_kernels_cpu_has_avx2(void);
 
-/// The kernel set the dispatcher uses now: "avx2+fma" or "scalar". Static string; do not free.
+/// The kernel set the dispatcher uses now: "avx2+fma" or "scalar". Static string; do not free. faiss
+/// itself only calls the dispatcher when `steer_kernels_compiled_for_faiss()` is 1.
 /// The default is AVX2+FMA when the CPU has it, unless the environment variable
 /// `STEER_FAISS_KERNELS=scalar` was set when the kernels were first used.
 const char* steer_kernels_isa(void);
