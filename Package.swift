@@ -42,9 +42,16 @@ let package = Package(
             name: "CBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // Replaces libfaiss 1.7.3's scalar distance kernels (FINDINGS.md); links faiss for its self-test.
         .target(
             name: "CFaissKernels",
-            cxxSettings: optimisedCxx
+            cxxSettings: optimisedCxx,
+            linkerSettings: [
+                .linkedLibrary("faiss"),
+                .linkedLibrary("gomp"),
+                .linkedLibrary("openblas"),
+                .linkedLibrary("m"),
+            ]
         ),
         .target(
             name: "CFaissShim",
@@ -84,7 +91,7 @@ let package = Package(
         // MARK: Tests
 
         .testTarget(name: "SteerCoreTests", dependencies: ["SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels", "CFaissShim"], swiftSettings: swiftSettings),
+        .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerStoreTests", dependencies: ["SteerStore", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
     ],
