@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steer_train.data import DataError, leave_one_out, load_generic, load_ml100k, load_ml_latest_small
+from steer_train.synth import TAGS, SynthConfig, generate, write_generic
+
+from .conftest import data_dir
+
+
+def test_synth_is_seeded_and_readable() -> None:
+    a = generate(SynthConfig(seed=3, n_users=50, n_items=80))
+    b = generate(SynthConfig(seed=3, n_users=50, n_items=80))
+    c = generate(SynthConfig(seed=4, n_users=50, n_items=80))
+    assert a.sequences == b.sequences and a.sequences != c.sequences
+    assert all(it.title.startswith("The ") for it in a.items)
+    assert len({it.title for it in a.items}) == len(a.items)
+    assert all(1 <= len(it.tags) <= 3 and set(it.tags) <= set(TAGS) for it in a.items)
+    assert all(len(set(s)) == len(s) for s in a.sequences)  # no repeats within a user
+
+
+def test_synth_sequences_follow_tag_preferences() -> None:
+    ds = generate(SynthConfig(seed=0, n_users=100))
+    # consecutive items share a tag far more often than random pairs would
+    share = tot = 0
+    for s in ds.sequences:
+        for a, b in zip(s, s[1:], strict=False):
+            tot += 1
+            share += bool(set(ds.items[a].tags) & set(ds.items[b].tags))
+    assert share / tot > 0.6
+
+
+def test_generic_roundtrip(tmp_path: Path) -> None:
+    ds = generate(SynthConfig(seed=1, n_users=20, n_items=50))
+    inter, items = write_generic(ds, tmp_path)
+    back = load_generic(inter, items)
+    assert [it.title for it in back.items] == [it.title for it in ds.items]
+    assert sorted(map(len, back.sequences)) == sorted(map(len, ds.sequences))
+
+
+def test_generic_jsonl_interactions(tmp_path: Path) -> None:
+    (tmp_path / "items.jsonl").write_text(
+        '{"id": "a", "title": "A", "tags": ["Comedy"]}\n{"id": 2, "title": "B", "tags": []}\n'
+    )
+    rows = [{"user": 1, "item": "a", "timestamp": 2}, {"user": 1, "item": 2, "timestamp": 1}]
+    (tmp_path / "i.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_generic(tmp_path / "i.jsonl", tmp_path / "items.jsonl")
+    assert ds.sequences == [[1, 0]]
+    assert ds.items[0].tags == ["comedy"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"id": 1, "title": "A"}\n{"id": 1}\n', "items.jsonl:2: duplicate item id"),
+        ('{"id": 1}\nnot json\n', "items.jsonl:2: invalid JSON"),
+        ('{"id": 1, "tags": "x"}\n', "items.jsonl:1: tags must be a list"),
+        ('{"title": "x"}\n', "items.jsonl:1: missing field 'id'"),
+    ],
+)
+def test_items_errors_have_line_numbers(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "items.jsonl").write_text(content)
+    (tmp_path / "i.csv").write_text("user,item,timestamp\n1,1,1\n")
+    with pytest.raises(DataError, match=message):
+        load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl")
+
+
+def test_interaction_errors_have_line_numbers(tmp_path: Path) -> None:
+    (tmp_path / "items.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "i.csv").write_text("user,item,timestamp\n1,1,1\n1,9,2\n")
+    with pytest.raises(DataError, match=r"i.csv:3: unknown item id '9'"):
+        load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl")
+    (tmp_path / "i.csv").write_text("user,item,timestamp\n1,1,soon\n")
+    with pytest.raises(DataError, match=r"i.csv:2: timestamp must be a number"):
+        load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl")
+
+
+def test_ml100k_bad_line(tmp_path: Path) -> None:
+    (tmp_path / "u.item").write_text("1|T|d||u" + "|0" * 19 + "\n", encoding="latin-1")
+    (tmp_path / "u.data").write_text("1\t1\t5\t10\n1\t2\t5\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"u.data:2: expected 4 tab-separated fields"):
+        load_ml100k(tmp_path)
+
+
+def test_leave_one_out() -> None:
+    ds = generate(SynthConfig(seed=0, n_users=10, n_items=60))
+    ds.sequences.append([1, 2])
+    sp = leave_one_out(ds)
+    assert len(sp.test) == 10 and sp.train[-1] == [1, 2]
+    for case, seq in zip(sp.test, ds.sequences, strict=False):
+        assert case.history == seq[:-1] and case.target == seq[-1]
+        assert sp.train[case.user] == seq[:-2]
+        assert sp.valid[case.user].target == seq[-2]
+
+
+def test_ml100k_counts() -> None:
+    ds = load_ml100k(data_dir("ml-100k"))
+    assert len(ds.sequences) == 943 and ds.n_items == 1682
+    assert sum(map(len, ds.sequences)) == 100_000
+    assert ds.items[0].title == "Toy Story (1995)"
+    assert ds.items[0].tags == ["animation", "children", "comedy"]
+    assert len(ds.tag_vocab) == 19 and "unknown" not in ds.prompt_tags()
+
+
+def test_ml_latest_small_counts() -> None:
+    ds = load_ml_latest_small(data_dir("ml-latest-small"))
+    assert len(ds.sequences) == 610 and ds.n_items == 9742
+    assert sum(map(len, ds.sequences)) == 100_836
+    assert "children" in ds.tag_vocab and "(no genres listed)" not in ds.tag_vocab
+    tagged = load_ml_latest_small(data_dir("ml-latest-small"), tags="user")
+    assert "twist ending" in tagged.tag_vocab and "dark comedy" in tagged.tag_vocab
+    assert "in netflix queue" not in tagged.prompt_tags()
