@@ -779,6 +779,7 @@ public final class ItemStore: @unchecked Sendable {
     ///   - version: the embedding version to read.
     ///   - batchSize: most vectors per call of `body` (at least 1).
     ///   - body: gets internal ids and their vectors concatenated row-major (`ids.count * dimension`).
+    ///     It may read and write the store (writes are not seen by this scan) but must not call `close()`.
     /// - Returns: the snapshot's sequence number: the scan contains exactly the writes with sequence <= it.
     /// - Throws: `.notFound` for an unknown version, RocksDB read errors, or what `body` throws.
     public func scanVectors(version: String, batchSize: Int = 4096, _ body: (_ internalIDs: [Int64], _ vectors: [Float]) throws -> Void) throws -> UInt64 {

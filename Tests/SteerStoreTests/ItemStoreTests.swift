@@ -366,6 +366,7 @@ private func withStore<T>(syncWrites: Bool = false, _ body: (ItemStore, Temporar
         let dimension = 32
         var nextBatch = 0
         var random = SystemRandomNumberGenerator()
+        var acknowledgedInAllRounds = 0
         for round in 0..<3 {
             let process = Process()
             process.executableURL = helper
@@ -379,6 +380,7 @@ private func withStore<T>(syncWrites: Bool = false, _ body: (ItemStore, Temporar
             #expect(process.terminationReason == .uncaughtSignal, "helper exited early in round \(round)")
             let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             let acknowledged = printed.split(separator: "\n").compactMap { Int($0) }.max() ?? (nextBatch - 1)
+            acknowledgedInAllRounds += acknowledged - nextBatch + 1
 
             let store = try ItemStore(options: .init(path: directory.path, createIfMissing: false))
             defer { store.close() }
@@ -403,6 +405,7 @@ private func withStore<T>(syncWrites: Bool = false, _ body: (ItemStore, Temporar
             }
             nextBatch = highest + 1
         }
+        #expect(acknowledgedInAllRounds > 0, "the helper never acknowledged a batch: the test proved nothing")
     }
 
     @Test func unsyncedWritesSurviveAnOrderlyReopen() throws {
