@@ -88,6 +88,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Crash-test helper for SteerStoreTests: writes synced batches until killed.
+        .executableTarget(
+            name: "steer-store-crashtest",
+            dependencies: ["SteerStore", "SteerCore"],
+            path: "Tests/Tools/store-crashtest",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Tests
 
         .testTarget(name: "SteerCoreTests", dependencies: ["SteerCore"], swiftSettings: swiftSettings),

@@ -1,0 +1,887 @@
+import Foundation
+import SteerCore
+
+/// Steer's source of truth for items: a RocksDB database holding each item's external id, title, tags,
+/// attributes and one float32 vector per embedding version, plus tag postings and a change log.
+///
+/// ## On-disk layout (store format 1)
+/// One RocksDB database, one column family per kind of key (`default` is unused). Integers in keys
+/// are big-endian so byte order is numeric order.
+///
+/// | family | key | value |
+/// |---|---|---|
+/// | `meta` | `format` | store format, u64 (currently 1) |
+/// | `meta` | `next_internal_id`, `next_version_id`, `live_count`, `changelog_trimmed_through` | u64 |
+/// | `meta` | `version/` + name | u32 version id · u32 dimension |
+/// | `meta` | `tagcount/` + tag | number of live items with the tag, u64 |
+/// | `ids` | `ItemID.keyBytes` (0x01 + i64, or 0x02 + UTF-8) | internal id, 8 bytes |
+/// | `items` | internal id, 8 bytes | the record (see `StoredRecord`): id, title, tags, attributes |
+/// | `vectors` | version id (4 bytes) · internal id (8 bytes) | `dimension` float32, little-endian |
+/// | `postings` | tag UTF-8 · 0x00 · internal id (8 bytes) | empty |
+/// | `changelog` | first sequence number of the batch, 8 bytes | upserted ids (with the versions they wrote) and deleted ids |
+///
+/// Internal ids are dense (0, 1, 2, …), allocated from `next_internal_id` in the same batch that uses
+/// them, and never reused: deleting an item and upserting its external id again gives a new internal id.
+/// Every upsert, delete, version change and change-log trim is one RocksDB `WriteBatch`: all or nothing,
+/// also across a crash (the WAL is replayed in point-in-time mode, so a torn batch is dropped whole).
+///
+/// ## Durability
+/// `Options.syncWrites` (default `true`) fsyncs the write-ahead log before a write returns: an
+/// acknowledged batch survives a process kill and a machine crash or power loss. With `false` the WAL is
+/// still written on every batch (so a killed process loses nothing) but not fsynced, so an operating-system
+/// crash or power loss can lose the most recently acknowledged batches; batches are still never torn.
+///
+/// ## Sequence numbers
+/// RocksDB numbers every write; `latestSequence` is the last one committed. `scanVectors` reads from a
+/// snapshot and returns its sequence; `changes(since:version:)` replays what was written after it, from
+/// the `changelog` family (keyed by each batch's first sequence number, so a batch is after a snapshot
+/// exactly when its key is greater than the snapshot's sequence). Trim the log with `trimChangeLog(upTo:)`
+/// once no index build needs older changes.
+///
+/// ## Thread safety
+/// `@unchecked Sendable` is safe because: RocksDB's database object is thread-safe; writers (upserts,
+/// deletes, version changes, trims) are serialised by `writeLock`, which also guards id allocation and
+/// the read-modify-write of counters; the cached state (versions, counters) is only touched under
+/// `stateLock`; and every call holds `lifecycle` shared, while `close()` takes it exclusively, so handles
+/// are never freed under a running call.
+public final class ItemStore: @unchecked Sendable {
+    /// Configuration of a store. Limits are checked per item before anything is written.
+    public struct Options: Sendable {
+        /// Directory of the RocksDB database.
+        public var path: String
+        /// Fsync the write-ahead log on every batch (see "Durability" on `ItemStore`).
+        public var syncWrites: Bool
+        /// Longest title, in UTF-8 bytes.
+        public var maxTitleBytes: Int
+        /// Most tags per item.
+        public var maxTags: Int
+        /// Longest tag, in UTF-8 bytes.
+        public var maxTagBytes: Int
+        /// Longest attributes JSON text, in UTF-8 bytes.
+        public var maxAttributesBytes: Int
+        /// Most items in one `upsert` or `delete` call.
+        public var maxBatchItems: Int
+        /// Create the store when `path` does not exist (or is an empty directory).
+        public var createIfMissing: Bool
+
+        /// - Parameters:
+        ///   - path: directory of the store.
+        ///   - syncWrites: fsync the WAL on every batch (`true` by default).
+        ///   - maxTitleBytes: longest title in UTF-8 bytes.
+        ///   - maxTags: most tags per item.
+        ///   - maxTagBytes: longest tag in UTF-8 bytes.
+        ///   - maxAttributesBytes: longest attributes JSON in UTF-8 bytes.
+        ///   - maxBatchItems: most items per upsert or delete call.
+        ///   - createIfMissing: create a new store when none exists at `path`.
+        public init(
+            path: String, syncWrites: Bool = true, maxTitleBytes: Int = 4096, maxTags: Int = 256,
+            maxTagBytes: Int = 128, maxAttributesBytes: Int = 65536, maxBatchItems: Int = 100_000,
+            createIfMissing: Bool = true
+        ) {
+            self.path = path
+            self.syncWrites = syncWrites
+            self.maxTitleBytes = maxTitleBytes
+            self.maxTags = maxTags
+            self.maxTagBytes = maxTagBytes
+            self.maxAttributesBytes = maxAttributesBytes
+            self.maxBatchItems = maxBatchItems
+            self.createIfMissing = createIfMissing
+        }
+    }
+
+    /// A named set of item embeddings with a fixed dimension, for example `v1` or a checkpoint hash.
+    public struct EmbeddingVersion: Sendable, Hashable {
+        public var name: String
+        public var dimension: Int
+
+        public init(name: String, dimension: Int) {
+            self.name = name
+            self.dimension = dimension
+        }
+    }
+
+    /// One item to insert or replace.
+    public struct ItemWrite: Sendable {
+        public var id: ItemID
+        public var title: String?
+        /// Duplicates are dropped (first occurrence kept); postings are a set.
+        public var tags: [String]
+        /// A JSON object, stored as given.
+        public var attributesJSON: String?
+        /// Version name → vector. Versions not named here keep the item's existing vector.
+        public var vectors: [String: [Float]]
+
+        public init(id: ItemID, title: String? = nil, tags: [String] = [], attributesJSON: String? = nil, vectors: [String: [Float]] = [:]) {
+            self.id = id
+            self.title = title
+            self.tags = tags
+            self.attributesJSON = attributesJSON
+            self.vectors = vectors
+        }
+    }
+
+    /// An item's stored metadata.
+    public struct ItemRecord: Sendable, Equatable {
+        public var id: ItemID
+        public var internalID: Int64
+        public var title: String?
+        public var tags: [String]
+        public var attributesJSON: String?
+
+        public init(id: ItemID, internalID: Int64, title: String?, tags: [String], attributesJSON: String?) {
+            self.id = id
+            self.internalID = internalID
+            self.title = title
+            self.tags = tags
+            self.attributesJSON = attributesJSON
+        }
+    }
+
+    /// The outcome of an upsert.
+    public struct WriteResult: Sendable {
+        /// One internal id per input item, in input order.
+        public var internalIDs: [Int64]
+        /// The store's sequence number after the batch.
+        public var sequence: UInt64
+    }
+
+    /// The store format this build writes and the newest it can read.
+    public static let formatVersion: UInt64 = 1
+    /// Longest embedding-version name, in UTF-8 bytes.
+    public static let maxVersionNameBytes = 256
+    /// Largest embedding dimension.
+    public static let maxDimension = 65536
+
+    private struct State {
+        var versions: [String: StoredVersion] = [:]
+        var nextInternalID: Int64 = 0
+        var nextVersionID: UInt32 = 0
+        var liveCount: Int = 0
+        var trimmedThrough: UInt64 = 0
+    }
+
+    public let options: Options
+    private var database: RocksDatabase?
+    private var state = State()
+    private let lifecycle = ReadWriteLock()
+    private let writeLock = NSLock()
+    private let stateLock = NSLock()
+
+    // MARK: Opening and closing
+
+    /// Opens the store at `options.path`, creating it when missing and `createIfMissing` is set.
+    ///
+    /// - Parameter options: the path, the durability switch and the limits.
+    /// - Throws: `.notFound` when there is no store and `createIfMissing` is false; `.invalidRequest`
+    ///   when the path is a file, a non-empty directory that is not a Steer store, or a store of a newer
+    ///   format; `.io` or `.corrupt` when RocksDB cannot open it (for example, another process has it open).
+    public init(options: Options) throws(SteerError) {
+        self.options = options
+        let path = options.path
+        guard !path.isEmpty else { throw SteerError.invalid("store path must not be empty") }
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        var fresh = !exists
+        var extraFamilies: [String] = []
+        if exists {
+            guard isDirectory.boolValue else {
+                throw SteerError.invalid("'\(path)' is a file, not a Steer store directory")
+            }
+            let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            if contents.isEmpty {
+                fresh = true
+            } else {
+                guard contents.contains("CURRENT") else {
+                    throw SteerError.invalid("'\(path)' is not a Steer store (a non-empty directory without a RocksDB database)")
+                }
+                let families = try RocksDatabase.listFamilies(path: path)
+                guard families.contains(Family.meta.name) else {
+                    throw SteerError.invalid("'\(path)' is not a Steer store (a RocksDB database without Steer's column families)")
+                }
+                let ours = Set(Family.allCases.map(\.name))
+                extraFamilies = families.filter { !ours.contains($0) }
+            }
+        }
+        if fresh && !options.createIfMissing {
+            throw SteerError.notFound("no Steer store at '\(path)' and createIfMissing is false")
+        }
+        let database = try RocksDatabase(path: path, create: fresh, syncWrites: options.syncWrites, extraFamilies: extraFamilies)
+        do {
+            try Self.initialiseIfNeeded(database, path: path, fresh: fresh)
+            self.state = try Self.loadState(database, path: path)
+        } catch {
+            database.close()
+            throw error
+        }
+        self.database = database
+    }
+
+    /// Writes the format and counters into a new store; checks the format of an existing one.
+    private static func initialiseIfNeeded(_ database: RocksDatabase, path: String, fresh: Bool) throws(SteerError) {
+        if let raw = try database.get(.meta, StoreKey.formatVersion) {
+            guard let format = StoreKey.decodeUInt64(raw) else {
+                throw SteerError(.corrupt, "store format marker in '\(path)' is unreadable")
+            }
+            guard format <= formatVersion else {
+                throw SteerError.invalid("'\(path)' is a Steer store of format \(format); this build reads formats up to \(formatVersion)")
+            }
+            return
+        }
+        // No format marker: a new store, or one whose creation was interrupted before its first batch
+        // (then `meta` is still empty, because the marker is in that batch). Anything else is foreign.
+        if !fresh {
+            var metaIsEmpty = true
+            do {
+                try database.scan(.meta, from: [], to: nil) { _, _ in
+                    metaIsEmpty = false
+                    return false
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            guard metaIsEmpty else { throw SteerError.invalid("'\(path)' is not a Steer store (no format marker)") }
+        }
+        let batch = WriteBatch(database)
+        batch.put(.meta, StoreKey.formatVersion, StoreKey.uint64(formatVersion))
+        batch.put(.meta, StoreKey.nextInternalID, StoreKey.uint64(0))
+        batch.put(.meta, StoreKey.nextVersionID, StoreKey.uint64(0))
+        batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(0))
+        batch.put(.meta, StoreKey.changeLogTrimmedThrough, StoreKey.uint64(0))
+        try database.write(batch)
+    }
+
+    private static func loadState(_ database: RocksDatabase, path: String) throws(SteerError) -> State {
+        func counter(_ key: [UInt8]) throws(SteerError) -> UInt64 {
+            guard let value = StoreKey.decodeUInt64(try database.get(.meta, key)) else {
+                throw SteerError(.corrupt, "store '\(path)': meta key '\(String(decoding: key, as: UTF8.self))' is missing or unreadable")
+            }
+            return value
+        }
+        var state = State()
+        state.nextInternalID = Int64(try counter(StoreKey.nextInternalID))
+        state.nextVersionID = UInt32(truncatingIfNeeded: try counter(StoreKey.nextVersionID))
+        state.liveCount = Int(try counter(StoreKey.liveCount))
+        state.trimmedThrough = try counter(StoreKey.changeLogTrimmedThrough)
+        var versions: [String: StoredVersion] = [:]
+        var bad: String?
+        do {
+            try database.scan(.meta, from: StoreKey.versionPrefix, to: StoreKey.versionEnd) { key, value in
+                let name = String(decoding: key.dropFirst(StoreKey.versionPrefix.count), as: UTF8.self)
+                guard let version = StoredVersion(decoding: Array(value)) else {
+                    bad = name
+                    return false
+                }
+                versions[name] = version
+                return true
+            }
+        } catch {
+            throw steerError(error)
+        }
+        if let bad { throw SteerError(.corrupt, "store '\(path)': embedding version '\(bad)' is unreadable") }
+        state.versions = versions
+        return state
+    }
+
+    /// Closes the database. Later calls throw `.unavailable` (reads) or return empty values (properties).
+    /// Waits for calls in flight. Idempotent.
+    public func close() {
+        lifecycle.withWriteLock {
+            database?.close()
+            database = nil
+        }
+    }
+
+    deinit { database?.close() }
+
+    // MARK: Helpers
+
+    private static func steerError(_ error: any Error) -> SteerError {
+        if let error = error as? SteerError { return error }
+        return SteerError.internalError("unexpected error: \(error)")
+    }
+
+    /// Runs `body` with the open database, holding the lifecycle lock shared.
+    private func withDatabase<T>(_ body: (RocksDatabase) throws(SteerError) -> T) throws(SteerError) -> T {
+        try lifecycle.withReadLock { () throws(SteerError) -> T in
+            guard let database else { throw SteerError(.unavailable, "the item store at '\(options.path)' is closed") }
+            return try body(database)
+        }
+    }
+
+    private func withState<T>(_ body: (inout State) -> T) -> T {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return body(&state)
+    }
+
+    /// Serialises a write: RocksDB orders batches itself, but id allocation and counters need one writer.
+    private func withWriter<T>(_ body: (RocksDatabase) throws(SteerError) -> T) throws(SteerError) -> T {
+        try withDatabase { (database) throws(SteerError) -> T in
+            writeLock.lock()
+            defer { writeLock.unlock() }
+            return try body(database)
+        }
+    }
+
+    /// A snapshot and its sequence number. Taken under the write lock, so no batch is half-way between
+    /// the snapshot and the sequence read; every write goes through that lock.
+    private func snapshot(_ database: RocksDatabase) -> (OpaquePointer, UInt64) {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        return (database.createSnapshot(), database.latestSequence)
+    }
+
+    private func storedVersion(_ name: String) throws(SteerError) -> StoredVersion {
+        guard let version = withState({ $0.versions[name] }) else {
+            throw SteerError.notFound("unknown embedding version '\(name)'")
+        }
+        return version
+    }
+
+    // MARK: Embedding versions
+
+    /// Registers an embedding version.
+    ///
+    /// - Parameters:
+    ///   - name: 1 to `maxVersionNameBytes` UTF-8 bytes.
+    ///   - dimension: floats per vector, 1 to `maxDimension`.
+    /// - Throws: `.invalidRequest` for a bad name or dimension; `.dimensionMismatch` when the version
+    ///   exists with another dimension. Creating an existing version with the same dimension does nothing.
+    public func createVersion(_ name: String, dimension: Int) throws(SteerError) {
+        guard !name.isEmpty, name.utf8.count <= Self.maxVersionNameBytes else {
+            throw SteerError.invalid("embedding version name must be 1 to \(Self.maxVersionNameBytes) bytes, got \(name.utf8.count)")
+        }
+        guard (1...Self.maxDimension).contains(dimension) else {
+            throw SteerError.invalid("embedding version '\(name)': dimension must be 1 to \(Self.maxDimension), got \(dimension)")
+        }
+        try withWriter { (database) throws(SteerError) in
+            let (existing, nextID) = withState { ($0.versions[name], $0.nextVersionID) }
+            if let existing {
+                guard existing.dimension == dimension else {
+                    throw SteerError(.dimensionMismatch, "embedding version '\(name)' exists with dimension \(existing.dimension), not \(dimension)")
+                }
+                return
+            }
+            let version = StoredVersion(versionID: nextID, dimension: dimension)
+            let batch = WriteBatch(database)
+            batch.put(.meta, StoreKey.version(named: name), version.encoded())
+            batch.put(.meta, StoreKey.nextVersionID, StoreKey.uint64(UInt64(nextID) + 1))
+            try database.write(batch)
+            withState {
+                $0.versions[name] = version
+                $0.nextVersionID = nextID + 1
+            }
+        }
+    }
+
+    /// Removes an embedding version and all of its vectors (for example an old model's embeddings
+    /// once a newer generation is live). Unknown names are ignored.
+    ///
+    /// - Parameter name: the version to drop.
+    /// - Complexity: one range deletion; space is reclaimed by compaction.
+    public func dropVersion(_ name: String) throws(SteerError) {
+        try withWriter { (database) throws(SteerError) in
+            guard let version = withState({ $0.versions[name] }) else { return }
+            let batch = WriteBatch(database)
+            batch.delete(.meta, StoreKey.version(named: name))
+            batch.deleteRange(.vectors, from: StoreKey.versionPrefix(version.versionID),
+                              to: StoreKey.versionPrefix(version.versionID + 1))
+            try database.write(batch)
+            _ = withState { $0.versions.removeValue(forKey: name) }
+        }
+    }
+
+    /// Every embedding version, in creation order.
+    public func versions() -> [EmbeddingVersion] {
+        withState { state in
+            state.versions.sorted { $0.value.versionID < $1.value.versionID }
+                .map { EmbeddingVersion(name: $0.key, dimension: $0.value.dimension) }
+        }
+    }
+
+    /// The version called `name`, or nil.
+    public func version(named name: String) -> EmbeddingVersion? {
+        withState { $0.versions[name].map { EmbeddingVersion(name: name, dimension: $0.dimension) } }
+    }
+
+    // MARK: Validation
+
+    private func validate(_ item: ItemWrite, at index: Int, versions: [String: StoredVersion]) throws(SteerError) -> [String] {
+        let label = "items[\(index)] (id \(item.id))"
+        do {
+            try item.id.validate()
+        } catch {
+            throw SteerError(error.code, "items[\(index)]: \(error.message)")
+        }
+        if let title = item.title, title.utf8.count > options.maxTitleBytes {
+            throw SteerError(.tooLarge, "\(label): title is \(title.utf8.count) bytes, limit is \(options.maxTitleBytes)")
+        }
+        var tags: [String] = []
+        var seen = Set<String>()
+        for (tagIndex, tag) in item.tags.enumerated() {
+            if tag.isEmpty { throw SteerError.invalid("\(label): tags[\(tagIndex)] is empty") }
+            if tag.utf8.count > options.maxTagBytes {
+                throw SteerError(.tooLarge, "\(label): tags[\(tagIndex)] is \(tag.utf8.count) bytes, limit is \(options.maxTagBytes)")
+            }
+            if tag.utf8.contains(0) { throw SteerError.invalid("\(label): tags[\(tagIndex)] contains a NUL character") }
+            if seen.insert(tag).inserted { tags.append(tag) }
+        }
+        if tags.count > options.maxTags {
+            throw SteerError(.tooLarge, "\(label): \(tags.count) tags, limit is \(options.maxTags)")
+        }
+        if let attributes = item.attributesJSON {
+            let size = attributes.utf8.count
+            if size > options.maxAttributesBytes {
+                throw SteerError(.tooLarge, "\(label): attributes are \(size) bytes, limit is \(options.maxAttributesBytes)")
+            }
+            let object = try? JSONSerialization.jsonObject(with: Data(attributes.utf8), options: [.fragmentsAllowed])
+            if !(object is [String: Any]) {
+                throw SteerError.invalid("\(label): attributes must be a JSON object")
+            }
+        }
+        for (name, vector) in item.vectors.sorted(by: { $0.key < $1.key }) {
+            guard let version = versions[name] else {
+                throw SteerError.notFound("\(label): vectors[\"\(name)\"] names an unknown embedding version")
+            }
+            guard vector.count == version.dimension else {
+                throw SteerError(.dimensionMismatch, "\(label): vectors[\"\(name)\"] has \(vector.count) dimensions, expected \(version.dimension)")
+            }
+            try Vectors.requireFinite(vector, field: "\(label): vectors[\"\(name)\"]")
+        }
+        return tags
+    }
+
+    // MARK: Writes
+
+    /// Inserts or replaces items in one atomic batch.
+    ///
+    /// Everything is validated before anything is written; one invalid item fails the whole call and
+    /// writes nothing. An existing id keeps its internal id and its record is replaced; vectors given
+    /// replace that version's vector, other versions keep theirs; tag postings follow the new tags.
+    ///
+    /// - Parameter items: at most `maxBatchItems` items with distinct ids.
+    /// - Returns: the internal id of every item, in input order, and the sequence after the batch.
+    /// - Throws: `.invalidRequest` (empty id, empty tag, non-object attributes, non-finite value,
+    ///   duplicate id), `.tooLarge` (limits), `.notFound` (unknown version), `.dimensionMismatch`;
+    ///   messages name the item's index and id and the field.
+    public func upsert(_ items: [ItemWrite]) throws(SteerError) -> WriteResult {
+        guard items.count <= options.maxBatchItems else {
+            throw SteerError(.tooLarge, "upsert of \(items.count) items, limit is \(options.maxBatchItems)")
+        }
+        return try withWriter { (database) throws(SteerError) -> WriteResult in
+            if items.isEmpty { return WriteResult(internalIDs: [], sequence: database.latestSequence) }
+            let (versions, firstNewID, liveCountBefore) = withState { ($0.versions, $0.nextInternalID, $0.liveCount) }
+            var tagLists: [[String]] = []
+            tagLists.reserveCapacity(items.count)
+            var seenIDs = [ItemID: Int]()
+            for (index, item) in items.enumerated() {
+                tagLists.append(try validate(item, at: index, versions: versions))
+                if let first = seenIDs.updateValue(index, forKey: item.id) {
+                    throw SteerError.invalid("items[\(index)] (id \(item.id)): duplicate of items[\(first)] in the same batch")
+                }
+            }
+
+            let existingIDs = try database.multiGet(.ids, items.map { $0.id.keyBytes })
+            var internalIDs: [Int64] = []
+            var nextID = firstNewID
+            var oldRecordKeys: [[UInt8]] = []
+            var oldRecordIndex: [Int: Int] = [:]
+            for (index, raw) in existingIDs.enumerated() {
+                if let raw {
+                    guard let id = StoreKey.decodeInternalID(raw) else {
+                        throw SteerError(.corrupt, "internal id of \(items[index].id) is unreadable")
+                    }
+                    internalIDs.append(id)
+                    oldRecordIndex[index] = oldRecordKeys.count
+                    oldRecordKeys.append(StoreKey.internalID(id))
+                } else {
+                    internalIDs.append(nextID)
+                    nextID += 1
+                }
+            }
+            let oldRecords = try database.multiGet(.items, oldRecordKeys)
+
+            let batch = WriteBatch(database)
+            var tagDeltas: [String: Int64] = [:]
+            var entry = ChangeLogEntry()
+            let emptyValue: [UInt8] = []
+            for (index, item) in items.enumerated() {
+                let internalID = internalIDs[index]
+                let recordKey = StoreKey.internalID(internalID)
+                var oldTags: [String] = []
+                if let slot = oldRecordIndex[index] {
+                    guard let raw = oldRecords[slot], let old = StoredRecord(decoding: raw) else {
+                        throw SteerError(.corrupt, "record of \(item.id) (internal id \(internalID)) is missing or unreadable")
+                    }
+                    oldTags = old.tags
+                } else {
+                    batch.put(.ids, item.id.keyBytes, recordKey)
+                }
+                let newTags = tagLists[index]
+                let newSet = Set(newTags)
+                let oldSet = Set(oldTags)
+                for tag in oldTags where !newSet.contains(tag) {
+                    batch.delete(.postings, StoreKey.posting(tag: tag, internalID: internalID))
+                    tagDeltas[tag, default: 0] -= 1
+                }
+                for tag in newTags where !oldSet.contains(tag) {
+                    batch.put(.postings, StoreKey.posting(tag: tag, internalID: internalID), emptyValue)
+                    tagDeltas[tag, default: 0] += 1
+                }
+                let record = StoredRecord(id: item.id, title: item.title, tags: newTags, attributesJSON: item.attributesJSON)
+                batch.put(.items, recordKey, record.encoded())
+                var written: [UInt32] = []
+                for (name, vector) in item.vectors {
+                    let versionID = versions[name]!.versionID
+                    VectorBytes.withBytes(vector) { batch.put(.vectors, StoreKey.vector(version: versionID, internalID: internalID), $0) }
+                    written.append(versionID)
+                }
+                entry.upserts.append((internalID, written.sorted()))
+            }
+            try applyTagDeltas(tagDeltas, database: database, batch: batch)
+            let liveCount = liveCountBefore + Int(nextID - firstNewID)
+            batch.put(.meta, StoreKey.nextInternalID, StoreKey.uint64(UInt64(nextID)))
+            batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
+            batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            try database.write(batch)
+            withState {
+                $0.nextInternalID = nextID
+                $0.liveCount = liveCount
+            }
+            return WriteResult(internalIDs: internalIDs, sequence: database.latestSequence)
+        }
+    }
+
+    /// Adds per-tag count changes to `batch` (counts are read now; the caller holds the write lock).
+    private func applyTagDeltas(_ deltas: [String: Int64], database: RocksDatabase, batch: WriteBatch) throws(SteerError) {
+        let changed = deltas.filter { $0.value != 0 }.sorted { $0.key < $1.key }
+        if changed.isEmpty { return }
+        let keys = changed.map { StoreKey.tagCount($0.key) }
+        let current = try database.multiGet(.meta, keys)
+        for (index, (_, delta)) in changed.enumerated() {
+            let before = Int64(StoreKey.decodeUInt64(current[index]) ?? 0)
+            let after = before + delta
+            if after <= 0 {
+                batch.delete(.meta, keys[index])
+            } else {
+                batch.put(.meta, keys[index], StoreKey.uint64(UInt64(after)))
+            }
+        }
+    }
+
+    /// Deletes items atomically: their records, id mappings, vectors of every version and postings.
+    ///
+    /// - Parameter ids: items to delete; unknown and repeated ids are ignored.
+    /// - Returns: the internal ids of the items that existed, and the sequence after the batch.
+    public func delete(_ ids: [ItemID]) throws(SteerError) -> (deleted: [ItemID: Int64], sequence: UInt64) {
+        guard ids.count <= options.maxBatchItems else {
+            throw SteerError(.tooLarge, "delete of \(ids.count) ids, limit is \(options.maxBatchItems)")
+        }
+        return try withWriter { (database) throws(SteerError) -> (deleted: [ItemID: Int64], sequence: UInt64) in
+            var unique: [ItemID] = []
+            var seen = Set<ItemID>()
+            for id in ids where seen.insert(id).inserted { unique.append(id) }
+            let found = try database.multiGet(.ids, unique.map(\.keyBytes))
+            var deleted: [ItemID: Int64] = [:]
+            var targets: [(ItemID, Int64)] = []
+            for (index, raw) in found.enumerated() {
+                guard let raw else { continue }
+                guard let internalID = StoreKey.decodeInternalID(raw) else {
+                    throw SteerError(.corrupt, "internal id of \(unique[index]) is unreadable")
+                }
+                targets.append((unique[index], internalID))
+            }
+            if targets.isEmpty { return ([:], database.latestSequence) }
+            let records = try database.multiGet(.items, targets.map { StoreKey.internalID($0.1) })
+            let versionIDs = withState { $0.versions.values.map(\.versionID) }
+            let batch = WriteBatch(database)
+            var tagDeltas: [String: Int64] = [:]
+            for (index, (id, internalID)) in targets.enumerated() {
+                batch.delete(.ids, id.keyBytes)
+                batch.delete(.items, StoreKey.internalID(internalID))
+                for versionID in versionIDs {
+                    batch.delete(.vectors, StoreKey.vector(version: versionID, internalID: internalID))
+                }
+                if let raw = records[index], let record = StoredRecord(decoding: raw) {
+                    for tag in record.tags {
+                        batch.delete(.postings, StoreKey.posting(tag: tag, internalID: internalID))
+                        tagDeltas[tag, default: 0] -= 1
+                    }
+                }
+                deleted[id] = internalID
+            }
+            try applyTagDeltas(tagDeltas, database: database, batch: batch)
+            let liveCount = max(0, withState { $0.liveCount } - targets.count)
+            batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
+            let entry = ChangeLogEntry(deletes: targets.map(\.1).sorted())
+            batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            try database.write(batch)
+            withState { $0.liveCount = liveCount }
+            return (deleted, database.latestSequence)
+        }
+    }
+
+    // MARK: Reads
+
+    /// Records of external ids, in input order; nil for unknown ids.
+    ///
+    /// - Complexity: two batched RocksDB reads from one snapshot.
+    public func get(_ ids: [ItemID]) throws(SteerError) -> [ItemRecord?] {
+        try withDatabase { (database) throws(SteerError) -> [ItemRecord?] in
+            if ids.isEmpty { return [] }
+            let snapshot = database.createSnapshot()
+            defer { database.release(snapshot) }
+            let found = try database.multiGet(.ids, ids.map(\.keyBytes), snapshot: snapshot)
+            var internalIDs: [Int64] = []
+            var slots: [Int?] = []
+            for raw in found {
+                if let raw, let id = StoreKey.decodeInternalID(raw) {
+                    slots.append(internalIDs.count)
+                    internalIDs.append(id)
+                } else {
+                    slots.append(nil)
+                }
+            }
+            let records = try readRecords(database, internalIDs, snapshot: snapshot)
+            return slots.map { slot in slot.flatMap { records[$0] } }
+        }
+    }
+
+    /// The internal id of an external id, or nil when the item does not exist.
+    public func internalID(of id: ItemID) throws(SteerError) -> Int64? {
+        try withDatabase { (database) throws(SteerError) -> Int64? in
+            guard let raw = try database.get(.ids, id.keyBytes) else { return nil }
+            guard let internalID = StoreKey.decodeInternalID(raw) else {
+                throw SteerError(.corrupt, "internal id of \(id) is unreadable")
+            }
+            return internalID
+        }
+    }
+
+    /// The record with an internal id, or nil.
+    public func record(internalID: Int64) throws(SteerError) -> ItemRecord? {
+        try records(internalIDs: [internalID])[0]
+    }
+
+    /// Records of internal ids, in input order; nil for unknown ids. Used to hydrate search hits.
+    ///
+    /// - Complexity: one batched RocksDB read (`multi_get`).
+    public func records(internalIDs: [Int64]) throws(SteerError) -> [ItemRecord?] {
+        try withDatabase { (database) throws(SteerError) -> [ItemRecord?] in
+            try readRecords(database, internalIDs, snapshot: nil)
+        }
+    }
+
+    private func readRecords(_ database: RocksDatabase, _ internalIDs: [Int64], snapshot: OpaquePointer?) throws(SteerError) -> [ItemRecord?] {
+        let raws = try database.multiGet(.items, internalIDs.map(StoreKey.internalID), snapshot: snapshot)
+        var result: [ItemRecord?] = []
+        result.reserveCapacity(raws.count)
+        for (index, raw) in raws.enumerated() {
+            guard let raw else {
+                result.append(nil)
+                continue
+            }
+            guard let record = StoredRecord(decoding: raw) else {
+                throw SteerError(.corrupt, "record of internal id \(internalIDs[index]) is unreadable")
+            }
+            result.append(ItemRecord(id: record.id, internalID: internalIDs[index], title: record.title,
+                                     tags: record.tags, attributesJSON: record.attributesJSON))
+        }
+        return result
+    }
+
+    /// One item's vector of one version, or nil when the item has none.
+    ///
+    /// - Throws: `.notFound` for an unknown version.
+    public func vector(internalID: Int64, version: String) throws(SteerError) -> [Float]? {
+        try vectors(internalIDs: [internalID], version: version)[0]
+    }
+
+    /// Vectors of one version for many internal ids, in input order; nil where an item has none.
+    ///
+    /// - Throws: `.notFound` for an unknown version.
+    public func vectors(internalIDs: [Int64], version: String) throws(SteerError) -> [[Float]?] {
+        try withDatabase { (database) throws(SteerError) -> [[Float]?] in
+            let stored = try storedVersion(version)
+            return try readVectors(database, internalIDs, stored, snapshot: nil)
+        }
+    }
+
+    private func readVectors(_ database: RocksDatabase, _ internalIDs: [Int64], _ version: StoredVersion, snapshot: OpaquePointer?) throws(SteerError) -> [[Float]?] {
+        let raws = try database.multiGet(.vectors, internalIDs.map { StoreKey.vector(version: version.versionID, internalID: $0) }, snapshot: snapshot)
+        var result: [[Float]?] = []
+        result.reserveCapacity(raws.count)
+        for (index, raw) in raws.enumerated() {
+            guard let raw else {
+                result.append(nil)
+                continue
+            }
+            guard raw.count == version.dimension * 4 else {
+                throw SteerError(.corrupt, "vector of internal id \(internalIDs[index]) has \(raw.count) bytes, expected \(version.dimension * 4)")
+            }
+            result.append(VectorBytes.decode(raw))
+        }
+        return result
+    }
+
+    /// Internal ids of the live items carrying `tag`, sorted ascending.
+    ///
+    /// - Complexity: O(matches), one range scan of the postings.
+    public func internalIDs(withTag tag: String) throws(SteerError) -> [Int64] {
+        try withDatabase { (database) throws(SteerError) -> [Int64] in
+            if tag.isEmpty || tag.utf8.contains(0) { return [] }
+            var ids: [Int64] = []
+            let prefixLength = tag.utf8.count + 1
+            do {
+                try database.scan(.postings, from: StoreKey.postingStart(tag: tag), to: StoreKey.postingEnd(tag: tag)) { key, _ in
+                    if let id = StoreKey.decodeInternalID(key.dropFirst(prefixLength)) { ids.append(id) }
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return ids
+        }
+    }
+
+    /// The number of live items carrying each tag.
+    ///
+    /// - Complexity: O(distinct tags); counts are maintained by every write.
+    public func tagCounts() throws(SteerError) -> [String: Int] {
+        try withDatabase { (database) throws(SteerError) -> [String: Int] in
+            var counts: [String: Int] = [:]
+            do {
+                try database.scan(.meta, from: StoreKey.tagCountPrefix, to: StoreKey.tagCountEnd) { key, value in
+                    let tag = String(decoding: key.dropFirst(StoreKey.tagCountPrefix.count), as: UTF8.self)
+                    counts[tag] = Int(StoreKey.decodeUInt64(Array(value)) ?? 0)
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return counts
+        }
+    }
+
+    /// The number of live items (0 once closed).
+    public var count: Int { withState { $0.liveCount } }
+
+    /// The sequence number of the last committed write (0 once closed).
+    public var latestSequence: UInt64 {
+        (try? withDatabase { $0.latestSequence }) ?? 0
+    }
+
+    // MARK: Index builds
+
+    /// Iterates every vector of one version from a consistent snapshot, in internal-id order, in batches.
+    ///
+    /// - Parameters:
+    ///   - version: the embedding version to read.
+    ///   - batchSize: most vectors per call of `body` (at least 1).
+    ///   - body: gets internal ids and their vectors concatenated row-major (`ids.count * dimension`).
+    ///     It may read and write the store (writes are not seen by this scan) but must not call `close()`.
+    /// - Returns: the snapshot's sequence number: the scan contains exactly the writes with sequence <= it.
+    /// - Throws: `.notFound` for an unknown version, RocksDB read errors, or what `body` throws.
+    public func scanVectors(version: String, batchSize: Int = 4096, _ body: (_ internalIDs: [Int64], _ vectors: [Float]) throws -> Void) throws -> UInt64 {
+        let batchSize = max(1, batchSize)
+        return try lifecycle.withReadLock { () throws -> UInt64 in
+            guard let database else { throw SteerError(.unavailable, "the item store at '\(options.path)' is closed") }
+            let stored = try storedVersion(version)
+            let (snapshot, sequence) = self.snapshot(database)
+            defer { database.release(snapshot) }
+            var ids: [Int64] = []
+            var values: [Float] = []
+            ids.reserveCapacity(batchSize)
+            values.reserveCapacity(batchSize * stored.dimension)
+            let rowBytes = stored.dimension * 4
+            try database.scan(.vectors, from: StoreKey.versionPrefix(stored.versionID),
+                              to: StoreKey.versionPrefix(stored.versionID + 1), snapshot: snapshot) { key, value in
+                guard let id = StoreKey.decodeInternalID(key.dropFirst(4)), value.count == rowBytes else {
+                    throw SteerError(.corrupt, "vector entry of version '\(version)' is unreadable")
+                }
+                ids.append(id)
+                VectorBytes.append(value, to: &values)
+                if ids.count == batchSize {
+                    try body(ids, values)
+                    ids.removeAll(keepingCapacity: true)
+                    values.removeAll(keepingCapacity: true)
+                }
+                return true
+            }
+            if !ids.isEmpty { try body(ids, values) }
+            return sequence
+        }
+    }
+
+    /// Writes after `sequence` that touch `version`: upserted internal ids that wrote a vector of that
+    /// version, with their current vector, and deleted internal ids. Used to replay writes made during an
+    /// index build.
+    ///
+    /// Read from the `changelog` family and a snapshot. An id upserted and then deleted appears only in
+    /// `deletes`; `deletes` may hold ids that never had a vector of this version (removing them must be a
+    /// no-op for the caller).
+    ///
+    /// - Parameters:
+    ///   - sequence: usually the value `scanVectors` returned.
+    ///   - version: the embedding version.
+    /// - Returns: upserts sorted by internal id, deletes sorted ascending, and the sequence the result is
+    ///   complete up to (pass it as `sequence` next time).
+    /// - Throws: `.notFound` for an unknown version, or when changes after `sequence` were already trimmed.
+    public func changes(since sequence: UInt64, version: String) throws(SteerError) -> (upserts: [(Int64, [Float])], deletes: [Int64], sequence: UInt64) {
+        try withDatabase { (database) throws(SteerError) -> (upserts: [(Int64, [Float])], deletes: [Int64], sequence: UInt64) in
+            let stored = try storedVersion(version)
+            let trimmed = withState { $0.trimmedThrough }
+            guard sequence >= trimmed else {
+                throw SteerError.notFound("changes since sequence \(sequence) were trimmed (the change log starts after \(trimmed)); rebuild from scanVectors")
+            }
+            let (snapshot, latest) = self.snapshot(database)
+            defer { database.release(snapshot) }
+            var upserted = Set<Int64>()
+            var deleted = Set<Int64>()
+            if sequence < latest {
+                do {
+                    try database.scan(.changelog, from: StoreKey.changeLog(sequence + 1), to: nil, snapshot: snapshot) { _, value in
+                        guard let entry = ChangeLogEntry(decoding: Array(value)) else {
+                            throw SteerError(.corrupt, "change-log entry is unreadable")
+                        }
+                        for upsert in entry.upserts where upsert.versionIDs.contains(stored.versionID) {
+                            upserted.insert(upsert.internalID)
+                        }
+                        for id in entry.deletes {
+                            upserted.remove(id)
+                            deleted.insert(id)
+                        }
+                        return true
+                    }
+                } catch {
+                    throw Self.steerError(error)
+                }
+            }
+            let ids = upserted.sorted()
+            let vectors = try readVectors(database, ids, stored, snapshot: snapshot)
+            var upserts: [(Int64, [Float])] = []
+            upserts.reserveCapacity(ids.count)
+            for (id, vector) in zip(ids, vectors) {
+                if let vector { upserts.append((id, vector)) }
+            }
+            return (upserts, deleted.sorted(), latest)
+        }
+    }
+
+    /// Deletes change-log entries of batches with sequence <= `sequence`; afterwards `changes(since:)`
+    /// refuses any earlier sequence.
+    ///
+    /// - Parameter sequence: typically the sequence of the oldest index build still replaying changes.
+    public func trimChangeLog(upTo sequence: UInt64) throws(SteerError) {
+        try withWriter { (database) throws(SteerError) in
+            let trimmed = withState { $0.trimmedThrough }
+            guard sequence > trimmed else { return }
+            let bound = min(sequence, database.latestSequence)
+            let batch = WriteBatch(database)
+            batch.deleteRange(.changelog, from: StoreKey.changeLog(0), to: StoreKey.changeLog(bound + 1))
+            batch.put(.meta, StoreKey.changeLogTrimmedThrough, StoreKey.uint64(bound))
+            try database.write(batch)
+            withState { $0.trimmedThrough = bound }
+        }
+    }
+}
