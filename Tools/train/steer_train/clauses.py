@@ -18,8 +18,7 @@ TRIM = "'\"\u201c\u201d\u00ab\u00bb-_*~`#"
 MAX_CLAUSES = 8
 
 FILLER = frozenset(
-    "a an the some something anything everything stuff things thing please pls movies movie "
-    "films film shows show ones one really very just maybe i me my us we".split()
+    ["a", "an", "the", "some", "something", "anything", "everything", "stuff", "things", "thing", "please", "pls", "movies", "movie", "films", "film", "shows", "show", "ones", "one", "really", "very", "just", "maybe", "i", "me", "my", "us", "we"]
 )
 #: word sequences → action; the longest match at a position wins
 _SPLIT = ["but", "and", "or", "nor", "&", "+", "plus", "yet", "though", "although", "however",

@@ -133,7 +133,9 @@ def _build(
     per_user: dict[ItemId, list[tuple[float, int, int]]] = {}
     for user, item, ts, order in events:
         per_user.setdefault(user, []).append((ts, order, row[str(item)]))
-    users = sorted(per_user, key=lambda u: (isinstance(u, str), u if isinstance(u, int) else 0, str(u)))
+    users = sorted(
+        per_user, key=lambda u: (isinstance(u, str), u if isinstance(u, int) else 0, str(u))
+    )
     seqs: list[list[int]] = []
     for u in users:
         evs = sorted(per_user[u])
@@ -144,7 +146,9 @@ def _build(
                 seen.add(r)
                 seq.append(r)
         seqs.append(seq)
-    return Dataset(name=name, items=items, user_ids=users, sequences=seqs, tag_vocab=list(tag_vocab))
+    return Dataset(
+        name=name, items=items, user_ids=users, sequences=seqs, tag_vocab=list(tag_vocab)
+    )
 
 
 # ---------------------------------------------------------------------------- MovieLens
@@ -162,9 +166,10 @@ def load_ml100k(directory: str | Path) -> Dataset:
                 raise DataError(f"{genres_path}:{n}: expected 'name|index'")
             genres.append(_norm_tag(parts[0]))
     else:
-        genres = [_norm_tag(g) for g in "unknown|Action|Adventure|Animation|Children's|Comedy|"
-                  "Crime|Documentary|Drama|Fantasy|Film-Noir|Horror|Musical|Mystery|Romance|"
-                  "Sci-Fi|Thriller|War|Western".split("|")]
+        genres = [
+            _norm_tag(g)
+            for g in ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+        ]
     items: list[Item] = []
     item_path = d / "u.item"
     for n, line in _lines(item_path, "latin-1"):
@@ -213,7 +218,9 @@ def _ml_latest_movies(path: Path) -> list[Item]:
     return items
 
 
-def load_ml_latest_small(directory: str | Path, tags: str = "genres", min_tag_items: int = 5) -> Dataset:
+def load_ml_latest_small(
+    directory: str | Path, tags: str = "genres", min_tag_items: int = 5
+) -> Dataset:
     """MovieLens latest-small: ``movies.csv`` (20 genres), ``ratings.csv``, ``tags.csv``.
 
     ``tags``: ``genres`` (item tags = genres), ``user`` (free-text user tags applied to at least
@@ -364,7 +371,12 @@ def _interactions(path: Path) -> Iterator[tuple[int, ItemId, ItemId, float]]:
             ts = obj["timestamp"]
             if isinstance(ts, bool) or not isinstance(ts, (int, float)):
                 raise DataError(f"{path}:{n}: timestamp must be a number")
-            yield n, _json_id(path, n, "user", obj["user"]), _json_id(path, n, "item", obj["item"]), float(ts)
+            yield (
+                n,
+                _json_id(path, n, "user", obj["user"]),
+                _json_id(path, n, "item", obj["item"]),
+                float(ts),
+            )
     else:
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from steer_train.data import DataError, leave_one_out, load_generic, load_ml100k, load_ml_latest_small
+from steer_train.data import (
+    DataError,
+    leave_one_out,
+    load_generic,
+    load_ml100k,
+    load_ml_latest_small,
+)
 from steer_train.synth import TAGS, SynthConfig, generate, write_generic
 
 from .conftest import data_dir

