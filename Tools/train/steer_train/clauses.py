@@ -18,7 +18,37 @@ TRIM = "'\"\u201c\u201d\u00ab\u00bb-_*~`#"
 MAX_CLAUSES = 8
 
 FILLER = frozenset(
-    ["a", "an", "the", "some", "something", "anything", "everything", "stuff", "things", "thing", "please", "pls", "movies", "movie", "films", "film", "shows", "show", "ones", "one", "really", "very", "just", "maybe", "i", "me", "my", "us", "we"]
+    [
+        "a",
+        "an",
+        "the",
+        "some",
+        "something",
+        "anything",
+        "everything",
+        "stuff",
+        "things",
+        "thing",
+        "please",
+        "pls",
+        "movies",
+        "movie",
+        "films",
+        "film",
+        "shows",
+        "show",
+        "ones",
+        "one",
+        "really",
+        "very",
+        "just",
+        "maybe",
+        "i",
+        "me",
+        "my",
+        "us",
+        "we",
+    ]
 )
 #: word sequences → action; the longest match at a position wins
 _SPLIT = ["but", "and", "or", "nor", "&", "+", "plus", "yet", "though", "although", "however",
@@ -78,55 +108,49 @@ def _chunks(s: str) -> list[list[str]]:
     return out
 
 
+def _parse_chunk(words: list[str], clauses: list[Clause]) -> None:
+    """Step 4 of docs/clause-parser.md for one chunk; appends to ``clauses``."""
+    pol = "+"
+    prev_pol = "+"
+    content: list[str] = []
+    i = 0
+    while i < len(words):
+        action = None
+        n = 0
+        for k in range(min(MAX_PHRASE, len(words) - i), 0, -1):
+            found = PHRASES.get(tuple(words[i : i + k]))
+            if found is not None:
+                action, n = found, k
+                break
+        if action is None:
+            if words[i] not in FILLER:
+                content.append(words[i])
+            i += 1
+            continue
+        phrase = " ".join(words[i : i + n])
+        i += n
+        had_content = bool(content)
+        if content:  # close (an affirm cue closes only after content, which is this case too)
+            clauses.append(Clause(" ".join(content), pol))
+            prev_pol = pol
+            content = []
+        if action == "split":
+            pol = "-" if phrase == "nor" else prev_pol if phrase in _INHERIT else "+"
+        elif action == "neg":
+            pol = "-"
+        elif had_content:  # an affirm cue after content opens a new positive clause
+            pol = "+"
+    if content:
+        clauses.append(Clause(" ".join(content), pol))
+
+
 def parse(prompt: str | None) -> list[Clause]:
     """Split a prompt into at most ``MAX_CLAUSES`` clauses, each with a polarity."""
     if not prompt:
         return []
     clauses: list[Clause] = []
     for words in _chunks(normalize(prompt)):
-        pol = "+"
-        content: list[str] = []
-        prev_pol = "+"
-
-        def close() -> None:
-            nonlocal prev_pol
-            if content:
-                clauses.append(Clause(" ".join(content), pol))
-                prev_pol = pol
-                content.clear()
-
-        i = 0
-        while i < len(words):
-            action = None
-            n = 0
-            for k in range(min(MAX_PHRASE, len(words) - i), 0, -1):
-                a = PHRASES.get(tuple(words[i : i + k]))
-                if a is not None:
-                    action, n = a, k
-                    break
-            if action is None:
-                if words[i] not in FILLER:
-                    content.append(words[i])
-                i += 1
-                continue
-            phrase = " ".join(words[i : i + n])
-            i += n
-            if action == "split":
-                close()
-                if phrase == "nor":
-                    pol = "-"
-                elif phrase in _INHERIT:
-                    pol = prev_pol
-                else:
-                    pol = "+"
-            elif action == "neg":
-                close()
-                pol = "-"
-            else:  # pos: opens a new clause only after content; keeps the polarity otherwise
-                if content:
-                    close()
-                    pol = "+"
-        close()
+        _parse_chunk(words, clauses)
     return clauses[:MAX_CLAUSES]
 
 

@@ -133,9 +133,7 @@ def _build(
     per_user: dict[ItemId, list[tuple[float, int, int]]] = {}
     for user, item, ts, order in events:
         per_user.setdefault(user, []).append((ts, order, row[str(item)]))
-    users = sorted(
-        per_user, key=lambda u: (isinstance(u, str), u if isinstance(u, int) else 0, str(u))
-    )
+    users = sorted(per_user, key=lambda u: (isinstance(u, str), u if isinstance(u, int) else 0, str(u)))
     seqs: list[list[int]] = []
     for u in users:
         evs = sorted(per_user[u])
@@ -146,9 +144,7 @@ def _build(
                 seen.add(r)
                 seq.append(r)
         seqs.append(seq)
-    return Dataset(
-        name=name, items=items, user_ids=users, sequences=seqs, tag_vocab=list(tag_vocab)
-    )
+    return Dataset(name=name, items=items, user_ids=users, sequences=seqs, tag_vocab=list(tag_vocab))
 
 
 # ---------------------------------------------------------------------------- MovieLens
@@ -168,7 +164,27 @@ def load_ml100k(directory: str | Path) -> Dataset:
     else:
         genres = [
             _norm_tag(g)
-            for g in ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+            for g in [
+                "unknown",
+                "Action",
+                "Adventure",
+                "Animation",
+                "Children's",
+                "Comedy",
+                "Crime",
+                "Documentary",
+                "Drama",
+                "Fantasy",
+                "Film-Noir",
+                "Horror",
+                "Musical",
+                "Mystery",
+                "Romance",
+                "Sci-Fi",
+                "Thriller",
+                "War",
+                "Western",
+            ]
         ]
     items: list[Item] = []
     item_path = d / "u.item"
@@ -218,9 +234,7 @@ def _ml_latest_movies(path: Path) -> list[Item]:
     return items
 
 
-def load_ml_latest_small(
-    directory: str | Path, tags: str = "genres", min_tag_items: int = 5
-) -> Dataset:
+def load_ml_latest_small(directory: str | Path, tags: str = "genres", min_tag_items: int = 5) -> Dataset:
     """MovieLens latest-small: ``movies.csv`` (20 genres), ``ratings.csv``, ``tags.csv``.
 
     ``tags``: ``genres`` (item tags = genres), ``user`` (free-text user tags applied to at least

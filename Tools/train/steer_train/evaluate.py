@@ -41,9 +41,7 @@ class Task:
     neg_tag: list[int]
 
 
-def build_tasks(
-    ds: Dataset, cases: list[EvalCase], prompt_tags: list[str], seed: int
-) -> dict[str, Task]:
+def build_tasks(ds: Dataset, cases: list[EvalCase], prompt_tags: list[str], seed: int) -> dict[str, Task]:
     """Evaluation prompts from the evaluation templates (seeded).
 
     positive: the target's prompt-eligible tag that is least frequent in the history (an intent
@@ -110,9 +108,7 @@ def per_case_metrics(
     return out
 
 
-def paired_test(
-    a: np.ndarray, b: np.ndarray, n_perm: int = 10000, seed: int = 0
-) -> dict[str, float]:
+def paired_test(a: np.ndarray, b: np.ndarray, n_perm: int = 10000, seed: int = 0) -> dict[str, float]:
     """Paired comparison of per-case metrics ``a`` vs ``b``: mean difference, paired t statistic
     and a two-sided sign-flip permutation p-value."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
@@ -173,13 +169,13 @@ class Evaluator:
         mkeep = torch.ones((b, n), dtype=torch.bool)
         ci = 0
         for i, clauses in enumerate(cb.clauses):
-            for c in clauses:
-                tags = self.mapper.map(c.text, cb.emb[ci])
+            for cl in clauses:
+                tags = self.mapper.map(cl.text, cb.emb[ci])
                 ci += 1
                 if not tags:
                     continue
                 carries = self.tagmat_t[tags].any(0)
-                mkeep[i] &= carries if c.polarity == "+" else ~carries
+                mkeep[i] &= carries if cl.polarity == "+" else ~carries
         top_vals, top_idx = torch.topk(s0, min(TOP, n), dim=1)
         top = torch.full_like(s0, -math.inf).scatter(1, top_idx, top_vals)
         neg_inf = torch.tensor(-math.inf)
@@ -214,23 +210,14 @@ class Evaluator:
             tgt = torch.tensor([c.target for c in task.cases])
             banned = None
             if any(t >= 0 for t in task.neg_tag):
-                banned = torch.stack(
-                    [
-                        self.tagmat_t[t]
-                        if t >= 0
-                        else torch.zeros(
-                            tgt.new_zeros(1).shape[0] * 0 + self.tagmat_t.shape[1], dtype=torch.bool
-                        )
-                        for t in task.neg_tag
-                    ]
-                )
+                none = torch.zeros(self.tagmat_t.shape[1], dtype=torch.bool)
+                banned = torch.stack([self.tagmat_t[t] if t >= 0 else none for t in task.neg_tag])
             per_case[name] = {m: per_case_metrics(s, tgt, banned) for m, s in sc.items()}
             results[name] = {
                 "n": len(task.cases),
                 "example_prompts": task.prompts[:5],
                 "methods": {
-                    m: {k: float(v.mean()) for k, v in met.items()}
-                    for m, met in per_case[name].items()
+                    m: {k: float(v.mean()) for k, v in met.items()} for m, met in per_case[name].items()
                 },
             }
             log.info(
@@ -258,9 +245,7 @@ CLAIMS = [
 ]
 
 
-def comparisons(
-    per_case: dict[str, dict[str, dict[str, np.ndarray]]], seed: int
-) -> list[dict[str, Any]]:
+def comparisons(per_case: dict[str, dict[str, dict[str, np.ndarray]]], seed: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for task, metric, a, b in CLAIMS:
         if task not in per_case or a not in per_case[task] or b not in per_case[task]:

@@ -25,9 +25,7 @@ VERSION = 1
 def _backbone_name(key: str) -> str | None:
     if key == "item_emb.weight":
         return None  # exported as item_embeddings
-    key = key.replace("gru.weight_ih_l0", "gru.weight_ih").replace(
-        "gru.weight_hh_l0", "gru.weight_hh"
-    )
+    key = key.replace("gru.weight_ih_l0", "gru.weight_ih").replace("gru.weight_hh_l0", "gru.weight_hh")
     key = key.replace("gru.bias_ih_l0", "gru.bias_ih").replace("gru.bias_hh_l0", "gru.bias_hh")
     return "backbone." + key
 
@@ -124,18 +122,14 @@ def golden_cases(
                 "top10": [ds.items[r].id for r in top],
                 "top10_scores": [float(scores[r]) for r in top],
                 "top10_hybrid": [
-                    ds.items[int(r)].id
-                    for r, v in zip(hi, hv, strict=True)
-                    if math.isfinite(float(v))
+                    ds.items[int(r)].id for r, v in zip(hi, hv, strict=True) if math.isfinite(float(v))
                 ],
             }
         )
     return out
 
 
-def default_golden_inputs(
-    ds: Dataset, model: DPR, seed: int = 0
-) -> list[tuple[list[int], str | None]]:
+def default_golden_inputs(ds: Dataset, model: DPR, seed: int = 0) -> list[tuple[list[int], str | None]]:
     """At least 8 cases: no prompt, single ±, compound, filler-only, long and short histories."""
     g = torch.Generator().manual_seed(seed)
     users = [s for s in ds.sequences if len(s) >= 3]
@@ -171,15 +165,10 @@ def write_checkpoint(
     d.mkdir(parents=True, exist_ok=True)
     tag_emb = encoder.encode(model.tags)
     save_file(tensors(model, tag_emb), str(d / "model.safetensors"), metadata={"format": FORMAT})
-    (d / "config.json").write_text(
-        json.dumps(config_json(model, ds.name, extra or {}), indent=1) + "\n"
-    )
+    (d / "config.json").write_text(json.dumps(config_json(model, ds.name, extra or {}), indent=1) + "\n")
     with (d / "items.jsonl").open("w", encoding="utf-8") as fh:
         for it in ds.items:
-            fh.write(
-                json.dumps({"id": it.id, "title": it.title, "tags": it.tags}, ensure_ascii=False)
-                + "\n"
-            )
+            fh.write(json.dumps({"id": it.id, "title": it.title, "tags": it.tags}, ensure_ascii=False) + "\n")
     golden = {
         "description": "inputs and expected outputs of the DPR forward pass (docs/checkpoint-format.md)",
         "k": 10,

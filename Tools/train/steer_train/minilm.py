@@ -185,9 +185,7 @@ class MiniLM:
             v = heads(self._lin(x, p + "attention.self.value"))
             att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
             ctx = (att @ v).transpose(1, 2).reshape(n, t, HIDDEN)
-            x = self._ln(
-                self._lin(ctx, p + "attention.output.dense") + x, p + "attention.output.LayerNorm"
-            )
+            x = self._ln(self._lin(ctx, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
             h = F.gelu(self._lin(x, p + "intermediate.dense"))
             x = self._ln(self._lin(h, p + "output.dense") + x, p + "output.LayerNorm")
         pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)

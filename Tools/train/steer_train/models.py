@@ -113,7 +113,7 @@ class SASRec(Backbone):
             self.item_emb.weight[0].zero_()
 
     def encode_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        b, t = seqs.shape
+        _b, t = seqs.shape
         pos = torch.arange(t, device=seqs.device) + (self.cfg.max_len - t)
         x = self.item_emb(seqs) * math.sqrt(self.cfg.d) + self.pos_emb(pos)[None]
         x = self.drop(x)
@@ -139,15 +139,13 @@ class GRU4Rec(Backbone):
             self.item_emb.weight[0].zero_()
 
     def encode_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        b, t = seqs.shape
+        _b, t = seqs.shape
         lengths = (seqs > 0).sum(1).clamp(min=1)
         ar = torch.arange(t, device=seqs.device)[None]
         shift = (t - lengths)[:, None]
         right = torch.gather(seqs, 1, (ar + shift) % t)  # right-padded copy
         x = self.drop(self.item_emb(right))
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t)
         idx = ((ar - shift) % t)[:, :, None].expand(-1, -1, padded.shape[2])

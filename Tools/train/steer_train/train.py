@@ -93,9 +93,7 @@ def user_vectors(model: DPR, histories: list[list[int]], batch: int = 512) -> to
     model.backbone.eval()
     out = []
     for s in range(0, len(histories), batch):
-        out.append(
-            model.backbone.user_vector(pad_left(histories[s : s + batch], model.cfg.max_len))
-        )
+        out.append(model.backbone.user_vector(pad_left(histories[s : s + batch], model.cfg.max_len)))
     return torch.cat(out) if out else torch.zeros((0, model.cfg.d))
 
 
@@ -138,7 +136,7 @@ def train_stage1(
             logits = out @ bb.item_table().T
             loss = F.cross_entropy(logits, y[mask] - 1)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             tot += loss.item() * int(mask.sum())
             n += int(mask.sum())
@@ -146,11 +144,7 @@ def train_stage1(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-        if (
-            valid
-            and tc.eval_every > 0
-            and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs1)
-        ):
+        if valid and tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs1):
             nd = quick_ndcg(model, valid, model.cfg.n_items)
             log.info("stage 1 epoch %d: loss %.4f, valid NDCG@10 %.4f", epoch + 1, losses[-1], nd)
             if nd > best[0]:
@@ -311,7 +305,7 @@ def train_head(
                     part = part + tc.sup_weight * _suppression(logits, banned).mean()
                 loss = loss + part / len(kinds)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             tot += loss.item()
         losses.append(tot / steps)

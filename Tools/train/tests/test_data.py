@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_synth_sequences_follow_tag_preferences() -> None:
     # consecutive items share a tag far more often than random pairs would
     share = tot = 0
     for s in ds.sequences:
-        for a, b in zip(s, s[1:], strict=False):
+        for a, b in itertools.pairwise(s):
             tot += 1
             share += bool(set(ds.items[a].tags) & set(ds.items[b].tags))
     assert share / tot > 0.6
