@@ -80,6 +80,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sup-weight", type=float, default=1.0)
     p.add_argument("--max-samples", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default=None, help="directory to cache/reuse stage-1 backbones")
 
 
 def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
@@ -122,7 +123,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     enc = shared_encoder(a.minilm)
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
-    res = train_all(model, ds, split, PromptBank(enc), tc, ds.prompt_tags())
+    res = train_all(model, ds, split, PromptBank(enc), tc, ds.prompt_tags(), getattr(a, "cache", None))
     info = {
         "losses": res.losses,
         "seconds": res.seconds,
@@ -225,7 +226,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     out = Path(a.out)
     write_generic(ds, out / "data")
     ns = argparse.Namespace(**DEMO, backbone=a.backbone, seed=a.seed, out=str(out), minilm=a.minilm,
-                            no_progress=a.no_progress)  # fmt: skip
+                            no_progress=a.no_progress, cache=None)  # fmt: skip
     _train(ns, ds)
 
 

@@ -11,11 +11,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,6 +272,23 @@ def train_head(
 ) -> list[float]:
     """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything)."""
     seed_all(tc.seed + stage)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: thread synchronisation costs more than it gains
+    try:
+        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_head(
+    model: DPR,
+    ds: Dataset,
+    smp: Samples,
+    bank: PromptBank,
+    prompt_tags: list[str],
+    tc: TrainConfig,
+    stage: int,
+) -> list[float]:
     head = model.head
     head.train()
     sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage)
@@ -310,7 +331,7 @@ def train_head(
             tot += loss.item()
         losses.append(tot / steps)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        log.info("stage %d epoch %d: loss %.4f", stage, len(losses), losses[-1])
+        log.info("stage %d epoch %d: loss %.4f (%d steps)", stage, len(losses), losses[-1], steps)
     head.eval()
     return losses
 
@@ -322,12 +343,38 @@ class TrainResult:
 
 
 def train_all(
-    model: DPR, ds: Dataset, split: Split, bank: PromptBank, tc: TrainConfig, prompt_tags: list[str]
+    model: DPR,
+    ds: Dataset,
+    split: Split,
+    bank: PromptBank,
+    tc: TrainConfig,
+    prompt_tags: list[str],
+    cache_dir: str | None = None,
 ) -> TrainResult:
-    import time
-
+    """All three stages. With ``cache_dir``, the stage-1 backbone is stored there (keyed by data set,
+    model and stage-1 settings) and reused by later runs."""
     t0 = time.time()
-    l1 = train_stage1(model, split, tc)
+    cached = None
+    if cache_dir:
+        key = json.dumps(
+            [ds.name, ds.n_items, len(split.train), model.cfg.to_json(),
+             [tc.seed, tc.epochs1, tc.lr1, tc.batch1, tc.weight_decay1, tc.eval_every, tc.patience]],
+            sort_keys=True,
+        )  # fmt: skip
+        cached = Path(cache_dir) / f"stage1-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if cached is not None and cached.is_file():
+        blob = torch.load(cached, weights_only=True)
+        model.backbone.load_state_dict(blob["state"])
+        model.backbone.eval()
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        l1 = [float(x) for x in blob["losses"]]
+        log.info("stage 1: reusing the cached backbone %s", cached)
+    else:
+        l1 = train_stage1(model, split, tc)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": model.backbone.state_dict(), "losses": torch.tensor(l1)}, cached)
     t1 = time.time()
     smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
     log.info("head training samples: %d", smp.h.shape[0])
