@@ -148,13 +148,16 @@ class Evaluator:
         m = self.model
         m.eval()
         V = m.backbone.item_table()
+        V0 = m.backbone.base_table()
         h = user_vectors(m, [c.history for c in task.cases])
         cb = self.bank.batch(task.prompts)
         q = m.head.query(h, cb.emb, cb.negative, cb.owner)
-        s0 = h @ V.T
+        s0 = h @ V0.T  # the plain (stage-1) backbone: every baseline starts from this ranking
+        sh = h @ V.T  # DPR without a prompt (what the server ranks for q = h)
         sq = q @ V.T
         for i, c in enumerate(task.cases):
             s0[i, c.history] = -math.inf
+            sh[i, c.history] = -math.inf
             sq[i, c.history] = -math.inf
         b = len(task.cases)
         n = V.shape[0]
@@ -185,7 +188,7 @@ class Evaluator:
             "filter_top100": torch.where(keep, top, neg_inf),
             "dpr_soft": sq,
             "dpr_hybrid": torch.where(mkeep, sq, neg_inf),
-            "dpr_hard": torch.where(mkeep, s0, neg_inf),
+            "dpr_hard": torch.where(mkeep, sh, neg_inf),
         }
         if task.name != "standard":
             # semantic re-ranking of the backbone's top 100: Σ_c sign(c) · cos(clause, item text)

@@ -23,15 +23,18 @@ VERSION = 1
 
 
 def _backbone_name(key: str) -> str | None:
-    if key == "item_emb.weight":
-        return None  # exported as item_embeddings
+    if key in ("item_emb.weight", "out_emb"):
+        return None  # exported as backbone.input_embeddings and item_embeddings
     key = key.replace("gru.weight_ih_l0", "gru.weight_ih").replace("gru.weight_hh_l0", "gru.weight_hh")
     key = key.replace("gru.bias_ih_l0", "gru.bias_ih").replace("gru.bias_hh_l0", "gru.bias_hh")
     return "backbone." + key
 
 
 def tensors(model: DPR, tag_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {"item_embeddings": model.backbone.item_table().detach().clone()}
+    out: dict[str, torch.Tensor] = {
+        "item_embeddings": model.backbone.item_table().detach().clone(),
+        "backbone.input_embeddings": model.backbone.base_table().detach().clone(),
+    }
     for k, v in model.backbone.state_dict().items():
         name = _backbone_name(k)
         if name is not None:
@@ -189,9 +192,13 @@ def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
     w = load_file(str(d / "model.safetensors"))
     bb = make_backbone(cfg)
     sd: dict[str, torch.Tensor] = {}
+    if not torch.equal(w["item_embeddings"], w["backbone.input_embeddings"]):
+        bb.untie()
     for k in bb.state_dict():
         if k == "item_emb.weight":
-            sd[k] = torch.cat([torch.zeros(1, cfg.d), w["item_embeddings"]])
+            sd[k] = torch.cat([torch.zeros(1, cfg.d), w["backbone.input_embeddings"]])
+        elif k == "out_emb":
+            sd[k] = w["item_embeddings"]
         else:
             name = _backbone_name(k)
             assert name is not None

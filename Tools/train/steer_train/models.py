@@ -44,6 +44,12 @@ class ModelConfig:
 class Backbone(nn.Module):
     cfg: ModelConfig
     item_emb: nn.Embedding
+    #: the scoring table once stage 3 has tuned it (``None``: tied to the input table)
+    out_emb: nn.Parameter | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("out_emb", None)
 
     def encode_all(self, seqs: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded tokens → ``[B, L, d]`` hidden states (position ``t`` sees
@@ -57,8 +63,19 @@ class Backbone(nn.Module):
         return torch.where(empty[:, None], torch.zeros_like(h), h)
 
     def item_table(self) -> torch.Tensor:
-        """``V`` ``[n_items, d]``: row ``r`` scores item row ``r``."""
+        """``V`` ``[n_items, d]``: row ``r`` scores item row ``r`` (the table the server indexes)."""
+        if self.out_emb is not None:
+            return self.out_emb
         return self.item_emb.weight[1:]
+
+    def base_table(self) -> torch.Tensor:
+        """The stage-1 table (also the input embedding): the plain backbone's scoring table."""
+        return self.item_emb.weight[1:]
+
+    def untie(self) -> None:
+        """Give the scorer its own copy of the item table (stage 3 tunes it)."""
+        if self.out_emb is None:
+            self.out_emb = nn.Parameter(self.item_emb.weight[1:].detach().clone())
 
 
 class Block(nn.Module):

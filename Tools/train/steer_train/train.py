@@ -51,6 +51,10 @@ class TrainConfig:
     lr23: float = 1e-3
     batch23: int = 256
     sup_weight: float = 1.0
+    #: stage 3 also tunes the scoring item table (untied from the input table), with the plain
+    #: no-prompt loss keeping standard accuracy
+    tune_items: bool = True
+    nll_weight: float = 1.0
     max_samples: int = 0
     progress: bool = True
 
@@ -297,15 +301,21 @@ def _train_head(
         kinds = ["pos"]
         epochs = tc.epochs2
     else:
+        if tc.tune_items:
+            model.backbone.untie()
         params = list(head.parameters())
         kinds = ["pos", "neg", "compound"]
+        if tc.tune_items and model.backbone.out_emb is not None:
+            params.append(model.backbone.out_emb)
+            kinds.append("none")
         epochs = tc.epochs3
-    pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok}
+    everyone = torch.arange(smp.h.shape[0])
+    pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok, "none": everyone}
     kinds = [k for k in kinds if len(pools[k]) > 0]
     if not kinds or epochs <= 0:
         return []
     opt = torch.optim.Adam(params, lr=tc.lr23)
-    V = model.backbone.item_table().detach()
+    tuned = stage == 3 and tc.tune_items
     steps = max(1, len(pools["pos"]) // tc.batch23)
     per_kind = max(1, tc.batch23 // len(kinds))
     losses: list[float] = []
@@ -314,8 +324,15 @@ def _train_head(
         tot = 0.0
         for _ in range(steps):
             loss = torch.zeros(())
+            V = model.backbone.item_table()
+            if not tuned:
+                V = V.detach()
             for kind in kinds:
                 idx = sampler.draw(pools[kind], per_kind)
+                if kind == "none":
+                    part = F.cross_entropy(smp.h[idx] @ V.T, smp.target[idx])
+                    loss = loss + tc.nll_weight * part / len(kinds)
+                    continue
                 prompts, negated = sampler.prompts(kind, idx)
                 cb = bank.batch(prompts)
                 q = head.query(smp.h[idx], cb.emb, cb.negative, cb.owner)

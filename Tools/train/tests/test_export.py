@@ -43,7 +43,7 @@ def reference_user_vector(cfg: dict[str, Any], t: dict[str, Arr], rows: list[int
     rows = rows[-max_len:]
     if not rows:
         return np.zeros(d, dtype=np.float64)
-    E = t["item_embeddings"].astype(np.float64)
+    E = t["backbone.input_embeddings"].astype(np.float64)
     if cfg["backbone"] == "gru4rec":
         h = np.zeros(d)
         wi, wh = t["backbone.gru.weight_ih"], t["backbone.gru.weight_hh"]

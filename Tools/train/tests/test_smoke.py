@@ -31,12 +31,13 @@ def test_prompts_steer_the_top10(backbone: str) -> None:
         assert down < base, (tag, base, down)
 
 
-def test_no_prompt_query_is_the_backbone() -> None:
+def test_evaluation_runs_and_hybrid_has_no_violations() -> None:
     t = tiny("sasrec")
     ev = Evaluator(t.model, t.ds, shared_encoder(), t.ds.prompt_tags())
     res = ev.run(build_tasks(t.ds, t.split.test, t.ds.prompt_tags(), seed=0))
     std = res["standard"]["methods"]
-    assert std["dpr_soft"] == std["backbone"]
+    # stage 3 tunes the scoring table with the no-prompt loss: accuracy stays close to the backbone's
+    assert std["dpr_soft"]["ndcg@10"] >= 0.9 * std["backbone"]["ndcg@10"]
     assert res["negative"]["methods"]["dpr_hybrid"]["violation@10"] == 0.0
     assert (
         res["positive"]["methods"]["filter_full"]["ndcg@10"]
