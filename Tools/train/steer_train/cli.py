@@ -68,6 +68,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--fusion-hidden", type=int, default=128)
     p.add_argument("--expert-hidden", type=int, default=128)
+    p.add_argument("--d-aux", type=int, default=16, help="prompt-only item dimensions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs1", type=int, default=200)
     p.add_argument("--lr1", type=float, default=None, help="default: 1e-3 SASRec, 3e-3 GRU4Rec")
@@ -96,6 +97,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         fusion_hidden=a.fusion_hidden,
         n_experts=a.experts,
         expert_hidden=a.expert_hidden,
+        d_aux=a.d_aux,
     )
     lr1 = a.lr1 if a.lr1 is not None else (1e-3 if a.backbone == "sasrec" else 3e-3)
     tc = TrainConfig(
@@ -215,7 +217,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     log.info("exported %d items to %s", len(items), a.out)
 
 
-DEMO = dict(d=32, max_len=30, layers=2, heads=1, dropout=0.2, experts=2, fusion_hidden=64, expert_hidden=64,
+DEMO = dict(d=32, d_aux=8, max_len=30, layers=2, heads=1, dropout=0.2, experts=2, fusion_hidden=64,
+            expert_hidden=64,
             epochs1=40, lr1=3e-3, batch1=128, eval_every=10, patience=2, epochs2=3, epochs3=4, lr23=2e-3,
             sup_weight=1.0, max_samples=0)  # fmt: skip
 

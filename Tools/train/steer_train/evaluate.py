@@ -153,7 +153,7 @@ class Evaluator:
         cb = self.bank.batch(task.prompts)
         q = m.head.query(h, cb.emb, cb.negative, cb.owner)
         s0 = h @ V0.T  # the plain (stage-1) backbone: every baseline starts from this ranking
-        sh = h @ V.T  # DPR without a prompt (what the server ranks for q = h)
+        sh = m.backbone.pad(h) @ V.T  # DPR without a prompt (= s0: the user vector is 0 in aux dims)
         sq = q @ V.T
         for i, c in enumerate(task.cases):
             s0[i, c.history] = -math.inf

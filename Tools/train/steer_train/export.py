@@ -23,7 +23,7 @@ VERSION = 1
 
 
 def _backbone_name(key: str) -> str | None:
-    if key in ("item_emb.weight", "out_emb"):
+    if key in ("item_emb.weight", "aux_emb"):
         return None  # exported as backbone.input_embeddings and item_embeddings
     key = key.replace("gru.weight_ih_l0", "gru.weight_ih").replace("gru.weight_hh_l0", "gru.weight_hh")
     key = key.replace("gru.bias_ih_l0", "gru.bias_ih").replace("gru.bias_hh_l0", "gru.bias_hh")
@@ -53,6 +53,8 @@ def config_json(model: DPR, ds_name: str, extra: dict[str, Any]) -> dict[str, An
         "backbone": c.backbone,
         "n_items": c.n_items,
         "d": c.d,
+        "d_aux": max(c.d_aux, 0),
+        "index_dim": c.d + max(c.d_aux, 0),
         "max_len": c.max_len,
         "n_layers": c.n_layers if c.backbone == "sasrec" else 1,
         "n_heads": c.n_heads,
@@ -192,13 +194,11 @@ def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
     w = load_file(str(d / "model.safetensors"))
     bb = make_backbone(cfg)
     sd: dict[str, torch.Tensor] = {}
-    if not torch.equal(w["item_embeddings"], w["backbone.input_embeddings"]):
-        bb.untie()
     for k in bb.state_dict():
         if k == "item_emb.weight":
             sd[k] = torch.cat([torch.zeros(1, cfg.d), w["backbone.input_embeddings"]])
-        elif k == "out_emb":
-            sd[k] = w["item_embeddings"]
+        elif k == "aux_emb":
+            sd[k] = w["item_embeddings"][:, cfg.d :]
         else:
             name = _backbone_name(k)
             assert name is not None

@@ -32,6 +32,8 @@ class ModelConfig:
     fusion_hidden: int = 128
     n_experts: int = 4
     expert_hidden: int = 128
+    #: extra scoring dimensions that only prompts use (0 = none)
+    d_aux: int = 16
     prompt_dim: int = PROMPT_DIM
 
     def to_json(self) -> dict[str, Any]:
@@ -44,12 +46,17 @@ class ModelConfig:
 class Backbone(nn.Module):
     cfg: ModelConfig
     item_emb: nn.Embedding
-    #: the scoring table once stage 3 has tuned it (``None``: tied to the input table)
-    out_emb: nn.Parameter | None
+    #: ``[n_items, d_aux]`` extra item dimensions only prompts can reach (the user vector is 0 there)
+    aux_emb: nn.Parameter | None
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.register_parameter("out_emb", None)
+        self.cfg = cfg
+        if cfg.d_aux > 0:
+            g = torch.Generator().manual_seed(12345)  # own stream: the backbone's init is unchanged
+            self.aux_emb = nn.Parameter(torch.randn(cfg.n_items, cfg.d_aux, generator=g) * 0.1)
+        else:
+            self.register_parameter("aux_emb", None)
 
     def encode_all(self, seqs: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded tokens → ``[B, L, d]`` hidden states (position ``t`` sees
@@ -63,19 +70,21 @@ class Backbone(nn.Module):
         return torch.where(empty[:, None], torch.zeros_like(h), h)
 
     def item_table(self) -> torch.Tensor:
-        """``V`` ``[n_items, d]``: row ``r`` scores item row ``r`` (the table the server indexes)."""
-        if self.out_emb is not None:
-            return self.out_emb
-        return self.item_emb.weight[1:]
+        """``V`` ``[n_items, d + d_aux]``: the scoring table (the vectors the server indexes) =
+        the backbone's item table followed by the prompt-only dimensions."""
+        if self.aux_emb is None:
+            return self.base_table()
+        return torch.cat([self.base_table(), self.aux_emb], dim=1)
 
     def base_table(self) -> torch.Tensor:
-        """The stage-1 table (also the input embedding): the plain backbone's scoring table."""
+        """``E`` ``[n_items, d]``: the backbone's input and (plain) scoring table."""
         return self.item_emb.weight[1:]
 
-    def untie(self) -> None:
-        """Give the scorer its own copy of the item table (stage 3 tunes it)."""
-        if self.out_emb is None:
-            self.out_emb = nn.Parameter(self.item_emb.weight[1:].detach().clone())
+    def pad(self, h: torch.Tensor) -> torch.Tensor:
+        """``[h ; 0]``: a user vector in scoring space."""
+        if self.cfg.d_aux <= 0:
+            return h
+        return torch.cat([h, h.new_zeros(h.shape[0], self.cfg.d_aux)], dim=1)
 
 
 class Block(nn.Module):
@@ -115,8 +124,7 @@ class Block(nn.Module):
 
 class SASRec(Backbone):
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d)
         self.blocks = nn.ModuleList(
@@ -146,8 +154,7 @@ class SASRec(Backbone):
 
 class GRU4Rec(Backbone):
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d, padding_idx=0)
         self.gru = nn.GRU(cfg.d, cfg.d, num_layers=1, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
@@ -200,10 +207,10 @@ class MLP2(nn.Module):
 class ExpertGroup(nn.Module):
     """``Δ = Σ_k softmax(gate(f))_k · E_k(f)``."""
 
-    def __init__(self, d: int, n_experts: int, hidden: int) -> None:
+    def __init__(self, d: int, n_experts: int, hidden: int, d_out: int) -> None:
         super().__init__()
         self.gate = nn.Linear(d, n_experts)
-        self.experts = nn.ModuleList(MLP2(d, hidden, d, out_std=0.01) for _ in range(n_experts))
+        self.experts = nn.ModuleList(MLP2(d, hidden, d_out, out_std=0.01) for _ in range(n_experts))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         g = torch.softmax(self.gate(f), dim=-1)  # [C, K]
@@ -217,15 +224,16 @@ class DPRHead(nn.Module):
         d = cfg.d
         self.proj = nn.Linear(cfg.prompt_dim, d)
         self.fusion = MLP2(3 * d, cfg.fusion_hidden, d)
-        self.pos = ExpertGroup(d, cfg.n_experts, cfg.expert_hidden)
-        self.neg = ExpertGroup(d, cfg.n_experts, cfg.expert_hidden)
+        self.d_out = d + max(cfg.d_aux, 0)
+        self.pos = ExpertGroup(d, cfg.n_experts, cfg.expert_hidden, self.d_out)
+        self.neg = ExpertGroup(d, cfg.n_experts, cfg.expert_hidden, self.d_out)
 
     def deltas(self, h: torch.Tensor, e: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         """Per clause: ``h`` ``[C, d]`` (the user vector of the clause's query), ``e`` ``[C, 384]``
-        clause embeddings, ``negative`` ``[C]`` bool → ``Δ`` ``[C, d]``."""
+        clause embeddings, ``negative`` ``[C]`` bool → ``Δ`` ``[C, d + d_aux]``."""
         z = self.proj(e)
         f = self.fusion(torch.cat([h, z, h * z], dim=-1))
-        out = torch.zeros_like(h)
+        out = h.new_zeros(h.shape[0], self.d_out)
         neg = negative.bool()
         if bool((~neg).any()):
             out[~neg] = self.pos(f[~neg])
@@ -236,11 +244,16 @@ class DPRHead(nn.Module):
     def query(
         self, h: torch.Tensor, e: torch.Tensor, negative: torch.Tensor, owner: torch.Tensor
     ) -> torch.Tensor:
-        """``q = h + Σ_c Δ_c`` where clause ``c`` belongs to query ``owner[c]``."""
+        """``q = [h ; 0] + Σ_c Δ_c`` where clause ``c`` belongs to query ``owner[c]``."""
+        hp = (
+            h
+            if self.d_out == h.shape[1]
+            else torch.cat([h, h.new_zeros(h.shape[0], self.d_out - h.shape[1])], 1)
+        )
         if e.shape[0] == 0:
-            return h
+            return hp
         d = self.deltas(h[owner], e, negative)
-        return h.index_add(0, owner, d)
+        return hp.index_add(0, owner, d)
 
 
 @dataclass

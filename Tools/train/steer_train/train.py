@@ -51,10 +51,6 @@ class TrainConfig:
     lr23: float = 1e-3
     batch23: int = 256
     sup_weight: float = 1.0
-    #: stage 3 also tunes the scoring item table (untied from the input table), with the plain
-    #: no-prompt loss keeping standard accuracy
-    tune_items: bool = True
-    nll_weight: float = 1.0
     max_samples: int = 0
     progress: bool = True
 
@@ -109,7 +105,7 @@ def user_vectors(model: DPR, histories: list[list[int]], batch: int = 512) -> to
 def quick_ndcg(model: DPR, cases: list[EvalCase], n_items: int) -> float:
     """NDCG@10 of the plain backbone over ``cases`` (full ranking, history excluded)."""
     h = user_vectors(model, [c.history for c in cases])
-    scores = h @ model.backbone.item_table().T
+    scores = h @ model.backbone.base_table().T
     for i, c in enumerate(cases):
         scores[i, c.history] = -math.inf
     tgt = torch.tensor([c.target for c in cases])
@@ -141,7 +137,7 @@ def train_stage1(
             x, y = inp[idx], tgt[idx]
             mask = y > 0
             out = bb.encode_all(x)[mask]
-            logits = out @ bb.item_table().T
+            logits = out @ bb.base_table().T
             loss = F.cross_entropy(logits, y[mask] - 1)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -301,21 +297,18 @@ def _train_head(
         kinds = ["pos"]
         epochs = tc.epochs2
     else:
-        if tc.tune_items:
-            model.backbone.untie()
         params = list(head.parameters())
         kinds = ["pos", "neg", "compound"]
-        if tc.tune_items and model.backbone.out_emb is not None:
-            params.append(model.backbone.out_emb)
-            kinds.append("none")
         epochs = tc.epochs3
-    everyone = torch.arange(smp.h.shape[0])
-    pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok, "none": everyone}
+    aux = model.backbone.aux_emb
+    if aux is not None:  # the prompt-only item dimensions train with the head
+        aux.requires_grad_(True)
+        params.append(aux)
+    pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok}
     kinds = [k for k in kinds if len(pools[k]) > 0]
     if not kinds or epochs <= 0:
         return []
     opt = torch.optim.Adam(params, lr=tc.lr23)
-    tuned = stage == 3 and tc.tune_items
     steps = max(1, len(pools["pos"]) // tc.batch23)
     per_kind = max(1, tc.batch23 // len(kinds))
     losses: list[float] = []
@@ -324,15 +317,13 @@ def _train_head(
         tot = 0.0
         for _ in range(steps):
             loss = torch.zeros(())
-            V = model.backbone.item_table()
-            if not tuned:
-                V = V.detach()
+            V = (
+                torch.cat([model.backbone.base_table().detach(), aux], 1)
+                if aux is not None
+                else (model.backbone.base_table().detach())
+            )
             for kind in kinds:
                 idx = sampler.draw(pools[kind], per_kind)
-                if kind == "none":
-                    part = F.cross_entropy(smp.h[idx] @ V.T, smp.target[idx])
-                    loss = loss + tc.nll_weight * part / len(kinds)
-                    continue
                 prompts, negated = sampler.prompts(kind, idx)
                 cb = bank.batch(prompts)
                 q = head.query(smp.h[idx], cb.emb, cb.negative, cb.owner)
@@ -350,6 +341,8 @@ def _train_head(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         log.info("stage %d epoch %d: loss %.4f (%d steps)", stage, len(losses), losses[-1], steps)
     head.eval()
+    if aux is not None:
+        aux.requires_grad_(False)
     return losses
 
 
@@ -374,14 +367,15 @@ def train_all(
     cached = None
     if cache_dir:
         key = json.dumps(
-            [ds.name, ds.n_items, len(split.train), model.cfg.to_json(),
+            [ds.name, ds.n_items, len(split.train),
+             {k: v for k, v in model.cfg.to_json().items() if k != "d_aux"},
              [tc.seed, tc.epochs1, tc.lr1, tc.batch1, tc.weight_decay1, tc.eval_every, tc.patience]],
             sort_keys=True,
         )  # fmt: skip
         cached = Path(cache_dir) / f"stage1-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if cached is not None and cached.is_file():
         blob = torch.load(cached, weights_only=True)
-        model.backbone.load_state_dict(blob["state"])
+        model.backbone.load_state_dict(blob["state"], strict=False)  # aux_emb is not stage 1's
         model.backbone.eval()
         for p in model.backbone.parameters():
             p.requires_grad_(False)
@@ -391,7 +385,8 @@ def train_all(
         l1 = train_stage1(model, split, tc)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"state": model.backbone.state_dict(), "losses": torch.tensor(l1)}, cached)
+            state = {k: v for k, v in model.backbone.state_dict().items() if k != "aux_emb"}
+            torch.save({"state": state, "losses": torch.tensor(l1)}, cached)
     t1 = time.time()
     smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
     log.info("head training samples: %d", smp.h.shape[0])

@@ -80,7 +80,7 @@ def reference_user_vector(cfg: dict[str, Any], t: dict[str, Arr], rows: list[int
 
 
 def reference_query(cfg: dict[str, Any], t: dict[str, Arr], h: Arr, clauses: list[dict[str, Any]]) -> Arr:
-    q = h.copy()
+    q = np.concatenate([h, np.zeros(cfg["d_aux"])])
     for c in clauses:
         e = np.asarray(c["embedding"])
         z = _lin(e, t, "head.proj")
@@ -107,7 +107,8 @@ def test_golden_matches_reference_forward(backbone: str, tmp_path: Path) -> None
     cfg = json.loads((d / "config.json").read_text())
     t = load_file(str(d / "model.safetensors"))
     assert all(v.dtype == np.float32 for v in t.values())
-    assert t["item_embeddings"].shape == (tn.ds.n_items, cfg["d"])
+    assert t["item_embeddings"].shape == (tn.ds.n_items, cfg["d"] + cfg["d_aux"])
+    assert np.array_equal(t["item_embeddings"][:, : cfg["d"]], t["backbone.input_embeddings"])
     assert t["tag_embeddings"].shape == (len(cfg["tags"]), 384)
     items = [json.loads(x) for x in (d / "items.jsonl").read_text().splitlines()]
     assert [i["id"] for i in items] == [it.id for it in tn.ds.items]
