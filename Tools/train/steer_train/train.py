@@ -367,7 +367,7 @@ def train_all(
     cached = None
     if cache_dir:
         key = json.dumps(
-            [ds.name, ds.n_items, len(split.train),
+            [hashlib.sha256(repr(split.train).encode()).hexdigest(), ds.n_items, len(split.train),
              {k: v for k, v in model.cfg.to_json().items() if k != "d_aux"},
              [tc.seed, tc.epochs1, tc.lr1, tc.batch1, tc.weight_decay1, tc.eval_every, tc.patience]],
             sort_keys=True,
