@@ -234,9 +234,10 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_table(a: argparse.Namespace) -> None:
-    from steer_train.report import write_table
+    from steer_train.report import significance, targets, write_table
 
-    print(write_table(Path(a.results_dir)))
+    d = Path(a.results_dir)
+    print(write_table(d) + "\n\n" + targets(d) + "\n\n" + significance(d))
 
 
 def main(argv: list[str] | None = None) -> None:
