@@ -10,6 +10,7 @@ from steer_train.data import (
     DataError,
     leave_one_out,
     load_generic,
+    load_ml1m,
     load_ml100k,
     load_ml_latest_small,
 )
@@ -120,3 +121,16 @@ def test_ml_latest_small_counts() -> None:
     tagged = load_ml_latest_small(data_dir("ml-latest-small"), tags="user")
     assert "twist ending" in tagged.tag_vocab and "dark comedy" in tagged.tag_vocab
     assert "in netflix queue" not in tagged.prompt_tags()
+
+
+def test_ml1m_format(tmp_path: Path) -> None:
+    (tmp_path / "movies.dat").write_bytes(
+        "1::Caf\xe9 (1995)::Comedy|Children's\n2::B (1996)::Horror\n".encode("latin-1")
+    )
+    (tmp_path / "ratings.dat").write_text("1::2::5::20\n1::1::4::10\n2::1::3::5\n")
+    ds = load_ml1m(tmp_path)
+    assert ds.items[0].title == "Café (1995)" and ds.items[0].tags == ["comedy", "children"]
+    assert ds.sequences == [[0, 1], [0]]
+    (tmp_path / "ratings.dat").write_text("1::2::5::20\n1::7::4::10\n")
+    with pytest.raises(DataError, match=r"ratings.dat:2: unknown MovieID 7"):
+        load_ml1m(tmp_path)
