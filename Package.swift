@@ -102,6 +102,12 @@ let package = Package(
         .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerStoreTests", dependencies: ["SteerStore", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SteerModelTests",
+            dependencies: ["SteerModel", "SteerCore"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
     ],
     cxxLanguageStandard: .cxx17
 )
