@@ -1,4 +1,5 @@
 import CBLAS
+import CModelKernels
 import Foundation
 import SteerCore
 
@@ -51,11 +52,9 @@ public final class MiniLMEncoder: Sendable {
         var layers: [Layer] = []
         for i in 0..<Self.layerCount {
             let p = "encoder.layer.\(i)."
-            let q = try Linear(file, p + "attention.self.query", outputs: h, inputs: h)
-            let k = try Linear(file, p + "attention.self.key", outputs: h, inputs: h)
-            let v = try Linear(file, p + "attention.self.value", outputs: h, inputs: h)
+            let attention = p + "attention.self."
             layers.append(Layer(
-                qkv: .stacked([q, k, v]),
+                qkv: try Linear(file, stacking: [attention + "query", attention + "key", attention + "value"], outputs: h, inputs: h),
                 attentionOut: try Linear(file, p + "attention.output.dense", outputs: h, inputs: h),
                 attentionNorm: (try file.floats(p + "attention.output.LayerNorm.weight", shape: [h]),
                                 try file.floats(p + "attention.output.LayerNorm.bias", shape: [h])),
@@ -121,9 +120,10 @@ public final class MiniLMEncoder: Sendable {
             for i in x.indices { x[i] += projected[i] }
             Dense.layerNorm(&x, rows: t, width: h, weight: layer.attentionNorm.weight, bias: layer.attentionNorm.bias, eps: Self.eps)
             x.withUnsafeBufferPointer { xp in
-                hidden.withUnsafeMutableBufferPointer { layer.intermediate.apply(xp.baseAddress!, rows: t, into: $0.baseAddress!) }
+                hidden.withUnsafeMutableBufferPointer {
+                    layer.intermediate.apply(xp.baseAddress!, rows: t, into: $0.baseAddress!, activation: Int32(STEER_ACT_GELU))
+                }
             }
-            Self.gelu(&hidden)
             hidden.withUnsafeBufferPointer { hp in
                 projected.withUnsafeMutableBufferPointer { layer.output.apply(hp.baseAddress!, rows: t, into: $0.baseAddress!) }
             }
@@ -139,14 +139,5 @@ public final class MiniLMEncoder: Sendable {
         }
         let inverse = 1 / max(norm.squareRoot(), 1e-12)
         return pooled.map { Float($0 * inverse) }
-    }
-
-    /// Exact GELU, `x · Φ(x) = 0.5 x (1 + erf(x / √2))`, in place.
-    static func gelu(_ x: inout [Float]) {
-        let invSqrt2: Float = 0.70710678118654752
-        for i in x.indices {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erff(v * invSqrt2))
-        }
     }
 }

@@ -1,0 +1,208 @@
+// Packed small-M matrix products for SteerModel; see include/steer_model_kernels.h.
+#include "steer_model_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define STEER_X86 1
+#else
+#define STEER_X86 0
+#endif
+
+#define P STEER_PANEL
+
+size_t steer_packed_size(int n, int k) {
+    if (n <= 0 || k <= 0) return 0;
+    size_t panels = ((size_t)n + P - 1) / P;
+    return panels * P * (size_t)k;
+}
+
+void steer_pack_weights(const float *w, int n, int k, float *packed) {
+    int panels = (n + P - 1) / P;
+    for (int p = 0; p < panels; p++) {
+        float *panel = packed + (size_t)p * P * k;
+        for (int c = 0; c < k; c++) {
+            for (int j = 0; j < P; j++) {
+                int row = p * P + j;
+                panel[(size_t)c * P + j] = row < n ? w[(size_t)row * k + c] : 0.0f;
+            }
+        }
+    }
+}
+
+static inline float activate(float v, int activation) {
+    switch (activation) {
+    case STEER_ACT_RELU: return v > 0 ? v : 0;
+    case STEER_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    default: return v;
+    }
+}
+
+/// Writes one finished tile: `acc` holds rows × 64 sums (bias included) for panel columns [col, col+64).
+static inline void store_tile(const float *acc, int rows, int col, int n, int activation, float *y, int ldy) {
+    int width = n - col < P ? n - col : P;
+    for (int r = 0; r < rows; r++) {
+        float *out = y + (size_t)r * ldy + col;
+        for (int j = 0; j < width; j++) out[j] = activate(acc[r * P + j], activation);
+    }
+}
+
+// MARK: - Scalar
+
+static void linear_scalar(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
+                          int activation, float *y, int ldy) {
+    int panels = (n + P - 1) / P;
+    float acc[P];
+    for (int p = 0; p < panels; p++) {
+        const float *panel = packed + (size_t)p * P * k;
+        for (int r = 0; r < m; r++) {
+            for (int j = 0; j < P; j++) acc[j] = (bias && p * P + j < n) ? bias[p * P + j] : 0.0f;
+            const float *row = x + (size_t)r * ldx;
+            for (int c = 0; c < k; c++) {
+                float v = row[c];
+                const float *wc = panel + (size_t)c * P;
+                for (int j = 0; j < P; j++) acc[j] += v * wc[j];
+            }
+            store_tile(acc, 1, p * P, n, activation, y + (size_t)r * ldy, ldy);
+        }
+    }
+}
+
+#if STEER_X86
+
+// MARK: - AVX2 + FMA: 6 rows × 16 columns per step (12 accumulators)
+
+#define STEER_AVX2_ATTR __attribute__((target("avx2,fma")))
+#define MB2 6
+
+STEER_AVX2_ATTR
+static void linear_avx2(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
+                        int activation, float *y, int ldy) {
+    int panels = (n + P - 1) / P;
+    float tile[MB2 * P];
+    for (int p = 0; p < panels; p++) {
+        const float *panel = packed + (size_t)p * P * k;
+        float b[P];
+        for (int j = 0; j < P; j++) b[j] = (bias && p * P + j < n) ? bias[p * P + j] : 0.0f;
+        for (int r0 = 0; r0 < m; r0 += MB2) {
+            int rows = m - r0 < MB2 ? m - r0 : MB2;
+            const float *xr[MB2];
+            for (int r = 0; r < MB2; r++) xr[r] = x + (size_t)(r0 + (r < rows ? r : 0)) * ldx;
+            for (int q = 0; q < P; q += 16) {
+                __m256 a0[MB2], a1[MB2];
+                __m256 b0 = _mm256_loadu_ps(b + q), b1 = _mm256_loadu_ps(b + q + 8);
+                for (int r = 0; r < MB2; r++) { a0[r] = b0; a1[r] = b1; }
+                const float *wc = panel + q;
+                for (int c = 0; c < k; c++, wc += P) {
+                    __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
+                    for (int r = 0; r < MB2; r++) {
+                        __m256 v = _mm256_broadcast_ss(xr[r] + c);
+                        a0[r] = _mm256_fmadd_ps(v, w0, a0[r]);
+                        a1[r] = _mm256_fmadd_ps(v, w1, a1[r]);
+                    }
+                }
+                for (int r = 0; r < rows; r++) {
+                    _mm256_storeu_ps(tile + r * P + q, a0[r]);
+                    _mm256_storeu_ps(tile + r * P + q + 8, a1[r]);
+                }
+            }
+            store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
+        }
+    }
+}
+
+// MARK: - AVX-512F: 6 rows × 64 columns per step (24 accumulators)
+
+#define STEER_AVX512_ATTR __attribute__((target("avx512f")))
+#define MB5 6
+
+STEER_AVX512_ATTR
+static void linear_avx512(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
+                          int activation, float *y, int ldy) {
+    int panels = (n + P - 1) / P;
+    float tile[MB5 * P];
+    for (int p = 0; p < panels; p++) {
+        const float *panel = packed + (size_t)p * P * k;
+        float b[P];
+        for (int j = 0; j < P; j++) b[j] = (bias && p * P + j < n) ? bias[p * P + j] : 0.0f;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+               b3 = _mm512_loadu_ps(b + 48);
+        for (int r0 = 0; r0 < m; r0 += MB5) {
+            int rows = m - r0 < MB5 ? m - r0 : MB5;
+            const float *xr[MB5];
+            for (int r = 0; r < MB5; r++) xr[r] = x + (size_t)(r0 + (r < rows ? r : 0)) * ldx;
+            __m512 a0[MB5], a1[MB5], a2[MB5], a3[MB5];
+            for (int r = 0; r < MB5; r++) { a0[r] = b0; a1[r] = b1; a2[r] = b2; a3[r] = b3; }
+            const float *wc = panel;
+            for (int c = 0; c < k; c++, wc += P) {
+                __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16), w2 = _mm512_loadu_ps(wc + 32),
+                       w3 = _mm512_loadu_ps(wc + 48);
+                for (int r = 0; r < MB5; r++) {
+                    __m512 v = _mm512_set1_ps(xr[r][c]);
+                    a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
+                    a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
+                    a2[r] = _mm512_fmadd_ps(v, w2, a2[r]);
+                    a3[r] = _mm512_fmadd_ps(v, w3, a3[r]);
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                _mm512_storeu_ps(tile + r * P, a0[r]);
+                _mm512_storeu_ps(tile + r * P + 16, a1[r]);
+                _mm512_storeu_ps(tile + r * P + 32, a2[r]);
+                _mm512_storeu_ps(tile + r * P + 48, a3[r]);
+            }
+            store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
+        }
+    }
+}
+
+static int detect_isa(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return STEER_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return STEER_ISA_AVX2;
+    return STEER_ISA_SCALAR;
+}
+
+#else
+
+static int detect_isa(void) { return STEER_ISA_SCALAR; }
+
+#endif
+
+int steer_linear_best_isa(void) {
+    static int cached = -1;  // every thread computes the same value; relaxed atomics keep it race-free
+    int isa = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        isa = detect_isa();
+        __atomic_store_n(&cached, isa, __ATOMIC_RELAXED);
+    }
+    return isa;
+}
+
+const char *steer_linear_isa_name(void) {
+    switch (steer_linear_best_isa()) {
+    case STEER_ISA_AVX512: return "avx512";
+    case STEER_ISA_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+int steer_linear_isa(int isa, const float *x, int m, int k, int ldx, const float *packed, int n,
+                     const float *bias, int activation, float *y, int ldy) {
+    if (m <= 0 || n <= 0) return 0;
+    if (isa > steer_linear_best_isa() || isa < 0) return -1;
+    switch (isa) {
+#if STEER_X86
+    case STEER_ISA_AVX512: linear_avx512(x, m, k, ldx, packed, n, bias, activation, y, ldy); return 0;
+    case STEER_ISA_AVX2: linear_avx2(x, m, k, ldx, packed, n, bias, activation, y, ldy); return 0;
+#endif
+    default: linear_scalar(x, m, k, ldx, packed, n, bias, activation, y, ldy); return 0;
+    }
+}
+
+void steer_linear(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
+                  int activation, float *y, int ldy) {
+    steer_linear_isa(steer_linear_best_isa(), x, m, k, ldx, packed, n, bias, activation, y, ldy);
+}
