@@ -77,6 +77,28 @@ static void linear_scalar(const float *x, int m, int k, int ldx, const float *pa
 #define STEER_AVX2_ATTR __attribute__((target("avx2,fma")))
 #define MB2 6
 
+/// One block of `rows` (1…6) rows against 16 columns of a panel (see block_avx512).
+STEER_AVX2_ATTR __attribute__((always_inline))
+static inline void block_avx2(const float *x, int rows, int k, int ldx, const float *panel, int q, const float *b,
+                              float *tile) {
+    __m256 a0[MB2], a1[MB2];
+    __m256 b0 = _mm256_loadu_ps(b + q), b1 = _mm256_loadu_ps(b + q + 8);
+    for (int r = 0; r < rows; r++) { a0[r] = b0; a1[r] = b1; }
+    const float *wc = panel + q;
+    for (int c = 0; c < k; c++, wc += P) {
+        __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
+        for (int r = 0; r < rows; r++) {
+            __m256 v = _mm256_broadcast_ss(x + (size_t)r * ldx + c);
+            a0[r] = _mm256_fmadd_ps(v, w0, a0[r]);
+            a1[r] = _mm256_fmadd_ps(v, w1, a1[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_ps(tile + r * P + q, a0[r]);
+        _mm256_storeu_ps(tile + r * P + q + 8, a1[r]);
+    }
+}
+
 STEER_AVX2_ATTR
 static void linear_avx2(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
                         int activation, float *y, int ldy) {
@@ -88,24 +110,15 @@ static void linear_avx2(const float *x, int m, int k, int ldx, const float *pack
         for (int j = 0; j < P; j++) b[j] = (bias && p * P + j < n) ? bias[p * P + j] : 0.0f;
         for (int r0 = 0; r0 < m; r0 += MB2) {
             int rows = m - r0 < MB2 ? m - r0 : MB2;
-            const float *xr[MB2];
-            for (int r = 0; r < MB2; r++) xr[r] = x + (size_t)(r0 + (r < rows ? r : 0)) * ldx;
+            const float *xr = x + (size_t)r0 * ldx;
             for (int q = 0; q < P; q += 16) {
-                __m256 a0[MB2], a1[MB2];
-                __m256 b0 = _mm256_loadu_ps(b + q), b1 = _mm256_loadu_ps(b + q + 8);
-                for (int r = 0; r < MB2; r++) { a0[r] = b0; a1[r] = b1; }
-                const float *wc = panel + q;
-                for (int c = 0; c < k; c++, wc += P) {
-                    __m256 w0 = _mm256_loadu_ps(wc), w1 = _mm256_loadu_ps(wc + 8);
-                    for (int r = 0; r < MB2; r++) {
-                        __m256 v = _mm256_broadcast_ss(xr[r] + c);
-                        a0[r] = _mm256_fmadd_ps(v, w0, a0[r]);
-                        a1[r] = _mm256_fmadd_ps(v, w1, a1[r]);
-                    }
-                }
-                for (int r = 0; r < rows; r++) {
-                    _mm256_storeu_ps(tile + r * P + q, a0[r]);
-                    _mm256_storeu_ps(tile + r * P + q + 8, a1[r]);
+                switch (rows) {
+                case 1: block_avx2(xr, 1, k, ldx, panel, q, b, tile); break;
+                case 2: block_avx2(xr, 2, k, ldx, panel, q, b, tile); break;
+                case 3: block_avx2(xr, 3, k, ldx, panel, q, b, tile); break;
+                case 4: block_avx2(xr, 4, k, ldx, panel, q, b, tile); break;
+                case 5: block_avx2(xr, 5, k, ldx, panel, q, b, tile); break;
+                default: block_avx2(xr, 6, k, ldx, panel, q, b, tile); break;
                 }
             }
             store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
@@ -118,6 +131,35 @@ static void linear_avx2(const float *x, int m, int k, int ldx, const float *pack
 #define STEER_AVX512_ATTR __attribute__((target("avx512f")))
 #define MB5 6
 
+/// One block of `rows` (1…6) rows against one panel; `rows` is a constant after inlining, so the
+/// compiler keeps exactly 4 × rows accumulators in registers and issues no wasted FMAs.
+STEER_AVX512_ATTR __attribute__((always_inline))
+static inline void block_avx512(const float *x, int rows, int k, int ldx, const float *panel, const float *b,
+                                float *tile) {
+    __m512 a0[MB5], a1[MB5], a2[MB5], a3[MB5];
+    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+           b3 = _mm512_loadu_ps(b + 48);
+    for (int r = 0; r < rows; r++) { a0[r] = b0; a1[r] = b1; a2[r] = b2; a3[r] = b3; }
+    const float *wc = panel;
+    for (int c = 0; c < k; c++, wc += P) {
+        __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16), w2 = _mm512_loadu_ps(wc + 32),
+               w3 = _mm512_loadu_ps(wc + 48);
+        for (int r = 0; r < rows; r++) {
+            __m512 v = _mm512_set1_ps(x[(size_t)r * ldx + c]);
+            a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
+            a2[r] = _mm512_fmadd_ps(v, w2, a2[r]);
+            a3[r] = _mm512_fmadd_ps(v, w3, a3[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm512_storeu_ps(tile + r * P, a0[r]);
+        _mm512_storeu_ps(tile + r * P + 16, a1[r]);
+        _mm512_storeu_ps(tile + r * P + 32, a2[r]);
+        _mm512_storeu_ps(tile + r * P + 48, a3[r]);
+    }
+}
+
 STEER_AVX512_ATTR
 static void linear_avx512(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
                           int activation, float *y, int ldy) {
@@ -127,31 +169,16 @@ static void linear_avx512(const float *x, int m, int k, int ldx, const float *pa
         const float *panel = packed + (size_t)p * P * k;
         float b[P];
         for (int j = 0; j < P; j++) b[j] = (bias && p * P + j < n) ? bias[p * P + j] : 0.0f;
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
-               b3 = _mm512_loadu_ps(b + 48);
         for (int r0 = 0; r0 < m; r0 += MB5) {
             int rows = m - r0 < MB5 ? m - r0 : MB5;
-            const float *xr[MB5];
-            for (int r = 0; r < MB5; r++) xr[r] = x + (size_t)(r0 + (r < rows ? r : 0)) * ldx;
-            __m512 a0[MB5], a1[MB5], a2[MB5], a3[MB5];
-            for (int r = 0; r < MB5; r++) { a0[r] = b0; a1[r] = b1; a2[r] = b2; a3[r] = b3; }
-            const float *wc = panel;
-            for (int c = 0; c < k; c++, wc += P) {
-                __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16), w2 = _mm512_loadu_ps(wc + 32),
-                       w3 = _mm512_loadu_ps(wc + 48);
-                for (int r = 0; r < MB5; r++) {
-                    __m512 v = _mm512_set1_ps(xr[r][c]);
-                    a0[r] = _mm512_fmadd_ps(v, w0, a0[r]);
-                    a1[r] = _mm512_fmadd_ps(v, w1, a1[r]);
-                    a2[r] = _mm512_fmadd_ps(v, w2, a2[r]);
-                    a3[r] = _mm512_fmadd_ps(v, w3, a3[r]);
-                }
-            }
-            for (int r = 0; r < rows; r++) {
-                _mm512_storeu_ps(tile + r * P, a0[r]);
-                _mm512_storeu_ps(tile + r * P + 16, a1[r]);
-                _mm512_storeu_ps(tile + r * P + 32, a2[r]);
-                _mm512_storeu_ps(tile + r * P + 48, a3[r]);
+            const float *xr = x + (size_t)r0 * ldx;
+            switch (rows) {
+            case 1: block_avx512(xr, 1, k, ldx, panel, b, tile); break;
+            case 2: block_avx512(xr, 2, k, ldx, panel, b, tile); break;
+            case 3: block_avx512(xr, 3, k, ldx, panel, b, tile); break;
+            case 4: block_avx512(xr, 4, k, ldx, panel, b, tile); break;
+            case 5: block_avx512(xr, 5, k, ldx, panel, b, tile); break;
+            default: block_avx512(xr, 6, k, ldx, panel, b, tile); break;
             }
             store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
         }
