@@ -73,6 +73,17 @@ import Testing
         #expect(checked >= 20)
     }
 
+    @Test func batchedEmbeddingsEqualSingleOnes() throws {
+        let encoder = try sharedEncoder()
+        let texts = ["comedy", "no horror, please", "Café déjà vu: Sci-Fi & Fantasy!!", "a much longer clause about space westerns"]
+        let batch = encoder.embed(batch: texts.map { encoder.tokenizer.encode($0) })
+        #expect(batch.count == texts.count)
+        for (text, embedding) in zip(texts, batch) {
+            #expect(maxAbsDifference(embedding, encoder.embed(text)) <= 1e-6, "\(text)")
+        }
+        #expect(encoder.embed(batch: []).isEmpty)
+    }
+
     @Test func missingWeightsSayWhatIsMissing() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
