@@ -38,6 +38,8 @@ run minilm-short X=1 -- embed-text "$SHORT" --repeat "$REPEAT"
 run minilm-short-openblas STEER_MODEL_GEMM=blas -- embed-text "$SHORT" --repeat "$REPEAT"
 run minilm-short-openblas-skylakex STEER_MODEL_GEMM=blas OPENBLAS_CORETYPE=SkylakeX -- embed-text "$SHORT" --repeat "$REPEAT"
 run minilm-short-skylakex OPENBLAS_CORETYPE=SkylakeX -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-avx2 STEER_MODEL_ISA=avx2 -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-scalar STEER_MODEL_ISA=scalar -- embed-text "$SHORT" --repeat "$REPEAT"
 run minilm-prompt X=1 -- embed-text "$PROMPT" --repeat "$REPEAT"
 for b in sasrec gru4rec; do
   ck=Tests/SteerModelTests/Fixtures/demo-$b
@@ -106,6 +108,8 @@ def row(name, d):
     return f"| {name} | {fmt(d.get('p50') if d else None)} | {fmt(d.get('p90') if d else None)} |"
 L.append(row("Swift, CModelKernels (" + S.get("minilm-short", {}).get("blas", "?") + ")", S.get("minilm-short", {}).get("latency_us", {}).get("total")))
 L.append(row("Swift, CModelKernels, OPENBLAS_CORETYPE=SkylakeX", S.get("minilm-short-skylakex", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, CModelKernels forced to AVX2 (STEER_MODEL_ISA=avx2)", S.get("minilm-short-avx2", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, CModelKernels forced to scalar C (STEER_MODEL_ISA=scalar)", S.get("minilm-short-scalar", {}).get("latency_us", {}).get("total")))
 L.append(row("Swift, OpenBLAS sgemm (" + S.get("minilm-short-openblas", {}).get("blas", "?") + ")", S.get("minilm-short-openblas", {}).get("latency_us", {}).get("total")))
 L.append(row("Swift, OpenBLAS sgemm, OPENBLAS_CORETYPE=SkylakeX", S.get("minilm-short-openblas-skylakex", {}).get("latency_us", {}).get("total")))
 for th in ("1", "2"):

@@ -2,6 +2,7 @@
 #include "steer_model_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -198,11 +199,27 @@ static int detect_isa(void) { return STEER_ISA_SCALAR; }
 
 #endif
 
-int steer_linear_best_isa(void) {
-    static int cached = -1;  // every thread computes the same value; relaxed atomics keep it race-free
+/// What this CPU and build support (cached; every thread computes the same value, relaxed atomics keep
+/// it race-free).
+static int cpu_isa(void) {
+    static int cached = -1;
     int isa = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (isa < 0) {
         isa = detect_isa();
+        __atomic_store_n(&cached, isa, __ATOMIC_RELAXED);
+    }
+    return isa;
+}
+
+int steer_linear_best_isa(void) {
+    static int cached = -1;
+    int isa = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        isa = cpu_isa();
+        // STEER_MODEL_ISA=avx2|scalar lowers the choice (benchmarks compare the paths; tests never set it)
+        const char *forced = getenv("STEER_MODEL_ISA");
+        if (forced && strcmp(forced, "scalar") == 0) isa = STEER_ISA_SCALAR;
+        if (forced && strcmp(forced, "avx2") == 0 && isa > STEER_ISA_AVX2) isa = STEER_ISA_AVX2;
         __atomic_store_n(&cached, isa, __ATOMIC_RELAXED);
     }
     return isa;
@@ -219,7 +236,7 @@ const char *steer_linear_isa_name(void) {
 int steer_linear_isa(int isa, const float *x, int m, int k, int ldx, const float *packed, int n,
                      const float *bias, int activation, float *y, int ldy) {
     if (m <= 0 || n <= 0) return 0;
-    if (isa > steer_linear_best_isa() || isa < 0) return -1;
+    if (isa > cpu_isa() || isa < 0) return -1;
     switch (isa) {
 #if STEER_X86
     case STEER_ISA_AVX512: linear_avx512(x, m, k, ldx, packed, n, bias, activation, y, ldy); return 0;

@@ -49,10 +49,12 @@ void steer_linear(const float *x, int m, int k, int ldx, const float *packed, in
                   int activation, float *y, int ldy);
 
 /// The same with a given instruction set; returns 0, or -1 (and writes nothing) if this CPU or build lacks it.
+/// Ignores `STEER_MODEL_ISA`.
 int steer_linear_isa(int isa, const float *x, int m, int k, int ldx, const float *packed, int n,
                      const float *bias, int activation, float *y, int ldy);
 
-/// The instruction set `steer_linear` uses on this CPU.
+/// The instruction set `steer_linear` uses: the best this CPU has, lowered by the environment variable
+/// `STEER_MODEL_ISA=avx2|scalar` if set when first used (for benchmarks; `steer_linear_isa` ignores it).
 int steer_linear_best_isa(void);
 
 /// Its name: "avx512", "avx2" or "scalar" (static string).
