@@ -130,7 +130,7 @@ for b in ("sasrec", "gru4rec"):
 for th in ("1", "2"):
     d = T.get(th, {}).get("latency_us", {})
     L.append(f"| PyTorch sasrec, uncached, {th} thread(s) | " + " | ".join(fmt(p50(d, k)) for k in ("parse", "tokenize", "minilm")) + " | – | " + " | ".join(fmt(p50(d, k)) for k in ("backbone", "head", "total")) + f" | {fmt((d.get('total') or {}).get('p90'))} |")
-L += ["", "PyTorch embeds a prompt's clauses in one padded batch; Swift embeds each clause separately (and caches it). "
+L += ["", "Both embed a prompt's uncached clauses in one MiniLM pass (PyTorch as a padded batch, Swift with the clauses' rows stacked). The Swift MiniLM rows use OpenBLAS only for the attention products, so OPENBLAS_CORETYPE matters little there. "
       "`cached`: every clause embedding comes from the LRU cache (the first call warms it). Raw numbers: `" + os.path.basename(out) + "`."]
 open(os.path.join(os.path.dirname(out), "results.md"), "w").write("\n".join(L) + "\n")
 print("\n".join(L))
