@@ -124,6 +124,12 @@ public final class DPRModel: Sendable {
         }
         itemEmbeddings = try file.floats("item_embeddings", shape: [config.itemCount, config.indexDimension])
         inputEmbeddings = try file.floats("backbone.input_embeddings", shape: [config.itemCount, config.d])
+        // The format fixes columns 0..<d of the scoring table to the backbone's input table: a mismatch
+        // means the two tensors come from different models.
+        let (d, dimension) = (config.d, config.indexDimension)
+        for row in 0..<config.itemCount where !itemEmbeddings[(row * dimension)..<(row * dimension + d)].elementsEqual(inputEmbeddings[(row * d)..<(row * d + d)]) {
+            throw SteerError(.corrupt, "\(file.path): item_embeddings row \(row), columns 0..<\(d) differ from backbone.input_embeddings")
+        }
         let tagEmbeddings = try file.floats("tag_embeddings", shape: [config.tags.count, MiniLMEncoder.dimension])
         tagMapper = TagMapper(tags: config.tags, tagEmbeddings: tagEmbeddings, threshold: config.tagMatchThreshold)
         switch config.backbone {
