@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "CModelKernels",
             cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
-            linkerSettings: [.linkedLibrary("m")]
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("mvec", .when(platforms: [.linux]))]
         ),
         .target(
             name: "CFaissShim",

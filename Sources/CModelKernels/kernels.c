@@ -73,6 +73,16 @@ static void linear_scalar(const float *x, int m, int k, int ldx, const float *pa
 
 #if STEER_X86
 
+// glibc ≥ 2.35's libmvec has vector erff (a few ulp): the exact GELU on 8 or 16 lanes at once. Elsewhere
+// the scalar erff of store_tile is used.
+#if defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+#define STEER_HAVE_MVEC 1
+__attribute__((target("avx512f"))) __m512 _ZGVeN16v_erff(__m512);
+__attribute__((target("avx2,fma"))) __m256 _ZGVdN8v_erff(__m256);
+#endif
+#endif
+
 // MARK: - AVX2 + FMA: 6 rows × 16 columns per step (12 accumulators)
 
 #define STEER_AVX2_ATTR __attribute__((target("avx2,fma")))
@@ -100,6 +110,28 @@ static inline void block_avx2(const float *x, int rows, int k, int ldx, const fl
     }
 }
 
+/// Applies the activation to rows × 64 tile values in place; returns the activation left for store_tile.
+STEER_AVX2_ATTR
+static int activate_tile_avx2(float *tile, int rows, int activation) {
+    if (activation == STEER_ACT_RELU) {
+        __m256 zero = _mm256_setzero_ps();
+        for (int i = 0; i < rows * P; i += 8) _mm256_storeu_ps(tile + i, _mm256_max_ps(_mm256_loadu_ps(tile + i), zero));
+        return STEER_ACT_NONE;
+    }
+#ifdef STEER_HAVE_MVEC
+    if (activation == STEER_ACT_GELU) {
+        __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), scale = _mm256_set1_ps(0.70710678118654752f);
+        for (int i = 0; i < rows * P; i += 8) {
+            __m256 v = _mm256_loadu_ps(tile + i);
+            __m256 e = _ZGVdN8v_erff(_mm256_mul_ps(v, scale));
+            _mm256_storeu_ps(tile + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+        }
+        return STEER_ACT_NONE;
+    }
+#endif
+    return activation;
+}
+
 STEER_AVX2_ATTR
 static void linear_avx2(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
                         int activation, float *y, int ldy) {
@@ -122,7 +154,8 @@ static void linear_avx2(const float *x, int m, int k, int ldx, const float *pack
                 default: block_avx2(xr, 6, k, ldx, panel, q, b, tile); break;
                 }
             }
-            store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
+            int rest = activate_tile_avx2(tile, rows, activation);
+            store_tile(tile, rows, p * P, n, rest, y + (size_t)r0 * ldy, ldy);
         }
     }
 }
@@ -161,6 +194,28 @@ static inline void block_avx512(const float *x, int rows, int k, int ldx, const 
     }
 }
 
+/// Applies the activation to rows × 64 tile values in place; returns the activation left for store_tile.
+STEER_AVX512_ATTR
+static int activate_tile_avx512(float *tile, int rows, int activation) {
+    if (activation == STEER_ACT_RELU) {
+        __m512 zero = _mm512_setzero_ps();
+        for (int i = 0; i < rows * P; i += 16) _mm512_storeu_ps(tile + i, _mm512_max_ps(_mm512_loadu_ps(tile + i), zero));
+        return STEER_ACT_NONE;
+    }
+#ifdef STEER_HAVE_MVEC
+    if (activation == STEER_ACT_GELU) {
+        __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), scale = _mm512_set1_ps(0.70710678118654752f);
+        for (int i = 0; i < rows * P; i += 16) {
+            __m512 v = _mm512_loadu_ps(tile + i);
+            __m512 e = _ZGVeN16v_erff(_mm512_mul_ps(v, scale));
+            _mm512_storeu_ps(tile + i, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
+        }
+        return STEER_ACT_NONE;
+    }
+#endif
+    return activation;
+}
+
 STEER_AVX512_ATTR
 static void linear_avx512(const float *x, int m, int k, int ldx, const float *packed, int n, const float *bias,
                           int activation, float *y, int ldy) {
@@ -181,7 +236,8 @@ static void linear_avx512(const float *x, int m, int k, int ldx, const float *pa
             case 5: block_avx512(xr, 5, k, ldx, panel, b, tile); break;
             default: block_avx512(xr, 6, k, ldx, panel, b, tile); break;
             }
-            store_tile(tile, rows, p * P, n, activation, y + (size_t)r0 * ldy, ldy);
+            int rest = activate_tile_avx512(tile, rows, activation);
+            store_tile(tile, rows, p * P, n, rest, y + (size_t)r0 * ldy, ldy);
         }
     }
 }
