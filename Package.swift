@@ -53,6 +53,12 @@ let package = Package(
                 .linkedLibrary("m"),
             ]
         ),
+        // Packed small-M dense layers for SteerModel (MiniLM on a few tokens); -O3 in every configuration.
+        .target(
+            name: "CModelKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("mvec", .when(platforms: [.linux]))]
+        ),
         .target(
             name: "CFaissShim",
             dependencies: ["CFaissKernels"],
@@ -70,7 +76,7 @@ let package = Package(
         .target(name: "SteerCore", swiftSettings: swiftSettings),
         .target(name: "SteerStore", dependencies: ["SteerCore", "CRocksDB"], swiftSettings: swiftSettings),
         .target(name: "SteerIndex", dependencies: ["SteerCore", "CFaissShim"], swiftSettings: swiftSettings),
-        .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS"], swiftSettings: swiftSettings),
+        .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS", "CModelKernels"], swiftSettings: swiftSettings),
         .target(
             name: "SteerEngine",
             dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
@@ -104,7 +110,7 @@ let package = Package(
         .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SteerModelTests",
-            dependencies: ["SteerModel", "SteerCore"],
+            dependencies: ["SteerModel", "SteerCore", "CModelKernels"],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

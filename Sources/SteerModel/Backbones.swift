@@ -1,4 +1,5 @@
 import CBLAS
+import CModelKernels
 import SteerCore
 
 #if canImport(Glibc)
@@ -47,11 +48,7 @@ struct SASRec: Backbone {
             let p = "backbone.blocks.\(i)."
             blocks.append(Block(
                 norm1: (try file.floats(p + "ln1.weight", shape: [d]), try file.floats(p + "ln1.bias", shape: [d])),
-                qkv: .stacked([
-                    try Linear(file, p + "q", outputs: d, inputs: d),
-                    try Linear(file, p + "k", outputs: d, inputs: d),
-                    try Linear(file, p + "v", outputs: d, inputs: d),
-                ]),
+                qkv: try Linear(file, stacking: [p + "q", p + "k", p + "v"], outputs: d, inputs: d),
                 out: try Linear(file, p + "out", outputs: d, inputs: d),
                 norm2: (try file.floats(p + "ln2.weight", shape: [d]), try file.floats(p + "ln2.bias", shape: [d])),
                 fc1: try Linear(file, p + "fc1", outputs: config.ffnWidth, inputs: d),
@@ -116,8 +113,7 @@ struct SASRec: Backbone {
             for i in x.indices { x[i] += attended[i] }
             y = x
             Dense.layerNorm(&y, rows: l, width: d, weight: block.norm2.weight, bias: block.norm2.bias, eps: eps)
-            var hidden = block.fc1(y, rows: l)
-            Dense.relu(&hidden)
+            let hidden = block.fc1(y, rows: l, activation: Int32(STEER_ACT_RELU))
             let ffn = block.fc2(hidden, rows: l)
             for i in x.indices { x[i] += ffn[i] }
         }
@@ -228,16 +224,14 @@ struct DPRHead: Sendable {
         var u = h
         u.append(contentsOf: z)
         for c in 0..<d { u.append(h[c] * z[c]) }
-        var hidden = fusion1(u)
-        Dense.relu(&hidden)
+        let hidden = fusion1(u, activation: Int32(STEER_ACT_RELU))
         let f = fusion2(hidden)
         let group = polarity == .positive ? positive : negative
         var gate = group.gate(f)
         gate.withUnsafeMutableBufferPointer { Dense.softmax($0.baseAddress!, count: $0.count) }
         var delta = [Float](repeating: 0, count: indexDimension)
         for (k, expert) in group.experts.enumerated() {
-            var inner = expert.fc1(f)
-            Dense.relu(&inner)
+            let inner = expert.fc1(f, activation: Int32(STEER_ACT_RELU))
             let out = expert.fc2(inner)
             for c in 0..<indexDimension { delta[c] += gate[k] * out[c] }
         }

@@ -63,7 +63,7 @@ public enum ClauseParser {
 
     /// NFKC, full lowercase, typographic apostrophes (U+2019, U+2018, U+02BC) → `'`.
     public static func normalize(_ text: String) -> String {
-        let lowered = text.precomposedStringWithCompatibilityMapping.lowercased()
+        let lowered = UnicodeText.pythonLower(text.precomposedStringWithCompatibilityMapping)
         var out = String.UnicodeScalarView()
         for scalar in lowered.unicodeScalars {
             switch scalar.value {

@@ -124,6 +124,12 @@ public final class DPRModel: Sendable {
         }
         itemEmbeddings = try file.floats("item_embeddings", shape: [config.itemCount, config.indexDimension])
         inputEmbeddings = try file.floats("backbone.input_embeddings", shape: [config.itemCount, config.d])
+        // The format fixes columns 0..<d of the scoring table to the backbone's input table: a mismatch
+        // means the two tensors come from different models.
+        let (d, dimension) = (config.d, config.indexDimension)
+        for row in 0..<config.itemCount where !itemEmbeddings[(row * dimension)..<(row * dimension + d)].elementsEqual(inputEmbeddings[(row * d)..<(row * d + d)]) {
+            throw SteerError(.corrupt, "\(file.path): item_embeddings row \(row), columns 0..<\(d) differ from backbone.input_embeddings")
+        }
         let tagEmbeddings = try file.floats("tag_embeddings", shape: [config.tags.count, MiniLMEncoder.dimension])
         tagMapper = TagMapper(tags: config.tags, tagEmbeddings: tagEmbeddings, threshold: config.tagMatchThreshold)
         switch config.backbone {
@@ -162,20 +168,28 @@ public final class DPRModel: Sendable {
     /// The normalised MiniLM embedding of a clause text, from the cache when present.
     public func clauseEmbedding(_ text: String) -> (embedding: [Float], cached: Bool) {
         var timings = EncodeTimings()
-        return clauseEmbedding(text, timings: &timings)
+        return clauseEmbeddings([text], timings: &timings)[0]
     }
 
-    func clauseEmbedding(_ text: String, timings: inout EncodeTimings) -> (embedding: [Float], cached: Bool) {
-        if let hit = cache.get(text) { return (hit, true) }
+    /// Embeddings of several clause texts: cache hits first, then every distinct miss in one MiniLM pass
+    /// (the weights are read once for all of them), stored in the cache.
+    func clauseEmbeddings(_ texts: [String], timings: inout EncodeTimings) -> [(embedding: [Float], cached: Bool)] {
+        var results: [(embedding: [Float], cached: Bool)?] = texts.map { text in cache.get(text).map { ($0, true) } }
+        var missing: [String] = []
+        for (i, text) in texts.enumerated() where results[i] == nil && !missing.contains(text) { missing.append(text) }
+        guard !missing.isEmpty else { return results.map { $0! } }
         let t0 = monotonicNanoseconds()
-        let tokens = encoder.tokenizer.encode(text)
+        let tokens = missing.map { encoder.tokenizer.encode($0) }
         let t1 = monotonicNanoseconds()
-        let embedding = encoder.embed(tokens: tokens)
+        let embeddings = encoder.embed(batch: tokens)
         let t2 = monotonicNanoseconds()
         timings.tokenize += t1 - t0
         timings.minilm += t2 - t1
-        cache.put(text, embedding)
-        return (embedding, false)
+        for (text, embedding) in zip(missing, embeddings) { cache.put(text, embedding) }
+        for i in texts.indices where results[i] == nil {
+            results[i] = (embeddings[missing.firstIndex(of: texts[i])!], false)
+        }
+        return results.map { $0! }
     }
 
     /// Parses a prompt into clauses, embeds each clause and maps it to catalog tags.
@@ -191,8 +205,9 @@ public final class DPRModel: Sendable {
         let t0 = monotonicNanoseconds()
         let clauses = Array(ClauseParser.parse(prompt).prefix(config.maxClauses))
         timings.parse += monotonicNanoseconds() - t0
-        return clauses.map { clause in
-            let (embedding, cached) = clauseEmbedding(clause.text, timings: &timings)
+        let embedded = clauseEmbeddings(clauses.map(\.text), timings: &timings)
+        return zip(clauses, embedded).map { clause, result in
+            let (embedding, cached) = result
             let t1 = monotonicNanoseconds()
             let indices = tagMapper.map(clause.text, embedding: embedding)
             timings.tagMapping += monotonicNanoseconds() - t1

@@ -1,4 +1,6 @@
 import CBLAS
+import CModelKernels
+import Foundation
 import SteerCore
 
 #if canImport(Glibc)
@@ -7,61 +9,105 @@ import Glibc
 import Darwin
 #endif
 
-/// A PyTorch linear layer `y = W x + b` with `W` of shape `[out, in]`, row-major. Rows of a batch are
-/// multiplied with OpenBLAS (`sgemv` for one row, `sgemm` for several).
+/// A PyTorch linear layer `y = act(W x + b)` with `W` of shape `[out, in]`. The weights are packed once
+/// into column panels for CModelKernels' small-M kernels (AVX-512 / AVX2 / scalar, chosen at run time).
+/// `STEER_MODEL_GEMM=blas` in the environment switches every layer to OpenBLAS instead (for comparisons
+/// in benchmarks; tests do not depend on it).
 struct Linear: Sendable {
-    let weight: [Float]
+    enum Backend: Sendable { case packed, blas }
+
+    /// Chosen once per process from `STEER_MODEL_GEMM`.
+    static let backend: Backend = ProcessInfo.processInfo.environment["STEER_MODEL_GEMM"] == "blas" ? .blas : .packed
+
+    /// The packed weights (`backend == .packed`) or the row-major `[out, in]` weights (`.blas`).
+    let weights: [Float]
     let bias: [Float]
     let inputs: Int
     let outputs: Int
+    let backend: Backend
 
-    init(weight: [Float], bias: [Float], inputs: Int, outputs: Int) {
+    init(weight: [Float], bias: [Float], inputs: Int, outputs: Int, backend: Backend = Linear.backend) {
         precondition(weight.count == inputs * outputs && bias.count == outputs)
-        self.weight = weight
         self.bias = bias
         self.inputs = inputs
         self.outputs = outputs
-    }
-
-    /// Loads `<prefix>.weight` `[out, in]` and `<prefix>.bias` `[out]`, checking both shapes.
-    init(_ file: SafeTensorsFile, _ prefix: String, outputs: Int, inputs: Int) throws(SteerError) {
-        self.init(
-            weight: try file.floats(prefix + ".weight", shape: [outputs, inputs]),
-            bias: try file.floats(prefix + ".bias", shape: [outputs]),
-            inputs: inputs, outputs: outputs
-        )
-    }
-
-    /// Stacks layers with the same input width into one (outputs concatenated in order).
-    static func stacked(_ layers: [Linear]) -> Linear {
-        Linear(
-            weight: layers.flatMap(\.weight), bias: layers.flatMap(\.bias),
-            inputs: layers[0].inputs, outputs: layers.reduce(0) { $0 + $1.outputs }
-        )
-    }
-
-    /// `y[r] = W x[r] + b` for `rows` rows; `x` is `rows × inputs`, `y` is `rows × outputs`, row-major.
-    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
-        for r in 0..<rows {
-            bias.withUnsafeBufferPointer { b in (y + r * outputs).update(from: b.baseAddress!, count: outputs) }
+        self.backend = backend
+        switch backend {
+        case .blas:
+            weights = weight
+        case .packed:
+            var packed = [Float](repeating: 0, count: steer_packed_size(Int32(outputs), Int32(inputs)))
+            weight.withUnsafeBufferPointer { w in
+                packed.withUnsafeMutableBufferPointer { steer_pack_weights(w.baseAddress!, Int32(outputs), Int32(inputs), $0.baseAddress!) }
+            }
+            weights = packed
         }
-        weight.withUnsafeBufferPointer { w in
-            if rows == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), 1, w.baseAddress, Int32(inputs),
-                            x, 1, 1, y, 1)
-            } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs), 1,
-                            x, Int32(inputs), w.baseAddress, Int32(inputs), 1, y, Int32(outputs))
+    }
+
+    /// Reads `<prefix>.weight` `[out, in]` and `<prefix>.bias` `[out]`, checking both shapes.
+    static func tensors(_ file: SafeTensorsFile, _ prefix: String, outputs: Int, inputs: Int) throws(SteerError) -> (weight: [Float], bias: [Float]) {
+        (try file.floats(prefix + ".weight", shape: [outputs, inputs]), try file.floats(prefix + ".bias", shape: [outputs]))
+    }
+
+    /// Loads `<prefix>.weight` and `<prefix>.bias`.
+    init(_ file: SafeTensorsFile, _ prefix: String, outputs: Int, inputs: Int) throws(SteerError) {
+        let (weight, bias) = try Self.tensors(file, prefix, outputs: outputs, inputs: inputs)
+        self.init(weight: weight, bias: bias, inputs: inputs, outputs: outputs)
+    }
+
+    /// Several layers with the same input width as one (outputs concatenated in order), e.g. q, k, v.
+    init(_ file: SafeTensorsFile, stacking prefixes: [String], outputs: Int, inputs: Int) throws(SteerError) {
+        var weight: [Float] = []
+        var bias: [Float] = []
+        for prefix in prefixes {
+            let (w, b) = try Self.tensors(file, prefix, outputs: outputs, inputs: inputs)
+            weight += w
+            bias += b
+        }
+        self.init(weight: weight, bias: bias, inputs: inputs, outputs: outputs * prefixes.count)
+    }
+
+    /// `y[r] = act(W x[r] + b)` for `rows` rows; `x` is `rows × inputs`, `y` is `rows × outputs`, row-major.
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, activation: Int32 = Int32(STEER_ACT_NONE)) {
+        guard rows > 0 else { return }
+        switch backend {
+        case .packed:
+            weights.withUnsafeBufferPointer { w in
+                bias.withUnsafeBufferPointer { b in
+                    steer_linear(x, Int32(rows), Int32(inputs), Int32(inputs), w.baseAddress!, Int32(outputs), b.baseAddress!,
+                                 activation, y, Int32(outputs))
+                }
+            }
+        case .blas:
+            for r in 0..<rows {
+                bias.withUnsafeBufferPointer { b in (y + r * outputs).update(from: b.baseAddress!, count: outputs) }
+            }
+            weights.withUnsafeBufferPointer { w in
+                if rows == 1 {
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), 1, w.baseAddress, Int32(inputs),
+                                x, 1, 1, y, 1)
+                } else {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs), 1,
+                                x, Int32(inputs), w.baseAddress, Int32(inputs), 1, y, Int32(outputs))
+                }
+            }
+            switch activation {
+            case Int32(STEER_ACT_RELU):
+                for i in 0..<(rows * outputs) where y[i] < 0 { y[i] = 0 }
+            case Int32(STEER_ACT_GELU):
+                for i in 0..<(rows * outputs) { y[i] = 0.5 * y[i] * (1 + erff(y[i] * 0.70710678118654752)) }
+            default:
+                break
             }
         }
     }
 
     /// Array form of `apply`.
-    func callAsFunction(_ x: [Float], rows: Int = 1) -> [Float] {
+    func callAsFunction(_ x: [Float], rows: Int = 1, activation: Int32 = Int32(STEER_ACT_NONE)) -> [Float] {
         precondition(x.count == rows * inputs)
         var y = [Float](repeating: 0, count: rows * outputs)
         x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!) }
+            y.withUnsafeMutableBufferPointer { yp in apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!, activation: activation) }
         }
         return y
     }

@@ -1,4 +1,5 @@
 import CBLAS
+import CModelKernels
 import Foundation
 import SteerCore
 
@@ -51,11 +52,9 @@ public final class MiniLMEncoder: Sendable {
         var layers: [Layer] = []
         for i in 0..<Self.layerCount {
             let p = "encoder.layer.\(i)."
-            let q = try Linear(file, p + "attention.self.query", outputs: h, inputs: h)
-            let k = try Linear(file, p + "attention.self.key", outputs: h, inputs: h)
-            let v = try Linear(file, p + "attention.self.value", outputs: h, inputs: h)
+            let attention = p + "attention.self."
             layers.append(Layer(
-                qkv: .stacked([q, k, v]),
+                qkv: try Linear(file, stacking: [attention + "query", attention + "key", attention + "value"], outputs: h, inputs: h),
                 attentionOut: try Linear(file, p + "attention.output.dense", outputs: h, inputs: h),
                 attentionNorm: (try file.floats(p + "attention.output.LayerNorm.weight", shape: [h]),
                                 try file.floats(p + "attention.output.LayerNorm.bias", shape: [h])),
@@ -75,20 +74,38 @@ public final class MiniLMEncoder: Sendable {
 
     /// The normalised embedding of already tokenised ids (`[CLS] … [SEP]`, at most 512, ids < vocabulary).
     public func embed(tokens: [Int32]) -> [Float] {
+        embed(batch: [tokens])[0]
+    }
+
+    /// Embeds several token sequences in one pass: their rows are stacked, so every weight matrix is read
+    /// once for all of them (the layers are memory-bound for short prompts); attention stays within each
+    /// sequence, so each result equals `embed(tokens:)` of that sequence alone (up to summation order).
+    public func embed(batch: [[Int32]]) -> [[Float]] {
         let h = Self.dimension
-        let t = min(tokens.count, Self.positions)
-        precondition(t > 0, "at least one token")
+        let lengths = batch.map { min($0.count, Self.positions) }
+        precondition(lengths.allSatisfy { $0 > 0 }, "at least one token per sequence")
+        var starts: [Int] = []
+        var t = 0
+        for length in lengths {
+            starts.append(t)
+            t += length
+        }
+        guard t > 0 else { return [] }
         var x = [Float](repeating: 0, count: t * h)
-        for (j, token) in tokens.prefix(t).enumerated() {
-            let row = Int(token) * h
-            for c in 0..<h {
-                x[j * h + c] = wordEmbeddings[row + c] + positionEmbeddings[j * h + c] + tokenType0[c]
+        for (s, tokens) in batch.enumerated() {
+            for (j, token) in tokens.prefix(lengths[s]).enumerated() {
+                let row = Int(token) * h
+                let out = (starts[s] + j) * h
+                for c in 0..<h {
+                    x[out + c] = wordEmbeddings[row + c] + positionEmbeddings[j * h + c] + tokenType0[c]
+                }
             }
         }
         Dense.layerNorm(&x, rows: t, width: h, weight: embeddingNorm.weight, bias: embeddingNorm.bias, eps: Self.eps)
 
+        let longest = lengths.max() ?? 1
         var qkv = [Float](repeating: 0, count: t * 3 * h)
-        var scores = [Float](repeating: 0, count: t * t)
+        var scores = [Float](repeating: 0, count: longest * longest)
         var context = [Float](repeating: 0, count: t * h)
         var projected = [Float](repeating: 0, count: t * h)
         var hidden = [Float](repeating: 0, count: t * Self.ffnWidth)
@@ -101,16 +118,19 @@ public final class MiniLMEncoder: Sendable {
             qkv.withUnsafeBufferPointer { qkvp in
                 scores.withUnsafeMutableBufferPointer { sp in
                     context.withUnsafeMutableBufferPointer { cp in
-                        let base = qkvp.baseAddress!
-                        for a in 0..<Self.headCount {
-                            // S = Q_a K_aᵀ / sqrt(hd); rows of qkv are [q | k | v], stride 3h.
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(hd), scale,
-                                        base + a * hd, Int32(3 * h), base + h + a * hd, Int32(3 * h), 0,
-                                        sp.baseAddress, Int32(t))
-                            for j in 0..<t { Dense.softmax(sp.baseAddress! + j * t, count: t) }
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(hd), Int32(t), 1,
-                                        sp.baseAddress, Int32(t), base + 2 * h + a * hd, Int32(3 * h), 0,
-                                        cp.baseAddress! + a * hd, Int32(h))
+                        for (s, n) in lengths.enumerated() {
+                            // rows of qkv are [q | k | v], stride 3h; sequence s owns rows starts[s] ..< starts[s] + n
+                            let base = qkvp.baseAddress! + starts[s] * 3 * h
+                            let out = cp.baseAddress! + starts[s] * h
+                            for a in 0..<Self.headCount {
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(hd), scale,
+                                            base + a * hd, Int32(3 * h), base + h + a * hd, Int32(3 * h), 0,
+                                            sp.baseAddress, Int32(n))
+                                for j in 0..<n { Dense.softmax(sp.baseAddress! + j * n, count: n) }
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(n), 1,
+                                            sp.baseAddress, Int32(n), base + 2 * h + a * hd, Int32(3 * h), 0,
+                                            out + a * hd, Int32(h))
+                            }
                         }
                     }
                 }
@@ -121,17 +141,24 @@ public final class MiniLMEncoder: Sendable {
             for i in x.indices { x[i] += projected[i] }
             Dense.layerNorm(&x, rows: t, width: h, weight: layer.attentionNorm.weight, bias: layer.attentionNorm.bias, eps: Self.eps)
             x.withUnsafeBufferPointer { xp in
-                hidden.withUnsafeMutableBufferPointer { layer.intermediate.apply(xp.baseAddress!, rows: t, into: $0.baseAddress!) }
+                hidden.withUnsafeMutableBufferPointer {
+                    layer.intermediate.apply(xp.baseAddress!, rows: t, into: $0.baseAddress!, activation: Int32(STEER_ACT_GELU))
+                }
             }
-            Self.gelu(&hidden)
             hidden.withUnsafeBufferPointer { hp in
                 projected.withUnsafeMutableBufferPointer { layer.output.apply(hp.baseAddress!, rows: t, into: $0.baseAddress!) }
             }
             for i in x.indices { x[i] += projected[i] }
             Dense.layerNorm(&x, rows: t, width: h, weight: layer.outputNorm.weight, bias: layer.outputNorm.bias, eps: Self.eps)
         }
+        return lengths.indices.map { s in Self.meanPool(x, start: starts[s], count: lengths[s]) }
+    }
+
+    /// Mean over `count` rows from `start`, then L2 normalisation (norm floored at 1e-12).
+    static func meanPool(_ x: [Float], start: Int, count t: Int) -> [Float] {
+        let h = dimension
         var pooled = [Double](repeating: 0, count: h)
-        for j in 0..<t { for c in 0..<h { pooled[c] += Double(x[j * h + c]) } }
+        for j in start..<(start + t) { for c in 0..<h { pooled[c] += Double(x[j * h + c]) } }
         var norm = 0.0
         for c in 0..<h {
             pooled[c] /= Double(t)
@@ -139,14 +166,5 @@ public final class MiniLMEncoder: Sendable {
         }
         let inverse = 1 / max(norm.squareRoot(), 1e-12)
         return pooled.map { Float($0 * inverse) }
-    }
-
-    /// Exact GELU, `x · Φ(x) = 0.5 x (1 + erf(x / √2))`, in place.
-    static func gelu(_ x: inout [Float]) {
-        let invSqrt2: Float = 0.70710678118654752
-        for i in x.indices {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erff(v * invSqrt2))
-        }
     }
 }

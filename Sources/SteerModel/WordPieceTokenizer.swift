@@ -94,7 +94,7 @@ public struct WordPieceTokenizer: Sendable {
         // Python's str.split(): after the cleaning above the whitespace left is ' ', U+2028, U+2029.
         let words = String(cleaned).unicodeScalars.split { $0 == " " || $0.value == 0x2028 || $0.value == 0x2029 }
         for raw in words {
-            let lowered = String(String.UnicodeScalarView(raw)).lowercased().decomposedStringWithCanonicalMapping
+            let lowered = UnicodeText.pythonLower(String(String.UnicodeScalarView(raw))).decomposedStringWithCanonicalMapping
             var current = String.UnicodeScalarView()
             for scalar in lowered.unicodeScalars where scalar.properties.generalCategory != .nonspacingMark {
                 if Self.isPunctuation(scalar) {

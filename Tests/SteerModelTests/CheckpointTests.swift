@@ -101,6 +101,16 @@ import Testing
         expect(items, .corrupt, "tensor 'item_embeddings' has shape [399, 40], expected [400, 40]")
     }
 
+    @Test func scoringTableMustStartWithTheInputTable() throws {
+        let error = try loadError {
+            try editTensors($0) { tensors in
+                let i = tensors.firstIndex { $0.name == "item_embeddings" }!
+                tensors[i].values[7 * 40 + 3] += 0.5
+            }
+        }
+        expect(error, .corrupt, "item_embeddings row 7, columns 0..<32 differ from backbone.input_embeddings")
+    }
+
     @Test func unexpectedTensorMeansAnotherModel() throws {
         let error = try loadError { try editConfig($0) { $0["n_experts"] = ["positive": 1, "negative": 2] } }
         expect(error, .corrupt, "unexpected tensor 'head.pos.experts.1.fc1.bias'")

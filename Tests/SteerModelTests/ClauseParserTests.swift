@@ -23,6 +23,16 @@ import Testing
         #expect(ClauseParser.parse("films please").isEmpty)
     }
 
+    @Test func lowercasingFollowsPythonIncludingFinalSigma() {
+        #expect(ClauseParser.parse("ΣΑΣ, no ΦΙΛΟΣ") == [
+            Clause(text: "\u{03C3}\u{03B1}\u{03C2}", polarity: .positive),
+            Clause(text: "\u{03C6}\u{03B9}\u{03BB}\u{03BF}\u{03C2}", polarity: .negative),
+        ])
+        #expect(UnicodeText.pythonLower("İ") == "i\u{0307}")
+        #expect(UnicodeText.pythonLower("ΟΔΟΣ ΣΑΣ") == "\u{03BF}\u{03B4}\u{03BF}\u{03C2} \u{03C3}\u{03B1}\u{03C2}")
+        #expect(UnicodeText.pythonLower("Σ") == "\u{03C3}")
+    }
+
     @Test func atMostEightClauses() {
         let prompt = (1...12).map { "genre\($0)" }.joined(separator: ", ")
         let clauses = ClauseParser.parse(prompt)

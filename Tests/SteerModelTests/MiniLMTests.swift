@@ -28,6 +28,8 @@ import Testing
         ("unaffable xyzzyq", [101, 14477, 20961, 3468, 1060, 2100, 28753, 4160, 102]),
         ("", [101, 102]),
         ("İstanbul Ωmega", [101, 9960, 1179, 4168, 3654, 102]),
+        ("ΟΔΟΣ ΣΑΣ.", [101, 1169, 29722, 15297, 1173, 14608, 19579, 1012, 102]),  // Final_Sigma, as Python's lower()
+        ("ΣΑΣ, no ΦΙΛΟΣ", [101, 1173, 14608, 19579, 1010, 2053, 1176, 18199, 29727, 15297, 102]),
     ]
 
     @Test func tokenIDsMatchTheGoldenRows() throws {
@@ -71,6 +73,17 @@ import Testing
             }
         }
         #expect(checked >= 20)
+    }
+
+    @Test func batchedEmbeddingsEqualSingleOnes() throws {
+        let encoder = try sharedEncoder()
+        let texts = ["comedy", "no horror, please", "Café déjà vu: Sci-Fi & Fantasy!!", "a much longer clause about space westerns"]
+        let batch = encoder.embed(batch: texts.map { encoder.tokenizer.encode($0) })
+        #expect(batch.count == texts.count)
+        for (text, embedding) in zip(texts, batch) {
+            #expect(maxAbsDifference(embedding, encoder.embed(text)) <= 1e-6, "\(text)")
+        }
+        #expect(encoder.embed(batch: []).isEmpty)
     }
 
     @Test func missingWeightsSayWhatIsMissing() throws {

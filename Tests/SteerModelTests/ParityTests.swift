@@ -106,6 +106,14 @@ import Testing
         #expect(hits.map(\.row) == expected.map(\.row))
     }
 
+    @Test func repeatedClauseTextsInOnePromptShareOneEmbedding() throws {
+        let model = try fixtureModel("demo-sasrec")
+        let encoded = try model.encode(historyRows: [3, 4], prompt: "comedy, no comedy, comedy")
+        #expect(encoded.clauses.map(\.polarity) == [.positive, .negative, .positive])
+        #expect(encoded.clauses[0].embedding == encoded.clauses[1].embedding)
+        #expect(encoded.clauses[1].embedding == encoded.clauses[2].embedding)
+    }
+
     @Test func badInputsAreRejected() throws {
         let model = try fixtureModel("demo-sasrec")
         #expect(throws: SteerError.self) { try model.encode(historyRows: [model.config.itemCount], prompt: nil) }
