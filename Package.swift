@@ -79,7 +79,7 @@ let package = Package(
         // Index builder and checkpoint ingest logic (Tools/steer-index, `steer ingest`), kept in a library for tests.
         .target(
             name: "SteerBuilder",
-            dependencies: ["SteerCore", "SteerStore", "SteerIndex"],
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
             swiftSettings: swiftSettings
         ),
 

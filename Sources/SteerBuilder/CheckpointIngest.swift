@@ -1,6 +1,7 @@
 import Foundation
 import SteerCore
 import SteerIndex
+import SteerModel
 import SteerStore
 
 /// Loads a checkpoint's item embeddings and metadata into the store as an embedding version
@@ -67,7 +68,7 @@ public enum CheckpointIngest {
         let name = version ?? CheckpointHash.versionName(for: hash)
         let itemsPath = (checkpoint as NSString).appendingPathComponent("items.jsonl")
         let tensorPath = (checkpoint as NSString).appendingPathComponent("model.safetensors")
-        let matrix = try SafeTensorsMatrix.read(path: tensorPath, tensor: "item_embeddings")
+        let matrix = try readEmbeddings(path: tensorPath)
         try checkConfig(checkpoint: checkpoint, rows: matrix.rows, columns: matrix.columns)
         let rows = try readItems(path: itemsPath, options: store.options)
         guard rows.count == matrix.rows else {
@@ -132,6 +133,18 @@ public enum CheckpointIngest {
         try registry.write(storePath: storePath)
         return Report(version: name, checkpointHash: hash, rows: rows.count, dimension: d, written: written,
                       skipped: skipped, sequence: sequence)
+    }
+
+    /// `item_embeddings` of a checkpoint's safetensors file: a rank-2 F32 tensor.
+    static func readEmbeddings(path: String) throws(SteerError) -> (rows: Int, columns: Int, values: [Float]) {
+        let file = try SafeTensorsFile(path: path)
+        guard let entry = file.entries["item_embeddings"] else {
+            throw SteerError(.corrupt, "\(path): tensor 'item_embeddings' is missing")
+        }
+        guard entry.shape.count == 2, entry.shape[1] > 0 else {
+            throw SteerError(.corrupt, "\(path): tensor 'item_embeddings' has shape \(entry.shape), expected [items, dimension]")
+        }
+        return (entry.shape[0], entry.shape[1], try file.floats("item_embeddings"))
     }
 
     private static func dedupe(_ tags: [String]) -> [String] {
