@@ -134,11 +134,15 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
     public var count: Int
     public var sharding: ShardingInfo
     public var shards: [Shard]
+    /// IVF only: an empty index holding the trained coarse quantizer that every shard was copied from
+    /// (`count` 0). `reshard` starts from it, so shards of a resharded generation share the quantizer
+    /// without retraining.
+    public var trainedIndex: Shard?
     public var build: BuildInfo
 
     public init(generationID: String, createdAt: String = GenerationManifest.timestamp(), checkpointHash: String?,
                 embeddingVersion: String, storeSequence: UInt64, indexSpec: String, metric: Metric, dimension: Int,
-                sharding: ShardingInfo, shards: [Shard], build: BuildInfo) {
+                sharding: ShardingInfo, shards: [Shard], trainedIndex: Shard? = nil, build: BuildInfo) {
         self.format = Self.formatName
         self.formatVersion = Self.formatVersion
         self.generationID = generationID
@@ -152,6 +156,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         self.count = shards.reduce(0) { $0 + $1.count }
         self.sharding = sharding
         self.shards = shards
+        self.trainedIndex = trainedIndex
         self.build = build
     }
 
@@ -169,6 +174,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         case count
         case sharding
         case shards
+        case trainedIndex = "trained_index"
         case build
     }
 
@@ -221,6 +227,14 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
             total += shard.count
         }
         guard total == count else { throw bad("count is \(count) but the shards hold \(total)") }
+        if let trained = trainedIndex {
+            guard Self.isPlainFileName(trained.file), trained.file != Self.fileName, !names.contains(trained.file) else {
+                throw bad("trained_index.file '\(trained.file)' is not a plain file name of its own")
+            }
+            guard trained.count == 0, trained.bytes >= 0, ShardChecksum.parse(trained.checksum) != nil else {
+                throw bad("trained_index must have count 0, a size and an 'fnv1a64:' checksum")
+            }
+        }
     }
 
     /// Checks a generation id: 1 to `maxGenerationIDBytes` of letters, digits, `.`, `_`, `-`, not starting with `.`.
