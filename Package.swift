@@ -82,15 +82,31 @@ let package = Package(
             dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
             swiftSettings: swiftSettings
         ),
+        // Index builder and checkpoint ingest logic (Tools/steer-index, `steer ingest`), kept in a library for tests.
+        .target(
+            name: "SteerBuilder",
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
+            swiftSettings: swiftSettings
+        ),
 
         // MARK: Executables
 
         .executableTarget(
             name: "steer",
             dependencies: [
-                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "CBLAS",
+                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "steer-index",
+            dependencies: [
+                "SteerCore", "SteerStore", "SteerIndex", "SteerBuilder",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/steer-index",
             swiftSettings: swiftSettings
         ),
 
@@ -112,6 +128,11 @@ let package = Package(
             name: "SteerModelTests",
             dependencies: ["SteerModel", "SteerCore", "CModelKernels"],
             exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SteerBuilderTests",
+            dependencies: ["SteerBuilder", "SteerIndex", "SteerStore", "SteerCore"],
             swiftSettings: swiftSettings
         ),
     ],
