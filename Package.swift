@@ -94,7 +94,8 @@ let package = Package(
         .executableTarget(
             name: "steer",
             dependencies: [
-                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder", "CBLAS",
+                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
+                "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -111,6 +112,17 @@ let package = Package(
         ),
 
         // Crash-test helper for SteerStoreTests: writes synced batches until killed.
+        // The foundation benchmark's driver (Benchmarks/index/run.sh): data generation and SteerIndex timings.
+        .executableTarget(
+            name: "steer-index-bench",
+            dependencies: [
+                "SteerCore", "SteerIndex", "CFaissKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/index-bench",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "steer-store-crashtest",
             dependencies: ["SteerStore", "SteerCore"],

@@ -5,6 +5,6 @@ struct Steer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "steer",
         abstract: "Steer: promptable retrieval over FAISS and RocksDB.",
-        subcommands: [Ingest.self, EmbedText.self, ParsePrompt.self, EncodeQuery.self]
+        subcommands: [Demo.self, Doctor.self, Ingest.self, EmbedText.self, ParsePrompt.self, EncodeQuery.self]
     )
 }
