@@ -242,7 +242,7 @@ public final class VectorIndex: @unchecked Sendable {
                                 nprobe: Int64(parameters.nprobe ?? settings.nprobe),
                                 ef_search: Int64(parameters.efSearch ?? settings.efSearch),
                                 allowed: a, allowed_count: Int64(allowed?.count ?? 0),
-                                exact_filter_threshold: Int64(settings.exactFilterThreshold))
+                                exact_filter_threshold: Int64(max(0, parameters.exactFilterThreshold ?? settings.exactFilterThreshold)))
                             return steer_index_search(handle, Int64(n), q.baseAddress, Int64(k), &native, s.baseAddress, l.baseAddress, &error)
                         }
                     }
