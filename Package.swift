@@ -29,6 +29,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // MARK: server (SteerServer, SteerClient, steer serve)
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: C modules
@@ -77,13 +81,32 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Server, protocol and client
+
+        .target(name: "SteerProtocol", dependencies: ["SteerCore", "SteerEngine"], swiftSettings: swiftSettings),
+        .target(
+            name: "SteerServer",
+            dependencies: [
+                "SteerCore", "SteerEngine", "SteerProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "SteerClient", dependencies: ["SteerCore", "SteerProtocol"], swiftSettings: swiftSettings),
+
         // MARK: Executables
 
         .executableTarget(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "CBLAS",
+                "SteerProtocol", "SteerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -102,6 +125,11 @@ let package = Package(
         .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerStoreTests", dependencies: ["SteerStore", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
+        .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
     ],
     cxxLanguageStandard: .cxx17
 )

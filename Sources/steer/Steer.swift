@@ -5,6 +5,6 @@ struct Steer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "steer",
         abstract: "Steer: promptable retrieval over FAISS and RocksDB.",
-        subcommands: []
+        subcommands: [Serve.self]
     )
 }
