@@ -30,9 +30,6 @@ public enum Base64Floats {
         if utf8[utf8.count - 1] == UInt8(ascii: "=") { padding += 1 }
         if utf8[utf8.count - 2] == UInt8(ascii: "=") { padding += 1 }
         let byteCount = utf8.count / 4 * 3 - padding
-        guard byteCount % 4 == 0 else {
-            throw SteerError.invalid("\(field) decodes to \(byteCount) bytes, not a multiple of 4 (float32)")
-        }
         var bytes = [UInt8](repeating: 0, count: byteCount + 3)
         let table = decodeTable
         var out = 0
@@ -57,6 +54,9 @@ public enum Base64Floats {
             bytes[out + 2] = UInt8(truncatingIfNeeded: quad)
             out += 3
             position += 4
+        }
+        guard byteCount % 4 == 0 else {
+            throw SteerError.invalid("\(field) decodes to \(byteCount) bytes, not a multiple of 4 (float32)")
         }
         let count = byteCount / 4
         var floats = [Float](repeating: 0, count: count)

@@ -35,12 +35,40 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var running = 0
     private var writeRunning = false
 
+    /// Lines received while `maxInFlight` requests were unanswered: not parsed yet. Bounded by one
+    /// socket read, because reading stops while it is non-empty.
+    private var backlog: [Frame] = []
+    private var backlogHead = 0
+    private var admitting = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastReadAt = .now()
+        backlog.append(unwrapInboundIn(data))
+        admit(context: context)
+    }
+
+    /// Moves lines from the backlog into processing while fewer than `maxInFlight` are unanswered.
+    private func admit(context: ChannelHandlerContext) {
+        // `process` may complete synchronously, and `complete` admits again: loop here instead of recursing.
+        if admitting { return }
+        admitting = true
+        defer { admitting = false }
+        while backlogHead < backlog.count && inFlight < shared.configuration.maxInFlight {
+            let frame = backlog[backlogHead]
+            backlogHead += 1
+            process(frame, context: context)
+        }
+        if backlogHead == backlog.count {
+            backlog.removeAll(keepingCapacity: true)
+            backlogHead = 0
+        }
+    }
+
+    private func process(_ frame: Frame, context: ChannelHandlerContext) {
         let sequence = nextSequence
         nextSequence += 1
         inFlight += 1
-        switch unwrapInboundIn(data) {
+        switch frame {
         case .tooLong:
             shared.handler.stats.recordError(.tooLarge)
             let error = SteerError(.tooLarge, "request line exceeds \(shared.configuration.limits.maxLineBytes) bytes (maxLineBytes); it was skipped up to the next newline")
@@ -100,31 +128,51 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Records a finished response and writes every response that is next in request order. A request
+    /// stays in flight until its response was handed to the socket, so a client that does not read
+    /// eventually stops the server from reading it (no unbounded output buffer).
     private func complete(_ sequence: Int, _ output: [UInt8]?, context: ChannelHandlerContext) {
         finished[sequence] = .some(output)
-        inFlight -= 1
         var wrote = false
         while let next = finished.removeValue(forKey: nextToWrite) {
             nextToWrite += 1
             if let bytes = next, !closed {
                 var buffer = context.channel.allocator.buffer(capacity: bytes.count)
                 buffer.writeBytes(bytes)
-                context.write(wrapOutboundOut(buffer), promise: nil)
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                promise.futureResult.whenComplete { _ in
+                    let (connection, context) = bound.value
+                    connection.inFlight -= 1
+                    connection.resume(context: context)
+                }
+                context.write(wrapOutboundOut(buffer), promise: promise)
                 wrote = true
+            } else {
+                inFlight -= 1
             }
         }
         if wrote { context.flush() }
-        if readHeld && inFlight < shared.configuration.maxInFlight && !closed {
+        resume(context: context)
+    }
+
+    /// Admits backlog and resumes reading when below the in-flight limit.
+    private func resume(context: ChannelHandlerContext) {
+        if closed { return }
+        admit(context: context)
+        if readHeld && inFlight < shared.configuration.maxInFlight && backlogHead == backlog.count {
             readHeld = false
+            lastReadAt = .now() // asking for data again counts as activity for the drain's quiet period
             context.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if inFlight >= shared.configuration.maxInFlight {
+        if inFlight >= shared.configuration.maxInFlight || backlogHead < backlog.count {
             readHeld = true
             return
         }
+        lastReadAt = .now()
         context.read()
     }
 
@@ -170,7 +218,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 task.cancel()
                 return
             }
-            if connection.inFlight == 0 && NIODeadline.now() - connection.lastReadAt >= quiet {
+            if connection.inFlight == 0 && connection.backlogHead == connection.backlog.count && NIODeadline.now() - connection.lastReadAt >= quiet {
                 task.cancel()
                 context.close(promise: nil)
             }
