@@ -42,8 +42,15 @@ public final class OperationStats: Sendable {
 
     private let state = Locked<[String: Histogram]>([:])
     private let errorCodes = Locked<[String: Int]>([:])
+    private let observer = Locked<(@Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void)?>(nil)
 
     public init() {}
+
+    /// Installs a callback that sees every record (the server feeds its metrics from it). `op` and
+    /// `micros` are nil for errors that belong to no op.
+    public func setObserver(_ body: @escaping @Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void) {
+        observer.withLock { $0 = body }
+    }
 
     /// Records one request.
     public func record(op: String, micros: Double, error: SteerError.Code?) {
@@ -56,11 +63,13 @@ public final class OperationStats: Sendable {
             table[op] = histogram
         }
         if let error { errorCodes.withLock { $0[error.rawValue, default: 0] += 1 } }
+        observer.get()?(op, micros, error)
     }
 
     /// Counts an error that belongs to no op (unparsable lines, over-long lines).
     public func recordError(_ code: SteerError.Code) {
         errorCodes.withLock { $0[code.rawValue, default: 0] += 1 }
+        observer.get()?(nil, nil, code)
     }
 
     public func summaries() -> [String: Summary] {

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import SteerCore
 import SteerEngine
@@ -30,6 +32,8 @@ public struct ServerConfiguration: Sendable {
     public var shutdownTimeoutSeconds: Int
     /// When set, `upsert`, `delete` and `swap` need `"token"` equal to it.
     public var adminToken: String?
+    /// When set (0 picks a free port), Prometheus metrics are served on `GET /metrics` of this port.
+    public var metricsPort: Int?
 
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
@@ -79,13 +83,25 @@ public final class SteerServer: Service, Sendable {
     private let shared: ServerShared
     private let group: MultiThreadedEventLoopGroup
     private let serverChannel = Locked<(any Channel)?>(nil)
+    private let metricsChannel = Locked<(any Channel)?>(nil)
+    private let metrics = ServerMetrics()
+    private let registry: PrometheusCollectorRegistry?
     private let stopped = Locked(false)
     /// Called with the bound port once listening (the CLI prints the machine-readable line).
     private let onListening: @Sendable (String, Int) -> Void
 
+    /// - Parameters:
+    ///   - configuration: address, limits, threads.
+    ///   - engine: what requests run against; the server closes it on shutdown.
+    ///   - logger: structured logs.
+    ///   - metricsRegistry: the registry swift-metrics was bootstrapped with (`PrometheusMetricsFactory`);
+    ///     needed for the metrics port.
+    ///   - onListening: called with host and port once listening.
     public init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
+                metricsRegistry: PrometheusCollectorRegistry? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
         self.configuration = configuration
+        self.registry = metricsRegistry
         self.engine = engine
         self.handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
         let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
@@ -93,6 +109,8 @@ public final class SteerServer: Service, Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         self.onListening = onListening
         let shared = self.shared
+        let metrics = self.metrics
+        handler.stats.setObserver { op, micros, error in metrics.record(op: op, micros: micros, error: error) }
         let environment = ProcessInfo.processInfo.environment
         handler.setServerStats {
             let counters = shared.counters.get()
@@ -167,7 +185,36 @@ public final class SteerServer: Service, Sendable {
         let port = channel.localAddress?.port ?? configuration.port
         shared.logger.info("listening", metadata: ["steer.host": "\(configuration.host)", "steer.port": "\(port)"])
         onListening(configuration.host, port)
+        if let metricsPort = configuration.metricsPort {
+            try await startMetrics(port: metricsPort)
+        }
         return port
+    }
+
+    /// The bound metrics port, when metrics are served.
+    public var metricsPort: Int? { metricsChannel.get()?.localAddress?.port }
+
+    private func startMetrics(port: Int) async throws {
+        guard let registry else {
+            throw SteerError(.invalidRequest, "a metrics port needs the Prometheus registry that swift-metrics was bootstrapped with")
+        }
+        let metrics = self.metrics
+        let engine = self.engine
+        let shared = self.shared
+        let refresh: @Sendable () -> Void = {
+            metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
+        }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, refresh: refresh))
+                }
+            }
+            .bind(host: configuration.host, port: port).get()
+        metricsChannel.withLock { $0 = channel }
+        shared.logger.info("metrics", metadata: ["steer.metrics_port": "\(channel.localAddress?.port ?? port)"])
     }
 
     /// Stops accepting, lets every connection finish what it received (up to `shutdownTimeoutSeconds`),
@@ -181,6 +228,7 @@ public final class SteerServer: Service, Sendable {
         if already { return }
         shared.logger.info("shutting down: draining connections")
         if let channel = serverChannel.get() { try? await channel.close() }
+        if let channel = metricsChannel.get() { try? await channel.close() }
         let open = shared.connections.withLock { Array($0.values) }
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
         let deadline = ContinuousClock.now + .seconds(configuration.shutdownTimeoutSeconds)

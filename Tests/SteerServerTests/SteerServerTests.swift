@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import SteerClient
 import SteerCore
 import SteerEngine
@@ -21,6 +23,15 @@ private final class GatedEncoder: QueryEncoder, @unchecked Sendable {
     }
 }
 
+/// swift-metrics can be bootstrapped once per process: every server in these tests reports to this registry.
+private let testRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    var factory = PrometheusMetricsFactory(registry: registry)
+    factory.defaultDurationHistogramBuckets = ServerMetricsBuckets.duration
+    MetricsSystem.bootstrap(factory)
+    return registry
+}()
+
 /// Starts a server on a free port over a fresh data directory.
 private final class TestServer: Sendable {
     let directory = NSTemporaryDirectory() + "steer-server-test-" + UUID().uuidString
@@ -34,7 +45,7 @@ private final class TestServer: Sendable {
             dataDirectory: directory, dimension: 2, syncWrites: false,
             encoderFactory: encoder.map { gated in { @Sendable _, _, _ in gated } })
         let engine = try RetrievalEngine(configuration: engineConfiguration)
-        server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"))
+        server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"), metricsRegistry: testRegistry)
         port = try await server.start()
     }
 
@@ -176,6 +187,24 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         let stats = try await client.stats()
         #expect(stats["items"] == .int(50))
         client.close()
+        await server.stop()
+    }
+
+    @Test func metricsAreServedInPrometheusTextFormat() async throws {
+        let server = try await TestServer { $0.metricsPort = 0 }
+        let connection = try server.connection()
+        _ = try connection.roundTrip(Array(#"{"op":"upsert","items":[{"id":1,"vector":[1,0]},{"id":2,"vector":[0,1]},{"id":3,"vector":[1,1]}]}"#.utf8))
+        _ = try connection.roundTrip(RequestLine.search([1, 0], k: 2))
+        _ = try connection.roundTrip(Array("{\"op\":\"search\"}".utf8))
+        let http = try SteerConnection(host: "127.0.0.1", port: try #require(server.server.metricsPort))
+        try http.write(Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        var lines: [String] = []
+        while let line = try http.readLine() { lines.append(text(line).trimmingCharacters(in: .whitespaces)) }
+        #expect(lines.first?.hasPrefix("HTTP/1.1 200") == true)
+        #expect(lines.contains("steer_items 3.0"))
+        #expect(lines.contains { $0.hasPrefix("steer_requests_total{op=\"search\"}") })
+        #expect(lines.contains { $0.hasPrefix("steer_errors_total{code=\"invalid_request\"}") })
+        #expect(lines.contains { $0.hasPrefix("steer_request_duration_seconds_bucket{op=\"search\",le=\"0.0001\"}") })
         await server.stop()
     }
 }
