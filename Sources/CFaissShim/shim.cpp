@@ -1,1 +1,924 @@
-// CFaissShim placeholder
+// CFaissShim: the C ABI over faiss 1.7.3 declared in steer_faiss.h. Every exported body runs inside
+// `guarded`, so no C++ exception crosses into Swift.
+#include "steer_faiss.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/impl/DistanceComputer.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#define STEER_STRINGIFY2(x) #x
+#define STEER_STRINGIFY(x) STEER_STRINGIFY2(x)
+
+using idx_t = faiss::Index::idx_t;
+
+namespace {
+
+// MARK: - Errors
+
+/// A failure the shim detects itself, with its status code.
+struct ShimError {
+    int code;
+    std::string message;
+};
+
+[[noreturn]] void fail(int code, std::string message) { throw ShimError{code, std::move(message)}; }
+
+char* duplicate(const std::string& text) { return strdup(text.c_str()); }
+
+void set_error(char** error, const std::string& text) {
+    if (error) *error = duplicate(text);
+}
+
+/// Runs `body`, turning every exception into a status code and a message. `default_faiss_code` is the
+/// status for faiss exceptions (INVALID for calls on caller data, CORRUPT while reading files).
+template <class Body>
+int guarded(char** error, Body&& body, int default_faiss_code = STEER_FAISS_INVALID) {
+    if (error) *error = nullptr;
+    try {
+        body();
+        return STEER_FAISS_OK;
+    } catch (const ShimError& e) {
+        set_error(error, e.message);
+        return e.code;
+    } catch (const faiss::FaissException& e) {
+        set_error(error, std::string("faiss: ") + e.what());
+        return default_faiss_code;
+    } catch (const std::bad_alloc&) {
+        set_error(error, "out of memory");
+        return STEER_FAISS_INTERNAL;
+    } catch (const std::exception& e) {
+        set_error(error, std::string("unexpected C++ exception: ") + e.what());
+        return default_faiss_code == STEER_FAISS_CORRUPT ? STEER_FAISS_CORRUPT : STEER_FAISS_INTERNAL;
+    } catch (...) {
+        set_error(error, "unexpected non-standard C++ exception");
+        return STEER_FAISS_INTERNAL;
+    }
+}
+
+// MARK: - Selectors
+
+/// Membership in an ascending label array by binary search. faiss's IDSelectorArray is a linear scan,
+/// and IndexFlat treats an IDSelectorArray's ids as row numbers without a bounds check (it reads out
+/// of bounds for ids >= ntotal), so Steer never hands faiss an IDSelectorArray.
+struct SortedLabels {
+    const int64_t* labels = nullptr;
+    int64_t count = 0;
+    bool active() const { return labels != nullptr; }
+    bool contains(int64_t label) const {
+        return std::binary_search(labels, labels + count, label);
+    }
+};
+
+struct SortedLabelSelector final : faiss::IDSelector {
+    SortedLabels allowed;
+    explicit SortedLabelSelector(SortedLabels allowed) : allowed(allowed) {}
+    bool is_member(idx_t id) const override { return allowed.contains(id); }
+};
+
+/// Selects rows of IndexIDMap2's inner index whose label is allowed.
+struct RowLabelSelector final : faiss::IDSelector {
+    const std::vector<idx_t>* id_map;
+    SortedLabels allowed;
+    RowLabelSelector(const std::vector<idx_t>* id_map, SortedLabels allowed) : id_map(id_map), allowed(allowed) {}
+    bool is_member(idx_t row) const override {
+        return row >= 0 && size_t(row) < id_map->size() && allowed.contains((*id_map)[row]);
+    }
+};
+
+// MARK: - Per-thread visited marks for the HNSW search
+
+/// Epoch-stamped visited flags: clearing is one increment instead of an O(rows) fill.
+struct VisitedMarks {
+    std::vector<uint32_t> marks;
+    uint32_t epoch = 0;
+    void prepare(size_t rows) {
+        if (marks.size() < rows) marks.resize(rows, 0);
+        if (++epoch == 0) {
+            std::fill(marks.begin(), marks.end(), 0);
+            epoch = 1;
+        }
+    }
+    /// Marks `row`; false if it was already marked in this search.
+    bool visit(int64_t row) {
+        if (marks[size_t(row)] == epoch) return false;
+        marks[size_t(row)] = epoch;
+        return true;
+    }
+};
+
+thread_local VisitedMarks tl_visited;
+
+/// (distance, row) with distance "smaller is better" (inner products negated).
+using Candidate = std::pair<float, int64_t>;
+
+/// The best `k` (distance, label) pairs, kept as a max-heap on distance.
+struct BestK {
+    size_t k;
+    std::vector<Candidate> heap;
+    explicit BestK(size_t k) : k(k) { heap.reserve(k + 1); }
+    void offer(float distance, int64_t label) {
+        if (k == 0) return;
+        if (heap.size() < k) {
+            heap.emplace_back(distance, label);
+            std::push_heap(heap.begin(), heap.end());
+        } else if (Candidate(distance, label) < heap.front()) {
+            std::pop_heap(heap.begin(), heap.end());
+            heap.back() = Candidate(distance, label);
+            std::push_heap(heap.begin(), heap.end());
+        }
+    }
+    /// Writes the kept pairs best first into one output row of k slots; score = -distance.
+    void write(float* scores, int64_t* labels, size_t slots) {
+        std::sort(heap.begin(), heap.end());
+        for (size_t i = 0; i < slots; i++) {
+            if (i < heap.size()) {
+                scores[i] = -heap[i].first;
+                labels[i] = heap[i].second;
+            } else {
+                scores[i] = -std::numeric_limits<float>::infinity();
+                labels[i] = -1;
+            }
+        }
+    }
+};
+
+faiss::MetricType faiss_metric(int metric) {
+    switch (metric) {
+    case STEER_METRIC_INNER_PRODUCT: return faiss::METRIC_INNER_PRODUCT;
+    case STEER_METRIC_L2: return faiss::METRIC_L2;
+    default: fail(STEER_FAISS_INVALID, "unknown metric code " + std::to_string(metric));
+    }
+}
+
+void require(bool condition, const std::string& message) {
+    if (!condition) fail(STEER_FAISS_INVALID, message);
+}
+
+} // namespace
+
+// MARK: - The handle
+
+struct steer_index {
+    int family = STEER_FAMILY_FLAT;
+    int64_t dimension = 0;
+    int metric = STEER_METRIC_INNER_PRODUCT;
+    /// Owns the faiss index (for Flat: the IndexIDMap2, which owns its IndexFlat).
+    std::unique_ptr<faiss::Index> index;
+    faiss::IndexIDMap2* idmap = nullptr;   // Flat
+    faiss::IndexHNSWFlat* hnsw = nullptr;  // HNSW
+    faiss::IndexIVF* ivf = nullptr;        // IVF*
+
+    // HNSW: faiss row → label (-1 = tombstone) and live label → row.
+    std::vector<int64_t> row_labels;
+    std::unordered_map<int64_t, int64_t> label_rows;
+    int64_t tombstones = 0;
+
+    // IVF: live labels (faiss keeps them only inside the inverted lists).
+    std::unordered_set<int64_t> ivf_live;
+    bool mapped = false;
+
+    /// Distances are "smaller is better": L2 squared distances, negated inner products.
+    float sign() const { return metric == STEER_METRIC_INNER_PRODUCT ? -1.0f : 1.0f; }
+
+    /// The row storage of Flat and HNSW (an IndexFlat with rows in insertion order).
+    const faiss::IndexFlat* flat_storage() const {
+        if (idmap) return dynamic_cast<const faiss::IndexFlat*>(idmap->index);
+        if (hnsw) return dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+        return nullptr;
+    }
+
+    bool is_live(int64_t label) const {
+        switch (family) {
+        case STEER_FAMILY_FLAT: return idmap->rev_map.count(label) != 0;
+        case STEER_FAMILY_HNSW: return label_rows.count(label) != 0;
+        default: return ivf_live.count(label) != 0;
+        }
+    }
+
+    int64_t live_count() const {
+        switch (family) {
+        case STEER_FAMILY_FLAT: return idmap->ntotal;
+        case STEER_FAMILY_HNSW: return int64_t(label_rows.size());
+        default: return int64_t(ivf_live.size());
+        }
+    }
+
+    /// Memory-mapped IVF lists are read-only: copy them into memory before the first mutation.
+    void make_writable() {
+        if (!ivf || !mapped) return;
+        auto lists = std::make_unique<faiss::ArrayInvertedLists>(ivf->nlist, ivf->code_size);
+        for (size_t list = 0; list < ivf->nlist; list++) {
+            size_t size = ivf->invlists->list_size(list);
+            if (size == 0) continue;
+            faiss::InvertedLists::ScopedCodes codes(ivf->invlists, list);
+            faiss::InvertedLists::ScopedIds ids(ivf->invlists, list);
+            lists->add_entries(list, size, ids.get(), codes.get());
+        }
+        ivf->replace_invlists(lists.release(), true);
+        mapped = false;
+    }
+
+    void rebuild_ivf_live() {
+        ivf_live.clear();
+        for (size_t list = 0; list < ivf->nlist; list++) {
+            size_t size = ivf->invlists->list_size(list);
+            if (size == 0) continue;
+            faiss::InvertedLists::ScopedIds ids(ivf->invlists, list);
+            for (size_t j = 0; j < size; j++) {
+                if (!ivf_live.insert(ids[j]).second) {
+                    fail(STEER_FAISS_CORRUPT, "IVF lists hold label " + std::to_string(ids[j]) + " twice");
+                }
+            }
+        }
+    }
+
+    void bind(faiss::Index* raw) {
+        index.reset(raw);
+        dimension = raw->d;
+        if ((idmap = dynamic_cast<faiss::IndexIDMap2*>(raw))) {
+            require(dynamic_cast<faiss::IndexFlat*>(idmap->index) != nullptr, "IndexIDMap2 must wrap a Flat index");
+            family = STEER_FAMILY_FLAT;
+        } else if ((hnsw = dynamic_cast<faiss::IndexHNSWFlat*>(raw))) {
+            require(dynamic_cast<faiss::IndexFlat*>(hnsw->storage) != nullptr, "HNSW storage must be Flat");
+            family = STEER_FAMILY_HNSW;
+        } else if ((ivf = dynamic_cast<faiss::IndexIVF*>(raw))) {
+            family = STEER_FAMILY_IVF;
+        } else {
+            fail(STEER_FAISS_INVALID, "unsupported faiss index type");
+        }
+        switch (raw->metric_type) {
+        case faiss::METRIC_INNER_PRODUCT: metric = STEER_METRIC_INNER_PRODUCT; break;
+        case faiss::METRIC_L2: metric = STEER_METRIC_L2; break;
+        default: fail(STEER_FAISS_INVALID, "unsupported faiss metric");
+        }
+    }
+
+    // MARK: HNSW search (faiss 1.7.3 bug 2: SearchParametersHNSW::efSearch is ignored)
+
+    /// One query over faiss's HNSW graph: greedy descent on the upper levels, then a beam of width
+    /// `ef` on level 0. Tombstoned and disallowed rows are traversed but never returned; the beam
+    /// keeps exploring until it holds `ef` acceptable rows, so k live results come back whenever the
+    /// graph reaches k of them. Falls back to an exact scan when it does not.
+    void hnsw_search_one(faiss::DistanceComputer& dc, const float* query, size_t k, size_t ef,
+                         const SortedLabels& allowed, float* scores, int64_t* labels) const {
+        const faiss::HNSW& graph = hnsw->hnsw;
+        const int64_t rows = hnsw->ntotal;
+        BestK best(k);
+        if (rows == 0 || graph.entry_point < 0) {
+            best.write(scores, labels, k);
+            return;
+        }
+        const float s = sign();
+        dc.set_query(query);
+        auto distance = [&](int64_t row) { return s * dc(row); };
+        auto acceptable = [&](int64_t row) {
+            int64_t label = row_labels[size_t(row)];
+            return label >= 0 && (!allowed.active() || allowed.contains(label));
+        };
+
+        int64_t current = graph.entry_point;
+        float current_distance = distance(current);
+        for (int level = graph.max_level; level >= 1; level--) {
+            bool improved = true;
+            while (improved) {
+                improved = false;
+                size_t begin, end;
+                graph.neighbor_range(current, level, &begin, &end);
+                for (size_t j = begin; j < end; j++) {
+                    int64_t next = graph.neighbors[j];
+                    if (next < 0) break;
+                    float d = distance(next);
+                    if (d < current_distance) {
+                        current_distance = d;
+                        current = next;
+                        improved = true;
+                    }
+                }
+            }
+        }
+
+        VisitedMarks& visited = tl_visited;
+        visited.prepare(size_t(rows));
+        int64_t visited_count = 1;
+        std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> candidates;
+        std::priority_queue<Candidate> results; // max-heap of acceptable rows, at most ef
+        visited.visit(current);
+        candidates.emplace(current_distance, current);
+        if (acceptable(current)) results.emplace(current_distance, current);
+        while (!candidates.empty()) {
+            Candidate top = candidates.top();
+            if (results.size() >= ef && top.first > results.top().first) break;
+            candidates.pop();
+            size_t begin, end;
+            graph.neighbor_range(top.second, 0, &begin, &end);
+            for (size_t j = begin; j < end; j++) {
+                int64_t next = graph.neighbors[j];
+                if (next < 0) break;
+                if (!visited.visit(next)) continue;
+                visited_count++;
+                float d = distance(next);
+                if (results.size() < ef || d < results.top().first) {
+                    candidates.emplace(d, next);
+                    if (acceptable(next)) {
+                        results.emplace(d, next);
+                        if (results.size() > ef) results.pop();
+                    }
+                }
+            }
+        }
+
+        if (results.size() < k && visited_count < rows) {
+            // The beam ran dry before reaching k acceptable rows (rows the graph does not reach):
+            // answer exactly instead.
+            for (int64_t row = 0; row < rows; row++) {
+                if (acceptable(row)) best.offer(distance(row), row_labels[size_t(row)]);
+            }
+        } else {
+            while (!results.empty()) {
+                best.offer(results.top().first, row_labels[size_t(results.top().second)]);
+                results.pop();
+            }
+        }
+        best.write(scores, labels, k);
+    }
+
+    /// Exact search over a small allowed set by label lookup (Flat and HNSW).
+    void exact_allowed_one(faiss::DistanceComputer& dc, const float* query, size_t k, const SortedLabels& allowed,
+                           float* scores, int64_t* labels) const {
+        BestK best(k);
+        const float s = sign();
+        dc.set_query(query);
+        for (int64_t i = 0; i < allowed.count; i++) {
+            int64_t label = allowed.labels[i];
+            int64_t row = -1;
+            if (idmap) {
+                auto found = idmap->rev_map.find(label);
+                if (found != idmap->rev_map.end()) row = found->second;
+            } else {
+                auto found = label_rows.find(label);
+                if (found != label_rows.end()) row = found->second;
+            }
+            if (row >= 0) best.offer(s * dc(row), label);
+        }
+        best.write(scores, labels, k);
+    }
+
+    void search(int64_t n, const float* queries, int64_t k, const steer_search_params& params, float* scores,
+                int64_t* labels) const {
+        require(k > 0, "k must be at least 1");
+        SortedLabels allowed;
+        if (params.allowed) {
+            allowed.labels = params.allowed;
+            allowed.count = params.allowed_count;
+        }
+        const bool small_filter = allowed.active() && allowed.count <= params.exact_filter_threshold;
+        const size_t uk = size_t(k);
+
+        if (family == STEER_FAMILY_IVF) {
+            search_ivf(n, queries, k, params, allowed, small_filter, scores, labels);
+            return;
+        }
+        if (family == STEER_FAMILY_FLAT && !small_filter) {
+            // faiss 1.7.3 bug 3: IndexIDMap2::search rejects SearchParameters, so search the inner
+            // IndexFlat with a row selector and map rows to labels here.
+            RowLabelSelector selector(&idmap->id_map, allowed);
+            faiss::SearchParameters search_params;
+            if (allowed.active()) search_params.sel = &selector;
+            std::vector<float> distances(size_t(n) * uk);
+            std::vector<idx_t> rows(size_t(n) * uk);
+            idmap->index->search(n, queries, k, distances.data(), rows.data(), &search_params);
+            const bool ip = metric == STEER_METRIC_INNER_PRODUCT;
+            for (size_t i = 0; i < size_t(n) * uk; i++) {
+                idx_t row = rows[i];
+                if (row < 0 || size_t(row) >= idmap->id_map.size()) {
+                    labels[i] = -1;
+                    scores[i] = -std::numeric_limits<float>::infinity();
+                } else {
+                    labels[i] = idmap->id_map[size_t(row)];
+                    scores[i] = ip ? distances[i] : -distances[i];
+                }
+            }
+            return;
+        }
+        // HNSW, or a small allowed set on Flat: one distance computer per call (they are not
+        // thread-safe), queries one after another (concurrency comes from concurrent calls).
+        std::unique_ptr<faiss::DistanceComputer> dc(flat_storage()->get_distance_computer());
+        const size_t ef = std::max(size_t(std::max<int64_t>(params.ef_search, 1)), uk);
+        for (int64_t q = 0; q < n; q++) {
+            const float* query = queries + size_t(q) * size_t(dimension);
+            float* row_scores = scores + size_t(q) * uk;
+            int64_t* row_labels_out = labels + size_t(q) * uk;
+            if (small_filter) {
+                exact_allowed_one(*dc, query, uk, allowed, row_scores, row_labels_out);
+            } else {
+                hnsw_search_one(*dc, query, uk, ef, allowed, row_scores, row_labels_out);
+            }
+        }
+    }
+
+    /// IVF: per-call nprobe through SearchParametersIVF (thread-safe in 1.7.3), the filter as an
+    /// IDSelector inside the list scan. A small allowed set probes every list. A query that comes back
+    /// with fewer than k results is retried with twice the probes until all lists are probed, so k
+    /// results come back whenever k live allowed items exist.
+    void search_ivf(int64_t n, const float* queries, int64_t k, const steer_search_params& params,
+                    const SortedLabels& allowed, bool small_filter, float* scores, int64_t* labels) const {
+        require(ivf->is_trained, "the IVF index is not trained");
+        const size_t uk = size_t(k);
+        const size_t nlist = ivf->nlist;
+        SortedLabelSelector selector(allowed);
+        size_t nprobe = std::min(size_t(std::max<int64_t>(params.nprobe, 1)), nlist);
+        if (small_filter) nprobe = nlist;
+        std::vector<float> distances(size_t(n) * uk);
+        std::vector<idx_t> found(size_t(n) * uk);
+        auto run = [&](int64_t count, const float* x, size_t probes, float* d, idx_t* l) {
+            faiss::SearchParametersIVF search_params;
+            search_params.nprobe = probes;
+            if (allowed.active()) search_params.sel = &selector;
+            ivf->search(count, x, k, d, l, &search_params);
+        };
+        run(n, queries, nprobe, distances.data(), found.data());
+        const int64_t live = int64_t(ivf_live.size());
+        for (int64_t q = 0; q < n; q++) {
+            size_t probes = nprobe;
+            float* d = distances.data() + size_t(q) * uk;
+            idx_t* l = found.data() + size_t(q) * uk;
+            auto filled = [&] { return int64_t(std::count_if(l, l + uk, [](idx_t x) { return x >= 0; })); };
+            while (probes < nlist && filled() < std::min<int64_t>(k, live)) {
+                probes = std::min(nlist, probes * 2);
+                run(1, queries + size_t(q) * size_t(dimension), probes, d, l);
+            }
+        }
+        const bool ip = metric == STEER_METRIC_INNER_PRODUCT;
+        for (size_t i = 0; i < size_t(n) * uk; i++) {
+            labels[i] = found[i];
+            scores[i] = found[i] < 0 ? -std::numeric_limits<float>::infinity() : (ip ? distances[i] : -distances[i]);
+        }
+    }
+
+    // MARK: Mutation
+
+    void add(int64_t n, const float* vectors, const int64_t* labels) {
+        require(n >= 0, "negative vector count");
+        if (n == 0) return;
+        {
+            std::unordered_set<int64_t> seen;
+            seen.reserve(size_t(n));
+            for (int64_t i = 0; i < n; i++) {
+                require(labels[i] >= 0, "label " + std::to_string(labels[i]) + " is negative");
+                require(seen.insert(labels[i]).second, "label " + std::to_string(labels[i]) + " appears twice");
+            }
+        }
+        std::vector<int64_t> replaced;
+        for (int64_t i = 0; i < n; i++) {
+            if (is_live(labels[i])) replaced.push_back(labels[i]);
+        }
+        switch (family) {
+        case STEER_FAMILY_FLAT: {
+            if (!replaced.empty()) {
+                faiss::IDSelectorBatch selector(replaced.size(), replaced.data());
+                idmap->remove_ids(selector);
+            }
+            idmap->add_with_ids(n, vectors, labels);
+            break;
+        }
+        case STEER_FAMILY_HNSW: {
+            for (int64_t label : replaced) tombstone(label);
+            int64_t first = hnsw->ntotal;
+            row_labels.reserve(size_t(first + n));
+            hnsw->add(n, vectors);
+            for (int64_t i = 0; i < n; i++) {
+                row_labels.push_back(labels[i]);
+                label_rows[labels[i]] = first + i;
+            }
+            break;
+        }
+        default: {
+            require(ivf->is_trained, "the IVF index is not trained");
+            make_writable();
+            if (!replaced.empty()) {
+                faiss::IDSelectorBatch selector(replaced.size(), replaced.data());
+                ivf->remove_ids(selector);
+                for (int64_t label : replaced) ivf_live.erase(label);
+            }
+            ivf->add_with_ids(n, vectors, labels);
+            for (int64_t i = 0; i < n; i++) ivf_live.insert(labels[i]);
+            break;
+        }
+        }
+    }
+
+    void tombstone(int64_t label) {
+        auto found = label_rows.find(label);
+        if (found == label_rows.end()) return;
+        row_labels[size_t(found->second)] = -1;
+        label_rows.erase(found);
+        tombstones++;
+    }
+
+    int64_t remove(int64_t n, const int64_t* labels) {
+        std::vector<int64_t> live;
+        {
+            std::unordered_set<int64_t> seen;
+            for (int64_t i = 0; i < n; i++) {
+                if (is_live(labels[i]) && seen.insert(labels[i]).second) live.push_back(labels[i]);
+            }
+        }
+        if (live.empty()) return 0;
+        switch (family) {
+        case STEER_FAMILY_FLAT: {
+            faiss::IDSelectorBatch selector(live.size(), live.data());
+            idmap->remove_ids(selector);
+            break;
+        }
+        case STEER_FAMILY_HNSW:
+            for (int64_t label : live) tombstone(label);
+            break;
+        default: {
+            make_writable();
+            faiss::IDSelectorBatch selector(live.size(), live.data());
+            ivf->remove_ids(selector);
+            for (int64_t label : live) ivf_live.erase(label);
+            break;
+        }
+        }
+        return int64_t(live.size());
+    }
+
+    void compact() {
+        if (family != STEER_FAMILY_HNSW || tombstones == 0) return;
+        const faiss::IndexFlat* storage = flat_storage();
+        const int m = hnsw->hnsw.nb_neighbors(1);
+        std::vector<float> vectors;
+        std::vector<int64_t> labels;
+        vectors.reserve(label_rows.size() * size_t(dimension));
+        labels.reserve(label_rows.size());
+        const float* xb = storage->get_xb();
+        for (size_t row = 0; row < row_labels.size(); row++) {
+            if (row_labels[row] < 0) continue;
+            vectors.insert(vectors.end(), xb + row * size_t(dimension), xb + (row + 1) * size_t(dimension));
+            labels.push_back(row_labels[row]);
+        }
+        auto rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), m, index->metric_type);
+        rebuilt->hnsw.efConstruction = hnsw->hnsw.efConstruction;
+        rebuilt->hnsw.efSearch = hnsw->hnsw.efSearch;
+        if (!labels.empty()) rebuilt->add(idx_t(labels.size()), vectors.data());
+        hnsw = rebuilt.get();
+        index = std::move(rebuilt);
+        row_labels = std::move(labels);
+        label_rows.clear();
+        for (size_t row = 0; row < row_labels.size(); row++) label_rows[row_labels[row]] = int64_t(row);
+        tombstones = 0;
+    }
+
+    void reset() {
+        if (ivf && mapped) {
+            // Nothing to copy: swap the mapped lists for empty in-memory ones.
+            ivf->replace_invlists(new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size), true);
+            mapped = false;
+        }
+        index->reset();
+        row_labels.clear();
+        label_rows.clear();
+        tombstones = 0;
+        ivf_live.clear();
+    }
+};
+
+// MARK: - Exported functions
+
+namespace {
+/// Slicing-by-8 CRC-32 tables (reflected polynomial 0xEDB88320), built once.
+struct Crc32Tables {
+    uint32_t table[8][256];
+    Crc32Tables() {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int j = 0; j < 8; j++) c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+            table[0][i] = c;
+        }
+        for (uint32_t i = 0; i < 256; i++) {
+            for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xFF];
+        }
+    }
+};
+const Crc32Tables& crc_tables() {
+    static const Crc32Tables tables;
+    return tables;
+}
+} // namespace
+
+
+extern "C" {
+
+void steer_faiss_free(void* pointer) { free(pointer); }
+
+const char* steer_faiss_version(void) {
+    return STEER_STRINGIFY(FAISS_VERSION_MAJOR) "." STEER_STRINGIFY(FAISS_VERSION_MINOR) "." STEER_STRINGIFY(
+            FAISS_VERSION_PATCH);
+}
+
+int steer_faiss_omp_max_threads(void) { return omp_get_max_threads(); }
+
+void steer_faiss_set_omp_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
+
+
+uint32_t steer_crc32(uint32_t crc, const void* bytes, size_t length) {
+    const auto& t = crc_tables().table;
+    const uint8_t* p = static_cast<const uint8_t*>(bytes);
+    uint32_t c = ~crc;
+    while (length >= 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + 4, 4);
+        lo ^= c;
+        c = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^ t[3][hi & 0xFF] ^
+            t[2][(hi >> 8) & 0xFF] ^ t[1][(hi >> 16) & 0xFF] ^ t[0][hi >> 24];
+        p += 8;
+        length -= 8;
+    }
+    while (length--) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xFF];
+    return ~c;
+}
+
+int steer_file_crc32(const char* path, uint64_t offset, uint64_t length, uint32_t* crc_out, char** error) {
+    return guarded(error, [&] {
+        FILE* file = fopen(path, "rb");
+        if (!file) fail(STEER_FAISS_IO, std::string(path) + ": " + strerror(errno));
+        std::unique_ptr<FILE, int (*)(FILE*)> closer(file, fclose);
+        if (fseeko(file, off_t(offset), SEEK_SET) != 0) fail(STEER_FAISS_IO, std::string(path) + ": seek failed");
+        std::vector<uint8_t> buffer(1 << 20);
+        uint32_t crc = 0;
+        uint64_t left = length;
+        while (left > 0) {
+            size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
+            size_t got = fread(buffer.data(), 1, want, file);
+            if (got != want) fail(STEER_FAISS_CORRUPT, std::string(path) + ": file is shorter than its header says");
+            crc = steer_crc32(crc, buffer.data(), got);
+            left -= got;
+        }
+        *crc_out = crc;
+    });
+}
+
+int steer_index_create(const char* factory, int64_t dimension, int metric, int64_t ef_construction,
+                       steer_index** out, char** error) {
+    *out = nullptr;
+    return guarded(error, [&] {
+        require(factory != nullptr, "factory string is NULL");
+        require(dimension > 0 && dimension <= (1 << 16), "dimension must be in 1...65536");
+        faiss::MetricType fm = faiss_metric(metric);
+        std::string spec(factory);
+        auto handle = std::make_unique<steer_index>();
+        if (spec == "Flat") {
+            auto wrapped = std::make_unique<faiss::IndexIDMap2>(new faiss::IndexFlat(faiss::Index::idx_t(dimension), fm));
+            wrapped->own_fields = true;
+            handle->bind(wrapped.release());
+        } else {
+            std::unique_ptr<faiss::Index> made(faiss::index_factory(int(dimension), factory, fm));
+            if (dynamic_cast<faiss::IndexHNSWFlat*>(made.get())) {
+                require(spec.rfind("HNSW", 0) == 0 && spec.find(',') == std::string::npos,
+                        "unsupported HNSW factory string '" + spec + "'");
+                auto* h = static_cast<faiss::IndexHNSWFlat*>(made.get());
+                h->hnsw.efConstruction = int(std::max<int64_t>(ef_construction, 1));
+            } else if (dynamic_cast<faiss::IndexIVF*>(made.get()) == nullptr ||
+                       dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer == nullptr ||
+                       dynamic_cast<faiss::IndexFlat*>(dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer) == nullptr) {
+                fail(STEER_FAISS_INVALID, "unsupported factory string '" + spec + "'");
+            }
+            if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(made.get())) {
+                // faiss turns on polysemous training for IVF-PQ by default: it only helps polysemous
+                // (Hamming-filtered) search, which Steer does not use, and it dominated training time
+                // (60% of a whole test run).
+                pq->do_polysemous_training = false;
+            }
+            handle->bind(made.release());
+        }
+        handle->metric = metric;
+        *out = handle.release();
+    });
+}
+
+void steer_index_free(steer_index* index) {
+    try {
+        delete index;
+    } catch (...) {
+    }
+}
+
+int steer_index_family(const steer_index* index) { return index->family; }
+int64_t steer_index_dimension(const steer_index* index) { return index->dimension; }
+int steer_index_metric(const steer_index* index) { return index->metric; }
+int steer_index_is_trained(const steer_index* index) { return index->index->is_trained ? 1 : 0; }
+int64_t steer_index_count(const steer_index* index) { return index->live_count(); }
+int64_t steer_index_tombstones(const steer_index* index) { return index->tombstones; }
+int64_t steer_index_rows(const steer_index* index) { return index->index->ntotal; }
+int steer_index_contains(const steer_index* index, int64_t label) {
+    try {
+        return index->is_live(label) ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+int64_t steer_index_lists(const steer_index* index) { return index->ivf ? int64_t(index->ivf->nlist) : 0; }
+int steer_index_is_mapped(const steer_index* index) { return index->mapped ? 1 : 0; }
+
+int steer_index_train(steer_index* index, int64_t n, const float* vectors, char** error) {
+    return guarded(error, [&] {
+        if (index->family != STEER_FAMILY_IVF) return;
+        require(n > 0, "training needs at least one vector");
+        index->make_writable();
+        index->ivf->train(n, vectors);
+    });
+}
+
+int steer_index_add(steer_index* index, int64_t n, const float* vectors, const int64_t* labels, char** error) {
+    return guarded(error, [&] { index->add(n, vectors, labels); });
+}
+
+int steer_index_remove(steer_index* index, int64_t n, const int64_t* labels, int64_t* removed_out, char** error) {
+    *removed_out = 0;
+    return guarded(error, [&] { *removed_out = index->remove(n, labels); });
+}
+
+int steer_index_compact(steer_index* index, char** error) {
+    return guarded(error, [&] { index->compact(); });
+}
+
+int steer_index_reset(steer_index* index, char** error) {
+    return guarded(error, [&] { index->reset(); });
+}
+
+int steer_index_search(const steer_index* index, int64_t n, const float* queries, int64_t k,
+                       const steer_search_params* params, float* scores, int64_t* labels, char** error) {
+    return guarded(error, [&] {
+        require(n >= 0, "negative query count");
+        require(params != nullptr, "search parameters are NULL");
+        if (n == 0) return;
+        index->search(n, queries, k, *params, scores, labels);
+    });
+}
+
+int steer_index_serialize(const steer_index* index, uint8_t** bytes_out, uint64_t* length_out, char** error) {
+    *bytes_out = nullptr;
+    *length_out = 0;
+    return guarded(error, [&] {
+        faiss::VectorIOWriter writer;
+        faiss::write_index(index->index.get(), &writer);
+        uint8_t* bytes = static_cast<uint8_t*>(malloc(std::max<size_t>(writer.data.size(), 1)));
+        if (!bytes) throw std::bad_alloc();
+        memcpy(bytes, writer.data.data(), writer.data.size());
+        *bytes_out = bytes;
+        *length_out = writer.data.size();
+    });
+}
+
+int steer_index_row_labels(const steer_index* index, int64_t* labels_out, int64_t rows, char** error) {
+    return guarded(error, [&] {
+        if (index->family != STEER_FAMILY_HNSW) {
+            require(rows == 0, "only HNSW indexes have row labels");
+            return;
+        }
+        require(rows == int64_t(index->row_labels.size()), "row count mismatch");
+        std::copy(index->row_labels.begin(), index->row_labels.end(), labels_out);
+    });
+}
+
+int steer_index_read(const char* path, uint64_t offset, uint64_t length, int mapped, const int64_t* row_labels,
+                     int64_t rows, steer_index** out, char** error) {
+    *out = nullptr;
+    return guarded(
+            error,
+            [&] {
+                FILE* file = fopen(path, "rb");
+                if (!file) fail(STEER_FAISS_IO, std::string(path) + ": " + strerror(errno));
+                std::unique_ptr<FILE, int (*)(FILE*)> closer(file, fclose);
+                if (fseeko(file, off_t(offset), SEEK_SET) != 0) fail(STEER_FAISS_IO, std::string(path) + ": seek failed");
+                faiss::FileIOReader reader(file);
+                // IO_FLAG_MMAP only changes how IVF lists are read (OnDiskInvertedLists over the file);
+                // for Flat and HNSW it is not used.
+                std::unique_ptr<faiss::Index> raw(faiss::read_index(&reader, mapped ? faiss::IO_FLAG_MMAP : 0));
+                off_t end = ftello(file);
+                if (end < 0 || uint64_t(end) != offset + length) {
+                    fail(STEER_FAISS_CORRUPT, std::string(path) + ": faiss section length does not match its header");
+                }
+                auto handle = std::make_unique<steer_index>();
+                try {
+                    handle->bind(raw.release());
+                } catch (const ShimError& e) {
+                    fail(STEER_FAISS_CORRUPT, std::string(path) + ": " + e.message);
+                }
+                if (handle->family == STEER_FAMILY_HNSW) {
+                    if (rows != handle->hnsw->ntotal) {
+                        fail(STEER_FAISS_CORRUPT, std::string(path) + ": label map has " + std::to_string(rows) +
+                                                          " rows, HNSW graph has " + std::to_string(handle->hnsw->ntotal));
+                    }
+                    handle->row_labels.assign(row_labels, row_labels + rows);
+                    for (int64_t row = 0; row < rows; row++) {
+                        int64_t label = row_labels[row];
+                        if (label < 0) {
+                            handle->tombstones++;
+                        } else if (!handle->label_rows.emplace(label, row).second) {
+                            fail(STEER_FAISS_CORRUPT, std::string(path) + ": label " + std::to_string(label) + " is live twice");
+                        }
+                    }
+                } else {
+                    if (rows != 0) fail(STEER_FAISS_CORRUPT, std::string(path) + ": label map on a non-HNSW index");
+                }
+                if (handle->family == STEER_FAMILY_IVF) {
+                    handle->mapped = mapped && dynamic_cast<faiss::ArrayInvertedLists*>(handle->ivf->invlists) == nullptr;
+                    handle->rebuild_ivf_live();
+                }
+                *out = handle.release();
+            },
+            STEER_FAISS_CORRUPT);
+}
+
+// MARK: - Test-only entry points
+
+int steer_test_idmap_ivf_remove(const char* factory, int64_t dimension, int64_t n, const float* vectors,
+                                const int64_t* labels, int64_t removed_count, const int64_t* removed,
+                                int64_t* self_matches_out, char** error) {
+    *self_matches_out = 0;
+    return guarded(error, [&] {
+        faiss::Index* inner = faiss::index_factory(int(dimension), factory, faiss::METRIC_INNER_PRODUCT);
+        faiss::IndexIDMap2 naive(inner);
+        naive.own_fields = true;
+        auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner);
+        require(ivf != nullptr, "factory string must make an IVF index");
+        naive.train(n, vectors);
+        naive.add_with_ids(n, vectors, labels);
+        faiss::IDSelectorBatch selector(size_t(removed_count), removed);
+        naive.remove_ids(selector);
+        ivf->nprobe = ivf->nlist;
+        int64_t matches = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (selector.is_member(labels[i])) continue;
+            float distance;
+            idx_t found;
+            inner->search(1, vectors + size_t(i) * size_t(dimension), 1, &distance, &found);
+            idx_t label = found >= 0 && size_t(found) < naive.id_map.size() ? naive.id_map[size_t(found)] : -1;
+            // What IndexIDMap2::search reports: the inner row mapped through the (compacted) id_map.
+            if (label == labels[i]) matches++;
+        }
+        *self_matches_out = matches;
+    });
+}
+
+int steer_test_faiss_hnsw_search(const steer_index* index, int64_t n, const float* queries, int64_t k,
+                                 int64_t ef_search, float* scores, int64_t* labels, char** error) {
+    return guarded(error, [&] {
+        require(index->family == STEER_FAMILY_HNSW, "not an HNSW index");
+        faiss::SearchParametersHNSW params;
+        params.efSearch = int(ef_search);
+        std::vector<float> distances(size_t(n * k));
+        std::vector<idx_t> rows(size_t(n * k));
+        index->hnsw->search(n, queries, k, distances.data(), rows.data(), &params);
+        for (size_t i = 0; i < size_t(n * k); i++) {
+            bool valid = rows[i] >= 0 && size_t(rows[i]) < index->row_labels.size();
+            labels[i] = valid ? index->row_labels[size_t(rows[i])] : -1;
+            scores[i] = index->metric == STEER_METRIC_INNER_PRODUCT ? distances[i] : -distances[i];
+        }
+    });
+}
+
+int steer_test_idmap2_search_with_params(const steer_index* index, const float* query, int64_t k,
+                                         const int64_t* allowed, int64_t allowed_count, char** error) {
+    return guarded(error, [&] {
+        require(index->family == STEER_FAMILY_FLAT, "not a Flat index");
+        SortedLabelSelector selector(SortedLabels{allowed, allowed_count});
+        faiss::SearchParameters params;
+        params.sel = &selector;
+        std::vector<float> distances(static_cast<size_t>(k));
+        std::vector<idx_t> found(static_cast<size_t>(k));
+        index->idmap->search(1, query, k, distances.data(), found.data(), &params);
+    });
+}
+
+} // extern "C"
