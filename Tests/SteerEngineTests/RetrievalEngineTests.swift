@@ -229,4 +229,47 @@ private struct FixedEncoder: QueryEncoder {
         }
         #expect(engine.stats().items == 350 && engine.stats().indexed == 350)
     }
+
+    @Test func reopenLoadsTheSavedIndexAndReplaysLaterWrites() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let items = catalogue(count: 60, dimension: 4, seed: 9)
+        do {
+            let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 4, indexSpec: "HNSW16", syncWrites: false))
+            _ = try engine.upsert(Array(items[0..<40]))
+            try engine.close()
+        }
+        #expect(FileManager.default.fileExists(atPath: directory + "/index/index.bin"))
+        do {
+            // Writes after the save, then the process "dies": the store is closed, the index is not saved.
+            let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, syncWrites: false))
+            _ = try engine.upsert(Array(items[40..<60]))
+            _ = try engine.delete([items[0].id, items[45].id])
+            engine.store.close()
+        }
+        let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, syncWrites: false))
+        defer { try? engine.close() }
+        #expect(engine.stats().indexSpec == "HNSW16,efC100" || engine.stats().indexSpec.hasPrefix("HNSW16"))
+        #expect(engine.stats().indexed == 58 && engine.stats().items == 58)
+        let found = try engine.search([items[50].vector], options: SearchOptions(k: 1))[0]
+        #expect(found.first?.id == items[50].id)
+        let all = try engine.search([items[0].vector], options: SearchOptions(k: 60))[0].map(\.id)
+        #expect(!all.contains(items[0].id) && !all.contains(items[45].id) && all.count == 58)
+    }
+
+    @Test func anIVFIndexTrainsOnceEnoughItemsArrive() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 4, indexSpec: "IVF4,Flat", syncWrites: false))
+        defer { try? engine.close() }
+        let items = catalogue(count: 50, dimension: 4, seed: 10)
+        _ = try engine.upsert(Array(items[0..<2]))
+        #expect {
+            _ = try engine.search([items[0].vector], options: SearchOptions(k: 1))
+        } throws: { ($0 as? SteerError)?.code == .unavailable }
+        _ = try engine.upsert(Array(items[2..<50]))
+        #expect(engine.stats().indexed == 50)
+        let hits = try engine.search([items[7].vector], options: SearchOptions(k: 50, nprobe: 4))[0]
+        #expect(hits.map(\.id) == bruteForce(items, query: items[7].vector, k: 50, metric: .innerProduct))
+    }
 }
