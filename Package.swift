@@ -118,6 +118,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Server benchmark (Benchmarks/server/results.md): the Swift client through `steer serve` vs in-process.
+        .executableTarget(
+            name: "steer-server-bench",
+            dependencies: ["SteerClient", "SteerProtocol", "SteerEngine", "SteerIndex", "SteerCore"],
+            path: "Benchmarks/server/bench",
+            swiftSettings: swiftSettings
+        ),
+
         // Crash-test helper for SteerStoreTests: writes synced batches until killed.
         .executableTarget(
             name: "steer-store-crashtest",
