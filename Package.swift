@@ -29,6 +29,12 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // MARK: server (SteerServer, SteerClient, steer serve)
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // MARK: C modules
@@ -89,14 +95,37 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Server, protocol and client
+
+        .target(name: "SteerProtocol", dependencies: ["SteerCore", "SteerEngine"], swiftSettings: swiftSettings),
+        .target(
+            name: "SteerServer",
+            dependencies: [
+                "SteerCore", "SteerEngine", "SteerProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "SteerClient", dependencies: ["SteerCore", "SteerProtocol"], swiftSettings: swiftSettings),
+
         // MARK: Executables
 
         .executableTarget(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
-                "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerProtocol", "SteerServer", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -108,6 +137,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/steer-index",
+            swiftSettings: swiftSettings
+        ),
+
+        // Server benchmark (Benchmarks/server/results.md): the Swift client through `steer serve` vs in-process.
+        .executableTarget(
+            name: "steer-server-bench",
+            dependencies: ["SteerClient", "SteerProtocol", "SteerEngine", "SteerIndex", "SteerCore"],
+            path: "Benchmarks/server/bench",
             swiftSettings: swiftSettings
         ),
 
@@ -147,6 +184,11 @@ let package = Package(
             dependencies: ["SteerBuilder", "SteerIndex", "SteerStore", "SteerCore"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
+        .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
     ],
     cxxLanguageStandard: .cxx17
 )

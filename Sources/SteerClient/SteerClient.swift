@@ -1,0 +1,466 @@
+import Foundation
+import SteerCore
+import SteerProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension SteerError.Code {
+    /// The code with this wire spelling; unknown spellings map to `.internal`.
+    public init(wire: String) {
+        switch wire {
+        case "parse_error": self = .parseError
+        case "invalid_request": self = .invalidRequest
+        case "unknown_op": self = .unknownOp
+        case "not_found": self = .notFound
+        case "dimension_mismatch": self = .dimensionMismatch
+        case "too_large": self = .tooLarge
+        case "unauthorized": self = .unauthorized
+        case "unavailable": self = .unavailable
+        case "corrupt": self = .corrupt
+        case "io_error": self = .io
+        default: self = .internal
+        }
+    }
+}
+
+/// A blocking TCP connection speaking the line protocol: write lines, read lines. Not thread-safe; use
+/// one per thread (the benchmark does) or `SteerClient` for async pipelining.
+public final class SteerConnection {
+    private let descriptor: Int32
+    private var buffer: [UInt8] = []
+    private var bufferStart = 0
+    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
+
+    /// Connects to `host:port` (IPv4 literal or name) with TCP_NODELAY.
+    public init(host: String, port: Int) throws(SteerError) {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        #if canImport(Glibc)
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #else
+        hints.ai_socktype = SOCK_STREAM
+        #endif
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else {
+            throw SteerError(.io, "cannot resolve '\(host)'")
+        }
+        defer { freeaddrinfo(result) }
+        var connected: Int32 = -1
+        var info: UnsafeMutablePointer<addrinfo>? = first
+        while let current = info {
+            let fd = socket(current.pointee.ai_family, current.pointee.ai_socktype, current.pointee.ai_protocol)
+            if fd >= 0 {
+                if connect(fd, current.pointee.ai_addr, current.pointee.ai_addrlen) == 0 {
+                    connected = fd
+                    break
+                }
+                close(fd)
+            }
+            info = current.pointee.ai_next
+        }
+        guard connected >= 0 else { throw SteerError(.io, "cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(connected, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        descriptor = connected
+    }
+
+    deinit { close(descriptor) }
+
+    /// Writes bytes fully.
+    public func write(_ bytes: [UInt8]) throws(SteerError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { raw in
+                send(descriptor, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw SteerError(.io, "write failed: \(String(cString: strerror(errno)))")
+            }
+            offset += written
+        }
+    }
+
+    /// Writes one line (a `\n` is appended).
+    public func writeLine(_ line: [UInt8]) throws(SteerError) {
+        var bytes = line
+        bytes.append(UInt8(ascii: "\n"))
+        try write(bytes)
+    }
+
+    /// Reads the next line without its `\n`; nil at end of stream.
+    public func readLine() throws(SteerError) -> [UInt8]? {
+        while true {
+            if let newline = buffer[bufferStart...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(buffer[bufferStart..<newline])
+                bufferStart = newline + 1
+                if bufferStart > 1 << 16 || bufferStart == buffer.count {
+                    buffer.removeFirst(bufferStart)
+                    bufferStart = 0
+                }
+                return line
+            }
+            let count = chunk.withUnsafeMutableBytes { raw in recv(descriptor, raw.baseAddress!, raw.count, 0) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SteerError(.io, "read failed: \(String(cString: strerror(errno)))")
+            }
+            if count == 0 {
+                if bufferStart < buffer.count {
+                    let line = Array(buffer[bufferStart...])
+                    buffer.removeAll()
+                    bufferStart = 0
+                    return line
+                }
+                return nil
+            }
+            buffer.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    /// Sends one request line and reads one response line.
+    public func roundTrip(_ line: [UInt8]) throws(SteerError) -> [UInt8] {
+        try writeLine(line)
+        guard let response = try readLine() else { throw SteerError(.unavailable, "the server closed the connection") }
+        return response
+    }
+
+    /// Half-closes the sending side (the server answers what it got, then closes).
+    public func shutdownWrite() { shutdown(descriptor, Int32(SHUT_WR)) }
+}
+
+/// An async, pipelined client: any number of tasks may send requests concurrently on one connection;
+/// responses are matched to requests by order (the protocol answers in request order).
+public final class SteerClient: @unchecked Sendable {
+    // @unchecked Sendable: `connection` writes happen only under `lock` (which also orders `waiters`),
+    // and reads only on the reader thread.
+    private let connection: SteerConnection
+    private let lock = NSLock()
+    private var waiters: [CheckedContinuation<[UInt8], any Error>] = []
+    private var waiterHead = 0
+    private var failure: SteerError?
+    private var reader: Thread?
+
+    /// Connects and starts the reader thread.
+    public init(host: String = "127.0.0.1", port: Int) throws(SteerError) {
+        connection = try SteerConnection(host: host, port: port)
+        let thread = Thread { [weak self] in self?.readLoop() }
+        thread.name = "steer-client-reader"
+        reader = thread
+        thread.start()
+    }
+
+    private func readLoop() {
+        while true {
+            let line: [UInt8]?
+            do {
+                line = try connection.readLine()
+            } catch {
+                failAll(error)
+                return
+            }
+            guard let line else {
+                failAll(SteerError(.unavailable, "the server closed the connection"))
+                return
+            }
+            lock.lock()
+            guard waiterHead < waiters.count else {
+                lock.unlock()
+                continue // an unsolicited line (for example "too many connections"): dropped
+            }
+            let waiter = waiters[waiterHead]
+            waiterHead += 1
+            if waiterHead == waiters.count {
+                waiters.removeAll(keepingCapacity: true)
+                waiterHead = 0
+            }
+            lock.unlock()
+            waiter.resume(returning: line)
+        }
+    }
+
+    private func failAll(_ error: SteerError) {
+        lock.lock()
+        failure = error
+        let pending = waiters[waiterHead...]
+        waiters = []
+        waiterHead = 0
+        lock.unlock()
+        for waiter in pending { waiter.resume(throwing: error) }
+    }
+
+    /// Sends a raw request line and returns the raw response line.
+    public func send(_ line: [UInt8]) async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { continuation in
+            lock.lock()
+            if let failure {
+                lock.unlock()
+                continuation.resume(throwing: failure)
+                return
+            }
+            do {
+                try connection.writeLine(line)
+                waiters.append(continuation)
+                lock.unlock()
+            } catch {
+                lock.unlock()
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// Sends a request and returns the response object when `ok` is true.
+    ///
+    /// - Throws: `SteerError` with the server's code and message when `ok` is false.
+    public func request(_ line: [UInt8]) async throws -> JSONObject {
+        let response = try await send(line)
+        return try Self.check(response)
+    }
+
+    /// Parses a response line: the object when `ok`, else the server's error.
+    public static func check(_ response: [UInt8]) throws(SteerError) -> JSONObject {
+        guard case .object(let object) = try JSONParser.parse(response) else {
+            throw SteerError(.internal, "response is not a JSON object")
+        }
+        if case .bool(true)? = object["ok"] { return object }
+        guard case .object(let error)? = object["error"], case .string(let code)? = error["code"] else {
+            throw SteerError(.internal, "response has neither ok:true nor an error object")
+        }
+        var message = ""
+        if case .string(let text)? = error["message"] { message = text }
+        throw SteerError(SteerError.Code(wire: code), message)
+    }
+
+    /// Closes the sending side; pending requests are still answered, later ones fail.
+    public func close() {
+        lock.lock()
+        if failure == nil { failure = SteerError(.unavailable, "the client is closed") }
+        lock.unlock()
+        connection.shutdownWrite()
+    }
+
+    // MARK: Typed operations
+
+    public func ping() async throws {
+        _ = try await request(RequestLine.ping())
+    }
+
+    public func stats() async throws -> JSONObject {
+        try await request(RequestLine.stats())
+    }
+
+    /// - Returns: the number of items upserted.
+    public func upsert(_ items: [ClientItem], token: String? = nil) async throws -> Int {
+        let response = try await request(RequestLine.upsert(items, token: token))
+        guard case .int(let count)? = response["upserted"] else { throw SteerError(.internal, "upsert response lacks 'upserted'") }
+        return Int(count)
+    }
+
+    public func delete(_ ids: [ItemID], token: String? = nil) async throws -> Int {
+        let response = try await request(RequestLine.delete(ids, token: token))
+        guard case .int(let count)? = response["deleted"] else { throw SteerError(.internal, "delete response lacks 'deleted'") }
+        return Int(count)
+    }
+
+    /// Searches one vector; `base64` sends it as `vector_b64`.
+    public func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
+                       nprobe: Int? = nil, efSearch: Int? = nil) async throws -> [ClientHit] {
+        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, nprobe: nprobe, efSearch: efSearch))
+        return try ClientHit.list(response["hits"])
+    }
+
+    public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: String? = nil,
+                          excludeHistory: Bool? = nil) async throws -> JSONObject {
+        try await request(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k,
+                                                constraints: constraints, excludeHistory: excludeHistory))
+    }
+}
+
+/// An item for `upsert`.
+public struct ClientItem: Sendable {
+    public var id: ItemID
+    public var vector: [Float]
+    public var tags: [String]
+    public var title: String?
+
+    public init(id: ItemID, vector: [Float], tags: [String] = [], title: String? = nil) {
+        self.id = id
+        self.vector = vector
+        self.tags = tags
+        self.title = title
+    }
+}
+
+/// A search hit as the client reads it.
+public struct ClientHit: Sendable, Equatable {
+    public var id: ItemID
+    public var score: Float
+    public var title: String?
+    public var tags: [String]
+
+    static func list(_ value: JSONValue?) throws(SteerError) -> [ClientHit] {
+        guard case .array(let elements)? = value else { throw SteerError(.internal, "response lacks a 'hits' array") }
+        var hits: [ClientHit] = []
+        for element in elements {
+            guard case .object(let object) = element else { throw SteerError(.internal, "a hit is not an object") }
+            let id: ItemID
+            switch object["id"] {
+            case .int(let number)?: id = .int(number)
+            case .string(let text)?: id = .string(text)
+            default: throw SteerError(.internal, "a hit lacks its id")
+            }
+            let score: Float
+            switch object["score"] {
+            case .int(let number)?: score = Float(number)
+            case .double(let number)?: score = Float(number)
+            default: throw SteerError(.internal, "a hit lacks its score")
+            }
+            var title: String?
+            if case .string(let text)? = object["title"] { title = text }
+            var tags: [String] = []
+            if case .array(let list)? = object["tags"] {
+                for tag in list { if case .string(let text) = tag { tags.append(text) } }
+            }
+            hits.append(ClientHit(id: id, score: score, title: title, tags: tags))
+        }
+        return hits
+    }
+}
+
+/// Builders of request lines (without the newline).
+public enum RequestLine {
+    public static func ping(id: Int64? = nil) -> [UInt8] {
+        var writer = JSONWriter(capacity: 32)
+        writer.raw("{")
+        if let id {
+            writer.raw("\"id\":")
+            writer.int(id)
+            writer.raw(",")
+        }
+        writer.raw("\"op\":\"ping\"}")
+        return writer.bytes
+    }
+
+    public static func stats() -> [UInt8] { Array(#"{"op":"stats"}"#.utf8) }
+
+    public static func upsert(_ items: [ClientItem], token: String? = nil) -> [UInt8] {
+        var writer = JSONWriter(capacity: 64 + items.count * 64)
+        writer.raw("{\"op\":\"upsert\",")
+        if let token {
+            writer.raw("\"token\":")
+            writer.string(token)
+            writer.raw(",")
+        }
+        writer.raw("\"items\":[")
+        for (index, item) in items.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw("{\"id\":")
+            writer.itemID(item.id)
+            writer.raw(",\"vector\":")
+            writer.floats(item.vector)
+            if !item.tags.isEmpty {
+                writer.raw(",\"tags\":[")
+                for (tagIndex, tag) in item.tags.enumerated() {
+                    if tagIndex > 0 { writer.raw(",") }
+                    writer.string(tag)
+                }
+                writer.raw("]")
+            }
+            if let title = item.title {
+                writer.raw(",\"title\":")
+                writer.string(title)
+            }
+            writer.raw("}")
+        }
+        writer.raw("]}")
+        return writer.bytes
+    }
+
+    public static func delete(_ ids: [ItemID], token: String? = nil) -> [UInt8] {
+        var writer = JSONWriter(capacity: 64)
+        writer.raw("{\"op\":\"delete\",")
+        if let token {
+            writer.raw("\"token\":")
+            writer.string(token)
+            writer.raw(",")
+        }
+        writer.raw("\"ids\":[")
+        for (index, id) in ids.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.itemID(id)
+        }
+        writer.raw("]}")
+        return writer.bytes
+    }
+
+    public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
+                              nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil) -> [UInt8] {
+        var writer = JSONWriter(capacity: 64 + vector.count * 12)
+        writer.raw("{")
+        if let id {
+            writer.raw("\"id\":")
+            writer.int(id)
+            writer.raw(",")
+        }
+        writer.raw("\"op\":\"search\",\"k\":")
+        writer.int(k)
+        if base64 {
+            writer.raw(",\"vector_b64\":")
+            writer.string(Base64Floats.encode(vector))
+        } else {
+            writer.raw(",\"vector\":")
+            writer.floats(vector)
+        }
+        if let nprobe {
+            writer.raw(",\"nprobe\":")
+            writer.int(nprobe)
+        }
+        if let efSearch {
+            writer.raw(",\"ef_search\":")
+            writer.int(efSearch)
+        }
+        if let filter {
+            writer.raw(",\"filter\":{\"tags_any\":")
+            writer.value(.array(filter.any.map { .string($0) }))
+            writer.raw(",\"tags_none\":")
+            writer.value(.array(filter.none.map { .string($0) }))
+            writer.raw("}")
+        }
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: String?, excludeHistory: Bool?) -> [UInt8] {
+        var writer = JSONWriter(capacity: 128)
+        writer.raw("{\"op\":")
+        writer.string(op)
+        writer.raw(",\"k\":")
+        writer.int(k)
+        writer.raw(",\"history\":[")
+        for (index, id) in history.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.itemID(id)
+        }
+        writer.raw("]")
+        if let prompt {
+            writer.raw(",\"prompt\":")
+            writer.string(prompt)
+        }
+        if let constraints {
+            writer.raw(",\"constraints\":")
+            writer.string(constraints)
+        }
+        if let excludeHistory {
+            writer.raw(",\"exclude_history\":")
+            writer.bool(excludeHistory)
+        }
+        writer.raw("}")
+        return writer.bytes
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import SteerCore
+import SteerIndex
+
+/// A value guarded by a lock. `@unchecked Sendable` is safe because every access goes through `lock`.
+public final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+
+    public init(_ value: Value) { self.value = value }
+
+    public func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+
+    public func get() -> Value { withLock { $0 } }
+}
+
+/// An immutable description of what the engine serves: one embedding version, the index built from it
+/// and the query encoder that produces vectors in its space. The engine holds the current generation
+/// behind a lock and replaces it whole, so a query never mixes generations.
+///
+/// The index itself takes live upserts and deletes (it is a thread-safe reference type); everything
+/// else is fixed for the generation's lifetime.
+public struct Generation: Sendable {
+    /// A short name, for example `g1`, reported by `stats` and used by `swap`.
+    public let id: String
+    /// The store's embedding version the index holds.
+    public let embeddingVersion: String
+    public let dimension: Int
+    public let metric: Metric
+    public let index: VectorIndex
+    /// nil when this generation cannot serve `recommend`/`encode`.
+    public let encoder: (any QueryEncoder)?
+    /// The store sequence the index was built (or loaded) at, before live writes.
+    public let builtAtSequence: UInt64
+
+    public init(id: String, embeddingVersion: String, dimension: Int, metric: Metric, index: VectorIndex,
+                encoder: (any QueryEncoder)?, builtAtSequence: UInt64) {
+        self.id = id
+        self.embeddingVersion = embeddingVersion
+        self.dimension = dimension
+        self.metric = metric
+        self.index = index
+        self.encoder = encoder
+        self.builtAtSequence = builtAtSequence
+    }
+}
+
+/// One item to insert or replace through the engine.
+public struct ItemInput: Sendable {
+    public var id: ItemID
+    public var vector: [Float]
+    public var title: String?
+    public var tags: [String]
+    /// A JSON object as text, stored as given.
+    public var attributesJSON: String?
+
+    public init(id: ItemID, vector: [Float], title: String? = nil, tags: [String] = [], attributesJSON: String? = nil) {
+        self.id = id
+        self.vector = vector
+        self.title = title
+        self.tags = tags
+        self.attributesJSON = attributesJSON
+    }
+}
+
+/// A stored item as `get` returns it.
+public struct ItemOutput: Sendable {
+    public var id: ItemID
+    public var title: String?
+    public var tags: [String]
+    public var attributesJSON: String?
+    /// The item's vector of the current generation's embedding version (nil when it has none).
+    public var vector: [Float]?
+}
+
+/// Tag filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
+/// (ignored when empty) and none of `tagsNone`.
+public struct TagFilter: Sendable, Hashable {
+    public var tagsAny: [String]
+    public var tagsNone: [String]
+
+    public init(tagsAny: [String] = [], tagsNone: [String] = []) {
+        self.tagsAny = tagsAny
+        self.tagsNone = tagsNone
+    }
+
+    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty }
+}
+
+/// Search knobs.
+public struct SearchOptions: Sendable {
+    /// Results per query, 1 to `VectorIndex.maxK`.
+    public var k: Int
+    public var nprobe: Int?
+    public var efSearch: Int?
+    public var filter: TagFilter
+
+    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter()) {
+        self.k = k
+        self.nprobe = nprobe
+        self.efSearch = efSearch
+        self.filter = filter
+    }
+}
+
+/// One search result, hydrated from the store.
+public struct Hit: Sendable, Equatable {
+    public var id: ItemID
+    public var score: Float
+    public var title: String?
+    public var tags: [String]
+
+    public init(id: ItemID, score: Float, title: String?, tags: [String]) {
+        self.id = id
+        self.score = score
+        self.title = title
+        self.tags = tags
+    }
+}
+
+/// How a prompt's clauses act on recommendations (DESIGN.md §1).
+public enum ConstraintMode: String, Sendable, Hashable, CaseIterable {
+    /// Steering only.
+    case soft
+    /// Steering plus a hard tag filter per clause with tags: a positive clause requires one of its tags,
+    /// a negative clause excludes its tags.
+    case hybrid
+    /// No steering (the base vector), the filters of `hybrid` only.
+    case hard
+}
+
+/// A `recommend` or `encode` request.
+public struct RecommendRequest: Sendable {
+    /// Item ids, oldest first.
+    public var history: [ItemID]
+    public var prompt: String?
+    public var k: Int
+    /// Leave the history's items out of the results (default true).
+    public var excludeHistory: Bool
+    public var constraints: ConstraintMode
+    public var filter: TagFilter
+    public var nprobe: Int?
+    public var efSearch: Int?
+
+    public init(history: [ItemID], prompt: String? = nil, k: Int = 10, excludeHistory: Bool = true,
+                constraints: ConstraintMode = .soft, filter: TagFilter = TagFilter(), nprobe: Int? = nil, efSearch: Int? = nil) {
+        self.history = history
+        self.prompt = prompt
+        self.k = k
+        self.excludeHistory = excludeHistory
+        self.constraints = constraints
+        self.filter = filter
+        self.nprobe = nprobe
+        self.efSearch = efSearch
+    }
+}
+
+/// What `recommend` returns.
+public struct Recommendation: Sendable {
+    public var hits: [Hit]
+    public var clauses: [QueryClause]
+    /// History ids that were not known and were skipped.
+    public var unknownHistory: [ItemID]
+}
+
+/// Engine state reported by `stats`.
+public struct EngineStats: Sendable {
+    public var generation: String
+    public var embeddingVersion: String
+    public var dimension: Int
+    public var metric: Metric
+    public var indexSpec: String
+    /// Live items in the store.
+    public var items: Int
+    /// Live vectors in the index.
+    public var indexed: Int
+    public var tombstones: Int
+    public var storeSequence: UInt64
+    public var builtAtSequence: UInt64
+    public var encoder: String?
+    public var faissVersion: String
+    public var openMPMaxThreads: Int
+}

@@ -1,0 +1,102 @@
+import SteerCore
+import SteerStore
+
+/// One clause of a prompt, as the encoder understood it ("more comedies, but no horror" →
+/// (+ "comedies", tags ["Comedy"]), (− "horror", tags ["Horror"])).
+public struct QueryClause: Sendable, Hashable {
+    public enum Polarity: String, Sendable, Hashable {
+        case positive
+        case negative
+    }
+
+    /// The clause's text as it appeared in the prompt.
+    public var text: String
+    public var polarity: Polarity
+    /// Catalog tags the clause maps to (empty when it maps to none); `hybrid` and `hard` constraints
+    /// filter on them.
+    public var tags: [String]
+
+    public init(text: String, polarity: Polarity, tags: [String] = []) {
+        self.text = text
+        self.polarity = polarity
+        self.tags = tags
+    }
+}
+
+/// What a `QueryEncoder` produces for one history and prompt.
+public struct EncodedQuery: Sendable {
+    /// The (steered) query vector, `dimension` floats.
+    public var vector: [Float]
+    /// The vector without the prompt (`q = h`); `constraints: hard` searches with it.
+    public var baseVector: [Float]
+    /// The prompt's clauses (empty without a prompt or for encoders that ignore prompts).
+    public var clauses: [QueryClause]
+    /// History ids the encoder did not know; they were skipped.
+    public var unknownHistory: [ItemID]
+
+    public init(vector: [Float], baseVector: [Float], clauses: [QueryClause] = [], unknownHistory: [ItemID] = []) {
+        self.vector = vector
+        self.baseVector = baseVector
+        self.clauses = clauses
+        self.unknownHistory = unknownHistory
+    }
+}
+
+/// Turns a user's history (item ids, oldest first) and an optional prompt into a query vector in the
+/// generation's embedding space. The DPR model plugs in through an adapter conforming to this.
+///
+/// Implementations are called concurrently from the engine's worker threads.
+public protocol QueryEncoder: Sendable {
+    /// Floats per produced vector; must equal the generation's dimension.
+    var dimension: Int { get }
+    /// - Throws: `.notFound` when no history id is known; `.invalidRequest` for an unusable prompt.
+    func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery
+}
+
+/// The simplest real encoder: the mean of the history items' stored vectors. It ignores the prompt
+/// (no clauses), so `recommend` works without a trained model.
+public struct MeanHistoryEncoder: QueryEncoder {
+    public let store: ItemStore
+    public let embeddingVersion: String
+    public let dimension: Int
+
+    /// - Parameters:
+    ///   - store: where history items' vectors are read.
+    ///   - embeddingVersion: the version whose vectors are averaged.
+    ///   - dimension: that version's dimension.
+    public init(store: ItemStore, embeddingVersion: String, dimension: Int) {
+        self.store = store
+        self.embeddingVersion = embeddingVersion
+        self.dimension = dimension
+    }
+
+    public func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
+        let records = try store.get(history)
+        var internalIDs: [Int64] = []
+        var unknown: [ItemID] = []
+        for (id, record) in zip(history, records) {
+            if let record { internalIDs.append(record.internalID) } else { unknown.append(id) }
+        }
+        var sum = [Float](repeating: 0, count: dimension)
+        var known = 0
+        if !internalIDs.isEmpty {
+            let vectors = try store.vectors(internalIDs: internalIDs, version: embeddingVersion)
+            for (position, vector) in vectors.enumerated() {
+                guard let vector, vector.count == dimension else {
+                    if let record = records.compactMap({ $0 }).first(where: { $0.internalID == internalIDs[position] }) {
+                        unknown.append(record.id)
+                    }
+                    continue
+                }
+                for i in 0..<dimension { sum[i] += vector[i] }
+                known += 1
+            }
+        }
+        guard known > 0 else {
+            throw SteerError.notFound("history: none of the \(history.count) ids is a known item with a vector")
+        }
+        let scale = 1 / Float(known)
+        for i in 0..<dimension { sum[i] *= scale }
+        return EncodedQuery(vector: sum, baseVector: sum, clauses: [], unknownHistory: unknown)
+    }
+}

@@ -1,0 +1,430 @@
+import SteerCore
+import SteerEngine
+
+/// Limits the protocol enforces (the server adds connection-level ones). Every limit is documented in
+/// docs/protocol.md and tested at its boundary.
+public struct ProtocolLimits: Sendable {
+    /// Longest request line, newline excluded; longer lines get `too_large` and are skipped.
+    public var maxLineBytes: Int
+    /// Largest `k`.
+    public var maxK: Int
+    /// Most query vectors per `search`, items per `upsert`, ids per `get`/`delete`.
+    public var maxBatch: Int
+    /// Longest `prompt`, in UTF-8 bytes.
+    public var maxPromptBytes: Int
+    /// Most ids in a `history`.
+    public var maxHistory: Int
+
+    public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000) {
+        self.maxLineBytes = maxLineBytes
+        self.maxK = maxK
+        self.maxBatch = maxBatch
+        self.maxPromptBytes = maxPromptBytes
+        self.maxHistory = maxHistory
+    }
+}
+
+/// The request id, echoed in the response.
+public enum RequestID: Sendable, Hashable {
+    case int(Int64)
+    case string(String)
+}
+
+/// A validated request.
+public struct Request: Sendable {
+    public enum Operation: Sendable {
+        case ping
+        case stats
+        case upsert([ItemInput])
+        case delete([ItemID])
+        case get([ItemID])
+        /// `batch`: the request used `vectors` (the response then carries `results`).
+        case search(queries: [[Float]], options: SearchOptions, batch: Bool)
+        case recommend(RecommendRequest)
+        case encode(RecommendRequest)
+        case swap(generation: String)
+
+        public var name: String {
+            switch self {
+            case .ping: return "ping"
+            case .stats: return "stats"
+            case .upsert: return "upsert"
+            case .delete: return "delete"
+            case .get: return "get"
+            case .search: return "search"
+            case .recommend: return "recommend"
+            case .encode: return "encode"
+            case .swap: return "swap"
+            }
+        }
+
+        public var isAdmin: Bool {
+            switch self {
+            case .upsert, .delete, .swap: return true
+            default: return false
+            }
+        }
+    }
+
+    public var id: RequestID?
+    public var operation: Operation
+    public var token: String?
+
+    public init(id: RequestID? = nil, operation: Operation, token: String? = nil) {
+        self.id = id
+        self.operation = operation
+        self.token = token
+    }
+}
+
+/// Every op the protocol knows, in documentation order.
+public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap"]
+
+// MARK: - Decoding
+
+/// Decodes and validates request lines.
+public struct RequestDecoder: Sendable {
+    public let limits: ProtocolLimits
+
+    public init(limits: ProtocolLimits) { self.limits = limits }
+
+    /// The id of a request object, when it has a valid one (used to answer requests that fail later).
+    public static func requestID(of root: JSONValue) -> RequestID? {
+        guard case .object(let object) = root, let value = object["id"] else { return nil }
+        switch value {
+        case .int(let number): return .int(number)
+        case .string(let text): return .string(text)
+        default: return nil
+        }
+    }
+
+    /// Validates a parsed line.
+    ///
+    /// - Throws: `.invalidRequest`, `.unknownOp`, `.tooLarge` with a message naming the field.
+    public func decode(_ root: JSONValue) throws(SteerError) -> Request {
+        guard case .object(let object) = root else {
+            throw SteerError.invalid("request must be a JSON object, got \(root.typeName)")
+        }
+        var id: RequestID?
+        if let value = object["id"] {
+            switch value {
+            case .int(let number): id = .int(number)
+            case .string(let text): id = .string(text)
+            default: throw SteerError.invalid("id must be a string or an integer, got \(value.typeName)")
+            }
+        }
+        guard let opValue = object["op"] else { throw SteerError.invalid("missing field 'op'") }
+        guard case .string(let op) = opValue else { throw SteerError.invalid("op must be a string, got \(opValue.typeName)") }
+        var token: String?
+        if let value = object["token"] {
+            guard case .string(let text) = value else { throw SteerError.invalid("token must be a string, got \(value.typeName)") }
+            token = text
+        }
+        let fields = Fields(object: object, op: op)
+        let operation: Request.Operation
+        switch op {
+        case "ping":
+            try fields.allow([])
+            operation = .ping
+        case "stats":
+            try fields.allow([])
+            operation = .stats
+        case "upsert":
+            try fields.allow(["items"])
+            operation = .upsert(try decodeItems(fields))
+        case "delete":
+            try fields.allow(["ids"])
+            operation = .delete(try decodeIDs(fields, "ids"))
+        case "get":
+            try fields.allow(["ids"])
+            operation = .get(try decodeIDs(fields, "ids"))
+        case "search":
+            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter"])
+            operation = try decodeSearch(fields)
+        case "recommend", "encode":
+            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search"])
+            let request = try decodeRecommend(fields, needsK: op == "recommend")
+            operation = op == "recommend" ? .recommend(request) : .encode(request)
+        case "swap":
+            try fields.allow(["generation"])
+            guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
+            operation = .swap(generation: generation)
+        default:
+            throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
+        }
+        return Request(id: id, operation: operation, token: token)
+    }
+
+    private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
+        guard let k = try fields.int("k") else {
+            if required { throw SteerError.invalid("\(fields.op): missing field 'k'") }
+            return 10
+        }
+        guard k >= 1 else { throw SteerError.invalid("k must be at least 1, got \(k)") }
+        guard k <= limits.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(limits.maxK)") }
+        return k
+    }
+
+    private func decodePositive(_ fields: Fields, _ name: String) throws(SteerError) -> Int? {
+        guard let value = try fields.int(name) else { return nil }
+        guard value >= 1 else { throw SteerError.invalid("\(name) must be at least 1, got \(value)") }
+        guard value <= 1 << 20 else { throw SteerError(.tooLarge, "\(name) is \(value), limit is \(1 << 20)") }
+        return value
+    }
+
+    private func decodeFilter(_ fields: Fields) throws(SteerError) -> TagFilter {
+        guard let value = fields.object["filter"] else { return TagFilter() }
+        guard case .object(let filter) = value else { throw SteerError.invalid("filter must be an object, got \(value.typeName)") }
+        for field in filter.fields where field.key != "tags_any" && field.key != "tags_none" {
+            throw SteerError.invalid("unknown field 'filter.\(field.key)' (known: tags_any, tags_none)")
+        }
+        func tags(_ name: String) throws(SteerError) -> [String] {
+            guard let value = filter[name] else { return [] }
+            guard case .array(let elements) = value else { throw SteerError.invalid("filter.\(name) must be an array of strings, got \(value.typeName)") }
+            guard elements.count <= limits.maxBatch else {
+                throw SteerError(.tooLarge, "filter.\(name) has \(elements.count) tags, limit is \(limits.maxBatch)")
+            }
+            var result: [String] = []
+            for (index, element) in elements.enumerated() {
+                guard case .string(let tag) = element else {
+                    throw SteerError.invalid("filter.\(name)[\(index)] must be a string, got \(element.typeName)")
+                }
+                guard !tag.isEmpty else { throw SteerError.invalid("filter.\(name)[\(index)] must not be empty") }
+                result.append(tag)
+            }
+            return result
+        }
+        return TagFilter(tagsAny: try tags("tags_any"), tagsNone: try tags("tags_none"))
+    }
+
+    /// A vector from a JSON array of numbers or a base64 string.
+    static func vector(_ value: JSONValue, field: String) throws(SteerError) -> [Float] {
+        switch value {
+        case .floats(let values):
+            return values
+        case .array(let elements):
+            guard !elements.isEmpty else { throw SteerError.invalid("\(field) must not be empty") }
+            var values: [Float] = []
+            values.reserveCapacity(elements.count)
+            for (index, element) in elements.enumerated() {
+                switch element {
+                case .int(let number): values.append(Float(number))
+                case .double(let number): values.append(Float(number))
+                default: throw SteerError.invalid("\(field)[\(index)] must be a number, got \(element.typeName)")
+                }
+            }
+            return values
+        default:
+            throw SteerError.invalid("\(field) must be an array of numbers, got \(value.typeName)")
+        }
+    }
+
+    private func decodeSearch(_ fields: Fields) throws(SteerError) -> Request.Operation {
+        let object = fields.object
+        let given = ["vector", "vector_b64", "vectors"].filter { object[$0] != nil }
+        guard given.count == 1 else {
+            if given.isEmpty { throw SteerError.invalid("search needs one of 'vector', 'vector_b64' or 'vectors'") }
+            throw SteerError.invalid("search takes only one of 'vector', 'vector_b64' or 'vectors', got \(given.joined(separator: " and "))")
+        }
+        var queries: [[Float]] = []
+        var batch = false
+        if let value = object["vector"] {
+            queries = [try Self.vector(value, field: "vector")]
+        } else if let value = object["vector_b64"] {
+            guard case .string(let text) = value else { throw SteerError.invalid("vector_b64 must be a string, got \(value.typeName)") }
+            queries = [try Base64Floats.decode(text, field: "vector_b64")]
+        } else if let value = object["vectors"] {
+            batch = true
+            guard case .array(let elements) = value else {
+                throw SteerError.invalid("vectors must be an array of vectors (arrays or base64 strings), got \(value.typeName)")
+            }
+            guard !elements.isEmpty else { throw SteerError.invalid("vectors must not be empty") }
+            guard elements.count <= limits.maxBatch else {
+                throw SteerError(.tooLarge, "vectors has \(elements.count) queries, limit is \(limits.maxBatch)")
+            }
+            queries.reserveCapacity(elements.count)
+            for (index, element) in elements.enumerated() {
+                if case .string(let text) = element {
+                    queries.append(try Base64Floats.decode(text, field: "vectors[\(index)]"))
+                } else {
+                    queries.append(try Self.vector(element, field: "vectors[\(index)]"))
+                }
+            }
+        }
+        for (index, query) in queries.enumerated() {
+            let field = batch ? "vectors[\(index)]" : (object["vector"] != nil ? "vector" : "vector_b64")
+            try Vectors.requireFinite(query, field: field)
+        }
+        let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodePositive(fields, "nprobe"),
+                                    efSearch: try decodePositive(fields, "ef_search"), filter: try decodeFilter(fields))
+        return .search(queries: queries, options: options, batch: batch)
+    }
+
+    private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
+        guard fields.object["history"] != nil else { throw SteerError.invalid("\(fields.op): missing field 'history'") }
+        let history = try decodeIDs(fields, "history", limit: limits.maxHistory)
+        var prompt: String?
+        if let text = try fields.string("prompt") {
+            guard text.utf8.count <= limits.maxPromptBytes else {
+                throw SteerError(.tooLarge, "prompt is \(text.utf8.count) bytes, limit is \(limits.maxPromptBytes)")
+            }
+            if !text.allSatisfy(\.isWhitespace) { prompt = text }
+        }
+        var constraints = ConstraintMode.soft
+        if let text = try fields.string("constraints") {
+            guard let mode = ConstraintMode(rawValue: text) else {
+                throw SteerError.invalid("constraints must be 'soft', 'hybrid' or 'hard', got '\(text)'")
+            }
+            constraints = mode
+        }
+        return RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
+                                excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
+                                filter: try decodeFilter(fields), nprobe: try decodePositive(fields, "nprobe"),
+                                efSearch: try decodePositive(fields, "ef_search"))
+    }
+
+    static func itemID(_ value: JSONValue, field: String) throws(SteerError) -> ItemID {
+        let id: ItemID
+        switch value {
+        case .int(let number): id = .int(number)
+        case .string(let text): id = .string(text)
+        default: throw SteerError.invalid("\(field) must be a string or an integer, got \(value.typeName)")
+        }
+        do {
+            try id.validate()
+        } catch {
+            throw SteerError(error.code, "\(field): \(error.message)")
+        }
+        return id
+    }
+
+    private func decodeIDs(_ fields: Fields, _ name: String, limit: Int? = nil) throws(SteerError) -> [ItemID] {
+        guard let value = fields.object[name] else { throw SteerError.invalid("\(fields.op): missing field '\(name)'") }
+        let elements: [JSONValue]
+        switch value {
+        case .array(let list): elements = list
+        case .floats: throw SteerError.invalid("\(name) must be an array of string or integer ids; fractional numbers are not ids")
+        default: throw SteerError.invalid("\(name) must be an array of ids, got \(value.typeName)")
+        }
+        guard !elements.isEmpty else { throw SteerError.invalid("\(name) must not be empty") }
+        let limit = limit ?? limits.maxBatch
+        guard elements.count <= limit else { throw SteerError(.tooLarge, "\(name) has \(elements.count) ids, limit is \(limit)") }
+        var ids: [ItemID] = []
+        ids.reserveCapacity(elements.count)
+        for (index, element) in elements.enumerated() {
+            ids.append(try Self.itemID(element, field: "\(name)[\(index)]"))
+        }
+        return ids
+    }
+
+    private func decodeItems(_ fields: Fields) throws(SteerError) -> [ItemInput] {
+        guard let value = fields.object["items"] else { throw SteerError.invalid("upsert: missing field 'items'") }
+        guard case .array(let elements) = value else { throw SteerError.invalid("items must be an array of objects, got \(value.typeName)") }
+        guard !elements.isEmpty else { throw SteerError.invalid("items must not be empty") }
+        guard elements.count <= limits.maxBatch else {
+            throw SteerError(.tooLarge, "items has \(elements.count) items, limit is \(limits.maxBatch)")
+        }
+        var items: [ItemInput] = []
+        items.reserveCapacity(elements.count)
+        var seen: [ItemID: Int] = [:]
+        for (index, element) in elements.enumerated() {
+            let prefix = "items[\(index)]"
+            guard case .object(let object) = element else { throw SteerError.invalid("\(prefix) must be an object, got \(element.typeName)") }
+            for field in object.fields where !["id", "vector", "vector_b64", "tags", "title", "attributes"].contains(field.key) {
+                throw SteerError.invalid("unknown field '\(prefix).\(field.key)' (known: id, vector, vector_b64, tags, title, attributes)")
+            }
+            guard let idValue = object["id"] else { throw SteerError.invalid("\(prefix): missing field 'id'") }
+            let id = try Self.itemID(idValue, field: "\(prefix).id")
+            if let first = seen.updateValue(index, forKey: id) {
+                throw SteerError.invalid("\(prefix).id \(id) duplicates items[\(first)].id")
+            }
+            let vector: [Float]
+            switch (object["vector"], object["vector_b64"]) {
+            case (let json?, nil): vector = try Self.vector(json, field: "\(prefix).vector")
+            case (nil, let b64?):
+                guard case .string(let text) = b64 else { throw SteerError.invalid("\(prefix).vector_b64 must be a string, got \(b64.typeName)") }
+                vector = try Base64Floats.decode(text, field: "\(prefix).vector_b64")
+            case (nil, nil): throw SteerError.invalid("\(prefix): missing field 'vector' (or 'vector_b64')")
+            case (_?, _?): throw SteerError.invalid("\(prefix): give 'vector' or 'vector_b64', not both")
+            }
+            try Vectors.requireFinite(vector, field: "\(prefix).vector")
+            var tags: [String] = []
+            if let value = object["tags"] {
+                guard case .array(let list) = value else { throw SteerError.invalid("\(prefix).tags must be an array of strings, got \(value.typeName)") }
+                for (tagIndex, tag) in list.enumerated() {
+                    guard case .string(let text) = tag else {
+                        throw SteerError.invalid("\(prefix).tags[\(tagIndex)] must be a string, got \(tag.typeName)")
+                    }
+                    tags.append(text)
+                }
+            }
+            var title: String?
+            if let value = object["title"] {
+                switch value {
+                case .string(let text): title = text
+                case .null: title = nil
+                default: throw SteerError.invalid("\(prefix).title must be a string, got \(value.typeName)")
+                }
+            }
+            var attributes: String?
+            if let value = object["attributes"] {
+                switch value {
+                case .object:
+                    var writer = JSONWriter()
+                    writer.value(value)
+                    attributes = String(decoding: writer.bytes, as: UTF8.self)
+                case .null: attributes = nil
+                default: throw SteerError.invalid("\(prefix).attributes must be an object, got \(value.typeName)")
+                }
+            }
+            items.append(ItemInput(id: id, vector: vector, title: title, tags: tags, attributesJSON: attributes))
+        }
+        return items
+    }
+}
+
+/// Typed access to a request's fields with messages that name them.
+struct Fields {
+    let object: JSONObject
+    let op: String
+
+    func allow(_ names: Set<String>) throws(SteerError) {
+        for field in object.fields where !names.contains(field.key) && field.key != "id" && field.key != "op" && field.key != "token" {
+            let known = names.isEmpty ? "none besides id, op, token" : names.sorted().joined(separator: ", ")
+            throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
+        }
+    }
+
+    func int(_ name: String) throws(SteerError) -> Int? {
+        guard let value = object[name] else { return nil }
+        switch value {
+        case .int(let number):
+            guard let exact = Int(exactly: number) else { throw SteerError.invalid("\(name) is out of range") }
+            return exact
+        case .null:
+            return nil
+        case .double(let number):
+            throw SteerError.invalid("\(name) must be an integer, got \(number)")
+        default:
+            throw SteerError.invalid("\(name) must be an integer, got \(value.typeName)")
+        }
+    }
+
+    func string(_ name: String) throws(SteerError) -> String? {
+        guard let value = object[name] else { return nil }
+        switch value {
+        case .string(let text): return text
+        case .null: return nil
+        default: throw SteerError.invalid("\(name) must be a string, got \(value.typeName)")
+        }
+    }
+
+    func bool(_ name: String) throws(SteerError) -> Bool? {
+        guard let value = object[name] else { return nil }
+        switch value {
+        case .bool(let flag): return flag
+        case .null: return nil
+        default: throw SteerError.invalid("\(name) must be true or false, got \(value.typeName)")
+        }
+    }
+}

@@ -1,0 +1,409 @@
+import Foundation
+import SteerCore
+import SteerEngine
+
+/// Per-op latency and error counters for `stats`: a log-bucketed histogram (4% buckets) per op.
+public final class OperationStats: Sendable {
+    public struct Summary: Sendable {
+        public var count: Int
+        public var errors: Int
+        public var p50Micros: Double
+        public var p99Micros: Double
+        public var meanMicros: Double
+    }
+
+    private struct Histogram {
+        var buckets = [Int](repeating: 0, count: Self.bucketCount)
+        var count = 0
+        var errors = 0
+        var totalMicros = 0.0
+
+        static let bucketCount = 480
+        static let growth = 1.04
+
+        static func bucket(_ micros: Double) -> Int {
+            guard micros > 1 else { return 0 }
+            return min(bucketCount - 1, Int(log(micros) / log(growth)) + 1)
+        }
+
+        static func upperBound(_ bucket: Int) -> Double { pow(growth, Double(bucket)) }
+
+        func quantile(_ q: Double) -> Double {
+            guard count > 0 else { return 0 }
+            let target = Int((Double(count) * q).rounded(.up))
+            var seen = 0
+            for (bucket, number) in buckets.enumerated() {
+                seen += number
+                if seen >= max(target, 1) { return Self.upperBound(bucket) }
+            }
+            return Self.upperBound(Self.bucketCount - 1)
+        }
+    }
+
+    private let state = Locked<[String: Histogram]>([:])
+    private let errorCodes = Locked<[String: Int]>([:])
+    private let observer = Locked<(@Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void)?>(nil)
+
+    public init() {}
+
+    /// Installs a callback that sees every record (the server feeds its metrics from it). `op` and
+    /// `micros` are nil for errors that belong to no op.
+    public func setObserver(_ body: @escaping @Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void) {
+        observer.withLock { $0 = body }
+    }
+
+    /// Records one request.
+    public func record(op: String, micros: Double, error: SteerError.Code?) {
+        state.withLock { table in
+            var histogram = table[op] ?? Histogram()
+            histogram.buckets[Histogram.bucket(micros)] += 1
+            histogram.count += 1
+            histogram.totalMicros += micros
+            if error != nil { histogram.errors += 1 }
+            table[op] = histogram
+        }
+        if let error { errorCodes.withLock { $0[error.rawValue, default: 0] += 1 } }
+        observer.get()?(op, micros, error)
+    }
+
+    /// Counts an error that belongs to no op (unparsable lines, over-long lines).
+    public func recordError(_ code: SteerError.Code) {
+        errorCodes.withLock { $0[code.rawValue, default: 0] += 1 }
+        observer.get()?(nil, nil, code)
+    }
+
+    public func summaries() -> [String: Summary] {
+        state.withLock { table in
+            table.mapValues { histogram in
+                Summary(count: histogram.count, errors: histogram.errors, p50Micros: histogram.quantile(0.5),
+                        p99Micros: histogram.quantile(0.99), meanMicros: histogram.count == 0 ? 0 : histogram.totalMicros / Double(histogram.count))
+            }
+        }
+    }
+
+    public func errorCounts() -> [String: Int] { errorCodes.get() }
+}
+
+/// Executes request lines against an engine and produces response lines. Pure (no I/O besides the
+/// engine's), thread-safe, called from worker threads; the server only frames and orders.
+public final class RequestHandler: Sendable {
+    public let engine: RetrievalEngine
+    public let decoder: RequestDecoder
+    public let stats = OperationStats()
+    private let adminToken: [UInt8]?
+    private let serverStats: Locked<(@Sendable () -> JSONObject)?>
+
+    /// - Parameters:
+    ///   - engine: the engine that serves requests.
+    ///   - limits: protocol limits.
+    ///   - adminToken: when set, `upsert`, `delete` and `swap` need `"token": <it>`.
+    public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), adminToken: String? = nil) {
+        self.engine = engine
+        self.decoder = RequestDecoder(limits: limits)
+        self.adminToken = adminToken.map { Array($0.utf8) }
+        self.serverStats = Locked(nil)
+    }
+
+    /// Installs a provider of extra `stats` fields (the server's connection and thread figures).
+    public func setServerStats(_ provider: @escaping @Sendable () -> JSONObject) {
+        serverStats.withLock { $0 = provider }
+    }
+
+    /// Constant-time token comparison (time depends only on the lengths).
+    static func tokensMatch(_ given: [UInt8], _ expected: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: given.count ^ expected.count)
+        for index in 0..<expected.count {
+            let other = index < given.count ? given[index] : 0
+            difference |= other ^ expected[index]
+        }
+        return difference == 0
+    }
+
+    /// The outcome of `prepare`: a response that is already known (nil for a blank line, which is
+    /// ignored), or a validated request to `execute`.
+    public enum Prepared: Sendable {
+        case done([UInt8]?)
+        case request(Request, startedNanos: UInt64)
+    }
+
+    /// Parses and validates one request line (without its newline). Cheap: no index or store access, so
+    /// the server may call it on an event loop to learn whether the request writes.
+    public func prepare(_ line: UnsafeBufferPointer<UInt8>) -> Prepared {
+        var end = line.count
+        while end > 0, line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
+        if end == 0 { return .done(nil) }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let root: JSONValue
+        do {
+            root = try JSONParser.parse(UnsafeBufferPointer(rebasing: line[0..<end]))
+        } catch {
+            stats.recordError(error.code)
+            return .done(Self.errorLine(id: nil, error))
+        }
+        do {
+            return .request(try decoder.decode(root), startedNanos: started)
+        } catch {
+            stats.record(op: "invalid", micros: Double(DispatchTime.now().uptimeNanoseconds - started) / 1000, error: error.code)
+            return .done(Self.errorLine(id: RequestDecoder.requestID(of: root), error))
+        }
+    }
+
+    /// Runs a prepared request (may block on the index and the store: call it on a worker thread).
+    ///
+    /// - Returns: the response line including its `\n`.
+    public func execute(_ request: Request, startedNanos: UInt64) -> [UInt8] {
+        var output: [UInt8]
+        var failure: SteerError.Code?
+        do {
+            output = try run(request)
+        } catch {
+            failure = error.code
+            output = Self.errorLine(id: request.id, error)
+        }
+        let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
+        stats.record(op: request.operation.name, micros: micros, error: failure)
+        return output
+    }
+
+    /// Answers one request line (without its newline): `prepare` then `execute`.
+    ///
+    /// - Returns: the response line including the trailing `\n`, or nil for a blank line (ignored).
+    public func respond(to line: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        switch prepare(line) {
+        case .done(let output): return output
+        case .request(let request, let started): return execute(request, startedNanos: started)
+        }
+    }
+
+    public func respond(to line: [UInt8]) -> [UInt8]? {
+        line.withUnsafeBufferPointer { respond(to: $0) }
+    }
+
+    public func respond(to line: String) -> String? {
+        respond(to: Array(line.utf8)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// `{"id":…,"ok":false,"error":{"code":…,"message":…}}\n`
+    public static func errorLine(id: RequestID?, _ error: SteerError) -> [UInt8] {
+        var writer = JSONWriter(capacity: 128 + error.message.utf8.count)
+        writer.raw("{")
+        writeID(id, &writer)
+        writer.raw("\"ok\":false,\"error\":{\"code\":")
+        writer.string(error.code.rawValue)
+        writer.raw(",\"message\":")
+        writer.string(error.message)
+        writer.raw("}}\n")
+        return writer.bytes
+    }
+
+    private static func writeID(_ id: RequestID?, _ writer: inout JSONWriter) {
+        guard let id else { return }
+        writer.raw("\"id\":")
+        switch id {
+        case .int(let number): writer.int(number)
+        case .string(let text): writer.string(text)
+        }
+        writer.raw(",")
+    }
+
+    private func run(_ request: Request) throws(SteerError) -> [UInt8] {
+        if request.operation.isAdmin, let adminToken {
+            guard let token = request.token, Self.tokensMatch(Array(token.utf8), adminToken) else {
+                throw SteerError(.unauthorized, "\(request.operation.name) needs a valid admin token in field 'token'")
+            }
+        }
+        var writer = JSONWriter(capacity: 512)
+        writer.raw("{")
+        Self.writeID(request.id, &writer)
+        writer.raw("\"ok\":true")
+        switch request.operation {
+        case .ping:
+            break
+        case .stats:
+            writeStats(&writer)
+        case .upsert(let items):
+            let count = try engine.upsert(items)
+            writer.raw(",\"upserted\":")
+            writer.int(count)
+        case .delete(let ids):
+            let count = try engine.delete(ids)
+            writer.raw(",\"deleted\":")
+            writer.int(count)
+        case .get(let ids):
+            let items = try engine.get(ids)
+            writer.raw(",\"items\":[")
+            var first = true
+            for item in items {
+                guard let item else { continue }
+                if !first { writer.raw(",") }
+                first = false
+                writer.raw("{\"id\":")
+                writer.itemID(item.id)
+                if let title = item.title {
+                    writer.raw(",\"title\":")
+                    writer.string(title)
+                }
+                writer.raw(",\"tags\":")
+                writeStrings(item.tags, &writer)
+                if let attributes = item.attributesJSON {
+                    writer.raw(",\"attributes\":")
+                    writer.bytes.append(contentsOf: attributes.utf8)
+                }
+                if let vector = item.vector {
+                    writer.raw(",\"vector\":")
+                    writer.floats(vector)
+                }
+                writer.raw("}")
+            }
+            writer.raw("],\"missing\":[")
+            first = true
+            for (id, item) in zip(ids, items) where item == nil {
+                if !first { writer.raw(",") }
+                first = false
+                writer.itemID(id)
+            }
+            writer.raw("]")
+        case .search(let queries, let options, let batch):
+            let results = try engine.search(queries, options: options)
+            if batch {
+                writer.raw(",\"results\":[")
+                for (index, hits) in results.enumerated() {
+                    if index > 0 { writer.raw(",") }
+                    writeHits(hits, &writer)
+                }
+                writer.raw("]")
+            } else {
+                writer.raw(",\"hits\":")
+                writeHits(results[0], &writer)
+            }
+        case .recommend(let recommendRequest):
+            let recommendation = try engine.recommend(recommendRequest)
+            writer.raw(",\"hits\":")
+            writeHits(recommendation.hits, &writer)
+            writeClauses(recommendation.clauses, &writer)
+            writeUnknown(recommendation.unknownHistory, &writer)
+        case .encode(let recommendRequest):
+            let encoded = try engine.encode(recommendRequest)
+            writer.raw(",\"vector\":")
+            writer.floats(recommendRequest.constraints == .hard ? encoded.baseVector : encoded.vector)
+            writeClauses(encoded.clauses, &writer)
+            writeUnknown(encoded.unknownHistory, &writer)
+        case .swap(let generation):
+            throw SteerError(.unavailable, "swap to generation '\(generation)': generation swaps are not available in this build (serving \(engine.generation.id))")
+        }
+        writer.raw("}\n")
+        return writer.bytes
+    }
+
+    private func writeStrings(_ values: [String], _ writer: inout JSONWriter) {
+        writer.raw("[")
+        for (index, value) in values.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.string(value)
+        }
+        writer.raw("]")
+    }
+
+    private func writeHits(_ hits: [Hit], _ writer: inout JSONWriter) {
+        writer.raw("[")
+        for (index, hit) in hits.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw("{\"id\":")
+            writer.itemID(hit.id)
+            writer.raw(",\"score\":")
+            writer.float(hit.score)
+            if let title = hit.title {
+                writer.raw(",\"title\":")
+                writer.string(title)
+            }
+            if !hit.tags.isEmpty {
+                writer.raw(",\"tags\":")
+                writeStrings(hit.tags, &writer)
+            }
+            writer.raw("}")
+        }
+        writer.raw("]")
+    }
+
+    private func writeClauses(_ clauses: [QueryClause], _ writer: inout JSONWriter) {
+        writer.raw(",\"clauses\":[")
+        for (index, clause) in clauses.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw("{\"text\":")
+            writer.string(clause.text)
+            writer.raw(",\"polarity\":")
+            writer.string(clause.polarity.rawValue)
+            writer.raw(",\"tags\":")
+            writeStrings(clause.tags, &writer)
+            writer.raw("}")
+        }
+        writer.raw("]")
+    }
+
+    private func writeUnknown(_ ids: [ItemID], _ writer: inout JSONWriter) {
+        writer.raw(",\"unknown_history\":[")
+        for (index, id) in ids.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.itemID(id)
+        }
+        writer.raw("]")
+    }
+
+    private func writeStats(_ writer: inout JSONWriter) {
+        let engineStats = engine.stats()
+        writer.raw(",\"generation\":")
+        writer.string(engineStats.generation)
+        writer.raw(",\"embedding_version\":")
+        writer.string(engineStats.embeddingVersion)
+        writer.raw(",\"dimension\":")
+        writer.int(engineStats.dimension)
+        writer.raw(",\"metric\":")
+        writer.string(engineStats.metric.rawValue)
+        writer.raw(",\"index_spec\":")
+        writer.string(engineStats.indexSpec)
+        writer.raw(",\"items\":")
+        writer.int(engineStats.items)
+        writer.raw(",\"indexed\":")
+        writer.int(engineStats.indexed)
+        writer.raw(",\"tombstones\":")
+        writer.int(engineStats.tombstones)
+        writer.raw(",\"store_sequence\":")
+        writer.int(Int64(truncatingIfNeeded: engineStats.storeSequence))
+        writer.raw(",\"built_at_sequence\":")
+        writer.int(Int64(truncatingIfNeeded: engineStats.builtAtSequence))
+        writer.raw(",\"encoder\":")
+        if let encoder = engineStats.encoder { writer.string(encoder) } else { writer.raw("null") }
+        writer.raw(",\"faiss_version\":")
+        writer.string(engineStats.faissVersion)
+        writer.raw(",\"omp_max_threads\":")
+        writer.int(engineStats.openMPMaxThreads)
+        writer.raw(",\"ops\":{")
+        for (index, (op, summary)) in stats.summaries().sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.string(op)
+            writer.raw(":{\"count\":")
+            writer.int(summary.count)
+            writer.raw(",\"errors\":")
+            writer.int(summary.errors)
+            writer.raw(",\"p50_us\":")
+            writer.float(Float(summary.p50Micros.rounded()))
+            writer.raw(",\"p99_us\":")
+            writer.float(Float(summary.p99Micros.rounded()))
+            writer.raw(",\"mean_us\":")
+            writer.float(Float(summary.meanMicros.rounded()))
+            writer.raw("}")
+        }
+        writer.raw("},\"errors\":{")
+        for (index, (code, count)) in stats.errorCounts().sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.string(code)
+            writer.raw(":")
+            writer.int(count)
+        }
+        writer.raw("}")
+        if let provider = serverStats.get() {
+            writer.raw(",\"server\":")
+            writer.value(.object(provider()))
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SteerCore
+import SteerProtocol
+
+/// Sent to every connection when the server shuts down: finish what was received, then close once the
+/// client has been quiet for `ServerConfiguration.drainQuietMillis`.
+struct DrainEvent: Sendable {}
+
+/// One connection: numbers requests, runs them on the worker pool, writes responses in request order,
+/// and stops reading while `maxInFlight` requests are unanswered (backpressure through TCP).
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let shared: ServerShared
+    private var nextSequence = 0
+    private var nextToWrite = 0
+    /// Finished responses waiting for earlier ones; nil for blank lines (no response).
+    private var finished: [Int: [UInt8]?] = [:]
+    private var inFlight = 0
+    private var readHeld = false
+    private var draining = false
+    private var lastReadAt = NIODeadline.now()
+    private var drainTask: RepeatedTask?
+    private var closed = false
+
+    init(shared: ServerShared) { self.shared = shared }
+
+    /// Validated requests not started yet, in arrival order.
+    private var waiting: [(sequence: Int, request: Request, started: UInt64)] = []
+    private var waitingHead = 0
+    private var running = 0
+    private var writeRunning = false
+
+    /// Lines received while `maxInFlight` requests were unanswered: not parsed yet. Bounded by one
+    /// socket read, because reading stops while it is non-empty.
+    private var backlog: [Frame] = []
+    private var backlogHead = 0
+    private var admitting = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastReadAt = .now()
+        backlog.append(unwrapInboundIn(data))
+        admit(context: context)
+    }
+
+    /// Moves lines from the backlog into processing while fewer than `maxInFlight` are unanswered.
+    private func admit(context: ChannelHandlerContext) {
+        // `process` may complete synchronously, and `complete` admits again: loop here instead of recursing.
+        if admitting { return }
+        admitting = true
+        defer { admitting = false }
+        while backlogHead < backlog.count && inFlight < shared.configuration.maxInFlight {
+            let frame = backlog[backlogHead]
+            backlogHead += 1
+            process(frame, context: context)
+        }
+        if backlogHead == backlog.count {
+            backlog.removeAll(keepingCapacity: true)
+            backlogHead = 0
+        }
+    }
+
+    private func process(_ frame: Frame, context: ChannelHandlerContext) {
+        let sequence = nextSequence
+        nextSequence += 1
+        inFlight += 1
+        switch frame {
+        case .tooLong:
+            shared.handler.stats.recordError(.tooLarge)
+            let error = SteerError(.tooLarge, "request line exceeds \(shared.configuration.limits.maxLineBytes) bytes (maxLineBytes); it was skipped up to the next newline")
+            complete(sequence, RequestHandler.errorLine(id: nil, error), context: context)
+        case .line(let buffer):
+            // Parsing and validation are cheap and tell whether the request writes (see `pump`).
+            let prepared = buffer.withUnsafeReadableBytes { raw in
+                shared.handler.prepare(raw.bindMemory(to: UInt8.self))
+            }
+            switch prepared {
+            case .done(let output):
+                complete(sequence, output, context: context)
+            case .request(let request, let started):
+                waiting.append((sequence, request, started))
+                pump(context: context)
+            }
+        }
+    }
+
+    /// Starts waiting requests on the worker pool. Reads run concurrently; a write (upsert, delete, swap)
+    /// starts only when everything before it finished, and nothing after it starts until it finished, so
+    /// a connection always reads its own writes.
+    private func pump(context: ChannelHandlerContext) {
+        while waitingHead < waiting.count {
+            let next = waiting[waitingHead]
+            let isWrite = next.request.operation.isAdmin
+            if writeRunning || (isWrite && running > 0) { break }
+            waitingHead += 1
+            running += 1
+            if isWrite { writeRunning = true }
+            let handler = shared.handler
+            let future = shared.pool.runIfActive(eventLoop: context.eventLoop) {
+                handler.execute(next.request, startedNanos: next.started)
+            }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            future.whenComplete { result in
+                let (connection, context) = bound.value
+                connection.running -= 1
+                if isWrite { connection.writeRunning = false }
+                switch result {
+                case .success(let output):
+                    connection.complete(next.sequence, output, context: context)
+                case .failure:
+                    let error = SteerError(.unavailable, "the server is shutting down")
+                    connection.complete(next.sequence, RequestHandler.errorLine(id: next.request.id, error), context: context)
+                }
+                connection.pump(context: context)
+            }
+            if isWrite { break }
+        }
+        if waitingHead == waiting.count {
+            waiting.removeAll(keepingCapacity: true)
+            waitingHead = 0
+        } else if waitingHead > 64 {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
+        }
+    }
+
+    /// Records a finished response and writes every response that is next in request order. A request
+    /// stays in flight until its response was handed to the socket, so a client that does not read
+    /// eventually stops the server from reading it (no unbounded output buffer).
+    private func complete(_ sequence: Int, _ output: [UInt8]?, context: ChannelHandlerContext) {
+        finished[sequence] = .some(output)
+        var wrote = false
+        while let next = finished.removeValue(forKey: nextToWrite) {
+            nextToWrite += 1
+            if let bytes = next, !closed {
+                var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+                buffer.writeBytes(bytes)
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                promise.futureResult.whenComplete { _ in
+                    let (connection, context) = bound.value
+                    connection.inFlight -= 1
+                    connection.resume(context: context)
+                }
+                context.write(wrapOutboundOut(buffer), promise: promise)
+                wrote = true
+            } else {
+                inFlight -= 1
+            }
+        }
+        if wrote { context.flush() }
+        resume(context: context)
+    }
+
+    /// Admits backlog and resumes reading when below the in-flight limit.
+    private func resume(context: ChannelHandlerContext) {
+        if closed { return }
+        admit(context: context)
+        if readHeld && inFlight < shared.configuration.maxInFlight && backlogHead == backlog.count {
+            readHeld = false
+            lastReadAt = .now() // asking for data again counts as activity for the drain's quiet period
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= shared.configuration.maxInFlight || backlogHead < backlog.count {
+            readHeld = true
+            return
+        }
+        lastReadAt = .now()
+        context.read()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        drainTask?.cancel()
+        drainTask = nil
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is DrainEvent {
+            startDraining(context: context)
+            return
+        }
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
+            if inFlight == 0 {
+                shared.logger.debug("closing idle connection", metadata: ["steer.peer": "\(context.remoteAddress?.description ?? "?")"])
+                context.close(promise: nil)
+            }
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // The client half-closed: answer what it sent, then close.
+            startDraining(context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func startDraining(context: ChannelHandlerContext) {
+        guard !draining else { return }
+        draining = true
+        let quiet = TimeAmount.milliseconds(Int64(shared.configuration.drainQuietMillis))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        drainTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { task in
+            let (connection, context) = bound.value
+            if connection.closed {
+                task.cancel()
+                return
+            }
+            if connection.inFlight == 0 && connection.backlogHead == connection.backlog.count && NIODeadline.now() - connection.lastReadAt >= quiet {
+                task.cancel()
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        shared.logger.debug("connection error", metadata: ["steer.error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

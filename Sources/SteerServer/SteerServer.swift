@@ -1,0 +1,261 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import SteerCore
+import SteerEngine
+import SteerProtocol
+
+/// Settings of the TCP server. Every limit is documented in docs/configuration.md.
+public struct ServerConfiguration: Sendable {
+    /// Address to bind; 127.0.0.1 unless told otherwise.
+    public var host: String
+    /// Port; 0 picks a free one.
+    public var port: Int
+    public var limits: ProtocolLimits
+    /// Most simultaneous connections; more are answered `unavailable` and closed.
+    public var maxConnections: Int
+    /// Close a connection with no traffic and nothing in flight for this long (0 = never).
+    public var idleTimeoutSeconds: Int
+    /// Most unanswered requests per connection before the server stops reading from it.
+    public var maxInFlight: Int
+    /// Event-loop threads (framing and writing only).
+    public var eventLoopThreads: Int
+    /// Worker threads for FAISS, RocksDB and BLAS work.
+    public var workerThreads: Int
+    /// On shutdown a connection is closed once nothing is in flight and it sent nothing for this long.
+    public var drainQuietMillis: Int
+    /// Longest wait for connections to drain on shutdown before they are closed.
+    public var shutdownTimeoutSeconds: Int
+    /// When set, `upsert`, `delete` and `swap` need `"token"` equal to it.
+    public var adminToken: String?
+    /// When set (0 picks a free port), Prometheus metrics are served on `GET /metrics` of this port.
+    public var metricsPort: Int?
+
+    public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
+                maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
+                eventLoopThreads: Int = System.coreCount, workerThreads: Int = System.coreCount,
+                drainQuietMillis: Int = 100, shutdownTimeoutSeconds: Int = 10, adminToken: String? = nil) {
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.maxConnections = maxConnections
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.maxInFlight = maxInFlight
+        self.eventLoopThreads = eventLoopThreads
+        self.workerThreads = workerThreads
+        self.drainQuietMillis = drainQuietMillis
+        self.shutdownTimeoutSeconds = shutdownTimeoutSeconds
+        self.adminToken = adminToken
+    }
+}
+
+/// What every connection handler shares.
+final class ServerShared: Sendable {
+    let configuration: ServerConfiguration
+    let handler: RequestHandler
+    let pool: NIOThreadPool
+    let logger: Logger
+    let connections = Locked<[ObjectIdentifier: any Channel]>([:])
+    let counters = Locked<(accepted: Int, refused: Int)>((0, 0))
+
+    init(configuration: ServerConfiguration, handler: RequestHandler, pool: NIOThreadPool, logger: Logger) {
+        self.configuration = configuration
+        self.handler = handler
+        self.pool = pool
+        self.logger = logger
+    }
+}
+
+/// Steer's line-delimited JSON server (DESIGN.md §3) on SwiftNIO. Event loops only frame and write;
+/// requests run on a fixed pool of worker threads.
+///
+/// Use `start()`/`shutdown()` directly, or run it as a `Service` in a `ServiceGroup`: it then shuts
+/// down gracefully on the group's signal (stop accepting, answer everything received, save the index,
+/// close the engine).
+public final class SteerServer: Service, Sendable {
+    public let configuration: ServerConfiguration
+    public let engine: RetrievalEngine
+    public let handler: RequestHandler
+    private let shared: ServerShared
+    private let group: MultiThreadedEventLoopGroup
+    private let serverChannel = Locked<(any Channel)?>(nil)
+    private let metricsChannel = Locked<(any Channel)?>(nil)
+    private let metrics = ServerMetrics()
+    private let registry: PrometheusCollectorRegistry?
+    private let stopped = Locked(false)
+    /// Called with the bound port once listening (the CLI prints the machine-readable line).
+    private let onListening: @Sendable (String, Int) -> Void
+
+    /// - Parameters:
+    ///   - configuration: address, limits, threads.
+    ///   - engine: what requests run against; the server closes it on shutdown.
+    ///   - logger: structured logs.
+    ///   - metricsRegistry: the registry swift-metrics was bootstrapped with (`PrometheusMetricsFactory`);
+    ///     needed for the metrics port.
+    ///   - onListening: called with host and port once listening.
+    public init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
+                metricsRegistry: PrometheusCollectorRegistry? = nil,
+                onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
+        self.configuration = configuration
+        self.registry = metricsRegistry
+        self.engine = engine
+        self.handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
+        let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
+        self.shared = ServerShared(configuration: configuration, handler: handler, pool: pool, logger: logger)
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        self.onListening = onListening
+        let shared = self.shared
+        let metrics = self.metrics
+        handler.stats.setObserver { op, micros, error in metrics.record(op: op, micros: micros, error: error) }
+        let environment = ProcessInfo.processInfo.environment
+        handler.setServerStats {
+            let counters = shared.counters.get()
+            var threads: [(key: String, value: JSONValue)] = [
+                ("event_loop_threads", .int(Int64(configuration.eventLoopThreads))),
+                ("worker_threads", .int(Int64(configuration.workerThreads))),
+            ]
+            for name in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY"] {
+                threads.append((name, environment[name].map { .string($0) } ?? .null))
+            }
+            return JSONObject([
+                ("connections", .int(Int64(shared.connections.withLock { $0.count }))),
+                ("connections_accepted", .int(Int64(counters.accepted))),
+                ("connections_refused", .int(Int64(counters.refused))),
+                ("threads", .object(JSONObject(threads))),
+                ("limits", .object(JSONObject([
+                    ("max_line_bytes", .int(Int64(configuration.limits.maxLineBytes))),
+                    ("max_k", .int(Int64(configuration.limits.maxK))),
+                    ("max_batch", .int(Int64(configuration.limits.maxBatch))),
+                    ("max_connections", .int(Int64(configuration.maxConnections))),
+                    ("max_in_flight", .int(Int64(configuration.maxInFlight))),
+                    ("idle_timeout_s", .int(Int64(configuration.idleTimeoutSeconds))),
+                ]))),
+            ])
+        }
+    }
+
+    /// Binds and starts accepting.
+    ///
+    /// - Returns: the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        shared.pool.start()
+        let shared = self.shared
+        let configuration = self.configuration
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let accepted = shared.connections.withLock { table -> Bool in
+                        if table.count >= configuration.maxConnections { return false }
+                        table[ObjectIdentifier(channel)] = channel
+                        return true
+                    }
+                    if !accepted {
+                        shared.counters.withLock { $0.refused += 1 }
+                        let error = SteerError(.unavailable, "too many connections (maxConnections \(configuration.maxConnections)); try again later")
+                        let line = RequestHandler.errorLine(id: nil, error)
+                        var buffer = channel.allocator.buffer(capacity: line.count)
+                        buffer.writeBytes(line)
+                        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                        return
+                    }
+                    shared.counters.withLock { $0.accepted += 1 }
+                    channel.closeFuture.whenComplete { _ in
+                        _ = shared.connections.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    if configuration.idleTimeoutSeconds > 0 {
+                        try sync.addHandler(IdleStateHandler(allTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))))
+                    }
+                    try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: configuration.limits.maxLineBytes)))
+                    try sync.addHandler(ConnectionHandler(shared: shared))
+                }
+            }
+        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        serverChannel.withLock { $0 = channel }
+        let port = channel.localAddress?.port ?? configuration.port
+        shared.logger.info("listening", metadata: ["steer.host": "\(configuration.host)", "steer.port": "\(port)"])
+        onListening(configuration.host, port)
+        if let metricsPort = configuration.metricsPort {
+            try await startMetrics(port: metricsPort)
+        }
+        return port
+    }
+
+    /// The bound metrics port, when metrics are served.
+    public var metricsPort: Int? { metricsChannel.get()?.localAddress?.port }
+
+    private func startMetrics(port: Int) async throws {
+        guard let registry else {
+            throw SteerError(.invalidRequest, "a metrics port needs the Prometheus registry that swift-metrics was bootstrapped with")
+        }
+        let metrics = self.metrics
+        let engine = self.engine
+        let shared = self.shared
+        let refresh: @Sendable () -> Void = {
+            metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
+        }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, refresh: refresh))
+                }
+            }
+            .bind(host: configuration.host, port: port).get()
+        metricsChannel.withLock { $0 = channel }
+        shared.logger.info("metrics", metadata: ["steer.metrics_port": "\(channel.localAddress?.port ?? port)"])
+    }
+
+    /// Stops accepting, lets every connection finish what it received (up to `shutdownTimeoutSeconds`),
+    /// saves the index and closes the engine. Idempotent.
+    public func shutdown() async {
+        let already = stopped.withLock { value in
+            let was = value
+            value = true
+            return was
+        }
+        if already { return }
+        shared.logger.info("shutting down: draining connections")
+        if let channel = serverChannel.get() { try? await channel.close() }
+        if let channel = metricsChannel.get() { try? await channel.close() }
+        let open = shared.connections.withLock { Array($0.values) }
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        let deadline = ContinuousClock.now + .seconds(configuration.shutdownTimeoutSeconds)
+        while ContinuousClock.now < deadline, !shared.connections.withLock({ $0.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        for channel in shared.connections.withLock({ Array($0.values) }) { try? await channel.close() }
+        do {
+            try await shared.pool.shutdownGracefully()
+        } catch {
+            shared.logger.warning("worker pool shutdown failed", metadata: ["steer.error": "\(error)"])
+        }
+        do {
+            try engine.close()
+            shared.logger.info("index saved, store closed")
+        } catch {
+            shared.logger.error("saving the index failed", metadata: ["steer.error": "\(error)"])
+        }
+        try? await group.shutdownGracefully()
+    }
+
+    /// `Service`: starts, waits for graceful shutdown (SIGTERM/SIGINT through the `ServiceGroup`), then
+    /// shuts down.
+    public func run() async throws {
+        try await start()
+        // Returns when the group signals graceful shutdown (or throws on cancellation: shut down too).
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+}

@@ -1,0 +1,205 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import SteerCore
+import SteerEngine
+import SteerProtocol
+import SteerServer
+
+/// `steer serve`: the TCP server. Settings come from flags, then `STEER_*` environment variables, then
+/// an optional JSON config file (`--config`), then defaults (docs/configuration.md has the table).
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the line-delimited JSON protocol over TCP (docs/protocol.md).")
+
+    @Option(help: "JSON config file (keys as in docs/configuration.md). Env: STEER_CONFIG.")
+    var config: String?
+    @Option(help: "Address to bind (default 127.0.0.1). Env: STEER_HOST.")
+    var host: String?
+    @Option(help: "Port; 0 picks a free one (default 7878). Env: STEER_PORT.")
+    var port: Int?
+    @Option(help: "Data directory (created when missing). Env: STEER_DATA.")
+    var data: String?
+    @Option(help: "Vector dimension (required for a new data directory). Env: STEER_DIMENSION.")
+    var dimension: Int?
+    @Option(name: .customLong("index-spec"), help: "Index spec, e.g. Flat, HNSW32, IVF256,Flat (default Flat). Env: STEER_INDEX_SPEC.")
+    var indexSpec: String?
+    @Option(help: "ip, l2 or cosine (default ip). Env: STEER_METRIC.")
+    var metric: String?
+    @Option(name: .customLong("embedding-version"), help: "Embedding version name (default v1). Env: STEER_EMBEDDING_VERSION.")
+    var embeddingVersion: String?
+    @Option(name: .customLong("admin-token"), help: "Token required by upsert/delete/swap. Env: STEER_ADMIN_TOKEN.")
+    var adminToken: String?
+    @Option(name: .customLong("sync-writes"), help: "fsync the store's WAL per write: true/false (default true). Env: STEER_SYNC_WRITES.")
+    var syncWrites: String?
+    @Option(name: .customLong("max-line-bytes"), help: "Longest request line (default 1048576). Env: STEER_MAX_LINE_BYTES.")
+    var maxLineBytes: Int?
+    @Option(name: .customLong("max-k"), help: "Largest k (default 1000). Env: STEER_MAX_K.")
+    var maxK: Int?
+    @Option(name: .customLong("max-batch"), help: "Most queries/items/ids per request (default 1024). Env: STEER_MAX_BATCH.")
+    var maxBatch: Int?
+    @Option(name: .customLong("max-connections"), help: "Most simultaneous connections (default 1024). Env: STEER_MAX_CONNECTIONS.")
+    var maxConnections: Int?
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle connection is closed, 0 = never (default 300). Env: STEER_IDLE_TIMEOUT.")
+    var idleTimeout: Int?
+    @Option(name: .customLong("max-in-flight"), help: "Most unanswered requests per connection (default 64). Env: STEER_MAX_IN_FLIGHT.")
+    var maxInFlight: Int?
+    @Option(name: .customLong("worker-threads"), help: "Threads for index/store work (default: cores). Env: STEER_WORKER_THREADS.")
+    var workerThreads: Int?
+    @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads (default: cores). Env: STEER_EVENT_LOOP_THREADS.")
+    var eventLoopThreads: Int?
+    @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
+    var metricsPort: Int?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info). Env: STEER_LOG_LEVEL.")
+    var logLevel: String?
+}
+
+/// Resolves settings in the order flag > environment > config file.
+struct SettingSource {
+    let environment: [String: String]
+    let file: [String: Any]
+    let filePath: String?
+
+    init(configPath: String?) throws {
+        environment = ProcessInfo.processInfo.environment
+        let path = configPath ?? environment["STEER_CONFIG"]
+        filePath = path
+        guard let path else {
+            file = [:]
+            return
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("config file '\(path)' cannot be read")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ValidationError("config file '\(path)' is not a JSON object")
+        }
+        let known: Set<String> = [
+            "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
+            "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
+            "event_loop_threads", "log_level", "metrics_port",
+        ]
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
+        }
+        file = object
+    }
+
+    func string(_ flag: String?, env: String, key: String) throws -> String? {
+        if let flag { return flag }
+        if let value = environment[env], !value.isEmpty { return value }
+        if let value = file[key] {
+            if let text = value as? String { return text }
+            if let number = value as? NSNumber { return number.stringValue }
+            throw ValidationError("config file '\(filePath ?? "")': '\(key)' must be a string or number")
+        }
+        return nil
+    }
+
+    func int(_ flag: Int?, env: String, key: String, range: ClosedRange<Int>) throws -> Int? {
+        let value: Int?
+        if let flag {
+            value = flag
+        } else if let text = try string(nil, env: env, key: key) {
+            guard let parsed = Int(text) else { throw ValidationError("\(env) / '\(key)' must be an integer, got '\(text)'") }
+            value = parsed
+        } else {
+            value = nil
+        }
+        if let value, !range.contains(value) {
+            throw ValidationError("\(key.replacingOccurrences(of: "_", with: "-")) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+        }
+        return value
+    }
+
+    func bool(_ flag: String?, env: String, key: String) throws -> Bool? {
+        if let value = file[key] as? Bool, flag == nil, environment[env] == nil { return value }
+        guard let text = try string(flag, env: env, key: key) else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw ValidationError("\(key.replacingOccurrences(of: "_", with: "-")) must be true or false, got '\(text)'")
+        }
+    }
+}
+
+extension Serve {
+    func run() async throws {
+        let source = try SettingSource(configPath: config)
+        let levelText = try source.string(logLevel, env: "STEER_LOG_LEVEL", key: "log_level") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
+            throw ValidationError("log-level must be trace, debug, info, notice, warning, error or critical, got '\(levelText)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "steer.server")
+
+        guard let dataDirectory = try source.string(data, env: "STEER_DATA", key: "data") else {
+            throw ValidationError("give the data directory with --data (or STEER_DATA)")
+        }
+        var metricValue: Metric?
+        if let text = try source.string(metric, env: "STEER_METRIC", key: "metric") {
+            do { metricValue = try Metric(parsing: text) } catch { throw ValidationError(error.message) }
+        }
+        let engineConfiguration = RetrievalEngine.Configuration(
+            dataDirectory: dataDirectory,
+            dimension: try source.int(dimension, env: "STEER_DIMENSION", key: "dimension", range: 1...65536),
+            indexSpec: try source.string(indexSpec, env: "STEER_INDEX_SPEC", key: "index_spec"),
+            metric: metricValue,
+            embeddingVersion: try source.string(embeddingVersion, env: "STEER_EMBEDDING_VERSION", key: "embedding_version"),
+            syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
+
+        var limits = ProtocolLimits()
+        limits.maxLineBytes = try source.int(maxLineBytes, env: "STEER_MAX_LINE_BYTES", key: "max_line_bytes", range: 64...(1 << 30)) ?? limits.maxLineBytes
+        limits.maxK = try source.int(maxK, env: "STEER_MAX_K", key: "max_k", range: 1...10_000) ?? limits.maxK
+        limits.maxBatch = try source.int(maxBatch, env: "STEER_MAX_BATCH", key: "max_batch", range: 1...100_000) ?? limits.maxBatch
+        var serverConfiguration = ServerConfiguration(limits: limits)
+        serverConfiguration.host = try source.string(host, env: "STEER_HOST", key: "host") ?? "127.0.0.1"
+        serverConfiguration.port = try source.int(port, env: "STEER_PORT", key: "port", range: 0...65535) ?? 7878
+        serverConfiguration.maxConnections = try source.int(maxConnections, env: "STEER_MAX_CONNECTIONS", key: "max_connections", range: 1...1_000_000) ?? serverConfiguration.maxConnections
+        serverConfiguration.idleTimeoutSeconds = try source.int(idleTimeout, env: "STEER_IDLE_TIMEOUT", key: "idle_timeout", range: 0...86_400) ?? serverConfiguration.idleTimeoutSeconds
+        serverConfiguration.maxInFlight = try source.int(maxInFlight, env: "STEER_MAX_IN_FLIGHT", key: "max_in_flight", range: 1...100_000) ?? serverConfiguration.maxInFlight
+        serverConfiguration.workerThreads = try source.int(workerThreads, env: "STEER_WORKER_THREADS", key: "worker_threads", range: 1...1024) ?? serverConfiguration.workerThreads
+        serverConfiguration.eventLoopThreads = try source.int(eventLoopThreads, env: "STEER_EVENT_LOOP_THREADS", key: "event_loop_threads", range: 1...1024) ?? serverConfiguration.eventLoopThreads
+        serverConfiguration.adminToken = try source.string(adminToken, env: "STEER_ADMIN_TOKEN", key: "admin_token")
+        serverConfiguration.metricsPort = try source.int(metricsPort, env: "STEER_METRICS_PORT", key: "metrics_port", range: 0...65535)
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = ServerMetricsBuckets.duration
+        MetricsSystem.bootstrap(factory)
+
+        let engine: RetrievalEngine
+        do {
+            engine = try RetrievalEngine(configuration: engineConfiguration)
+        } catch {
+            logger.error("cannot open the data directory", metadata: ["steer.error": "\(error)"])
+            throw ExitCode(2)
+        }
+        let stats = engine.stats()
+        logger.info("engine ready", metadata: [
+            "steer.items": "\(stats.items)", "steer.dimension": "\(stats.dimension)", "steer.index": "\(stats.indexSpec)",
+            "steer.metric": "\(stats.metric.rawValue)", "steer.generation": "\(stats.generation)",
+        ])
+        let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
+            FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
+        }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            await server.shutdown()
+            logger.error("server failed", metadata: ["steer.error": "\(error)"])
+            throw ExitCode(1)
+        }
+        logger.info("stopped")
+    }
+}

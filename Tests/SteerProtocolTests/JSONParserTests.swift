@@ -1,0 +1,111 @@
+import Foundation
+import SteerCore
+import Testing
+@testable import SteerProtocol
+
+@Suite struct JSONParserTests {
+    @Test func parsesScalarsObjectsAndArrays() throws {
+        let value = try JSONParser.parse(#" {"a": 1, "b": [true, false, null], "c": "x\"y", "d": -0.5e1, "e": {}} "#)
+        guard case .object(let object) = value else {
+            Issue.record("not an object")
+            return
+        }
+        #expect(object["a"] == .int(1))
+        #expect(object["b"] == .array([.bool(true), .bool(false), .null]))
+        #expect(object["c"] == .string("x\"y"))
+        #expect(object["d"] == .double(-5))
+        #expect(object["e"] == .object(JSONObject()))
+    }
+
+    @Test func integerArraysKeepExact64BitValues() throws {
+        let value = try JSONParser.parse("[9223372036854775807, -9223372036854775808, 0]")
+        #expect(value == .array([.int(.max), .int(.min), .int(0)]))
+    }
+
+    @Test func mixedNumberArraysTakeTheFloatFastPath() throws {
+        #expect(try JSONParser.parse("[1, 0.5, -2e-3]") == .floats([1, 0.5, -0.002]))
+    }
+
+    @Test func floatsRoundTripThroughTheWriterExactly() throws {
+        var generator = SeededGenerator(seed: 7)
+        var values: [Float] = []
+        for _ in 0..<2000 { values.append(Float.random(in: -1000...1000, using: &generator) * Float.random(in: 0.0001...1, using: &generator)) }
+        values += [Float.leastNormalMagnitude, Float.greatestFiniteMagnitude, 1e-30, 3.4e38, 0.1, 1.0 / 3.0]
+        var writer = JSONWriter()
+        writer.floats(values)
+        guard case .floats(let parsed) = try JSONParser.parse(writer.bytes) else {
+            Issue.record("expected the float fast path")
+            return
+        }
+        #expect(parsed == values)
+    }
+
+    @Test func longMantissasFallBackToTheCLibraryAndStayCorrect() throws {
+        #expect(try JSONParser.parse("[0.12345678901234567890123, 1]") == .floats([0.12345678901234567890123, 1]))
+        #expect(try JSONParser.parse("1e300") == .double(1e300))
+        #expect(try JSONParser.parse("123456789012345678901234") == .double(Double("123456789012345678901234")!))
+    }
+
+    @Test func nonStandardNonFiniteTokensParseForValidation() throws {
+        #expect(try JSONParser.parse("[1.5, NaN]").floatsNaNCount == 1)
+        #expect(try JSONParser.parse("-Infinity") == .double(-.infinity))
+    }
+
+    @Test func stringsDecodeEscapesAndSurrogatePairs() throws {
+        #expect(try JSONParser.parse(#""a\n\t\u00e9\ud83d\ude00\/""#) == .string("a\n\té😀/"))
+    }
+
+    @Test(arguments: [
+        ("", "unexpected end"), ("{", "end of input"), ("[1,]", "expected a value"), ("{\"a\" 1}", "expected ':'"),
+        ("01", "leading zero"), ("1.", "digit after '.'"), ("1e", "exponent"), ("-", "end of input"), ("tru", "true"),
+        ("\"abc", "unterminated"), ("\"a\\x\"", "invalid escape"), ("\"\\ud800\"", "surrogate"), ("{\"a\":1,\"a\":2}", "duplicate"),
+        ("[1] 2", "after the JSON value"), ("\"\u{01}\"", "control character"),
+    ])
+    func rejectsMalformedJSONWithAPosition(text: String, fragment: String) {
+        #expect {
+            _ = try JSONParser.parse(text)
+        } throws: { error in
+            guard let error = error as? SteerError else { return false }
+            return error.code == .parseError && error.message.contains(fragment) && error.message.contains("at byte")
+        }
+    }
+
+    @Test func rejectsInvalidUTF8InStrings() {
+        let bytes: [UInt8] = Array("{\"a\":\"".utf8) + [0xC3, 0x28] + Array("\"}".utf8)
+        #expect(throws: SteerError.self) { _ = try JSONParser.parse(bytes) }
+    }
+
+    @Test func limitsNesting() throws {
+        let deep = String(repeating: "[", count: JSONParser.maxDepth + 1) + String(repeating: "]", count: JSONParser.maxDepth + 1)
+        #expect(throws: SteerError.self) { _ = try JSONParser.parse(deep) }
+        let ok = String(repeating: "[", count: JSONParser.maxDepth) + String(repeating: "]", count: JSONParser.maxDepth)
+        _ = try JSONParser.parse(ok)
+    }
+
+    @Test func writerEscapesStringsAndWritesValues() throws {
+        var writer = JSONWriter()
+        writer.value(.object(JSONObject([("k", .string("a\"\\\n\u{01}é")), ("n", .int(-42)), ("f", .floats([0.25, .nan]))])))
+        let text = String(decoding: writer.bytes, as: UTF8.self)
+        #expect(text == #"{"k":"a\"\\\n\u0001é","n":-42,"f":[0.25,null]}"#)
+        let reparsed = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String: Any]
+        #expect(reparsed?["k"] as? String == "a\"\\\n\u{01}é")
+    }
+
+    @Test func base64RoundTripsAndRejectsBadInput() throws {
+        let values: [Float] = [1, -2.5, 0, .greatestFiniteMagnitude, 1e-20]
+        let text = Base64Floats.encode(values)
+        #expect(try Base64Floats.decode(text, field: "v") == values)
+        #expect(Data(base64Encoded: text).map { $0.count } == 20)
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AAA", field: "v") }
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AA==", field: "v") } // 1 byte
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AAA*AAAA", field: "v") }
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("", field: "v") }
+    }
+}
+
+extension JSONValue {
+    var floatsNaNCount: Int {
+        guard case .floats(let values) = self else { return -1 }
+        return values.filter(\.isNaN).count
+    }
+}

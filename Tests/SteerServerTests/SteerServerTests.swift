@@ -1,0 +1,210 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import SteerClient
+import SteerCore
+import SteerEngine
+import SteerProtocol
+import Testing
+@testable import SteerServer
+
+/// An encoder that blocks until released, to hold requests in flight.
+private final class GatedEncoder: QueryEncoder, @unchecked Sendable {
+    // @unchecked: the semaphore is thread-safe; the other fields are immutable.
+    let dimension: Int
+    let gate = DispatchSemaphore(value: 0)
+
+    init(dimension: Int) { self.dimension = dimension }
+
+    func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
+        gate.wait()
+        return EncodedQuery(vector: [Float](repeating: 1, count: dimension), baseVector: [Float](repeating: 1, count: dimension))
+    }
+}
+
+/// swift-metrics can be bootstrapped once per process: every server in these tests reports to this registry.
+private let testRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    var factory = PrometheusMetricsFactory(registry: registry)
+    factory.defaultDurationHistogramBuckets = ServerMetricsBuckets.duration
+    MetricsSystem.bootstrap(factory)
+    return registry
+}()
+
+/// Starts a server on a free port over a fresh data directory.
+private final class TestServer: Sendable {
+    let directory = NSTemporaryDirectory() + "steer-server-test-" + UUID().uuidString
+    let server: SteerServer
+    let port: Int
+
+    init(configure: (inout ServerConfiguration) -> Void = { _ in }, encoder: GatedEncoder? = nil) async throws {
+        var configuration = ServerConfiguration(port: 0, workerThreads: 4)
+        configure(&configuration)
+        let engineConfiguration = RetrievalEngine.Configuration(
+            dataDirectory: directory, dimension: 2, syncWrites: false,
+            encoderFactory: encoder.map { gated in { @Sendable _, _, _ in gated } })
+        let engine = try RetrievalEngine(configuration: engineConfiguration)
+        server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"), metricsRegistry: testRegistry)
+        port = try await server.start()
+    }
+
+    func connection() throws -> SteerConnection { try SteerConnection(host: "127.0.0.1", port: port) }
+
+    func stop() async {
+        await server.shutdown()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "<eof>" }
+
+@Suite(.serialized) struct SteerServerTests {
+    @Test func pipelinedResponsesComeBackInRequestOrderWithReadYourWrites() async throws {
+        let server = try await TestServer()
+        let connection = try server.connection()
+        var batch: [UInt8] = []
+        for index in 0..<300 {
+            switch index % 3 {
+            case 0: batch += Array(#"{"id":\#(index),"op":"upsert","items":[{"id":\#(index),"vector":[1,\#(index)]}]}"#.utf8)
+            case 1: batch += Array(#"{"id":\#(index),"op":"get","ids":[\#(index - 1)]}"#.utf8)
+            default: batch += Array(#"{"id":\#(index),"op":"ping"}"#.utf8)
+            }
+            batch.append(UInt8(ascii: "\n"))
+        }
+        try connection.write(batch)
+        for index in 0..<300 {
+            let object = try SteerClient.check(try #require(try connection.readLine()))
+            #expect(object["id"] == .int(Int64(index)))
+            if index % 3 == 1, case .array(let items)? = object["items"] {
+                #expect(items.count == 1, "get after upsert on the same connection must see it")
+            }
+        }
+        await server.stop()
+    }
+
+    @Test func lineLimitIsExactAndTheStreamResynchronises() async throws {
+        let server = try await TestServer { $0.limits.maxLineBytes = 200 }
+        let connection = try server.connection()
+        func pingLine(length: Int) -> [UInt8] {
+            let prefix = #"{"op":"ping","id":""#
+            let suffix = #""}"#
+            return Array((prefix + String(repeating: "x", count: length - prefix.count - suffix.count) + suffix).utf8)
+        }
+        #expect(pingLine(length: 200).count == 200)
+        #expect(text(try connection.roundTrip(pingLine(length: 200))).contains(#""ok":true"#))
+        #expect(text(try connection.roundTrip(pingLine(length: 201))).contains(#""code":"too_large""#))
+        // A much longer line, sent in pieces, gets one error and the next line works.
+        try connection.write(Array(repeating: UInt8(ascii: "y"), count: 5000))
+        try connection.write(Array(repeating: UInt8(ascii: "y"), count: 5000) + [UInt8(ascii: "\n")])
+        #expect(text(try connection.readLine()).contains("too_large"))
+        #expect(text(try connection.roundTrip(Array(#"{"id":9,"op":"ping"}"#.utf8))) == #"{"id":9,"ok":true}"#)
+        await server.stop()
+    }
+
+    @Test func connectionsBeyondTheLimitAreRefusedWithAnError() async throws {
+        let server = try await TestServer { $0.maxConnections = 2 }
+        let first = try server.connection()
+        let second = try server.connection()
+        _ = try first.roundTrip(RequestLine.ping())
+        _ = try second.roundTrip(RequestLine.ping())
+        let third = try server.connection()
+        #expect(text(try third.readLine()).contains(#""code":"unavailable""#))
+        #expect(try third.readLine() == nil)
+        _ = try first.roundTrip(RequestLine.ping())
+        await server.stop()
+    }
+
+    @Test func idleConnectionsAreClosed() async throws {
+        let server = try await TestServer { $0.idleTimeoutSeconds = 1 }
+        let connection = try server.connection()
+        _ = try connection.roundTrip(RequestLine.ping())
+        let started = Date()
+        #expect(try connection.readLine() == nil)
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited > 0.8 && waited < 5)
+        await server.stop()
+    }
+
+    @Test func maxInFlightStopsReadingUntilARequestCompletes() async throws {
+        let gated = GatedEncoder(dimension: 2)
+        let server = try await TestServer(configure: { $0.maxInFlight = 2 }, encoder: gated)
+        let connection = try server.connection()
+        let observer = try server.connection()
+        _ = try observer.roundTrip(Array(#"{"op":"upsert","items":[{"id":1,"vector":[1,0]}]}"#.utf8))
+        let recommend = Array(#"{"op":"encode","history":[1]}"#.utf8) + [10]
+        try connection.write(recommend + recommend + Array(#"{"op":"ping"}"#.utf8) + [10])
+        try await Task.sleep(for: .milliseconds(300))
+        let before = try SteerClient.check(try observer.roundTrip(RequestLine.stats()))
+        guard case .object(let opsBefore)? = before["ops"] else { throw SteerError(.internal, "no ops") }
+        #expect(opsBefore["ping"] == nil, "the third request must not be read while two are in flight")
+        gated.gate.signal()
+        gated.gate.signal()
+        for _ in 0..<3 { #expect(text(try connection.readLine()).contains(#""ok":true"#)) }
+        await server.stop()
+    }
+
+    @Test func adminOperationsNeedTheToken() async throws {
+        let server = try await TestServer { $0.adminToken = "s3cret" }
+        let connection = try server.connection()
+        let items = [ClientItem(id: .int(1), vector: [1, 2])]
+        #expect(text(try connection.roundTrip(RequestLine.upsert(items))).contains("unauthorized"))
+        #expect(text(try connection.roundTrip(RequestLine.upsert(items, token: "wrong"))).contains("unauthorized"))
+        #expect(text(try connection.roundTrip(RequestLine.delete([.int(1)]))).contains("unauthorized"))
+        #expect(text(try connection.roundTrip(RequestLine.upsert(items, token: "s3cret"))).contains(#""upserted":1"#))
+        #expect(text(try connection.roundTrip(RequestLine.search([1, 2], k: 1))).contains(#""id":1"#))
+        await server.stop()
+    }
+
+    @Test func shutdownAnswersRequestsInFlight() async throws {
+        let gated = GatedEncoder(dimension: 2)
+        let server = try await TestServer(encoder: gated)
+        let connection = try server.connection()
+        _ = try connection.roundTrip(Array(#"{"op":"upsert","items":[{"id":1,"vector":[1,0]}]}"#.utf8))
+        try connection.write(Array(#"{"id":"held","op":"encode","history":[1]}"#.utf8) + [10])
+        try await Task.sleep(for: .milliseconds(100))
+        async let stopped: Void = server.stop()
+        try await Task.sleep(for: .milliseconds(200))
+        gated.gate.signal()
+        #expect(text(try connection.readLine()).contains(#""id":"held","ok":true"#))
+        await stopped
+        #expect(try connection.readLine() == nil)
+    }
+
+    @Test func asyncClientPipelinesFromManyTasks() async throws {
+        let server = try await TestServer()
+        let client = try SteerClient(port: server.port)
+        _ = try await client.upsert((0..<50).map { ClientItem(id: .int(Int64($0)), vector: [1, Float($0)], tags: $0 % 2 == 0 ? ["even"] : []) })
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    let hits = try await client.search([0, 1], k: 3, base64: index % 2 == 0, filter: (any: ["even"], none: []))
+                    #expect(hits.map(\.id) == [.int(48), .int(46), .int(44)])
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stats = try await client.stats()
+        #expect(stats["items"] == .int(50))
+        client.close()
+        await server.stop()
+    }
+
+    @Test func metricsAreServedInPrometheusTextFormat() async throws {
+        let server = try await TestServer { $0.metricsPort = 0 }
+        let connection = try server.connection()
+        _ = try connection.roundTrip(Array(#"{"op":"upsert","items":[{"id":1,"vector":[1,0]},{"id":2,"vector":[0,1]},{"id":3,"vector":[1,1]}]}"#.utf8))
+        _ = try connection.roundTrip(RequestLine.search([1, 0], k: 2))
+        _ = try connection.roundTrip(Array("{\"op\":\"search\"}".utf8))
+        let http = try SteerConnection(host: "127.0.0.1", port: try #require(server.server.metricsPort))
+        try http.write(Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        var lines: [String] = []
+        while let line = try http.readLine() { lines.append(text(line).trimmingCharacters(in: .whitespaces)) }
+        #expect(lines.first?.hasPrefix("HTTP/1.1 200") == true)
+        #expect(lines.contains("steer_items 3.0"))
+        #expect(lines.contains { $0.hasPrefix("steer_requests_total{op=\"search\"}") })
+        #expect(lines.contains { $0.hasPrefix("steer_errors_total{code=\"invalid_request\"}") })
+        #expect(lines.contains { $0.hasPrefix("steer_request_duration_seconds_bucket{op=\"search\",le=\"0.0001\"}") })
+        await server.stop()
+    }
+}

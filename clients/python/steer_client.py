@@ -1,0 +1,148 @@
+"""A small, dependency-free Python client for Steer's line-delimited JSON protocol (docs/protocol.md).
+
+    from steer_client import SteerClient
+    with SteerClient(port=7878, token="admin-secret") as steer:
+        steer.upsert([{"id": 1, "vector": [0.1, 0.2], "tags": ["comedy"], "title": "A"}])
+        hits = steer.search([0.1, 0.2], k=5)
+
+Errors from the server raise `SteerError` with the wire `code` and `message`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+from typing import Any, Iterable, Sequence
+
+__all__ = ["SteerClient", "SteerError", "encode_vector_b64"]
+
+
+class SteerError(Exception):
+    """A failed request: `code` is the wire error code (e.g. `dimension_mismatch`)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def encode_vector_b64(vector: Sequence[float]) -> str:
+    """Little-endian float32 bytes, base64 (the `vector_b64` field)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+class SteerClient:
+    """One TCP connection. Not thread-safe: use one client per thread. `pipeline` sends many requests
+    before reading their responses (they come back in request order)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7878, timeout: float = 30.0, token: str | None = None):
+        self.token = token
+        self._sock = socket.create_connection((host, port), timeout=timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = self._sock.makefile("rb")
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            self._sock.close()
+
+    def __enter__(self) -> "SteerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _line(request: dict) -> bytes:
+        return json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
+
+    def _read(self) -> dict:
+        line = self._reader.readline()
+        if not line:
+            raise SteerError("unavailable", "the server closed the connection")
+        return json.loads(line)
+
+    @staticmethod
+    def _check(response: dict) -> dict:
+        if response.get("ok") is True:
+            return response
+        error = response.get("error") or {}
+        raise SteerError(error.get("code", "internal"), error.get("message", "malformed error response"))
+
+    def send_raw(self, line: bytes) -> dict:
+        """Sends one raw line (a newline is appended if missing) and returns the parsed response."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self._sock.sendall(line)
+        return self._read()
+
+    def request(self, op: str, **fields: Any) -> dict:
+        """Sends `{"op": op, **fields}` and returns the response; raises `SteerError` when not ok."""
+        request = {"op": op}
+        request.update({key: value for key, value in fields.items() if value is not None})
+        self._sock.sendall(self._line(request))
+        return self._check(self._read())
+
+    def pipeline(self, requests: Iterable[dict]) -> list[dict]:
+        """Sends every request, then reads all responses (raw, unchecked), in order."""
+        payload = b"".join(self._line(request) for request in requests)
+        count = payload.count(b"\n")
+        self._sock.sendall(payload)
+        return [self._read() for _ in range(count)]
+
+    @staticmethod
+    def _filter(tags_any: Sequence[str] | None, tags_none: Sequence[str] | None) -> dict | None:
+        if not tags_any and not tags_none:
+            return None
+        result: dict = {}
+        if tags_any:
+            result["tags_any"] = list(tags_any)
+        if tags_none:
+            result["tags_none"] = list(tags_none)
+        return result
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self.request("ping")
+
+    def stats(self) -> dict:
+        return self.request("stats")
+
+    def upsert(self, items: Sequence[dict]) -> int:
+        """Items: {"id", "vector", "tags"?, "title"?, "attributes"?}. Returns how many were written."""
+        return self.request("upsert", items=list(items), token=self.token)["upserted"]
+
+    def delete(self, ids: Sequence[int | str]) -> int:
+        return self.request("delete", ids=list(ids), token=self.token)["deleted"]
+
+    def get(self, ids: Sequence[int | str]) -> list[dict]:
+        return self.request("get", ids=list(ids))["items"]
+
+    def search(self, vector: Sequence[float], k: int = 10, *, b64: bool = False, nprobe: int | None = None,
+               ef_search: int | None = None, tags_any: Sequence[str] | None = None,
+               tags_none: Sequence[str] | None = None) -> list[dict]:
+        fields: dict = {"k": k, "nprobe": nprobe, "ef_search": ef_search, "filter": self._filter(tags_any, tags_none)}
+        if b64:
+            fields["vector_b64"] = encode_vector_b64(vector)
+        else:
+            fields["vector"] = list(vector)
+        return self.request("search", **fields)["hits"]
+
+    def search_batch(self, vectors: Sequence[Sequence[float]], k: int = 10, **options: Any) -> list[list[dict]]:
+        return self.request("search", vectors=[list(v) for v in vectors], k=k, **options)["results"]
+
+    def recommend(self, history: Sequence[int | str], prompt: str | None = None, k: int = 10, *,
+                  exclude_history: bool | None = None, constraints: str | None = None,
+                  tags_any: Sequence[str] | None = None, tags_none: Sequence[str] | None = None) -> dict:
+        """Returns the whole response: `hits`, `clauses`, `unknown_history`."""
+        return self.request("recommend", history=list(history), prompt=prompt, k=k, exclude_history=exclude_history,
+                            constraints=constraints, filter=self._filter(tags_any, tags_none))
+
+    def encode(self, history: Sequence[int | str], prompt: str | None = None, constraints: str | None = None) -> list[float]:
+        return self.request("encode", history=list(history), prompt=prompt, constraints=constraints)["vector"]

@@ -1,0 +1,121 @@
+"""Tests of steer_client against the built `steer` binary (STEER_BIN, default: the repository's
+.build/debug/steer). A missing binary fails the tests; they never skip."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steer_client import SteerClient, SteerError, encode_vector_b64  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[3]
+TOKEN = "py-token"
+
+
+def steer_binary() -> str:
+    path = os.environ.get("STEER_BIN") or str(REPO / ".build" / "debug" / "steer")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"steer binary not found at {path}: build it (swift build) or set STEER_BIN", pytrace=False)
+    return path
+
+
+@pytest.fixture()
+def server():
+    directory = tempfile.mkdtemp(prefix="steer-py-")
+    process = subprocess.Popen(
+        [steer_binary(), "serve", "--port", "0", "--data", os.path.join(directory, "data"), "--dimension", "3",
+         "--admin-token", TOKEN, "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = process.stdout.readline().decode()
+    if not line.startswith("listening on "):
+        process.kill()
+        pytest.fail(f"server did not start: {line!r} {process.stderr.read().decode()}")
+    port = int(line.strip().rsplit(":", 1)[1])
+    yield process, port
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def test_round_trip_of_every_operation(server):
+    _, port = server
+    rng = random.Random(1)
+    items = [{"id": i if i % 2 else f"s{i}", "vector": [rng.uniform(-1, 1) for _ in range(3)],
+              "tags": ["even"] if i % 2 == 0 else [], "title": f"t{i}"} for i in range(60)]
+    with SteerClient(port=port, token=TOKEN) as steer:
+        steer.ping()
+        assert steer.upsert(items) == 60
+        query = [0.2, -0.5, 0.9]
+        expected = sorted(items, key=lambda item: -dot(item["vector"], query))[:5]
+        hits = steer.search(query, k=5)
+        assert [hit["id"] for hit in hits] == [item["id"] for item in expected]
+        assert math.isclose(hits[0]["score"], dot(expected[0]["vector"], query), rel_tol=1e-5)
+        assert [hit["id"] for hit in steer.search(query, k=5, b64=True)] == [item["id"] for item in expected]
+        even = steer.search(query, k=5, tags_any=["even"])
+        assert all("even" in hit["tags"] for hit in even)
+        assert [[h["id"] for h in r] for r in steer.search_batch([query, query], k=2)] == [[e["id"] for e in expected[:2]]] * 2
+        got = steer.get(["s0", 999])
+        assert got[0]["title"] == "t0" and len(got) == 1
+        rec = steer.recommend(["s0", 1, "ghost"], k=3)
+        assert rec["unknown_history"] == ["ghost"] and len(rec["hits"]) == 3
+        assert all(hit["id"] not in ("s0", 1) for hit in rec["hits"])
+        assert len(steer.encode(["s0"])) == 3
+        assert steer.delete(["s0", "nope"]) == 1
+        assert steer.stats()["items"] == 59
+
+
+def test_errors_carry_codes_and_the_connection_survives(server):
+    _, port = server
+    with SteerClient(port=port) as steer:
+        with pytest.raises(SteerError) as error:
+            steer.upsert([{"id": 1, "vector": [1, 2, 3]}])
+        assert error.value.code == "unauthorized"
+        with pytest.raises(SteerError) as error:
+            steer.search([1, 2], k=3)
+        assert error.value.code == "dimension_mismatch"
+        with pytest.raises(SteerError) as error:
+            steer.request("nope")
+        assert error.value.code == "unknown_op"
+        assert steer.send_raw(b"{broken")["error"]["code"] == "parse_error"
+        assert steer.send_raw(b'{"op":"search","vector":[1,NaN,2],"k":1}')["error"]["code"] == "invalid_request"
+        steer.ping()
+
+
+def test_pipelined_responses_keep_request_order(server):
+    _, port = server
+    with SteerClient(port=port, token=TOKEN) as steer:
+        steer.upsert([{"id": i, "vector": [1.0, float(i), 0.0]} for i in range(10)])
+        responses = steer.pipeline({"id": i, "op": "search", "vector": [0, 1, 0], "k": 1} for i in range(300))
+        assert [response["id"] for response in responses] == list(range(300))
+        assert all(response["hits"][0]["id"] == 9 for response in responses)
+
+
+def test_sigterm_answers_what_was_sent_and_exits_zero(server):
+    process, port = server
+    with SteerClient(port=port, token=TOKEN) as steer:
+        steer.upsert([{"id": 1, "vector": [1, 0, 0]}])
+        payload = b"".join(SteerClient._line({"id": i, "op": "search", "vector": [1, 0, 0], "k": 1}) for i in range(200))
+        steer._sock.sendall(payload)
+        process.send_signal(signal.SIGTERM)
+        ids = [steer._read()["id"] for _ in range(200)]
+        assert ids == list(range(200))
+    assert process.wait(timeout=30) == 0
+
+
+def test_vector_b64_is_little_endian_float32():
+    assert encode_vector_b64([1.0]) == "AACAPw=="
