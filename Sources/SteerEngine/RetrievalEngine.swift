@@ -519,6 +519,7 @@ public final class RetrievalEngine: Sendable {
             metric: generation.metric, indexSpec: generation.index.spec.factoryString, items: store.count,
             indexed: generation.index.count, tombstones: generation.index.tombstoneCount, storeSequence: store.latestSequence,
             builtAtSequence: generation.builtAtSequence, encoder: generation.encoder.map { String(describing: type(of: $0)) },
+            encoderStatistics: generation.encoder?.statistics ?? [],
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads)
     }
 

@@ -16,7 +16,7 @@ struct Ingest: ParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "The store directory (created when missing).")
+    @Option(name: .long, help: "The Steer data directory (its store is DIR/store; created when missing). A bare store directory also works.")
     var data: String
 
     @Option(name: .long, help: "The checkpoint directory (items.jsonl, model.safetensors, config.json).")
@@ -37,11 +37,13 @@ struct Ingest: ParsableCommand {
 
     func run() throws {
         do {
-            let store = try ItemStore(options: .init(path: data))
+            let storePath = Self.storePath(data: data)
+            try? FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let store = try ItemStore(options: .init(path: storePath))
             defer { store.close() }
             let quiet = self.quiet
             nonisolated(unsafe) var bar: ProgressLine?
-            let report = try CheckpointIngest.run(store: store, storePath: data, checkpoint: checkpoint, version: version,
+            let report = try CheckpointIngest.run(store: store, storePath: storePath, checkpoint: checkpoint, version: version,
                                                   batchSize: batchSize) { progress in
                 if bar == nil { bar = ProgressLine("ingest", total: progress.total, enabled: !quiet) }
                 bar?.update(progress.done)
@@ -54,5 +56,11 @@ struct Ingest: ParsableCommand {
             FileHandle.standardError.write(Data("steer ingest: \(error)\n".utf8))
             throw ExitCode(1)
         }
+    }
+
+    /// `DIR/store` for a Steer data directory (what `steer serve --data DIR` opens); DIR itself when it
+    /// already is a RocksDB store (it holds a `CURRENT` file).
+    static func storePath(data: String) -> String {
+        FileManager.default.fileExists(atPath: data + "/CURRENT") ? data : data + "/store"
     }
 }
