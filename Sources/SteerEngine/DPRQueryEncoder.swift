@@ -16,6 +16,9 @@ public struct DPRQueryEncoder: QueryEncoder {
     public var dimension: Int { model.config.indexDimension }
 
     public func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
+        if history.isEmpty, (prompt ?? "").allSatisfy(\.isWhitespace) {
+            throw SteerError.invalid("history is empty and there is no prompt: give at least one of them")
+        }
         let (rows, unknown) = model.rows(for: history)
         if rows.isEmpty, !history.isEmpty {
             throw SteerError.notFound("none of the \(history.count) history ids is in the model's catalog")

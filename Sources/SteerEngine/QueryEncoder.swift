@@ -77,6 +77,7 @@ public struct MeanHistoryEncoder: QueryEncoder {
     }
 
     public func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
+        guard !history.isEmpty else { throw SteerError.invalid("history must not be empty (this generation has no model that can answer a prompt alone)") }
         let records = try store.get(history)
         var internalIDs: [Int64] = []
         var unknown: [ItemID] = []

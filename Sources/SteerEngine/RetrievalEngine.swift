@@ -473,14 +473,12 @@ public final class RetrievalEngine: Sendable {
     /// Encodes a history and prompt with the generation's encoder.
     public func encode(_ request: RecommendRequest) throws(SteerError) -> EncodedQuery {
         try requireOpen()
-        guard !request.history.isEmpty else { throw SteerError.invalid("history must not be empty") }
         return try encoder(generation).encode(history: request.history, prompt: request.prompt)
     }
 
     /// Recommends items for a history and an optional prompt.
     public func recommend(_ request: RecommendRequest) throws(SteerError) -> Recommendation {
         try requireOpen()
-        guard !request.history.isEmpty else { throw SteerError.invalid("history must not be empty") }
         let generation = generation
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
         guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
