@@ -160,6 +160,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Recommend latency through `steer serve --checkpoint` (Benchmarks/recommend/run.sh).
+        .executableTarget(
+            name: "steer-recommend-bench",
+            dependencies: ["SteerClient", "SteerCore"],
+            path: "Benchmarks/recommend/bench",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "steer-store-crashtest",
             dependencies: ["SteerStore", "SteerCore"],
