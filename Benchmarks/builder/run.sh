@@ -14,9 +14,10 @@ PY=/usr/bin/python3                      # Debian's python3-faiss lives here
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 
 cd "$ROOT"
-swift build -c release --scratch-path .build-bench --product steer-index >/dev/null
-swift build -c release --scratch-path .build-bench --product steer >/dev/null
-BIN="$ROOT/.build-bench/release"
+SCRATCH=${SCRATCH:-.build}
+swift build -c release --scratch-path "$SCRATCH" --product steer-index >/dev/null
+swift build -c release --scratch-path "$SCRATCH" --product steer >/dev/null
+BIN="$ROOT/$SCRATCH/release"
 
 rm -rf "$WORK" && mkdir -p "$WORK/ckpt"
 $PY Benchmarks/builder/make_checkpoint.py "$WORK/ckpt" "$N" "$D" 1

@@ -65,6 +65,31 @@ public final class IndexGeneration: @unchecked Sendable {
         self.shards = shards
     }
 
+    /// A generation of indexes built in this process and not saved (for example, the index a server
+    /// builds from the store at start-up), so one code path serves both. Its manifest lists the shards
+    /// with `bytes` 0, a zero checksum and `build.command` `in-memory`; `directory` is empty.
+    ///
+    /// - Parameters:
+    ///   - shards: one index per shard, placed with `Sharding(shardCount: shards.count)` on external ids.
+    /// - Throws: `.invalidRequest` for no shards or shards that disagree on spec, dimension or metric.
+    public static func unsaved(generationID: String, embeddingVersion: String, storeSequence: UInt64, checkpointHash: String? = nil,
+                               shards: [VectorIndex]) throws(SteerError) -> IndexGeneration {
+        guard let first = shards.first else { throw SteerError.invalid("a generation needs at least one shard") }
+        let entries = shards.enumerated().map { position, shard in
+            GenerationManifest.Shard(index: position, file: "unsaved-shard-\(position)", count: shard.count, bytes: 0,
+                                     checksum: ShardChecksum.format(0))
+        }
+        let manifest = GenerationManifest(
+            generationID: generationID, checkpointHash: checkpointHash, embeddingVersion: embeddingVersion,
+            storeSequence: storeSequence, indexSpec: first.spec.factoryString, metric: first.metric, dimension: first.dimension,
+            sharding: .init(shardCount: shards.count), shards: entries, build: .init(command: "in-memory"))
+        do {
+            return try IndexGeneration(manifest: manifest, directory: "", shards: shards)
+        } catch {
+            throw SteerError.invalid("unsaved generation \(generationID): \(error.message)")
+        }
+    }
+
     // MARK: Loading
 
     /// Loads and validates a generation directory.

@@ -54,4 +54,18 @@ import Testing
             try GenerationManifest.decode(data)
         }
     }
+
+    @Test func unsavedGenerationsWrapIndexesBuiltInProcess() throws {
+        let shards = try (0..<2).map { _ in try VectorIndex(spec: IndexSpec(parsing: "Flat"), dimension: 4, metric: .innerProduct) }
+        let generation = try IndexGeneration.unsaved(generationID: "live", embeddingVersion: "v", storeSequence: 9, shards: shards)
+        #expect(generation.generationID == "live" && generation.manifest.storeSequence == 9 && generation.sharding.shardCount == 2)
+        let ids: [ItemID] = [.int(1), .int(2), .string("x"), .string("y")]
+        try generation.add([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], labels: [10, 11, 12, 13], ids: ids)
+        for (label, id) in zip([Int64(10), 11, 12, 13], ids) { #expect(shards[generation.shard(of: id)].contains(label: label)) }
+        #expect(try generation.search([0, 0, 1, 0], k: 1)[0].map(\.label) == [12])
+        #expect(try generation.remove(labels: [12, 99]) == 1 && generation.count == 3)
+        let mixed = [shards[0], try VectorIndex(spec: IndexSpec(parsing: "Flat"), dimension: 8, metric: .innerProduct)]
+        #expect(throws: SteerError.self) { try IndexGeneration.unsaved(generationID: "bad", embeddingVersion: "v", storeSequence: 0, shards: mixed) }
+        #expect(throws: SteerError.self) { try IndexGeneration.unsaved(generationID: "none", embeddingVersion: "v", storeSequence: 0, shards: []) }
+    }
 }
