@@ -37,7 +37,7 @@ struct Ingest: ParsableCommand {
 
     func run() throws {
         do {
-            let storePath = Self.storePath(data: data)
+            let storePath = DataDirectory.storePath(data)
             try? FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
             let store = try ItemStore(options: .init(path: storePath))
             defer { store.close() }
@@ -56,11 +56,5 @@ struct Ingest: ParsableCommand {
             FileHandle.standardError.write(Data("steer ingest: \(error)\n".utf8))
             throw ExitCode(1)
         }
-    }
-
-    /// `DIR/store` for a Steer data directory (what `steer serve --data DIR` opens); DIR itself when it
-    /// already is a RocksDB store (it holds a `CURRENT` file).
-    static func storePath(data: String) -> String {
-        FileManager.default.fileExists(atPath: data + "/CURRENT") ? data : data + "/store"
     }
 }

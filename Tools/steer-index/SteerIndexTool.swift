@@ -43,9 +43,9 @@ struct Inspect: ParsableCommand {
     }
 }
 
-/// Opens the store of `--data` (it must exist).
+/// Opens the store of `--data` (a Steer data directory, whose store is DIR/store, or a bare store; it must exist).
 func openStore(_ path: String) throws(SteerError) -> ItemStore {
-    try ItemStore(options: .init(path: path, syncWrites: false, createIfMissing: false))
+    try ItemStore(options: .init(path: DataDirectory.storePath(path), syncWrites: false, createIfMissing: false))
 }
 
 /// Writes a log line on standard error (standard output carries the result).
@@ -66,7 +66,7 @@ struct Build: ParsableCommand {
         discussion: "Writes into OUT.partial-<pid> and renames it to OUT when complete. The store must not be open in another process."
     )
 
-    @Option(name: .long, help: "The store directory.")
+    @Option(name: .long, help: "The data directory (its store is DIR/store) or a bare store directory.")
     var data: String
     @Option(name: .long, help: "The embedding version to index.")
     var version: String
@@ -110,7 +110,7 @@ struct Build: ParsableCommand {
                 version: version, spec: spec, metric: metric, shardCount: shards, trainSample: trainSample, seed: seed,
                 parallelShards: jobs, checkpointHash: checkpointHash, generationID: generationId,
                 allowIncomplete: allowIncomplete, showProgress: !quiet)
-            let manifest = try GenerationBuilder.build(store: store, storePath: data, options: options, output: out, log: note)
+            let manifest = try GenerationBuilder.build(store: store, storePath: DataDirectory.storePath(data), options: options, output: out, log: note)
             printResult(manifest, output: out)
         } catch {
             throw fail("build", error)
@@ -134,7 +134,7 @@ struct Reshard: ParsableCommand {
     var shards: Int
     @Option(name: .long, help: "The generation directory to create.")
     var out: String
-    @Option(name: .long, help: "The store directory the generation was built from.")
+    @Option(name: .long, help: "The data directory (or bare store) the generation was built from.")
     var data: String
     @Option(name: .long, help: "Shards built at the same time (default: the number of cores).")
     var jobs: Int?
@@ -152,7 +152,7 @@ struct Reshard: ParsableCommand {
             if let generationId { try GenerationManifest.validateGenerationID(generationId) }
             let store = try openStore(data)
             defer { store.close() }
-            let manifest = try GenerationBuilder.reshard(from: from, store: store, storePath: data, shardCount: shards, output: out,
+            let manifest = try GenerationBuilder.reshard(from: from, store: store, storePath: DataDirectory.storePath(data), shardCount: shards, output: out,
                                                          parallelShards: jobs, generationID: generationId, showProgress: !quiet, log: note)
             printResult(manifest, output: out)
         } catch {
@@ -168,7 +168,7 @@ struct Verify: ParsableCommand {
 
     @Argument(help: "The generation directory.")
     var generation: String
-    @Option(name: .long, help: "The store directory: check placement, completeness and recall@k against exact search.")
+    @Option(name: .long, help: "The data directory (or bare store): check placement, completeness and recall@k against exact search.")
     var data: String?
     @Option(name: .long, help: "Query vectors sampled from the store.")
     var sample: Int = 200
