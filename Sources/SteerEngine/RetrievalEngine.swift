@@ -299,6 +299,9 @@ public final class RetrievalEngine: Sendable {
                 throw SteerError.dimension(expected: dimension, got: item.vector.count, field: "items[\(position)].vector")
             }
             try Vectors.requireFinite(item.vector, field: "items[\(position)].vector")
+            if generation.metric == .cosine && item.vector.allSatisfy({ $0 == 0 }) {
+                throw SteerError.invalid("items[\(position)].vector is all zeros, which has no direction for the cosine metric")
+            }
         }
         let writes = items.map {
             ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
@@ -509,6 +512,13 @@ public final class RetrievalEngine: Sendable {
     }
 
     // MARK: Stats and lifecycle
+
+    /// Sets FAISS's OpenMP thread count for the calling thread (libgomp keeps it per thread). The server
+    /// calls it once on each worker thread: one OpenMP thread per request, concurrency from the workers
+    /// (FINDINGS.md: two OpenMP threads per single-query search collapse throughput on a busy machine).
+    public static func setOpenMPThreadsForCurrentThread(_ count: Int) {
+        FaissInfo.setOpenMPThreadsForCurrentThread(count)
+    }
 
     public func stats() -> EngineStats {
         let generation = generation

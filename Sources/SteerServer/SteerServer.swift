@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     public var adminToken: String?
     /// When set (0 picks a free port), Prometheus metrics are served on `GET /metrics` of this port.
     public var metricsPort: Int?
+    /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
+    /// from serving requests concurrently, per FINDINGS.md).
+    public var openMPThreadsPerWorker: Int = 1
 
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
@@ -117,6 +120,7 @@ public final class SteerServer: Service, Sendable {
             var threads: [(key: String, value: JSONValue)] = [
                 ("event_loop_threads", .int(Int64(configuration.eventLoopThreads))),
                 ("worker_threads", .int(Int64(configuration.workerThreads))),
+                ("omp_threads_per_worker", .int(Int64(configuration.openMPThreadsPerWorker))),
             ]
             for name in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY"] {
                 threads.append((name, environment[name].map { .string($0) } ?? .null))
@@ -144,6 +148,7 @@ public final class SteerServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> Int {
         shared.pool.start()
+        try await configureWorkerThreads()
         let shared = self.shared
         let configuration = self.configuration
         let bootstrap = ServerBootstrap(group: group)
@@ -189,6 +194,24 @@ public final class SteerServer: Service, Sendable {
             try await startMetrics(port: metricsPort)
         }
         return port
+    }
+
+    /// Runs one task per worker thread, all at once (each waits for the others, so no thread runs two),
+    /// to set the per-thread OpenMP thread count.
+    private func configureWorkerThreads() async throws {
+        let count = max(1, configuration.workerThreads)
+        let threads = configuration.openMPThreadsPerWorker
+        let arrived = Locked(0)
+        let loop = group.next()
+        let futures = (0..<count).map { _ in
+            shared.pool.runIfActive(eventLoop: loop) {
+                RetrievalEngine.setOpenMPThreadsForCurrentThread(threads)
+                arrived.withLock { $0 += 1 }
+                let deadline = Date().addingTimeInterval(5)
+                while arrived.get() < count && Date() < deadline { usleep(100) }
+            }
+        }
+        for future in futures { try await future.get() }
     }
 
     /// The bound metrics port, when metrics are served.

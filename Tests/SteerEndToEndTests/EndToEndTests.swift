@@ -282,4 +282,32 @@ private let malformed: [(line: String, code: String)] = {
         }
         #expect(item["title"] == .string("t0"))
     }
+
+    @Test func settingsComeFromFlagsThenEnvironmentThenTheConfigFile() throws {
+        let file = NSTemporaryDirectory() + "steer-e2e-config-" + UUID().uuidString + ".json"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"dimension": 2, "max_k": 50, "max_batch": 3, "admin_token": "from-file"}"#.utf8).write(to: URL(fileURLWithPath: file))
+        let server = try ServerProcess(arguments: ["--config", file, "--max-batch", "2"], environment: ["STEER_MAX_K": "5"])
+        defer {
+            server.terminate()
+            server.removeData()
+        }
+        let connection = try server.connection()
+        #expect(text(try connection.roundTrip(Array(#"{"op":"search","vector":[1,0],"k":6}"#.utf8))).contains("limit is 5"))
+        #expect(text(try connection.roundTrip(Array(#"{"op":"get","ids":[1,2,3]}"#.utf8))).contains("limit is 2"))
+        #expect(text(try connection.roundTrip(RequestLine.upsert([ClientItem(id: .int(1), vector: [1, 0])], token: "from-file"))).contains(#""upserted":1"#))
+        let stats = try SteerClient.check(try connection.roundTrip(RequestLine.stats()))
+        #expect(stats["dimension"] == .int(2))
+    }
+
+    @Test func aBadConfigFileStopsTheServerWithAMessage() throws {
+        let file = NSTemporaryDirectory() + "steer-e2e-config-" + UUID().uuidString + ".json"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"dimension": 2, "colour": "blue"}"#.utf8).write(to: URL(fileURLWithPath: file))
+        #expect {
+            _ = try ServerProcess(arguments: ["--config", file])
+        } throws: { error in
+            "\(error)".contains("unknown key 'colour'")
+        }
+    }
 }
