@@ -85,7 +85,7 @@ let package = Package(
         .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS", "CModelKernels"], swiftSettings: swiftSettings),
         .target(
             name: "SteerEngine",
-            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerBuilder"],
             swiftSettings: swiftSettings
         ),
         // Index builder and checkpoint ingest logic (Tools/steer-index, `steer ingest`), kept in a library for tests.
@@ -192,7 +192,7 @@ let package = Package(
             dependencies: ["SteerBuilder", "SteerIndex", "SteerStore", "SteerCore"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).

@@ -20,24 +20,30 @@ public final class Locked<Value>: @unchecked Sendable {
 
 /// An immutable description of what the engine serves: one embedding version, the index built from it
 /// and the query encoder that produces vectors in its space. The engine holds the current generation
-/// behind a lock and replaces it whole, so a query never mixes generations.
+/// behind a lock and replaces it whole (`RetrievalEngine.swap`), so a query never mixes generations.
 ///
-/// The index itself takes live upserts and deletes (it is a thread-safe reference type); everything
-/// else is fixed for the generation's lifetime.
+/// The index is an `IndexGeneration`: either the single index the engine builds or loads from `DIR/index`
+/// at start-up (wrapped with `IndexGeneration.unsaved`, one shard) or a sharded generation directory
+/// loaded by `swap`. It takes live upserts and deletes (routed to shards by `Sharding`); everything else
+/// is fixed for the generation's lifetime.
 public struct Generation: Sendable {
-    /// A short name, for example `g1`, reported by `stats` and used by `swap`.
+    /// A short name, for example `g1` or a manifest's generation id, reported by `stats`, named by every
+    /// search, recommend and encode response, and used by `swap`.
     public let id: String
     /// The store's embedding version the index holds.
     public let embeddingVersion: String
     public let dimension: Int
     public let metric: Metric
-    public let index: VectorIndex
+    public let index: IndexGeneration
     /// nil when this generation cannot serve `recommend`/`encode`.
     public let encoder: (any QueryEncoder)?
     /// The store sequence the index was built (or loaded) at, before live writes.
     public let builtAtSequence: UInt64
 
-    public init(id: String, embeddingVersion: String, dimension: Int, metric: Metric, index: VectorIndex,
+    /// The generation directory it was loaded from; nil for the index the engine built at start-up.
+    public var directory: String? { index.directory.isEmpty ? nil : index.directory }
+
+    public init(id: String, embeddingVersion: String, dimension: Int, metric: Metric, index: IndexGeneration,
                 encoder: (any QueryEncoder)?, builtAtSequence: UInt64) {
         self.id = id
         self.embeddingVersion = embeddingVersion
@@ -47,6 +53,18 @@ public struct Generation: Sendable {
         self.encoder = encoder
         self.builtAtSequence = builtAtSequence
     }
+}
+
+/// What `RetrievalEngine.swap` did.
+public struct SwapResult: Sendable, Equatable {
+    /// The generation serving now.
+    public var generation: String
+    /// The generation it replaced.
+    public var previous: String
+    /// Store writes replayed into the new generation after its manifest's sequence (added + removed).
+    public var replayed: Int
+    /// The generation directory now served.
+    public var directory: String
 }
 
 /// One item to insert or replace through the engine.

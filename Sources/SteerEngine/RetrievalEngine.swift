@@ -1,6 +1,8 @@
 import Foundation
 import SteerCore
+import SteerBuilder
 import SteerIndex
+import SteerModel
 import SteerStore
 
 /// Steer's retrieval core: a data directory with an item store (the source of truth) and the current
@@ -10,12 +12,16 @@ import SteerStore
 /// ## Data directory
 /// | path | content |
 /// |---|---|
-/// | `DIR/steer.json` | dimension, index spec, metric, embedding version, generation id (written when DIR is new) |
+/// | `DIR/steer.json` | dimension, index spec, metric, embedding version, generation id, and after a swap the served generation directory |
 /// | `DIR/store/` | the `ItemStore` (RocksDB) |
 /// | `DIR/index/index.bin` + `index.json` | the index saved on close, and the store sequence it reflects |
+/// | `DIR/generations/<id>/` | generation directories written by `steer-index build` (see `swap`) |
 ///
-/// On open the saved index is loaded and the store's changes since its sequence are replayed; when it
-/// is missing, unreadable or of another spec, the index is rebuilt from `ItemStore.scanVectors`.
+/// On open, a generation directory recorded by `swap` is loaded again (checksums verified) and the
+/// store's changes since its manifest's sequence are replayed; when it is gone or invalid, a warning is
+/// kept in `openingWarnings` and the engine falls back to its own index. That one is the saved index
+/// with the changes since its sequence replayed, or, when it is missing, unreadable or of another spec,
+/// an index rebuilt from `ItemStore.scanVectors`.
 ///
 /// ## Writes
 /// Upserts and deletes go to the store first (durable once they return when `syncWrites` is on, see
@@ -43,6 +49,9 @@ public final class RetrievalEngine: Sendable {
         public var encoderFactory: (@Sendable (ItemStore, _ embeddingVersion: String, _ dimension: Int) throws(SteerError) -> (any QueryEncoder)?)?
         /// Most items per upsert/delete.
         public var maxBatchItems: Int
+        /// all-MiniLM-L6-v2 files for the `DPRModel` that `swap` loads for a `checkpoint`; nil →
+        /// `models/all-MiniLM-L6-v2`.
+        public var miniLMDirectory: String?
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -59,12 +68,14 @@ public final class RetrievalEngine: Sendable {
     }
 
     /// What `DIR/steer.json` holds.
-    struct DirectoryConfig: Equatable {
+    struct DirectoryConfig: Equatable, Sendable {
         var dimension: Int
         var indexSpec: String
         var metric: Metric
         var embeddingVersion: String
         var generation: String
+        /// The generation directory `swap` switched to; nil while the engine serves its own index.
+        var generationDirectory: String? = nil
     }
 
     /// Vectors per index update while holding the index's writer lock.
@@ -76,6 +87,13 @@ public final class RetrievalEngine: Sendable {
     private let writeLock = NSLock()
     private let closed = Locked(false)
     private let indexDirectory: String
+    /// Serialises swaps (loading and catching up happen outside `writeLock`).
+    private let swapLock = NSLock()
+    /// What `DIR/steer.json` says now (swaps change the generation, its directory and the version).
+    private let directoryConfig: Locked<DirectoryConfig>
+    /// Problems met while opening that the engine recovered from (a recorded generation directory that
+    /// is gone or invalid); the server logs them as warnings.
+    public let openingWarnings: [String]
 
     // MARK: Opening
 
@@ -103,7 +121,26 @@ public final class RetrievalEngine: Sendable {
                                                          maxBatchItems: configuration.maxBatchItems))
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)
-            let (index, sequence) = try Self.openIndex(store: store, config: config, spec: spec, indexDirectory: indexDirectory)
+            var warnings: [String] = []
+            var served: (IndexGeneration, UInt64)?
+            if let recorded = config.generationDirectory {
+                do {
+                    served = try Self.openRecordedGeneration(recorded, store: store, config: config)
+                } catch {
+                    warnings.append("generation directory '\(recorded)' recorded in steer.json cannot be served (\(error.message)); rebuilding the index from the store")
+                    config.generationDirectory = nil
+                    config.generation = "g1"
+                    try Self.writeConfig(config, directory: directory)
+                }
+            }
+            if served == nil {
+                let (built, sequence) = try Self.openIndex(store: store, config: config, spec: spec, indexDirectory: indexDirectory)
+                served = (try IndexGeneration.unsaved(generationID: config.generation, embeddingVersion: config.embeddingVersion,
+                                                      storeSequence: sequence, shards: [built]), sequence)
+            }
+            guard let (index, sequence) = served else { throw SteerError.internalError("no index was opened") }
+            openingWarnings = warnings
+            directoryConfig = Locked(config)
             let encoder: (any QueryEncoder)?
             if let factory = configuration.encoderFactory {
                 encoder = try factory(store, config.embeddingVersion, config.dimension)
@@ -133,7 +170,8 @@ public final class RetrievalEngine: Sendable {
                 throw SteerError(.corrupt, "'\(path)' is not a valid Steer data-directory config (dimension, index_spec, metric, embedding_version)")
             }
             let config = DirectoryConfig(dimension: dimension, indexSpec: spec, metric: metric, embeddingVersion: version,
-                                         generation: object["generation"] as? String ?? "g1")
+                                         generation: object["generation"] as? String ?? "g1",
+                                         generationDirectory: object["generation_directory"] as? String)
             if let wanted = configuration.dimension, wanted != dimension {
                 throw SteerError(.dimensionMismatch, "data directory '\(configuration.dataDirectory)' holds \(dimension)-d vectors; --dimension \(wanted) conflicts")
             }
@@ -157,10 +195,11 @@ public final class RetrievalEngine: Sendable {
     }
 
     private static func writeConfig(_ config: DirectoryConfig, directory: String) throws(SteerError) {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "format": 1, "dimension": config.dimension, "index_spec": config.indexSpec, "metric": config.metric.rawValue,
             "embedding_version": config.embeddingVersion, "generation": config.generation,
         ]
+        if let generationDirectory = config.generationDirectory { object["generation_directory"] = generationDirectory }
         try writeJSON(object, to: directory + "/steer.json")
     }
 
@@ -170,6 +209,38 @@ public final class RetrievalEngine: Sendable {
             try data.write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
             throw SteerError(.io, "cannot write '\(path)': \(error.localizedDescription)")
+        }
+    }
+
+    /// Loads the generation directory a swap recorded and replays the store's changes since its manifest.
+    private static func openRecordedGeneration(_ directory: String, store: ItemStore, config: DirectoryConfig) throws(SteerError) -> (IndexGeneration, UInt64) {
+        let loaded = try IndexGeneration.load(directory: directory)
+        try checkServable(loaded, store: store, dimension: config.dimension, metric: config.metric)
+        guard loaded.manifest.embeddingVersion == config.embeddingVersion else {
+            throw SteerError.invalid("it indexes embedding version '\(loaded.manifest.embeddingVersion)', steer.json says '\(config.embeddingVersion)'")
+        }
+        _ = try GenerationCatchUp.replay(store: store, into: loaded)
+        return (loaded, loaded.manifest.storeSequence)
+    }
+
+    /// The checks every generation passes before it serves: dimension and metric of the data directory,
+    /// and an embedding version that exists in the store with that dimension and is completely ingested.
+    private static func checkServable(_ loaded: IndexGeneration, store: ItemStore, dimension: Int, metric: Metric) throws(SteerError) {
+        let manifest = loaded.manifest
+        guard manifest.dimension == dimension else {
+            throw SteerError(.dimensionMismatch, "generation \(manifest.generationID) has dimension \(manifest.dimension), the data directory holds \(dimension)-d vectors")
+        }
+        guard manifest.metric == metric else {
+            throw SteerError.invalid("generation \(manifest.generationID) uses metric \(manifest.metric.rawValue), the data directory uses \(metric.rawValue)")
+        }
+        guard let version = store.version(named: manifest.embeddingVersion) else {
+            throw SteerError.notFound("generation \(manifest.generationID) indexes embedding version '\(manifest.embeddingVersion)', which is not in the store")
+        }
+        guard version.dimension == dimension else {
+            throw SteerError(.dimensionMismatch, "embedding version '\(version.name)' has dimension \(version.dimension), the data directory holds \(dimension)-d vectors")
+        }
+        if let entry = try VersionRegistry.read(storePath: store.options.path).versions[manifest.embeddingVersion], entry.status != .complete {
+            throw SteerError.invalid("embedding version '\(manifest.embeddingVersion)' of generation \(manifest.generationID) is still being ingested (status \(entry.status.rawValue))")
         }
     }
 
@@ -278,6 +349,116 @@ public final class RetrievalEngine: Sendable {
         }
     }
 
+    /// The directory `swap` and SIGHUP look for generations in: `DIR/generations`.
+    public var generationsDirectory: String { configuration.dataDirectory + "/generations" }
+
+    /// Switches to a generation directory written by `steer-index build` (or `reshard`).
+    ///
+    /// Steps: load it with every check (`IndexGeneration.load`, checksums included); check the data
+    /// directory's dimension and metric, and that its embedding version is in the store, of that
+    /// dimension and completely ingested; pick the query encoder (below); replay the store writes made
+    /// after the manifest's sequence (`GenerationCatchUp`, repeated while much is left); then, holding
+    /// the write lock, replay the last writes and switch. Searches that already read the old generation
+    /// finish on it (it is freed when the last one lets go). Any failure leaves the old generation serving.
+    ///
+    /// The encoder: with `checkpoint`, the manifest's checkpoint hash (when it has one) and its embedding
+    /// version must be the checkpoint's (`CheckpointHash`), and a new `DPRModel` is loaded from it (MiniLM
+    /// files from `Configuration.miniLMDirectory`). Without one, the current encoder is kept when the
+    /// embedding version is unchanged; for another version a `MeanHistoryEncoder` is made anew (or none
+    /// kept when there was none), and any other encoder (a DPR model) is refused: give its checkpoint.
+    ///
+    /// After the switch `steer.json` records the directory, so a restart serves it again (see `init`).
+    ///
+    /// - Parameters:
+    ///   - reference: a generation directory, or the name of one under `DIR/generations/`.
+    ///   - checkpoint: a checkpoint directory whose model serves `recommend`/`encode` with it.
+    /// - Throws: `.notFound` (directory, manifest, shard file, embedding version), `.corrupt` (checksum,
+    ///   size, count, manifest), `.dimensionMismatch`, `.invalidRequest` (metric, checkpoint, encoder,
+    ///   incomplete version), `.unavailable` once closed.
+    @discardableResult
+    public func swap(to reference: String, checkpoint: String? = nil) throws(SteerError) -> SwapResult {
+        try requireOpen()
+        guard !reference.isEmpty else { throw SteerError.invalid("generation must not be empty") }
+        let directory = reference.contains("/") || reference == "." || reference == ".."
+            ? reference : (generationsDirectory as NSString).appendingPathComponent(reference)
+        swapLock.lock()
+        defer { swapLock.unlock() }
+        let old = generation
+        let loaded = try IndexGeneration.load(directory: directory)
+        try Self.checkServable(loaded, store: store, dimension: old.dimension, metric: old.metric)
+        let version = loaded.manifest.embeddingVersion
+        let encoder: (any QueryEncoder)?
+        if let checkpoint {
+            let hash = try CheckpointHash.compute(directory: checkpoint)
+            if let built = loaded.manifest.checkpointHash, built != hash {
+                throw SteerError.invalid("generation \(loaded.generationID) was built from checkpoint \(built), '\(checkpoint)' is \(hash)")
+            }
+            let expected = CheckpointHash.versionName(for: hash)
+            guard version == expected else {
+                throw SteerError.invalid("generation \(loaded.generationID) indexes embedding version '\(version)', checkpoint '\(checkpoint)' has version '\(expected)'")
+            }
+            let model = try DPRModel.load(checkpoint: checkpoint, minilm: configuration.miniLMDirectory ?? "models/all-MiniLM-L6-v2")
+            guard model.config.indexDimension == old.dimension else {
+                throw SteerError(.dimensionMismatch, "checkpoint '\(checkpoint)' produces \(model.config.indexDimension)-d queries, the data directory holds \(old.dimension)-d vectors")
+            }
+            encoder = DPRQueryEncoder(model: model)
+        } else if version == old.embeddingVersion {
+            encoder = old.encoder
+        } else if old.encoder == nil {
+            encoder = nil
+        } else if old.encoder is MeanHistoryEncoder {
+            encoder = MeanHistoryEncoder(store: store, embeddingVersion: version, dimension: old.dimension)
+        } else {
+            throw SteerError.invalid("generation \(loaded.generationID) indexes embedding version '\(version)' but the \(String(describing: type(of: old.encoder!))) serving now encodes queries for '\(old.embeddingVersion)': give the checkpoint of '\(version)' in field 'checkpoint'")
+        }
+        // Catch up outside the write lock while much is left, then once more holding it.
+        var caughtUp = try GenerationCatchUp.replay(store: store, into: loaded)
+        var replayed = caughtUp.added + caughtUp.removed
+        var rounds = 0
+        while caughtUp.added + caughtUp.removed > Self.indexChunk && rounds < 4 {
+            caughtUp = try GenerationCatchUp.replay(store: store, into: loaded, since: caughtUp.sequence)
+            replayed += caughtUp.added + caughtUp.removed
+            rounds += 1
+        }
+        let next = Generation(id: loaded.generationID, embeddingVersion: version, dimension: old.dimension, metric: old.metric,
+                              index: loaded, encoder: encoder, builtAtSequence: loaded.manifest.storeSequence)
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        try requireOpen()
+        let last = try GenerationCatchUp.replay(store: store, into: loaded, since: caughtUp.sequence)
+        replayed += last.added + last.removed
+        var config = directoryConfig.get()
+        config.embeddingVersion = version
+        config.generation = loaded.generationID
+        config.generationDirectory = (directory as NSString).standardizingPath.hasPrefix("/")
+            ? (directory as NSString).standardizingPath
+            : ((FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(directory) as NSString).standardizingPath
+        try Self.writeConfig(config, directory: configuration.dataDirectory)
+        directoryConfig.withLock { $0 = config }
+        let previous = current.withLock { value in
+            let was = value
+            value = next
+            return was
+        }
+        return SwapResult(generation: next.id, previous: previous.id, replayed: replayed, directory: config.generationDirectory ?? directory)
+    }
+
+    /// SIGHUP: swaps to the newest complete generation under `DIR/generations/`
+    /// (`GenerationManifest.newest(in:)`), keeping the current encoder rules of `swap`.
+    ///
+    /// - Returns: nil when that generation is already serving.
+    /// - Throws: `.notFound` when there is no generation; what `swap` throws.
+    public func swapToNewest() throws(SteerError) -> SwapResult? {
+        guard let newest = GenerationManifest.newest(in: generationsDirectory) else {
+            throw SteerError.notFound("no complete generation under '\(generationsDirectory)'")
+        }
+        if let serving = generation.directory,
+           (serving as NSString).resolvingSymlinksInPath == (newest as NSString).resolvingSymlinksInPath {
+            return nil
+        }
+        return try swap(to: newest)
+    }
+
     private func requireOpen() throws(SteerError) {
         if closed.get() { throw SteerError(.unavailable, "the engine is shut down") }
     }
@@ -311,13 +492,17 @@ public final class RetrievalEngine: Sendable {
         defer { writeLock.unlock() }
         let live = self.generation
         let result = try store.upsert(writes)
-        try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) })
+        try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
         return items.count
     }
 
-    private func indexAdd(_ generation: Generation, rows: [(Int64, [Float])]) throws(SteerError) {
-        let index = generation.index
-        if index.spec.needsTraining && !index.isTrained {
+    private func indexAdd(_ generation: Generation, rows: [(Int64, [Float])], ids: [ItemID]) throws(SteerError) {
+        if generation.index.spec.needsTraining && !generation.index.isTrained {
+            // Only the engine's own start-up index (one shard) is ever untrained: generations are built trained.
+            guard generation.index.shards.count == 1 else {
+                throw SteerError.internalError("generation \(generation.id) has untrained shards")
+            }
+            let index = generation.index.shards[0]
             guard store.count >= Self.minimumTrainingVectors(index.spec) else { return }
             // Enough items: train on everything stored and add it all (this batch included).
             var all: [Float] = []
@@ -334,7 +519,16 @@ public final class RetrievalEngine: Sendable {
                                 dimension: dimension, metric: generation.metric)
             return
         }
-        try Self.addChunked(index: index, rows: rows, dimension: generation.dimension, metric: generation.metric)
+        var start = 0
+        while start < rows.count {
+            let end = min(rows.count, start + Self.indexChunk)
+            var vectors: [Float] = []
+            vectors.reserveCapacity((end - start) * generation.dimension)
+            for row in rows[start..<end] { vectors.append(contentsOf: row.1) }
+            if generation.metric == .cosine { Vectors.normalizeRows(&vectors, dimension: generation.dimension) }
+            try generation.index.add(vectors, labels: rows[start..<end].map(\.0), ids: Array(ids[start..<end]))
+            start = end
+        }
     }
 
     /// Deletes items from the store, then from the index. Unknown ids are ignored.
@@ -351,7 +545,7 @@ public final class RetrievalEngine: Sendable {
             var start = 0
             while start < internalIDs.count {
                 let end = min(internalIDs.count, start + Self.indexChunk)
-                if !index.spec.needsTraining || index.isTrained { try index.remove(labels: Array(internalIDs[start..<end])) }
+                if index.isTrained { try index.remove(labels: Array(internalIDs[start..<end])) }
                 start = end
             }
         }
@@ -381,11 +575,13 @@ public final class RetrievalEngine: Sendable {
     /// - Parameters:
     ///   - queries: each `dimension` floats.
     ///   - options: k, index knobs, tag filter.
+    ///   - pinned: the generation to search (read `generation` once and pass it, to name the generation
+    ///     that answered); nil = the current one.
     /// - Returns: one hit list per query, best first, hydrated with title and tags.
     /// - Throws: `.dimensionMismatch` naming `vector` (one query) or `vectors[i]`; `.invalidRequest` for a bad k.
-    public func search(_ queries: [[Float]], options: SearchOptions) throws(SteerError) -> [[Hit]] {
+    public func search(_ queries: [[Float]], options: SearchOptions, in pinned: Generation? = nil) throws(SteerError) -> [[Hit]] {
         try requireOpen()
-        let generation = generation
+        let generation = pinned ?? generation
         var flat: [Float] = []
         flat.reserveCapacity(queries.count * generation.dimension)
         for (position, query) in queries.enumerated() {
@@ -426,7 +622,7 @@ public final class RetrievalEngine: Sendable {
         guard k <= VectorIndex.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(VectorIndex.maxK)") }
         let count = queries.count / max(generation.dimension, 1)
         let index = generation.index
-        if index.spec.needsTraining && !index.isTrained {
+        if !index.isTrained {
             throw SteerError(.unavailable, "index \(index.spec) is not trained yet: it needs \(Self.minimumTrainingVectors(index.spec)) items, the store has \(store.count)")
         }
         var parameters = SearchParameters(nprobe: nprobe, efSearch: efSearch)
@@ -473,16 +669,16 @@ public final class RetrievalEngine: Sendable {
         return encoder
     }
 
-    /// Encodes a history and prompt with the generation's encoder.
-    public func encode(_ request: RecommendRequest) throws(SteerError) -> EncodedQuery {
+    /// Encodes a history and prompt with the encoder of `pinned` (nil = the current generation).
+    public func encode(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> EncodedQuery {
         try requireOpen()
-        return try encoder(generation).encode(history: request.history, prompt: request.prompt)
+        return try encoder(pinned ?? generation).encode(history: request.history, prompt: request.prompt)
     }
 
-    /// Recommends items for a history and an optional prompt.
-    public func recommend(_ request: RecommendRequest) throws(SteerError) -> Recommendation {
+    /// Recommends items for a history and an optional prompt, with `pinned` (nil = the current generation).
+    public func recommend(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> Recommendation {
         try requireOpen()
-        let generation = generation
+        let generation = pinned ?? generation
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
         guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
             throw SteerError.internalError("query encoder returned \(encoded.vector.count)-d vector, expected \(generation.dimension)")
@@ -532,7 +728,9 @@ public final class RetrievalEngine: Sendable {
     }
 
     /// Saves the index with the store sequence it reflects (writes are held off meanwhile), then trims
-    /// the store's change log up to that sequence.
+    /// the store's change log up to that sequence. A generation loaded by `swap` is not re-saved and the
+    /// change log is not trimmed: a restart loads its directory again and replays the store's changes
+    /// since its manifest's sequence.
     public func saveIndex() throws(SteerError) {
         writeLock.lock()
         defer { writeLock.unlock() }
@@ -541,7 +739,8 @@ public final class RetrievalEngine: Sendable {
 
     private func saveIndexLocked() throws(SteerError) {
         let generation = generation
-        let index = generation.index
+        if generation.directory != nil { return }
+        let index = generation.index.shards[0]
         if index.spec.needsTraining && !index.isTrained { return }
         let sequence = store.latestSequence
         do {
@@ -555,7 +754,15 @@ public final class RetrievalEngine: Sendable {
         try Self.writeJSON(["format": 1, "sequence": NSNumber(value: sequence), "index_spec": index.spec.factoryString,
                             "embedding_version": generation.embeddingVersion, "generation": generation.id],
                            to: indexDirectory + "/index.json")
-        try store.trimChangeLog(upTo: sequence)
+        // Generations built while serving (not swapped to yet) replay from their manifest's sequence:
+        // keep the change log from the oldest of them.
+        var trimTo = sequence
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: generationsDirectory)) ?? [] {
+            if let manifest = try? GenerationManifest.read(directory: generationsDirectory + "/" + name) {
+                trimTo = min(trimTo, manifest.storeSequence)
+            }
+        }
+        try store.trimChangeLog(upTo: trimTo)
     }
 
     /// Saves the index and closes the store. Later calls fail with `.unavailable`. Idempotent.
@@ -571,4 +778,9 @@ public final class RetrievalEngine: Sendable {
         defer { store.close() }
         try saveIndexLocked()
     }
+}
+
+extension IndexGeneration {
+    /// Whether every shard can be searched (an IVF index built by the engine waits for enough items).
+    var isTrained: Bool { shards.allSatisfy(\.isTrained) }
 }

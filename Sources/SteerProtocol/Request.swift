@@ -42,7 +42,8 @@ public struct Request: Sendable {
         case search(queries: [[Float]], options: SearchOptions, batch: Bool)
         case recommend(RecommendRequest)
         case encode(RecommendRequest)
-        case swap(generation: String)
+        /// A generation directory (or a name under `DIR/generations/`) and an optional checkpoint directory.
+        case swap(generation: String, checkpoint: String?)
 
         public var name: String {
             switch self {
@@ -146,9 +147,9 @@ public struct RequestDecoder: Sendable {
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
-            try fields.allow(["generation"])
+            try fields.allow(["generation", "checkpoint"])
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
-            operation = .swap(generation: generation)
+            operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }

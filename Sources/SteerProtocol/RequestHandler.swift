@@ -264,7 +264,9 @@ public final class RequestHandler: Sendable {
             }
             writer.raw("]")
         case .search(let queries, let options, let batch):
-            let results = try engine.search(queries, options: options)
+            let pinned = engine.generation
+            let results = try engine.search(queries, options: options, in: pinned)
+            writeGeneration(pinned, &writer)
             if batch {
                 writer.raw(",\"results\":[")
                 for (index, hits) in results.enumerated() {
@@ -277,22 +279,38 @@ public final class RequestHandler: Sendable {
                 writeHits(results[0], &writer)
             }
         case .recommend(let recommendRequest):
-            let recommendation = try engine.recommend(recommendRequest)
+            let pinned = engine.generation
+            let recommendation = try engine.recommend(recommendRequest, in: pinned)
+            writeGeneration(pinned, &writer)
             writer.raw(",\"hits\":")
             writeHits(recommendation.hits, &writer)
             writeClauses(recommendation.clauses, &writer)
             writeUnknown(recommendation.unknownHistory, &writer)
         case .encode(let recommendRequest):
-            let encoded = try engine.encode(recommendRequest)
+            let pinned = engine.generation
+            let encoded = try engine.encode(recommendRequest, in: pinned)
+            writeGeneration(pinned, &writer)
             writer.raw(",\"vector\":")
             writer.floats(recommendRequest.constraints == .hard ? encoded.baseVector : encoded.vector)
             writeClauses(encoded.clauses, &writer)
             writeUnknown(encoded.unknownHistory, &writer)
-        case .swap(let generation):
-            throw SteerError(.unavailable, "swap to generation '\(generation)': generation swaps are not available in this build (serving \(engine.generation.id))")
+        case .swap(let generation, let checkpoint):
+            let result = try engine.swap(to: generation, checkpoint: checkpoint)
+            writer.raw(",\"generation\":")
+            writer.string(result.generation)
+            writer.raw(",\"previous\":")
+            writer.string(result.previous)
+            writer.raw(",\"replayed\":")
+            writer.int(result.replayed)
         }
         writer.raw("}\n")
         return writer.bytes
+    }
+
+    /// `"generation":"<id>"` of the generation that answered.
+    private func writeGeneration(_ generation: Generation, _ writer: inout JSONWriter) {
+        writer.raw(",\"generation\":")
+        writer.string(generation.id)
     }
 
     private func writeStrings(_ values: [String], _ writer: inout JSONWriter) {

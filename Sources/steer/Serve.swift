@@ -162,8 +162,9 @@ extension Serve {
             metric: metricValue,
             embeddingVersion: try source.string(embeddingVersion, env: "STEER_EMBEDDING_VERSION", key: "embedding_version"),
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
+        let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
+        engineConfiguration.miniLMDirectory = minilmDirectory
         if let checkpointDirectory = try source.string(checkpoint, env: "STEER_CHECKPOINT", key: "checkpoint") {
-            let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
             let serving: CheckpointServing
             do {
                 serving = try CheckpointServing.prepare(checkpoint: checkpointDirectory, minilm: minilmDirectory,
@@ -212,6 +213,7 @@ extension Serve {
             logger.error("cannot open the data directory", metadata: ["steer.error": "\(error)"])
             throw ExitCode(2)
         }
+        for warning in engine.openingWarnings { logger.warning("\(warning)") }
         let stats = engine.stats()
         logger.info("engine ready", metadata: [
             "steer.items": "\(stats.items)", "steer.dimension": "\(stats.dimension)", "steer.index": "\(stats.indexSpec)",
@@ -220,6 +222,8 @@ extension Serve {
         let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
+        let hangup = Self.swapOnHangup(engine: engine, logger: logger)
+        defer { hangup.cancel() }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -232,5 +236,30 @@ extension Serve {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+
+    /// SIGHUP: swap to the newest complete generation under `DIR/generations/` on a background queue
+    /// (never on an event loop); the result is logged and a failure keeps the old generation serving.
+    static func swapOnHangup(engine: RetrievalEngine, logger: Logger) -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "steer.sighup"))
+        source.setEventHandler {
+            do {
+                if let result = try engine.swapToNewest() {
+                    logger.info("swapped generation (SIGHUP)", metadata: [
+                        "steer.generation": "\(result.generation)", "steer.previous": "\(result.previous)",
+                        "steer.replayed": "\(result.replayed)", "steer.directory": "\(result.directory)",
+                    ])
+                } else {
+                    logger.info("SIGHUP: the newest generation is already serving", metadata: ["steer.generation": "\(engine.generation.id)"])
+                }
+            } catch {
+                logger.error("SIGHUP swap refused; the old generation keeps serving", metadata: [
+                    "steer.error": "\(error)", "steer.generation": "\(engine.generation.id)",
+                ])
+            }
+        }
+        source.resume()
+        return source
     }
 }

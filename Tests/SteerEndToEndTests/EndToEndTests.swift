@@ -93,7 +93,7 @@ private let malformed: [(line: String, code: String)] = {
         (#"{"op":"recommend","history":[1],"constraints":"maybe"}"#, "invalid_request"),
         (#"{"op":"encode","history":["nobody"]}"#, "not_found"),
         (#"{"op":"swap","generation":"g9"}"#, "unauthorized"),
-        (#"{"op":"swap","token":"tok","generation":"g9"}"#, "unavailable"),
+        (#"{"op":"swap","token":"tok","generation":"g9"}"#, "not_found"),
         (String(repeating: "z", count: 5000), "too_large"),
     ]
 }()
