@@ -63,6 +63,11 @@ public final class ItemStore: @unchecked Sendable {
         public var maxBatchItems: Int
         /// Create the store when `path` does not exist (or is an empty directory).
         public var createIfMissing: Bool
+        /// Open without taking RocksDB's lock (`rocksdb_open_for_read_only_column_families`), so another
+        /// process (a running `steer serve`) may hold the store open for writing. The store is seen as of
+        /// the open: later writes of the other process are not visible. Every write throws
+        /// `.invalidRequest`; the store must exist.
+        public var readOnly: Bool
 
         /// - Parameters:
         ///   - path: directory of the store.
@@ -73,11 +78,13 @@ public final class ItemStore: @unchecked Sendable {
         ///   - maxAttributesBytes: longest attributes JSON in UTF-8 bytes.
         ///   - maxBatchItems: most items per upsert or delete call.
         ///   - createIfMissing: create a new store when none exists at `path`.
+        ///   - readOnly: open without RocksDB's lock, beside a process that writes (see `readOnly`).
         public init(
             path: String, syncWrites: Bool = true, maxTitleBytes: Int = 4096, maxTags: Int = 256,
             maxTagBytes: Int = 128, maxAttributesBytes: Int = 65536, maxBatchItems: Int = 100_000,
-            createIfMissing: Bool = true
+            createIfMissing: Bool = true, readOnly: Bool = false
         ) {
+            self.readOnly = readOnly
             self.path = path
             self.syncWrites = syncWrites
             self.maxTitleBytes = maxTitleBytes
@@ -202,10 +209,11 @@ public final class ItemStore: @unchecked Sendable {
                 extraFamilies = families.filter { !ours.contains($0) }
             }
         }
-        if fresh && !options.createIfMissing {
-            throw SteerError.notFound("no Steer store at '\(path)' and createIfMissing is false")
+        if fresh && (!options.createIfMissing || options.readOnly) {
+            throw SteerError.notFound("no Steer store at '\(path)'\(options.readOnly ? " to open read-only" : " and createIfMissing is false")")
         }
-        let database = try RocksDatabase(path: path, create: fresh, syncWrites: options.syncWrites, extraFamilies: extraFamilies)
+        let database = try RocksDatabase(path: path, create: fresh, syncWrites: options.syncWrites, extraFamilies: extraFamilies,
+                                         readOnly: options.readOnly)
         do {
             try Self.initialiseIfNeeded(database, path: path, fresh: fresh)
             self.state = try Self.loadState(database, path: path)

@@ -42,10 +42,13 @@ final class RocksDatabase: @unchecked Sendable {
     private let writeOptions: OpaquePointer
     private let defaultReadOptions: OpaquePointer
     private var isClosed = false
+    /// Opened with `rocksdb_open_for_read_only_column_families`: writes are refused before RocksDB sees them.
+    private let readOnly: Bool
 
     /// Opens (or creates) the database at `path` with every family in `Family` plus any `extraFamilies`
     /// already on disk (RocksDB refuses to open a database without naming all of its families).
-    init(path: String, create: Bool, syncWrites: Bool, extraFamilies: [String]) throws(SteerError) {
+    /// With `readOnly`, the database is opened without its lock, beside a process that may be writing it.
+    init(path: String, create: Bool, syncWrites: Bool, extraFamilies: [String], readOnly: Bool = false) throws(SteerError) {
         let options = rocksdb_options_create()!
         rocksdb_options_set_create_if_missing(options, create ? 1 : 0)
         rocksdb_options_set_create_missing_column_families(options, 1)
@@ -63,9 +66,13 @@ final class RocksDatabase: @unchecked Sendable {
         let opened = cNames.withUnsafeMutableBufferPointer { namesBuffer in
             familyOptions.withUnsafeBufferPointer { optionsBuffer in
                 rawHandles.withUnsafeMutableBufferPointer { handlesBuffer in
-                    rocksdb_open_column_families(
-                        options, path, Int32(names.count), namesBuffer.baseAddress, optionsBuffer.baseAddress,
-                        handlesBuffer.baseAddress, &errptr)
+                    readOnly
+                        ? rocksdb_open_for_read_only_column_families(
+                            options, path, Int32(names.count), namesBuffer.baseAddress, optionsBuffer.baseAddress,
+                            handlesBuffer.baseAddress, 0, &errptr)
+                        : rocksdb_open_column_families(
+                            options, path, Int32(names.count), namesBuffer.baseAddress, optionsBuffer.baseAddress,
+                            handlesBuffer.baseAddress, &errptr)
                 }
             }
         }
@@ -78,6 +85,7 @@ final class RocksDatabase: @unchecked Sendable {
             throw SteerError(.io, "cannot open the item store at \(path)")
         }
         self.db = opened
+        self.readOnly = readOnly
         self.handles = rawHandles.map { $0! }
         self.options = options
         self.writeOptions = rocksdb_writeoptions_create()
@@ -235,6 +243,7 @@ final class RocksDatabase: @unchecked Sendable {
 
     /// Applies a batch atomically; with `syncWrites` the WAL is fsynced before this returns.
     func write(_ batch: WriteBatch) throws(SteerError) {
+        if readOnly { throw SteerError.invalid("the item store is open read-only") }
         var errptr: UnsafeMutablePointer<CChar>?
         rocksdb_write(db, writeOptions, batch.pointer, &errptr)
         if let error = takeError(errptr, "write failed") { throw error }

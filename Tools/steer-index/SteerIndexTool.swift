@@ -43,9 +43,11 @@ struct Inspect: ParsableCommand {
     }
 }
 
-/// Opens the store of `--data` (a Steer data directory, whose store is DIR/store, or a bare store; it must exist).
+/// Opens the store of `--data` (a Steer data directory, whose store is DIR/store, or a bare store; it must
+/// exist) read-only, so it works while `steer serve --data DIR` holds the store: the build sees the store
+/// as of the open and its manifest records that sequence; the server's `swap` replays the rest.
 func openStore(_ path: String) throws(SteerError) -> ItemStore {
-    try ItemStore(options: .init(path: DataDirectory.storePath(path), syncWrites: false, createIfMissing: false))
+    try ItemStore(options: .init(path: DataDirectory.storePath(path), syncWrites: false, createIfMissing: false, readOnly: true))
 }
 
 /// Writes a log line on standard error (standard output carries the result).
