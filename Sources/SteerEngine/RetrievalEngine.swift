@@ -55,7 +55,9 @@ public final class RetrievalEngine: Sendable {
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
+                    miniLMDirectory: String? = nil,
                     encoderFactory: (@Sendable (ItemStore, String, Int) throws(SteerError) -> (any QueryEncoder)?)? = nil) {
+            self.miniLMDirectory = miniLMDirectory
             self.dataDirectory = dataDirectory
             self.dimension = dimension
             self.indexSpec = indexSpec

@@ -223,3 +223,57 @@ private func code(_ body: () throws -> Void) -> SteerError.Code? {
         #expect(try fixture.engine.swapToNewest() == nil)
     }
 }
+
+@Suite struct CheckpointSwapTests {
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// `$STEER_MINILM_DIR`, else `<package root>/models/all-MiniLM-L6-v2` (as SteerModelTests).
+    static let minilm: String = {
+        if let dir = ProcessInfo.processInfo.environment["STEER_MINILM_DIR"], !dir.isEmpty { return dir }
+        return packageRoot + "/models/all-MiniLM-L6-v2"
+    }()
+
+    @Test func swapWithACheckpointLoadsItsModelAndAnotherVersionNeedsOne() throws {
+        let checkpoint = Self.packageRoot + "/Tests/SteerModelTests/Fixtures/demo-sasrec"
+        let directory = NSTemporaryDirectory() + "steer-swap-ckpt-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 40, syncWrites: false,
+                                                              miniLMDirectory: Self.minilm))
+        defer { try? engine.close() }
+        let report = try CheckpointIngest.run(store: engine.store, storePath: engine.store.options.path, checkpoint: checkpoint)
+        let output = directory + "/generations/ckpt"
+        try FileManager.default.createDirectory(atPath: directory + "/generations", withIntermediateDirectories: true)
+        _ = try GenerationBuilder.build(store: engine.store, storePath: engine.store.options.path,
+                                        options: .init(version: report.version, spec: try IndexSpec(parsing: "Flat"), metric: .innerProduct,
+                                                       shardCount: 2, generationID: "ckpt"),
+                                        output: output)
+        // The mean-history encoder is remade for the new version without a checkpoint ...
+        #expect(try engine.swap(to: "ckpt").generation == "ckpt")
+        #expect(engine.generation.encoder is MeanHistoryEncoder)
+        // ... and with the checkpoint its DPR model serves.
+        let result = try engine.swap(to: output, checkpoint: checkpoint)
+        #expect(result.previous == "ckpt" && result.generation == "ckpt")
+        #expect(engine.generation.encoder is DPRQueryEncoder && engine.generation.embeddingVersion == report.version)
+        let recommendation = try engine.recommend(RecommendRequest(history: [.int(1), .int(2)], prompt: "a comedy", k: 5))
+        #expect(recommendation.hits.count == 5)
+        // A generation of another version is refused while the DPR model serves; so is a wrong checkpoint.
+        _ = try engine.store.upsert(items(0..<20, dimension: 40, seed: 12).map {
+            ItemStore.ItemWrite(id: .string("v-\($0.id)"), vectors: ["v1": $0.vector])
+        })
+        let plain = directory + "/generations/plain"
+        do {
+            _ = try GenerationBuilder.build(store: engine.store, storePath: engine.store.options.path,
+                                            options: .init(version: "v1", spec: try IndexSpec(parsing: "Flat"), metric: .innerProduct,
+                                                           shardCount: 1, generationID: "plain"),
+                                            output: plain)
+            #expect(code { try engine.swap(to: "plain") } == .invalidRequest)
+        }
+        let other = Self.packageRoot + "/Tests/SteerModelTests/Fixtures/demo-gru4rec"
+        #expect(code { try engine.swap(to: output, checkpoint: other) } == .invalidRequest)
+        #expect(engine.generation.encoder is DPRQueryEncoder && engine.generation.id == "ckpt")
+    }
+}
