@@ -39,6 +39,7 @@ test-swift:
 
 test-python:
 	@if [ -d Tools/train/tests ]; then $(PYTHON) -m pytest Tools/train/tests -q; fi
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest clients/python/tests -q
 
 ## demo: set up, build optimised, and run the demo on built-in synthetic data
 demo: setup release
