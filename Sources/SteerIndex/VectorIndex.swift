@@ -323,6 +323,11 @@ public final class VectorIndex: @unchecked Sendable {
         try lock.withReadLock { () throws(SteerError) -> R in try body(handle, settings.nprobe, settings.efSearch) }
     }
 
+    /// Test hook: faiss's HNSW (M, efConstruction), (0, 0) for other families.
+    var nativeHNSWParameters: (m: Int, efConstruction: Int) {
+        lock.withReadLock { (Int(steer_index_hnsw_m(handle)), Int(steer_index_ef_construction(handle))) }
+    }
+
     /// Test hook: faiss's own HNSW search with SearchParametersHNSW (ignores efSearch in 1.7.3).
     func faissNaiveHNSWSearch(_ queries: [Float], k: Int, efSearch: Int) throws(SteerError) -> [[ScoredLabel]] {
         let prepared = try prepare(queries, field: "queries")
