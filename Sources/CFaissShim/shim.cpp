@@ -444,7 +444,8 @@ struct steer_index {
     }
 
     /// IVF: per-call nprobe through SearchParametersIVF (thread-safe in 1.7.3), the filter as an
-    /// IDSelector inside the list scan. A small allowed set probes every list. A query that comes back
+    /// IDSelector inside the list scan. A small allowed set probes every list; a larger one scales
+    /// nprobe by (live items / allowed labels). A query that comes back
     /// with fewer than k results is retried with twice the probes until all lists are probed, so k
     /// results come back whenever k live allowed items exist.
     void search_ivf(int64_t n, const float* queries, int64_t k, const steer_search_params& params,
@@ -454,7 +455,15 @@ struct steer_index {
         const size_t nlist = ivf->nlist;
         SortedLabelSelector selector(allowed);
         size_t nprobe = std::min(size_t(std::max<int64_t>(params.nprobe, 1)), nlist);
-        if (small_filter) nprobe = nlist;
+        const int64_t live = int64_t(ivf_live.size());
+        if (small_filter) {
+            nprobe = nlist;
+        } else if (allowed.active() && allowed.count < live) {
+            // A filter keeping a share s of the items leaves about s of each probed list: probe 1/s
+            // times as many lists so the filtered scan sees as many candidates as an unfiltered one.
+            double scaled = double(nprobe) * double(live) / double(std::max<int64_t>(allowed.count, 1));
+            nprobe = size_t(std::min(double(nlist), std::ceil(scaled)));
+        }
         std::vector<float> distances(size_t(n) * uk);
         std::vector<idx_t> found(size_t(n) * uk);
         auto run = [&](int64_t count, const float* x, size_t probes, float* d, idx_t* l) {
@@ -464,7 +473,6 @@ struct steer_index {
             ivf->search(count, x, k, d, l, &search_params);
         };
         run(n, queries, nprobe, distances.data(), found.data());
-        const int64_t live = int64_t(ivf_live.size());
         for (int64_t q = 0; q < n; q++) {
             size_t probes = nprobe;
             float* d = distances.data() + size_t(q) * uk;
@@ -747,6 +755,8 @@ int steer_index_contains(const steer_index* index, int64_t label) {
     }
 }
 int64_t steer_index_lists(const steer_index* index) { return index->ivf ? int64_t(index->ivf->nlist) : 0; }
+int64_t steer_index_ef_construction(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.efConstruction : 0; }
+int64_t steer_index_hnsw_m(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.nb_neighbors(1) : 0; }
 int steer_index_is_mapped(const steer_index* index) { return index->mapped ? 1 : 0; }
 
 int steer_index_train(steer_index* index, int64_t n, const float* vectors, char** error) {

@@ -56,10 +56,13 @@ public struct SearchParameters: Sendable {
     public var efSearch: Int?
     /// Only these labels may be returned.
     public var allowed: AllowedLabels?
+    /// Allowed sets up to this size are searched exactly; nil = `VectorIndex.exactFilterThreshold`.
+    public var exactFilterThreshold: Int?
 
-    public init(nprobe: Int? = nil, efSearch: Int? = nil, allowed: AllowedLabels? = nil) {
+    public init(nprobe: Int? = nil, efSearch: Int? = nil, allowed: AllowedLabels? = nil, exactFilterThreshold: Int? = nil) {
         self.nprobe = nprobe
         self.efSearch = efSearch
         self.allowed = allowed
+        self.exactFilterThreshold = exactFilterThreshold
     }
 }

@@ -78,3 +78,7 @@ func expectSteerError(_ code: SteerError.Code, sourceLocation: SourceLocation = 
 func temporaryPath(_ name: String) -> String {
     "/tmp/steer-index-tests-\(getpid())-\(name)"
 }
+
+import CFaissShim
+
+func steerCRC(_ bytes: UnsafeRawBufferPointer) -> UInt32 { steer_crc32(0, bytes.baseAddress, bytes.count) }
