@@ -755,6 +755,8 @@ int steer_index_contains(const steer_index* index, int64_t label) {
     }
 }
 int64_t steer_index_lists(const steer_index* index) { return index->ivf ? int64_t(index->ivf->nlist) : 0; }
+int64_t steer_index_ef_construction(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.efConstruction : 0; }
+int64_t steer_index_hnsw_m(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.nb_neighbors(1) : 0; }
 int steer_index_is_mapped(const steer_index* index) { return index->mapped ? 1 : 0; }
 
 int steer_index_train(steer_index* index, int64_t n, const float* vectors, char** error) {

@@ -168,12 +168,18 @@ extension VectorIndex {
             && steer_index_dimension(handle) == Int64(dimension)
             && steer_index_metric(handle) == metric.faissCode
             && (spec.lists.map { Int64($0) == steer_index_lists(handle) } ?? true)
+            && hnswMatches(spec, handle)
         guard consistent else {
             steer_index_free(handle)
             throw corrupt("faiss section does not match the header (spec \(spec), dimension \(dimension), metric \(metric.rawValue))")
         }
         return VectorIndex(handle: handle, spec: spec, dimension: Int(dimension), metric: metric,
                            nprobe: Int(max(1, min(nprobe, 1 << 30))), efSearch: Int(max(1, min(efSearch, 1 << 30))))
+    }
+
+    private static func hnswMatches(_ spec: IndexSpec, _ handle: OpaquePointer) -> Bool {
+        guard case .hnsw(let m, let efC) = spec.family else { return true }
+        return steer_index_hnsw_m(handle) == Int64(m) && steer_index_ef_construction(handle) == Int64(efC)
     }
 
     private static func hex(_ value: UInt32) -> String {

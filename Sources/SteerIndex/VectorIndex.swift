@@ -12,6 +12,9 @@ import SteerCore
 public final class VectorIndex: @unchecked Sendable {
     /// The largest `k` a search accepts.
     public static let maxK = 10_000
+    /// The most result slots (queries × k) one search call may ask for: bounds the result buffers
+    /// (12 bytes per slot, 600 MB at the limit).
+    public static let maxResultSlots = 50_000_000
     /// The largest dimension accepted.
     public static let maxDimension = 65_536
     /// Default IVF lists probed per query (clamped to the list count).
@@ -217,7 +220,7 @@ public final class VectorIndex: @unchecked Sendable {
     /// - Returns: n lists, each at most k long, best first, only live (and allowed) labels. A list is
     ///   shorter than k only when fewer than k live allowed labels exist.
     /// - Throws: `invalid_request` (k < 1, nprobe or efSearch < 1, non-finite values, untrained IVF),
-    ///   `too_large` (k > maxK), `dimension_mismatch`.
+    ///   `too_large` (k > maxK, or queries × k > maxResultSlots), `dimension_mismatch`.
     public func search(_ queries: [Float], k: Int, parameters: SearchParameters = .init()) throws(SteerError) -> [[ScoredLabel]] {
         guard k >= 1 else { throw SteerError.invalid("k must be at least 1, got \(k)") }
         guard k <= Self.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(Self.maxK)") }
@@ -226,6 +229,9 @@ public final class VectorIndex: @unchecked Sendable {
         let prepared = try prepare(queries, field: "queries")
         let n = prepared.count / dimension
         if n == 0 { return [] }
+        guard n <= Self.maxResultSlots / k else {
+            throw SteerError(.tooLarge, "\(n) queries × k \(k) exceeds \(Self.maxResultSlots) result slots; split the batch")
+        }
         let allowed = parameters.allowed?.sortedLabels
         return try lock.withReadLock { () throws(SteerError) -> [[ScoredLabel]] in
             guard steer_index_is_trained(handle) != 0 else {
@@ -315,6 +321,11 @@ public final class VectorIndex: @unchecked Sendable {
 
     func withHandleForSave<R>(_ body: (OpaquePointer, Int, Int) throws(SteerError) -> R) throws(SteerError) -> R {
         try lock.withReadLock { () throws(SteerError) -> R in try body(handle, settings.nprobe, settings.efSearch) }
+    }
+
+    /// Test hook: faiss's HNSW (M, efConstruction), (0, 0) for other families.
+    var nativeHNSWParameters: (m: Int, efConstruction: Int) {
+        lock.withReadLock { (Int(steer_index_hnsw_m(handle)), Int(steer_index_ef_construction(handle))) }
     }
 
     /// Test hook: faiss's own HNSW search with SearchParametersHNSW (ignores efSearch in 1.7.3).

@@ -40,6 +40,8 @@ import Testing
         expectSteerError(.invalidRequest) { _ = try index.search(data.query(0), k: -3) }
         expectSteerError(.tooLarge) { _ = try index.search(data.query(0), k: VectorIndex.maxK + 1) }
         #expect(try index.search(data.query(0), k: VectorIndex.maxK)[0].count == data.baseCount)
+        let batch = [Float](repeating: 0.5, count: d * (VectorIndex.maxResultSlots / VectorIndex.maxK + 1))
+        expectSteerError(.tooLarge) { _ = try index.search(batch, k: VectorIndex.maxK) }
         // Per-call parameters.
         expectSteerError(.invalidRequest) { _ = try index.search(data.query(0), k: 1, parameters: .init(nprobe: 0)) }
         expectSteerError(.invalidRequest) { _ = try index.search(data.query(0), k: 1, parameters: .init(efSearch: -1)) }

@@ -40,6 +40,7 @@ import Testing
         #expect(loaded.spec == index.spec && loaded.dimension == index.dimension && loaded.metric == index.metric)
         #expect(loaded.count == index.count && loaded.tombstoneCount == index.tombstoneCount)
         #expect(loaded.defaultNprobe == 5 && loaded.defaultEfSearch == 33)
+        #expect(loaded.nativeHNSWParameters == index.nativeHNSWParameters)
         #expect(loaded.isMemoryMapped == (mapped && factory.hasPrefix("IVF")))
         #expect(!loaded.contains(label: 1001) && loaded.contains(label: 1003))
         let allowed = AllowedLabels(data.labels.filter { $0 % 7 == 0 })

@@ -41,6 +41,12 @@ import Testing
         #expect(error?.message.contains("SQ4") == true)
     }
 
+    @Test func hnswParametersReachFaiss() throws {
+        let index = try VectorIndex(spec: IndexSpec(parsing: "HNSW12,efC77"), dimension: 8, metric: .l2)
+        #expect(index.nativeHNSWParameters == (12, 77))
+        #expect(try VectorIndex(spec: IndexSpec(parsing: "Flat"), dimension: 8, metric: .l2).nativeHNSWParameters == (0, 0))
+    }
+
     @Test func pqMustDivideTheDimension() {
         expectSteerError(.invalidRequest) {
             _ = try VectorIndex(spec: IndexSpec(parsing: "IVF8,PQ5"), dimension: 16, metric: .innerProduct)

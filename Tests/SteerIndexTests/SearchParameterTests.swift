@@ -74,4 +74,36 @@ import Testing
         #expect(found[1].map(\.label).first == 11)
         #expect(try index.search([], k: 3).isEmpty)
     }
+
+    /// Searches running while another task removes, re-adds and compacts: every answer is complete and
+    /// ordered (the reader-writer lock serialises mutations against searches).
+    @Test(arguments: ["HNSW16", "IVF32,Flat", "Flat"])
+    func searchesDuringMutations(factory: String) async throws {
+        let data = Fixtures.small
+        let index = try makeIndex(factory, data)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for round in 0..<6 {
+                    let labels = data.labels.filter { Int($0) % 6 == round }
+                    try index.remove(labels: labels)
+                    let rows = labels.map { Int($0) - 1000 }
+                    try index.add(rows.flatMap { data.row($0) }, labels: labels)
+                    if round == 3 { try index.compact() }
+                }
+                return true
+            }
+            for reader in 0..<4 {
+                group.addTask {
+                    var ok = true
+                    for q in 0..<40 {
+                        let found = try index.search(data.query((q + reader) % data.queryCount), k: 10, parameters: .init(nprobe: 8))[0]
+                        ok = ok && found.count == 10 && zip(found, found.dropFirst()).allSatisfy { $0.score >= $1.score }
+                    }
+                    return ok
+                }
+            }
+            for try await ok in group { #expect(ok) }
+        }
+        #expect(index.count == data.baseCount)
+    }
 }

@@ -105,6 +105,7 @@ final class Server {
                              "--sync-writes", "false", "--log-level", "warning", "--max-in-flight", "256"]
         let output = Pipe()
         process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
         try process.run()
         var text = ""
         while !text.contains("\n") {
@@ -147,8 +148,10 @@ for dimension in options.dimensions {
     let server = try Server(binary: binary, directory: directory, dimension: dimension, spec: options.spec)
     do {
         let connection = try SteerConnection(host: "127.0.0.1", port: server.port)
-        for start in stride(from: 0, to: options.items, by: 1000) {
-            let items = (start..<min(options.items, start + 1000)).map { ClientItem(id: .int(Int64($0)), vector: data.row($0), title: "item \($0)") }
+        // Upsert lines must stay under the server's 1 MiB line limit (~12 bytes per JSON float).
+        let batch = max(1, min(1000, 600_000 / (dimension * 12)))
+        for start in stride(from: 0, to: options.items, by: batch) {
+            let items = (start..<min(options.items, start + batch)).map { ClientItem(id: .int(Int64($0)), vector: data.row($0), title: "item \($0)") }
             _ = try SteerClient.check(try connection.roundTrip(RequestLine.upsert(items)))
         }
     }

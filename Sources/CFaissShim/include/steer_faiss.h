@@ -10,7 +10,7 @@
 // docs/index.md for the three faiss 1.7.3 bugs this avoids.
 //
 // Threading: `steer_index_search` and the read-only getters may run concurrently on one handle; every
-// mutating call (train, add, remove, compact, reset, set_*) needs exclusive access (SteerIndex holds a
+// mutating call (train, add, remove, compact, reset) needs exclusive access (SteerIndex holds a
 // reader-writer lock). Scores are always "higher is better": inner product, or negated squared L2.
 #pragma once
 
@@ -91,6 +91,10 @@ int64_t steer_index_rows(const steer_index* index);
 int steer_index_contains(const steer_index* index, int64_t label);
 /// IVF list count, 0 otherwise.
 int64_t steer_index_lists(const steer_index* index);
+/// HNSW construction beam (hnsw.efConstruction), 0 for other families.
+int64_t steer_index_ef_construction(const steer_index* index);
+/// HNSW links per node on the upper levels (M), 0 for other families.
+int64_t steer_index_hnsw_m(const steer_index* index);
 /// 1 when the IVF lists are memory-mapped from a file (read-only until the first mutation copies them).
 int steer_index_is_mapped(const steer_index* index);
 
