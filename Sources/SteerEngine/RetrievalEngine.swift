@@ -486,13 +486,15 @@ public final class RetrievalEngine: Sendable {
                 throw SteerError.invalid("items[\(position)].vector is all zeros, which has no direction for the cosine metric")
             }
         }
-        let writes = items.map {
-            ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
-                                vectors: [generation.embeddingVersion: $0.vector])
-        }
         writeLock.lock()
         defer { writeLock.unlock() }
+        // Read under the lock: a swap (which holds it to switch) may have changed the embedding version
+        // since the checks above (never the dimension or metric: swaps keep the data directory's).
         let live = self.generation
+        let writes = items.map {
+            ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
+                                vectors: [live.embeddingVersion: $0.vector])
+        }
         let result = try store.upsert(writes)
         try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
         return items.count
