@@ -204,4 +204,8 @@ public struct EngineStats: Sendable {
     public var encoderStatistics: [(name: String, value: Int)]
     public var faissVersion: String
     public var openMPMaxThreads: Int
+    /// Shards of the serving generation (1 for the engine's own index).
+    public var shards: Int = 1
+    /// The generation directory serving, nil for the engine's own index.
+    public var generationDirectory: String? = nil
 }

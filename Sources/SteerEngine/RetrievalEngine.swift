@@ -728,7 +728,8 @@ public final class RetrievalEngine: Sendable {
             indexed: generation.index.count, tombstones: generation.index.tombstoneCount, storeSequence: store.latestSequence,
             builtAtSequence: generation.builtAtSequence, encoder: generation.encoder.map { String(describing: type(of: $0)) },
             encoderStatistics: generation.encoder?.statistics ?? [],
-            faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads)
+            faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads,
+            shards: generation.index.shards.count, generationDirectory: generation.directory)
     }
 
     /// Saves the index with the store sequence it reflects (writes are held off meanwhile), then trims

@@ -379,6 +379,12 @@ public final class RequestHandler: Sendable {
         writer.string(engineStats.metric.rawValue)
         writer.raw(",\"index_spec\":")
         writer.string(engineStats.indexSpec)
+        writer.raw(",\"shards\":")
+        writer.int(engineStats.shards)
+        if let directory = engineStats.generationDirectory {
+            writer.raw(",\"generation_directory\":")
+            writer.string(directory)
+        }
         writer.raw(",\"items\":")
         writer.int(engineStats.items)
         writer.raw(",\"indexed\":")

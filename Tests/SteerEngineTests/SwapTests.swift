@@ -89,6 +89,7 @@ private func code(_ body: () throws -> Void) -> SteerError.Code? {
         #expect(result.generation == "gA" && result.previous == "g1" && result.replayed >= 22)
         #expect(engine.generation.id == "gA" && engine.generation.index.shards.count == 3)
         #expect(engine.stats().indexed == engine.store.count)
+        #expect(engine.stats().shards == 3 && engine.stats().generationDirectory == fixture.directory + "/generations/gA")
         let after = try probes.map { try engine.search([$0], options: SearchOptions(k: 10))[0] }
         #expect(after == before)
         // A request that read the old generation still finishes on it.
