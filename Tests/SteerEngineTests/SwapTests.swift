@@ -102,6 +102,36 @@ private func code(_ body: () throws -> Void) -> SteerError.Code? {
         #expect(try engine.search([probes[1]], options: SearchOptions(k: 10))[0] == before[1])
     }
 
+    @Test func writesRacingTheSwapAreNeitherLostNorDuplicated() throws {
+        let fixture = try Fixture()
+        defer { fixture.cleanUp() }
+        let engine = fixture.engine
+        _ = try engine.upsert(items(0..<200, dimension: 8, seed: 13))
+        try fixture.build("gW", shards: 4)
+        let stop = Locked(false)
+        let writer = Thread {
+            var next = 1000
+            while !stop.get() {
+                _ = try? engine.upsert(items(next..<(next + 3), dimension: 8, seed: UInt64(next)))
+                _ = try? engine.delete([.int(Int64(next - 1000))])
+                next += 3
+            }
+        }
+        writer.start()
+        Thread.sleep(forTimeInterval: 0.05)
+        let result = try engine.swap(to: "gW")
+        Thread.sleep(forTimeInterval: 0.05)
+        stop.withLock { $0 = true }
+        while !writer.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(result.replayed > 0)
+        #expect(engine.generation.id == "gW")
+        #expect(engine.stats().indexed == engine.store.count)
+        var labels: [Int64] = []
+        _ = try engine.store.scanVectors(version: "v1") { ids, _ in labels.append(contentsOf: ids) }
+        #expect(labels.allSatisfy { engine.generation.index.contains(label: $0) })
+        #expect(labels.count == engine.store.count)
+    }
+
     @Test func badGenerationsAreRefusedAndTheOldOneKeepsServing() throws {
         let fixture = try Fixture()
         defer { fixture.cleanUp() }
