@@ -40,9 +40,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var backlog: [Frame] = []
     private var backlogHead = 0
     private var admitting = false
+    /// Draining: the previous check found the connection idle (see `startDraining`).
+    private var closeCandidate = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastReadAt = .now()
+        closeCandidate = false
         backlog.append(unwrapInboundIn(data))
         admit(context: context)
     }
@@ -178,6 +181,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
+        if shared.draining.get() { startDraining(context: context) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -218,10 +222,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 task.cancel()
                 return
             }
-            if connection.inFlight == 0 && connection.backlogHead == connection.backlog.count && NIODeadline.now() - connection.lastReadAt >= quiet {
-                task.cancel()
-                context.close(promise: nil)
+            // A connection that has sent nothing yet gets a longer grace: its first bytes may still be
+            // on their way while the loop is busy with other connections.
+            let grace = connection.nextSequence == 0 ? max(quiet, .seconds(1)) : quiet
+            let idle = connection.inFlight == 0 && connection.backlogHead == connection.backlog.count
+                && NIODeadline.now() - connection.lastReadAt >= grace
+            guard idle else {
+                connection.closeCandidate = false
+                return
             }
+            // Close only on the second idle check in a row: the event loop polls the socket between two
+            // runs of this task, so data that arrived while the loop was busy is read (and resets the
+            // candidate) before we close. Closing with unread input would make the kernel send a reset
+            // that destroys responses the client has not read yet.
+            if !connection.closeCandidate {
+                connection.closeCandidate = true
+                return
+            }
+            task.cancel()
+            connection.shared.logger.debug("drained connection closed", metadata: ["steer.requests": "\(connection.nextSequence)"])
+            context.close(promise: nil)
         }
     }
 

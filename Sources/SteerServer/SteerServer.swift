@@ -41,7 +41,7 @@ public struct ServerConfiguration: Sendable {
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
                 eventLoopThreads: Int = System.coreCount, workerThreads: Int = System.coreCount,
-                drainQuietMillis: Int = 100, shutdownTimeoutSeconds: Int = 10, adminToken: String? = nil) {
+                drainQuietMillis: Int = 250, shutdownTimeoutSeconds: Int = 10, adminToken: String? = nil) {
         self.host = host
         self.port = port
         self.limits = limits
@@ -64,6 +64,8 @@ final class ServerShared: Sendable {
     let logger: Logger
     let connections = Locked<[ObjectIdentifier: any Channel]>([:])
     let counters = Locked<(accepted: Int, refused: Int)>((0, 0))
+    /// Set at shutdown: connections that become active from now on drain at once.
+    let draining = Locked(false)
 
     init(configuration: ServerConfiguration, handler: RequestHandler, pool: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
@@ -250,15 +252,22 @@ public final class SteerServer: Service, Sendable {
         }
         if already { return }
         shared.logger.info("shutting down: draining connections")
-        if let channel = serverChannel.get() { try? await channel.close() }
+        shared.draining.withLock { $0 = true }
+        for channel in shared.connections.withLock({ Array($0.values) }) { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        // Connections whose handshake finished before the signal may still be in the kernel's accept
+        // queue: accept for one quiet period more (they drain at once), then stop accepting by no longer
+        // reading the listening socket. Closing it now would make NIO close connections it accepted but
+        // has not finished setting up, with their requests unread (a reset that loses their responses).
+        try? await Task.sleep(for: .milliseconds(configuration.drainQuietMillis))
+        if let channel = serverChannel.get() { try? await channel.setOption(ChannelOptions.autoRead, value: false).get() }
         if let channel = metricsChannel.get() { try? await channel.close() }
-        let open = shared.connections.withLock { Array($0.values) }
-        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        for channel in shared.connections.withLock({ Array($0.values) }) { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
         let deadline = ContinuousClock.now + .seconds(configuration.shutdownTimeoutSeconds)
         while ContinuousClock.now < deadline, !shared.connections.withLock({ $0.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(10))
         }
         for channel in shared.connections.withLock({ Array($0.values) }) { try? await channel.close() }
+        if let channel = serverChannel.get() { try? await channel.close() }
         do {
             try await shared.pool.shutdownGracefully()
         } catch {
