@@ -36,8 +36,7 @@ test-swift:
 
 ## test-python: the trainer's tests and the Python client's (which run the debug `steer` built by test-swift)
 test-python:
-	@if [ -d Tools/train/tests ]; then $(PYTHON) -m pytest Tools/train/tests -q; fi
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest clients/python/tests -q
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests -q
 
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup release
