@@ -566,13 +566,17 @@ def run(
     hang_timeout: float = 10.0,
     max_rss_mib: float = 1024.0,
     scale: float = 1.0,
+    read_only: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Fuzzes until `seconds` have passed or `cases` cases ran (whichever first); returns the record."""
+    """Fuzzes until `seconds` have passed or `cases` cases ran (whichever first); returns the record.
+    `read_only` gives the server another admin token than the cases use, so every write is refused and
+    resident memory growth cannot come from stored data (RocksDB's memtable)."""
     rng = random.Random(seed)
     workdir = tempfile.mkdtemp(prefix="steer-fuzz-")
     data = str(Path(workdir) / "data")
-    arguments = ["--dimension", str(DIMENSION), "--admin-token", DEFAULT_TOKEN]
+    token = "not-" + DEFAULT_TOKEN if read_only else DEFAULT_TOKEN
+    arguments = ["--dimension", str(DIMENSION), "--admin-token", token]
     names = list(CASES)
     weights = [CASES[name][0] for name in names]
     per_kind: Counter[str] = Counter()
@@ -672,6 +676,7 @@ def run(
         "seconds": round(elapsed, 1),
         "cases": done,
         "seed": seed,
+        "read_only": read_only,
         "scale": scale,
         "hang_timeout_s": hang_timeout,
         "cases_by_kind": dict(per_kind),
@@ -698,6 +703,7 @@ def main() -> int:
         "--hang-timeout", type=float, default=10.0, help="seconds before a missing answer is a hang"
     )
     parser.add_argument("--max-rss-mib", type=float, default=1024.0, help="resident memory limit")
+    parser.add_argument("--read-only", action="store_true", help="the server refuses every write (token)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrinks floods and connection counts (<1)")
     parser.add_argument(
         "--results", help="results file (default Benchmarks/reliability/fuzz-results-<date>.json)"
@@ -715,6 +721,7 @@ def main() -> int:
         seed=options.seed,
         hang_timeout=options.hang_timeout,
         max_rss_mib=options.max_rss_mib,
+        read_only=options.read_only,
         scale=options.scale,
     )
     path = results_path("fuzz", options.results)

@@ -235,8 +235,11 @@ def results_path(kind: str, explicit: str | None) -> Path:
 
 
 def write_results(path: Path, binary: str, body: dict[str, Any]) -> None:
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    if os.environ.get("STEER_BIN"):
+        command = f"STEER_BIN={os.environ['STEER_BIN']} {command}"
     record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command,
         "commit": git_commit(),
         "binary": binary,
         "machine": machine(),
