@@ -27,6 +27,7 @@ import argparse
 import base64
 import json
 import random
+import select
 import shutil
 import socket
 import struct
@@ -85,7 +86,8 @@ class Context:
     rng: random.Random
     max_line_bytes: int
     hang_timeout: float
-    scale: float  # 1.0 full run; smaller shrinks floods and connection counts
+    scale: float
+    max_connections: int  # 1.0 full run; smaller shrinks floods and connection counts
     responses: Counter[str] = field(default_factory=Counter)
     sample: bytes = b""  # the bytes the current case sent first (kept with a violation)
 
@@ -508,7 +510,29 @@ def case_pipelined_read(context: Context) -> None:
             raise CaseFailure("pipelined_answers", f"{lines} answers to {len(requests)} pipelined requests")
 
 
+def wait_released(context: Context, what: str) -> int:
+    """Polls `stats` until the server holds only the polling connection (refused connects are retried);
+    returns `connections_refused`."""
+    deadline = time.monotonic() + 10.0
+    connected = -1
+    while time.monotonic() < deadline:
+        try:
+            with Connection(context.port, timeout=context.hang_timeout) as connection:
+                stats = connection.call({"op": "stats"})
+        except (ConnectionBroken, OSError):
+            time.sleep(0.1)
+            continue
+        server = stats.get("server", {})
+        connected = int(server.get("connections", -1)) if stats.get("ok") is True else -1
+        if connected == 1:
+            return int(server.get("connections_refused", -1))
+        time.sleep(0.1)
+    raise CaseFailure("connections_not_released", f"{connected} connections open 10 s after {what}")
+
+
 def case_many_connections(context: Context) -> None:
+    """Opens many connections (more than `max_connections` at full scale), leaves them in odd states and
+    closes them; every one must be released."""
     count = int(300 * context.scale) + 10
     connections: list[socket.socket] = []
     context.sample = b"%d connections" % count
@@ -517,28 +541,72 @@ def case_many_connections(context: Context) -> None:
             sock = socket.create_connection(("127.0.0.1", context.port), timeout=context.hang_timeout)
             connections.append(sock)
             action = context.rng.random()
-            if action < 0.3:
-                sock.sendall(b'{"op":"search","vector":[1,2')  # partial line
-            elif action < 0.5:
-                sock.sendall(b'{"op":"ping"}\n{"op":"stats"}\n')  # answers never read
-            elif action < 0.6:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            try:
+                if action < 0.3:
+                    sock.sendall(b'{"op":"search","vector":[1,2')  # partial line
+                elif action < 0.5:
+                    sock.sendall(b'{"op":"ping"}\n{"op":"stats"}\n')  # answers never read
+                elif action < 0.6:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass  # a connection over max_connections may already be closed by the server
     finally:
         for sock in connections:
             sock.close()
-    # Every abandoned connection must be released.
-    deadline = time.monotonic() + 10.0
-    connected = -1
-    with Connection(context.port, timeout=context.hang_timeout) as connection:
+    wait_released(context, f"{count} were closed")
+
+
+def case_connection_limit(context: Context) -> None:
+    """Holds `max_connections` + 8 connections: the excess ones get one `unavailable` line and are closed,
+    the others stay usable; `connections_refused` counts the refusals."""
+    refused_before = wait_released(context, "the previous case")
+    limit = context.max_connections
+    sockets: list[socket.socket] = []
+    context.sample = b"limit %d" % limit
+    try:
+        for _ in range(limit + 8):
+            sockets.append(
+                socket.create_connection(("127.0.0.1", context.port), timeout=context.hang_timeout)
+            )
+        refused: set[socket.socket] = set()
+        deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            stats = connection.call({"op": "stats"})
-            connected = int(stats.get("server", {}).get("connections", -1))
-            if connected <= 1:
-                return
-            time.sleep(0.1)
-    raise CaseFailure(
-        "connections_not_released", f"{connected} connections open 10 s after {count} were closed"
-    )
+            waiting = [sock for sock in sockets if sock not in refused]
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for sock in ready:
+                sock.settimeout(context.hang_timeout)
+                received = b""
+                try:
+                    while chunk := sock.recv(4096):
+                        received += chunk
+                except ConnectionResetError:
+                    pass
+                except TimeoutError:
+                    raise CaseFailure(
+                        "refusal_not_closed", f"a refused connection stayed open: {received[:300]!r}"
+                    ) from None
+                if b'"unavailable"' not in received.split(b"\n", 1)[0]:
+                    raise CaseFailure(
+                        "refusal_without_unavailable", f"a refused connection got {received[:300]!r}"
+                    )
+                refused.add(sock)
+        if not 8 <= len(refused) <= 9:
+            raise CaseFailure(
+                "connection_limit", f"{len(refused)} of {limit + 8} connections refused (limit {limit})"
+            )
+        held = next(sock for sock in sockets if sock not in refused)
+        held.settimeout(context.hang_timeout)
+        held.sendall(b'{"id":"held","op":"ping"}\n')
+        if b'"ok":true' not in held.recv(4096):
+            raise CaseFailure("connection_limit", "a connection under the limit did not answer ping")
+    finally:
+        for sock in sockets:
+            sock.close()
+    refused_after = wait_released(context, f"{limit + 8} were closed")
+    if refused_after - refused_before < 8:
+        raise CaseFailure(
+            "connections_refused_count", f"connections_refused rose by {refused_after - refused_before}"
+        )
 
 
 CASES: dict[str, tuple[float, Callable[[Context], None]]] = {
@@ -555,6 +623,7 @@ CASES: dict[str, tuple[float, Callable[[Context], None]]] = {
     "unread_flood": (1, case_unread_flood),
     "pipelined_read": (1, case_pipelined_read),
     "many_connections": (0.3, case_many_connections),
+    "connection_limit": (0.2, case_connection_limit),
 }
 
 
@@ -567,6 +636,7 @@ def run(
     max_rss_mib: float = 1024.0,
     scale: float = 1.0,
     read_only: bool = False,
+    max_connections: int = 128,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fuzzes until `seconds` have passed or `cases` cases ran (whichever first); returns the record.
@@ -576,7 +646,14 @@ def run(
     workdir = tempfile.mkdtemp(prefix="steer-fuzz-")
     data = str(Path(workdir) / "data")
     token = "not-" + DEFAULT_TOKEN if read_only else DEFAULT_TOKEN
-    arguments = ["--dimension", str(DIMENSION), "--admin-token", token]
+    arguments = [
+        "--dimension",
+        str(DIMENSION),
+        "--admin-token",
+        token,
+        "--max-connections",
+        str(max_connections),
+    ]
     names = list(CASES)
     weights = [CASES[name][0] for name in names]
     per_kind: Counter[str] = Counter()
@@ -590,7 +667,8 @@ def run(
         with Connection(server.port) as connection:
             stats = connection.call({"op": "stats"})
         max_line_bytes = int(stats["server"]["limits"].get("max_line_bytes", 1_048_576))
-        context = Context(server.port, rng, max_line_bytes, hang_timeout, scale)
+        max_connections = int(stats["server"]["limits"].get("max_connections", 1024))
+        context = Context(server.port, rng, max_line_bytes, hang_timeout, scale, max_connections)
         # Every kind once first, then weighted random choices.
         while (cases is None or done < cases) and time.monotonic() - started < seconds:
             name = names[done] if done < len(names) else rng.choices(names, weights)[0]

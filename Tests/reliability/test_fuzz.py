@@ -32,14 +32,18 @@ def test_short_fuzz_run_finds_no_crash_hang_or_bad_answer(binary: str) -> None:
     ],
 )
 def test_bad_answers_are_violations(line: bytes, kind: str) -> None:
-    context = Context(port=0, rng=random.Random(1), max_line_bytes=1024, hang_timeout=1.0, scale=1.0)
+    context = Context(
+        port=0, rng=random.Random(1), max_line_bytes=1024, hang_timeout=1.0, scale=1.0, max_connections=16
+    )
     with pytest.raises(CaseFailure) as caught:
         check_line(context, line)
     assert caught.value.kind == kind
 
 
 def test_documented_errors_are_counted() -> None:
-    context = Context(port=0, rng=random.Random(1), max_line_bytes=1024, hang_timeout=1.0, scale=1.0)
+    context = Context(
+        port=0, rng=random.Random(1), max_line_bytes=1024, hang_timeout=1.0, scale=1.0, max_connections=16
+    )
     check_line(context, b'{"ok":false,"error":{"code":"too_large","message":"x"}}')
     check_line(context, b'{"id":2,"ok":true}')
     assert context.responses == {"too_large": 1, "ok": 1}
