@@ -243,6 +243,8 @@ def run(
             server=server,
             log=log,
         )
+        with Connection(server.port, timeout=60.0) as connection:
+            server_ops = connection.call({"op": "stats"}).get("ops", {})
         final = server.terminate()
     finally:
         if server.alive():
@@ -281,6 +283,7 @@ def run(
         "achieved_qps": round(
             sum(e["requests"] for e in per_interval) / max(1e-9, len(per_interval) * interval), 1
         ),
+        "server_side_ops": server_ops,
         "errors": errors,
         "error_samples": load.error_samples,
         "exit_status": final,
