@@ -191,10 +191,10 @@ def mutate_value(value: Any, rng: random.Random, scale: float) -> Any:
             copy[key] = mutate_value(value[key], rng, scale)
         return copy
     if isinstance(value, list) and value and rng.random() < 0.8:
-        copy = list(value)
-        index = rng.randrange(len(copy))
-        copy[index] = mutate_value(copy[index], rng, scale)
-        return copy
+        elements = list(value)
+        index = rng.randrange(len(elements))
+        elements[index] = mutate_value(elements[index], rng, scale)
+        return elements
     return interesting(rng, scale)
 
 
@@ -258,8 +258,8 @@ def check_line(context: Context, line: bytes) -> dict[str, Any]:
     if not isinstance(response, dict) or not isinstance(response.get("ok"), bool):
         raise CaseFailure("malformed_response", repr(line[:300]))
     if response["ok"] is False:
-        error = response.get("error")
-        code = error.get("code") if isinstance(error, dict) else None
+        failure = response.get("error")
+        code = failure.get("code") if isinstance(failure, dict) else None
         if code not in ERROR_CODES:
             raise CaseFailure(
                 "internal_error" if code == "internal" else "unknown_error_code", repr(line[:500])

@@ -251,7 +251,7 @@ def run(
             server.kill()
         shutil.rmtree(workdir, ignore_errors=True)
     slots = sorted(slot for slot in load.intervals if slot < len(rss))
-    per_interval = []
+    per_interval: list[dict[str, Any]] = []
     for slot in slots:
         bucket = load.intervals[slot]
         per_interval.append(
