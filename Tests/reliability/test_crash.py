@@ -9,6 +9,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
+
+from builder_crash import run as builder_run
 from crash import Item, PendingWrite, Shared, Writer, float32_vector, run, unpack, verify
 from harness import DEFAULT_TOKEN, Connection, Server, unused_log
 
@@ -76,3 +79,15 @@ def test_verification_detects_lost_and_half_applied_writes(binary: str) -> None:
     finally:
         server.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_killed_index_builds_leave_no_corrupt_generation(binary: str) -> None:
+    index_binary = str(Path(binary).with_name("steer-index"))
+    if not Path(index_binary).is_file():
+        pytest.fail(
+            f"steer-index not found beside {binary}: build every product (swift build)", pytrace=False
+        )
+    result = builder_run(binary, index_binary, rounds=8, items=4000, dimension=16, seed=3, log=unused_log)
+    assert result["violations"] == []
+    assert result["complete_generations"] >= 1  # the uninterrupted calibration build at least
+    assert result["rounds"] == 8
