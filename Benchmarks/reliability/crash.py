@@ -108,6 +108,7 @@ class Shared:
     violations: list[dict[str, Any]] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
     signalled: threading.Event = field(default_factory=threading.Event)
+    ivf: bool = False  # an IVF index answers `unavailable` to searches until it is trained
 
     def violation(self, kind: str, **details: Any) -> None:
         with self.lock:
@@ -251,7 +252,10 @@ def reader(shared: Shared, keys: list[ItemKey], dimension: int, seed: int) -> No
                     continue
                 shared.counters.error_responses += 1
             error = response.get("error") or {}
-            if not (shared.signalled.is_set() and error.get("code") == "unavailable"):
+            untrained = (
+                shared.ivf and request["op"] == "search" and "not trained" in str(error.get("message"))
+            )
+            if not (error.get("code") == "unavailable" and (shared.signalled.is_set() or untrained)):
                 shared.violation("error_response", op=request["op"], error=error)
 
 
@@ -459,7 +463,9 @@ def run(
     try:
         server = Server(binary, data, arguments)
         for round_number in range(1, rounds + 1):
-            shared = Shared(port=server.port, stop=threading.Event(), counters=counters)
+            shared = Shared(
+                port=server.port, stop=threading.Event(), counters=counters, ivf=index_spec.startswith("IVF")
+            )
             threads = [
                 threading.Thread(target=writer.run, args=(shared, round_number), daemon=True)
                 for writer in writer_list
