@@ -34,9 +34,9 @@ test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test --skip-build
 
-## test-python: the trainer's tests and the Python client's (which run the debug `steer` built by test-swift)
+## test-python: the trainer's tests, the Python client's and the reliability harnesses' short runs (which run the debug `steer` built by test-swift)
 test-python:
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests -q
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability -q
 
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup release
