@@ -7,12 +7,14 @@ import Darwin
 /// A pthread reader-writer lock: many readers at once, or one writer.
 ///
 /// `ItemStore` holds it shared for every call and exclusively to close the database, so `close()`
-/// never frees RocksDB handles under a reader. `@unchecked Sendable`: pthread locks are made for
-/// sharing between threads, and the lock lives at a stable heap address.
-final class ReadWriteLock: @unchecked Sendable {
-    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+/// never frees RocksDB handles under a reader; `VectorIndex` holds it shared for searches and
+/// exclusively for every mutation (a faiss handle is not safe for concurrent mutation).
+/// `@unchecked Sendable`: pthread locks are made for sharing between threads, and the lock lives at a
+/// stable heap address. The methods are inlinable so hot paths in other modules are specialised.
+public final class ReadWriteLock: @unchecked Sendable {
+    @usableFromInline let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    init() {
+    public init() {
         lock = .allocate(capacity: 1)
         lock.initialize(to: pthread_rwlock_t())
         let status = pthread_rwlock_init(lock, nil)
@@ -24,13 +26,15 @@ final class ReadWriteLock: @unchecked Sendable {
         lock.deallocate()
     }
 
-    func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    @inlinable
+    public func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_rwlock_rdlock(lock)
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
-    func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    @inlinable
+    public func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_rwlock_wrlock(lock)
         defer { pthread_rwlock_unlock(lock) }
         return try body()
