@@ -701,8 +701,8 @@ public final class RetrievalEngine: Sendable {
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
             let known = request.history.filter { !unknown.contains($0) }
-            for record in try store.get(known) {
-                if let record { excluded.insert(record.internalID) }
+            for internalID in try store.internalIDs(of: known) {
+                if let internalID { excluded.insert(internalID) }
             }
         }
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector

@@ -656,6 +656,19 @@ public final class ItemStore: @unchecked Sendable {
     }
 
     /// The internal id of an external id, or nil when the item does not exist.
+    /// The internal ids of many items at once (nil for unknown ids), without reading their records.
+    public func internalIDs(of ids: [ItemID]) throws(SteerError) -> [Int64?] {
+        try withDatabase { (database) throws(SteerError) -> [Int64?] in
+            try database.multiGet(.ids, ids.map(\.keyBytes)).enumerated().map { (index, raw) throws(SteerError) -> Int64? in
+                guard let raw else { return nil }
+                guard let internalID = StoreKey.decodeInternalID(raw) else {
+                    throw SteerError(.corrupt, "internal id of \(ids[index]) is unreadable")
+                }
+                return internalID
+            }
+        }
+    }
+
     public func internalID(of id: ItemID) throws(SteerError) -> Int64? {
         try withDatabase { (database) throws(SteerError) -> Int64? in
             guard let raw = try database.get(.ids, id.keyBytes) else { return nil }
