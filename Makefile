@@ -39,7 +39,8 @@ test-python:
 	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability -q
 
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
-demo: setup release
+demo: setup
+	$(SWIFT) build -c release --product steer
 	bash scripts/demo.sh
 
 doctor: release
