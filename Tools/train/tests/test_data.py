@@ -16,8 +16,6 @@ from steer_train.data import (
 )
 from steer_train.synth import TAGS, SynthConfig, generate, write_generic
 
-from .conftest import data_dir
-
 
 def test_synth_is_seeded_and_readable() -> None:
     a = generate(SynthConfig(seed=3, n_users=50, n_items=80))
@@ -104,23 +102,63 @@ def test_leave_one_out() -> None:
         assert sp.valid[case.user].target == seq[-2]
 
 
-def test_ml100k_counts() -> None:
-    ds = load_ml100k(data_dir("ml-100k"))
-    assert len(ds.sequences) == 943 and ds.n_items == 1682
-    assert sum(map(len, ds.sequences)) == 100_000
-    assert ds.items[0].title == "Toy Story (1995)"
+def test_ml100k_format(tmp_path: Path) -> None:
+    """The u.item / u.data / u.genre formats (Latin-1, '|' and tab separated), on a small file of the
+    real layout: MovieLens itself may not be redistributed, and CI machines need not have ../shared."""
+    genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+              "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+              "Romance", "Sci-Fi", "Thriller", "War", "Western"]  # fmt: skip
+    (tmp_path / "u.genre").write_text(
+        "".join(f"{g}|{i}\n" for i, g in enumerate(genres)) + "\n", encoding="latin-1"
+    )
+
+    CHILDREN = "Children's"
+
+    def flags(*on: str) -> str:
+        return "|".join("1" if g in on else "0" for g in genres)
+
+    (tmp_path / "u.item").write_bytes(
+        (
+            f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags('Animation', CHILDREN, 'Comedy')}\n"
+            f"2|Caf\xe9 Noir (1996)|01-Jan-1996||http://y|{flags('Film-Noir', 'Horror')}\n"
+            f"3|Nothing (1997)|01-Jan-1997||http://z|{flags('unknown')}\n"
+        ).encode("latin-1")
+    )
+    (tmp_path / "u.data").write_text(
+        "7\t2\t4\t200\n7\t1\t5\t100\n9\t3\t3\t50\n7\t3\t1\t300\n", encoding="latin-1"
+    )
+    ds = load_ml100k(tmp_path)
+    assert ds.n_items == 3 and sum(map(len, ds.sequences)) == 4
+    assert ds.items[0].title == "Toy Story (1995)" and ds.items[1].title == "Café Noir (1996)"
     assert ds.items[0].tags == ["animation", "children", "comedy"]
     assert len(ds.tag_vocab) == 19 and "unknown" not in ds.prompt_tags()
+    assert sorted(len(s) for s in ds.sequences) == [1, 3]  # per user, ordered by timestamp
+    assert [0, 1, 2] in ds.sequences
 
 
-def test_ml_latest_small_counts() -> None:
-    ds = load_ml_latest_small(data_dir("ml-latest-small"))
-    assert len(ds.sequences) == 610 and ds.n_items == 9742
-    assert sum(map(len, ds.sequences)) == 100_836
+def test_ml_latest_small_format(tmp_path: Path) -> None:
+    """movies.csv (genres, '(no genres listed)'), ratings.csv and tags.csv with free-text user tags kept
+    when applied to at least `min_tag_items` movies."""
+    movies = ["movieId,title,genres", '1,"Toy Story (1995)",Adventure|Animation|Children',
+              "2,Heat (1995),Action|Crime|Thriller", "3,Unlisted (2001),(no genres listed)"]  # fmt: skip
+    (tmp_path / "movies.csv").write_text("\n".join(movies) + "\n", encoding="utf-8")
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,2,4.0,20\n1,1,3.5,10\n2,3,5.0,30\n", encoding="utf-8"
+    )
+    (tmp_path / "tags.csv").write_text(
+        "userId,movieId,tag,timestamp\n1,1,Dark Comedy,1\n1,2,dark comedy,2\n2,3,twist ending,3\n"
+        "2,1,In Netflix queue,4\n2,2,in netflix queue,5\n",
+        encoding="utf-8",
+    )
+    ds = load_ml_latest_small(tmp_path)
+    assert len(ds.sequences) == 2 and ds.n_items == 3 and sum(map(len, ds.sequences)) == 3
     assert "children" in ds.tag_vocab and "(no genres listed)" not in ds.tag_vocab
-    tagged = load_ml_latest_small(data_dir("ml-latest-small"), tags="user")
-    assert "twist ending" in tagged.tag_vocab and "dark comedy" in tagged.tag_vocab
+    tagged = load_ml_latest_small(tmp_path, tags="user", min_tag_items=2)
+    assert "dark comedy" in tagged.tag_vocab and "twist ending" not in tagged.tag_vocab
     assert "in netflix queue" not in tagged.prompt_tags()
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,9,x,1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"tags.csv:2: unknown movieId 9"):
+        load_ml_latest_small(tmp_path, tags="user")
 
 
 def test_ml1m_format(tmp_path: Path) -> None:
