@@ -511,22 +511,33 @@ def case_pipelined_read(context: Context) -> None:
 
 
 def wait_released(context: Context, what: str) -> int:
-    """Polls `stats` until the server holds only the polling connection (refused connects are retried);
-    returns `connections_refused`."""
+    """Polls `stats` on one connection until the server holds only that connection (a refused connect is
+    retried); returns `connections_refused`. One polling connection, not one per poll: a closed connection
+    is released after the server's drain quiet period (250 ms), so polling with fresh connections every
+    100 ms would keep a few of its own closed polls in the count."""
     deadline = time.monotonic() + 10.0
     connected = -1
-    while time.monotonic() < deadline:
-        try:
-            with Connection(context.port, timeout=context.hang_timeout) as connection:
-                stats = connection.call({"op": "stats"})
-        except (ConnectionBroken, OSError):
+    poller: Connection | None = None
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if poller is None:
+                    poller = Connection(context.port, timeout=context.hang_timeout)
+                stats = poller.call({"op": "stats"})
+            except (ConnectionBroken, OSError):
+                if poller is not None:
+                    poller.close()
+                    poller = None
+                time.sleep(0.1)
+                continue
+            server = stats.get("server", {})
+            connected = int(server.get("connections", -1)) if stats.get("ok") is True else -1
+            if connected == 1:
+                return int(server.get("connections_refused", -1))
             time.sleep(0.1)
-            continue
-        server = stats.get("server", {})
-        connected = int(server.get("connections", -1)) if stats.get("ok") is True else -1
-        if connected == 1:
-            return int(server.get("connections_refused", -1))
-        time.sleep(0.1)
+    finally:
+        if poller is not None:
+            poller.close()
     raise CaseFailure("connections_not_released", f"{connected} connections open 10 s after {what}")
 
 
