@@ -244,6 +244,16 @@ public final class DPRModel: Sendable {
         return DPRQuery(query: query, userVector: hPlus, clauses: clauses, historyRows: rows, timings: timings)
     }
 
+    /// `encode` for external ids, with the `recommend` op's rules: unknown ids are skipped and returned,
+    /// and it is an error (`not_found`) only if the history names ids and none of them is known.
+    public func encode(history: [ItemID], prompt: String?) throws(SteerError) -> (query: DPRQuery, unknown: [ItemID]) {
+        let (rows, unknown) = rows(for: history)
+        if rows.isEmpty && !history.isEmpty {
+            throw SteerError.notFound("none of the history's \(history.count) item ids is in the model's catalog")
+        }
+        return (try encode(historyRows: rows, prompt: prompt), unknown)
+    }
+
     private func checkRows(_ rows: [Int]) throws(SteerError) {
         if let bad = rows.first(where: { $0 < 0 || $0 >= config.itemCount }) {
             throw SteerError.invalid("history row \(bad) is outside the catalog (0..<\(config.itemCount))")

@@ -123,6 +123,11 @@ import Testing
         #expect { try model.topK(query: [1, 2], k: 3) } throws: { ($0 as? SteerError)?.code == .dimensionMismatch }
         let (rows, unknown) = model.rows(for: [.int(1), .string("nope"), .int(2)])
         #expect(rows == [0, 1] && unknown == [.string("nope")])
+        let (byID, skipped) = try model.encode(history: [.int(1), .string("nope"), .int(2)], prompt: "comedy")
+        #expect(skipped == [.string("nope")])
+        #expect(byID.query == (try model.encode(historyRows: [0, 1], prompt: "comedy")).query)
+        #expect { try model.encode(history: [.string("nope")], prompt: nil) } throws: { ($0 as? SteerError)?.code == .notFound }
+        #expect(try model.encode(history: [], prompt: nil).query.query.allSatisfy { $0 == 0 })
     }
 
     @Test func repeatedClausesHitTheCacheAndConcurrentEncodesAgree() async throws {
