@@ -4,9 +4,6 @@ SWIFT ?= swift
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1
-# Demo and benchmark thread settings (FINDINGS.md): one BLAS/OpenMP thread per request, concurrency
-# from Steer's own threads. Tests never depend on these.
-BENCH_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 .PHONY: setup setup-system setup-python build release test test-swift test-python demo doctor clean
 
@@ -22,7 +19,7 @@ setup-system:
 
 setup-python:
 	bash scripts/fetch-minilm.sh
-	@if [ -f Tools/train/setup.sh ]; then bash Tools/train/setup.sh; else echo "no Python tools yet"; fi
+	bash Tools/train/setup.sh
 
 build:
 	$(SWIFT) build
@@ -37,13 +34,13 @@ test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test --skip-build
 
+## test-python: the trainer's tests and the Python client's (which run the debug `steer` built by test-swift)
 test-python:
-	@if [ -d Tools/train/tests ]; then $(PYTHON) -m pytest Tools/train/tests -q; fi
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest clients/python/tests -q
+	$(PYTHON) -m pytest Tools/train/tests clients/python/tests -q
 
-## demo: set up, build optimised, and run the demo on built-in synthetic data
+## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup release
-	$(BENCH_ENV) .build/release/steer demo --data demo-data
+	bash scripts/demo.sh
 
 doctor: release
 	.build/release/steer doctor

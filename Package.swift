@@ -59,6 +59,12 @@ let package = Package(
                 .linkedLibrary("m"),
             ]
         ),
+        // Packed small-M dense layers for SteerModel (MiniLM on a few tokens); -O3 in every configuration.
+        .target(
+            name: "CModelKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])],
+            linkerSettings: [.linkedLibrary("m"), .linkedLibrary("mvec", .when(platforms: [.linux]))]
+        ),
         .target(
             name: "CFaissShim",
             dependencies: ["CFaissKernels"],
@@ -76,9 +82,15 @@ let package = Package(
         .target(name: "SteerCore", swiftSettings: swiftSettings),
         .target(name: "SteerStore", dependencies: ["SteerCore", "CRocksDB"], swiftSettings: swiftSettings),
         .target(name: "SteerIndex", dependencies: ["SteerCore", "CFaissShim"], swiftSettings: swiftSettings),
-        .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS"], swiftSettings: swiftSettings),
+        .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS", "CModelKernels"], swiftSettings: swiftSettings),
         .target(
             name: "SteerEngine",
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
+            swiftSettings: swiftSettings
+        ),
+        // Index builder and checkpoint ingest logic (Tools/steer-index, `steer ingest`), kept in a library for tests.
+        .target(
+            name: "SteerBuilder",
             dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
             swiftSettings: swiftSettings
         ),
@@ -107,14 +119,24 @@ let package = Package(
         .executableTarget(
             name: "steer",
             dependencies: [
-                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "CBLAS",
-                "SteerProtocol", "SteerServer",
+                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
+                "SteerProtocol", "SteerServer", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "steer-index",
+            dependencies: [
+                "SteerCore", "SteerStore", "SteerIndex", "SteerBuilder",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/steer-index",
             swiftSettings: swiftSettings
         ),
 
@@ -127,6 +149,25 @@ let package = Package(
         ),
 
         // Crash-test helper for SteerStoreTests: writes synced batches until killed.
+        // The foundation benchmark's driver (Benchmarks/index/run.sh): data generation and SteerIndex timings.
+        .executableTarget(
+            name: "steer-index-bench",
+            dependencies: [
+                "SteerCore", "SteerIndex", "CFaissKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/index-bench",
+            swiftSettings: swiftSettings
+        ),
+
+        // Recommend latency through `steer serve --checkpoint` (Benchmarks/recommend/run.sh).
+        .executableTarget(
+            name: "steer-recommend-bench",
+            dependencies: ["SteerClient", "SteerCore"],
+            path: "Benchmarks/recommend/bench",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "steer-store-crashtest",
             dependencies: ["SteerStore", "SteerCore"],
@@ -140,6 +181,17 @@ let package = Package(
         .testTarget(name: "CFaissKernelsTests", dependencies: ["CFaissKernels"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerStoreTests", dependencies: ["SteerStore", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerIndexTests", dependencies: ["SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SteerModelTests",
+            dependencies: ["SteerModel", "SteerCore", "CModelKernels"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SteerBuilderTests",
+            dependencies: ["SteerBuilder", "SteerIndex", "SteerStore", "SteerCore"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),

@@ -182,6 +182,8 @@ public struct EngineStats: Sendable {
     public var storeSequence: UInt64
     public var builtAtSequence: UInt64
     public var encoder: String?
+    /// The encoder's own counters (DPR: the clause-embedding cache's hits, misses, evictions, entries).
+    public var encoderStatistics: [(name: String, value: Int)]
     public var faissVersion: String
     public var openMPMaxThreads: Int
 }

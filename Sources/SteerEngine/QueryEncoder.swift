@@ -51,6 +51,12 @@ public protocol QueryEncoder: Sendable {
     var dimension: Int { get }
     /// - Throws: `.notFound` when no history id is known; `.invalidRequest` for an unusable prompt.
     func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery
+    /// Counters the encoder wants `stats` to show (for example its prompt cache's hits), in a stable order.
+    var statistics: [(name: String, value: Int)] { get }
+}
+
+extension QueryEncoder {
+    public var statistics: [(name: String, value: Int)] { [] }
 }
 
 /// The simplest real encoder: the mean of the history items' stored vectors. It ignores the prompt
@@ -71,6 +77,7 @@ public struct MeanHistoryEncoder: QueryEncoder {
     }
 
     public func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
+        guard !history.isEmpty else { throw SteerError.invalid("history must not be empty (this generation has no model that can answer a prompt alone)") }
         let records = try store.get(history)
         var internalIDs: [Int64] = []
         var unknown: [ItemID] = []

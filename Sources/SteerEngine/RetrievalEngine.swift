@@ -476,14 +476,12 @@ public final class RetrievalEngine: Sendable {
     /// Encodes a history and prompt with the generation's encoder.
     public func encode(_ request: RecommendRequest) throws(SteerError) -> EncodedQuery {
         try requireOpen()
-        guard !request.history.isEmpty else { throw SteerError.invalid("history must not be empty") }
         return try encoder(generation).encode(history: request.history, prompt: request.prompt)
     }
 
     /// Recommends items for a history and an optional prompt.
     public func recommend(_ request: RecommendRequest) throws(SteerError) -> Recommendation {
         try requireOpen()
-        guard !request.history.isEmpty else { throw SteerError.invalid("history must not be empty") }
         let generation = generation
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
         guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
@@ -529,6 +527,7 @@ public final class RetrievalEngine: Sendable {
             metric: generation.metric, indexSpec: generation.index.spec.factoryString, items: store.count,
             indexed: generation.index.count, tombstones: generation.index.tombstoneCount, storeSequence: store.latestSequence,
             builtAtSequence: generation.builtAtSequence, encoder: generation.encoder.map { String(describing: type(of: $0)) },
+            encoderStatistics: generation.encoder?.statistics ?? [],
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads)
     }
 

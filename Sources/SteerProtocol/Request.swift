@@ -262,7 +262,8 @@ public struct RequestDecoder: Sendable {
 
     private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
         guard fields.object["history"] != nil else { throw SteerError.invalid("\(fields.op): missing field 'history'") }
-        let history = try decodeIDs(fields, "history", limit: limits.maxHistory)
+        // An empty history is the encoder's call: DPR answers a prompt alone (h = 0), the mean encoder cannot.
+        let history = try decodeIDs(fields, "history", limit: limits.maxHistory, allowEmpty: true)
         var prompt: String?
         if let text = try fields.string("prompt") {
             guard text.utf8.count <= limits.maxPromptBytes else {
@@ -298,7 +299,7 @@ public struct RequestDecoder: Sendable {
         return id
     }
 
-    private func decodeIDs(_ fields: Fields, _ name: String, limit: Int? = nil) throws(SteerError) -> [ItemID] {
+    private func decodeIDs(_ fields: Fields, _ name: String, limit: Int? = nil, allowEmpty: Bool = false) throws(SteerError) -> [ItemID] {
         guard let value = fields.object[name] else { throw SteerError.invalid("\(fields.op): missing field '\(name)'") }
         let elements: [JSONValue]
         switch value {
@@ -306,7 +307,7 @@ public struct RequestDecoder: Sendable {
         case .floats: throw SteerError.invalid("\(name) must be an array of string or integer ids; fractional numbers are not ids")
         default: throw SteerError.invalid("\(name) must be an array of ids, got \(value.typeName)")
         }
-        guard !elements.isEmpty else { throw SteerError.invalid("\(name) must not be empty") }
+        guard allowEmpty || !elements.isEmpty else { throw SteerError.invalid("\(name) must not be empty") }
         let limit = limit ?? limits.maxBatch
         guard elements.count <= limit else { throw SteerError(.tooLarge, "\(name) has \(elements.count) ids, limit is \(limit)") }
         var ids: [ItemID] = []

@@ -373,6 +373,14 @@ public final class RequestHandler: Sendable {
         writer.int(Int64(truncatingIfNeeded: engineStats.builtAtSequence))
         writer.raw(",\"encoder\":")
         if let encoder = engineStats.encoder { writer.string(encoder) } else { writer.raw("null") }
+        writer.raw(",\"encoder_stats\":{")
+        for (index, entry) in engineStats.encoderStatistics.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.string(entry.name)
+            writer.raw(":")
+            writer.int(entry.value)
+        }
+        writer.raw("}")
         writer.raw(",\"faiss_version\":")
         writer.string(engineStats.faissVersion)
         writer.raw(",\"omp_max_threads\":")

@@ -55,6 +55,12 @@ struct Serve: AsyncParsableCommand {
     var ompThreadsPerWorker: Int?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
     var metricsPort: Int?
+    @Option(help: "DPR checkpoint directory (Tools/train export): recommend/encode use its model; its catalog is ingested into the data directory. Env: STEER_CHECKPOINT.")
+    var checkpoint: String?
+
+    @Option(help: "all-MiniLM-L6-v2 files for --checkpoint (default models/all-MiniLM-L6-v2). Env: STEER_MINILM_DIR.")
+    var minilm: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info). Env: STEER_LOG_LEVEL.")
     var logLevel: String?
 }
@@ -82,7 +88,7 @@ struct SettingSource {
         let known: Set<String> = [
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
-            "event_loop_threads", "log_level", "metrics_port", "omp_threads_per_worker",
+            "event_loop_threads", "log_level", "metrics_port", "omp_threads_per_worker", "checkpoint", "minilm",
         ]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -149,13 +155,35 @@ extension Serve {
         if let text = try source.string(metric, env: "STEER_METRIC", key: "metric") {
             do { metricValue = try Metric(parsing: text) } catch { throw ValidationError(error.message) }
         }
-        let engineConfiguration = RetrievalEngine.Configuration(
+        var engineConfiguration = RetrievalEngine.Configuration(
             dataDirectory: dataDirectory,
             dimension: try source.int(dimension, env: "STEER_DIMENSION", key: "dimension", range: 1...65536),
             indexSpec: try source.string(indexSpec, env: "STEER_INDEX_SPEC", key: "index_spec"),
             metric: metricValue,
             embeddingVersion: try source.string(embeddingVersion, env: "STEER_EMBEDDING_VERSION", key: "embedding_version"),
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
+        if let checkpointDirectory = try source.string(checkpoint, env: "STEER_CHECKPOINT", key: "checkpoint") {
+            let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
+            let serving: CheckpointServing
+            do {
+                serving = try CheckpointServing.prepare(checkpoint: checkpointDirectory, minilm: minilmDirectory,
+                                                        dataDirectory: dataDirectory, logger: logger)
+            } catch {
+                logger.error("cannot serve the checkpoint", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+            if let wanted = engineConfiguration.dimension, wanted != serving.dimension {
+                throw ValidationError("--dimension \(wanted) conflicts with the checkpoint's \(serving.dimension)-d item table")
+            }
+            if let wanted = engineConfiguration.embeddingVersion, wanted != serving.version {
+                throw ValidationError("--embedding-version \(wanted) conflicts with the checkpoint's version \(serving.version)")
+            }
+            engineConfiguration.dimension = serving.dimension
+            engineConfiguration.embeddingVersion = serving.version
+            engineConfiguration.metric = engineConfiguration.metric ?? .innerProduct
+            let model = serving.model
+            engineConfiguration.encoderFactory = { _, _, _ in DPRQueryEncoder(model: model) }
+        }
 
         var limits = ProtocolLimits()
         limits.maxLineBytes = try source.int(maxLineBytes, env: "STEER_MAX_LINE_BYTES", key: "max_line_bytes", range: 64...(1 << 30)) ?? limits.maxLineBytes

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Encode latency of SteerModel (Swift, release) against the PyTorch CPU reference on the same checkpoint,
+# in one run. Writes Benchmarks/encode/results-<date>.json and results.md.
+#
+#   bash Benchmarks/encode/run.sh            # REPEAT=300 SCRATCH=.build PYTHON=python3 by default
+#
+# Needs: models/all-MiniLM-L6-v2 (make setup), torch and Tools/train importable (PYTHONPATH is set here);
+# sentence-transformers is timed when PYTHON can import it (else the result says why not).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPEAT=${REPEAT:-300}
+SCRATCH=${SCRATCH:-.build}
+PYTHON=${PYTHON:-python3}
+MINILM=${STEER_MINILM_DIR:-models/all-MiniLM-L6-v2}
+PROMPT=${PROMPT:-"more comedy, but no horror"}
+SHORT=${SHORT:-"more comedies"}
+HISTORY=(1 2 3 4 5 6 7 8 9 10 11 12)
+DATE=$(date -u +%Y-%m-%d)
+OUT=Benchmarks/encode/results-$DATE.json
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+swift build -c release --scratch-path "$SCRATCH" --product steer >&2
+STEER="$SCRATCH/release/steer"
+
+run() {  # name, env assignments…, -- steer args…
+  local name=$1; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  echo "swift: $name" >&2
+  env "${envs[@]}" "$STEER" "$@" --minilm "$MINILM" > "$TMP/swift-$name.json"
+}
+
+# MiniLM alone on one short prompt: our packed kernels, and OpenBLAS with its own core choice and SkylakeX.
+run minilm-short X=1 -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-openblas STEER_MODEL_GEMM=blas -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-openblas-skylakex STEER_MODEL_GEMM=blas OPENBLAS_CORETYPE=SkylakeX -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-skylakex OPENBLAS_CORETYPE=SkylakeX -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-avx2 STEER_MODEL_ISA=avx2 -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-short-scalar STEER_MODEL_ISA=scalar -- embed-text "$SHORT" --repeat "$REPEAT"
+run minilm-prompt X=1 -- embed-text "$PROMPT" --repeat "$REPEAT"
+for b in sasrec gru4rec; do
+  ck=Tests/SteerModelTests/Fixtures/demo-$b
+  run "encode-$b-uncached" X=1 -- encode-query --checkpoint "$ck" --history "${HISTORY[@]}" --prompt "$PROMPT" --k 0 --cache-capacity 0 --repeat "$REPEAT"
+  run "encode-$b-cached" X=1 -- encode-query --checkpoint "$ck" --history "${HISTORY[@]}" --prompt "$PROMPT" --k 0 --repeat "$REPEAT"
+  run "encode-$b-noprompt" X=1 -- encode-query --checkpoint "$ck" --history "${HISTORY[@]}" --k 0 --repeat "$REPEAT"
+done
+
+for threads in 1 2; do
+  echo "pytorch: $threads thread(s)" >&2
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads PYTHONPATH=Tools/train${PYTHONPATH:+:$PYTHONPATH} \
+    "$PYTHON" Benchmarks/encode/torch_reference.py Tests/SteerModelTests/Fixtures/demo-sasrec "$MINILM" "$PROMPT" \
+    "$REPEAT" "${HISTORY[@]}" 2>/dev/null > "$TMP/torch-$threads.json"
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads PYTHONPATH=Tools/train${PYTHONPATH:+:$PYTHONPATH} \
+    "$PYTHON" Benchmarks/encode/torch_reference.py Tests/SteerModelTests/Fixtures/demo-sasrec "$MINILM" "$SHORT" \
+    "$REPEAT" "${HISTORY[@]}" 2>/dev/null > "$TMP/torch-short-$threads.json"
+done
+
+"$PYTHON" - "$TMP" "$OUT" "$REPEAT" "$PROMPT" "$SHORT" "$STEER" <<'PY'
+import glob, json, os, platform, subprocess, sys
+tmp, out, repeat, prompt, short, steer = sys.argv[1:7]
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return ""
+res = {
+    "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
+    "command": "bash Benchmarks/encode/run.sh",
+    "commit": sh("git rev-parse HEAD") + (" (dirty)" if sh("git status --porcelain -- Sources Package.swift") else ""),
+    "machine": {"cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "cores": os.cpu_count(),
+                "avx512f": "avx512f" in open("/proc/cpuinfo").read(), "kernel": platform.release(),
+                "loadavg_at_end": open("/proc/loadavg").read().split()[:3]},
+    "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+    "repeat": int(repeat), "prompt": prompt, "short_prompt": short, "units": "microseconds",
+    "swift": {}, "pytorch": {},
+}
+for f in sorted(glob.glob(tmp + "/swift-*.json")):
+    d = json.load(open(f))
+    d.pop("vector", None); d.pop("query", None); d.pop("user_vector", None)
+    res["swift"][os.path.basename(f)[6:-5]] = d
+for f in sorted(glob.glob(tmp + "/torch-*.json")):
+    try:
+        res["pytorch"][os.path.basename(f)[6:-5]] = json.load(open(f))
+    except Exception as e:
+        res["pytorch"][os.path.basename(f)[6:-5]] = {"error": str(e)}
+json.dump(res, open(out, "w"), indent=1)
+
+S, T = res["swift"], res["pytorch"]
+def p50(d, *path):
+    try:
+        for k in path: d = d[k]
+        return d["p50"]
+    except Exception:
+        return None
+def fmt(v): return "–" if v is None else f"{v:,.0f}"
+L = [f"# Encode latency (generated by `bash Benchmarks/encode/run.sh`, {res['date']})", "",
+     f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores (shared; load average at the end "
+     f"{' '.join(res['machine']['loadavg_at_end'])}); commit `{res['commit'][:12]}`; "
+     f"OPENBLAS_NUM_THREADS={res['threads']['OPENBLAS_NUM_THREADS']} OMP_NUM_THREADS={res['threads']['OMP_NUM_THREADS']}; "
+     f"{repeat} repetitions, p50 (p90) in µs. Swift: release build of `steer`; PyTorch: `Benchmarks/encode/torch_reference.py` "
+     "(Tools/train's DPR modules and MiniLM forward, same checkpoint).", "",
+     f"## MiniLM, one short prompt (\"{short}\")", "",
+     "| implementation | p50 | p90 |", "|---|---|---|"]
+def row(name, d):
+    return f"| {name} | {fmt(d.get('p50') if d else None)} | {fmt(d.get('p90') if d else None)} |"
+L.append(row("Swift, CModelKernels (" + S.get("minilm-short", {}).get("blas", "?") + ")", S.get("minilm-short", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, CModelKernels, OPENBLAS_CORETYPE=SkylakeX", S.get("minilm-short-skylakex", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, CModelKernels forced to AVX2 (STEER_MODEL_ISA=avx2)", S.get("minilm-short-avx2", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, CModelKernels forced to scalar C (STEER_MODEL_ISA=scalar)", S.get("minilm-short-scalar", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, OpenBLAS sgemm (" + S.get("minilm-short-openblas", {}).get("blas", "?") + ")", S.get("minilm-short-openblas", {}).get("latency_us", {}).get("total")))
+L.append(row("Swift, OpenBLAS sgemm, OPENBLAS_CORETYPE=SkylakeX", S.get("minilm-short-openblas-skylakex", {}).get("latency_us", {}).get("total")))
+for th in ("1", "2"):
+    t = T.get("short-" + th, {})
+    L.append(row(f"PyTorch {t.get('torch','?')} MiniLM forward, {th} thread(s)", t.get("minilm_prompt_us")))
+    st = t.get("sentence_transformers", {})
+    if "encode_us" in st:
+        L.append(row(f"sentence-transformers {st['version']} `encode`, {th} thread(s)", st["encode_us"]))
+    else:
+        L.append(f"| sentence-transformers, {th} thread(s) | not run: {st.get('error','?')} | |")
+L += ["", f"## DPR encode by stage (\"{prompt}\", history of 12, demo checkpoints)", "",
+      "| run | parse | tokenize | MiniLM | tag mapping | backbone | head (fusion + experts) | total p50 | total p90 |",
+      "|---|---|---|---|---|---|---|---|---|"]
+for b in ("sasrec", "gru4rec"):
+    for mode in ("uncached", "cached", "noprompt"):
+        d = S.get(f"encode-{b}-{mode}", {}).get("latency_us", {})
+        L.append(f"| Swift {b}, {mode} | " + " | ".join(fmt(p50(d, k)) for k in ("parse", "tokenize", "minilm", "tag_mapping", "backbone", "head", "total")) + f" | {fmt((d.get('total') or {}).get('p90'))} |")
+for th in ("1", "2"):
+    d = T.get(th, {}).get("latency_us", {})
+    L.append(f"| PyTorch sasrec, uncached, {th} thread(s) | " + " | ".join(fmt(p50(d, k)) for k in ("parse", "tokenize", "minilm")) + " | – | " + " | ".join(fmt(p50(d, k)) for k in ("backbone", "head", "total")) + f" | {fmt((d.get('total') or {}).get('p90'))} |")
+L += ["", "Both embed a prompt's uncached clauses in one MiniLM pass (PyTorch as a padded batch, Swift with the clauses' rows stacked). The Swift MiniLM rows use OpenBLAS only for the attention products, so OPENBLAS_CORETYPE matters little there. "
+      "`cached`: every clause embedding comes from the LRU cache (the first call warms it). Raw numbers: `" + os.path.basename(out) + "`."]
+open(os.path.join(os.path.dirname(out), "results.md"), "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY

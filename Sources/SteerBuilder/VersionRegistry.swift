@@ -1,0 +1,155 @@
+import Foundation
+import SteerCore
+
+/// Which checkpoint each ingested embedding version came from, and whether its ingest finished:
+/// `steer-versions.json` in the store directory (RocksDB leaves files it does not recognise alone).
+///
+/// `steer ingest` marks a version `in_progress` before its first write and `complete` after its last, so
+/// a version left half-written by a crash is never mistaken for a whole one: `steer-index build` refuses
+/// an `in_progress` version. Versions written by other means (the server's `upsert`) have no entry.
+/// Written atomically (temp file, fsync, rename).
+public struct VersionRegistry: Codable, Sendable, Equatable {
+    public struct Entry: Codable, Sendable, Equatable {
+        public enum Status: String, Codable, Sendable {
+            case inProgress = "in_progress"
+            case complete
+        }
+
+        public var status: Status
+        /// `CheckpointHash` of the source checkpoint.
+        public var checkpointHash: String
+        public var dimension: Int
+        /// Rows of the checkpoint (items written or already present).
+        public var rows: Int
+        /// The checkpoint directory it was read from (informational).
+        public var source: String
+        public var startedAt: String
+        public var completedAt: String?
+        /// The store sequence after the last write of the ingest.
+        public var sequence: UInt64?
+
+        public init(status: Status, checkpointHash: String, dimension: Int, rows: Int, source: String,
+                    startedAt: String, completedAt: String? = nil, sequence: UInt64? = nil) {
+            self.status = status
+            self.checkpointHash = checkpointHash
+            self.dimension = dimension
+            self.rows = rows
+            self.source = source
+            self.startedAt = startedAt
+            self.completedAt = completedAt
+            self.sequence = sequence
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case status
+            case checkpointHash = "checkpoint_hash"
+            case dimension, rows, source
+            case startedAt = "started_at"
+            case completedAt = "completed_at"
+            case sequence
+        }
+    }
+
+    public static let fileName = "steer-versions.json"
+
+    public var versions: [String: Entry]
+
+    public init(versions: [String: Entry] = [:]) { self.versions = versions }
+
+    /// Reads the registry of a store directory; an empty registry when the file does not exist.
+    ///
+    /// - Throws: `.corrupt` naming the file when it is not a valid registry.
+    public static func read(storePath: String) throws(SteerError) -> VersionRegistry {
+        let path = (storePath as NSString).appendingPathComponent(fileName)
+        guard FileManager.default.fileExists(atPath: path) else { return VersionRegistry() }
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return try JSONDecoder().decode(VersionRegistry.self, from: data)
+        } catch {
+            throw SteerError(.corrupt, "'\(path)' is not a valid version registry: \(error)")
+        }
+    }
+
+    /// Writes the registry into a store directory atomically.
+    public func write(storePath: String) throws(SteerError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data: Data
+        do {
+            data = try encoder.encode(self)
+        } catch {
+            throw SteerError.internalError("cannot encode the version registry: \(error)")
+        }
+        try FileIO.writeAtomically(data, to: (storePath as NSString).appendingPathComponent(Self.fileName))
+    }
+}
+
+/// Small POSIX helpers for durable writes.
+public enum FileIO {
+    /// Writes `data` to `path` through a temp file in the same directory, fsyncs it, renames it into
+    /// place and fsyncs the directory: readers see the old file or the new one, never a torn one.
+    public static func writeAtomically(_ data: Data, to path: String) throws(SteerError) {
+        let temp = path + ".tmp-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw SteerError(.io, "cannot create '\(temp)': \(String(cString: strerror(errno)))") }
+        var failure: SteerError?
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    failure = SteerError(.io, "cannot write '\(temp)': \(String(cString: strerror(errno)))")
+                    return
+                }
+                offset += written
+            }
+        }
+        if failure == nil, fsync(fd) != 0 {
+            failure = SteerError(.io, "cannot fsync '\(temp)': \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        if let failure {
+            unlink(temp)
+            throw failure
+        }
+        guard rename(temp, path) == 0 else {
+            let message = String(cString: strerror(errno))
+            unlink(temp)
+            throw SteerError(.io, "cannot rename '\(temp)' to '\(path)': \(message)")
+        }
+        syncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Fsyncs a directory so a rename or a new entry in it survives a crash (best effort).
+    public static func syncDirectory(_ path: String) {
+        let fd = open(path.isEmpty ? "." : path, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+
+    /// Fsyncs a file (best effort is not enough here: a failure throws).
+    public static func syncFile(_ path: String) throws(SteerError) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw SteerError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SteerError(.io, "cannot fsync '\(path)': \(String(cString: strerror(errno)))") }
+    }
+
+    /// Peak resident memory of this process so far (`getrusage` `ru_maxrss`, kilobytes on Linux), in bytes.
+    public static func peakRSSBytes() -> Int64 {
+        #if os(Linux)
+        let RUSAGE_SELF_WHO = __rusage_who_t(RUSAGE_SELF.rawValue)
+        #else
+        let RUSAGE_SELF_WHO = RUSAGE_SELF
+        #endif
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF_WHO, &usage) == 0 else { return 0 }
+        #if os(Linux)
+        return Int64(usage.ru_maxrss) * 1024
+        #else
+        return Int64(usage.ru_maxrss)
+        #endif
+    }
+}
