@@ -94,6 +94,36 @@ import Testing
         }
     }
 
+    @Test func limitsAcceptTheBoundaryValue() throws {
+        guard case .search(_, let options, _) = try decode(#"{"op":"search","vector":[1],"k":100}"#).operation else {
+            Issue.record("not a search")
+            return
+        }
+        #expect(options.k == 100)
+        guard case .search(let queries, _, _) = try decode(#"{"op":"search","vectors":[[1],[2],[3]],"k":1}"#).operation else {
+            Issue.record("not a search")
+            return
+        }
+        #expect(queries.count == 3)
+        guard case .get(let ids) = try decode(#"{"op":"get","ids":[1,2,3]}"#).operation else {
+            Issue.record("not a get")
+            return
+        }
+        #expect(ids.count == 3)
+        guard case .recommend(let request) = try decode(#"{"op":"recommend","history":[1,2,3,4],"prompt":"0123456789"}"#).operation else {
+            Issue.record("not a recommend")
+            return
+        }
+        #expect(request.history.count == 4 && request.prompt == "0123456789")
+        let longestID = String(repeating: "i", count: ItemID.maxStringBytes)
+        guard case .get(let long) = try decode(#"{"op":"get","ids":["\#(longestID)"]}"#).operation else {
+            Issue.record("not a get")
+            return
+        }
+        #expect(long == [.string(longestID)])
+        #expect(throws: SteerError.self) { _ = try decode(#"{"op":"get","ids":["\#(longestID)i"]}"#) }
+    }
+
     @Test func tokenComparisonIsExact() {
         #expect(RequestHandler.tokensMatch(Array("secret".utf8), Array("secret".utf8)))
         #expect(!RequestHandler.tokensMatch(Array("secreT".utf8), Array("secret".utf8)))
