@@ -42,6 +42,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var admitting = false
     /// Draining: the previous check found the connection idle (see `startDraining`).
     private var closeCandidate = false
+    /// The client half-closed its side: nothing more can arrive, so the connection closes as soon as
+    /// every request it sent has been answered (no quiet period to wait for).
+    private var inputEnded = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastReadAt = .now()
@@ -163,6 +166,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func resume(context: ChannelHandlerContext) {
         if closed { return }
         admit(context: context)
+        if inputEnded {
+            closeIfAnswered(context: context)
+            return
+        }
         if readHeld && inFlight < shared.configuration.maxInFlight && backlogHead == backlog.count {
             readHeld = false
             lastReadAt = .now() // asking for data again counts as activity for the drain's quiet period
@@ -204,11 +211,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         if let event = event as? ChannelEvent, event == .inputClosed {
-            // The client half-closed: answer what it sent, then close.
-            startDraining(context: context)
+            // The client half-closed: answer what it sent, then close at once. A closed client would
+            // otherwise hold one of `maxConnections` for the drain's quiet period.
+            inputEnded = true
+            closeIfAnswered(context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func closeIfAnswered(context: ChannelHandlerContext) {
+        guard !closed, inFlight == 0, backlogHead == backlog.count, waitingHead == waiting.count else { return }
+        closed = true
+        drainTask?.cancel()
+        drainTask = nil
+        context.close(promise: nil)
     }
 
     private func startDraining(context: ChannelHandlerContext) {

@@ -148,3 +148,23 @@ def test_idle_connection_is_closed(server: Server) -> None:
         connection.sock.settimeout(10)
         assert connection.sock.recv(1) == b""
         assert 0.5 < time.monotonic() - started < 5
+
+
+def test_closed_connections_free_their_slot_at_once(server: Server) -> None:
+    """A client that closes (FIN) after its answers must not hold one of the 4 connection slots: 40
+    connect-ask-close rounds in quick succession all get served, none is refused."""
+    for round_number in range(40):
+        with Connection(server.port) as connection:
+            assert connection.call({"id": round_number, "op": "ping"}) == {"id": round_number, "ok": True}
+    # Half-closed with an unanswered request: the answer still arrives, then the server closes.
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(b'{"id":"last","op":"ping"}\n')
+    sock.shutdown(socket.SHUT_WR)
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    sock.close()
+    assert received == b'{"id":"last","ok":true}\n'
+    with Connection(server.port) as connection:
+        stats = connection.call({"op": "stats"})
+    assert stats["server"]["connections_refused"] == 0
