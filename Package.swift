@@ -202,3 +202,18 @@ let package = Package(
     ],
     cxxLanguageStandard: .cxx17
 )
+
+// MARK: - Fuzzing (opt-in)
+
+// libFuzzer target for the request decoder, built only with STEER_FUZZ=1 by Tests/Fuzz/run.sh
+// (`-sanitize=fuzzer`; libFuzzer supplies `main`, so normal builds must not see it).
+if Context.environment["STEER_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "steer-fuzz-request",
+            dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"],
+            path: "Tests/Fuzz/RequestFuzz",
+            swiftSettings: swiftSettings
+        )
+    )
+}
