@@ -78,6 +78,12 @@ final class ServerProcess {
         return process.terminationStatus
     }
 
+    /// SIGKILL (a crash: no draining) and wait.
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
     func removeData() { try? FileManager.default.removeItem(atPath: directory) }
 
     deinit {
