@@ -115,6 +115,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "SteerClient", dependencies: ["SteerCore", "SteerProtocol"], swiftSettings: swiftSettings),
+        // `steer route`: fans requests out to shard servers (docs/scaling.md).
+        .target(
+            name: "SteerRouter",
+            dependencies: [
+                "SteerCore", "SteerEngine", "SteerProtocol", "SteerServer", "SteerClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
 
         // MARK: Executables
 
@@ -122,7 +133,7 @@ let package = Package(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
-                "SteerProtocol", "SteerServer", "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerProtocol", "SteerServer", "SteerRouter", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -197,6 +208,7 @@ let package = Package(
         .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
     ],

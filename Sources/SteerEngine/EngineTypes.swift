@@ -100,13 +100,17 @@ public struct ItemOutput: Sendable {
 public struct TagFilter: Sendable, Hashable {
     public var tagsAny: [String]
     public var tagsNone: [String]
+    /// More required groups: an item must carry one tag of every group (and one of `tagsAny` when that is
+    /// not empty). The router sends a recommend's clause constraints to the shards this way.
+    public var tagGroups: [[String]]
 
-    public init(tagsAny: [String] = [], tagsNone: [String] = []) {
+    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = []) {
         self.tagsAny = tagsAny
         self.tagsNone = tagsNone
+        self.tagGroups = tagGroups
     }
 
-    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty }
+    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty }
 }
 
 /// Search knobs.

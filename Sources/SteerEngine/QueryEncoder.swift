@@ -84,8 +84,7 @@ public struct MeanHistoryEncoder: QueryEncoder {
         for (id, record) in zip(history, records) {
             if let record { internalIDs.append(record.internalID) } else { unknown.append(id) }
         }
-        var sum = [Float](repeating: 0, count: dimension)
-        var known = 0
+        var known: [[Float]] = []
         if !internalIDs.isEmpty {
             let vectors = try store.vectors(internalIDs: internalIDs, version: embeddingVersion)
             for (position, vector) in vectors.enumerated() {
@@ -95,15 +94,34 @@ public struct MeanHistoryEncoder: QueryEncoder {
                     }
                     continue
                 }
-                for i in 0..<dimension { sum[i] += vector[i] }
-                known += 1
+                known.append(vector)
             }
         }
-        guard known > 0 else {
-            throw SteerError.notFound("history: none of the \(history.count) ids is a known item with a vector")
+        let mean = try Self.mean(of: known, historyCount: history.count)
+        return EncodedQuery(vector: mean, baseVector: mean, clauses: [], unknownHistory: unknown)
+    }
+
+    /// The mean of the history's known vectors, summed in history order (the router computes it the same
+    /// way from vectors it reads from the shards, so both give the same floats).
+    ///
+    /// - Parameters:
+    ///   - vectors: the known history items' vectors, in history order, all of one dimension.
+    ///   - historyCount: how many ids the history had (for the message).
+    /// - Throws: `.notFound` when no vector is given; `.dimensionMismatch` when they differ in length.
+    public static func mean(of vectors: [[Float]], historyCount: Int) throws(SteerError) -> [Float] {
+        guard let first = vectors.first else {
+            throw SteerError.notFound("history: none of the \(historyCount) ids is a known item with a vector")
         }
-        let scale = 1 / Float(known)
+        let dimension = first.count
+        var sum = [Float](repeating: 0, count: dimension)
+        for vector in vectors {
+            guard vector.count == dimension else {
+                throw SteerError(.dimensionMismatch, "history vectors have \(dimension) and \(vector.count) floats")
+            }
+            for i in 0..<dimension { sum[i] += vector[i] }
+        }
+        let scale = 1 / Float(vectors.count)
         for i in 0..<dimension { sum[i] *= scale }
-        return EncodedQuery(vector: sum, baseVector: sum, clauses: [], unknownHistory: unknown)
+        return sum
     }
 }

@@ -606,7 +606,7 @@ public final class RetrievalEngine: Sendable {
     /// an excluded label set.
     private func resolveFilter(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> (Set<Int64>?, Set<Int64>) {
         var required: Set<Int64>?
-        var groups = extraRequired
+        var groups = extraRequired + filter.tagGroups
         if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
         for group in groups {
             var union = Set<Int64>()

@@ -176,11 +176,11 @@ public struct RequestDecoder: Sendable {
     private func decodeFilter(_ fields: Fields) throws(SteerError) -> TagFilter {
         guard let value = fields.object["filter"] else { return TagFilter() }
         guard case .object(let filter) = value else { throw SteerError.invalid("filter must be an object, got \(value.typeName)") }
-        for field in filter.fields where field.key != "tags_any" && field.key != "tags_none" {
-            throw SteerError.invalid("unknown field 'filter.\(field.key)' (known: tags_any, tags_none)")
+        for field in filter.fields where !["tags_any", "tags_none", "tag_groups"].contains(field.key) {
+            throw SteerError.invalid("unknown field 'filter.\(field.key)' (known: tags_any, tags_none, tag_groups)")
         }
-        func tags(_ name: String) throws(SteerError) -> [String] {
-            guard let value = filter[name] else { return [] }
+        func tags(_ name: String, _ given: JSONValue? = nil) throws(SteerError) -> [String] {
+            guard let value = given ?? filter[name] else { return [] }
             guard case .array(let elements) = value else { throw SteerError.invalid("filter.\(name) must be an array of strings, got \(value.typeName)") }
             guard elements.count <= limits.maxBatch else {
                 throw SteerError(.tooLarge, "filter.\(name) has \(elements.count) tags, limit is \(limits.maxBatch)")
@@ -195,7 +195,21 @@ public struct RequestDecoder: Sendable {
             }
             return result
         }
-        return TagFilter(tagsAny: try tags("tags_any"), tagsNone: try tags("tags_none"))
+        var groups: [[String]] = []
+        if let value = filter["tag_groups"] {
+            guard case .array(let elements) = value else {
+                throw SteerError.invalid("filter.tag_groups must be an array of arrays of strings, got \(value.typeName)")
+            }
+            guard elements.count <= limits.maxBatch else {
+                throw SteerError(.tooLarge, "filter.tag_groups has \(elements.count) groups, limit is \(limits.maxBatch)")
+            }
+            for (index, element) in elements.enumerated() {
+                let group = try tags("tag_groups[\(index)]", element)
+                guard !group.isEmpty else { throw SteerError.invalid("filter.tag_groups[\(index)] must not be empty") }
+                groups.append(group)
+            }
+        }
+        return TagFilter(tagsAny: try tags("tags_any"), tagsNone: try tags("tags_none"), tagGroups: groups)
     }
 
     /// A vector from a JSON array of numbers or a base64 string.

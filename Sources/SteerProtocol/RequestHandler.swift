@@ -129,6 +129,11 @@ public final class RequestHandler: Sendable {
     /// Parses and validates one request line (without its newline). Cheap: no index or store access, so
     /// the server may call it on an event loop to learn whether the request writes.
     public func prepare(_ line: UnsafeBufferPointer<UInt8>) -> Prepared {
+        Self.prepare(line, decoder: decoder, stats: stats)
+    }
+
+    /// `prepare` for any executor of requests (the router validates lines exactly as the server does).
+    public static func prepare(_ line: UnsafeBufferPointer<UInt8>, decoder: RequestDecoder, stats: OperationStats) -> Prepared {
         var end = line.count
         while end > 0, line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
         if end == 0 { return .done(nil) }
@@ -409,6 +414,15 @@ public final class RequestHandler: Sendable {
         writer.string(engineStats.faissVersion)
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
+        Self.writeOperationStats(stats, &writer)
+        if let provider = serverStats.get() {
+            writer.raw(",\"server\":")
+            writer.value(.object(provider()))
+        }
+    }
+
+    /// `,"ops":{…},"errors":{…}` of `stats` (the router writes the same fields).
+    public static func writeOperationStats(_ stats: OperationStats, _ writer: inout JSONWriter) {
         writer.raw(",\"ops\":{")
         for (index, (op, summary)) in stats.summaries().sorted(by: { $0.key < $1.key }).enumerated() {
             if index > 0 { writer.raw(",") }
@@ -433,9 +447,5 @@ public final class RequestHandler: Sendable {
             writer.int(count)
         }
         writer.raw("}")
-        if let provider = serverStats.get() {
-            writer.raw(",\"server\":")
-            writer.value(.object(provider()))
-        }
     }
 }

@@ -76,13 +76,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
         inFlight += 1
         switch frame {
         case .tooLong:
-            shared.handler.stats.recordError(.tooLarge)
+            shared.service.stats.recordError(.tooLarge)
             let error = SteerError(.tooLarge, "request line exceeds \(shared.configuration.limits.maxLineBytes) bytes (maxLineBytes); it was skipped up to the next newline")
             complete(sequence, RequestHandler.errorLine(id: nil, error), context: context)
         case .line(let buffer):
             // Parsing and validation are cheap and tell whether the request writes (see `pump`).
             let prepared = buffer.withUnsafeReadableBytes { raw in
-                shared.handler.prepare(raw.bindMemory(to: UInt8.self))
+                shared.service.prepare(raw.bindMemory(to: UInt8.self))
             }
             switch prepared {
             case .done(let output):
@@ -105,10 +105,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             waitingHead += 1
             running += 1
             if isWrite { writeRunning = true }
-            let handler = shared.handler
-            let future = shared.pool.runIfActive(eventLoop: context.eventLoop) {
-                handler.execute(next.request, startedNanos: next.started)
-            }
+            let future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop)
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             future.whenComplete { result in
                 let (connection, context) = bound.value

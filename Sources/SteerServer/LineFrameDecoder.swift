@@ -1,7 +1,7 @@
 import NIOCore
 
 /// What the line framer produces.
-enum Frame {
+public enum Frame: Sendable {
     /// One line without its `\n`.
     case line(ByteBuffer)
     /// A line longer than the limit; it was skipped up to its newline (or is still being skipped).
@@ -10,18 +10,19 @@ enum Frame {
 
 /// Splits the byte stream at `\n`. A line longer than `maxLineBytes` is reported once as `.tooLong` as
 /// soon as the limit is passed, and its bytes are discarded up to the next newline, where framing
-/// resumes: memory per connection stays below `maxLineBytes` plus one read.
-struct LineFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = Frame
+/// resumes: memory per connection stays below `maxLineBytes` plus one read. The router's shard
+/// connections frame responses with it too.
+public struct LineFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = Frame
 
-    let maxLineBytes: Int
+    public let maxLineBytes: Int
     private var discarding = false
     /// Bytes of the readable region already searched for a newline.
     private var scanned = 0
 
-    init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
+    public init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         let view = buffer.readableBytesView
         if let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
             let length = newline - view.startIndex
@@ -57,7 +58,7 @@ struct LineFrameDecoder: ByteToMessageDecoder {
         return .needMoreData
     }
 
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         while try decode(context: context, buffer: &buffer) == .continue {}
         // A final line without a newline is still a request.
         if seenEOF, !discarding, buffer.readableBytes > 0 {

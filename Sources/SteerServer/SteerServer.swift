@@ -114,35 +114,68 @@ public struct TLSFiles: Sendable, Equatable {
     }
 }
 
+/// What a server runs validated requests with: the engine on worker threads (`steer serve`), or a router
+/// that forwards them to shard servers (`steer route`). The server frames lines, orders responses and
+/// enforces connection limits the same way for both.
+public protocol RequestService: Sendable {
+    /// Parses and validates one request line (without its newline); cheap, called on an event loop.
+    func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared
+    /// Runs a prepared request; the future (on `eventLoop`) carries the response line including its `\n`.
+    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]>
+    /// Counters behind `stats`; the server records framing errors (`too_large` lines) there.
+    var stats: OperationStats { get }
+    /// Installs the provider of the server's own `stats` fields (connections, threads, limits).
+    func setServerStats(_ provider: @escaping @Sendable () -> JSONObject)
+}
+
+/// The engine's requests, run on the worker pool.
+struct EngineRequestService: RequestService {
+    let handler: RequestHandler
+    let pool: NIOThreadPool
+
+    func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared { handler.prepare(line) }
+
+    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let handler = self.handler
+        return pool.runIfActive(eventLoop: eventLoop) { handler.execute(request, startedNanos: startedNanos) }
+    }
+
+    var stats: OperationStats { handler.stats }
+
+    func setServerStats(_ provider: @escaping @Sendable () -> JSONObject) { handler.setServerStats(provider) }
+}
+
 /// What every connection handler shares.
 final class ServerShared: Sendable {
     let configuration: ServerConfiguration
-    let handler: RequestHandler
-    let pool: NIOThreadPool
+    let service: any RequestService
     let logger: Logger
     let connections = Locked<[ObjectIdentifier: any Channel]>([:])
     let counters = Locked<(accepted: Int, refused: Int)>((0, 0))
     /// Set at shutdown: connections that become active from now on drain at once.
     let draining = Locked(false)
 
-    init(configuration: ServerConfiguration, handler: RequestHandler, pool: NIOThreadPool, logger: Logger) {
+    init(configuration: ServerConfiguration, service: any RequestService, logger: Logger) {
         self.configuration = configuration
-        self.handler = handler
-        self.pool = pool
+        self.service = service
         self.logger = logger
     }
 }
 
 /// Steer's line-delimited JSON server (DESIGN.md §3) on SwiftNIO. Event loops only frame and write;
-/// requests run on a fixed pool of worker threads.
+/// engine requests run on a fixed pool of worker threads; a server over another `RequestService` (the
+/// router) leaves execution to it.
 ///
 /// Use `start()`/`shutdown()` directly, or run it as a `Service` in a `ServiceGroup`: it then shuts
 /// down gracefully on the group's signal (stop accepting, answer everything received, save the index,
 /// close the engine).
 public final class SteerServer: Service, Sendable {
     public let configuration: ServerConfiguration
-    public let engine: RetrievalEngine
-    public let handler: RequestHandler
+    /// The engine served; nil for a server over another `RequestService`.
+    public let engine: RetrievalEngine?
+    /// The engine's request handler; nil for a server over another `RequestService`.
+    public let handler: RequestHandler?
+    private let pool: NIOThreadPool?
     private let shared: ServerShared
     private let group: MultiThreadedEventLoopGroup
     private let serverChannel = Locked<(any Channel)?>(nil)
@@ -160,22 +193,45 @@ public final class SteerServer: Service, Sendable {
     ///   - metricsRegistry: the registry swift-metrics was bootstrapped with (`PrometheusMetricsFactory`);
     ///     needed for the metrics port.
     ///   - onListening: called with host and port once listening.
-    public init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
+    public convenience init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
                 metricsRegistry: PrometheusCollectorRegistry? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
+        let handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
+        let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
+        self.init(configuration: configuration, engine: engine, handler: handler, pool: pool,
+                  service: EngineRequestService(handler: handler, pool: pool), logger: logger,
+                  metricsRegistry: metricsRegistry, onListening: onListening)
+    }
+
+    /// A server over another request service (the router): same framing, ordering and limits, no engine.
+    ///
+    /// - Parameters:
+    ///   - configuration: address, limits, event-loop threads (`workerThreads` is unused).
+    ///   - service: runs the requests.
+    ///   - logger: structured logs.
+    ///   - onListening: called with host and port once listening.
+    public convenience init(configuration: ServerConfiguration, service: any RequestService, logger: Logger,
+                            onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
+        self.init(configuration: configuration, engine: nil, handler: nil, pool: nil, service: service, logger: logger,
+                  metricsRegistry: nil, onListening: onListening)
+    }
+
+    private init(configuration: ServerConfiguration, engine: RetrievalEngine?, handler: RequestHandler?, pool: NIOThreadPool?,
+                 service: any RequestService, logger: Logger, metricsRegistry: PrometheusCollectorRegistry?,
+                 onListening: @escaping @Sendable (String, Int) -> Void) {
         self.configuration = configuration
         self.registry = metricsRegistry
         self.engine = engine
-        self.handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
-        let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
-        self.shared = ServerShared(configuration: configuration, handler: handler, pool: pool, logger: logger)
+        self.handler = handler
+        self.pool = pool
+        self.shared = ServerShared(configuration: configuration, service: service, logger: logger)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         self.onListening = onListening
         let shared = self.shared
         let metrics = self.metrics
-        handler.stats.setObserver { op, micros, error in metrics.record(op: op, micros: micros, error: error) }
+        service.stats.setObserver { op, micros, error in metrics.record(op: op, micros: micros, error: error) }
         let environment = ProcessInfo.processInfo.environment
-        handler.setServerStats {
+        service.setServerStats {
             let counters = shared.counters.get()
             var threads: [(key: String, value: JSONValue)] = [
                 ("event_loop_threads", .int(Int64(configuration.eventLoopThreads))),
@@ -209,8 +265,10 @@ public final class SteerServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> Int {
         let sslContext = try configuration.tls.map { files throws(SteerError) in try files.makeContext() }
-        shared.pool.start()
-        try await configureWorkerThreads()
+        if let pool {
+            pool.start()
+            try await configureWorkerThreads(pool)
+        }
         let shared = self.shared
         let configuration = self.configuration
         let bootstrap = ServerBootstrap(group: group)
@@ -263,13 +321,13 @@ public final class SteerServer: Service, Sendable {
 
     /// Runs one task per worker thread, all at once (each waits for the others, so no thread runs two),
     /// to set the per-thread OpenMP thread count.
-    private func configureWorkerThreads() async throws {
+    private func configureWorkerThreads(_ pool: NIOThreadPool) async throws {
         let count = max(1, configuration.workerThreads)
         let threads = configuration.openMPThreadsPerWorker
         let arrived = Locked(0)
         let loop = group.next()
         let futures = (0..<count).map { _ in
-            shared.pool.runIfActive(eventLoop: loop) {
+            pool.runIfActive(eventLoop: loop) {
                 RetrievalEngine.setOpenMPThreadsForCurrentThread(threads)
                 arrived.withLock { $0 += 1 }
                 let deadline = Date().addingTimeInterval(5)
@@ -283,11 +341,10 @@ public final class SteerServer: Service, Sendable {
     public var metricsPort: Int? { metricsChannel.get()?.localAddress?.port }
 
     private func startMetrics(port: Int) async throws {
-        guard let registry else {
-            throw SteerError(.invalidRequest, "a metrics port needs the Prometheus registry that swift-metrics was bootstrapped with")
+        guard let registry, let engine else {
+            throw SteerError(.invalidRequest, "a metrics port needs an engine and the Prometheus registry that swift-metrics was bootstrapped with")
         }
         let metrics = self.metrics
-        let engine = self.engine
         let shared = self.shared
         let refresh: @Sendable () -> Void = {
             metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
@@ -331,16 +388,20 @@ public final class SteerServer: Service, Sendable {
         }
         for channel in shared.connections.withLock({ Array($0.values) }) { try? await channel.close() }
         if let channel = serverChannel.get() { try? await channel.close() }
-        do {
-            try await shared.pool.shutdownGracefully()
-        } catch {
-            shared.logger.warning("worker pool shutdown failed", metadata: ["steer.error": "\(error)"])
+        if let pool {
+            do {
+                try await pool.shutdownGracefully()
+            } catch {
+                shared.logger.warning("worker pool shutdown failed", metadata: ["steer.error": "\(error)"])
+            }
         }
-        do {
-            try engine.close()
-            shared.logger.info("index saved, store closed")
-        } catch {
-            shared.logger.error("saving the index failed", metadata: ["steer.error": "\(error)"])
+        if let engine {
+            do {
+                try engine.close()
+                shared.logger.info("index saved, store closed")
+            } catch {
+                shared.logger.error("saving the index failed", metadata: ["steer.error": "\(error)"])
+            }
         }
         try? await group.shutdownGracefully()
     }

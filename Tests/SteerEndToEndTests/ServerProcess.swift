@@ -27,7 +27,7 @@ func steerBinary() throws -> String {
     throw SteerError(.notFound, "the built steer binary was not found beside the test bundle (\(candidates.map(\.path))); build with --build-tests or set STEER_BIN")
 }
 
-/// A `steer serve` child process on a free port.
+/// A `steer serve` (or, with `route`, a `steer route`) child process on a free port.
 final class ServerProcess {
     let process = Process()
     let directory: String
@@ -36,10 +36,13 @@ final class ServerProcess {
     private let errors = Pipe()
 
     /// Starts the server and waits for its `listening on HOST:PORT` line.
-    init(directory: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {
+    ///
+    /// - Parameter route: run `steer route` with `arguments` (no data directory) instead of `steer serve`.
+    init(directory: String? = nil, arguments: [String] = [], environment: [String: String] = [:], route: Bool = false) throws {
         self.directory = directory ?? NSTemporaryDirectory() + "steer-e2e-" + UUID().uuidString
         process.executableURL = URL(fileURLWithPath: try steerBinary())
-        process.arguments = ["serve", "--port", "0", "--data", self.directory, "--log-level", "warning"] + arguments
+        process.arguments = route ? ["route", "--port", "0", "--log-level", "error"] + arguments
+            : ["serve", "--port", "0", "--data", self.directory, "--log-level", "warning"] + arguments
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         process.environment = env
@@ -73,6 +76,12 @@ final class ServerProcess {
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
         return process.terminationStatus
+    }
+
+    /// SIGKILL (a crash: no draining) and wait.
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
     }
 
     func removeData() { try? FileManager.default.removeItem(atPath: directory) }

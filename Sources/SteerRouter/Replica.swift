@@ -1,0 +1,142 @@
+import Foundation
+import NIOCore
+import SteerClient
+import SteerCore
+import SteerEngine
+import SteerProtocol
+
+/// What the router knows about one replica.
+struct ReplicaHealth: Sendable {
+    /// Answered the last health check or request; false after a connection failure or timeout.
+    var up = false
+    /// The generation it named last (health check or answer); nil before it answered.
+    var generation: String?
+    /// A write it should have applied failed on it: it may lack data, so it serves nothing until the
+    /// router restarts (after an operator re-seeded it, docs/scaling.md).
+    var diverged = false
+    var requests = 0
+    var failures = 0
+    var lastError: String?
+}
+
+/// One replica of one shard: its health and a few pipelined connections, used round-robin.
+final class Replica: Sendable {
+    let shard: Int
+    let endpoint: ShardEndpoint
+    let health = Locked(ReplicaHealth())
+    private let group: any EventLoopGroup
+    private let maxLineBytes: Int
+    private let connectTimeout: TimeAmount
+    private enum Slot {
+        case empty
+        case connecting(Task<ShardConnection, any Error>)
+        case ready(ShardConnection)
+    }
+    private let slots: Locked<(slots: [Slot], next: Int)>
+
+    init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int) {
+        self.shard = shard
+        self.endpoint = endpoint
+        self.group = group
+        self.connectTimeout = connectTimeout
+        self.maxLineBytes = maxLineBytes
+        self.slots = Locked((Array(repeating: .empty, count: max(1, connections)), 0))
+    }
+
+    /// The next connection round-robin, connecting it when needed.
+    private func connection() async throws -> ShardConnection {
+        let endpoint = self.endpoint
+        let group = self.group
+        let timeout = connectTimeout
+        let maxLineBytes = self.maxLineBytes
+        let (index, slot): (Int, Slot) = slots.withLock { state in
+            let index = state.next % state.slots.count
+            state.next &+= 1
+            switch state.slots[index] {
+            case .ready(let connection) where connection.isActive:
+                return (index, .ready(connection))
+            case .connecting(let task):
+                return (index, .connecting(task))
+            default:
+                let task = Task {
+                    try await ShardConnection.connect(to: endpoint, group: group, timeout: timeout, maxLineBytes: maxLineBytes)
+                }
+                state.slots[index] = .connecting(task)
+                return (index, .connecting(task))
+            }
+        }
+        guard case .connecting(let task) = slot else {
+            if case .ready(let connection) = slot { return connection }
+            throw ReplicaFailure(message: "no connection to \(endpoint)")
+        }
+        do {
+            let connection = try await task.value
+            slots.withLock { state in
+                if case .connecting = state.slots[index] { state.slots[index] = .ready(connection) }
+            }
+            return connection
+        } catch {
+            slots.withLock { state in
+                if case .connecting = state.slots[index] { state.slots[index] = .empty }
+            }
+            throw error
+        }
+    }
+
+    /// Sends a request line and parses the answer.
+    ///
+    /// - Returns: the response object when `ok` is true.
+    /// - Throws: `ReplicaFailure` when the replica did not answer in time, its connection failed, or it
+    ///   answered an error that says the replica (not the request) is at fault (`unavailable`,
+    ///   `internal`, `io_error`, `corrupt`); `SteerError` for an error the request caused.
+    func request(_ line: [UInt8], timeout: TimeAmount) async throws -> JSONObject {
+        health.withLock { $0.requests += 1 }
+        let response: [UInt8]
+        do {
+            response = try await connection().send(line, timeout: timeout).get()
+        } catch let failure as ReplicaFailure {
+            throw failure
+        } catch {
+            throw ReplicaFailure(message: "\(endpoint): \(error)")
+        }
+        guard case .object(let object) = try? JSONParser.parse(response) else {
+            throw ReplicaFailure(message: "\(endpoint) answered a line that is not a JSON object")
+        }
+        if case .bool(true)? = object["ok"] { return object }
+        guard case .object(let error)? = object["error"], case .string(let wire)? = error["code"] else {
+            throw ReplicaFailure(message: "\(endpoint) answered neither ok:true nor an error object")
+        }
+        var message = ""
+        if case .string(let text)? = error["message"] { message = text }
+        let code = SteerError.Code(wire: wire)
+        if [.unavailable, .internal, .io, .corrupt].contains(code) {
+            throw ReplicaFailure(message: "\(endpoint) answered \(wire): \(message)")
+        }
+        throw SteerError(code, message)
+    }
+
+    /// Marks the replica down after a failure (the health check brings it back).
+    func markDown(_ message: String) {
+        health.withLock { state in
+            state.up = false
+            state.failures += 1
+            state.lastError = message
+        }
+        closeConnections()
+    }
+
+    func closeConnections() {
+        let old = slots.withLock { state -> [Slot] in
+            let old = state.slots
+            state.slots = Array(repeating: .empty, count: old.count)
+            return old
+        }
+        for slot in old {
+            switch slot {
+            case .ready(let connection): connection.close()
+            case .connecting(let task): Task { try? await task.value.close() }
+            case .empty: break
+            }
+        }
+    }
+}

@@ -1,0 +1,974 @@
+import Dispatch
+import Logging
+import NIOCore
+import NIOPosix
+import SteerClient
+import SteerCore
+import SteerEngine
+import SteerProtocol
+import SteerServer
+
+/// `steer route`: speaks the line protocol to clients and forwards each request to shard servers
+/// (`steer serve`) that each hold the items the sharding function assigns to them (docs/scaling.md).
+///
+/// - `search`: one replica of every shard, in parallel; the shards' top k lists are merged. A replica that
+///   fails or times out is marked down and another replica of its shard is tried; a shard with no replica
+///   left is reported in `missing_shards` with `partial: true`.
+/// - `recommend`/`encode`: the query is encoded once here (the DPR model of `--checkpoint`, or the mean of
+///   the history's vectors fetched from their shards), then searched like `search`, with the history and
+///   the clause constraints applied as a single server applies them.
+/// - `upsert`/`delete`/`get`: split by `Sharding`; writes go to every live replica of the owning shard.
+/// - Generations: every read is answered by shards of one generation, the router's; `swap` fans out to
+///   every replica behind a gate that holds reads (docs/scaling.md).
+public final class Router: RequestService {
+    public let configuration: RouterConfiguration
+    public let stats = OperationStats()
+    let replicas: [[Replica]]
+    private let decoder: RequestDecoder
+    private let sharding: Sharding
+    private let group: MultiThreadedEventLoopGroup
+    private let pool: NIOThreadPool
+    private let encoder: Locked<(any QueryEncoder)?>
+    private let loadEncoder: (@Sendable (_ checkpoint: String) throws(SteerError) -> any QueryEncoder)?
+    private let generation = Locked<String?>(nil)
+    private let gate = GenerationGate()
+    private let swapping = Locked(false)
+    private let counters = Locked(Counters())
+    private let roundRobin: Locked<[Int]>
+    private let serverStats = Locked<(@Sendable () -> JSONObject)?>(nil)
+    private let healthTask = Locked<Task<Void, Never>?>(nil)
+    private let logger: Logger
+
+    struct Counters {
+        var partialResponses = 0
+        var replicaRetries = 0
+        var generationMismatches = 0
+        var swaps = 0
+        var divergedReplicas = 0
+    }
+
+    /// - Parameters:
+    ///   - configuration: shard sets, timeouts, limits.
+    ///   - encoder: encodes `recommend`/`encode` queries; nil → the mean of the history's vectors, read
+    ///     from the shards.
+    ///   - loadEncoder: loads the encoder of a checkpoint named by `swap`; nil → `swap` with a checkpoint
+    ///     is refused.
+    ///   - logger: health changes and swaps.
+    public init(configuration: RouterConfiguration, encoder: (any QueryEncoder)? = nil,
+                loadEncoder: (@Sendable (String) throws(SteerError) -> any QueryEncoder)? = nil,
+                logger: Logger) throws(SteerError) {
+        try RouterConfiguration.validate(configuration.shards)
+        self.configuration = configuration
+        self.decoder = RequestDecoder(limits: configuration.limits)
+        self.sharding = try Sharding(shardCount: configuration.shards.count)
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.pool = NIOThreadPool(numberOfThreads: max(1, System.coreCount))
+        self.encoder = Locked(encoder)
+        self.loadEncoder = loadEncoder
+        self.logger = logger
+        let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
+        let group = self.group
+        self.replicas = configuration.shards.enumerated().map { shard, endpoints in
+            endpoints.map { endpoint in
+                Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
+                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes)
+            }
+        }
+        self.roundRobin = Locked(Array(repeating: 0, count: configuration.shards.count))
+    }
+
+    // MARK: Lifecycle
+
+    /// Checks every replica once (learning the generation they serve), then keeps checking them every
+    /// `healthIntervalMillis`.
+    public func start() async {
+        pool.start()
+        await checkHealth()
+        let interval = UInt64(max(10, configuration.healthIntervalMillis)) * 1_000_000
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: interval)
+                guard let self, !Task.isCancelled else { return }
+                await self.checkHealth()
+            }
+        }
+        healthTask.withLock { $0 = task }
+    }
+
+    /// Stops the health checks and closes the shard connections.
+    public func shutdown() async {
+        healthTask.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+        for replica in replicas.joined() { replica.closeConnections() }
+        try? await pool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+    }
+
+    /// The generation the router serves (nil until a replica answered).
+    public var currentGeneration: String? { generation.get() }
+
+    /// Health checks every replica once with `stats`.
+    public func checkHealth() async {
+        let line = Array(#"{"op":"stats"}"#.utf8)
+        let timeout = shardTimeout
+        await withTaskGroup(of: Void.self) { tasks in
+            for replica in replicas.joined() {
+                tasks.addTask {
+                    let wasUp = replica.health.get().up
+                    do {
+                        let answer = try await replica.request(line, timeout: timeout)
+                        var served: String?
+                        if case .string(let text)? = answer["generation"] { served = text }
+                        replica.health.withLock { state in
+                            state.up = true
+                            state.generation = served
+                        }
+                        if !wasUp { self.logger.info("replica up", metadata: ["steer.replica": "\(replica.endpoint)", "steer.shard": "\(replica.shard)"]) }
+                    } catch {
+                        replica.markDown("health check: \(Self.describe(error))")
+                        if wasUp { self.logger.warning("replica down", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"]) }
+                    }
+                }
+            }
+        }
+        adoptGeneration()
+    }
+
+    /// The router's generation follows the cluster when it is unknown (start-up: the one most replicas
+    /// serve) or when every replica that is up serves the same other one (shards swapped directly).
+    private func adoptGeneration() {
+        if swapping.get() { return }
+        let served = replicas.joined().compactMap { replica -> String? in
+            let health = replica.health.get()
+            return health.up && !health.diverged ? health.generation : nil
+        }
+        guard !served.isEmpty else { return }
+        let current = generation.get()
+        var counts: [String: Int] = [:]
+        for name in served { counts[name, default: 0] += 1 }
+        let chosen: String
+        if current == nil {
+            chosen = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key < b.key }!.key
+        } else if counts.count == 1, let only = counts.keys.first, only != current {
+            chosen = only
+        } else {
+            return
+        }
+        generation.withLock { $0 = chosen }
+        logger.info("router generation", metadata: ["steer.generation": "\(chosen)", "steer.previous": "\(current ?? "none")"])
+    }
+
+    private var shardTimeout: TimeAmount { .milliseconds(Int64(configuration.shardTimeoutMillis)) }
+
+    static func describe(_ error: any Error) -> String {
+        if let failure = error as? ReplicaFailure { return failure.message }
+        if let steer = error as? SteerError { return steer.description }
+        return "\(error)"
+    }
+
+    // MARK: RequestService
+
+    public func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared {
+        RequestHandler.prepare(line, decoder: decoder, stats: stats)
+    }
+
+    public func setServerStats(_ provider: @escaping @Sendable () -> JSONObject) {
+        serverStats.withLock { $0 = provider }
+    }
+
+    public func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let promise = eventLoop.makePromise(of: [UInt8].self)
+        promise.completeWithTask { await self.respond(request, startedNanos: startedNanos) }
+        return promise.futureResult
+    }
+
+    /// Runs one request and records it in `stats`.
+    public func respond(_ request: Request, startedNanos: UInt64 = DispatchTime.now().uptimeNanoseconds) async -> [UInt8] {
+        var output: [UInt8]
+        var failure: SteerError.Code?
+        do {
+            output = try await run(request)
+        } catch {
+            let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
+            failure = steer.code
+            output = RequestHandler.errorLine(id: request.id, steer)
+        }
+        let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
+        stats.record(op: request.operation.name, micros: micros, error: failure)
+        return output
+    }
+
+    private func run(_ request: Request) async throws -> [UInt8] {
+        var writer = JSONWriter(capacity: 512)
+        writer.raw("{")
+        if let id = request.id {
+            writer.raw("\"id\":")
+            switch id {
+            case .int(let number): writer.int(number)
+            case .string(let text): writer.string(text)
+            }
+            writer.raw(",")
+        }
+        writer.raw("\"ok\":true")
+        switch request.operation {
+        case .ping:
+            break
+        case .stats:
+            writeStats(&writer)
+        case .search(let queries, let options, let batch):
+            try await search(queries, options: options, batch: batch, &writer)
+        case .recommend(let recommendation):
+            try await recommend(recommendation, &writer)
+        case .encode(let recommendation):
+            try await encode(recommendation, &writer)
+        case .get(let ids):
+            try await get(ids, &writer)
+        case .upsert(let items):
+            let count = try await write(op: "upsert", countField: "upserted", token: request.token, keys: items.map(\.id)) { indices, writer in
+                writer.raw("\"items\":[")
+                for (position, index) in indices.enumerated() {
+                    if position > 0 { writer.raw(",") }
+                    Self.writeItem(items[index], &writer)
+                }
+                writer.raw("]")
+            }
+            writer.raw(",\"upserted\":")
+            writer.int(count)
+        case .delete(let ids):
+            let count = try await write(op: "delete", countField: "deleted", token: request.token, keys: ids) { indices, writer in
+                writer.raw("\"ids\":[")
+                for (position, index) in indices.enumerated() {
+                    if position > 0 { writer.raw(",") }
+                    writer.itemID(ids[index])
+                }
+                writer.raw("]")
+            }
+            writer.raw(",\"deleted\":")
+            writer.int(count)
+        case .swap(let target, let checkpoint):
+            try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
+        }
+        writer.raw("}\n")
+        return writer.bytes
+    }
+
+    // MARK: Reading from shards
+
+    /// What one shard contributed to a read.
+    enum ShardAnswer: Sendable {
+        case answer(JSONObject)
+        /// The shard refused the request itself (the request's fault): the whole request fails with it.
+        case refused(SteerError)
+        /// No replica of the shard answered.
+        case missing
+    }
+
+    /// The replicas of `shard` that may serve reads now: up, not diverged, on the router's generation;
+    /// rotated so that load spreads over them.
+    private func readable(_ shard: Int) -> [Replica] {
+        let expected = generation.get()
+        let candidates = replicas[shard].filter { replica in
+            let health = replica.health.get()
+            return health.up && !health.diverged && (expected == nil || health.generation == nil || health.generation == expected)
+        }
+        guard candidates.count > 1 else { return candidates }
+        let start = roundRobin.withLock { table in
+            defer { table[shard] &+= 1 }
+            return table[shard]
+        }
+        let offset = start % candidates.count
+        return Array(candidates[offset...] + candidates[..<offset])
+    }
+
+    /// Sends a read to one replica of `shard`, trying the next one on failure, timeout or an answer from
+    /// another generation than the router's.
+    private func read(shard: Int, line: [UInt8]) async -> ShardAnswer {
+        let timeout = shardTimeout
+        for replica in readable(shard) {
+            do {
+                let answer = try await replica.request(line, timeout: timeout)
+                if case .string(let served)? = answer["generation"], let expected = generation.get(), served != expected {
+                    replica.health.withLock { $0.generation = served }
+                    counters.withLock { $0.generationMismatches += 1 }
+                    logger.warning("replica serves another generation; not routed to", metadata: [
+                        "steer.replica": "\(replica.endpoint)", "steer.generation": "\(served)", "steer.router_generation": "\(expected)",
+                    ])
+                    continue
+                }
+                return .answer(answer)
+            } catch let error as SteerError {
+                return .refused(error)
+            } catch {
+                replica.markDown(Self.describe(error))
+                counters.withLock { $0.replicaRetries += 1 }
+                logger.warning("replica failed; trying another", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"])
+            }
+        }
+        return .missing
+    }
+
+    /// Reads from several shards in parallel (each shard its own line).
+    ///
+    /// - Returns: the answers by shard and the shards that had no replica to answer, ascending.
+    /// - Throws: the first refusal (the request's own error); `.unavailable` when no shard answered or
+    ///   the answers name different generations.
+    private func readShards(_ lines: [Int: [UInt8]], allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
+        var answers: [Int: JSONObject] = [:]
+        var missing: [Int] = []
+        var refusal: SteerError?
+        await withTaskGroup(of: (Int, ShardAnswer).self) { tasks in
+            for (shard, line) in lines {
+                tasks.addTask { (shard, await self.read(shard: shard, line: line)) }
+            }
+            for await (shard, answer) in tasks {
+                switch answer {
+                case .answer(let object): answers[shard] = object
+                case .refused(let error): if refusal == nil { refusal = error }
+                case .missing: missing.append(shard)
+                }
+            }
+        }
+        if let refusal { throw refusal }
+        missing.sort()
+        if !missing.isEmpty {
+            guard allowPartial, !answers.isEmpty else {
+                throw SteerError(.unavailable, "no replica of shard\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) is available")
+            }
+        }
+        var served = Set<String>()
+        for answer in answers.values { if case .string(let name)? = answer["generation"] { served.insert(name) } }
+        if served.count > 1 {
+            counters.withLock { $0.generationMismatches += 1 }
+            throw SteerError(.unavailable, "shards answered from different generations (\(served.sorted().joined(separator: ", "))); retry once the swap has finished")
+        }
+        return (answers, missing)
+    }
+
+    private func writePartial(_ missing: [Int], _ writer: inout JSONWriter) {
+        guard !missing.isEmpty else { return }
+        counters.withLock { $0.partialResponses += 1 }
+        writer.raw(",\"partial\":true,\"missing_shards\":[")
+        for (index, shard) in missing.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.int(shard)
+        }
+        writer.raw("]")
+    }
+
+    private func writeGeneration(_ answers: [Int: JSONObject], _ writer: inout JSONWriter) {
+        let name: String? = answers.values.lazy.compactMap { answer -> String? in
+            if case .string(let text)? = answer["generation"] { return text }
+            return nil
+        }.first ?? generation.get()
+        guard let name else { return }
+        writer.raw(",\"generation\":")
+        writer.string(name)
+    }
+
+    // MARK: search
+
+    /// A shard `search` line: base64 vectors (cheap to write and to parse), the options unchanged.
+    static func searchLine(_ queries: [[Float]], k: Int, nprobe: Int?, efSearch: Int?, filter: TagFilter, batch: Bool) -> [UInt8] {
+        var writer = JSONWriter(capacity: 64 + queries.count * ((queries.first?.count ?? 0) * 16 / 3 + 8))
+        writer.raw("{\"op\":\"search\",")
+        if batch {
+            writer.raw("\"vectors\":[")
+            for (index, query) in queries.enumerated() {
+                if index > 0 { writer.raw(",") }
+                writer.string(Base64Floats.encode(query))
+            }
+            writer.raw("]")
+        } else {
+            writer.raw("\"vector_b64\":")
+            writer.string(Base64Floats.encode(queries[0]))
+        }
+        writer.raw(",\"k\":")
+        writer.int(k)
+        if let nprobe {
+            writer.raw(",\"nprobe\":")
+            writer.int(nprobe)
+        }
+        if let efSearch {
+            writer.raw(",\"ef_search\":")
+            writer.int(efSearch)
+        }
+        if !filter.isEmpty {
+            writer.raw(",\"filter\":{\"tags_any\":")
+            writeStrings(filter.tagsAny, &writer)
+            writer.raw(",\"tags_none\":")
+            writeStrings(filter.tagsNone, &writer)
+            if !filter.tagGroups.isEmpty {
+                writer.raw(",\"tag_groups\":[")
+                for (index, group) in filter.tagGroups.enumerated() {
+                    if index > 0 { writer.raw(",") }
+                    writeStrings(group, &writer)
+                }
+                writer.raw("]")
+            }
+            writer.raw("}")
+        }
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    static func writeStrings(_ values: [String], _ writer: inout JSONWriter) {
+        writer.raw("[")
+        for (index, value) in values.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.string(value)
+        }
+        writer.raw("]")
+    }
+
+    private func allShards(_ line: [UInt8]) -> [Int: [UInt8]] {
+        var lines: [Int: [UInt8]] = [:]
+        for shard in 0..<replicas.count { lines[shard] = line }
+        return lines
+    }
+
+    private func search(_ queries: [[Float]], options: SearchOptions, batch: Bool, _ writer: inout JSONWriter) async throws {
+        await gate.enter()
+        defer { gate.leave() }
+        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
+        let (answers, missing) = try await readShards(allShards(line), allowPartial: true)
+        var merged: [[ShardHit]] = []
+        for query in 0..<queries.count {
+            var lists: [[ShardHit]] = []
+            for (shard, answer) in answers {
+                if batch {
+                    guard case .array(let results)? = answer["results"], results.count == queries.count else {
+                        throw SteerError.internalError("shard \(shard) answered a batch search without \(queries.count) results")
+                    }
+                    lists.append(try ShardHit.list(results[query], shard: shard))
+                } else {
+                    lists.append(try ShardHit.list(answer["hits"], shard: shard))
+                }
+            }
+            merged.append(HitMerge.top(lists, k: options.k))
+        }
+        writeGeneration(answers, &writer)
+        if batch {
+            writer.raw(",\"results\":[")
+            for (index, hits) in merged.enumerated() {
+                if index > 0 { writer.raw(",") }
+                Self.writeHits(hits, &writer)
+            }
+            writer.raw("]")
+        } else {
+            writer.raw(",\"hits\":")
+            Self.writeHits(merged[0], &writer)
+        }
+        writePartial(missing, &writer)
+    }
+
+    static func writeHits(_ hits: [ShardHit], _ writer: inout JSONWriter) {
+        writer.raw("[")
+        for (index, hit) in hits.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.value(hit.object)
+        }
+        writer.raw("]")
+    }
+
+    // MARK: recommend and encode
+
+    /// Encodes a history and prompt: with the router's model, or as the mean of the history items'
+    /// vectors read from their shards (what `MeanHistoryEncoder` does on a single server).
+    private func encodeQuery(_ request: RecommendRequest) async throws -> EncodedQuery {
+        if let encoder = encoder.get() {
+            let history = request.history
+            let prompt = request.prompt
+            return try await pool.runIfActive { () throws -> EncodedQuery in try encoder.encode(history: history, prompt: prompt) }
+        }
+        guard !request.history.isEmpty else {
+            throw SteerError.invalid("history must not be empty (this generation has no model that can answer a prompt alone)")
+        }
+        let found = try await getItems(request.history)
+        var vectors: [[Float]] = []
+        var unknown: [ItemID] = []
+        for id in request.history {
+            if let vector = found[id].flatMap({ Self.floats($0["vector"]) }) {
+                vectors.append(vector)
+            } else {
+                unknown.append(id)
+            }
+        }
+        let mean = try MeanHistoryEncoder.mean(of: vectors, historyCount: request.history.count)
+        return EncodedQuery(vector: mean, baseVector: mean, clauses: [], unknownHistory: unknown)
+    }
+
+    /// A vector as a shard wrote it (an array of numbers); nil for anything else.
+    static func floats(_ value: JSONValue?) -> [Float]? {
+        switch value {
+        case .floats(let values)?: return values
+        case .array(let elements)?:
+            var values: [Float] = []
+            values.reserveCapacity(elements.count)
+            for element in elements {
+                switch element {
+                case .int(let number): values.append(Float(number))
+                case .double(let number): values.append(Float(number))
+                default: return nil
+                }
+            }
+            return values
+        default: return nil
+        }
+    }
+
+    private func recommend(_ request: RecommendRequest, _ writer: inout JSONWriter) async throws {
+        await gate.enter()
+        defer { gate.leave() }
+        let encoded = try await encodeQuery(request)
+        var filter = request.filter
+        if request.constraints != .soft {
+            for clause in encoded.clauses where !clause.tags.isEmpty {
+                switch clause.polarity {
+                case .positive: filter.tagGroups.append(clause.tags)
+                case .negative: filter.tagsNone.append(contentsOf: clause.tags)
+                }
+            }
+        }
+        var excluded = Set<ItemID>()
+        if request.excludeHistory {
+            let unknown = Set(encoded.unknownHistory)
+            for id in request.history where !unknown.contains(id) { excluded.insert(id) }
+        }
+        // Each shard returns k + |history| so that k remain after the history is dropped (a single server
+        // over-fetches the same way); the union of the shards' lists holds the global top.
+        let fetch = min(configuration.limits.maxK, request.k + excluded.count)
+        let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
+        let line = Self.searchLine([vector], k: fetch, nprobe: request.nprobe, efSearch: request.efSearch, filter: filter, batch: false)
+        let (answers, missing) = try await readShards(allShards(line), allowPartial: true)
+        var lists: [[ShardHit]] = []
+        for (shard, answer) in answers { lists.append(try ShardHit.list(answer["hits"], shard: shard)) }
+        let hits = HitMerge.top(lists, k: request.k, excluding: excluded)
+        writeGeneration(answers, &writer)
+        writer.raw(",\"hits\":")
+        Self.writeHits(hits, &writer)
+        Self.writeClauses(encoded.clauses, &writer)
+        Self.writeUnknown(encoded.unknownHistory, &writer)
+        writePartial(missing, &writer)
+    }
+
+    private func encode(_ request: RecommendRequest, _ writer: inout JSONWriter) async throws {
+        await gate.enter()
+        defer { gate.leave() }
+        let encoded = try await encodeQuery(request)
+        if let name = generation.get() {
+            writer.raw(",\"generation\":")
+            writer.string(name)
+        }
+        writer.raw(",\"vector\":")
+        writer.floats(request.constraints == .hard ? encoded.baseVector : encoded.vector)
+        Self.writeClauses(encoded.clauses, &writer)
+        Self.writeUnknown(encoded.unknownHistory, &writer)
+    }
+
+    static func writeClauses(_ clauses: [QueryClause], _ writer: inout JSONWriter) {
+        writer.raw(",\"clauses\":[")
+        for (index, clause) in clauses.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw("{\"text\":")
+            writer.string(clause.text)
+            writer.raw(",\"polarity\":")
+            writer.string(clause.polarity.rawValue)
+            writer.raw(",\"tags\":")
+            writeStrings(clause.tags, &writer)
+            writer.raw("}")
+        }
+        writer.raw("]")
+    }
+
+    static func writeUnknown(_ ids: [ItemID], _ writer: inout JSONWriter) {
+        writer.raw(",\"unknown_history\":[")
+        for (index, id) in ids.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.itemID(id)
+        }
+        writer.raw("]")
+    }
+
+    // MARK: get
+
+    /// Positions of `keys` grouped by owning shard, in input order.
+    private func byShard(_ keys: [ItemID]) -> [Int: [Int]] {
+        var groups: [Int: [Int]] = [:]
+        for (index, id) in keys.enumerated() { groups[sharding.shard(of: id), default: []].append(index) }
+        return groups
+    }
+
+    private static func idsLine(op: StaticString, _ ids: [ItemID], _ indices: [Int]) -> [UInt8] {
+        var writer = JSONWriter(capacity: 32 + indices.count * 12)
+        writer.raw("{\"op\":")
+        writer.raw(op)
+        writer.raw(",\"ids\":[")
+        for (position, index) in indices.enumerated() {
+            if position > 0 { writer.raw(",") }
+            writer.itemID(ids[index])
+        }
+        writer.raw("]}")
+        return writer.bytes
+    }
+
+    /// The items each id names, read from their shards (every shard must answer).
+    private func getItems(_ ids: [ItemID]) async throws -> [ItemID: JSONObject] {
+        var lines: [Int: [UInt8]] = [:]
+        for (shard, indices) in byShard(ids) { lines[shard] = Self.idsLine(op: "\"get\"", ids, indices) }
+        let (answers, _) = try await readShards(lines, allowPartial: false)
+        var found: [ItemID: JSONObject] = [:]
+        for (shard, answer) in answers {
+            guard case .array(let items)? = answer["items"] else {
+                if case .floats(let empty)? = answer["items"], empty.isEmpty { continue }
+                throw SteerError.internalError("shard \(shard) answered get without an items array")
+            }
+            for item in items {
+                guard case .object(let object) = item else { continue }
+                switch object["id"] {
+                case .int(let number)?: found[.int(number)] = object
+                case .string(let text)?: found[.string(text)] = object
+                default: continue
+                }
+            }
+        }
+        return found
+    }
+
+    private func get(_ ids: [ItemID], _ writer: inout JSONWriter) async throws {
+        let found = try await getItems(ids)
+        writer.raw(",\"items\":[")
+        var first = true
+        for id in ids {
+            guard let item = found[id] else { continue }
+            if !first { writer.raw(",") }
+            first = false
+            writer.value(.object(item))
+        }
+        writer.raw("],\"missing\":[")
+        first = true
+        for id in ids where found[id] == nil {
+            if !first { writer.raw(",") }
+            first = false
+            writer.itemID(id)
+        }
+        writer.raw("]")
+    }
+
+    // MARK: upsert and delete
+
+    static func writeItem(_ item: ItemInput, _ writer: inout JSONWriter) {
+        writer.raw("{\"id\":")
+        writer.itemID(item.id)
+        writer.raw(",\"vector_b64\":")
+        writer.string(Base64Floats.encode(item.vector))
+        if let title = item.title {
+            writer.raw(",\"title\":")
+            writer.string(title)
+        }
+        if !item.tags.isEmpty {
+            writer.raw(",\"tags\":")
+            writeStrings(item.tags, &writer)
+        }
+        if let attributes = item.attributesJSON {
+            writer.raw(",\"attributes\":")
+            writer.bytes.append(contentsOf: attributes.utf8)
+        }
+        writer.raw("}")
+    }
+
+    /// Outcome of a write on one replica.
+    private enum WriteOutcome: Sendable {
+        case applied(Int)
+        case refused(SteerError)
+        case failed(String)
+    }
+
+    /// Sends a write to every live replica of each owning shard.
+    ///
+    /// - Parameters:
+    ///   - keys: the ids that choose the shards.
+    ///   - body: writes the op's fields for the given positions of `keys`.
+    /// - Returns: the sum over shards of the count the replicas answered.
+    /// - Throws: a replica's refusal (the request's fault); `.unavailable` naming the shards without a live
+    ///   replica that applied the write (the other shards applied it: writes are not atomic across shards).
+    private func write(op: StaticString, countField: String, token: String?, keys: [ItemID],
+                       body: ([Int], inout JSONWriter) -> Void) async throws -> Int {
+        var lines: [Int: [UInt8]] = [:]
+        for (shard, indices) in byShard(keys) {
+            var writer = JSONWriter(capacity: 256)
+            writer.raw("{\"op\":\"")
+            writer.raw(op)
+            writer.raw("\",")
+            if let token {
+                writer.raw("\"token\":")
+                writer.string(token)
+                writer.raw(",")
+            }
+            body(indices, &writer)
+            writer.raw("}")
+            lines[shard] = writer.bytes
+        }
+        let timeout = shardTimeout
+        var results: [Int: [(Replica, WriteOutcome)]] = [:]
+        await withTaskGroup(of: (Int, Replica, WriteOutcome).self) { tasks in
+            for (shard, line) in lines {
+                for replica in replicas[shard] {
+                    let health = replica.health.get()
+                    guard health.up, !health.diverged else { continue }
+                    tasks.addTask {
+                        do {
+                            let answer = try await replica.request(line, timeout: timeout)
+                            guard case .int(let count)? = answer[countField] else {
+                                return (shard, replica, .failed("\(replica.endpoint) answered \(op) without '\(countField)'"))
+                            }
+                            return (shard, replica, .applied(Int(count)))
+                        } catch let error as SteerError {
+                            return (shard, replica, .refused(error))
+                        } catch {
+                            return (shard, replica, .failed(Self.describe(error)))
+                        }
+                    }
+                }
+            }
+            for await (shard, replica, outcome) in tasks { results[shard, default: []].append((replica, outcome)) }
+        }
+        var total = 0
+        var failedShards: [Int] = []
+        var refusal: SteerError?
+        for shard in lines.keys.sorted() {
+            let outcomes = results[shard] ?? []
+            var applied: Int?
+            for (_, outcome) in outcomes {
+                switch outcome {
+                case .applied(let count): applied = max(applied ?? 0, count)
+                case .refused(let error): if refusal == nil { refusal = error }
+                case .failed: break
+                }
+            }
+            for (replica, outcome) in outcomes {
+                guard case .failed(let message) = outcome else { continue }
+                replica.markDown(message)
+                if applied != nil {
+                    // Its peers took the write and it may not have: it must not serve until re-seeded.
+                    replica.health.withLock { $0.diverged = true }
+                    counters.withLock { $0.divergedReplicas += 1 }
+                    logger.error("replica missed a write and no longer serves until re-seeded (docs/scaling.md)", metadata: [
+                        "steer.replica": "\(replica.endpoint)", "steer.shard": "\(shard)", "steer.error": "\(message)",
+                    ])
+                }
+            }
+            if let applied { total += applied } else { failedShards.append(shard) }
+        }
+        if let refusal { throw refusal }
+        if !failedShards.isEmpty {
+            let applied = lines.keys.sorted().filter { !failedShards.contains($0) }
+            throw SteerError(.unavailable, "\(op): no live replica of shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) applied it"
+                + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
+        }
+        return total
+    }
+
+    // MARK: swap
+
+    private enum SwapOutcome: Sendable {
+        case swapped(generation: String, previous: String)
+        case failed(String)
+        case skipped
+    }
+
+    private static func swapLine(generation: String, checkpoint: String?, token: String?) -> [UInt8] {
+        var writer = JSONWriter(capacity: 128)
+        writer.raw("{\"op\":\"swap\",\"generation\":")
+        writer.string(generation)
+        if let checkpoint {
+            writer.raw(",\"checkpoint\":")
+            writer.string(checkpoint)
+        }
+        if let token {
+            writer.raw(",\"token\":")
+            writer.string(token)
+        }
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    /// Swaps every replica to `target` while reads are held; the router switches only when every shard
+    /// has at least one replica on the new generation and all of them name the same one. Otherwise the
+    /// replicas that swapped are asked to swap back and the router keeps its generation.
+    private func swap(to target: String, checkpoint: String?, token: String?, _ writer: inout JSONWriter) async throws {
+        let already = swapping.withLock { value -> Bool in
+            defer { value = true }
+            return value
+        }
+        if already { throw SteerError(.unavailable, "a swap is already in progress") }
+        defer { swapping.withLock { $0 = false } }
+        var newEncoder: (any QueryEncoder)?
+        if let checkpoint {
+            guard let loadEncoder else {
+                throw SteerError.invalid("swap: this router was started without a model (--checkpoint), so it cannot load checkpoint '\(checkpoint)'")
+            }
+            newEncoder = try await pool.runIfActive { () throws -> any QueryEncoder in try loadEncoder(checkpoint) }
+        }
+        await gate.close()
+        defer { gate.open() }
+        let previousGeneration = generation.get()
+        let line = Self.swapLine(generation: target, checkpoint: checkpoint, token: token)
+        let timeout = TimeAmount.seconds(Int64(configuration.swapTimeoutSeconds))
+        var outcomes: [(Replica, SwapOutcome)] = []
+        await withTaskGroup(of: (Replica, SwapOutcome).self) { tasks in
+            for replica in replicas.joined() {
+                tasks.addTask {
+                    let health = replica.health.get()
+                    guard health.up, !health.diverged else { return (replica, .skipped) }
+                    do {
+                        let answer = try await replica.request(line, timeout: timeout)
+                        guard case .string(let name)? = answer["generation"] else { return (replica, .failed("no generation in the answer")) }
+                        var previous = ""
+                        if case .string(let text)? = answer["previous"] { previous = text }
+                        return (replica, .swapped(generation: name, previous: previous))
+                    } catch {
+                        return (replica, .failed(Self.describe(error)))
+                    }
+                }
+            }
+            for await outcome in tasks { outcomes.append(outcome) }
+        }
+        outcomes.sort { ($0.0.shard, $0.0.endpoint.description) < ($1.0.shard, $1.0.endpoint.description) }
+        var names = Set<String>()
+        var shardsSwapped = Set<Int>()
+        var refusal: SteerError?
+        for (replica, outcome) in outcomes {
+            if case .swapped(let name, _) = outcome {
+                names.insert(name)
+                shardsSwapped.insert(replica.shard)
+                replica.health.withLock { $0.generation = name }
+            }
+        }
+        let committed = names.count == 1 && shardsSwapped.count == replicas.count
+        if committed, let name = names.first {
+            generation.withLock { $0 = name }
+            if let newEncoder { encoder.withLock { $0 = newEncoder } }
+            counters.withLock { $0.swaps += 1 }
+            logger.info("swapped every shard", metadata: ["steer.generation": "\(name)", "steer.previous": "\(previousGeneration ?? "none")"])
+        } else {
+            // Roll back the replicas that moved, each to the generation it left.
+            for (replica, outcome) in outcomes {
+                guard case .swapped(_, let previous) = outcome, !previous.isEmpty else { continue }
+                do {
+                    let answer = try await replica.request(Self.swapLine(generation: previous, checkpoint: nil, token: token), timeout: timeout)
+                    if case .string(let name)? = answer["generation"] { replica.health.withLock { $0.generation = name } }
+                } catch {
+                    logger.error("swap rollback failed; the replica is not routed to until it serves the router's generation", metadata: [
+                        "steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))",
+                    ])
+                }
+            }
+            let failures = outcomes.compactMap { replica, outcome -> String? in
+                switch outcome {
+                case .failed(let message): return "shard \(replica.shard) \(replica.endpoint): \(message)"
+                case .skipped: return "shard \(replica.shard) \(replica.endpoint): down"
+                case .swapped: return nil
+                }
+            }
+            if names.count > 1 { refusal = SteerError(.unavailable, "swap: replicas named different generations (\(names.sorted().joined(separator: ", "))); rolled back") }
+            throw refusal ?? SteerError(.unavailable, "swap: not every shard loaded '\(target)' (\(failures.joined(separator: "; "))); rolled back, the router keeps \(previousGeneration ?? "its generation")")
+        }
+        writer.raw(",\"generation\":")
+        writer.string(names.first ?? target)
+        writer.raw(",\"previous\":")
+        if let previousGeneration { writer.string(previousGeneration) } else { writer.raw("null") }
+        writer.raw(",\"replicas\":[")
+        for (index, (replica, outcome)) in outcomes.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw("{\"shard\":")
+            writer.int(replica.shard)
+            writer.raw(",\"address\":")
+            writer.string(replica.endpoint.description)
+            switch outcome {
+            case .swapped: writer.raw(",\"swapped\":true")
+            case .failed(let message):
+                writer.raw(",\"swapped\":false,\"error\":")
+                writer.string(message)
+            case .skipped: writer.raw(",\"swapped\":false,\"error\":\"down\"")
+            }
+            writer.raw("}")
+        }
+        writer.raw("]")
+    }
+
+    // MARK: stats
+
+    private func writeStats(_ writer: inout JSONWriter) {
+        writer.raw(",\"role\":\"router\",\"generation\":")
+        if let name = generation.get() { writer.string(name) } else { writer.raw("null") }
+        writer.raw(",\"sharding\":")
+        writer.string(sharding.description)
+        writer.raw(",\"encoder\":")
+        if let encoder = encoder.get() { writer.string(String(describing: type(of: encoder))) } else { writer.raw("\"mean-of-history (shards)\"") }
+        writer.raw(",\"shards\":[")
+        var unavailable = 0
+        for (shard, set) in replicas.enumerated() {
+            if shard > 0 { writer.raw(",") }
+            let readableCount = readableCount(shard)
+            if readableCount == 0 { unavailable += 1 }
+            writer.raw("{\"shard\":")
+            writer.int(shard)
+            writer.raw(",\"readable_replicas\":")
+            writer.int(readableCount)
+            writer.raw(",\"replicas\":[")
+            for (index, replica) in set.enumerated() {
+                if index > 0 { writer.raw(",") }
+                let health = replica.health.get()
+                writer.raw("{\"address\":")
+                writer.string(replica.endpoint.description)
+                writer.raw(",\"up\":")
+                writer.bool(health.up)
+                writer.raw(",\"generation\":")
+                if let name = health.generation { writer.string(name) } else { writer.raw("null") }
+                writer.raw(",\"diverged\":")
+                writer.bool(health.diverged)
+                writer.raw(",\"requests\":")
+                writer.int(health.requests)
+                writer.raw(",\"failures\":")
+                writer.int(health.failures)
+                if let error = health.lastError {
+                    writer.raw(",\"last_error\":")
+                    writer.string(error)
+                }
+                writer.raw("}")
+            }
+            writer.raw("]}")
+        }
+        writer.raw("],\"unavailable_shards\":")
+        writer.int(unavailable)
+        let counts = counters.get()
+        writer.raw(",\"counters\":{\"partial_responses\":")
+        writer.int(counts.partialResponses)
+        writer.raw(",\"replica_retries\":")
+        writer.int(counts.replicaRetries)
+        writer.raw(",\"generation_mismatches\":")
+        writer.int(counts.generationMismatches)
+        writer.raw(",\"swaps\":")
+        writer.int(counts.swaps)
+        writer.raw(",\"diverged_replicas\":")
+        writer.int(counts.divergedReplicas)
+        writer.raw(",\"held_by_swap\":")
+        writer.int(gate.heldCount)
+        writer.raw("}")
+        RequestHandler.writeOperationStats(stats, &writer)
+        if let provider = serverStats.get() {
+            writer.raw(",\"server\":")
+            writer.value(.object(provider()))
+        }
+    }
+
+    private func readableCount(_ shard: Int) -> Int {
+        let expected = generation.get()
+        return replicas[shard].filter { replica in
+            let health = replica.health.get()
+            return health.up && !health.diverged && (expected == nil || health.generation == nil || health.generation == expected)
+        }.count
+    }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SteerCore
+import SteerEngine
+import SteerModel
+import SteerProtocol
+import SteerRouter
+import SteerServer
+
+/// `steer route`: a router in front of shard servers (docs/scaling.md).
+struct Route: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Route the line protocol to shard servers: fan-out search, routed writes, failover (docs/scaling.md).")
+
+    @Option(name: .customLong("shard"), help: "One shard's replicas, host:port[,host:port...]; repeat once per shard, in shard order.")
+    var shards: [String] = []
+    @Option(name: .customLong("shards-file"), help: "JSON file {\"shards\": [[\"host:port\", ...], ...]} instead of --shard.")
+    var shardsFile: String?
+    @Option(help: "Address to bind (default 127.0.0.1).")
+    var host: String = "127.0.0.1"
+    @Option(help: "Port; 0 picks a free one (default 7979).")
+    var port: Int = 7979
+    @Option(name: .customLong("shard-timeout-ms"), help: "Longest wait for one replica's answer before another replica is tried (default 1000).")
+    var shardTimeoutMillis: Int = 1000
+    @Option(name: .customLong("health-interval-ms"), help: "Period of the replicas' health check (default 1000).")
+    var healthIntervalMillis: Int = 1000
+    @Option(name: .customLong("connections-per-replica"), help: "Pipelined connections to each replica (default 2).")
+    var connectionsPerReplica: Int = 2
+    @Option(name: .customLong("swap-timeout"), help: "Seconds every replica may take to answer a swap (default 300).")
+    var swapTimeout: Int = 300
+    @Option(help: "DPR checkpoint directory: recommend/encode queries are encoded here, once (default: mean of the history's vectors).")
+    var checkpoint: String?
+    @Option(help: "all-MiniLM-L6-v2 files for --checkpoint (default models/all-MiniLM-L6-v2). Env: STEER_MINILM_DIR.")
+    var minilm: String?
+    @Option(name: .customLong("max-line-bytes"), help: "Longest request line (default 1048576).")
+    var maxLineBytes: Int = 1 << 20
+    @Option(name: .customLong("max-k"), help: "Largest k (default 1000; keep it at most the shards' max-k).")
+    var maxK: Int = 1000
+    @Option(name: .customLong("max-batch"), help: "Most queries/items/ids per request (default 1024).")
+    var maxBatch: Int = 1024
+    @Option(name: .customLong("max-connections"), help: "Most simultaneous client connections (default 1024).")
+    var maxConnections: Int = 1024
+    @Option(name: .customLong("max-in-flight"), help: "Most unanswered requests per client connection (default 64).")
+    var maxInFlight: Int = 64
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle client connection is closed, 0 = never (default 300).")
+    var idleTimeout: Int = 300
+    @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads for clients (default: cores).")
+    var eventLoopThreads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if shards.isEmpty == (shardsFile == nil) { throw ValidationError("give the shards with --shard (once per shard) or --shards-file, not both") }
+        guard (0...65535).contains(port) else { throw ValidationError("port must be in 0...65535, got \(port)") }
+        guard (1...3_600_000).contains(shardTimeoutMillis) else { throw ValidationError("shard-timeout-ms must be in 1...3600000, got \(shardTimeoutMillis)") }
+        guard (10...3_600_000).contains(healthIntervalMillis) else { throw ValidationError("health-interval-ms must be in 10...3600000, got \(healthIntervalMillis)") }
+        guard (1...64).contains(connectionsPerReplica) else { throw ValidationError("connections-per-replica must be in 1...64, got \(connectionsPerReplica)") }
+        guard (1...86_400).contains(swapTimeout) else { throw ValidationError("swap-timeout must be in 1...86400, got \(swapTimeout)") }
+        guard (64...(1 << 30)).contains(maxLineBytes) else { throw ValidationError("max-line-bytes must be in 64...\(1 << 30), got \(maxLineBytes)") }
+        guard (1...10_000).contains(maxK) else { throw ValidationError("max-k must be in 1...10000, got \(maxK)") }
+        guard (1...100_000).contains(maxBatch) else { throw ValidationError("max-batch must be in 1...100000, got \(maxBatch)") }
+        guard maxConnections >= 1, maxInFlight >= 1, idleTimeout >= 0, eventLoopThreads >= 1 else {
+            throw ValidationError("max-connections, max-in-flight and event-loop-threads must be at least 1, idle-timeout at least 0")
+        }
+        guard Logger.Level(rawValue: logLevel.lowercased()) != nil else {
+            throw ValidationError("log-level must be trace, debug, info, notice, warning, error or critical, got '\(logLevel)'")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel.lowercased()) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "steer.router")
+        let shardSets: [[ShardEndpoint]]
+        do throws(SteerError) {
+            if let shardsFile {
+                shardSets = try RouterConfiguration.shards(fromFile: shardsFile)
+            } else {
+                shardSets = try RouterConfiguration.parseShards(shards)
+            }
+        } catch {
+            throw ValidationError(error.message)
+        }
+        let limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
+        let routerConfiguration = RouterConfiguration(
+            shards: shardSets, shardTimeoutMillis: shardTimeoutMillis, healthIntervalMillis: healthIntervalMillis,
+            connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, limits: limits)
+        let minilmDirectory = minilm ?? ProcessInfo.processInfo.environment["STEER_MINILM_DIR"] ?? CheckpointServing.defaultMiniLM
+        let loadEncoder: @Sendable (String) throws(SteerError) -> any QueryEncoder = { path throws(SteerError) in
+            DPRQueryEncoder(model: try DPRModel.load(checkpoint: path, minilm: minilmDirectory))
+        }
+        let router: Router
+        do {
+            var encoder: (any QueryEncoder)?
+            if let checkpoint { encoder = try loadEncoder(checkpoint) }
+            router = try Router(configuration: routerConfiguration, encoder: encoder, loadEncoder: loadEncoder, logger: logger)
+        } catch {
+            logger.error("cannot start the router", metadata: ["steer.error": "\(error)"])
+            throw ExitCode(2)
+        }
+        await router.start()
+        logger.info("router ready", metadata: [
+            "steer.shards": "\(shardSets.count)", "steer.replicas": "\(shardSets.map(\.count).reduce(0, +))",
+            "steer.generation": "\(router.currentGeneration ?? "unknown")",
+        ])
+        var serverConfiguration = ServerConfiguration(host: host, port: port, limits: limits, maxConnections: maxConnections,
+                                                      idleTimeoutSeconds: idleTimeout, maxInFlight: maxInFlight,
+                                                      eventLoopThreads: eventLoopThreads, workerThreads: 1)
+        serverConfiguration.adminToken = nil
+        let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
+            FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
+        }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            await server.shutdown()
+            await router.shutdown()
+            logger.error("router failed", metadata: ["steer.error": "\(error)"])
+            throw ExitCode(1)
+        }
+        await router.shutdown()
+        logger.info("stopped")
+    }
+}
