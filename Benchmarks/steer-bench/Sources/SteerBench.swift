@@ -2,7 +2,7 @@
 // own connections, knows the data set's vectors, and measures latency (HdrHistogram), throughput, errors
 // and recall@k against exact ground truth it computed itself.
 //
-//   steer-bench generate --out DIR --count 200000 --dimension 64 [--clusters 1000 --spread 1.5 --seed 1]
+//   steer-bench generate --out DIR --count 200000 --dimension 64 [--clusters 1000 --spread 1.2 --seed 1]
 //   steer-bench generate --out DIR --checkpoint demo-data/checkpoint        # item embeddings of a model
 //   steer-bench run --data DIR --steer .build/release/steer --spec HNSW32,efC100 \
 //       --mode closed --concurrency 1,2,4 --ef-search 16,32,64 --out results.json
@@ -32,7 +32,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Dimension (synthetic sets).") var dimension = 64
     @Option(help: "Query vectors.") var queries = 1000
     @Option(help: "Generating cluster centres (synthetic sets).") var clusters = 1000
-    @Option(help: "Within-cluster spread relative to the centres; larger = more overlap (synthetic sets).") var spread: Float = 1.5
+    @Option(help: "Within-cluster spread relative to the centres; larger = more overlap (synthetic sets).") var spread: Float = 1.2
     @Option(help: "Seed.") var seed: UInt64 = 1
     @Option(name: .customLong("truth-k"), help: "Depth of the exact ground truth (recall@k needs k ≤ this).") var truthK = 100
     @Option(help: "A DPR checkpoint directory: use its item embeddings as the base and real DPR query vectors as queries.")
