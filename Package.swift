@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // MARK: benchmarks (steer-bench)
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // MARK: C modules
@@ -178,6 +180,18 @@ let package = Package(
             name: "steer-recommend-bench",
             dependencies: ["SteerClient", "SteerCore"],
             path: "Benchmarks/recommend/bench",
+            swiftSettings: swiftSettings
+        ),
+
+        // The load generator (Benchmarks/steer-bench/run.sh, docs/benchmarks.md): closed/open loop, recall, JSON reports.
+        .executableTarget(
+            name: "steer-bench",
+            dependencies: [
+                "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Benchmarks/steer-bench/Sources",
             swiftSettings: swiftSettings
         ),
 
