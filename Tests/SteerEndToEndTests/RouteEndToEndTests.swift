@@ -269,3 +269,64 @@ private func buildGeneration(data: String, id: String) throws {
         #expect(((stats["counters"] as? [String: Any])?["swaps"] as? Int) == 1)
     }
 }
+
+/// `steer route --checkpoint`: the DPR query is encoded once at the router; recommendations (soft and
+/// hybrid) and encoded vectors equal those of one `steer serve --checkpoint` holding the whole catalog.
+@Suite(.serialized) struct RouteRecommendEndToEndTests {
+    private func call(_ connection: SteerConnection, _ request: [String: Any]) throws -> [String: Any] {
+        let response = try connection.roundTrip(Array(try JSONSerialization.data(withJSONObject: request)))
+        return try #require(try JSONSerialization.jsonObject(with: Data(response)) as? [String: Any])
+    }
+
+    private func ids(_ response: [String: Any]) -> [String] {
+        ((response["hits"] as? [[String: Any]]) ?? []).map { "\($0["id"]!)" }
+    }
+
+    @Test func dprRecommendThroughTheRouterMatchesOneServer() throws {
+        let checkpoint = RecommendEndToEndTests.fixtures + "/demo-sasrec"
+        let minilm = RecommendEndToEndTests.minilm
+        let reference = try ServerProcess(arguments: ["--checkpoint", checkpoint, "--minilm", minilm, "--sync-writes", "false"])
+        defer { reference.removeData() }
+        let referenceConnection = try reference.connection()
+        let catalog = try String(contentsOfFile: checkpoint + "/items.jsonl", encoding: .utf8).split(separator: "\n").map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])["id"] as? Int
+        }.compactMap { $0 }
+        #expect(catalog.count == 400)
+        let got = try call(referenceConnection, ["op": "get", "ids": catalog])
+        let items = try #require(got["items"] as? [[String: Any]])
+        #expect(items.count == catalog.count)
+        let dimension = try #require((items.first?["vector"] as? [Any])?.count)
+
+        let sharding = try Sharding(shardCount: 3)
+        let shards = try (0..<3).map { _ in try ServerProcess(arguments: ["--dimension", String(dimension), "--sync-writes", "false"]) }
+        defer { for shard in shards { shard.removeData() } }
+        for (index, shard) in shards.enumerated() {
+            let mine = items.filter { sharding.shard(of: .int(Int64($0["id"] as? Int ?? -1))) == index }
+            #expect(try call(try shard.connection(), ["op": "upsert", "items": mine])["upserted"] as? Int == mine.count)
+        }
+        let router = try ServerProcess(arguments: shards.flatMap { ["--shard", "127.0.0.1:\($0.port)"] }
+                                                  + ["--checkpoint", checkpoint, "--minilm", minilm], route: true)
+        let connection = try router.connection()
+
+        let golden = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/golden.json"))) as? [String: Any])
+        let cases = try #require(golden["cases"] as? [[String: Any]])
+        for (number, entry) in cases.enumerated() {
+            let history = (entry["history"] as? [Any]) ?? []
+            var request: [String: Any] = ["op": "recommend", "history": history, "k": 10]
+            if let prompt = entry["prompt"] as? String { request["prompt"] = prompt }
+            for constraints in ["soft", "hybrid", "hard"] {
+                request["constraints"] = constraints
+                let mine = try call(connection, request)
+                let theirs = try call(referenceConnection, request)
+                #expect(mine["ok"] as? Bool == theirs["ok"] as? Bool, "case \(number) \(constraints): \(mine) vs \(theirs)")
+                #expect(ids(mine) == ids(theirs), "case \(number) \(constraints): \(ids(mine)) vs \(ids(theirs))")
+                #expect(theirs["ok"] as? Bool == false || !ids(theirs).isEmpty)
+                #expect((mine["clauses"] as? [[String: Any]])?.count == (theirs["clauses"] as? [[String: Any]])?.count)
+            }
+            request["op"] = "encode"
+            let mine = try call(connection, request)
+            let theirs = try call(referenceConnection, request)
+            #expect((mine["vector"] as? [Double]) == (theirs["vector"] as? [Double]), "case \(number)")
+        }
+    }
+}
