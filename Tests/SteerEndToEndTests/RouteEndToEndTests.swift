@@ -186,7 +186,24 @@ import Testing
         #expect(shards.map { $0["readable_replicas"] as? Int ?? -1 } == [1, 1, 0])
         #expect(stats["unavailable_shards"] as? Int == 1)
         #expect(((stats["counters"] as? [String: Any])?["partial_responses"] as? Int ?? 0) >= 8)
+
+        // `steer probe` (the Kubernetes readiness check): ready with one shard down, not with --all-shards.
+        #expect(try probe(["--port", String(router.port)]) == 0)
+        #expect(try probe(["--port", String(router.port), "--all-shards"]) == 1)
+        #expect(try probe(["--port", String(servers[0].port)]) == 0)
+        #expect(try probe(["--port", String(servers[3].port)]) == 1)
         #expect(router.terminate() == 0)
+    }
+
+    private func probe(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try steerBinary())
+        process.arguments = ["probe"] + arguments
+        process.standardError = Pipe()
+        process.standardOutput = Pipe()
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }
 
