@@ -156,6 +156,11 @@ def main() -> None:
             if index >= args.warmup and answers["server"][0] == answers["router"][0]:
                 same_top += 1
         router_stats = router_connection.call({"op": "stats"})
+        # Where the time goes: each process's own view of its searches (parse to response, 4 % buckets).
+        inside = {"server": full_connection.call({"op": "stats"})["ops"].get("search", {})}
+        inside["router"] = router_stats["ops"].get("search", {})
+        for index, connection in enumerate(shard_connections):
+            inside[f"shard{index}"] = connection.call({"op": "stats"})["ops"].get("search", {})
         server_summary = summary(latencies["server"])
         router_summary = summary(latencies["router"])
         record = {
@@ -189,6 +194,7 @@ def main() -> None:
             },
             "same_top1_share": round(same_top / args.queries, 3),
             "router_counters": router_stats.get("counters"),
+            "inside_process_search": inside,
         }
         out = (
             Path(args.out)
