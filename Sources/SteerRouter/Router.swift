@@ -839,9 +839,12 @@ public final class Router: RequestService {
             }
             if let applied { total += applied } else { failedShards.append(shard) }
         }
-        if let refusal { throw refusal }
+        let applied = lines.keys.sorted().filter { !failedShards.contains($0) && !(results[$0] ?? []).contains { if case .refused = $0.1 { true } else { false } } }
+        if let refusal {
+            guard !applied.isEmpty else { throw refusal }
+            throw SteerError(refusal.code, refusal.message + " (shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) applied their part: writes are not atomic across shards)")
+        }
         if !failedShards.isEmpty {
-            let applied = lines.keys.sorted().filter { !failedShards.contains($0) }
             throw SteerError(.unavailable, "\(op): no live replica of shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) applied it"
                 + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
         }

@@ -146,6 +146,16 @@ import Testing
             }
         }
         #expect(try ok(connection, ["op": "delete", "ids": [1000, 1001, 77_777]])["deleted"] as? Int == 2)
+        // A shard refusing its part (a wrong dimension) fails the request; the message says which shards
+        // applied theirs.
+        let good = itemJSON(.int(2000), vector())
+        let badID = try (2001..<2100).first { try shard(ofID: String($0)) != shard(of: good) }!
+        let mixed = try call(connection, ["op": "upsert", "items": [good, itemJSON(.int(Int64(badID)), [1, 2, 3])]])
+        #expect(((mixed["error"] as? [String: Any])?["code"] as? String) == "dimension_mismatch")
+        let mixedMessage = (mixed["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(mixedMessage.contains("not atomic"), "\(mixed)")
+        #expect(((try ok(connection, ["op": "get", "ids": [2000, badID]])["missing"] as? [Int]) ?? []) == [badID])
+        #expect(try ok(connection, ["op": "delete", "ids": [2000]])["deleted"] as? Int == 1)
         _ = try ok(referenceConnection, ["op": "delete", "ids": [1000, 1001]])
         for query in queries.prefix(5) {
             let mine = try ok(connection, ["op": "search", "vector": query.map { Double($0) }, "k": 20])
