@@ -72,6 +72,14 @@ public final class SteerConnection {
 
     deinit { close(descriptor) }
 
+    /// Makes reads fail (`.io`) when nothing arrives for `milliseconds` (0 = wait forever, the default).
+    public func setReceiveTimeout(milliseconds: Int) throws(SteerError) {
+        var value = timeval(tv_sec: .init(milliseconds / 1000), tv_usec: .init(milliseconds % 1000 * 1000))
+        guard setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            throw SteerError(.io, "cannot set a receive timeout: \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Writes bytes fully.
     public func write(_ bytes: [UInt8]) throws(SteerError) {
         var offset = 0

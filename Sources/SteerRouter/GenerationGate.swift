@@ -12,6 +12,16 @@ final class GenerationGate: Sendable {
 
     private let state = Locked(State())
 
+    /// Counts the caller as running until `leave()` when the gate is open; false (nothing counted) when
+    /// it is closed.
+    func tryEnter() -> Bool {
+        state.withLock { state in
+            guard state.open else { return false }
+            state.running += 1
+            return true
+        }
+    }
+
     /// Waits while the gate is closed, then counts the caller as running until `leave()`.
     func enter() async {
         let admitted = state.withLock { state -> Bool in

@@ -33,6 +33,9 @@ final class Replica: Sendable {
         case ready(ShardConnection)
     }
     private let slots: Locked<(slots: [Slot], next: Int)>
+    /// One connection per client event loop, for the search fast path (`request(_:timeout:on:)`): the
+    /// request, the shards' answers and the response stay on that loop.
+    private let loopSlots = Locked<[ObjectIdentifier: Slot]>([:])
 
     init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int) {
         self.shard = shard
@@ -99,6 +102,52 @@ final class Replica: Sendable {
         } catch {
             throw ReplicaFailure(message: "\(endpoint): \(error)")
         }
+        return try parse(response)
+    }
+
+    /// `request` on a connection that lives on `loop` (connected on first use); the future completes on
+    /// `loop` and fails as `request` throws.
+    func request(_ line: [UInt8], timeout: TimeAmount, on loop: any EventLoop) -> EventLoopFuture<JSONObject> {
+        let key = ObjectIdentifier(loop)
+        let ready: ShardConnection? = loopSlots.withLock { table in
+            if case .ready(let connection)? = table[key], connection.isActive { return connection }
+            return nil
+        }
+        if let ready {
+            health.withLock { $0.requests += 1 }
+            return ready.send(line, timeout: timeout).flatMapThrowing { response in try self.parse(response) }
+        }
+        let endpoint = self.endpoint
+        let connectTimeout = self.connectTimeout
+        let maxLineBytes = self.maxLineBytes
+        let task: Task<ShardConnection, any Error> = loopSlots.withLock { table in
+            if case .connecting(let task)? = table[key] { return task }
+            let task = Task {
+                try await ShardConnection.connect(to: endpoint, group: loop, timeout: connectTimeout, maxLineBytes: maxLineBytes)
+            }
+            table[key] = .connecting(task)
+            return task
+        }
+        return loop.makeFutureWithTask {
+            let connection: ShardConnection
+            do {
+                connection = try await task.value
+                self.loopSlots.withLock { table in
+                    if case .connecting? = table[key] { table[key] = .ready(connection) }
+                }
+            } catch {
+                self.loopSlots.withLock { table in
+                    if case .connecting? = table[key] { table[key] = nil }
+                }
+                throw error
+            }
+            self.health.withLock { $0.requests += 1 }
+            return try self.parse(try await connection.send(line, timeout: timeout).get())
+        }
+    }
+
+    /// The response object when `ok` is true; see `request` for what it throws.
+    private func parse(_ response: [UInt8]) throws -> JSONObject {
         guard case .object(let object) = try? JSONParser.parse(response) else {
             throw ReplicaFailure(message: "\(endpoint) answered a line that is not a JSON object")
         }
@@ -126,10 +175,14 @@ final class Replica: Sendable {
     }
 
     func closeConnections() {
-        let old = slots.withLock { state -> [Slot] in
+        var old = slots.withLock { state -> [Slot] in
             let old = state.slots
             state.slots = Array(repeating: .empty, count: old.count)
             return old
+        }
+        old += loopSlots.withLock { table -> [Slot] in
+            defer { table = [:] }
+            return Array(table.values)
         }
         for slot in old {
             switch slot {

@@ -179,6 +179,9 @@ public final class Router: RequestService {
     }
 
     public func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        if case .search(let queries, let options, let batch) = request.operation, gate.tryEnter() {
+            return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos, on: eventLoop)
+        }
         let promise = eventLoop.makePromise(of: [UInt8].self)
         promise.completeWithTask { await self.respond(request, startedNanos: startedNanos) }
         return promise.futureResult
@@ -203,14 +206,7 @@ public final class Router: RequestService {
     private func run(_ request: Request) async throws -> [UInt8] {
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
-        if let id = request.id {
-            writer.raw("\"id\":")
-            switch id {
-            case .int(let number): writer.int(number)
-            case .string(let text): writer.string(text)
-            }
-            writer.raw(",")
-        }
+        Self.writeID(request.id, &writer)
         writer.raw("\"ok\":true")
         switch request.operation {
         case .ping:
@@ -315,19 +311,27 @@ public final class Router: RequestService {
     /// - Throws: the first refusal (the request's own error); `.unavailable` when no shard answered or
     ///   the answers name different generations.
     private func readShards(_ lines: [Int: [UInt8]], allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
-        var answers: [Int: JSONObject] = [:]
-        var missing: [Int] = []
-        var refusal: SteerError?
+        var results: [(Int, ShardAnswer)] = []
         await withTaskGroup(of: (Int, ShardAnswer).self) { tasks in
             for (shard, line) in lines {
                 tasks.addTask { (shard, await self.read(shard: shard, line: line)) }
             }
-            for await (shard, answer) in tasks {
-                switch answer {
-                case .answer(let object): answers[shard] = object
-                case .refused(let error): if refusal == nil { refusal = error }
-                case .missing: missing.append(shard)
-                }
+            for await result in tasks { results.append(result) }
+        }
+        return try collate(results, allowPartial: allowPartial)
+    }
+
+    /// The shards' answers to one request, checked: the first refusal is thrown; missing shards are
+    /// allowed only with `allowPartial` and while some shard answered; all answers name one generation.
+    private func collate(_ results: [(Int, ShardAnswer)], allowPartial: Bool) throws -> (answers: [Int: JSONObject], missing: [Int]) {
+        var answers: [Int: JSONObject] = [:]
+        var missing: [Int] = []
+        var refusal: SteerError?
+        for (shard, answer) in results {
+            switch answer {
+            case .answer(let object): answers[shard] = object
+            case .refused(let error): if refusal == nil { refusal = error }
+            case .missing: missing.append(shard)
             }
         }
         if let refusal { throw refusal }
@@ -433,20 +437,94 @@ public final class Router: RequestService {
         defer { gate.leave() }
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
         let (answers, missing) = try await readShards(allShards(line), allowPartial: true)
+        try writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
+    }
+
+    /// The search fast path: the fan-out, the shards' answers, the merge and the response all run on the
+    /// client connection's event loop, over connections that live on it (no thread hops). A replica that
+    /// has no connection on this loop yet connects first; failover is the same as `read(shard:line:)`.
+    private func searchOnLoop(_ request: Request, queries: [[Float]], options: SearchOptions, batch: Bool,
+                              startedNanos: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
+        let futures = (0..<replicas.count).map { shard in
+            attempt(shard: shard, line: line, candidates: readable(shard), index: 0, on: loop)
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: loop).map { results in
+            self.gate.leave()
+            var output: [UInt8]
+            var failure: SteerError.Code?
+            do {
+                let (answers, missing) = try self.collate(results, allowPartial: true)
+                var writer = JSONWriter(capacity: 512)
+                writer.raw("{")
+                Self.writeID(request.id, &writer)
+                writer.raw("\"ok\":true")
+                try self.writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
+                writer.raw("}\n")
+                output = writer.bytes
+            } catch {
+                let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
+                failure = steer.code
+                output = RequestHandler.errorLine(id: request.id, steer)
+            }
+            let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
+            self.stats.record(op: "search", micros: micros, error: failure)
+            return output
+        }
+    }
+
+    /// One shard's answer on `loop`: `candidates[index]`, then the next on failure (as `read`).
+    private func attempt(shard: Int, line: [UInt8], candidates: [Replica], index: Int, on loop: any EventLoop) -> EventLoopFuture<(Int, ShardAnswer)> {
+        guard index < candidates.count else { return loop.makeSucceededFuture((shard, .missing)) }
+        let replica = candidates[index]
+        let promise = loop.makePromise(of: (Int, ShardAnswer).self)
+        replica.request(line, timeout: shardTimeout, on: loop).whenComplete { result in
+            switch result {
+            case .success(let answer):
+                if case .string(let served)? = answer["generation"], let expected = self.generation.get(), served != expected {
+                    replica.health.withLock { $0.generation = served }
+                    self.counters.withLock { $0.generationMismatches += 1 }
+                    promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
+                } else {
+                    promise.succeed((shard, .answer(answer)))
+                }
+            case .failure(let error as SteerError):
+                promise.succeed((shard, .refused(error)))
+            case .failure(let error):
+                replica.markDown(Self.describe(error))
+                self.counters.withLock { $0.replicaRetries += 1 }
+                self.logger.warning("replica failed; trying another", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"])
+                promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
+            }
+        }
+        return promise.futureResult
+    }
+
+    static func writeID(_ id: RequestID?, _ writer: inout JSONWriter) {
+        guard let id else { return }
+        writer.raw("\"id\":")
+        switch id {
+        case .int(let number): writer.int(number)
+        case .string(let text): writer.string(text)
+        }
+        writer.raw(",")
+    }
+
+    private func writeSearch(answers: [Int: JSONObject], missing: [Int], queries: Int, k: Int, batch: Bool, _ writer: inout JSONWriter) throws {
         var merged: [[ShardHit]] = []
-        for query in 0..<queries.count {
+        for query in 0..<queries {
             var lists: [[ShardHit]] = []
             for (shard, answer) in answers {
                 if batch {
-                    guard case .array(let results)? = answer["results"], results.count == queries.count else {
-                        throw SteerError.internalError("shard \(shard) answered a batch search without \(queries.count) results")
+                    guard case .array(let results)? = answer["results"], results.count == queries else {
+                        throw SteerError.internalError("shard \(shard) answered a batch search without \(queries) results")
                     }
                     lists.append(try ShardHit.list(results[query], shard: shard))
                 } else {
                     lists.append(try ShardHit.list(answer["hits"], shard: shard))
                 }
             }
-            merged.append(HitMerge.top(lists, k: options.k))
+            merged.append(HitMerge.top(lists, k: k))
         }
         writeGeneration(answers, &writer)
         if batch {
@@ -761,9 +839,12 @@ public final class Router: RequestService {
             }
             if let applied { total += applied } else { failedShards.append(shard) }
         }
-        if let refusal { throw refusal }
+        let applied = lines.keys.sorted().filter { !failedShards.contains($0) && !(results[$0] ?? []).contains { if case .refused = $0.1 { true } else { false } } }
+        if let refusal {
+            guard !applied.isEmpty else { throw refusal }
+            throw SteerError(refusal.code, refusal.message + " (shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) applied their part: writes are not atomic across shards)")
+        }
         if !failedShards.isEmpty {
-            let applied = lines.keys.sorted().filter { !failedShards.contains($0) }
             throw SteerError(.unavailable, "\(op): no live replica of shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) applied it"
                 + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
         }

@@ -146,6 +146,16 @@ import Testing
             }
         }
         #expect(try ok(connection, ["op": "delete", "ids": [1000, 1001, 77_777]])["deleted"] as? Int == 2)
+        // A shard refusing its part (a wrong dimension) fails the request; the message says which shards
+        // applied theirs.
+        let good = itemJSON(.int(2000), vector())
+        let badID = try (2001..<2100).first { try shard(ofID: String($0)) != shard(of: good) }!
+        let mixed = try call(connection, ["op": "upsert", "items": [good, itemJSON(.int(Int64(badID)), [1, 2, 3])]])
+        #expect(((mixed["error"] as? [String: Any])?["code"] as? String) == "dimension_mismatch")
+        let mixedMessage = (mixed["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(mixedMessage.contains("not atomic"), "\(mixed)")
+        #expect(((try ok(connection, ["op": "get", "ids": [2000, badID]])["missing"] as? [Int]) ?? []) == [badID])
+        #expect(try ok(connection, ["op": "delete", "ids": [2000]])["deleted"] as? Int == 1)
         _ = try ok(referenceConnection, ["op": "delete", "ids": [1000, 1001]])
         for query in queries.prefix(5) {
             let mine = try ok(connection, ["op": "search", "vector": query.map { Double($0) }, "k": 20])
@@ -186,7 +196,24 @@ import Testing
         #expect(shards.map { $0["readable_replicas"] as? Int ?? -1 } == [1, 1, 0])
         #expect(stats["unavailable_shards"] as? Int == 1)
         #expect(((stats["counters"] as? [String: Any])?["partial_responses"] as? Int ?? 0) >= 8)
+
+        // `steer probe` (the Kubernetes readiness check): ready with one shard down, not with --all-shards.
+        #expect(try probe(["--port", String(router.port)]) == 0)
+        #expect(try probe(["--port", String(router.port), "--all-shards"]) == 1)
+        #expect(try probe(["--port", String(servers[0].port)]) == 0)
+        #expect(try probe(["--port", String(servers[3].port)]) == 1)
         #expect(router.terminate() == 0)
+    }
+
+    private func probe(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try steerBinary())
+        process.arguments = ["probe"] + arguments
+        process.standardError = Pipe()
+        process.standardOutput = Pipe()
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }
 
@@ -267,5 +294,66 @@ private func buildGeneration(data: String, id: String) throws {
         let stats = try call(connection, ["op": "stats"])
         #expect(stats["generation"] as? String == "gA")
         #expect(((stats["counters"] as? [String: Any])?["swaps"] as? Int) == 1)
+    }
+}
+
+/// `steer route --checkpoint`: the DPR query is encoded once at the router; recommendations (soft and
+/// hybrid) and encoded vectors equal those of one `steer serve --checkpoint` holding the whole catalog.
+@Suite(.serialized) struct RouteRecommendEndToEndTests {
+    private func call(_ connection: SteerConnection, _ request: [String: Any]) throws -> [String: Any] {
+        let response = try connection.roundTrip(Array(try JSONSerialization.data(withJSONObject: request)))
+        return try #require(try JSONSerialization.jsonObject(with: Data(response)) as? [String: Any])
+    }
+
+    private func ids(_ response: [String: Any]) -> [String] {
+        ((response["hits"] as? [[String: Any]]) ?? []).map { "\($0["id"]!)" }
+    }
+
+    @Test func dprRecommendThroughTheRouterMatchesOneServer() throws {
+        let checkpoint = RecommendEndToEndTests.fixtures + "/demo-sasrec"
+        let minilm = RecommendEndToEndTests.minilm
+        let reference = try ServerProcess(arguments: ["--checkpoint", checkpoint, "--minilm", minilm, "--sync-writes", "false"])
+        defer { reference.removeData() }
+        let referenceConnection = try reference.connection()
+        let catalog = try String(contentsOfFile: checkpoint + "/items.jsonl", encoding: .utf8).split(separator: "\n").map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])["id"] as? Int
+        }.compactMap { $0 }
+        #expect(catalog.count == 400)
+        let got = try call(referenceConnection, ["op": "get", "ids": catalog])
+        let items = try #require(got["items"] as? [[String: Any]])
+        #expect(items.count == catalog.count)
+        let dimension = try #require((items.first?["vector"] as? [Any])?.count)
+
+        let sharding = try Sharding(shardCount: 3)
+        let shards = try (0..<3).map { _ in try ServerProcess(arguments: ["--dimension", String(dimension), "--sync-writes", "false"]) }
+        defer { for shard in shards { shard.removeData() } }
+        for (index, shard) in shards.enumerated() {
+            let mine = items.filter { sharding.shard(of: .int(Int64($0["id"] as? Int ?? -1))) == index }
+            #expect(try call(try shard.connection(), ["op": "upsert", "items": mine])["upserted"] as? Int == mine.count)
+        }
+        let router = try ServerProcess(arguments: shards.flatMap { ["--shard", "127.0.0.1:\($0.port)"] }
+                                                  + ["--checkpoint", checkpoint, "--minilm", minilm], route: true)
+        let connection = try router.connection()
+
+        let golden = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/golden.json"))) as? [String: Any])
+        let cases = try #require(golden["cases"] as? [[String: Any]])
+        for (number, entry) in cases.enumerated() {
+            let history = (entry["history"] as? [Any]) ?? []
+            var request: [String: Any] = ["op": "recommend", "history": history, "k": 10]
+            if let prompt = entry["prompt"] as? String { request["prompt"] = prompt }
+            for constraints in ["soft", "hybrid", "hard"] {
+                request["constraints"] = constraints
+                let mine = try call(connection, request)
+                let theirs = try call(referenceConnection, request)
+                #expect(mine["ok"] as? Bool == theirs["ok"] as? Bool, "case \(number) \(constraints): \(mine) vs \(theirs)")
+                #expect(ids(mine) == ids(theirs), "case \(number) \(constraints): \(ids(mine)) vs \(ids(theirs))")
+                #expect(theirs["ok"] as? Bool == false || !ids(theirs).isEmpty)
+                #expect((mine["clauses"] as? [[String: Any]])?.count == (theirs["clauses"] as? [[String: Any]])?.count)
+            }
+            request["op"] = "encode"
+            let mine = try call(connection, request)
+            let theirs = try call(referenceConnection, request)
+            #expect((mine["vector"] as? [Double]) == (theirs["vector"] as? [Double]), "case \(number)")
+        }
     }
 }

@@ -65,6 +65,11 @@ private struct FixedEncoder: QueryEncoder {
 
             let both = try engine.search([query], options: SearchOptions(k: 10, filter: TagFilter(tagsAny: ["action"], tagsNone: ["romance"])))[0]
             #expect(both.map(\.id) == bruteForce(items, query: query, k: 10, metric: .innerProduct) { $0.tags.contains("action") && !$0.tags.contains("romance") })
+
+            let groups = try engine.search([query], options: SearchOptions(k: 10, filter: TagFilter(tagsAny: ["comedy", "drama"], tagGroups: [["action", "horror"]])))[0]
+            #expect(groups.map(\.id) == bruteForce(items, query: query, k: 10, metric: .innerProduct) {
+                ($0.tags.contains("comedy") || $0.tags.contains("drama")) && ($0.tags.contains("action") || $0.tags.contains("horror"))
+            })
         }
         let unknownTag = try engine.search([items[0].vector], options: SearchOptions(k: 5, filter: TagFilter(tagsAny: ["nope"])))[0]
         #expect(unknownTag.isEmpty)

@@ -22,6 +22,9 @@ import Testing
         #expect(!batch)
         #expect(options.k == 5 && options.nprobe == 4 && options.efSearch == 64)
         #expect(options.filter == TagFilter(tagsAny: ["a"], tagsNone: ["b"]))
+        let grouped = try decode(#"{"op":"search","vector":[1],"k":1,"filter":{"tag_groups":[["x","y"],["z"]]}}"#)
+        guard case .search(_, let groupedOptions, _) = grouped.operation else { Issue.record("not a search"); return }
+        #expect(groupedOptions.filter == TagFilter(tagGroups: [["x", "y"], ["z"]]))
     }
 
     @Test func decodesBase64AndBatchVectors() throws {
@@ -65,6 +68,9 @@ import Testing
         (#"{"op":"search","vectors":[[1],[1],[1],[1]],"k":1}"#, "too_large", "vectors has 4"),
         (#"{"op":"search","vector":[1],"k":1,"filter":{"tags":["a"]}}"#, "invalid_request", "filter.tags"),
         (#"{"op":"search","vector":[1],"k":1,"filter":{"tags_any":[1]}}"#, "invalid_request", "filter.tags_any[0]"),
+        (#"{"op":"search","vector":[1],"k":1,"filter":{"tag_groups":["a"]}}"#, "invalid_request", "filter.tag_groups[0] must be an array"),
+        (#"{"op":"search","vector":[1],"k":1,"filter":{"tag_groups":[[]]}}"#, "invalid_request", "filter.tag_groups[0] must not be empty"),
+        (#"{"op":"search","vector":[1],"k":1,"filter":{"tag_groups":{}}}"#, "invalid_request", "filter.tag_groups must be an array"),
         (#"{"op":"upsert","items":[]}"#, "invalid_request", "items must not be empty"),
         (#"{"op":"upsert","items":[{"id":1}]}"#, "invalid_request", "items[0]: missing field 'vector'"),
         (#"{"op":"upsert","items":[{"id":1,"vector":[1]},{"id":1,"vector":[2]}]}"#, "invalid_request", "duplicates items[0]"),

@@ -10,7 +10,7 @@ struct SteerIndexTool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "steer-index",
         abstract: "Build, reshard, verify and inspect Steer index generations (docs/index-builder.md).",
-        subcommands: [Build.self, Reshard.self, Verify.self, Inspect.self]
+        subcommands: [Build.self, Reshard.self, Split.self, Verify.self, Inspect.self]
     )
 }
 
@@ -208,6 +208,53 @@ struct Verify: ParsableCommand {
             }
         } catch let error as SteerError {
             throw fail("verify", error)
+        }
+    }
+}
+
+struct Split: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the items one shard of an N-shard cluster owns into a new data directory (re-sharding, docs/scaling.md).",
+        discussion: """
+            Reads every --from store (read-only: they may be serving) and writes the items of --version whose \
+            shard under --shards is --shard into --out's store. Run it once per new shard with every old \
+            shard as a source, then start `steer serve --data OUT` and build its generation.
+            """
+    )
+
+    @Option(name: .long, help: "A source data directory (or bare store); repeat for every old shard.")
+    var from: [String] = []
+    @Option(name: .long, help: "The embedding version to copy.")
+    var version: String
+    @Option(name: .long, help: "The new number of shards.")
+    var shards: Int
+    @Option(name: .long, help: "The new shard to fill (0-based).")
+    var shard: Int
+    @Option(name: .long, help: "The new shard's data directory (created when missing; its store is OUT/store).")
+    var out: String
+
+    func validate() throws {
+        guard !from.isEmpty else { throw ValidationError("give at least one --from") }
+        guard (1...Sharding.maxShardCount).contains(shards) else { throw ValidationError("--shards must be 1 to \(Sharding.maxShardCount)") }
+        guard (0..<shards).contains(shard) else { throw ValidationError("--shard must be in 0..<\(shards)") }
+    }
+
+    func run() throws {
+        do {
+            let sources = try from.map { path throws(SteerError) in try openStore(path) }
+            defer { for source in sources { source.close() } }
+            do {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            } catch {
+                throw SteerError(.io, "cannot create '\(out)': \(error.localizedDescription)")
+            }
+            let target = try ItemStore(options: .init(path: DataDirectory.storePath(out), syncWrites: false))
+            defer { target.close() }
+            let report = try ShardSplit.run(sources: sources, version: version, sharding: try Sharding(shardCount: shards),
+                                            shard: shard, target: target)
+            print("split: shard \(shard) of \(shards): \(report.copied) of \(report.scanned) items copied into \(out)")
+        } catch let error as SteerError {
+            throw fail("split", error)
         }
     }
 }
