@@ -172,6 +172,9 @@ struct Tally: Sendable {
     var byOperation: [Histogram<UInt64>] = Operation.allCases.map { _ in
         Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     }
+    /// Open loop: how late the sender wrote each request after its scheduled time (client-side lag,
+    /// included in the latency by design; reported so it can be told apart from the server's share).
+    var sendLag = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
     var recallSum = 0.0
     var recallCount = 0
@@ -202,6 +205,7 @@ struct Tally: Sendable {
     mutating func merge(_ other: Tally) {
         all.add(other.all)
         for i in byOperation.indices { byOperation[i].add(other.byOperation[i]) }
+        sendLag.add(other.sendLag)
         for (code, count) in other.errors { errors[code, default: 0] += count }
         recallSum += other.recallSum
         recallCount += other.recallCount
@@ -285,7 +289,7 @@ enum LoadRunner {
                     i += 1
                     sleep(until: scheduled)
                     let (op, line, query) = workload.next(&rng)
-                    queue.push(Pending(op: op, scheduled: scheduled, query: query))
+                    queue.push(Pending(op: op, scheduled: scheduled, sent: nowNanos(), query: query))
                     do throws(SteerError) {
                         try connection.writeLine(line)
                     } catch {
@@ -306,6 +310,7 @@ enum LoadRunner {
                     guard let line else { break }
                     if pending.scheduled >= measureStart {
                         tally.sent += 1
+                        _ = tally.sendLag.record(min(pending.sent &- pending.scheduled, 60_000_000_000))
                         tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query, workload: workload)
                     }
                 }
@@ -331,6 +336,8 @@ enum LoadRunner {
 struct Pending: Sendable {
     let op: Operation
     let scheduled: UInt64
+    /// When the sender got to it (≥ scheduled).
+    let sent: UInt64
     let query: Int
 }
 
