@@ -27,11 +27,9 @@ private func searchLine(dimension: Int, base64: Bool) -> [UInt8] {
     return writer.bytes
 }
 
-private let configuration = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal, .throughput],
-                                                    maxDuration: .seconds(2), maxIterations: 1_000_000)
-
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = configuration
+    Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .mallocCountTotal, .throughput],
+                                           maxDuration: .seconds(2), maxIterations: 1_000_000)
 
     // MARK: JSON codec and float parsing
 
@@ -81,11 +79,15 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: A search call
 
     for spec in ["HNSW32,efC100", "IVF256,Flat"] {
-        Benchmark("VectorIndex.search \(spec), 20k x 64, k 10", configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(2))) { benchmark, state in
+        Benchmark("VectorIndex.search \(spec), 20k x 64, k 10", configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(2))) { (benchmark: Benchmark, state: (VectorIndex, [[Float]])) in
             let (index, queries) = state
             var q = 0
             for _ in benchmark.scaledIterations {
-                blackHole(try index.search(queries[q % queries.count], k: 10))
+                do {
+                    blackHole(try index.search(queries[q % queries.count], k: 10))
+                } catch {
+                    benchmark.error("search failed: \(error)")
+                }
                 q += 1
             }
         } setup: {
@@ -105,12 +107,12 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("ClauseParser.parse (2 clauses)") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(ClauseParser.parse(prompt)) }
     }
-    Benchmark("WordPiece tokenize a clause") { benchmark, tokenizer in
+    Benchmark("WordPiece tokenize a clause") { (benchmark: Benchmark, tokenizer: WordPieceTokenizer) in
         for _ in benchmark.scaledIterations { blackHole(tokenizer.encode("more comedies")) }
     } setup: {
         try WordPieceTokenizer(vocabularyFile: minilm + "/vocab.txt")
     }
-    Benchmark("MiniLM embed a clause (uncached)", configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(3))) { benchmark, encoder in
+    Benchmark("MiniLM embed a clause (uncached)", configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(3))) { (benchmark: Benchmark, encoder: MiniLMEncoder) in
         for _ in benchmark.scaledIterations { blackHole(encoder.embed("more comedies")) }
     } setup: {
         try MiniLMEncoder(directory: minilm)
