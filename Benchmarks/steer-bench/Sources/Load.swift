@@ -182,24 +182,36 @@ struct Tally: Sendable {
     /// Monotonic time of the last recorded answer (ns).
     var lastAnswer: UInt64 = 0
 
-    mutating func record(_ op: Operation, nanos: UInt64, response: [UInt8], query: Int, workload: Workload) {
+    /// Answers kept for checking after the window, so that parsing them (recall, error codes) never
+    /// delays the next request or the next read.
+    private var unchecked: [(op: Operation, query: Int, response: [UInt8])] = []
+
+    mutating func record(_ op: Operation, nanos: UInt64, response: [UInt8], query: Int) {
         lastAnswer = Swift.max(lastAnswer, nowNanos())
         let value = min(nanos, 60_000_000_000)
         _ = all.record(value)
         _ = byOperation[op.rawValue].record(value)
-        do {
-            let object = try SteerClient.check(response)
-            if op == .search {
-                if let recall = workload.recall(response: object, query: query) {
-                    recallSum += recall
-                    recallCount += 1
-                } else {
-                    errors["bad_response", default: 0] += 1
+        unchecked.append((op, query, response))
+    }
+
+    /// Checks the kept answers: errors by code, recall of every search answer.
+    mutating func settle(_ workload: Workload) {
+        for (op, query, response) in unchecked {
+            do {
+                let object = try SteerClient.check(response)
+                if op == .search {
+                    if let recall = workload.recall(response: object, query: query) {
+                        recallSum += recall
+                        recallCount += 1
+                    } else {
+                        errors["bad_response", default: 0] += 1
+                    }
                 }
+            } catch {
+                errors[error.code.rawValue, default: 0] += 1
             }
-        } catch {
-            errors[error.code.rawValue, default: 0] += 1
         }
+        unchecked = []
     }
 
     mutating func merge(_ other: Tally) {
@@ -243,13 +255,14 @@ enum LoadRunner {
                     let response = try connection.roundTrip(line)
                     if sendTime >= measureStart {
                         tally.sent += 1
-                        tally.record(op, nanos: nowNanos() - sendTime, response: response, query: query, workload: workload)
+                        tally.record(op, nanos: nowNanos() - sendTime, response: response, query: query)
                     }
                 } catch {
                     failure.withLock { $0 = error }
                     break
                 }
             }
+            tally.settle(workload)
             tallies.withLock { $0.append(tally) }
         }
         if let error = failure.get() { throw error }
@@ -311,7 +324,7 @@ enum LoadRunner {
                     if pending.scheduled >= measureStart {
                         tally.sent += 1
                         _ = tally.sendLag.record(min(pending.sent &- pending.scheduled, 60_000_000_000))
-                        tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query, workload: workload)
+                        tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query)
                     }
                 }
                 let left = queue.remaining(after: measureStart)
@@ -320,7 +333,8 @@ enum LoadRunner {
                     tally.sent += left
                     connection.shutdownWrite()
                 }
-                tallies.withLock { $0.append(tally) }
+                tally.settle(workload)
+            tallies.withLock { $0.append(tally) }
             }
         }
         if let error = failure.get() { throw error }
