@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 // Steer: a promptable retrieval server. Layering (lower never imports higher):
 // C modules → SteerCore → {SteerStore, SteerIndex, SteerModel} → SteerEngine
 //   → {SteerProtocol, SteerServer, SteerClient} → executables.
@@ -242,4 +242,23 @@ if Context.environment["STEER_FUZZ"] == "1" {
             swiftSettings: swiftSettings
         )
     )
+}
+
+// MARK: - Micro-benchmarks (opt-in)
+
+// ordo-one/benchmark micro-benchmarks of the hot paths (Benchmarks/SteerMicroBenchmarks, docs/benchmarks.md).
+// Only with STEER_MICROBENCH=1, so normal builds and CI neither fetch nor build that package. Its
+// `traits:` argument is why this manifest needs tools version 6.1.
+if Context.environment["STEER_MICROBENCH"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
+    package.targets.append(.executableTarget(
+        name: "SteerMicroBenchmarks",
+        dependencies: [
+            "SteerCore", "SteerIndex", "SteerModel", "SteerProtocol",
+            .product(name: "Benchmark", package: "benchmark"),
+        ],
+        path: "Benchmarks/SteerMicroBenchmarks",
+        swiftSettings: swiftSettings,
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ))
 }

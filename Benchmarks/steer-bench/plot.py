@@ -43,7 +43,7 @@ def recall_qps(name: str) -> Path | None:
         if not report:
             continue
         ctx = context(report)
-        spec = report["server"].get("index_spec") or kind
+        spec = report["server"].get("requested_spec") or report["server"].get("index_spec") or kind
         for conc, style in ((1, "-"), (4, "--")):
             levels = sorted((lv for lv in report["levels"] if lv["concurrency"] == conc), key=lambda lv: lv["value"] or 0)
             if levels:
@@ -137,10 +137,39 @@ def latency_load(name: str) -> Path | None:
     return path
 
 
+def matched_table(name: str) -> Path | None:
+    """Markdown: at each target recall, the cheapest setting of every curve that reaches it."""
+    rows: list[tuple[float, str, str, float, float, float, float]] = []  # target, engine, setting, recall, qps, p50, p99
+    for kind in ("hnsw", "ivf"):
+        report = load(RESULTS / f"{name}-{kind}.json")
+        if not report:
+            continue
+        spec = report["server"].get("requested_spec") or report["server"].get("index_spec") or kind
+        for conc in (1, 4):
+            levels = sorted((lv for lv in report["levels"] if lv["concurrency"] == conc), key=lambda lv: lv["value"] or 0)
+            for target in (0.90, 0.95, 0.99):
+                hit = next((lv for lv in levels if lv["recall_at_k"] >= target), None)
+                if hit:
+                    rows.append((target, f"Steer end to end, {conc} conn", f"{spec} {hit['param']} {hit['value']}", hit["recall_at_k"],
+                                 hit["qps"], hit["latency_us"]["p50"], hit["latency_us"]["p99"]))
+    peers = load(PEERS / f"{name}.json")
+    if peers:
+        for m in peers["matched_recall"]:
+            rows.append((m["target"], m["engine"], f"{m['index']} {m['param']} {m['value']}", m["recall_at_k"], m["qps"], m["p50_us"], m["p99_us"]))
+    if not rows:
+        return None
+    lines = ["| target | engine | setting | recall@10 | QPS | p50 µs | p99 µs |", "|---|---|---|---|---|---|---|"]
+    for target, engine, setting, recall, qps, p50, p99 in sorted(rows, key=lambda r: (r[0], -r[4])):
+        lines.append(f"| {target:.2f} | {engine} | {setting} | {recall:.3f} | {qps:,.0f} | {p50:,.0f} | {p99:,.0f} |")
+    path = PLOTS / f"{name}-matched.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main() -> None:
     PLOTS.mkdir(exist_ok=True)
     for name in sys.argv[1:] or ["200k64"]:
-        for make in (recall_qps, cdfs, latency_load):
+        for make in (recall_qps, cdfs, latency_load, matched_table):
             path = make(name)
             if path:
                 print(f"wrote {os.path.relpath(path)}")

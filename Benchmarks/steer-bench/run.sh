@@ -11,10 +11,15 @@
 #   N=200000 D=64 bash Benchmarks/steer-bench/run.sh custom   # any size, same generator settings
 #
 # Environment: DURATION / WARMUP (seconds per level, default 10 / 2), DATA_ROOT (default
-# /tmp/steer-bench-data), SCRATCH (build folder, default .build), KINDS (default "hnsw ivf load mix").
+# /tmp/steer-bench-data), SCRATCH (build folder, default .build), KINDS (default "hnsw ivf load mix";
+# "hnsw recommend" for the checkpoint set), CHECKPOINT (default demo-data/checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SET=${1:-1m64}
+# Cluster overlap (docs/benchmarks.md, "Data sets"): 1000 centres; the within-cluster spread grows with
+# the dimension (distances concentrate as d grows, which separates the clusters at a fixed spread), so that
+# every set has IVF at nprobe 1 well below 0.9 recall@10 and HNSW below 0.95 at efSearch 16.
+spread_for() { case $1 in 64) echo 1.2 ;; 128) echo 1.5 ;; 384) echo 2.0 ;; *) echo 1.2 ;; esac; }
 case $SET in
   1m64) N=1000000 D=64 ;;
   1m128) N=1000000 D=128 ;;
@@ -24,15 +29,14 @@ case $SET in
   *) echo "unknown set $SET (1m64, 1m128, 200k384, checkpoint, custom)" >&2; exit 2 ;;
 esac
 [ "$SET" = custom ] && SET="$((N / 1000))k$D"
-# Cluster overlap (docs/benchmarks.md, "Data sets"): 1000 centres, spread 1.2 relative to the centres.
 CLUSTERS=${CLUSTERS:-1000}
-SPREAD=${SPREAD:-1.2}
+SPREAD=${SPREAD:-$(spread_for "$D")}
 SEED=${SEED:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 DATA_ROOT=${DATA_ROOT:-/tmp/steer-bench-data}
 SCRATCH=${SCRATCH:-.build}
-KINDS=${KINDS:-"hnsw ivf load mix"}
+if [ "$SET" = checkpoint ]; then KINDS=${KINDS:-"hnsw recommend"}; else KINDS=${KINDS:-"hnsw ivf load mix"}; fi
 OUT=Benchmarks/steer-bench/results
 mkdir -p "$OUT" "$DATA_ROOT"
 
@@ -87,6 +91,9 @@ for kind in $KINDS; do
       ef=$(python3 Benchmarks/steer-bench/pick.py "$OUT/$SET-hnsw.json" --recall 0.95 --field value)
       run $BENCH run "${common[@]}" --spec "$HNSW" --ef-search "$ef" --mix search=0.9,upsert=0.1 --concurrency 1,4 \
         --label "$SET search/upsert 90/10" --out "$OUT/$SET-mix.json" ;;
+    recommend) # checkpoint sets: half searches, half recommends (the DPR encode + search + hydration path)
+      run $BENCH run "${common[@]}" --spec "$HNSW" --ef-search 64 --mix search=0.5,recommend=0.5 --concurrency 1,4 \
+        --label "$SET search/recommend 50/50" --out "$OUT/$SET-recommend.json" ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
   esac
 done

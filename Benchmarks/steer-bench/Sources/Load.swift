@@ -172,6 +172,9 @@ struct Tally: Sendable {
     var byOperation: [Histogram<UInt64>] = Operation.allCases.map { _ in
         Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     }
+    /// Open loop: how late the sender wrote each request after its scheduled time (client-side lag,
+    /// included in the latency by design; reported so it can be told apart from the server's share).
+    var sendLag = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     var errors: [String: Int] = [:]
     var recallSum = 0.0
     var recallCount = 0
@@ -179,29 +182,42 @@ struct Tally: Sendable {
     /// Monotonic time of the last recorded answer (ns).
     var lastAnswer: UInt64 = 0
 
-    mutating func record(_ op: Operation, nanos: UInt64, response: [UInt8], query: Int, workload: Workload) {
+    /// Answers kept for checking after the window, so that parsing them (recall, error codes) never
+    /// delays the next request or the next read.
+    private var unchecked: [(op: Operation, query: Int, response: [UInt8])] = []
+
+    mutating func record(_ op: Operation, nanos: UInt64, response: [UInt8], query: Int) {
         lastAnswer = Swift.max(lastAnswer, nowNanos())
         let value = min(nanos, 60_000_000_000)
         _ = all.record(value)
         _ = byOperation[op.rawValue].record(value)
-        do {
-            let object = try SteerClient.check(response)
-            if op == .search {
-                if let recall = workload.recall(response: object, query: query) {
-                    recallSum += recall
-                    recallCount += 1
-                } else {
-                    errors["bad_response", default: 0] += 1
+        unchecked.append((op, query, response))
+    }
+
+    /// Checks the kept answers: errors by code, recall of every search answer.
+    mutating func settle(_ workload: Workload) {
+        for (op, query, response) in unchecked {
+            do {
+                let object = try SteerClient.check(response)
+                if op == .search {
+                    if let recall = workload.recall(response: object, query: query) {
+                        recallSum += recall
+                        recallCount += 1
+                    } else {
+                        errors["bad_response", default: 0] += 1
+                    }
                 }
+            } catch {
+                errors[error.code.rawValue, default: 0] += 1
             }
-        } catch {
-            errors[error.code.rawValue, default: 0] += 1
         }
+        unchecked = []
     }
 
     mutating func merge(_ other: Tally) {
         all.add(other.all)
         for i in byOperation.indices { byOperation[i].add(other.byOperation[i]) }
+        sendLag.add(other.sendLag)
         for (code, count) in other.errors { errors[code, default: 0] += count }
         recallSum += other.recallSum
         recallCount += other.recallCount
@@ -239,13 +255,14 @@ enum LoadRunner {
                     let response = try connection.roundTrip(line)
                     if sendTime >= measureStart {
                         tally.sent += 1
-                        tally.record(op, nanos: nowNanos() - sendTime, response: response, query: query, workload: workload)
+                        tally.record(op, nanos: nowNanos() - sendTime, response: response, query: query)
                     }
                 } catch {
                     failure.withLock { $0 = error }
                     break
                 }
             }
+            tally.settle(workload)
             tallies.withLock { $0.append(tally) }
         }
         if let error = failure.get() { throw error }
@@ -285,7 +302,7 @@ enum LoadRunner {
                     i += 1
                     sleep(until: scheduled)
                     let (op, line, query) = workload.next(&rng)
-                    queue.push(Pending(op: op, scheduled: scheduled, query: query))
+                    queue.push(Pending(op: op, scheduled: scheduled, sent: nowNanos(), query: query))
                     do throws(SteerError) {
                         try connection.writeLine(line)
                     } catch {
@@ -306,7 +323,8 @@ enum LoadRunner {
                     guard let line else { break }
                     if pending.scheduled >= measureStart {
                         tally.sent += 1
-                        tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query, workload: workload)
+                        _ = tally.sendLag.record(min(pending.sent &- pending.scheduled, 60_000_000_000))
+                        tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query)
                     }
                 }
                 let left = queue.remaining(after: measureStart)
@@ -315,7 +333,8 @@ enum LoadRunner {
                     tally.sent += left
                     connection.shutdownWrite()
                 }
-                tallies.withLock { $0.append(tally) }
+                tally.settle(workload)
+            tallies.withLock { $0.append(tally) }
             }
         }
         if let error = failure.get() { throw error }
@@ -331,6 +350,8 @@ enum LoadRunner {
 struct Pending: Sendable {
     let op: Operation
     let scheduled: UInt64
+    /// When the sender got to it (≥ scheduled).
+    let sent: UInt64
     let query: Int
 }
 

@@ -133,6 +133,8 @@ struct Level: Encodable {
     var k: Int
     var latencyUs: Latency
     var byOperation: [String: Latency]
+    /// Open loop: the sender's lag behind the schedule (part of `latency_us`).
+    var sendLagUs: Latency?
     /// (latency µs, percentile) pairs for CDF plots.
     var cdf: [[Double]]
 
@@ -153,6 +155,7 @@ struct Level: Encodable {
             byOperation[op.name] = Latency(tally.byOperation[op.rawValue])
         }
         self.byOperation = byOperation
+        sendLagUs = offeredRate != nil && tally.sendLag.totalCount > 0 ? Latency(tally.sendLag) : nil
         var cdf: [[Double]] = []
         if tally.all.totalCount > 0 {
             for step in tally.all.percentiles(ticksPerHalfDistance: 5) {
