@@ -232,7 +232,7 @@ let package = Package(
 // MARK: - Fuzzing (opt-in)
 
 // libFuzzer target for the request decoder, built only with STEER_FUZZ=1 by Tests/Fuzz/run.sh
-// (`-sanitize=fuzzer`; libFuzzer supplies `main`, so normal builds must not see it).
+// (`-sanitize=fuzzer`; its entry point hands over to libFuzzer's driver, so normal builds must not see it).
 if Context.environment["STEER_FUZZ"] == "1" {
     package.targets.append(
         .executableTarget(
