@@ -56,6 +56,9 @@ final class RocksDatabase: @unchecked Sendable {
         // crash is dropped whole and nothing after it is applied.
         rocksdb_options_set_wal_recovery_mode(options, 2)
         rocksdb_options_set_keep_log_file_num(options, 4)
+        // One budget for the memtables of all families together: past it RocksDB flushes the largest.
+        // Without it each of the 7 families may hold up to two 64 MiB write buffers before flushing.
+        rocksdb_options_set_db_write_buffer_size(options, Self.memtableBudgetBytes)
 
         let names = Family.allCases.map(\.name) + extraFamilies
         var cNames: [UnsafePointer<CChar>?] = names.map { UnsafePointer(strdup($0)) }
@@ -107,6 +110,9 @@ final class RocksDatabase: @unchecked Sendable {
     }
 
     func handle(_ family: Family) -> OpaquePointer { handles[family.rawValue] }
+
+    /// Most bytes all memtables together hold before RocksDB flushes one (`db_write_buffer_size`).
+    static let memtableBudgetBytes = 64 << 20
 
     /// The sequence number of the last committed write.
     var latestSequence: UInt64 { rocksdb_get_latest_sequence_number(db) }

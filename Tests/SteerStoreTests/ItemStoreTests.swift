@@ -27,6 +27,26 @@ private func withStore<T>(syncWrites: Bool = false, _ body: (ItemStore, Temporar
 }
 
 @Suite struct ItemStoreTests {
+    // MARK: Memory
+
+    @Test func memtableBytesGrowWithUnflushedWritesAndAreZeroOnceClosed() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try ItemStore(options: .init(path: directory.path))
+        try store.createVersion("v1", dimension: 64)
+        let before = store.memtableBytes
+        #expect(before > 0) // every family starts with one arena block
+        let vector = (0..<64).map { Float($0) }
+        for start in stride(from: 0, to: 20_000, by: 500) {
+            _ = try store.upsert((start..<start + 500).map { Write(id: .int(Int64($0)), title: "item \($0)", tags: ["t\($0 % 7)"], vectors: ["v1": vector]) })
+        }
+        // 20 000 items of 256 vector bytes each, unflushed: several MB more in the memtables.
+        #expect(store.memtableBytes > before + 4_000_000)
+        #expect(store.memtableBytes < RocksDatabase.memtableBudgetBytes * 2)
+        store.close()
+        #expect(store.memtableBytes == 0)
+    }
+
     // MARK: Round trips
 
     @Test func everyFieldRoundTripsWithIntAndStringIDs() throws {
