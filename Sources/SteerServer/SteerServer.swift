@@ -38,6 +38,8 @@ public struct ServerConfiguration: Sendable {
     /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
     /// from serving requests concurrently, per FINDINGS.md).
     public var openMPThreadsPerWorker: Int = 1
+    /// How long an idle worker thread spins before it parks (0: parks at once). See `WorkerPool`.
+    public var workerSpinMicroseconds: Int = 0
     /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
     public var tls: TLSFiles?
 
@@ -131,13 +133,13 @@ public protocol RequestService: Sendable {
 /// The engine's requests, run on the worker pool.
 struct EngineRequestService: RequestService {
     let handler: RequestHandler
-    let pool: NIOThreadPool
+    let pool: WorkerPool
 
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared { handler.prepare(line) }
 
     func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let handler = self.handler
-        return pool.runIfActive(eventLoop: eventLoop) { handler.execute(request, startedNanos: startedNanos) }
+        return pool.submit(on: eventLoop) { handler.execute(request, startedNanos: startedNanos) }
     }
 
     var stats: OperationStats { handler.stats }
@@ -175,7 +177,7 @@ public final class SteerServer: Service, Sendable {
     public let engine: RetrievalEngine?
     /// The engine's request handler; nil for a server over another `RequestService`.
     public let handler: RequestHandler?
-    private let pool: NIOThreadPool?
+    private let pool: WorkerPool?
     private let shared: ServerShared
     private let group: MultiThreadedEventLoopGroup
     private let serverChannel = Locked<(any Channel)?>(nil)
@@ -197,7 +199,10 @@ public final class SteerServer: Service, Sendable {
                 metricsRegistry: PrometheusCollectorRegistry? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
         let handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
-        let pool = NIOThreadPool(numberOfThreads: max(1, configuration.workerThreads))
+        let openMPThreads = configuration.openMPThreadsPerWorker
+        let pool = WorkerPool(threads: configuration.workerThreads, spinMicroseconds: configuration.workerSpinMicroseconds) {
+            RetrievalEngine.setOpenMPThreadsForCurrentThread(openMPThreads)
+        }
         self.init(configuration: configuration, engine: engine, handler: handler, pool: pool,
                   service: EngineRequestService(handler: handler, pool: pool), logger: logger,
                   metricsRegistry: metricsRegistry, onListening: onListening)
@@ -216,7 +221,7 @@ public final class SteerServer: Service, Sendable {
                   metricsRegistry: nil, onListening: onListening)
     }
 
-    private init(configuration: ServerConfiguration, engine: RetrievalEngine?, handler: RequestHandler?, pool: NIOThreadPool?,
+    private init(configuration: ServerConfiguration, engine: RetrievalEngine?, handler: RequestHandler?, pool: WorkerPool?,
                  service: any RequestService, logger: Logger, metricsRegistry: PrometheusCollectorRegistry?,
                  onListening: @escaping @Sendable (String, Int) -> Void) {
         self.configuration = configuration
@@ -237,6 +242,7 @@ public final class SteerServer: Service, Sendable {
                 ("event_loop_threads", .int(Int64(configuration.eventLoopThreads))),
                 ("worker_threads", .int(Int64(configuration.workerThreads))),
                 ("omp_threads_per_worker", .int(Int64(configuration.openMPThreadsPerWorker))),
+                ("worker_spin_us", .int(Int64(configuration.workerSpinMicroseconds))),
             ]
             for name in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY"] {
                 threads.append((name, environment[name].map { .string($0) } ?? .null))
@@ -265,10 +271,7 @@ public final class SteerServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> Int {
         let sslContext = try configuration.tls.map { files throws(SteerError) in try files.makeContext() }
-        if let pool {
-            pool.start()
-            try await configureWorkerThreads(pool)
-        }
+        pool?.start()
         let shared = self.shared
         let configuration = self.configuration
         let bootstrap = ServerBootstrap(group: group)
@@ -317,24 +320,6 @@ public final class SteerServer: Service, Sendable {
             try await startMetrics(port: metricsPort)
         }
         return port
-    }
-
-    /// Runs one task per worker thread, all at once (each waits for the others, so no thread runs two),
-    /// to set the per-thread OpenMP thread count.
-    private func configureWorkerThreads(_ pool: NIOThreadPool) async throws {
-        let count = max(1, configuration.workerThreads)
-        let threads = configuration.openMPThreadsPerWorker
-        let arrived = Locked(0)
-        let loop = group.next()
-        let futures = (0..<count).map { _ in
-            pool.runIfActive(eventLoop: loop) {
-                RetrievalEngine.setOpenMPThreadsForCurrentThread(threads)
-                arrived.withLock { $0 += 1 }
-                let deadline = Date().addingTimeInterval(5)
-                while arrived.get() < count && Date() < deadline { usleep(100) }
-            }
-        }
-        for future in futures { try await future.get() }
     }
 
     /// The bound metrics port, when metrics are served.
@@ -388,13 +373,7 @@ public final class SteerServer: Service, Sendable {
         }
         for channel in shared.connections.withLock({ Array($0.values) }) { try? await channel.close() }
         if let channel = serverChannel.get() { try? await channel.close() }
-        if let pool {
-            do {
-                try await pool.shutdownGracefully()
-            } catch {
-                shared.logger.warning("worker pool shutdown failed", metadata: ["steer.error": "\(error)"])
-            }
-        }
+        await pool?.shutdown()
         if let engine {
             do {
                 try engine.close()

@@ -1,0 +1,143 @@
+import Foundation
+import NIOCore
+import SteerCore
+import Synchronization
+
+/// The fixed worker threads that run engine work (FAISS, RocksDB, the model) for the event loops.
+///
+/// An idle worker first spins for `spinMicroseconds`, watching an atomic count of queued jobs, and
+/// only then parks on a condition variable. With few connections a request then usually finds a worker
+/// awake instead of paying a futex wake-up on every event loop → worker hop (tens of µs on a VM, see
+/// docs/benchmarks.md). Spinning costs CPU only while the server is idle between requests; 0 turns it
+/// off (workers park at once, like NIOThreadPool).
+///
+/// Jobs run in submission order; a job submitted after `shutdown()` began fails with `unavailable`;
+/// `shutdown()` runs every job already queued, then returns once all workers have exited.
+final class WorkerPool: @unchecked Sendable {
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private var parked = 0
+    private var stopping = false
+    private var started = false
+
+    /// Jobs queued and not yet taken by a worker (read by spinners without the lock).
+    private let queued = Atomic<Int>(0)
+    /// Workers spinning now (a submit wakes a parked worker only when the spinners cannot take the job).
+    private let spinners = Atomic<Int>(0)
+    private let stopFlag = Atomic<Bool>(false)
+    private let exited = DispatchGroup()
+
+    let threadCount: Int
+    let spinNanoseconds: UInt64
+    private let threadSetup: @Sendable () -> Void
+
+    /// - Parameters:
+    ///   - threads: worker threads (at least 1).
+    ///   - spinMicroseconds: how long an idle worker spins before parking (0: never).
+    ///   - threadSetup: runs first on every worker thread (per-thread OpenMP settings).
+    init(threads: Int, spinMicroseconds: Int, threadSetup: @escaping @Sendable () -> Void = {}) {
+        threadCount = max(1, threads)
+        spinNanoseconds = UInt64(max(0, spinMicroseconds)) * 1000
+        self.threadSetup = threadSetup
+    }
+
+    /// Starts the threads; idempotent.
+    func start() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !started else { return }
+        started = true
+        for index in 0..<threadCount {
+            exited.enter()
+            let thread = Thread { [self] in
+                threadSetup()
+                work()
+                exited.leave()
+            }
+            thread.name = "steer-worker-\(index)"
+            thread.start()
+        }
+    }
+
+    /// Runs `body` on a worker; the future completes on `eventLoop`.
+    func submit<T: Sendable>(on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+        let promise = eventLoop.makePromise(of: T.self)
+        condition.lock()
+        guard !stopping else {
+            condition.unlock()
+            promise.fail(SteerError(.unavailable, "the server is shutting down"))
+            return promise.futureResult
+        }
+        jobs.append { promise.succeed(body()) }
+        let waiting = queued.add(1, ordering: .sequentiallyConsistent).newValue
+        if parked > 0 && waiting > spinners.load(ordering: .sequentiallyConsistent) {
+            condition.signal()
+        }
+        condition.unlock()
+        return promise.futureResult
+    }
+
+    /// Stops taking new jobs, runs the queued ones and waits for every worker to exit.
+    func shutdown() async {
+        guard beginShutdown() else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            exited.notify(queue: .global()) { continuation.resume() }
+        }
+    }
+
+    /// Marks the pool stopping and wakes every worker; returns whether it had been started.
+    private func beginShutdown() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        stopping = true
+        stopFlag.store(true, ordering: .sequentiallyConsistent)
+        condition.broadcast()
+        return started
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while head == jobs.count {
+                if stopping {
+                    condition.unlock()
+                    return
+                }
+                condition.unlock()
+                spin()
+                condition.lock()
+                if head < jobs.count || stopping { continue }
+                parked += 1
+                condition.wait()
+                parked -= 1
+            }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 1024 {
+                jobs.removeFirst(head)
+                head = 0
+            }
+            queued.subtract(1, ordering: .sequentiallyConsistent)
+            condition.unlock()
+            job()
+        }
+    }
+
+    /// Busy-waits until a job is queued, shutdown begins or the spin time is up.
+    private func spin() {
+        guard spinNanoseconds > 0 else { return }
+        spinners.add(1, ordering: .sequentiallyConsistent)
+        defer { spinners.subtract(1, ordering: .sequentiallyConsistent) }
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ spinNanoseconds
+        var checks = 0
+        while queued.load(ordering: .acquiring) == 0 && !stopFlag.load(ordering: .relaxed) {
+            checks &+= 1
+            if checks & 63 == 0, DispatchTime.now().uptimeNanoseconds >= deadline { return }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SteerCore
+import Synchronization
+import Testing
+@testable import SteerServer
+
+@Suite struct WorkerPoolTests {
+    private static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+    @Test(arguments: [0, 300])
+    func everyJobRunsOnAWorkerAndCompletesItsFuture(spin: Int) async throws {
+        let setups = Atomic<Int>(0)
+        let pool = WorkerPool(threads: 3, spinMicroseconds: spin) { setups.add(1, ordering: .relaxed) }
+        pool.start()
+        let loop = Self.group.next()
+        let futures = (0..<500).map { n in pool.submit(on: loop) { (n * n, Thread.current.name ?? "") } }
+        for (n, future) in futures.enumerated() {
+            let (square, thread) = try await future.get()
+            #expect(square == n * n)
+            #expect(thread.hasPrefix("steer-worker-"))
+        }
+        await pool.shutdown()
+        #expect(setups.load(ordering: .relaxed) == 3) // the setup ran once on each thread
+    }
+
+    @Test(arguments: [0, 300])
+    func workersRunJobsInParallel(spin: Int) async throws {
+        // Three jobs that each wait until all three are running: they finish only if three workers run
+        // them at the same time (a pool that ran them one by one would time out and report false).
+        let pool = WorkerPool(threads: 3, spinMicroseconds: spin)
+        pool.start()
+        let running = Atomic<Int>(0)
+        let loop = Self.group.next()
+        let futures = (0..<3).map { _ in
+            pool.submit(on: loop) { () -> Bool in
+                running.add(1, ordering: .sequentiallyConsistent)
+                let deadline = Date().addingTimeInterval(10)
+                while running.load(ordering: .sequentiallyConsistent) < 3 {
+                    if Date() > deadline { return false }
+                    usleep(100)
+                }
+                return true
+            }
+        }
+        for future in futures { #expect(try await future.get()) }
+        await pool.shutdown()
+    }
+
+    @Test func shutdownRunsQueuedJobsThenRefusesNewOnes() async throws {
+        let pool = WorkerPool(threads: 1, spinMicroseconds: 100)
+        pool.start()
+        let loop = Self.group.next()
+        let done = Atomic<Int>(0)
+        let queued = (0..<50).map { _ in
+            pool.submit(on: loop) {
+                usleep(200)
+                done.add(1, ordering: .relaxed)
+            }
+        }
+        await pool.shutdown()
+        #expect(done.load(ordering: .relaxed) == 50)
+        for future in queued { try await future.get() }
+        let late = pool.submit(on: loop) { 1 }
+        await #expect {
+            try await late.get()
+        } throws: { error in
+            (error as? SteerError)?.code == .unavailable
+        }
+    }
+
+    @Test func aPoolThatNeverStartedShutsDownAtOnce() async {
+        let pool = WorkerPool(threads: 2, spinMicroseconds: 0)
+        await pool.shutdown()
+        let loop = Self.group.next()
+        await #expect(throws: SteerError.self) { try await pool.submit(on: loop) { 1 }.get() }
+    }
+}
