@@ -828,13 +828,13 @@ public final class Router: RequestService {
             for (replica, outcome) in outcomes {
                 guard case .failed(let message) = outcome else { continue }
                 replica.markDown(message)
-                if applied != nil {
-                    // Its peers took the write and it may not have: it must not serve until re-seeded.
-                    replica.health.withLock { $0.diverged = true }
-                    counters.withLock { $0.divergedReplicas += 1 }
-                    logger.error("replica missed a write and no longer serves until re-seeded (docs/scaling.md)", metadata: [
-                        "steer.replica": "\(replica.endpoint)", "steer.shard": "\(shard)", "steer.error": "\(message)",
-                    ])
+                if applied != nil { markDiverged(replica, because: message) }
+            }
+            if applied != nil {
+                // Replicas that were down missed the write their peers took.
+                let reached = Set(outcomes.map { ObjectIdentifier($0.0) })
+                for replica in replicas[shard] where !reached.contains(ObjectIdentifier(replica)) {
+                    markDiverged(replica, because: "down during a write")
                 }
             }
             if let applied { total += applied } else { failedShards.append(shard) }
@@ -849,6 +849,20 @@ public final class Router: RequestService {
                 + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
         }
         return total
+    }
+
+    /// Takes a replica that missed a write its peers applied out of reads and writes until the router
+    /// restarts (after an operator re-seeded it).
+    private func markDiverged(_ replica: Replica, because reason: String) {
+        let already = replica.health.withLock { health -> Bool in
+            defer { health.diverged = true }
+            return health.diverged
+        }
+        guard !already else { return }
+        counters.withLock { $0.divergedReplicas += 1 }
+        logger.error("replica missed a write and no longer serves until re-seeded (docs/scaling.md)", metadata: [
+            "steer.replica": "\(replica.endpoint)", "steer.shard": "\(replica.shard)", "steer.reason": "\(reason)",
+        ])
     }
 
     // MARK: swap
