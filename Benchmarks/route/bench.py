@@ -195,6 +195,12 @@ def main() -> None:
             "same_top1_share": round(same_top / args.queries, 3),
             "router_counters": router_stats.get("counters"),
             "inside_process_search": inside,
+            # Resident memory after the run (VmRSS): the capacity model's measured point.
+            "rss_kib": {
+                "server": full.rss_kib(),
+                "router": router.rss_kib(),
+                **{f"shard{index}": shard.rss_kib() for index, shard in enumerate(shards)},
+            },
         }
         out = (
             Path(args.out)
