@@ -3,9 +3,9 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd
+APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl
 
-.PHONY: setup setup-system setup-python build release test test-swift test-python demo doctor clean
+.PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor clean
 
 ## setup: install system packages, Python tooling and resolve Swift packages (idempotent)
 setup: setup-system setup-python
@@ -27,8 +27,8 @@ build:
 release:
 	$(SWIFT) build -c release
 
-## test: the whole suite, Swift and Python
-test: test-swift test-python
+## test: the whole suite, Swift and Python, and a fixed-seed libFuzzer run on the request decoder
+test: test-swift test-python test-fuzz
 
 test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
@@ -37,6 +37,10 @@ test-swift:
 ## test-python: the trainer's tests, the Python client's and the reliability harnesses' short runs (which run the debug `steer` built by test-swift)
 test-python:
 	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability -q
+
+## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
+test-fuzz:
+	bash Tests/Fuzz/run.sh --runs 500000
 
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup
@@ -47,4 +51,4 @@ doctor: release
 	.build/release/steer doctor
 
 clean:
-	rm -rf .build demo-data
+	rm -rf .build .build-fuzz demo-data

@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 // Steer: a promptable retrieval server. Layering (lower never imports higher):
 // C modules → SteerCore → {SteerStore, SteerIndex, SteerModel} → SteerEngine
 //   → {SteerProtocol, SteerServer, SteerClient} → executables.
@@ -35,6 +35,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // MARK: benchmarks (steer-bench)
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // MARK: C modules
@@ -105,6 +108,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -179,6 +183,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The load generator (Benchmarks/steer-bench/run.sh, docs/benchmarks.md): closed/open loop, recall, JSON reports.
+        .executableTarget(
+            name: "steer-bench",
+            dependencies: [
+                "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Benchmarks/steer-bench/Sources",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "steer-store-crashtest",
             dependencies: ["SteerStore", "SteerCore"],
@@ -212,3 +228,37 @@ let package = Package(
     ],
     cxxLanguageStandard: .cxx17
 )
+
+// MARK: - Fuzzing (opt-in)
+
+// libFuzzer target for the request decoder, built only with STEER_FUZZ=1 by Tests/Fuzz/run.sh
+// (`-sanitize=fuzzer`; its entry point hands over to libFuzzer's driver, so normal builds must not see it).
+if Context.environment["STEER_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "steer-fuzz-request",
+            dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"],
+            path: "Tests/Fuzz/RequestFuzz",
+            swiftSettings: swiftSettings
+        )
+    )
+}
+
+// MARK: - Micro-benchmarks (opt-in)
+
+// ordo-one/benchmark micro-benchmarks of the hot paths (Benchmarks/SteerMicroBenchmarks, docs/benchmarks.md).
+// Only with STEER_MICROBENCH=1, so normal builds and CI neither fetch nor build that package. Its
+// `traits:` argument is why this manifest needs tools version 6.1.
+if Context.environment["STEER_MICROBENCH"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
+    package.targets.append(.executableTarget(
+        name: "SteerMicroBenchmarks",
+        dependencies: [
+            "SteerCore", "SteerIndex", "SteerModel", "SteerProtocol",
+            .product(name: "Benchmark", package: "benchmark"),
+        ],
+        path: "Benchmarks/SteerMicroBenchmarks",
+        swiftSettings: swiftSettings,
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ))
+}

@@ -148,7 +148,7 @@ def drive(
     seed: int,
     server: Server | None = None,
     log: Any = print,
-) -> tuple[Load, list[tuple[int, int | None]]]:
+) -> tuple[Load, list[tuple[int, int | None]], list[int | None]]:
     load = Load(interval)
     stop = threading.Event()
     rate = qps / connections if qps > 0 else 0.0
@@ -163,25 +163,38 @@ def drive(
     for thread in threads:
         thread.start()
     rss: list[tuple[int, int | None]] = []
+    memtables: list[int | None] = []
     deadline = load.start + seconds
     slot = 0
     while time.monotonic() < deadline:
         time.sleep(max(0.0, min(deadline, load.start + (slot + 1) * interval) - time.monotonic()))
         if server is not None:
             rss.append((slot, server.rss_kib()))
+            memtables.append(memtable_kib(port))
             with load.lock:
                 bucket = load.intervals.get(slot, Interval())
                 count, errors = len(bucket.latencies), bucket.errors
                 p99 = percentile(bucket.latencies, 0.99)
             log(
                 f"interval {slot}: {count / interval:.0f} req/s, {errors} errors, p99 {p99 * 1000:.2f} ms, "
-                f"VmRSS {rss[-1][1]} KiB"
+                f"VmRSS {rss[-1][1]} KiB, RocksDB memtables {memtables[-1]} KiB"
             )
         slot += 1
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
-    return load, rss
+    return load, rss, memtables
+
+
+def memtable_kib(port: int) -> int | None:
+    """`stats.store_memtable_bytes` in KiB: RocksDB's unflushed writes, which grow with every write until
+    the write buffer is flushed (not a leak, but resident memory all the same)."""
+    try:
+        with Connection(port, timeout=30.0) as connection:
+            value = connection.call({"op": "stats"}).get("store_memtable_bytes")
+    except (ConnectionBroken, OSError):
+        return None
+    return int(value) // 1024 if isinstance(value, int) else None
 
 
 def run(
@@ -215,7 +228,7 @@ def run(
                     raise HarnessError(f"load failed: {response}")
         maximum = None
         if qps <= 0:
-            calibration, _ = drive(
+            calibration, _, _ = drive(
                 server.port,
                 calibrate_seconds,
                 connections,
@@ -230,7 +243,7 @@ def run(
             maximum = count / calibrate_seconds
             qps = load_fraction * maximum
             log(f"maximum {maximum:.0f} req/s with {connections} connections; soaking at {qps:.0f} req/s")
-        load, rss = drive(
+        load, rss, memtables = drive(
             server.port,
             minutes * 60.0,
             connections,
@@ -264,12 +277,22 @@ def run(
                 "p50_ms": round(percentile(bucket.latencies, 0.5) * 1000, 3),
                 "p99_ms": round(percentile(bucket.latencies, 0.99) * 1000, 3),
                 "rss_kib": rss[slot][1],
+                "memtable_kib": memtables[slot],
             }
         )
     errors = sum(bucket.errors for bucket in load.intervals.values())
     warm = [entry["rss_kib"] for entry in per_interval[1:] if entry["rss_kib"] is not None]
     first_warm = per_interval[0]["rss_kib"] if per_interval else None
     growth = round(100.0 * (warm[-1] - first_warm) / first_warm, 2) if warm and first_warm else None
+    net_growth = None
+    if (
+        warm
+        and first_warm
+        and per_interval[0]["memtable_kib"] is not None
+        and per_interval[-1]["memtable_kib"] is not None
+    ):
+        memtable_growth = per_interval[-1]["memtable_kib"] - per_interval[0]["memtable_kib"]
+        net_growth = round(100.0 * (warm[-1] - first_warm - memtable_growth) / first_warm, 2)
     p99s = [entry["p99_ms"] for entry in per_interval[1:]] or [entry["p99_ms"] for entry in per_interval]
     return {
         "minutes": minutes,
@@ -288,6 +311,7 @@ def run(
         "error_samples": load.error_samples,
         "exit_status": final,
         "rss_growth_after_warmup_percent": growth,
+        "rss_growth_after_warmup_net_of_memtables_percent": net_growth,
         "p99_ms_min": min(p99s, default=None),
         "p99_ms_max": max(p99s, default=None),
         "per_interval": per_interval,

@@ -202,6 +202,8 @@ public struct EngineStats: Sendable {
     public var indexed: Int
     public var tombstones: Int
     public var storeSequence: UInt64
+    /// RocksDB memtable bytes (`ItemStore.memtableBytes`).
+    public var storeMemtableBytes: Int = 0
     public var builtAtSequence: UInt64
     public var encoder: String?
     /// The encoder's own counters (DPR: the clause-embedding cache's hits, misses, evictions, entries).

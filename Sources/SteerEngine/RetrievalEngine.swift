@@ -722,7 +722,7 @@ public final class RetrievalEngine: Sendable {
 
     public func stats() -> EngineStats {
         let generation = generation
-        return EngineStats(
+        var stats = EngineStats(
             generation: generation.id, embeddingVersion: generation.embeddingVersion, dimension: generation.dimension,
             metric: generation.metric, indexSpec: generation.index.spec.factoryString, items: store.count,
             indexed: generation.index.count, tombstones: generation.index.tombstoneCount, storeSequence: store.latestSequence,
@@ -730,6 +730,8 @@ public final class RetrievalEngine: Sendable {
             encoderStatistics: generation.encoder?.statistics ?? [],
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads,
             shards: generation.index.shards.count, generationDirectory: generation.directory)
+        stats.storeMemtableBytes = store.memtableBytes
+        return stats
     }
 
     /// Saves the index with the store sequence it reflects (writes are held off meanwhile), then trims

@@ -398,6 +398,8 @@ public final class RequestHandler: Sendable {
         writer.int(engineStats.tombstones)
         writer.raw(",\"store_sequence\":")
         writer.int(Int64(truncatingIfNeeded: engineStats.storeSequence))
+        writer.raw(",\"store_memtable_bytes\":")
+        writer.int(engineStats.storeMemtableBytes)
         writer.raw(",\"built_at_sequence\":")
         writer.int(Int64(truncatingIfNeeded: engineStats.builtAtSequence))
         writer.raw(",\"encoder\":")

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import SteerCore
@@ -37,6 +38,8 @@ public struct ServerConfiguration: Sendable {
     /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
     /// from serving requests concurrently, per FINDINGS.md).
     public var openMPThreadsPerWorker: Int = 1
+    /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
+    public var tls: TLSFiles?
 
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
@@ -53,6 +56,61 @@ public struct ServerConfiguration: Sendable {
         self.drainQuietMillis = drainQuietMillis
         self.shutdownTimeoutSeconds = shutdownTimeoutSeconds
         self.adminToken = adminToken
+    }
+}
+
+/// The PEM files of the server's TLS identity.
+public struct TLSFiles: Sendable, Equatable {
+    /// Certificate chain, leaf first (PEM).
+    public var certificateChain: String
+    /// The leaf certificate's private key (PEM, unencrypted).
+    public var privateKey: String
+
+    public init(certificateChain: String, privateKey: String) {
+        self.certificateChain = certificateChain
+        self.privateKey = privateKey
+    }
+
+    /// Checks what `makeContext` checks, for a configuration error before anything starts.
+    ///
+    /// - Throws: `SteerError` naming the file at fault.
+    public func validate() throws(SteerError) {
+        _ = try makeContext()
+    }
+
+    /// Reads and checks both files and that the key belongs to the certificate.
+    ///
+    /// - Throws: `SteerError` (`.invalidRequest`) naming the file that is missing, unreadable or not PEM.
+    func makeContext() throws(SteerError) -> NIOSSLContext {
+        guard FileManager.default.isReadableFile(atPath: certificateChain) else {
+            throw SteerError.invalid("TLS certificate file '\(certificateChain)' does not exist or cannot be read")
+        }
+        guard FileManager.default.isReadableFile(atPath: privateKey) else {
+            throw SteerError.invalid("TLS private key file '\(privateKey)' does not exist or cannot be read")
+        }
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certificateChain)
+        } catch {
+            throw SteerError.invalid("TLS certificate file '\(certificateChain)' is not a PEM certificate chain: \(error)")
+        }
+        guard !chain.isEmpty else {
+            throw SteerError.invalid("TLS certificate file '\(certificateChain)' holds no certificate")
+        }
+        let key: NIOSSLPrivateKey
+        do {
+            key = try NIOSSLPrivateKey(file: privateKey, format: .pem)
+        } catch {
+            throw SteerError.invalid("TLS private key file '\(privateKey)' is not an unencrypted PEM private key: \(error)")
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
+                                                                    privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw SteerError.invalid("TLS private key '\(privateKey)' does not match certificate '\(certificateChain)' or cannot be used: \(error)")
+        }
     }
 }
 
@@ -187,6 +245,7 @@ public final class SteerServer: Service, Sendable {
                 ("connections", .int(Int64(shared.connections.withLock { $0.count }))),
                 ("connections_accepted", .int(Int64(counters.accepted))),
                 ("connections_refused", .int(Int64(counters.refused))),
+                ("tls", .bool(configuration.tls != nil)),
                 ("threads", .object(JSONObject(threads))),
                 ("limits", .object(JSONObject([
                     ("max_line_bytes", .int(Int64(configuration.limits.maxLineBytes))),
@@ -205,6 +264,7 @@ public final class SteerServer: Service, Sendable {
     /// - Returns: the bound port.
     @discardableResult
     public func start() async throws -> Int {
+        let sslContext = try configuration.tls.map { files throws(SteerError) in try files.makeContext() }
         if let pool {
             pool.start()
             try await configureWorkerThreads(pool)
@@ -219,6 +279,9 @@ public final class SteerServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
                     let accepted = shared.connections.withLock { table -> Bool in
                         if table.count >= configuration.maxConnections { return false }
                         table[ObjectIdentifier(channel)] = channel

@@ -792,6 +792,13 @@ public final class ItemStore: @unchecked Sendable {
         (try? withDatabase { $0.latestSequence }) ?? 0
     }
 
+    /// Bytes held by RocksDB's memtables (active and immutable, every column family): writes not yet
+    /// flushed to SST files. It grows with writes up to the write buffers' size, then drops at a flush;
+    /// resident memory growth under a write load is mostly this. 0 once closed.
+    public var memtableBytes: Int {
+        Int(clamping: (try? withDatabase { $0.integerProperty("rocksdb.cur-size-all-mem-tables") }) ?? 0)
+    }
+
     // MARK: Index builds
 
     /// Iterates every vector of one version from a consistent snapshot, in internal-id order, in batches.

@@ -111,6 +111,17 @@ final class RocksDatabase: @unchecked Sendable {
     /// The sequence number of the last committed write.
     var latestSequence: UInt64 { rocksdb_get_latest_sequence_number(db) }
 
+    /// An integer RocksDB property summed over every column family (e.g.
+    /// `rocksdb.cur-size-all-mem-tables`); families that do not report it count 0.
+    func integerProperty(_ name: String) -> UInt64 {
+        var total: UInt64 = 0
+        for handle in handles {
+            var value: UInt64 = 0
+            if rocksdb_property_int_cf(db, handle, name, &value) == 0 { total &+= value }
+        }
+        return total
+    }
+
     /// Closes the database and frees every handle. Idempotent.
     func close() {
         guard !isClosed else { return }

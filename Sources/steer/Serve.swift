@@ -55,6 +55,10 @@ struct Serve: AsyncParsableCommand {
     var ompThreadsPerWorker: Int?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
     var metricsPort: Int?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: clients must then connect with TLS (with --tls-key). Env: STEER_TLS_CERT.")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert. Env: STEER_TLS_KEY.")
+    var tlsKey: String?
     @Option(help: "DPR checkpoint directory (Tools/train export): recommend/encode use its model; its catalog is ingested into the data directory. Env: STEER_CHECKPOINT.")
     var checkpoint: String?
 
@@ -89,6 +93,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
+            "tls_cert", "tls_key",
         ]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -201,6 +206,21 @@ extension Serve {
         serverConfiguration.adminToken = try source.string(adminToken, env: "STEER_ADMIN_TOKEN", key: "admin_token")
         serverConfiguration.openMPThreadsPerWorker = try source.int(ompThreadsPerWorker, env: "STEER_OMP_THREADS_PER_WORKER", key: "omp_threads_per_worker", range: 1...256) ?? 1
         serverConfiguration.metricsPort = try source.int(metricsPort, env: "STEER_METRICS_PORT", key: "metrics_port", range: 0...65535)
+        switch (try source.string(tlsCert, env: "STEER_TLS_CERT", key: "tls_cert"), try source.string(tlsKey, env: "STEER_TLS_KEY", key: "tls_key")) {
+        case (nil, nil):
+            break
+        case let (certificate?, key?):
+            let files = TLSFiles(certificateChain: certificate, privateKey: key)
+            do {
+                try files.validate()
+            } catch {
+                logger.error("cannot use the TLS files", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+            serverConfiguration.tls = files
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together: give both or neither")
+        }
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = ServerMetricsBuckets.duration

@@ -10,6 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from swap_crash import check_restart as swap_check_restart
+from swap_crash import run as swap_run
+from swap_crash import server_arguments as swap_server_arguments
 
 from builder_crash import run as builder_run
 from crash import Item, PendingWrite, Shared, Writer, float32_vector, run, unpack, verify
@@ -91,3 +94,39 @@ def test_killed_index_builds_leave_no_corrupt_generation(binary: str) -> None:
     assert result["violations"] == []
     assert result["complete_generations"] >= 1  # the uninterrupted calibration build at least
     assert result["rounds"] == 8
+
+
+def test_short_swap_crash_run_serves_no_damaged_generation_and_loses_nothing(binary: str) -> None:
+    index_binary = str(Path(binary).with_name("steer-index"))
+    result = swap_run(binary, index_binary, rounds=5, items=3000, dimension=8, seed=4, log=unused_log)
+    assert result["violations"] == []
+    outcomes = result["outcomes"]
+    assert outcomes["swap_acknowledged"] + outcomes["swap_refused"] + outcomes["killed_before_answer"] == 5
+    assert outcomes["switched_before_answer"] <= outcomes["killed_before_answer"]
+    assert outcomes["damaged_targets"] >= 1
+    assert sum(result["served_after_restart"].values()) == 5
+    assert "gen-damaged" not in result["served_after_restart"]
+    assert result["acknowledged_writes_checked"] > 0
+
+
+def test_swap_restart_check_detects_lost_writes_and_wrong_generations(binary: str) -> None:
+    workdir = tempfile.mkdtemp(prefix="steer-swap-check-")
+    data = str(Path(workdir) / "data")
+    try:
+        server = Server(binary, data, swap_server_arguments(DIMENSION))
+        server.terminate()
+        violations: list[dict[str, object]] = []
+        never_written = [("ghost", [0.5] * DIMENSION)]
+        served, _ = swap_check_restart(
+            binary, data, DIMENSION, 1, "gen-a", "gen-b", {"ok": True}, never_written, violations
+        )
+        assert served == "g1"
+        kinds = {violation["kind"] for violation in violations}
+        assert kinds == {
+            "unexpected_generation",
+            "acknowledged_swap_lost",
+            "acknowledged_write_lost",
+            "acknowledged_write_not_searchable",
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import struct
 from typing import Any, Iterable, Sequence
 
@@ -37,10 +38,24 @@ class SteerClient:
     """One TCP connection. Not thread-safe: use one client per thread. `pipeline` sends many requests
     before reading their responses (they come back in request order)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7878, timeout: float = 30.0, token: str | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7878,
+        timeout: float = 30.0,
+        token: str | None = None,
+        tls: ssl.SSLContext | bool = False,
+    ):
+        """`tls`: True for the system's trusted certificates, or an `ssl.SSLContext` (for example
+        `ssl.create_default_context(cafile="cert.pem")` for a server started with `--tls-cert`)."""
         self.token = token
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = tls if isinstance(tls, ssl.SSLContext) else ssl.create_default_context()
+            self._sock: socket.socket = context.wrap_socket(raw, server_hostname=host)
+        else:
+            self._sock = raw
         self._reader = self._sock.makefile("rb")
 
     # -- plumbing -----------------------------------------------------------------------------------

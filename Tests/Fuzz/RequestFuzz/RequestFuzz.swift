@@ -1,0 +1,143 @@
+// libFuzzer target for the request decoder: JSON parsing and request validation (SteerProtocol).
+// Built only with STEER_FUZZ=1 (see Tests/Fuzz/run.sh). SwiftPM links an executable's entry point as
+// `<module>_main`; here that hands over to libFuzzer's driver (`LLVMFuzzerRunDriver`).
+//
+// Beyond "no crash", every input checks:
+// - a parse or validation failure carries one of the documented codes for bad input;
+// - a parsed document survives write → parse with the same value (numbers compared by value);
+// - a decoded request respects every limit: k, batch sizes, history and prompt lengths, non-empty
+//   finite vectors, no duplicate ids in an upsert.
+import SteerCore
+import SteerEngine
+import SteerProtocol
+
+private let limits = ProtocolLimits(maxLineBytes: 1 << 20, maxK: 50, maxBatch: 8, maxPromptBytes: 256, maxHistory: 16)
+private let decoder = RequestDecoder(limits: limits)
+private let badInputCodes: Set<SteerError.Code> = [.parseError, .invalidRequest, .unknownOp, .tooLarge]
+
+@_silgen_name("LLVMFuzzerRunDriver")
+private func runDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
+@_cdecl("steer_fuzz_request_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var count = argc
+    var arguments = argv
+    return runDriver(&count, &arguments, fuzzRequest)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let bytes = UnsafeBufferPointer(start: data, count: size)
+    let root: JSONValue
+    do {
+        root = try JSONParser.parse(bytes)
+    } catch {
+        require(badInputCodes.contains(error.code), "parse failed with code \(error.code)")
+        return 0
+    }
+    var writer = JSONWriter()
+    writer.value(root)
+    do {
+        let again = try JSONParser.parse(writer.bytes)
+        require(sameValue(root, again), "write → parse changed the document")
+    } catch {
+        require(false, "the writer's output does not parse: \(error)")
+    }
+    do {
+        let request = try decoder.decode(root)
+        checkLimits(request)
+    } catch {
+        require(badInputCodes.contains(error.code), "decode failed with code \(error.code)")
+    }
+    return 0
+}
+
+private func require(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError("fuzz invariant broken: \(message())") }
+}
+
+/// Equal documents, numbers compared by value (the writer prints integral doubles as integers and
+/// non-finite numbers as null) and float arrays by their float32 values.
+private func sameValue(_ a: JSONValue, _ b: JSONValue) -> Bool {
+    switch (a, b) {
+    case (.null, .null): return true
+    case (.double(let x), .null): return !x.isFinite
+    case (.bool(let x), .bool(let y)): return x == y
+    case (.string(let x), .string(let y)): return x == y
+    case (.floats(let x), _): return sameFloats(x, b)
+    case (.array(let x), .array(let y)):
+        return x.count == y.count && zip(x, y).allSatisfy { sameValue($0, $1) }
+    case (.object(let x), .object(let y)):
+        return x.fields.count == y.fields.count
+            && zip(x.fields, y.fields).allSatisfy { $0.key == $1.key && sameValue($0.value, $1.value) }
+    default:
+        guard let x = number(a), let y = number(b) else { return false }
+        return x == y
+    }
+}
+
+private func sameFloats(_ values: [Float], _ other: JSONValue) -> Bool {
+    // A literal beyond float32's range is ±infinity in `.floats` (validation then refuses the vector);
+    // the writer prints it as null.
+    let parsed: [Float?]
+    switch other {
+    case .floats(let floats): parsed = floats
+    case .array(let elements):
+        var collected: [Float?] = []
+        for element in elements {
+            if case .null = element {
+                collected.append(nil)
+            } else if let value = number(element) {
+                collected.append(Float(value))
+            } else {
+                return false
+            }
+        }
+        parsed = collected
+    default: return false
+    }
+    return parsed.count == values.count && zip(values, parsed).allSatisfy { value, again in
+        guard let again else { return !value.isFinite }
+        return value == again
+    }
+}
+
+private func number(_ value: JSONValue) -> Double? {
+    switch value {
+    case .int(let x): return Double(x)
+    case .double(let x): return x
+    default: return nil
+    }
+}
+
+private func checkLimits(_ request: Request) {
+    switch request.operation {
+    case .ping, .stats: break
+    case .upsert(let items):
+        require((1...limits.maxBatch).contains(items.count), "upsert of \(items.count) items")
+        require(Set(items.map(\.id)).count == items.count, "duplicate ids in an upsert")
+        for item in items {
+            require(!item.vector.isEmpty && item.vector.allSatisfy(\.isFinite), "upsert vector empty or not finite")
+        }
+    case .delete(let ids), .get(let ids):
+        require((1...limits.maxBatch).contains(ids.count), "\(ids.count) ids")
+    case .search(let queries, let options, _):
+        require((1...limits.maxBatch).contains(queries.count), "\(queries.count) queries")
+        require((1...limits.maxK).contains(options.k), "k \(options.k)")
+        for query in queries {
+            require(!query.isEmpty && query.allSatisfy(\.isFinite), "query vector empty or not finite")
+        }
+        if let nprobe = options.nprobe { require(nprobe > 0, "nprobe \(nprobe)") }
+        if let ef = options.efSearch { require(ef > 0, "ef_search \(ef)") }
+    case .recommend(let recommend), .encode(let recommend):
+        require(recommend.history.count <= limits.maxHistory, "history of \(recommend.history.count)")
+        require((recommend.prompt?.utf8.count ?? 0) <= limits.maxPromptBytes, "prompt over the limit")
+        require((1...limits.maxK).contains(recommend.k), "k \(recommend.k)")
+    case .swap(let generation, _):
+        require(!generation.isEmpty, "empty generation")
+    }
+}
