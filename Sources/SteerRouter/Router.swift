@@ -68,10 +68,11 @@ public final class Router: RequestService {
         self.logger = logger
         let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
         let group = self.group
+        let tls = try configuration.shardTLSCertificateAuthority.map { path throws(SteerError) in try ShardConnection.tlsContext(caFile: path) }
         self.replicas = configuration.shards.enumerated().map { shard, endpoints in
             endpoints.map { endpoint in
                 Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
-                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes)
+                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
             }
         }
         self.roundRobin = Locked(Array(repeating: 0, count: configuration.shards.count))

@@ -48,6 +48,12 @@ struct Route: AsyncParsableCommand {
     var idleTimeout: Int = 300
     @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads for clients (default: cores).")
     var eventLoopThreads: Int?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: clients must connect with TLS (with --tls-key).")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The certificate's unencrypted PEM private key.")
+    var tlsKey: String?
+    @Option(name: .customLong("shard-tls-ca"), help: "PEM certificates to trust: speak TLS to the shards (their --tls-cert must name the listed host or IP).")
+    var shardTLSCA: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
@@ -64,6 +70,7 @@ struct Route: AsyncParsableCommand {
         guard maxConnections >= 1, maxInFlight >= 1, idleTimeout >= 0, (eventLoopThreads ?? 1) >= 1 else {
             throw ValidationError("max-connections, max-in-flight and event-loop-threads must be at least 1, idle-timeout at least 0")
         }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-cert and --tls-key together") }
         guard Logger.Level(rawValue: logLevel.lowercased()) != nil else {
             throw ValidationError("log-level must be trace, debug, info, notice, warning, error or critical, got '\(logLevel)'")
         }
@@ -88,9 +95,21 @@ struct Route: AsyncParsableCommand {
             throw ValidationError(error.message)
         }
         let limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
-        let routerConfiguration = RouterConfiguration(
+        var routerConfiguration = RouterConfiguration(
             shards: shardSets, shardTimeoutMillis: shardTimeoutMillis, healthIntervalMillis: healthIntervalMillis,
             connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, limits: limits)
+        routerConfiguration.shardTLSCertificateAuthority = shardTLSCA
+        var tls: TLSFiles?
+        if let tlsCert, let tlsKey {
+            let files = TLSFiles(certificateChain: tlsCert, privateKey: tlsKey)
+            do {
+                try files.validate()
+            } catch {
+                logger.error("cannot use the TLS files", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+            tls = files
+        }
         let minilmDirectory = minilm ?? ProcessInfo.processInfo.environment["STEER_MINILM_DIR"] ?? CheckpointServing.defaultMiniLM
         let loadEncoder: @Sendable (String) throws(SteerError) -> any QueryEncoder = { path throws(SteerError) in
             DPRQueryEncoder(model: try DPRModel.load(checkpoint: path, minilm: minilmDirectory))
@@ -114,6 +133,7 @@ struct Route: AsyncParsableCommand {
                                                       eventLoopThreads: eventLoopThreads ?? ProcessInfo.processInfo.activeProcessorCount,
                                                       workerThreads: 1)
         serverConfiguration.adminToken = nil
+        serverConfiguration.tls = tls
         let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
