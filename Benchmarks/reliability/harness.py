@@ -117,6 +117,21 @@ class Server:
         return rss_kib(self.pid)
 
 
+class Router(Server):
+    """One `steer route` child on a free loopback port (docs/scaling.md), started and stopped like
+    `Server`; `log_path` receives its stderr."""
+
+    def __init__(self, binary: str, log_path: str, arguments: list[str], start_timeout: float = 60.0) -> None:
+        self.binary = binary
+        self.data = log_path
+        self.stderr_path = log_path
+        self._stderr = open(log_path, "ab")  # noqa: SIM115 (closed in _close)
+        command = [binary, "route", "--port", "0", "--log-level", "warning", *arguments]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.pid = self.process.pid
+        self.port = self._await_listening(start_timeout)
+
+
 def rss_kib(pid: int) -> int | None:
     """VmRSS of a process in KiB, from /proc (None when unavailable)."""
     try:

@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-from harness import Connection, Server, git_commit, machine, steer_binary
+from harness import Connection, Router, Server, git_commit, machine, steer_binary
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -47,20 +46,6 @@ def shard_of(item_id: int, shards: int) -> int:
 
 def b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-class Router(Server):
-    """`steer route` as a child, reusing the harness's start-up and shutdown."""
-
-    def __init__(self, binary: str, log_path: str, arguments: list[str]) -> None:
-        self.binary = binary
-        self.data = log_path
-        self.stderr_path = log_path
-        self._stderr = open(log_path, "ab")  # noqa: SIM115 (closed by the harness)
-        command = [binary, "route", "--port", "0", "--log-level", "warning", *arguments]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr)
-        self.pid = self.process.pid
-        self.port = self._await_listening(60)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -195,6 +180,12 @@ def main() -> None:
             "same_top1_share": round(same_top / args.queries, 3),
             "router_counters": router_stats.get("counters"),
             "inside_process_search": inside,
+            # Resident memory after the run (VmRSS): the capacity model's measured point.
+            "rss_kib": {
+                "server": full.rss_kib(),
+                "router": router.rss_kib(),
+                **{f"shard{index}": shard.rss_kib() for index, shard in enumerate(shards)},
+            },
         }
         out = (
             Path(args.out)

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOSSL
 import SteerClient
 import SteerCore
 import SteerEngine
@@ -27,6 +28,7 @@ final class Replica: Sendable {
     private let group: any EventLoopGroup
     private let maxLineBytes: Int
     private let connectTimeout: TimeAmount
+    private let tls: NIOSSLContext?
     private enum Slot {
         case empty
         case connecting(Task<ShardConnection, any Error>)
@@ -37,7 +39,9 @@ final class Replica: Sendable {
     /// request, the shards' answers and the response stay on that loop.
     private let loopSlots = Locked<[ObjectIdentifier: Slot]>([:])
 
-    init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int) {
+    init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int,
+         tls: NIOSSLContext?) {
+        self.tls = tls
         self.shard = shard
         self.endpoint = endpoint
         self.group = group
@@ -52,6 +56,7 @@ final class Replica: Sendable {
         let group = self.group
         let timeout = connectTimeout
         let maxLineBytes = self.maxLineBytes
+        let tls = self.tls
         let (index, slot): (Int, Slot) = slots.withLock { state in
             let index = state.next % state.slots.count
             state.next &+= 1
@@ -62,7 +67,7 @@ final class Replica: Sendable {
                 return (index, .connecting(task))
             default:
                 let task = Task {
-                    try await ShardConnection.connect(to: endpoint, group: group, timeout: timeout, maxLineBytes: maxLineBytes)
+                    try await ShardConnection.connect(to: endpoint, group: group, timeout: timeout, maxLineBytes: maxLineBytes, tls: tls)
                 }
                 state.slots[index] = .connecting(task)
                 return (index, .connecting(task))
@@ -120,10 +125,11 @@ final class Replica: Sendable {
         let endpoint = self.endpoint
         let connectTimeout = self.connectTimeout
         let maxLineBytes = self.maxLineBytes
+        let tls = self.tls
         let task: Task<ShardConnection, any Error> = loopSlots.withLock { table in
             if case .connecting(let task)? = table[key] { return task }
             let task = Task {
-                try await ShardConnection.connect(to: endpoint, group: loop, timeout: connectTimeout, maxLineBytes: maxLineBytes)
+                try await ShardConnection.connect(to: endpoint, group: loop, timeout: connectTimeout, maxLineBytes: maxLineBytes, tls: tls)
             }
             table[key] = .connecting(task)
             return task

@@ -68,10 +68,11 @@ public final class Router: RequestService {
         self.logger = logger
         let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
         let group = self.group
+        let tls = try configuration.shardTLSCertificateAuthority.map { path throws(SteerError) in try ShardConnection.tlsContext(caFile: path) }
         self.replicas = configuration.shards.enumerated().map { shard, endpoints in
             endpoints.map { endpoint in
                 Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
-                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes)
+                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
             }
         }
         self.roundRobin = Locked(Array(repeating: 0, count: configuration.shards.count))
@@ -263,19 +264,45 @@ public final class Router: RequestService {
 
     /// The replicas of `shard` that may serve reads now: up, not diverged, on the router's generation;
     /// rotated so that load spreads over them.
+    ///
+    /// Replicas that are up but were last seen on another generation come last: their answer is checked
+    /// anyway, and a health check that read a replica's generation just before a swap moved it must not
+    /// turn a shard into a missing one.
     private func readable(_ shard: Int) -> [Replica] {
         let expected = generation.get()
-        let candidates = replicas[shard].filter { replica in
+        var candidates: [Replica] = []
+        var lastResort: [Replica] = []
+        for replica in replicas[shard] {
             let health = replica.health.get()
-            return health.up && !health.diverged && (expected == nil || health.generation == nil || health.generation == expected)
+            guard health.up, !health.diverged else { continue }
+            if expected == nil || health.generation == nil || health.generation == expected {
+                candidates.append(replica)
+            } else {
+                lastResort.append(replica)
+            }
         }
-        guard candidates.count > 1 else { return candidates }
+        guard candidates.count > 1 else { return candidates + lastResort }
         let start = roundRobin.withLock { table in
             defer { table[shard] &+= 1 }
             return table[shard]
         }
         let offset = start % candidates.count
-        return Array(candidates[offset...] + candidates[..<offset])
+        return Array(candidates[offset...] + candidates[..<offset]) + lastResort
+    }
+
+    /// Records the generation an answer names for its replica; false (the answer must not be used) when
+    /// it is not the router's.
+    private func servesRouterGeneration(_ replica: Replica, _ answer: JSONObject) -> Bool {
+        guard case .string(let served)? = answer["generation"] else { return true }
+        replica.health.withLock { health in
+            if health.generation != served { health.generation = served }
+        }
+        guard let expected = generation.get(), served != expected else { return true }
+        counters.withLock { $0.generationMismatches += 1 }
+        logger.warning("replica serves another generation; not routed to", metadata: [
+            "steer.replica": "\(replica.endpoint)", "steer.generation": "\(served)", "steer.router_generation": "\(expected)",
+        ])
+        return false
     }
 
     /// Sends a read to one replica of `shard`, trying the next one on failure, timeout or an answer from
@@ -285,14 +312,7 @@ public final class Router: RequestService {
         for replica in readable(shard) {
             do {
                 let answer = try await replica.request(line, timeout: timeout)
-                if case .string(let served)? = answer["generation"], let expected = generation.get(), served != expected {
-                    replica.health.withLock { $0.generation = served }
-                    counters.withLock { $0.generationMismatches += 1 }
-                    logger.warning("replica serves another generation; not routed to", metadata: [
-                        "steer.replica": "\(replica.endpoint)", "steer.generation": "\(served)", "steer.router_generation": "\(expected)",
-                    ])
-                    continue
-                }
+                guard servesRouterGeneration(replica, answer) else { continue }
                 return .answer(answer)
             } catch let error as SteerError {
                 return .refused(error)
@@ -481,12 +501,10 @@ public final class Router: RequestService {
         replica.request(line, timeout: shardTimeout, on: loop).whenComplete { result in
             switch result {
             case .success(let answer):
-                if case .string(let served)? = answer["generation"], let expected = self.generation.get(), served != expected {
-                    replica.health.withLock { $0.generation = served }
-                    self.counters.withLock { $0.generationMismatches += 1 }
-                    promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
-                } else {
+                if self.servesRouterGeneration(replica, answer) {
                     promise.succeed((shard, .answer(answer)))
+                } else {
+                    promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
                 }
             case .failure(let error as SteerError):
                 promise.succeed((shard, .refused(error)))
@@ -828,13 +846,13 @@ public final class Router: RequestService {
             for (replica, outcome) in outcomes {
                 guard case .failed(let message) = outcome else { continue }
                 replica.markDown(message)
-                if applied != nil {
-                    // Its peers took the write and it may not have: it must not serve until re-seeded.
-                    replica.health.withLock { $0.diverged = true }
-                    counters.withLock { $0.divergedReplicas += 1 }
-                    logger.error("replica missed a write and no longer serves until re-seeded (docs/scaling.md)", metadata: [
-                        "steer.replica": "\(replica.endpoint)", "steer.shard": "\(shard)", "steer.error": "\(message)",
-                    ])
+                if applied != nil { markDiverged(replica, because: message) }
+            }
+            if applied != nil {
+                // Replicas that were down missed the write their peers took.
+                let reached = Set(outcomes.map { ObjectIdentifier($0.0) })
+                for replica in replicas[shard] where !reached.contains(ObjectIdentifier(replica)) {
+                    markDiverged(replica, because: "down during a write")
                 }
             }
             if let applied { total += applied } else { failedShards.append(shard) }
@@ -849,6 +867,20 @@ public final class Router: RequestService {
                 + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
         }
         return total
+    }
+
+    /// Takes a replica that missed a write its peers applied out of reads and writes until the router
+    /// restarts (after an operator re-seeded it).
+    private func markDiverged(_ replica: Replica, because reason: String) {
+        let already = replica.health.withLock { health -> Bool in
+            defer { health.diverged = true }
+            return health.diverged
+        }
+        guard !already else { return }
+        counters.withLock { $0.divergedReplicas += 1 }
+        logger.error("replica missed a write and no longer serves until re-seeded (docs/scaling.md)", metadata: [
+            "steer.replica": "\(replica.endpoint)", "steer.shard": "\(replica.shard)", "steer.reason": "\(reason)",
+        ])
     }
 
     // MARK: swap

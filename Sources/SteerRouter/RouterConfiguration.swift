@@ -48,6 +48,9 @@ public struct RouterConfiguration: Sendable {
     public var maxShardResponseBytes: Int
     /// Limits on the router's own clients (the same ones `steer serve` enforces).
     public var limits: ProtocolLimits
+    /// When set, the router speaks TLS to the shards and trusts the certificates (PEM) in this file;
+    /// a shard's certificate must name the host (or IP address) the shard list gives.
+    public var shardTLSCertificateAuthority: String?
 
     public init(shards: [[ShardEndpoint]], shardTimeoutMillis: Int = 1000, healthIntervalMillis: Int = 1000,
                 connectionsPerReplica: Int = 2, swapTimeoutSeconds: Int = 300, maxShardResponseBytes: Int = 64 << 20,

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SteerCore
 import SteerServer
 
@@ -81,7 +82,7 @@ final class ShardConnection: Sendable {
 
     /// Connects with `timeout`; fails with `ReplicaFailure`.
     static func connect(to endpoint: ShardEndpoint, group: any EventLoopGroup, timeout: TimeAmount,
-                        maxLineBytes: Int) async throws -> ShardConnection {
+                        maxLineBytes: Int, tls: NIOSSLContext?) async throws -> ShardConnection {
         let loop = group.next()
         do {
             let channel = try await ClientBootstrap(group: loop)
@@ -90,6 +91,11 @@ final class ShardConnection: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
+                        if let tls {
+                            // An IP address is checked against the certificate's IP names (no SNI).
+                            let hostname = Self.isIPAddress(endpoint.host) ? nil : endpoint.host
+                            try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                        }
                         try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
                         try sync.addHandler(ResponseMatcher(endpoint: endpoint))
                     }
@@ -103,6 +109,31 @@ final class ShardConnection: Sendable {
             throw failure
         } catch {
             throw ReplicaFailure(message: "cannot connect to \(endpoint): \(error)")
+        }
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+
+    /// The client TLS context for shard connections: TLS 1.2+, certificates verified against `caFile`.
+    ///
+    /// - Throws: `.invalidRequest` naming the file when it cannot be read or holds no PEM certificate.
+    static func tlsContext(caFile: String) throws(SteerError) -> NIOSSLContext {
+        let certificates: [NIOSSLCertificate]
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(caFile)
+        } catch {
+            throw SteerError.invalid("shard TLS CA file '\(caFile)' cannot be read as PEM certificates: \(error)")
+        }
+        guard !certificates.isEmpty else { throw SteerError.invalid("shard TLS CA file '\(caFile)' holds no certificate") }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(certificates)
+        configuration.minimumTLSVersion = .tlsv12
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw SteerError.invalid("shard TLS CA file '\(caFile)' cannot be used: \(error)")
         }
     }
 

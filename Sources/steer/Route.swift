@@ -18,37 +18,43 @@ struct Route: AsyncParsableCommand {
     var shards: [String] = []
     @Option(name: .customLong("shards-file"), help: "JSON file {\"shards\": [[\"host:port\", ...], ...]} instead of --shard.")
     var shardsFile: String?
-    @Option(help: "Address to bind (default 127.0.0.1).")
+    @Option(help: "Address to bind.")
     var host: String = "127.0.0.1"
-    @Option(help: "Port; 0 picks a free one (default 7979).")
+    @Option(help: "Port; 0 picks a free one.")
     var port: Int = 7979
-    @Option(name: .customLong("shard-timeout-ms"), help: "Longest wait for one replica's answer before another replica is tried (default 1000).")
+    @Option(name: .customLong("shard-timeout-ms"), help: "Longest wait for one replica's answer before another replica is tried.")
     var shardTimeoutMillis: Int = 1000
-    @Option(name: .customLong("health-interval-ms"), help: "Period of the replicas' health check (default 1000).")
+    @Option(name: .customLong("health-interval-ms"), help: "Period of the replicas' health check.")
     var healthIntervalMillis: Int = 1000
-    @Option(name: .customLong("connections-per-replica"), help: "Pipelined connections to each replica (default 2).")
+    @Option(name: .customLong("connections-per-replica"), help: "Pipelined connections to each replica.")
     var connectionsPerReplica: Int = 2
-    @Option(name: .customLong("swap-timeout"), help: "Seconds every replica may take to answer a swap (default 300).")
+    @Option(name: .customLong("swap-timeout"), help: "Seconds every replica may take to answer a swap.")
     var swapTimeout: Int = 300
     @Option(help: "DPR checkpoint directory: recommend/encode queries are encoded here, once (default: mean of the history's vectors).")
     var checkpoint: String?
     @Option(help: "all-MiniLM-L6-v2 files for --checkpoint (default models/all-MiniLM-L6-v2). Env: STEER_MINILM_DIR.")
     var minilm: String?
-    @Option(name: .customLong("max-line-bytes"), help: "Longest request line (default 1048576).")
+    @Option(name: .customLong("max-line-bytes"), help: "Longest request line.")
     var maxLineBytes: Int = 1 << 20
-    @Option(name: .customLong("max-k"), help: "Largest k (default 1000; keep it at most the shards' max-k).")
+    @Option(name: .customLong("max-k"), help: "Largest k; keep it at most the shards' max-k.")
     var maxK: Int = 1000
-    @Option(name: .customLong("max-batch"), help: "Most queries/items/ids per request (default 1024).")
+    @Option(name: .customLong("max-batch"), help: "Most queries/items/ids per request.")
     var maxBatch: Int = 1024
-    @Option(name: .customLong("max-connections"), help: "Most simultaneous client connections (default 1024).")
+    @Option(name: .customLong("max-connections"), help: "Most simultaneous client connections.")
     var maxConnections: Int = 1024
-    @Option(name: .customLong("max-in-flight"), help: "Most unanswered requests per client connection (default 64).")
+    @Option(name: .customLong("max-in-flight"), help: "Most unanswered requests per client connection.")
     var maxInFlight: Int = 64
-    @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle client connection is closed, 0 = never (default 300).")
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle client connection is closed, 0 = never.")
     var idleTimeout: Int = 300
     @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads for clients (default: cores).")
-    var eventLoopThreads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info).")
+    var eventLoopThreads: Int?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: clients must connect with TLS (with --tls-key).")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The certificate's unencrypted PEM private key.")
+    var tlsKey: String?
+    @Option(name: .customLong("shard-tls-ca"), help: "PEM certificates to trust: speak TLS to the shards (their --tls-cert must name the listed host or IP).")
+    var shardTLSCA: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
     func validate() throws {
@@ -61,9 +67,10 @@ struct Route: AsyncParsableCommand {
         guard (64...(1 << 30)).contains(maxLineBytes) else { throw ValidationError("max-line-bytes must be in 64...\(1 << 30), got \(maxLineBytes)") }
         guard (1...10_000).contains(maxK) else { throw ValidationError("max-k must be in 1...10000, got \(maxK)") }
         guard (1...100_000).contains(maxBatch) else { throw ValidationError("max-batch must be in 1...100000, got \(maxBatch)") }
-        guard maxConnections >= 1, maxInFlight >= 1, idleTimeout >= 0, eventLoopThreads >= 1 else {
+        guard maxConnections >= 1, maxInFlight >= 1, idleTimeout >= 0, (eventLoopThreads ?? 1) >= 1 else {
             throw ValidationError("max-connections, max-in-flight and event-loop-threads must be at least 1, idle-timeout at least 0")
         }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-cert and --tls-key together") }
         guard Logger.Level(rawValue: logLevel.lowercased()) != nil else {
             throw ValidationError("log-level must be trace, debug, info, notice, warning, error or critical, got '\(logLevel)'")
         }
@@ -88,9 +95,21 @@ struct Route: AsyncParsableCommand {
             throw ValidationError(error.message)
         }
         let limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
-        let routerConfiguration = RouterConfiguration(
+        var routerConfiguration = RouterConfiguration(
             shards: shardSets, shardTimeoutMillis: shardTimeoutMillis, healthIntervalMillis: healthIntervalMillis,
             connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, limits: limits)
+        routerConfiguration.shardTLSCertificateAuthority = shardTLSCA
+        var tls: TLSFiles?
+        if let tlsCert, let tlsKey {
+            let files = TLSFiles(certificateChain: tlsCert, privateKey: tlsKey)
+            do {
+                try files.validate()
+            } catch {
+                logger.error("cannot use the TLS files", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+            tls = files
+        }
         let minilmDirectory = minilm ?? ProcessInfo.processInfo.environment["STEER_MINILM_DIR"] ?? CheckpointServing.defaultMiniLM
         let loadEncoder: @Sendable (String) throws(SteerError) -> any QueryEncoder = { path throws(SteerError) in
             DPRQueryEncoder(model: try DPRModel.load(checkpoint: path, minilm: minilmDirectory))
@@ -111,8 +130,10 @@ struct Route: AsyncParsableCommand {
         ])
         var serverConfiguration = ServerConfiguration(host: host, port: port, limits: limits, maxConnections: maxConnections,
                                                       idleTimeoutSeconds: idleTimeout, maxInFlight: maxInFlight,
-                                                      eventLoopThreads: eventLoopThreads, workerThreads: 1)
+                                                      eventLoopThreads: eventLoopThreads ?? ProcessInfo.processInfo.activeProcessorCount,
+                                                      workerThreads: 1)
         serverConfiguration.adminToken = nil
+        serverConfiguration.tls = tls
         let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }

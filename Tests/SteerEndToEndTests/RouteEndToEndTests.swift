@@ -174,6 +174,15 @@ import Testing
             #expect(same(hits(mine["hits"]), hits(theirs["hits"])))
         }
 
+        // A write while that replica is down makes it diverged: it serves nothing more (until re-seeded
+        // and the router restarts).
+        let late = try (3000..<3100).map { itemJSON(.int(Int64($0)), vector()) }.first { try shard(of: $0) == 0 }!
+        _ = try ok(connection, ["op": "upsert", "items": [late]])
+        _ = try ok(referenceConnection, ["op": "upsert", "items": [late]])
+        let afterWrite = try ok(connection, ["op": "stats"])
+        let shard0 = ((afterWrite["shards"] as? [[String: Any]])?.first?["replicas"] as? [[String: Any]]) ?? []
+        #expect(shard0.map { $0["diverged"] as? Bool } == [false, true], "\(shard0)")
+
         // Killing all of shard 2 gives flagged partial results: the best of the other shards.
         servers[3].kill()
         for query in queries.prefix(8) {

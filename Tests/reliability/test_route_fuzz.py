@@ -7,26 +7,11 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from fuzz import CASES, DIMENSION, CaseFailure, Context, fresh_ping
-from harness import DEFAULT_TOKEN, Connection, ConnectionBroken, Server
-
-
-class Router(Server):
-    """`steer route` as a child, with the harness's start-up and shutdown."""
-
-    def __init__(self, binary: str, log_path: str, arguments: list[str]) -> None:
-        self.binary = binary
-        self.data = log_path
-        self.stderr_path = log_path
-        self._stderr = open(log_path, "ab")  # noqa: SIM115 (closed by the harness)
-        command = [binary, "route", "--port", "0", "--log-level", "warning", *arguments]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr)
-        self.pid = self.process.pid
-        self.port = self._await_listening(60)
+from harness import DEFAULT_TOKEN, Connection, ConnectionBroken, Router, Server
 
 
 def test_fuzz_cases_through_the_router_find_no_crash_hang_or_internal_error(binary: str) -> None:
