@@ -11,18 +11,21 @@ import Testing
 
     @Test(arguments: [0, 300])
     func everyJobRunsOnAWorkerAndCompletesItsFuture(spin: Int) async throws {
-        let setups = Atomic<Int>(0)
-        let pool = WorkerPool(threads: 3, spinMicroseconds: spin) { setups.add(1, ordering: .relaxed) }
+        // The setup records each worker thread; every job must run on one of them.
+        let workers = Mutex<Set<UInt>>([])
+        let pool = WorkerPool(threads: 3, spinMicroseconds: spin) {
+            _ = workers.withLock { $0.insert(UInt(pthread_self())) }
+        }
         pool.start()
         let loop = Self.group.next()
-        let futures = (0..<500).map { n in pool.submit(on: loop) { (n * n, Thread.current.name ?? "") } }
+        let futures = (0..<500).map { n in pool.submit(on: loop) { (n * n, UInt(pthread_self())) } }
         for (n, future) in futures.enumerated() {
             let (square, thread) = try await future.get()
             #expect(square == n * n)
-            #expect(thread.hasPrefix("steer-worker-"))
+            #expect(workers.withLock { $0.contains(thread) })
         }
         await pool.shutdown()
-        #expect(setups.load(ordering: .relaxed) == 3) // the setup ran once on each thread
+        #expect(workers.withLock { $0.count } == 3) // the setup ran once on each of 3 threads
     }
 
     @Test(arguments: [0, 300])
