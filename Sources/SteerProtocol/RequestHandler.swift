@@ -192,23 +192,13 @@ public final class RequestHandler: Sendable {
     public static func errorLine(id: RequestID?, _ error: SteerError) -> [UInt8] {
         var writer = JSONWriter(capacity: 128 + error.message.utf8.count)
         writer.raw("{")
-        writeID(id, &writer)
+        writer.requestIDField(id)
         writer.raw("\"ok\":false,\"error\":{\"code\":")
         writer.string(error.code.rawValue)
         writer.raw(",\"message\":")
         writer.string(error.message)
         writer.raw("}}\n")
         return writer.bytes
-    }
-
-    private static func writeID(_ id: RequestID?, _ writer: inout JSONWriter) {
-        guard let id else { return }
-        writer.raw("\"id\":")
-        switch id {
-        case .int(let number): writer.int(number)
-        case .string(let text): writer.string(text)
-        }
-        writer.raw(",")
     }
 
     private func run(_ request: Request) throws(SteerError) -> [UInt8] {
@@ -219,7 +209,7 @@ public final class RequestHandler: Sendable {
         }
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
-        Self.writeID(request.id, &writer)
+        writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
         switch request.operation {
         case .ping:
@@ -249,7 +239,7 @@ public final class RequestHandler: Sendable {
                     writer.string(title)
                 }
                 writer.raw(",\"tags\":")
-                writeStrings(item.tags, &writer)
+                writer.strings(item.tags)
                 if let attributes = item.attributesJSON {
                     writer.raw(",\"attributes\":")
                     writer.bytes.append(contentsOf: attributes.utf8)
@@ -289,16 +279,16 @@ public final class RequestHandler: Sendable {
             writeGeneration(pinned, &writer)
             writer.raw(",\"hits\":")
             writeHits(recommendation.hits, &writer)
-            writeClauses(recommendation.clauses, &writer)
-            writeUnknown(recommendation.unknownHistory, &writer)
+            writer.clausesField(recommendation.clauses)
+            writer.unknownHistoryField(recommendation.unknownHistory)
         case .encode(let recommendRequest):
             let pinned = engine.generation
             let encoded = try engine.encode(recommendRequest, in: pinned)
             writeGeneration(pinned, &writer)
             writer.raw(",\"vector\":")
             writer.floats(recommendRequest.constraints == .hard ? encoded.baseVector : encoded.vector)
-            writeClauses(encoded.clauses, &writer)
-            writeUnknown(encoded.unknownHistory, &writer)
+            writer.clausesField(encoded.clauses)
+            writer.unknownHistoryField(encoded.unknownHistory)
         case .swap(let generation, let checkpoint):
             let result = try engine.swap(to: generation, checkpoint: checkpoint)
             writer.raw(",\"generation\":")
@@ -318,15 +308,6 @@ public final class RequestHandler: Sendable {
         writer.string(generation.id)
     }
 
-    private func writeStrings(_ values: [String], _ writer: inout JSONWriter) {
-        writer.raw("[")
-        for (index, value) in values.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.string(value)
-        }
-        writer.raw("]")
-    }
-
     private func writeHits(_ hits: [Hit], _ writer: inout JSONWriter) {
         writer.raw("[")
         for (index, hit) in hits.enumerated() {
@@ -341,33 +322,9 @@ public final class RequestHandler: Sendable {
             }
             if !hit.tags.isEmpty {
                 writer.raw(",\"tags\":")
-                writeStrings(hit.tags, &writer)
+                writer.strings(hit.tags)
             }
             writer.raw("}")
-        }
-        writer.raw("]")
-    }
-
-    private func writeClauses(_ clauses: [QueryClause], _ writer: inout JSONWriter) {
-        writer.raw(",\"clauses\":[")
-        for (index, clause) in clauses.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.raw("{\"text\":")
-            writer.string(clause.text)
-            writer.raw(",\"polarity\":")
-            writer.string(clause.polarity.rawValue)
-            writer.raw(",\"tags\":")
-            writeStrings(clause.tags, &writer)
-            writer.raw("}")
-        }
-        writer.raw("]")
-    }
-
-    private func writeUnknown(_ ids: [ItemID], _ writer: inout JSONWriter) {
-        writer.raw(",\"unknown_history\":[")
-        for (index, id) in ids.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.itemID(id)
         }
         writer.raw("]")
     }

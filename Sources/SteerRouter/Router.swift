@@ -207,7 +207,7 @@ public final class Router: RequestService {
     private func run(_ request: Request) async throws -> [UInt8] {
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
-        Self.writeID(request.id, &writer)
+        writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
         switch request.operation {
         case .ping:
@@ -420,14 +420,14 @@ public final class Router: RequestService {
         }
         if !filter.isEmpty {
             writer.raw(",\"filter\":{\"tags_any\":")
-            writeStrings(filter.tagsAny, &writer)
+            writer.strings(filter.tagsAny)
             writer.raw(",\"tags_none\":")
-            writeStrings(filter.tagsNone, &writer)
+            writer.strings(filter.tagsNone)
             if !filter.tagGroups.isEmpty {
                 writer.raw(",\"tag_groups\":[")
                 for (index, group) in filter.tagGroups.enumerated() {
                     if index > 0 { writer.raw(",") }
-                    writeStrings(group, &writer)
+                    writer.strings(group)
                 }
                 writer.raw("]")
             }
@@ -435,15 +435,6 @@ public final class Router: RequestService {
         }
         writer.raw("}")
         return writer.bytes
-    }
-
-    static func writeStrings(_ values: [String], _ writer: inout JSONWriter) {
-        writer.raw("[")
-        for (index, value) in values.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.string(value)
-        }
-        writer.raw("]")
     }
 
     private func allShards(_ line: [UInt8]) -> [Int: [UInt8]] {
@@ -477,7 +468,7 @@ public final class Router: RequestService {
                 let (answers, missing) = try self.collate(results, allowPartial: true)
                 var writer = JSONWriter(capacity: 512)
                 writer.raw("{")
-                Self.writeID(request.id, &writer)
+                writer.requestIDField(request.id)
                 writer.raw("\"ok\":true")
                 try self.writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
                 writer.raw("}\n")
@@ -516,16 +507,6 @@ public final class Router: RequestService {
             }
         }
         return promise.futureResult
-    }
-
-    static func writeID(_ id: RequestID?, _ writer: inout JSONWriter) {
-        guard let id else { return }
-        writer.raw("\"id\":")
-        switch id {
-        case .int(let number): writer.int(number)
-        case .string(let text): writer.string(text)
-        }
-        writer.raw(",")
     }
 
     private func writeSearch(answers: [Int: JSONObject], missing: [Int], queries: Int, k: Int, batch: Bool, _ writer: inout JSONWriter) throws {
@@ -644,8 +625,8 @@ public final class Router: RequestService {
         writeGeneration(answers, &writer)
         writer.raw(",\"hits\":")
         Self.writeHits(hits, &writer)
-        Self.writeClauses(encoded.clauses, &writer)
-        Self.writeUnknown(encoded.unknownHistory, &writer)
+        writer.clausesField(encoded.clauses)
+        writer.unknownHistoryField(encoded.unknownHistory)
         writePartial(missing, &writer)
     }
 
@@ -659,32 +640,8 @@ public final class Router: RequestService {
         }
         writer.raw(",\"vector\":")
         writer.floats(request.constraints == .hard ? encoded.baseVector : encoded.vector)
-        Self.writeClauses(encoded.clauses, &writer)
-        Self.writeUnknown(encoded.unknownHistory, &writer)
-    }
-
-    static func writeClauses(_ clauses: [QueryClause], _ writer: inout JSONWriter) {
-        writer.raw(",\"clauses\":[")
-        for (index, clause) in clauses.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.raw("{\"text\":")
-            writer.string(clause.text)
-            writer.raw(",\"polarity\":")
-            writer.string(clause.polarity.rawValue)
-            writer.raw(",\"tags\":")
-            writeStrings(clause.tags, &writer)
-            writer.raw("}")
-        }
-        writer.raw("]")
-    }
-
-    static func writeUnknown(_ ids: [ItemID], _ writer: inout JSONWriter) {
-        writer.raw(",\"unknown_history\":[")
-        for (index, id) in ids.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.itemID(id)
-        }
-        writer.raw("]")
+        writer.clausesField(encoded.clauses)
+        writer.unknownHistoryField(encoded.unknownHistory)
     }
 
     // MARK: get
@@ -765,7 +722,7 @@ public final class Router: RequestService {
         }
         if !item.tags.isEmpty {
             writer.raw(",\"tags\":")
-            writeStrings(item.tags, &writer)
+            writer.strings(item.tags)
         }
         if let attributes = item.attributesJSON {
             writer.raw(",\"attributes\":")
