@@ -43,6 +43,8 @@ public enum CheckpointIngest {
         public var skipped: Int
         /// The store sequence after the last write.
         public var sequence: UInt64
+        /// True when `onlyIfIncomplete` found the version already complete and read nothing.
+        public var alreadyComplete: Bool = false
     }
 
     /// Most bad lines listed in one error.
@@ -57,15 +59,25 @@ public enum CheckpointIngest {
     ///   - checkpoint: the checkpoint directory (`items.jsonl`, `model.safetensors`, optional `config.json`).
     ///   - version: the version name; nil derives `ckpt-<hash>` from `CheckpointHash`.
     ///   - batchSize: items per store batch (1 to the store's `maxBatchItems`).
+    ///   - onlyIfIncomplete: when the version is registered as completely ingested from this very
+    ///     checkpoint, return at once without reading its items (`steer serve --checkpoint` on restart:
+    ///     items deleted since through the protocol stay deleted, and a start costs no pass over the
+    ///     catalog). Without it every item is checked and missing or changed ones are written again.
     ///   - progress: called after every batch.
     /// - Throws: `.invalidRequest` listing bad lines; `.corrupt`/`.notFound` for bad or missing files;
     ///   `.dimensionMismatch` when the version exists with another dimension or `config.json` disagrees;
     ///   `.invalidRequest` when the version was ingested from another checkpoint.
     public static func run(store: ItemStore, storePath: String, checkpoint: String, version: String? = nil,
-                           batchSize: Int = 1000, progress: (Progress) -> Void = { _ in }) throws(SteerError) -> Report {
+                           batchSize: Int = 1000, onlyIfIncomplete: Bool = false,
+                           progress: (Progress) -> Void = { _ in }) throws(SteerError) -> Report {
         let batchSize = max(1, min(batchSize, store.options.maxBatchItems))
         let hash = try CheckpointHash.compute(directory: checkpoint)
         let name = version ?? CheckpointHash.versionName(for: hash)
+        if onlyIfIncomplete, let entry = try VersionRegistry.read(storePath: storePath).versions[name],
+           entry.status == .complete, entry.checkpointHash == hash, store.version(named: name)?.dimension == entry.dimension {
+            return Report(version: name, checkpointHash: hash, rows: entry.rows, dimension: entry.dimension, written: 0,
+                          skipped: 0, sequence: entry.sequence ?? store.latestSequence, alreadyComplete: true)
+        }
         let itemsPath = (checkpoint as NSString).appendingPathComponent("items.jsonl")
         let tensorPath = (checkpoint as NSString).appendingPathComponent("model.safetensors")
         let matrix = try readEmbeddings(path: tensorPath)

@@ -17,8 +17,9 @@ struct CheckpointServing {
     /// Where the MiniLM files are looked for when neither `--minilm` nor `STEER_MINILM_DIR` says.
     static let defaultMiniLM = "models/all-MiniLM-L6-v2"
 
-    /// Loads the checkpoint and makes sure its catalog and item embeddings are in `DIR/store` (an
-    /// idempotent ingest: items already stored are skipped, so a restart costs one validation pass).
+    /// Loads the checkpoint and makes sure its catalog and item embeddings are in `DIR/store`: ingested
+    /// on the first start (resuming an interrupted ingest); on later starts the version registry says it
+    /// is complete and nothing is read again, so items deleted through the protocol stay deleted.
     static func prepare(checkpoint: String, minilm: String, dataDirectory: String, logger: Logger) throws(SteerError) -> CheckpointServing {
         let started = ContinuousClock.now
         let model = try DPRModel.load(checkpoint: checkpoint, minilm: minilm)
@@ -30,11 +31,12 @@ struct CheckpointServing {
         let storePath = dataDirectory + "/store"
         let store = try ItemStore(options: .init(path: storePath))
         defer { store.close() }
-        let report = try CheckpointIngest.run(store: store, storePath: storePath, checkpoint: checkpoint, batchSize: 2000)
+        let report = try CheckpointIngest.run(store: store, storePath: storePath, checkpoint: checkpoint, batchSize: 2000,
+                                              onlyIfIncomplete: true)
         logger.info("checkpoint loaded", metadata: [
             "steer.checkpoint": "\(checkpoint)", "steer.backbone": "\(model.config.backbone)",
             "steer.items": "\(report.rows)", "steer.version": "\(report.version)",
-            "steer.ingested": "\(report.written)", "steer.seconds": "\(ContinuousClock.now - started)",
+            "steer.ingested": "\(report.alreadyComplete ? "already complete" : String(report.written))", "steer.seconds": "\(ContinuousClock.now - started)",
         ])
         return CheckpointServing(model: model, version: report.version, dimension: model.config.indexDimension)
     }

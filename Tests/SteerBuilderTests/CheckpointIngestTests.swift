@@ -55,6 +55,26 @@ import Testing
         }
     }
 
+    @Test func onlyIfIncompleteSkipsACompleteVersionAndKeepsLaterDeletes() throws {
+        let fixture = try CheckpointFixture(count: 20, dimension: 4)
+        defer { fixture.directory.remove() }
+        try withTemporaryStore { store, path in
+            // Interrupted first: only-if-incomplete still ingests (resumes) it.
+            let first = try CheckpointIngest.run(store: store, storePath: path, checkpoint: fixture.path, onlyIfIncomplete: true)
+            #expect(!first.alreadyComplete && first.written == 20)
+            _ = try store.delete([.int(3), .int(7)])
+            let sequence = store.latestSequence
+            let restart = try CheckpointIngest.run(store: store, storePath: path, checkpoint: fixture.path, onlyIfIncomplete: true)
+            #expect(restart.alreadyComplete && restart.written == 0 && restart.rows == 20 && restart.dimension == 4)
+            #expect(restart.version == first.version)
+            #expect(store.latestSequence == sequence)
+            #expect(try store.get([.int(3), .int(7)]).allSatisfy { $0 == nil }, "deleted items stay deleted")
+            // A full run (steer ingest) checks every item and writes the deleted ones again.
+            let full = try CheckpointIngest.run(store: store, storePath: path, checkpoint: fixture.path)
+            #expect(!full.alreadyComplete && full.written == 2 && full.skipped == 18)
+        }
+    }
+
     @Test func existingAttributesAreKeptAndChangedVectorsRewritten() throws {
         let fixture = try CheckpointFixture(count: 5, dimension: 4)
         defer { fixture.directory.remove() }
