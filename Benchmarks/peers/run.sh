@@ -6,6 +6,7 @@
 #
 #   bash Benchmarks/peers/run.sh /tmp/steer-bench-data/200k64
 #   PEERS="hnswlib faiss-pip" bash Benchmarks/peers/run.sh DIR     # a subset
+#   DEBIAN_EF= bash Benchmarks/peers/run.sh DIR                     # Debian faiss: IVF only (its HNSW build is the slowest)
 #
 # The data set comes from `steer-bench generate` (Benchmarks/steer-bench/run.sh makes the issue's sets).
 set -euo pipefail
@@ -38,7 +39,7 @@ rows=$(mktemp)
 run() { echo "+ $*" >&2; "$@" | tee -a "$rows" >&2; }
 for peer in $PEERS; do
   case $peer in
-    faiss-debian) run /usr/bin/python3 Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "python3-faiss (Debian)" --ef "$EF" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" ;;
+    faiss-debian) run /usr/bin/python3 Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "python3-faiss (Debian)" --ef "${DEBIAN_EF-$EF}" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" ;;
     faiss-pip) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "pip faiss-cpu" --ef "$EF" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" ;;
     hnswlib) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine hnswlib --ef "$EF" --queries "$QUERIES" ;;
     chroma) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine chroma --ef "$CHROMA_EF" --chroma "$VENV/bin/chroma" --queries "$QUERIES" ;;
@@ -47,4 +48,4 @@ for peer in $PEERS; do
 done
 
 "$VENV/bin/python" Benchmarks/peers/collect.py --rows "$rows" --data "$DATA" --out "$OUT" --load-start "$LOAD_START" \
-  --command "$(printf '%q ' PEERS="$PEERS" bash Benchmarks/peers/run.sh "$DATA")"
+  --command "$(printf '%q ' PEERS="$PEERS" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"

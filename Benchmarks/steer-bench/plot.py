@@ -76,6 +76,12 @@ def recall_qps(name: str) -> Path | None:
     return path
 
 
+def tail_points(cdf: list[list[float]]) -> tuple[list[float], list[float]]:
+    """CDF points as fractions strictly inside (0, 1), for a logit axis."""
+    points = [(x, min(max(p / 100, 0.001), 0.99999)) for x, p in cdf]
+    return [x for x, _ in points], [y for _, y in points]
+
+
 def cdfs(name: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 5))
     ctx = ""
@@ -86,19 +92,20 @@ def cdfs(name: str) -> Path | None:
         picked = [v for v in values if any(lv["value"] == v and lv["recall_at_k"] >= 0.95 for lv in hnsw["levels"])][:1] or values[-1:]
         for lv in hnsw["levels"]:
             if lv["value"] in picked:
-                xs, ys = zip(*lv["cdf"])
+                xs, ys = tail_points(lv["cdf"])
                 ax.plot(xs, ys, label=f"closed loop, ef {lv['value']}, {lv['concurrency']} conn ({lv['qps']:.0f} QPS)")
     load_report = load(RESULTS / f"{name}-load.json")
     if load_report:
         for lv in load_report["levels"]:
-            xs, ys = zip(*lv["cdf"])
+            xs, ys = tail_points(lv["cdf"])
             ax.plot(xs, ys, "--", linewidth=1, label=f"open loop, {lv['offered_rate']:.0f}/s offered")
     if not ax.lines:
         plt.close(fig)
         return None
     ax.set_xscale("log")
+    ax.set_yscale("logit")
     ax.set_xlabel("latency µs (log)")
-    ax.set_ylabel("percentile")
+    ax.set_ylabel("fraction of requests at or below (logit scale: the tail is stretched)")
     ax.set_title(f"{name}: search latency CDF through steer serve ({ctx})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
