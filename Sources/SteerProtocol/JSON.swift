@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SteerCore
 
 /// A parsed JSON value, as produced by `JSONParser`.
@@ -361,9 +366,36 @@ public struct JSONParser {
             value = power >= 0 ? value * Self.powersOfTen[power] : value / Self.powersOfTen[-power]
             return Number(value: negative ? -value : value, isInteger: isInteger, exact: nil)
         }
+        if let value = Self.correctlyRounded(UnsafeBufferPointer(rebasing: bytes[start..<index])) {
+            return Number(value: value, isInteger: isInteger, exact: nil)
+        }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         guard let value = Double(text) else { throw error("invalid number '\(text)'") }
         return Number(value: value, isInteger: isInteger, exact: nil)
+    }
+
+    /// `strtod` follows the process's LC_NUMERIC; Steer never changes it from "C", but a host process
+    /// might: then this path is skipped.
+    private static let decimalPointIsDot: Bool = {
+        guard let conventions = localeconv(), let point = conventions.pointee.decimal_point else { return false }
+        return String(cString: point) == "."
+    }()
+
+    /// Correctly rounded conversion of a number literal that the fast path above cannot do exactly
+    /// (more than 15 significant digits, as `repr` of a double has, or a large exponent), without a heap
+    /// allocation: the literal, already checked to be JSON number syntax, is copied to the stack and
+    /// read by `strtod` (glibc's is correctly rounded). Nil for literals longer than 63 bytes or a
+    /// non-"C" numeric locale (the caller then goes through `String`).
+    private static func correctlyRounded(_ literal: UnsafeBufferPointer<UInt8>) -> Double? {
+        guard literal.count < 64, decimalPointIsDot else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> Double? in
+            guard let base = buffer.baseAddress else { return nil }
+            for offset in 0..<literal.count { base[offset] = CChar(bitPattern: literal[offset]) }
+            base[literal.count] = 0
+            var end: UnsafeMutablePointer<CChar>?
+            let value = strtod(base, &end)
+            return end == base + literal.count ? value : nil
+        }
     }
 
     private mutating func parseString() throws(SteerError) -> String {

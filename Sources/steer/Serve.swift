@@ -51,7 +51,7 @@ struct Serve: AsyncParsableCommand {
     var workerThreads: Int?
     @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads (default: cores). Env: STEER_EVENT_LOOP_THREADS.")
     var eventLoopThreads: Int?
-    @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking (default 0 = park at once). Env: STEER_WORKER_SPIN_US.")
+    @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking, 0 = park at once (default 200). Env: STEER_WORKER_SPIN_US.")
     var workerSpinMicroseconds: Int?
     @Option(name: .customLong("omp-threads-per-worker"), help: "OpenMP threads FAISS may use per request (default 1). Env: STEER_OMP_THREADS_PER_WORKER.")
     var ompThreadsPerWorker: Int?
@@ -207,7 +207,7 @@ extension Serve {
         serverConfiguration.eventLoopThreads = try source.int(eventLoopThreads, env: "STEER_EVENT_LOOP_THREADS", key: "event_loop_threads", range: 1...1024) ?? serverConfiguration.eventLoopThreads
         serverConfiguration.adminToken = try source.string(adminToken, env: "STEER_ADMIN_TOKEN", key: "admin_token")
         serverConfiguration.openMPThreadsPerWorker = try source.int(ompThreadsPerWorker, env: "STEER_OMP_THREADS_PER_WORKER", key: "omp_threads_per_worker", range: 1...256) ?? 1
-        serverConfiguration.workerSpinMicroseconds = try source.int(workerSpinMicroseconds, env: "STEER_WORKER_SPIN_US", key: "worker_spin_us", range: 0...100_000) ?? 0
+        serverConfiguration.workerSpinMicroseconds = try source.int(workerSpinMicroseconds, env: "STEER_WORKER_SPIN_US", key: "worker_spin_us", range: 0...100_000) ?? ServerConfiguration.defaultWorkerSpinMicroseconds
         serverConfiguration.metricsPort = try source.int(metricsPort, env: "STEER_METRICS_PORT", key: "metrics_port", range: 0...65535)
         switch (try source.string(tlsCert, env: "STEER_TLS_CERT", key: "tls_cert"), try source.string(tlsKey, env: "STEER_TLS_KEY", key: "tls_key")) {
         case (nil, nil):

@@ -46,6 +46,27 @@ import Testing
         #expect(try JSONParser.parse("123456789012345678901234") == .double(Double("123456789012345678901234")!))
     }
 
+    @Test func seventeenDigitLiteralsParseExactlyAsSwiftDoes() throws {
+        // Python's json writes doubles with up to 17 significant digits: past the exact fast path, these go
+        // through the stack-buffer strtod path and must agree bit for bit with Double(String).
+        var generator = SeededGenerator(seed: 11)
+        var literals: [String] = ["0.12345678901234568", "-9.999999999999999e-309", "1.7976931348623157e308",
+                                  "4.9406564584124654e-324", "123456789012345678901234567890", "2.2250738585072011e-308"]
+        for _ in 0..<2000 {
+            let value = Double(bitPattern: UInt64.random(in: 0...UInt64.max, using: &generator))
+            if value.isFinite { literals.append(String(format: "%.17g", value)) }
+            let small = Double.random(in: -1...1, using: &generator)
+            literals.append(String(format: "%.17g", small))
+        }
+        for literal in literals {
+            switch try JSONParser.parse(literal) {
+            case .double(let value): #expect(value.bitPattern == Double(literal)!.bitPattern, "\(literal)")
+            case .int(let value): #expect(Double(value) == Double(literal)!, "\(literal)")
+            case let other: Issue.record("\(literal) parsed to \(other)")
+            }
+        }
+    }
+
     @Test func nonStandardNonFiniteTokensParseForValidation() throws {
         #expect(try JSONParser.parse("[1.5, NaN]").floatsNaNCount == 1)
         #expect(try JSONParser.parse("-Infinity") == .double(-.infinity))
