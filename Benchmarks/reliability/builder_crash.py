@@ -34,9 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     DEFAULT_TOKEN,
-    Connection,
     HarnessError,
-    Server,
+    fill_store,
     results_path,
     steer_binary,
     write_results,
@@ -46,25 +45,11 @@ SPECS = ["Flat", "HNSW32", "IVF16,Flat", "IVF16,SQ8"]
 
 
 def fill(binary: str, data: str, items: int, dimension: int, rng: random.Random) -> None:
-    server = Server(binary, data, ["--dimension", str(dimension), "--admin-token", DEFAULT_TOKEN])
-    try:
-        with Connection(server.port, timeout=120.0) as connection:
-            for start in range(0, items, 1000):
-                batch = [
-                    {
-                        "id": ident if ident % 2 else f"s{ident}",
-                        "vector_b64": base64.b64encode(
-                            struct.pack(f"<{dimension}f", *(rng.gauss(0, 1) for _ in range(dimension)))
-                        ).decode(),
-                    }
-                    for ident in range(start, min(items, start + 1000))
-                ]
-                response = connection.call({"op": "upsert", "token": DEFAULT_TOKEN, "items": batch})
-                if response.get("ok") is not True:
-                    raise HarnessError(f"fill failed: {response}")
-    finally:
-        if server.terminate() != 0:
-            raise HarnessError(f"steer serve did not stop cleanly: {server.stderr_tail()}")
+    def item(ident: int) -> dict[str, Any]:
+        vector = struct.pack(f"<{dimension}f", *(rng.gauss(0, 1) for _ in range(dimension)))
+        return {"id": ident if ident % 2 else f"s{ident}", "vector_b64": base64.b64encode(vector).decode()}
+
+    fill_store(binary, data, ["--dimension", str(dimension), "--admin-token", DEFAULT_TOKEN], items, item)
 
 
 def build_command(index_binary: str, data: str, out: str, spec: str, shards: int) -> list[str]:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,24 @@ def write_results(path: Path, binary: str, body: dict[str, Any]) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def fill_store(
+    binary: str, data: str, arguments: list[str], count: int, item: Callable[[int], dict[str, Any]]
+) -> None:
+    """Starts `steer serve` on `data` with `arguments`, upserts `item(0) … item(count - 1)` in batches of
+    1000 (the admin token DEFAULT_TOKEN), and stops it with SIGTERM (the index is saved)."""
+    server = Server(binary, data, arguments)
+    try:
+        with Connection(server.port, timeout=120.0) as connection:
+            for start in range(0, count, 1000):
+                batch = [item(n) for n in range(start, min(count, start + 1000))]
+                response = connection.call({"op": "upsert", "token": DEFAULT_TOKEN, "items": batch})
+                if response.get("ok") is not True:
+                    raise HarnessError(f"fill failed: {response}")
+    finally:
+        if server.terminate() != 0:
+            raise HarnessError(f"steer serve did not stop cleanly: {server.stderr_tail()}")
 
 
 def unused_log(message: str) -> None:

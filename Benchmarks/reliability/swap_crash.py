@@ -45,6 +45,7 @@ from harness import (
     ConnectionBroken,
     HarnessError,
     Server,
+    fill_store,
     results_path,
     steer_binary,
     write_results,
@@ -69,20 +70,10 @@ def server_arguments(dimension: int) -> list[str]:
 
 
 def fill(binary: str, data: str, items: int, dimension: int, rng: random.Random) -> None:
-    server = Server(binary, data, server_arguments(dimension))
-    try:
-        with Connection(server.port, timeout=120.0) as connection:
-            for start in range(0, items, 1000):
-                batch = [
-                    {"id": f"base{n}", "vector_b64": vector_b64(random_vector(rng, dimension))}
-                    for n in range(start, min(items, start + 1000))
-                ]
-                response = connection.call({"op": "upsert", "token": DEFAULT_TOKEN, "items": batch})
-                if response.get("ok") is not True:
-                    raise HarnessError(f"fill failed: {response}")
-    finally:
-        if server.terminate() != 0:
-            raise HarnessError(f"steer serve did not stop cleanly: {server.stderr_tail()}")
+    def item(n: int) -> dict[str, Any]:
+        return {"id": f"base{n}", "vector_b64": vector_b64(random_vector(rng, dimension))}
+
+    fill_store(binary, data, server_arguments(dimension), items, item)
 
 
 def build_generations(index_binary: str, data: str, generations: Path) -> None:
