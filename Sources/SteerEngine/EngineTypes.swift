@@ -1,6 +1,7 @@
 import Foundation
 import SteerCore
 import SteerIndex
+import SteerStore
 
 /// A value guarded by a lock. `@unchecked Sendable` is safe because every access goes through `lock`.
 public final class Locked<Value>: @unchecked Sendable {
@@ -204,6 +205,8 @@ public struct EngineStats: Sendable {
     public var storeSequence: UInt64
     /// RocksDB memtable bytes (`ItemStore.memtableBytes`).
     public var storeMemtableBytes: Int = 0
+    /// The store's record cache (search hydration): bound, estimated bytes, entries, hits, misses.
+    public var recordCache = ItemStore.RecordCacheStatistics(capacityBytes: 0, bytes: 0, entries: 0, hits: 0, misses: 0)
     public var builtAtSequence: UInt64
     public var encoder: String?
     /// The encoder's own counters (DPR: the clause-embedding cache's hits, misses, evictions, entries).

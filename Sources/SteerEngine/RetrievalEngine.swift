@@ -49,13 +49,16 @@ public final class RetrievalEngine: Sendable {
         public var encoderFactory: (@Sendable (ItemStore, _ embeddingVersion: String, _ dimension: Int) throws(SteerError) -> (any QueryEncoder)?)?
         /// Most items per upsert/delete.
         public var maxBatchItems: Int
+        /// Memory for item records cached for search hydration (`ItemStore.Options.recordCacheBytes`);
+        /// 0 reads every hit's title and tags from RocksDB.
+        public var recordCacheBytes: Int
         /// all-MiniLM-L6-v2 files for the `DPRModel` that `swap` loads for a `checkpoint`; nil →
         /// `models/all-MiniLM-L6-v2`.
         public var miniLMDirectory: String?
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
-                    miniLMDirectory: String? = nil,
+                    miniLMDirectory: String? = nil, recordCacheBytes: Int = Configuration.defaultRecordCacheBytes,
                     encoderFactory: (@Sendable (ItemStore, String, Int) throws(SteerError) -> (any QueryEncoder)?)? = nil) {
             self.miniLMDirectory = miniLMDirectory
             self.dataDirectory = dataDirectory
@@ -65,8 +68,12 @@ public final class RetrievalEngine: Sendable {
             self.embeddingVersion = embeddingVersion
             self.syncWrites = syncWrites
             self.maxBatchItems = maxBatchItems
+            self.recordCacheBytes = recordCacheBytes
             self.encoderFactory = encoderFactory
         }
+
+        /// 256 MiB: the records of about a million items with short titles and a few tags.
+        public static let defaultRecordCacheBytes = 256 << 20
     }
 
     /// What `DIR/steer.json` holds.
@@ -120,7 +127,8 @@ public final class RetrievalEngine: Sendable {
         try Self.writeConfig(config, directory: directory)
 
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
-                                                         maxBatchItems: configuration.maxBatchItems))
+                                                         maxBatchItems: configuration.maxBatchItems,
+                                                         recordCacheBytes: configuration.recordCacheBytes))
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)
             var warnings: [String] = []
@@ -731,6 +739,7 @@ public final class RetrievalEngine: Sendable {
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads,
             shards: generation.index.shards.count, generationDirectory: generation.directory)
         stats.storeMemtableBytes = store.memtableBytes
+        stats.recordCache = store.recordCacheStatistics
         return stats
     }
 

@@ -1,8 +1,17 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
 import SteerCore
 import SteerProtocol
+
+/// A mutable flag confined to one event loop.
+final class Flag {
+    var value = false
+}
 
 /// Sent to every connection when the server shuts down: finish what was received, then close once the
 /// client has been quiet for `ServerConfiguration.drainQuietMillis`.
@@ -34,6 +43,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var waitingHead = 0
     private var running = 0
     private var writeRunning = false
+    /// Inside a loop spin (and the answer it handles): no nested spin.
+    private var spinning = false
 
     /// Lines received while `maxInFlight` requests were unanswered: not parsed yet. Bounded by one
     /// socket read, because reading stops while it is non-empty.
@@ -98,6 +109,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// starts only when everything before it finished, and nothing after it starts until it finished, so
     /// a connection always reads its own writes.
     private func pump(context: ChannelHandlerContext) {
+        var spinFor: (next: (sequence: Int, request: Request, started: UInt64), ready: ReadyResult<[UInt8]>, handled: Flag)?
         while waitingHead < waiting.count {
             let next = waiting[waitingHead]
             let isWrite = next.request.operation.isAdmin
@@ -105,20 +117,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
             waitingHead += 1
             running += 1
             if isWrite { writeRunning = true }
-            let future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop)
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let alone = shared.running.add(1, ordering: .relaxed).newValue == 1
+            let handled = Flag()
+            let future: EventLoopFuture<[UInt8]>
+            if !isWrite && alone && spinNanoseconds > 0 && shared.service.publishesEarly {
+                let ready = ReadyResult<[UInt8]>()
+                future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop, ready: ready)
+                spinFor = (next, ready, handled)
+            } else {
+                future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop)
+                spinFor = nil
+            }
+            let bound = NIOLoopBound((self, context, handled), eventLoop: context.eventLoop)
             future.whenComplete { result in
-                let (connection, context) = bound.value
-                connection.running -= 1
-                if isWrite { connection.writeRunning = false }
-                switch result {
-                case .success(let output):
-                    connection.complete(next.sequence, output, context: context)
-                case .failure:
-                    let error = SteerError(.unavailable, "the server is shutting down")
-                    connection.complete(next.sequence, RequestHandler.errorLine(id: next.request.id, error), context: context)
-                }
-                connection.pump(context: context)
+                let (connection, context, handled) = bound.value
+                connection.finish(next, isWrite: isWrite, result, handled: handled, context: context)
             }
             if isWrite { break }
         }
@@ -128,6 +141,57 @@ final class ConnectionHandler: ChannelDuplexHandler {
         } else if waitingHead > 64 {
             waiting.removeFirst(waitingHead)
             waitingHead = 0
+        }
+        // The only request running in the server was just started: wait for its answer here rather than
+        // sleep and be woken for it (see `ServerConfiguration.loopSpinMicroseconds`).
+        if let spin = spinFor, !spinning {
+            spinning = true
+            defer { spinning = false }
+            if let output = waitForAnswer(spin.ready) {
+                shared.loopSpinAnswered.add(1, ordering: .relaxed)
+                finish(spin.next, isWrite: false, .success(output), handled: spin.handled, context: context)
+            } else {
+                shared.loopSpinGaveUp.add(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Handles a finished request once (from the loop spin or from its future, whichever comes first).
+    private func finish(_ next: (sequence: Int, request: Request, started: UInt64), isWrite: Bool,
+                        _ result: Result<[UInt8], any Error>, handled: Flag, context: ChannelHandlerContext) {
+        if handled.value { return }
+        handled.value = true
+        shared.running.subtract(1, ordering: .relaxed)
+        running -= 1
+        if isWrite { writeRunning = false }
+        switch result {
+        case .success(let output):
+            complete(next.sequence, output, context: context)
+        case .failure:
+            let error = SteerError(.unavailable, "the server is shutting down")
+            complete(next.sequence, RequestHandler.errorLine(id: next.request.id, error), context: context)
+        }
+        pump(context: context)
+    }
+
+    private var spinNanoseconds: UInt64 { UInt64(max(0, shared.configuration.loopSpinMicroseconds)) * 1000 }
+
+    /// Spins until the worker publishes the answer, another request starts anywhere in the server, or the
+    /// spin time is up.
+    private func waitForAnswer(_ ready: ReadyResult<[UInt8]>) -> [UInt8]? {
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ spinNanoseconds
+        var checks = 0
+        while true {
+            if let output = ready.peek() { return output }
+            // Give the core to any other runnable thread (the worker itself, when the machine is busy and
+            // both share a core): without this a spinning loop delays the very answer it waits for.
+            sched_yield()
+            checks &+= 1
+            if checks & 7 == 0 {
+                if shared.running.load(ordering: .relaxed) > 1 || DispatchTime.now().uptimeNanoseconds >= deadline {
+                    return ready.peek()
+                }
+            }
         }
     }
 

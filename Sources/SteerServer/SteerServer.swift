@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SteerCore
 import SteerEngine
 import SteerProtocol
+import Synchronization
 
 /// Settings of the TCP server. Every limit is documented in docs/configuration.md.
 public struct ServerConfiguration: Sendable {
@@ -42,6 +43,12 @@ public struct ServerConfiguration: Sendable {
     /// default 200 µs took ~100 µs off a single connection's p50 on a quiet 2-core VM (docs/benchmarks.md).
     public var workerSpinMicroseconds: Int = ServerConfiguration.defaultWorkerSpinMicroseconds
     public static let defaultWorkerSpinMicroseconds = 200
+    /// How long an event loop may spin waiting for the answer of a read request it just handed to a worker,
+    /// when that request is the only one running in the whole server (0: never). The answer is then written
+    /// without the cross-thread wake-up of the loop (~40 µs on a 2-core VM, docs/benchmarks.md); the spin
+    /// stops at once when another request starts anywhere. Engine work never runs on the loop either way.
+    public var loopSpinMicroseconds: Int = ServerConfiguration.defaultLoopSpinMicroseconds
+    public static let defaultLoopSpinMicroseconds = 300
     /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
     public var tls: TLSFiles?
 
@@ -126,10 +133,24 @@ public protocol RequestService: Sendable {
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared
     /// Runs a prepared request; the future (on `eventLoop`) carries the response line including its `\n`.
     func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]>
+    /// As `execute`, also publishing the response in `ready` as soon as it exists (on another thread),
+    /// when `publishesEarly`; the default ignores `ready`.
+    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]>
+    /// Whether `execute(_:startedNanos:on:ready:)` publishes results early (the engine's worker pool does;
+    /// the router's requests complete on the event loop anyway).
+    var publishesEarly: Bool { get }
     /// Counters behind `stats`; the server records framing errors (`too_large` lines) there.
     var stats: OperationStats { get }
     /// Installs the provider of the server's own `stats` fields (connections, threads, limits).
     func setServerStats(_ provider: @escaping @Sendable () -> JSONObject)
+}
+
+extension RequestService {
+    public func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
+        execute(request, startedNanos: startedNanos, on: eventLoop)
+    }
+
+    public var publishesEarly: Bool { false }
 }
 
 /// The engine's requests, run on the worker pool.
@@ -143,6 +164,13 @@ struct EngineRequestService: RequestService {
         let handler = self.handler
         return pool.submit(on: eventLoop) { handler.execute(request, startedNanos: startedNanos) }
     }
+
+    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
+        let handler = self.handler
+        return pool.submit(on: eventLoop, ready: ready) { handler.execute(request, startedNanos: startedNanos) }
+    }
+
+    var publishesEarly: Bool { true }
 
     var stats: OperationStats { handler.stats }
 
@@ -158,6 +186,11 @@ final class ServerShared: Sendable {
     let counters = Locked<(accepted: Int, refused: Int)>((0, 0))
     /// Set at shutdown: connections that become active from now on drain at once.
     let draining = Locked(false)
+    /// Requests handed to the service and not finished, over every connection (the loop spin's guard).
+    let running = Atomic<Int>(0)
+    /// Loop spins that got their answer in time / that gave up (`stats`).
+    let loopSpinAnswered = Atomic<Int>(0)
+    let loopSpinGaveUp = Atomic<Int>(0)
 
     init(configuration: ServerConfiguration, service: any RequestService, logger: Logger) {
         self.configuration = configuration
@@ -245,6 +278,9 @@ public final class SteerServer: Service, Sendable {
                 ("worker_threads", .int(Int64(configuration.workerThreads))),
                 ("omp_threads_per_worker", .int(Int64(configuration.openMPThreadsPerWorker))),
                 ("worker_spin_us", .int(Int64(configuration.workerSpinMicroseconds))),
+                ("loop_spin_us", .int(Int64(configuration.loopSpinMicroseconds))),
+                ("loop_spin_answered", .int(Int64(shared.loopSpinAnswered.load(ordering: .relaxed)))),
+                ("loop_spin_gave_up", .int(Int64(shared.loopSpinGaveUp.load(ordering: .relaxed)))),
             ]
             for name in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OMP_WAIT_POLICY"] {
                 threads.append((name, environment[name].map { .string($0) } ?? .null))

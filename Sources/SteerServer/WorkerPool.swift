@@ -61,8 +61,11 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on a worker; the future completes on `eventLoop`.
-    func submit<T: Sendable>(on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+    /// Runs `body` on a worker; the future completes on `eventLoop`. With `ready`, the value is also
+    /// published there before the future is completed, for an event loop that waits for it (see
+    /// `ReadyResult`).
+    func submit<T: Sendable>(on eventLoop: any EventLoop, ready: ReadyResult<T>? = nil,
+                             _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)
         condition.lock()
         guard !stopping else {
@@ -70,7 +73,11 @@ final class WorkerPool: @unchecked Sendable {
             promise.fail(SteerError(.unavailable, "the server is shutting down"))
             return promise.futureResult
         }
-        jobs.append { promise.succeed(body()) }
+        jobs.append {
+            let value = body()
+            ready?.publish(value)
+            promise.succeed(value)
+        }
         let waiting = queued.add(1, ordering: .sequentiallyConsistent).newValue
         if parked > 0 && waiting > spinners.load(ordering: .sequentiallyConsistent) {
             condition.signal()
@@ -136,8 +143,32 @@ final class WorkerPool: @unchecked Sendable {
         let deadline = DispatchTime.now().uptimeNanoseconds &+ spinNanoseconds
         var checks = 0
         while queued.load(ordering: .acquiring) == 0 && !stopFlag.load(ordering: .relaxed) {
+            // Yield to any other runnable thread on this core (an event loop with work, the client).
+            sched_yield()
             checks &+= 1
-            if checks & 63 == 0, DispatchTime.now().uptimeNanoseconds >= deadline { return }
+            if checks & 7 == 0, DispatchTime.now().uptimeNanoseconds >= deadline { return }
         }
+    }
+}
+
+/// A job's result, published by the worker the moment it is computed, so that an event loop that chose to
+/// wait for it (spinning, see `ConnectionHandler`) can answer without the wake-up that completing an
+/// `EventLoopFuture` from another thread costs. The future is completed as well; whoever handles the
+/// result first wins, the other path does nothing.
+public final class ReadyResult<T: Sendable>: Sendable {
+    private let ready = Atomic<Bool>(false)
+    private let value = Mutex<T?>(nil)
+
+    public init() {}
+
+    func publish(_ result: T) {
+        value.withLock { $0 = result }
+        ready.store(true, ordering: .releasing)
+    }
+
+    /// The result once published, else nil; never blocks for long (the lock is only held to copy).
+    func peek() -> T? {
+        guard ready.load(ordering: .acquiring) else { return nil }
+        return value.withLock { $0 }
     }
 }

@@ -68,6 +68,9 @@ public final class ItemStore: @unchecked Sendable {
         /// the open: later writes of the other process are not visible. Every write throws
         /// `.invalidRequest`; the store must exist.
         public var readOnly: Bool
+        /// Estimated heap bytes of item records kept in memory for `records(internalIDs:)` (search
+        /// hydration); 0 (the default) reads every record from RocksDB. See `RecordCache`.
+        public var recordCacheBytes: Int
 
         /// - Parameters:
         ///   - path: directory of the store.
@@ -79,12 +82,14 @@ public final class ItemStore: @unchecked Sendable {
         ///   - maxBatchItems: most items per upsert or delete call.
         ///   - createIfMissing: create a new store when none exists at `path`.
         ///   - readOnly: open without RocksDB's lock, beside a process that writes (see `readOnly`).
+        ///   - recordCacheBytes: memory for cached item records (0: no cache).
         public init(
             path: String, syncWrites: Bool = true, maxTitleBytes: Int = 4096, maxTags: Int = 256,
             maxTagBytes: Int = 128, maxAttributesBytes: Int = 65536, maxBatchItems: Int = 100_000,
-            createIfMissing: Bool = true, readOnly: Bool = false
+            createIfMissing: Bool = true, readOnly: Bool = false, recordCacheBytes: Int = 0
         ) {
             self.readOnly = readOnly
+            self.recordCacheBytes = recordCacheBytes
             self.path = path
             self.syncWrites = syncWrites
             self.maxTitleBytes = maxTitleBytes
@@ -144,6 +149,26 @@ public final class ItemStore: @unchecked Sendable {
         }
     }
 
+    /// The record cache's counters (`stats`).
+    public struct RecordCacheStatistics: Sendable, Equatable {
+        /// The configured bound (0: the cache is off).
+        public var capacityBytes: Int
+        /// Estimated heap bytes of the cached records.
+        public var bytes: Int
+        public var entries: Int
+        /// Records served from memory / read from RocksDB by `records(internalIDs:)`.
+        public var hits: Int
+        public var misses: Int
+
+        public init(capacityBytes: Int, bytes: Int, entries: Int, hits: Int, misses: Int) {
+            self.capacityBytes = capacityBytes
+            self.bytes = bytes
+            self.entries = entries
+            self.hits = hits
+            self.misses = misses
+        }
+    }
+
     /// The outcome of an upsert.
     public struct WriteResult: Sendable {
         /// One internal id per input item, in input order.
@@ -173,6 +198,7 @@ public final class ItemStore: @unchecked Sendable {
     private let lifecycle = ReadWriteLock()
     private let writeLock = NSLock()
     private let stateLock = NSLock()
+    private let recordCache: RecordCache
 
     // MARK: Opening and closing
 
@@ -184,6 +210,7 @@ public final class ItemStore: @unchecked Sendable {
     ///   format; `.io` or `.corrupt` when RocksDB cannot open it (for example, another process has it open).
     public init(options: Options) throws(SteerError) {
         self.options = options
+        self.recordCache = RecordCache(capacityBytes: options.recordCacheBytes)
         let path = options.path
         guard !path.isEmpty else { throw SteerError.invalid("store path must not be empty") }
         var isDirectory: ObjCBool = false
@@ -296,6 +323,7 @@ public final class ItemStore: @unchecked Sendable {
         lifecycle.withWriteLock {
             database?.close()
             database = nil
+            recordCache.removeAll()
         }
     }
 
@@ -551,6 +579,7 @@ public final class ItemStore: @unchecked Sendable {
             batch.put(.meta, StoreKey.nextInternalID, StoreKey.uint64(UInt64(nextID)))
             batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
             batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            defer { recordCache.invalidate(internalIDs) }
             try database.write(batch)
             withState {
                 $0.nextInternalID = nextID
@@ -623,6 +652,7 @@ public final class ItemStore: @unchecked Sendable {
             batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
             let entry = ChangeLogEntry(deletes: targets.map(\.1).sorted())
             batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            defer { recordCache.invalidate(targets.map(\.1)) }
             try database.write(batch)
             withState { $0.liveCount = liveCount }
             return (deleted, database.latestSequence)
@@ -687,11 +717,31 @@ public final class ItemStore: @unchecked Sendable {
     /// Records of internal ids, in input order; nil for unknown ids. Used to hydrate search hits.
     ///
     /// - Complexity: one batched RocksDB read (`multi_get`).
+    /// With `Options.recordCacheBytes` > 0 records come from memory when cached (never older than an
+    /// acknowledged write; see `RecordCache`).
     public func records(internalIDs: [Int64]) throws(SteerError) -> [ItemRecord?] {
         try withDatabase { (database) throws(SteerError) -> [ItemRecord?] in
-            try readRecords(database, internalIDs, snapshot: nil)
+            guard recordCache.isEnabled else { return try readRecords(database, internalIDs, snapshot: nil) }
+            var result = recordCache.lookup(internalIDs)
+            var missing: [Int] = []
+            for (position, record) in result.enumerated() where record == nil { missing.append(position) }
+            if missing.isEmpty { return result }
+            let epoch = recordCache.currentEpoch()
+            let read = try readRecords(database, missing.map { internalIDs[$0] }, snapshot: nil)
+            var fresh: [ItemRecord] = []
+            fresh.reserveCapacity(read.count)
+            for (slot, position) in missing.enumerated() {
+                guard let record = read[slot] else { continue }
+                result[position] = record
+                fresh.append(record)
+            }
+            recordCache.insert(fresh, readEpoch: epoch)
+            return result
         }
     }
+
+    /// The record cache's counters.
+    public var recordCacheStatistics: RecordCacheStatistics { recordCache.statistics }
 
     private func readRecords(_ database: RocksDatabase, _ internalIDs: [Int64], snapshot: OpaquePointer?) throws(SteerError) -> [ItemRecord?] {
         let raws = try database.multiGet(.items, internalIDs.map(StoreKey.internalID), snapshot: snapshot)

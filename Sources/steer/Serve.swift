@@ -53,6 +53,10 @@ struct Serve: AsyncParsableCommand {
     var eventLoopThreads: Int?
     @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking, 0 = park at once (default 200). Env: STEER_WORKER_SPIN_US.")
     var workerSpinMicroseconds: Int?
+    @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 300). Env: STEER_LOOP_SPIN_US.")
+    var loopSpinMicroseconds: Int?
+    @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
+    var recordCacheMB: Int?
     @Option(name: .customLong("omp-threads-per-worker"), help: "OpenMP threads FAISS may use per request (default 1). Env: STEER_OMP_THREADS_PER_WORKER.")
     var ompThreadsPerWorker: Int?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
@@ -95,7 +99,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us",
         ]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -169,6 +173,9 @@ extension Serve {
             metric: metricValue,
             embeddingVersion: try source.string(embeddingVersion, env: "STEER_EMBEDDING_VERSION", key: "embedding_version"),
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
+        if let megabytes = try source.int(recordCacheMB, env: "STEER_RECORD_CACHE_MB", key: "record_cache_mb", range: 0...(1 << 20)) {
+            engineConfiguration.recordCacheBytes = megabytes << 20
+        }
         let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
         engineConfiguration.miniLMDirectory = minilmDirectory
         if let checkpointDirectory = try source.string(checkpoint, env: "STEER_CHECKPOINT", key: "checkpoint") {
@@ -208,6 +215,7 @@ extension Serve {
         serverConfiguration.adminToken = try source.string(adminToken, env: "STEER_ADMIN_TOKEN", key: "admin_token")
         serverConfiguration.openMPThreadsPerWorker = try source.int(ompThreadsPerWorker, env: "STEER_OMP_THREADS_PER_WORKER", key: "omp_threads_per_worker", range: 1...256) ?? 1
         serverConfiguration.workerSpinMicroseconds = try source.int(workerSpinMicroseconds, env: "STEER_WORKER_SPIN_US", key: "worker_spin_us", range: 0...100_000) ?? ServerConfiguration.defaultWorkerSpinMicroseconds
+        serverConfiguration.loopSpinMicroseconds = try source.int(loopSpinMicroseconds, env: "STEER_LOOP_SPIN_US", key: "loop_spin_us", range: 0...100_000) ?? ServerConfiguration.defaultLoopSpinMicroseconds
         serverConfiguration.metricsPort = try source.int(metricsPort, env: "STEER_METRICS_PORT", key: "metrics_port", range: 0...65535)
         switch (try source.string(tlsCert, env: "STEER_TLS_CERT", key: "tls_cert"), try source.string(tlsKey, env: "STEER_TLS_KEY", key: "tls_key")) {
         case (nil, nil):

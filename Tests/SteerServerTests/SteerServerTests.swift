@@ -144,6 +144,38 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         await server.stop()
     }
 
+    @Test(arguments: [0, 100_000])
+    func loopSpinAnswersTheOnlyRunningRequestWithTheSameResults(spin: Int) async throws {
+        // A generous spin time (100 ms) so that every lone search can be answered from the spin; with 0 the
+        // loop never spins. Either way each answer must be the exact one, in order.
+        let server = try await TestServer { $0.loopSpinMicroseconds = spin }
+        let connection = try server.connection()
+        let items = (0..<20).map { ClientItem(id: .int(Int64($0)), vector: [1, Float($0)], title: "item \($0)") }
+        _ = try SteerClient.check(try connection.roundTrip(RequestLine.upsert(items)))
+        for round in 0..<100 {
+            let k = 1 + round % 5
+            let answer = try SteerClient.check(try connection.roundTrip(RequestLine.search([0, 1], k: k)))
+            guard case .array(let hits)? = answer["hits"] else { throw SteerError(.internal, "no hits") }
+            let ids = hits.map { hit -> JSONValue? in if case .object(let object) = hit { object["id"] } else { nil } }
+            #expect(ids == (0..<k).map { JSONValue.int(Int64(19 - $0)) })
+            if case .object(let best)? = hits.first { #expect(best["title"] == .string("item 19")) }
+        }
+        let stats = try SteerClient.check(try connection.roundTrip(RequestLine.stats()))
+        guard case .object(let serverStats)? = stats["server"], case .object(let threads)? = serverStats["threads"],
+              case .int(let answered)? = threads["loop_spin_answered"], case .int(let gaveUp)? = threads["loop_spin_gave_up"] else {
+            throw SteerError(.internal, "stats has no server.threads.loop_spin_* counters")
+        }
+        #expect(threads["loop_spin_us"] == .int(Int64(spin)))
+        if spin == 0 {
+            #expect(answered == 0 && gaveUp == 0)
+        } else {
+            // 101 lone requests (the upsert is a write and never spins): nearly all are answered in the spin.
+            #expect(answered + gaveUp == 100)
+            #expect(answered > 0)
+        }
+        await server.stop()
+    }
+
     @Test func adminOperationsNeedTheToken() async throws {
         let server = try await TestServer { $0.adminToken = "s3cret" }
         let connection = try server.connection()
