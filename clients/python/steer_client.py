@@ -15,9 +15,26 @@ import json
 import socket
 import ssl
 import struct
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["SteerClient", "SteerError", "encode_vector_b64"]
+__all__ = ["Hits", "SteerClient", "SteerError", "encode_vector_b64"]
+
+
+class Hits(list):
+    """A search answer: a list of hits (dicts with `id`, `score`, `title`, `tags`) that also carries
+    what the response said about itself: `generation` (the index generation that answered), and, through
+    a router (`steer route`), `partial` and `missing_shards` when some shard did not answer."""
+
+    generation: str | None
+    partial: bool
+    missing_shards: list[int]
+
+    def __init__(self, hits: Iterable[dict], response: dict):
+        super().__init__(hits)
+        self.generation = response.get("generation")
+        self.partial = bool(response.get("partial", False))
+        self.missing_shards = list(response.get("missing_shards", []))
 
 
 class SteerError(Exception):
@@ -66,7 +83,7 @@ class SteerClient:
         finally:
             self._sock.close()
 
-    def __enter__(self) -> "SteerClient":
+    def __enter__(self) -> SteerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -139,25 +156,59 @@ class SteerClient:
     def get(self, ids: Sequence[int | str]) -> list[dict]:
         return self.request("get", ids=list(ids))["items"]
 
-    def search(self, vector: Sequence[float], k: int = 10, *, b64: bool = False, nprobe: int | None = None,
-               ef_search: int | None = None, tags_any: Sequence[str] | None = None,
-               tags_none: Sequence[str] | None = None) -> list[dict]:
-        fields: dict = {"k": k, "nprobe": nprobe, "ef_search": ef_search, "filter": self._filter(tags_any, tags_none)}
+    def search(
+        self,
+        vector: Sequence[float],
+        k: int = 10,
+        *,
+        b64: bool = False,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        tags_any: Sequence[str] | None = None,
+        tags_none: Sequence[str] | None = None,
+    ) -> Hits:
+        """The best `k` hits; `Hits.partial` tells whether every shard answered (through a router)."""
+        fields: dict = {
+            "k": k,
+            "nprobe": nprobe,
+            "ef_search": ef_search,
+            "filter": self._filter(tags_any, tags_none),
+        }
         if b64:
             fields["vector_b64"] = encode_vector_b64(vector)
         else:
             fields["vector"] = list(vector)
-        return self.request("search", **fields)["hits"]
+        response = self.request("search", **fields)
+        return Hits(response["hits"], response)
 
-    def search_batch(self, vectors: Sequence[Sequence[float]], k: int = 10, **options: Any) -> list[list[dict]]:
-        return self.request("search", vectors=[list(v) for v in vectors], k=k, **options)["results"]
+    def search_batch(self, vectors: Sequence[Sequence[float]], k: int = 10, **options: Any) -> list[Hits]:
+        """One `Hits` per vector, each carrying the response's `generation`/`partial`/`missing_shards`."""
+        response = self.request("search", vectors=[list(v) for v in vectors], k=k, **options)
+        return [Hits(hits, response) for hits in response["results"]]
 
-    def recommend(self, history: Sequence[int | str], prompt: str | None = None, k: int = 10, *,
-                  exclude_history: bool | None = None, constraints: str | None = None,
-                  tags_any: Sequence[str] | None = None, tags_none: Sequence[str] | None = None) -> dict:
+    def recommend(
+        self,
+        history: Sequence[int | str],
+        prompt: str | None = None,
+        k: int = 10,
+        *,
+        exclude_history: bool | None = None,
+        constraints: str | None = None,
+        tags_any: Sequence[str] | None = None,
+        tags_none: Sequence[str] | None = None,
+    ) -> dict:
         """Returns the whole response: `hits`, `clauses`, `unknown_history`."""
-        return self.request("recommend", history=list(history), prompt=prompt, k=k, exclude_history=exclude_history,
-                            constraints=constraints, filter=self._filter(tags_any, tags_none))
+        return self.request(
+            "recommend",
+            history=list(history),
+            prompt=prompt,
+            k=k,
+            exclude_history=exclude_history,
+            constraints=constraints,
+            filter=self._filter(tags_any, tags_none),
+        )
 
-    def encode(self, history: Sequence[int | str], prompt: str | None = None, constraints: str | None = None) -> list[float]:
+    def encode(
+        self, history: Sequence[int | str], prompt: str | None = None, constraints: str | None = None
+    ) -> list[float]:
         return self.request("encode", history=list(history), prompt=prompt, constraints=constraints)["vector"]

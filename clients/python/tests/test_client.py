@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from steer_client import SteerClient, SteerError, encode_vector_b64  # noqa: E402
+from steer_client import Hits, SteerClient, SteerError, encode_vector_b64
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN = "py-token"
@@ -25,7 +25,9 @@ TOKEN = "py-token"
 def steer_binary() -> str:
     path = os.environ.get("STEER_BIN") or str(REPO / ".build" / "debug" / "steer")
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"steer binary not found at {path}: build it (swift build) or set STEER_BIN", pytrace=False)
+        pytest.fail(
+            f"steer binary not found at {path}: build it (swift build) or set STEER_BIN", pytrace=False
+        )
     return path
 
 
@@ -33,9 +35,23 @@ def steer_binary() -> str:
 def server():
     directory = tempfile.mkdtemp(prefix="steer-py-")
     process = subprocess.Popen(
-        [steer_binary(), "serve", "--port", "0", "--data", os.path.join(directory, "data"), "--dimension", "3",
-         "--admin-token", TOKEN, "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            steer_binary(),
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            os.path.join(directory, "data"),
+            "--dimension",
+            "3",
+            "--admin-token",
+            TOKEN,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = process.stdout.readline().decode()
     if not line.startswith("listening on "):
         process.kill()
@@ -49,14 +65,21 @@ def server():
 
 
 def dot(a, b):
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def test_round_trip_of_every_operation(server):
     _, port = server
     rng = random.Random(1)
-    items = [{"id": i if i % 2 else f"s{i}", "vector": [rng.uniform(-1, 1) for _ in range(3)],
-              "tags": ["even"] if i % 2 == 0 else [], "title": f"t{i}"} for i in range(60)]
+    items = [
+        {
+            "id": i if i % 2 else f"s{i}",
+            "vector": [rng.uniform(-1, 1) for _ in range(3)],
+            "tags": ["even"] if i % 2 == 0 else [],
+            "title": f"t{i}",
+        }
+        for i in range(60)
+    ]
     with SteerClient(port=port, token=TOKEN) as steer:
         steer.ping()
         assert steer.upsert(items) == 60
@@ -64,11 +87,16 @@ def test_round_trip_of_every_operation(server):
         expected = sorted(items, key=lambda item: -dot(item["vector"], query))[:5]
         hits = steer.search(query, k=5)
         assert [hit["id"] for hit in hits] == [item["id"] for item in expected]
+        assert (
+            hits.generation == steer.stats()["generation"] and not hits.partial and hits.missing_shards == []
+        )
         assert math.isclose(hits[0]["score"], dot(expected[0]["vector"], query), rel_tol=1e-5)
         assert [hit["id"] for hit in steer.search(query, k=5, b64=True)] == [item["id"] for item in expected]
         even = steer.search(query, k=5, tags_any=["even"])
         assert all("even" in hit["tags"] for hit in even)
-        assert [[h["id"] for h in r] for r in steer.search_batch([query, query], k=2)] == [[e["id"] for e in expected[:2]]] * 2
+        assert [[h["id"] for h in r] for r in steer.search_batch([query, query], k=2)] == [
+            [e["id"] for e in expected[:2]]
+        ] * 2
         got = steer.get(["s0", 999])
         assert got[0]["title"] == "t0" and len(got) == 1
         rec = steer.recommend(["s0", 1, "ghost"], k=3)
@@ -92,7 +120,9 @@ def test_errors_carry_codes_and_the_connection_survives(server):
             steer.request("nope")
         assert error.value.code == "unknown_op"
         assert steer.send_raw(b"{broken")["error"]["code"] == "parse_error"
-        assert steer.send_raw(b'{"op":"search","vector":[1,NaN,2],"k":1}')["error"]["code"] == "invalid_request"
+        assert (
+            steer.send_raw(b'{"op":"search","vector":[1,NaN,2],"k":1}')["error"]["code"] == "invalid_request"
+        )
         steer.ping()
 
 
@@ -109,7 +139,9 @@ def test_sigterm_answers_what_was_sent_and_exits_zero(server):
     process, port = server
     with SteerClient(port=port, token=TOKEN) as steer:
         steer.upsert([{"id": 1, "vector": [1, 0, 0]}])
-        payload = b"".join(SteerClient._line({"id": i, "op": "search", "vector": [1, 0, 0], "k": 1}) for i in range(200))
+        payload = b"".join(
+            SteerClient._line({"id": i, "op": "search", "vector": [1, 0, 0], "k": 1}) for i in range(200)
+        )
         steer._sock.sendall(payload)
         process.send_signal(signal.SIGTERM)
         ids = [steer._read()["id"] for _ in range(200)]
@@ -119,3 +151,37 @@ def test_sigterm_answers_what_was_sent_and_exits_zero(server):
 
 def test_vector_b64_is_little_endian_float32():
     assert encode_vector_b64([1.0]) == "AACAPw=="
+
+
+def test_search_answers_keep_partial_and_missing_shards():
+    # A router's partial answer (docs/protocol.md "Through a router"), served by a one-shot fake server:
+    # search() and search_batch() must not drop what the response says about itself.
+    import socket
+    import threading
+
+    answers = [
+        b'{"ok":true,"hits":[{"id":1,"score":0.5}],"generation":"g2","partial":true,"missing_shards":[1,3]}\n',
+        b'{"ok":true,"results":[[{"id":2,"score":0.1}],[]],"generation":"g2","partial":true,"missing_shards":[0]}\n',
+    ]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        reader = connection.makefile("rb")
+        for answer in answers:
+            reader.readline()
+            connection.sendall(answer)
+        connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with SteerClient(port=port) as steer:
+        hits = steer.search([1.0, 0.0], k=1)
+        assert isinstance(hits, Hits) and hits == [{"id": 1, "score": 0.5}]
+        assert hits.partial and hits.missing_shards == [1, 3] and hits.generation == "g2"
+        batch = steer.search_batch([[1.0, 0.0], [0.0, 1.0]], k=1)
+        assert [list(h) for h in batch] == [[{"id": 2, "score": 0.1}], []]
+        assert all(h.partial and h.missing_shards == [0] for h in batch)
+    thread.join(timeout=5)
+    listener.close()
