@@ -235,7 +235,7 @@ def _write_results(
         "backbone": getattr(a, "backbone", None),
         "seed": getattr(a, "seed", None),
         "eval_seed": a.eval_seed,
-        "command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        "command": "steer-train " + " ".join(shlex.quote(x) for x in getattr(a, "argv", sys.argv[1:])),
         "commit": git_commit(),
         "machine": machine(),
         "seconds_total": secs,
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     tb.set_defaults(fn=cmd_table)
 
     a = p.parse_args(argv)
+    a.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=getattr(logging, str(a.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
