@@ -42,6 +42,8 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "os": platform.platform(),
+        # 1/5/15-minute load averages when the results were written (other jobs share the CPUs)
+        "loadavg_at_write": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
