@@ -42,6 +42,8 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "os": platform.platform(),
+        # 1/5/15-minute load averages when the results were written (other jobs share the CPUs)
+        "loadavg_at_write": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -75,6 +77,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch1", type=int, default=128)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument(
+        "--max-minutes1",
+        type=float,
+        default=0.0,
+        help="stage 1 time budget in minutes: stop after the epoch that exceeds it (0: no limit)",
+    )
     p.add_argument("--epochs2", type=int, default=6)
     p.add_argument("--epochs3", type=int, default=8)
     p.add_argument("--lr23", type=float, default=1e-3)
@@ -113,6 +121,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         sup_weight=a.sup_weight,
         max_samples=a.max_samples,
         progress=progress,
+        max_minutes1=getattr(a, "max_minutes1", 0.0),
     )
     return mc, tc
 
@@ -175,12 +184,48 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_run(a: argparse.Namespace) -> None:
     """Train and evaluate; writes a results JSON."""
     ds = load_dataset(a.dataset)
+    if a.backbone_only or not ds.prompt_tags():
+        if not a.backbone_only:
+            log.info("%s has no prompt tags: training and evaluating the backbone only", ds.name)
+        _run_backbone_only(a, ds)
+        return
     t0 = time.time()
     model, info = _train(a, ds)
     t1 = time.time()
     res = _evaluate(model, ds, a)
     info["seconds"]["evaluate"] = time.time() - t1
     _write_results(a, ds, info, res, time.time() - t0)
+
+
+def _run_backbone_only(a: argparse.Namespace, ds: Dataset) -> None:
+    """Stage 1 only, then the standard task (full ranking and the sampled anchor)."""
+    from steer_train.evaluate import evaluate_backbone
+    from steer_train.train import train_stage1
+
+    if a.out:
+        raise SystemExit("--out needs the prompt head: it is not available with a backbone-only run")
+    mc, tc = _configs(a, ds, progress=not a.no_progress)
+    split = leave_one_out(ds)
+    model = DPR.create(mc, a.seed)
+    log.info("%s; %s backbone only, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
+    t0 = time.time()
+    valid_log: list[tuple[int, float]] = []
+    l1 = train_stage1(model, split, tc, valid_log=valid_log)
+    t1 = time.time()
+    res = evaluate_backbone(model, split.test, seed=a.eval_seed, negatives=a.negatives)
+    t2 = time.time()
+    best = max(valid_log, key=lambda x: x[1]) if valid_log else None
+    info = {
+        "mode": "backbone-only",
+        "losses": {"stage1": l1},
+        "epochs1_run": len(l1),
+        "valid_ndcg@10": [[e, v] for e, v in valid_log],
+        "best_valid": {"epoch": best[0], "ndcg@10": best[1]} if best else None,
+        "seconds": {"stage1": t1 - t0, "evaluate": t2 - t1},
+        "model_config": mc.to_json(),
+        "train_config": tc.to_json(),
+    }
+    _write_results(a, ds, info, res, t2 - t0)
 
 
 def _write_results(
@@ -192,7 +237,7 @@ def _write_results(
         "backbone": getattr(a, "backbone", None),
         "seed": getattr(a, "seed", None),
         "eval_seed": a.eval_seed,
-        "command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        "command": "steer-train " + " ".join(shlex.quote(x) for x in getattr(a, "argv", sys.argv[1:])),
         "commit": git_commit(),
         "machine": machine(),
         "seconds_total": secs,
@@ -254,7 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--items", type=int, default=400)
     s.set_defaults(fn=cmd_synth)
 
-    ds_help = "ml-100k | ml-latest-small | ml-latest-small-tags | ml-1m | synth[:SEED] | generic:INTER,ITEMS"
+    ds_help = (
+        "ml-100k | ml-latest-small | ml-latest-small-tags | ml-1m | amazon-video-games | synth[:SEED] "
+        "| generic:INTER,ITEMS"
+    )
     t = sub.add_parser("train", help="train the three stages and write a checkpoint")
     t.add_argument("--dataset", required=True, help=ds_help)
     t.add_argument("--out", required=True, help="checkpoint directory")
@@ -266,6 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", default=None, help="also write the checkpoint here")
     r.add_argument("--results", default=None)
     r.add_argument("--eval-seed", type=int, default=0)
+    r.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="stage 1 only, standard task only (implied for data sets without tags)",
+    )
+    r.add_argument(
+        "--negatives", type=int, default=100, help="backbone-only: sampled negatives of the anchor metric"
+    )
     _model_args(r)
     r.set_defaults(fn=cmd_run)
 
@@ -293,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     tb.set_defaults(fn=cmd_table)
 
     a = p.parse_args(argv)
+    a.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=getattr(logging, str(a.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

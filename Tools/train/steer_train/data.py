@@ -428,6 +428,66 @@ def load_generic(interactions: str | Path, items: str | Path, name: str = "gener
     return _build(name, cat, events)
 
 
+# ---------------------------------------------------------------------------- SASRec's plain format
+
+
+def load_sasrec_txt(path: str | Path, name: str = "amazon-video-games") -> Dataset:
+    """SASRec's preprocessed files (e.g. ``Video.txt``): one ``user item`` pair per line, ids
+    1-based and contiguous, each user's lines together and in time order. No item metadata: items
+    get the title ``item N`` and no tags, so only the standard next-item task applies.
+    """
+    p = Path(path)
+    seqs: list[list[int]] = []
+    users: list[ItemId] = []
+    first_line: dict[int, int] = {}  # user -> line of their first interaction
+    pos: dict[tuple[int, int], int] = {}  # (user, item) -> line, for repeats
+    max_item = 0
+    seen_items: set[int] = set()
+    current = -1
+    for n, line in _lines(p, "utf-8"):
+        f = line.split()
+        if len(f) != 2:
+            raise DataError(f"{p}:{n}: expected 2 whitespace-separated fields 'user item', got {len(f)}")
+        u = _int(p, n, "user id", f[0])
+        i = _int(p, n, "item id", f[1])
+        if u < 1:
+            raise DataError(f"{p}:{n}: user id must be positive, got {u}")
+        if i < 1:
+            raise DataError(f"{p}:{n}: item id must be positive, got {i}")
+        if u != current:
+            if u in first_line:
+                raise DataError(
+                    f"{p}:{n}: user {u} appears again; their lines must be contiguous "
+                    f"(first seen on line {first_line[u]})"
+                )
+            first_line[u] = n
+            current = u
+            users.append(u)
+            seqs.append([])
+        if (u, i) in pos:
+            continue  # a repeated (user, item) keeps the first occurrence, as _build does
+        pos[(u, i)] = n
+        seqs[-1].append(i - 1)
+        seen_items.add(i)
+        max_item = max(max_item, i)
+    if not seqs:
+        raise DataError(f"{p}: no interactions")
+    if len(seen_items) != max_item:
+        missing = min(set(range(1, max_item + 1)) - seen_items)
+        raise DataError(
+            f"{p}: item ids must be contiguous 1..{max_item}, but {len(seen_items)} distinct ids "
+            f"appear (first missing: {missing})"
+        )
+    items = [Item(id=k, title=f"item {k}", tags=[]) for k in range(1, max_item + 1)]
+    order = sorted(range(len(users)), key=lambda k: int(users[k]))
+    return Dataset(
+        name=name,
+        items=items,
+        user_ids=[users[k] for k in order],
+        sequences=[seqs[k] for k in order],
+    )
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -442,7 +502,9 @@ def shared_data_dir() -> Path:
 
 def load_dataset(spec: str) -> Dataset:
     """``ml-100k``, ``ml-latest-small``, ``ml-latest-small-tags`` (user tags), ``ml-1m``,
-    ``synth[:seed]`` or ``generic:INTERACTIONS,ITEMS``; MovieLens names may be ``name=DIR``."""
+    ``amazon-video-games`` (SASRec's ``Video.txt``, no item metadata), ``synth[:seed]`` or
+    ``generic:INTERACTIONS,ITEMS``; named data sets may be ``name=PATH`` (a directory for MovieLens,
+    the file for ``amazon-video-games``)."""
     from steer_train.synth import SynthConfig, generate
 
     name, _, arg = spec.partition("=")
@@ -461,6 +523,8 @@ def load_dataset(spec: str) -> Dataset:
         return load_ml_latest_small(arg or base / "ml-latest-small", tags="user")
     if name == "ml-1m":
         return load_ml1m(arg or base / "ml-1m")
+    if name == "amazon-video-games":
+        return load_sasrec_txt(arg or base / "amazon-video-games-sasrec" / "Video.txt")
     raise ValueError(f"unknown dataset {spec!r}")
 
 

@@ -20,7 +20,8 @@ def write_table(results_dir: Path) -> str:
     for f in sorted(results_dir.glob("*.json")):
         doc: dict[str, Any] = json.loads(f.read_text())
         res = doc["results"]
-        for task in ("standard", "positive", "negative", "compound"):
+        # standard_sampled: backbone-only runs' anchor (target vs sampled negatives, not full ranking)
+        for task in ("standard", "standard_sampled", "positive", "negative", "compound"):
             if task not in res:
                 continue
             methods = res[task]["methods"]

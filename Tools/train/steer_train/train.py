@@ -53,6 +53,9 @@ class TrainConfig:
     sup_weight: float = 1.0
     max_samples: int = 0
     progress: bool = True
+    #: stage 1 stops after the epoch in which this many minutes have passed (0: no limit); the
+    #: stopping epoch is validated so the best checked weights are kept
+    max_minutes1: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,23 +105,37 @@ def user_vectors(model: DPR, histories: list[list[int]], batch: int = 512) -> to
 
 
 @torch.no_grad()
-def quick_ndcg(model: DPR, cases: list[EvalCase], n_items: int) -> float:
-    """NDCG@10 of the plain backbone over ``cases`` (full ranking, history excluded)."""
-    h = user_vectors(model, [c.history for c in cases])
-    scores = h @ model.backbone.base_table().T
-    for i, c in enumerate(cases):
-        scores[i, c.history] = -math.inf
-    tgt = torch.tensor([c.target for c in cases])
-    ts = scores[torch.arange(len(cases)), tgt]
-    rank = (scores > ts[:, None]).sum(1)
-    return float(torch.where(rank < 10, 1.0 / torch.log2(rank.float() + 2), 0.0).mean())
+def quick_ndcg(model: DPR, cases: list[EvalCase], n_items: int, batch: int = 2048) -> float:
+    """NDCG@10 of the plain backbone over ``cases`` (full ranking, history excluded); scored in
+    batches of ``batch`` cases so large catalogs do not need a ``[cases, items]`` matrix."""
+    if not cases:
+        return 0.0
+    table = model.backbone.base_table()
+    total = 0.0
+    for s in range(0, len(cases), batch):
+        part = cases[s : s + batch]
+        h = user_vectors(model, [c.history for c in part])
+        scores = h @ table.T
+        for i, c in enumerate(part):
+            scores[i, c.history] = -math.inf
+        tgt = torch.tensor([c.target for c in part])
+        ts = scores[torch.arange(len(part)), tgt]
+        rank = (scores > ts[:, None]).sum(1)
+        total += float(torch.where(rank < 10, 1.0 / torch.log2(rank.float() + 2), 0.0).sum())
+    return total / len(cases)
 
 
 def train_stage1(
-    model: DPR, split: Split, tc: TrainConfig, on_epoch: Callable[[int, float], None] | None = None
+    model: DPR,
+    split: Split,
+    tc: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+    valid_log: list[tuple[int, float]] | None = None,
 ) -> list[float]:
-    """Backbone next-item training; keeps the weights with the best validation NDCG@10."""
+    """Backbone next-item training; keeps the weights with the best validation NDCG@10.
+    ``valid_log`` receives (epoch, validation NDCG@10) for every check."""
     seed_all(tc.seed)
+    t0 = time.time()
     bb = model.backbone
     inp, tgt = windows(split.train, model.cfg.max_len)
     opt = torch.optim.Adam(bb.parameters(), lr=tc.lr1, weight_decay=tc.weight_decay1)
@@ -148,8 +165,17 @@ def train_stage1(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-        if valid and tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs1):
+        out_of_time = tc.max_minutes1 > 0 and time.time() - t0 >= 60 * tc.max_minutes1
+        if out_of_time:
+            log.info("stage 1: time budget of %g minutes reached after epoch %d", tc.max_minutes1, epoch + 1)
+        if (
+            valid
+            and tc.eval_every > 0
+            and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs1 or out_of_time)
+        ):
             nd = quick_ndcg(model, valid, model.cfg.n_items)
+            if valid_log is not None:
+                valid_log.append((epoch + 1, nd))
             log.info("stage 1 epoch %d: loss %.4f, valid NDCG@10 %.4f", epoch + 1, losses[-1], nd)
             if nd > best[0]:
                 best = (nd, copy.deepcopy(bb.state_dict()))
@@ -163,6 +189,8 @@ def train_stage1(
                         best[0],
                     )
                     break
+        if out_of_time:
+            break
     if best[0] >= 0:
         bb.load_state_dict(best[1])
     bb.eval()
