@@ -238,7 +238,7 @@ def _write_results(
         "seed": getattr(a, "seed", None),
         "eval_seed": a.eval_seed,
         "command": "steer-train " + " ".join(shlex.quote(x) for x in getattr(a, "argv", sys.argv[1:])),
-        "commit": git_commit(),
+        "commit": getattr(a, "commit", None) or git_commit(),
         "machine": machine(),
         "seconds_total": secs,
         **info,
@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
     a = p.parse_args(argv)
     a.argv = list(argv) if argv is not None else sys.argv[1:]
+    a.commit = git_commit()  # the code that runs, not HEAD when a long run ends
     logging.basicConfig(
         level=getattr(logging, str(a.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
