@@ -48,7 +48,7 @@ public struct ServerConfiguration: Sendable {
     /// without the cross-thread wake-up of the loop (~40 µs on a 2-core VM, docs/benchmarks.md); the spin
     /// stops at once when another request starts anywhere. Engine work never runs on the loop either way.
     public var loopSpinMicroseconds: Int = ServerConfiguration.defaultLoopSpinMicroseconds
-    public static let defaultLoopSpinMicroseconds = 300
+    public static let defaultLoopSpinMicroseconds = 500
     /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
     public var tls: TLSFiles?
 

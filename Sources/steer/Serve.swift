@@ -53,7 +53,7 @@ struct Serve: AsyncParsableCommand {
     var eventLoopThreads: Int?
     @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking, 0 = park at once (default 200). Env: STEER_WORKER_SPIN_US.")
     var workerSpinMicroseconds: Int?
-    @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 300). Env: STEER_LOOP_SPIN_US.")
+    @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 500). Env: STEER_LOOP_SPIN_US.")
     var loopSpinMicroseconds: Int?
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
