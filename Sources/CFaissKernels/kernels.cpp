@@ -750,6 +750,15 @@ const char* steer_kernels_replaced_symbol(size_t i) {
     return i < steer_kernels_replaced_count() ? kReplacedSymbols[i] : nullptr;
 }
 
+// MARK: - C API: direct kernels
+
+steer_kernels_pair_fn steer_kernels_pair_kernel(int inner_product) {
+#if STEER_HAVE_AVX2_CODE
+    if (!(current_mode() & kScalar)) return inner_product ? inner_product_avx2 : L2sqr_avx2;
+#endif
+    return inner_product ? inner_product_scalar : L2sqr_scalar;
+}
+
 // MARK: - C API: test wrappers
 
 float steer_kernels_fvec_L2sqr(steer_kernels_path path, const float* x, const float* y, size_t d) {

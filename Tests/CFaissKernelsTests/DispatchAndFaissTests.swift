@@ -62,6 +62,39 @@ import Testing
         #expect(initial == expected)
     }
 
+    /// The direct kernels (Steer's HNSW search and insertion call them without dispatch) are the ones the
+    /// dispatcher runs: bit-identical results for lengths 0 ... 67, unaligned, on both settings of the
+    /// scalar switch.
+    @Test func pairKernel_isTheDispatchedKernel() throws {
+        defer { steer_kernels_force_scalar(0) }
+        for forced in [Int32(1), 0] {
+            steer_kernels_force_scalar(forced)
+            let ip = try #require(steer_kernels_pair_kernel(1))
+            let l2 = try #require(steer_kernels_pair_kernel(0))
+            let explicit = forced == 1 || steer_kernels_cpu_has_avx2() == 0 ? STEER_KERNELS_PATH_SCALAR : STEER_KERNELS_PATH_AVX2
+            for n in 0...67 {
+                for kind in [InputKind.random, .cancelling] {
+                    let (x, y) = inputs(kind, count: n, salt: 77)
+                    let gx = GuardedBuffer(x, offset: 1 + n % 3), gy = GuardedBuffer(y, offset: 2)
+                    try gx.withPointer { px in
+                        try gy.withPointer { py in
+                            let direct = (ip(px, py, n), l2(px, py, n))
+                            let dispatched = (steer_kernels_fvec_inner_product(STEER_KERNELS_PATH_DISPATCH, px, py, n),
+                                              steer_kernels_fvec_L2sqr(STEER_KERNELS_PATH_DISPATCH, px, py, n))
+                            let chosen = (steer_kernels_fvec_inner_product(explicit, px, py, n),
+                                          steer_kernels_fvec_L2sqr(explicit, px, py, n))
+                            #expect(direct.0.bitPattern == dispatched.0.bitPattern, "ip n=\(n) forced=\(forced)")
+                            #expect(direct.1.bitPattern == dispatched.1.bitPattern, "l2 n=\(n) forced=\(forced)")
+                            #expect(direct.0.bitPattern == chosen.0.bitPattern, "ip n=\(n) forced=\(forced)")
+                            #expect(direct.1.bitPattern == chosen.1.bitPattern, "l2 n=\(n) forced=\(forced)")
+                            try #require(direct.0.isFinite && direct.1.isFinite)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Brute-force top-k in double precision: (distance, label) sorted best first.
     private func bruteForce(_ xb: [Float], _ query: ArraySlice<Float>, d: Int, k: Int, innerProduct: Bool) -> [(Double, Int64)] {
         let nb = xb.count / d

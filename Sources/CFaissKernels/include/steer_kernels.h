@@ -61,6 +61,18 @@ size_t steer_kernels_replaced_count(void);
 /// is out of range. Static string; do not free. Tests compare this list with the archive member.
 const char* steer_kernels_replaced_symbol(size_t i);
 
+// MARK: - Direct kernels
+
+/// A distance kernel for one pair of vectors x and y, each size d.
+typedef float (*steer_kernels_pair_fn)(const float* x, const float* y, size_t d);
+
+/// The kernel that faiss's `fvec_inner_product` (inner_product != 0) or `fvec_L2sqr` (0) runs now, for
+/// code that computes many distances in a row (Steer's HNSW search and insertion): fetch it once per
+/// call and invoke it directly. Its results are bit-identical to faiss's per-pair calls made at the same
+/// time, without the dispatch (and call counting) per pair. A fetch made after
+/// `steer_kernels_force_scalar` follows the new choice; a pointer fetched earlier keeps the old kernel.
+steer_kernels_pair_fn steer_kernels_pair_kernel(int inner_product);
+
 // MARK: - Test wrappers
 //
 // Each wrapper runs one kernel on the chosen path. They do not count calls and do not depend on the faiss
