@@ -18,6 +18,7 @@ SCRATCH=${SCRATCH:-.build}
 SPECS=${SPECS:-"HNSW32,efC100 IVF4096,Flat Flat"}
 HNSW_EF=${HNSW_EF:-"16 32 64 128"}
 IVF_NPROBE=${IVF_NPROBE:-"1 4 8 16 32"}
+REPEATS=${REPEATS:-3} # single-query passes per setting; the fastest counts (both sides)
 
 # Thread settings, chosen deliberately and recorded: one thread everywhere (single-query serving model,
 # and builds compared at equal threads); SkylakeX kernels for OpenBLAS, which does not recognise this CPU.
@@ -40,10 +41,10 @@ run() { echo "+ $*" >&2; "$@" | tee -a "$rows" >&2; }
 # Each configuration runs in its own process so peak memory and build time are its own.
 for spec in $SPECS; do
   pyspec=${spec%%,efC*}
-  args=(); pyargs=()
+  args=(--repeats "$REPEATS"); pyargs=(--repeats "$REPEATS")
   case $spec in
-    HNSW*) args=(--ef $HNSW_EF); pyargs=(--ef "${HNSW_EF// /,}" --efc 100) ;;
-    IVF*) args=(--nprobe $IVF_NPROBE); pyargs=(--nprobe "${IVF_NPROBE// /,}") ;;
+    HNSW*) args+=(--ef $HNSW_EF); pyargs+=(--ef "${HNSW_EF// /,}" --efc 100) ;;
+    IVF*) args+=(--nprobe $IVF_NPROBE); pyargs+=(--nprobe "${IVF_NPROBE// /,}") ;;
   esac
   run $BENCH run --data "$DATA" --spec "$spec" --kernels on "${args[@]}"
   run $BENCH run --data "$DATA" --spec "$spec" --kernels off "${args[@]}"
@@ -51,13 +52,13 @@ for spec in $SPECS; do
   run "$VENV/bin/python" Benchmarks/index/peers.py --data "$DATA" --label "pip faiss-cpu" --spec "$pyspec" "${pyargs[@]}"
 done
 
-SPECS=$SPECS HNSW_EF=$HNSW_EF /usr/bin/python3 - "$rows" "$OUT" "$N" "$D" <<'PY'
+SPECS=$SPECS HNSW_EF=$HNSW_EF REPEATS=$REPEATS /usr/bin/python3 - "$rows" "$OUT" "$N" "$D" <<'PY'
 import json, platform, subprocess, sys, os
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 out = {
-    "command": f"N={sys.argv[3]} D={sys.argv[4]} SPECS=\"{os.environ['SPECS']}\" HNSW_EF=\"{os.environ['HNSW_EF']}\" bash Benchmarks/index/run.sh",
+    "command": f"N={sys.argv[3]} D={sys.argv[4]} SPECS=\"{os.environ['SPECS']}\" HNSW_EF=\"{os.environ['HNSW_EF']}\" REPEATS={os.environ['REPEATS']} bash Benchmarks/index/run.sh",
     "load_average": {"start": os.environ.get("STEER_BENCH_LOAD_START"), "end": " ".join(f"{v:.2f}" for v in os.getloadavg())},
     "commit": commit,
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()},

@@ -56,10 +56,13 @@ import Testing
         steer_kernels_force_scalar(0)
         #expect(String(cString: steer_kernels_isa()) == initial)
         let compiled = steer_kernels_compiled_for_faiss() == 1
-        #expect(steer_kernels_active() == (compiled && initial == "avx2+fma" ? 1 : 0))
-        let envScalar = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"] == "scalar"
-        let expected = steer_kernels_cpu_has_avx2() == 1 && !envScalar ? "avx2+fma" : "scalar"
+        #expect(steer_kernels_active() == (compiled && initial != "scalar" ? 1 : 0))
+        let env = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"]
+        let expected = steer_kernels_cpu_has_avx2() == 0 || env == "scalar" ? "scalar"
+            : steer_kernels_cpu_has_avx512() == 1 && env != "avx2" ? "avx512" : "avx2+fma"
         #expect(initial == expected)
+        // AVX-512 only with AVX2 (the tier uses the AVX2 element-wise kernels).
+        #expect(steer_kernels_cpu_has_avx512() == 0 || steer_kernels_cpu_has_avx2() == 1)
     }
 
     /// The direct kernels (Steer's HNSW search and insertion call them without dispatch) are the ones the
@@ -71,7 +74,9 @@ import Testing
             steer_kernels_force_scalar(forced)
             let ip = try #require(steer_kernels_pair_kernel(1))
             let l2 = try #require(steer_kernels_pair_kernel(0))
-            let explicit = forced == 1 || steer_kernels_cpu_has_avx2() == 0 ? STEER_KERNELS_PATH_SCALAR : STEER_KERNELS_PATH_AVX2
+            let isa = String(cString: steer_kernels_isa())
+            let explicit = isa == "scalar" ? STEER_KERNELS_PATH_SCALAR : isa == "avx512" ? STEER_KERNELS_PATH_AVX512 : STEER_KERNELS_PATH_AVX2
+            #expect(forced == 0 || isa == "scalar")
             for n in 0...67 {
                 for kind in [InputKind.random, .cancelling] {
                     let (x, y) = inputs(kind, count: n, salt: 77)
