@@ -19,6 +19,7 @@
 #include <faiss/utils/random.h>
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -251,9 +252,12 @@ public:
     HnswInserter(faiss::HNSW& hnsw, RowDistance distance) : hnsw_(hnsw), distance_(distance) {}
 
     /// Links rows n0 ..< n0 + n, whose vectors are x (n rows) and are already in the storage.
-    void add(size_t n0, size_t n, const float* x, bool preset_levels) {
+    /// `prepared` runs once the level table and neighbour lists are sized, before any linking.
+    template <class Prepared>
+    void add(size_t n0, size_t n, const float* x, bool preset_levels, Prepared&& prepared) {
         if (n == 0) return;
         hnsw_.prepare_level_tab(n, preset_levels);
+        prepared();
         const size_t total = n0 + n;
         visited_.prepare(total);
 
@@ -466,11 +470,43 @@ private:
 
 void require(bool condition, const std::string& message);
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 // Linux 6.1
+#endif
+
+/// Asks the kernel to back the 2 MiB-aligned interior of [data, data + bytes) with transparent huge
+/// pages, now (MADV_COLLAPSE) and for pages faulted in later (MADV_HUGEPAGE). HNSW reads a few cache
+/// lines from random rows and neighbour lists spread over tens of MB: with 4 KiB pages nearly every such
+/// read also misses the TLB. Best effort: errors (older kernels, THP off, no memory) are ignored, and
+/// ranges already collapsed cost one page-table check per 2 MiB.
+void advise_huge_pages(const void* data, size_t bytes) {
+    constexpr uintptr_t huge = uintptr_t(2) << 20;
+    if (bytes < 2 * huge) return;
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(huge - 1);
+    if (end <= begin) return;
+    void* start = reinterpret_cast<void*>(begin);
+    (void)madvise(start, end - begin, MADV_HUGEPAGE);
+    (void)madvise(start, end - begin, MADV_COLLAPSE);
+}
+
+/// The large arrays an HNSW search or insertion reads at random: the Flat rows, the neighbour lists and
+/// their offsets.
+void advise_hnsw_huge_pages(const faiss::IndexHNSWFlat& index) {
+    if (const auto* storage = dynamic_cast<const faiss::IndexFlat*>(index.storage)) {
+        advise_huge_pages(storage->codes.data(), storage->codes.size());
+    }
+    const faiss::HNSW& graph = index.hnsw;
+    advise_huge_pages(graph.neighbors.data(), graph.neighbors.size() * sizeof(graph.neighbors[0]));
+    advise_huge_pages(graph.offsets.data(), graph.offsets.size() * sizeof(graph.offsets[0]));
+}
+
 /// IndexHNSWFlat::add with Steer's insertion when OpenMP runs one thread in this thread (the serving
 /// setting; the same graph as faiss's add would build there), else faiss's multi-threaded add.
 void hnsw_add(faiss::IndexHNSWFlat& index, int64_t n, const float* x) {
     if (omp_get_max_threads() != 1) {
         index.add(n, x);
+        advise_hnsw_huge_pages(index);
         return;
     }
     require(index.is_trained, "the HNSW index is not trained");
@@ -481,7 +517,7 @@ void hnsw_add(faiss::IndexHNSWFlat& index, int64_t n, const float* x) {
     index.ntotal = storage->ntotal;
     const bool preset_levels = index.hnsw.levels.size() == size_t(index.ntotal);
     HnswInserter inserter(index.hnsw, RowDistance(*storage, index.metric_type == faiss::METRIC_INNER_PRODUCT));
-    inserter.add(n0, size_t(n), x, preset_levels);
+    inserter.add(n0, size_t(n), x, preset_levels, [&] { advise_hnsw_huge_pages(index); });
 }
 
 
@@ -1213,6 +1249,7 @@ int steer_index_read(const char* path, uint64_t offset, uint64_t length, int map
                         fail(STEER_FAISS_CORRUPT, std::string(path) + ": label map has " + std::to_string(rows) +
                                                           " rows, HNSW graph has " + std::to_string(handle->hnsw->ntotal));
                     }
+                    advise_hnsw_huge_pages(*handle->hnsw);
                     handle->row_labels.assign(row_labels, row_labels + rows);
                     for (int64_t row = 0; row < rows; row++) {
                         int64_t label = row_labels[row];
