@@ -46,10 +46,11 @@ for spec in $SPECS; do
     HNSW*) args+=(--ef $HNSW_EF); pyargs+=(--ef "${HNSW_EF// /,}" --efc 100) ;;
     IVF*) args+=(--nprobe $IVF_NPROBE); pyargs+=(--nprobe "${IVF_NPROBE// /,}") ;;
   esac
+  # Steer and pip faiss-cpu (the target's reference) back to back, then the other two.
   run $BENCH run --data "$DATA" --spec "$spec" --kernels on "${args[@]}"
+  run "$VENV/bin/python" Benchmarks/index/peers.py --data "$DATA" --label "pip faiss-cpu" --spec "$pyspec" "${pyargs[@]}"
   run $BENCH run --data "$DATA" --spec "$spec" --kernels off "${args[@]}"
   run /usr/bin/python3 Benchmarks/index/peers.py --data "$DATA" --label "python3-faiss (Debian)" --spec "$pyspec" "${pyargs[@]}"
-  run "$VENV/bin/python" Benchmarks/index/peers.py --data "$DATA" --label "pip faiss-cpu" --spec "$pyspec" "${pyargs[@]}"
 done
 
 SPECS=$SPECS HNSW_EF=$HNSW_EF REPEATS=$REPEATS /usr/bin/python3 - "$rows" "$OUT" "$N" "$D" <<'PY'
