@@ -117,7 +117,7 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Build one index and print one JSON line per search setting.")
     @Option var data: String
     @Option var spec: String
-    @Option(help: "AVX2 faiss kernels: on or off (forced scalar).") var kernels = "on"
+    @Option(help: "faiss kernels: on (the default set: AVX-512 or AVX2) or off (forced scalar).") var kernels = "on"
     @Option(parsing: .upToNextOption) var ef: [Int] = []
     @Option(parsing: .upToNextOption) var nprobe: [Int] = []
     @Option var k = 10

@@ -479,10 +479,12 @@ STEER_AVX2 void PQ_dis_tables_dsub2_avx2(size_t d, size_t ksub, const float* cen
 
 // MARK: - AVX-512 reductions
 //
-// The widest tier: the five reductions (and the *_ny loops built on them) with 16-lane registers, four
-// accumulators over 64 floats per iteration, then 16 at a time, then one masked load for the last d % 16
-// (masked-off lanes read nothing and count as 0). The element-wise kernels stay AVX2 on this tier: they
-// are bound by loads and stores, not by vector width. Results differ from the other paths by rounding only.
+// An opt-in tier (STEER_FAISS_KERNELS=avx512): the five reductions (and the *_ny loops built on them)
+// with 16-lane registers, four accumulators over 64 floats per iteration, then 16 at a time, then one
+// masked load for the last d % 16 (masked-off lanes read nothing and count as 0). The element-wise
+// kernels stay AVX2 on this tier. Results differ from the other paths by rounding only. Not the default:
+// on this machine's CPU it measured the same as AVX2 for HNSW at 64-d, 4-10% slower for a 64-d Flat scan
+// (bandwidth-bound), and 7% faster for a cache-resident 768-d Flat scan (docs/benchmarks.md).
 
 #if STEER_HAVE_AVX2_CODE
 #define STEER_AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -567,7 +569,7 @@ constexpr unsigned kCounting = 4;
 constexpr unsigned kCpuHasAvx2 = 8;
 constexpr unsigned kDefaultScalar = 16;
 constexpr unsigned kCpuHasAvx512 = 32;
-constexpr unsigned kCapAvx2 = 64;
+constexpr unsigned kWantAvx512 = 64;
 
 /// Kernel tiers: scalar, AVX2+FMA, and AVX-512 reductions (with the AVX2 element-wise kernels).
 constexpr int kTierScalar = 0;
@@ -602,10 +604,10 @@ __attribute__((noinline)) unsigned resolve_mode() {
         const bool cpu_has_avx512 = detect_avx512();
         const char* env = std::getenv("STEER_FAISS_KERNELS");
         const bool env_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
-        const bool env_avx2 = env != nullptr && std::strcmp(env, "avx2") == 0;
+        const bool env_avx512 = env != nullptr && std::strcmp(env, "avx512") == 0;
         const bool default_scalar = !cpu_has_avx2 || env_scalar;
         g_mode.fetch_or(kResolved | (cpu_has_avx2 ? kCpuHasAvx2 : 0) | (cpu_has_avx512 ? kCpuHasAvx512 : 0) |
-                            (env_avx2 ? kCapAvx2 : 0) | (default_scalar ? kScalar | kDefaultScalar : 0),
+                            (env_avx512 ? kWantAvx512 : 0) | (default_scalar ? kScalar | kDefaultScalar : 0),
                         std::memory_order_acq_rel);
     });
     return g_mode.load(std::memory_order_acquire);
@@ -619,7 +621,7 @@ inline unsigned current_mode() {
 /// The tier the dispatcher runs for mode word m.
 inline int mode_tier(unsigned m) {
     if (m & kScalar) return kTierScalar;
-    return (m & kCpuHasAvx512) && !(m & kCapAvx2) ? kTierAvx512 : kTierAvx2;
+    return (m & kCpuHasAvx512) && (m & kWantAvx512) ? kTierAvx512 : kTierAvx2;
 }
 
 /// The dispatcher's choice for one faiss call; counts it when counting is on.

@@ -59,7 +59,7 @@ import Testing
         #expect(steer_kernels_active() == (compiled && initial != "scalar" ? 1 : 0))
         let env = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"]
         let expected = steer_kernels_cpu_has_avx2() == 0 || env == "scalar" ? "scalar"
-            : steer_kernels_cpu_has_avx512() == 1 && env != "avx2" ? "avx512" : "avx2+fma"
+            : steer_kernels_cpu_has_avx512() == 1 && env == "avx512" ? "avx512" : "avx2+fma"
         #expect(initial == expected)
         // AVX-512 only with AVX2 (the tier uses the AVX2 element-wise kernels).
         #expect(steer_kernels_cpu_has_avx512() == 0 || steer_kernels_cpu_has_avx2() == 1)

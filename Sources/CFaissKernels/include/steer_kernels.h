@@ -39,9 +39,9 @@ int steer_kernels_cpu_has_avx512(void);
 /// The kernel set the dispatcher uses now: "avx512" (AVX-512 reductions — L2sqr, inner product, L1,
 /// Linf, norm and their *_ny loops — with the AVX2+FMA element-wise kernels), "avx2+fma" or "scalar".
 /// Static string; do not free. faiss itself only calls the dispatcher when
-/// `steer_kernels_compiled_for_faiss()` is 1. The default is the widest set the CPU has; the
-/// environment variable `STEER_FAISS_KERNELS`, read when the kernels are first used, caps it:
-/// `avx2` (no AVX-512) or `scalar`.
+/// `steer_kernels_compiled_for_faiss()` is 1. The default is AVX2+FMA when the CPU has it; the
+/// environment variable `STEER_FAISS_KERNELS`, read when the kernels are first used, changes it:
+/// `scalar`, or `avx512` (opt-in, used only where the CPU has AVX-512F).
 const char* steer_kernels_isa(void);
 
 /// Forces the scalar kernels (on != 0) or returns to the default choice (on == 0; the environment
@@ -91,7 +91,8 @@ typedef enum {
     STEER_KERNELS_PATH_SCALAR = 1,
     /// The AVX2+FMA kernels; falls back to scalar when `steer_kernels_cpu_has_avx2()` is 0.
     STEER_KERNELS_PATH_AVX2 = 2,
-    /// The AVX-512 set (AVX-512 reductions, AVX2 element-wise kernels); falls back to AVX2 when
+    /// The AVX-512 set (AVX-512 reductions, AVX2 element-wise kernels; opt-in for faiss's calls, see
+    /// `steer_kernels_isa`); falls back to AVX2 when
     /// `steer_kernels_cpu_has_avx512()` is 0 (and to scalar without AVX2).
     STEER_KERNELS_PATH_AVX512 = 3,
 } steer_kernels_path;
