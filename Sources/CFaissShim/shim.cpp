@@ -1,6 +1,7 @@
 // CFaissShim: the C ABI over faiss 1.7.3 declared in steer_faiss.h. Every exported body runs inside
 // `guarded`, so no C++ exception crosses into Swift.
 #include "steer_faiss.h"
+#include "steer_kernels.h"
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
@@ -14,10 +15,14 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
+#include <faiss/utils/distances.h>
+#include <faiss/utils/random.h>
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -114,10 +119,11 @@ struct RowLabelSelector final : faiss::IDSelector {
 
 // MARK: - Per-thread visited marks for the HNSW search
 
-/// Epoch-stamped visited flags: clearing is one increment instead of an O(rows) fill.
+/// Epoch-stamped visited flags: clearing is one increment instead of an O(rows) fill, except once every
+/// 255 searches. One byte per row (as faiss's VisitedTable), so the marks of a few million rows stay in L2.
 struct VisitedMarks {
-    std::vector<uint32_t> marks;
-    uint32_t epoch = 0;
+    std::vector<uint8_t> marks;
+    uint8_t epoch = 0;
     void prepare(size_t rows) {
         if (marks.size() < rows) marks.resize(rows, 0);
         if (++epoch == 0) {
@@ -131,12 +137,389 @@ struct VisitedMarks {
         marks[size_t(row)] = epoch;
         return true;
     }
+    void prefetch(int64_t row) const { __builtin_prefetch(marks.data() + row); }
 };
 
 thread_local VisitedMarks tl_visited;
 
 /// (distance, row) with distance "smaller is better" (inner products negated).
 using Candidate = std::pair<float, int64_t>;
+
+// MARK: - Direct distances over Flat rows
+
+/// faiss's HNSW::neighbor_range, inline (libfaiss's is two out-of-line calls per expanded node).
+inline void neighbor_range(const faiss::HNSW& hnsw, int64_t node, int level, size_t* begin, size_t* end) {
+    const size_t o = hnsw.offsets[size_t(node)];
+    *begin = o + size_t(hnsw.cum_nneighbor_per_level[size_t(level)]);
+    *end = o + size_t(hnsw.cum_nneighbor_per_level[size_t(level) + 1]);
+}
+
+/// Prefetches the neighbour list of `node` at `level` (the next node a beam will expand).
+inline void prefetch_links(const faiss::HNSW& hnsw, int64_t node, int level) {
+    size_t begin, end;
+    neighbor_range(hnsw, node, level, &begin, &end);
+    const char* p = reinterpret_cast<const char*>(hnsw.neighbors.data() + begin);
+    const size_t bytes = (end - begin) * sizeof(faiss::HNSW::storage_idx_t);
+    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset);
+}
+
+/// The per-pair kernel faiss's Flat distance computers call now: inner product or squared L2.
+steer_kernels_pair_fn pair_kernel(bool inner_product) {
+    if (steer_kernels_compiled_for_faiss()) return steer_kernels_pair_kernel(inner_product ? 1 : 0);
+    return inner_product ? &faiss::fvec_inner_product : &faiss::fvec_L2sqr;
+}
+
+/// Distances from a query to the rows of a Flat storage, "smaller is better" (inner products negated):
+/// bit-identical to faiss's HNSW distance computer (the same kernel on the same operands, then the same
+/// negation), without its two virtual calls and the kernel dispatch per pair.
+struct RowDistance {
+    steer_kernels_pair_fn kernel;
+    const float* xb;
+    size_t d;
+    float sign;
+    const float* query = nullptr;
+
+    RowDistance(const faiss::IndexFlat& storage, bool inner_product)
+        : kernel(pair_kernel(inner_product)), xb(storage.get_xb()), d(size_t(storage.d)),
+          sign(inner_product ? -1.0f : 1.0f) {}
+
+    float operator()(int64_t row) const { return sign * kernel(query, xb + size_t(row) * d, d); }
+    /// faiss's `symmetric_dis(i, j)`: the distance between two stored rows.
+    float between(int64_t i, int64_t j) const { return sign * kernel(xb + size_t(j) * d, xb + size_t(i) * d, d); }
+    /// Asks for the first two cache lines of a row (the hardware streams the rest), so the rows of a
+    /// batch load in parallel. More lines per row measured slower: too many misses in flight.
+    void prefetch(int64_t row) const {
+        const char* p = reinterpret_cast<const char*>(xb + size_t(row) * d);
+        __builtin_prefetch(p);
+        if (d > 16) __builtin_prefetch(p + 64);
+    }
+};
+
+/// A binary heap over a reusable vector, with std::priority_queue's exact push/pop order (push_back +
+/// push_heap, pop_heap + pop_back): `top()` is the largest element under `Less`.
+template <class T, class Less = std::less<T>>
+struct ReusableHeap {
+    std::vector<T> items;
+    bool empty() const { return items.empty(); }
+    size_t size() const { return items.size(); }
+    const T& top() const { return items.front(); }
+    void clear() { items.clear(); }
+    template <class... Args>
+    void emplace(Args&&... args) {
+        items.emplace_back(std::forward<Args>(args)...);
+        std::push_heap(items.begin(), items.end(), Less());
+    }
+    void pop() {
+        std::pop_heap(items.begin(), items.end(), Less());
+        items.pop_back();
+    }
+};
+
+/// Per-thread buffers of the HNSW search, reused across queries.
+struct SearchScratch {
+    ReusableHeap<Candidate, std::greater<Candidate>> candidates; // nearest on top
+    ReusableHeap<Candidate> results;                              // farthest on top
+    std::vector<int64_t> ids;
+    std::vector<float> distances;
+    void reserve_neighbors(size_t count) {
+        if (ids.size() < count) {
+            ids.resize(count);
+            distances.resize(count);
+        }
+    }
+};
+
+thread_local SearchScratch tl_search_scratch;
+
+/// Rows inserted by `HnswInserter` since the process started (tests check that it ran).
+std::atomic<uint64_t> g_steer_inserted{0};
+
+/// Steer's HNSW insertion over faiss's graph, used for adds with one OpenMP thread. It runs faiss
+/// 1.7.3's `hnsw_add_vertices` as that function runs on one thread: levels drawn by
+/// `HNSW::prepare_level_tab`, points bucketed by level and shuffled with RandomGenerator(789), then per
+/// point the greedy descent, `search_neighbors_to_add`, the neighbour-list pruning and `add_link` in
+/// both directions, with the same heaps (std::priority_queue's order, faiss's comparators) and the same
+/// floating-point operations. So it builds the same graph bit for bit (a test compares the saved indexes).
+/// What differs is the cost: distances come straight from the Flat rows through the kernel pointer, each
+/// neighbour list's unvisited rows are prefetched and computed as one batch before the heap updates
+/// (which consume them in the original order), and there are no locks.
+class HnswInserter {
+public:
+    using storage_idx_t = faiss::HNSW::storage_idx_t;
+    using Closer = faiss::HNSW::NodeDistCloser;   // heap top: farthest
+    using Farther = faiss::HNSW::NodeDistFarther; // heap top: nearest
+
+    HnswInserter(faiss::HNSW& hnsw, RowDistance distance) : hnsw_(hnsw), distance_(distance) {}
+
+    /// Links rows n0 ..< n0 + n, whose vectors are x (n rows) and are already in the storage.
+    /// `prepared` runs once the level table and neighbour lists are sized, before any linking.
+    template <class Prepared>
+    void add(size_t n0, size_t n, const float* x, bool preset_levels, Prepared&& prepared) {
+        if (n == 0) return;
+        hnsw_.prepare_level_tab(n, preset_levels);
+        prepared();
+        const size_t total = n0 + n;
+        visited_.prepare(total);
+
+        std::vector<int> hist;
+        std::vector<storage_idx_t> order(n);
+        for (size_t i = 0; i < n; i++) {
+            const int pt_level = hnsw_.levels[n0 + i] - 1;
+            while (pt_level >= int(hist.size())) hist.push_back(0);
+            hist[size_t(pt_level)]++;
+        }
+        std::vector<size_t> offsets(hist.size() + 1, 0);
+        for (size_t i = 0; i + 1 < hist.size(); i++) offsets[i + 1] = offsets[i] + size_t(hist[i]);
+        for (size_t i = 0; i < n; i++) {
+            const int pt_level = hnsw_.levels[n0 + i] - 1;
+            order[offsets[size_t(pt_level)]++] = storage_idx_t(n0 + i);
+        }
+
+        faiss::RandomGenerator rng(789);
+        size_t i1 = n;
+        for (int pt_level = int(hist.size()) - 1; pt_level >= 0; pt_level--) {
+            const size_t i0 = i1 - size_t(hist[size_t(pt_level)]);
+            for (size_t j = i0; j < i1; j++) std::swap(order[j], order[j + size_t(rng.rand_int(int(i1 - j)))]);
+            for (size_t i = i0; i < i1; i++) {
+                const storage_idx_t pt_id = order[i];
+                distance_.query = x + size_t(pt_id - storage_idx_t(n0)) * distance_.d;
+                insert(pt_id, hnsw_.levels[size_t(pt_id)] - 1);
+            }
+            i1 = i0;
+        }
+        g_steer_inserted.fetch_add(n, std::memory_order_relaxed);
+    }
+
+private:
+    faiss::HNSW& hnsw_;
+    RowDistance distance_;
+    VisitedMarks visited_;
+    std::vector<storage_idx_t> batch_ids_;
+    std::vector<float> batch_distances_;
+    ReusableHeap<Farther> candidates_;
+    ReusableHeap<Closer> link_targets_;
+    ReusableHeap<Closer> link_heap_;
+    ReusableHeap<Farther> shrink_input_;
+    std::vector<Farther> shrink_output_;
+    std::vector<storage_idx_t> linked_;
+
+    /// faiss's add_with_locks on one thread.
+    void insert(storage_idx_t pt_id, int pt_level) {
+        storage_idx_t nearest = hnsw_.entry_point;
+        if (nearest == -1) {
+            hnsw_.max_level = pt_level;
+            hnsw_.entry_point = pt_id;
+            return;
+        }
+        int level = hnsw_.max_level;
+        float d_nearest = distance_(nearest);
+        for (; level > pt_level; level--) greedy_update_nearest(level, nearest, d_nearest);
+        for (; level >= 0; level--) add_links_starting_from(pt_id, nearest, d_nearest, level);
+        if (pt_level > hnsw_.max_level) {
+            hnsw_.max_level = pt_level;
+            hnsw_.entry_point = pt_id;
+        }
+    }
+
+    /// The neighbours of `node` at `level` that `keep` accepts, into batch_ids_, prefetched; returns
+    /// their count. Stops at the first -1 as faiss does.
+    template <class Keep>
+    size_t gather(storage_idx_t node, int level, Keep&& keep) {
+        size_t begin, end;
+        neighbor_range(hnsw_, node, level, &begin, &end);
+        if (batch_ids_.size() < end - begin + 1) {
+            batch_ids_.resize(end - begin + 1);
+            batch_distances_.resize(end - begin + 1);
+        }
+        const storage_idx_t* links = hnsw_.neighbors.data();
+        size_t count = 0;
+        for (size_t j = begin; j < end; j++) {
+            const storage_idx_t v = links[j];
+            if (v < 0) break;
+            if (!keep(v)) continue;
+            batch_ids_[count++] = v;
+            distance_.prefetch(v);
+        }
+        for (size_t i = 0; i < count; i++) batch_distances_[i] = distance_(batch_ids_[i]);
+        return count;
+    }
+
+    void greedy_update_nearest(int level, storage_idx_t& nearest, float& d_nearest) {
+        for (;;) {
+            const storage_idx_t previous = nearest;
+            const size_t count = gather(nearest, level, [](storage_idx_t) { return true; });
+            for (size_t i = 0; i < count; i++) {
+                if (batch_distances_[i] < d_nearest) {
+                    nearest = batch_ids_[i];
+                    d_nearest = batch_distances_[i];
+                }
+            }
+            if (nearest == previous) return;
+        }
+    }
+
+    /// faiss's search_neighbors_to_add: the efConstruction nearest rows found from the entry point.
+    void search_neighbors_to_add(ReusableHeap<Closer>& results, storage_idx_t entry, float d_entry, int level) {
+        const size_t ef = size_t(hnsw_.efConstruction);
+        candidates_.clear();
+        candidates_.emplace(d_entry, entry);
+        results.emplace(d_entry, entry);
+        visited_.prepare(0);
+        visited_.visit(entry);
+        while (!candidates_.empty()) {
+            const Farther current = candidates_.top();
+            if (current.d > results.top().d) break;
+            candidates_.pop();
+            const size_t count = gather(current.id, level, [&](storage_idx_t v) { return visited_.visit(v); });
+            for (size_t i = 0; i < count; i++) {
+                const float dis = batch_distances_[i];
+                const storage_idx_t v = batch_ids_[i];
+                if (results.size() < ef || results.top().d > dis) {
+                    results.emplace(dis, v);
+                    candidates_.emplace(dis, v);
+                    if (results.size() > ef) results.pop();
+                }
+            }
+            if (!candidates_.empty()) prefetch_links(hnsw_, candidates_.top().id, level);
+        }
+    }
+
+    /// faiss's HNSW::shrink_neighbor_list: nearest first, keep a row unless a kept row is closer to it
+    /// than the query is.
+    void shrink_list(ReusableHeap<Farther>& input, std::vector<Farther>& output, size_t max_size) {
+        while (!input.empty()) {
+            const Farther v1 = input.top();
+            input.pop();
+            bool good = true;
+            for (const Farther& v2 : output) {
+                if (distance_.between(v2.id, v1.id) < v1.d) {
+                    good = false;
+                    break;
+                }
+            }
+            if (good) {
+                output.push_back(v1);
+                if (output.size() >= max_size) return;
+            }
+        }
+    }
+
+    /// faiss's static shrink_neighbor_list over a farthest-on-top heap.
+    void shrink_neighbor_list(ReusableHeap<Closer>& result_set, size_t max_size) {
+        if (result_set.size() < max_size) return;
+        shrink_input_.clear();
+        shrink_output_.clear();
+        while (!result_set.empty()) {
+            shrink_input_.emplace(result_set.top().d, result_set.top().id);
+            result_set.pop();
+        }
+        shrink_list(shrink_input_, shrink_output_, max_size);
+        for (const Farther& kept : shrink_output_) result_set.emplace(kept.d, kept.id);
+    }
+
+    /// faiss's add_link: a free slot if there is one, else prune src's list together with dest.
+    void add_link(storage_idx_t src, storage_idx_t dest, int level) {
+        size_t begin, end;
+        neighbor_range(hnsw_, src, level, &begin, &end);
+        storage_idx_t* links = hnsw_.neighbors.data();
+        if (links[end - 1] == -1) {
+            size_t i = end;
+            while (i > begin) {
+                if (links[i - 1] != -1) break;
+                i--;
+            }
+            links[i] = dest;
+            return;
+        }
+        const size_t count = end - begin;
+        if (batch_ids_.size() < count + 1) {
+            batch_ids_.resize(count + 1);
+            batch_distances_.resize(count + 1);
+        }
+        batch_ids_[0] = dest;
+        for (size_t i = 0; i < count; i++) batch_ids_[i + 1] = links[begin + i];
+        for (size_t i = 0; i <= count; i++) distance_.prefetch(batch_ids_[i]);
+        for (size_t i = 0; i <= count; i++) batch_distances_[i] = distance_.between(src, batch_ids_[i]);
+        link_heap_.clear();
+        for (size_t i = 0; i <= count; i++) link_heap_.emplace(batch_distances_[i], batch_ids_[i]);
+        shrink_neighbor_list(link_heap_, count);
+        size_t i = begin;
+        while (!link_heap_.empty()) {
+            links[i++] = link_heap_.top().id;
+            link_heap_.pop();
+        }
+        while (i < end) links[i++] = -1;
+    }
+
+    /// faiss's add_links_starting_from: link pt_id at `level` to its pruned efConstruction neighbours,
+    /// and them back to it.
+    void add_links_starting_from(storage_idx_t pt_id, storage_idx_t nearest, float d_nearest, int level) {
+        link_targets_.clear();
+        search_neighbors_to_add(link_targets_, nearest, d_nearest, level);
+        shrink_neighbor_list(link_targets_, size_t(hnsw_.nb_neighbors(level)));
+        linked_.clear();
+        while (!link_targets_.empty()) {
+            const storage_idx_t other = link_targets_.top().id;
+            add_link(pt_id, other, level);
+            linked_.push_back(other);
+            link_targets_.pop();
+        }
+        for (storage_idx_t other : linked_) add_link(other, pt_id, level);
+    }
+};
+
+void require(bool condition, const std::string& message);
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 // Linux 6.1
+#endif
+
+/// Asks the kernel to back the 2 MiB-aligned interior of [data, data + bytes) with transparent huge
+/// pages, now (MADV_COLLAPSE) and for pages faulted in later (MADV_HUGEPAGE). HNSW reads a few cache
+/// lines from random rows and neighbour lists spread over tens of MB: with 4 KiB pages nearly every such
+/// read also misses the TLB. Best effort: errors (older kernels, THP off, no memory) are ignored, and
+/// ranges already collapsed cost one page-table check per 2 MiB.
+void advise_huge_pages(const void* data, size_t bytes) {
+    constexpr uintptr_t huge = uintptr_t(2) << 20;
+    if (bytes < 2 * huge) return;
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(huge - 1);
+    if (end <= begin) return;
+    void* start = reinterpret_cast<void*>(begin);
+    (void)madvise(start, end - begin, MADV_HUGEPAGE);
+    (void)madvise(start, end - begin, MADV_COLLAPSE);
+}
+
+/// The large arrays an HNSW search or insertion reads at random: the Flat rows, the neighbour lists and
+/// their offsets.
+void advise_hnsw_huge_pages(const faiss::IndexHNSWFlat& index) {
+    if (const auto* storage = dynamic_cast<const faiss::IndexFlat*>(index.storage)) {
+        advise_huge_pages(storage->codes.data(), storage->codes.size());
+    }
+    const faiss::HNSW& graph = index.hnsw;
+    advise_huge_pages(graph.neighbors.data(), graph.neighbors.size() * sizeof(graph.neighbors[0]));
+    advise_huge_pages(graph.offsets.data(), graph.offsets.size() * sizeof(graph.offsets[0]));
+}
+
+/// IndexHNSWFlat::add with Steer's insertion when OpenMP runs one thread in this thread (the serving
+/// setting; the same graph as faiss's add would build there), else faiss's multi-threaded add.
+void hnsw_add(faiss::IndexHNSWFlat& index, int64_t n, const float* x) {
+    if (omp_get_max_threads() != 1) {
+        index.add(n, x);
+        advise_hnsw_huge_pages(index);
+        return;
+    }
+    require(index.is_trained, "the HNSW index is not trained");
+    auto* storage = dynamic_cast<faiss::IndexFlat*>(index.storage);
+    require(storage != nullptr, "HNSW storage must be Flat");
+    const size_t n0 = size_t(index.ntotal);
+    storage->add(n, x);
+    index.ntotal = storage->ntotal;
+    const bool preset_levels = index.hnsw.levels.size() == size_t(index.ntotal);
+    HnswInserter inserter(index.hnsw, RowDistance(*storage, index.metric_type == faiss::METRIC_INNER_PRODUCT));
+    inserter.add(n0, size_t(n), x, preset_levels, [&] { advise_hnsw_huge_pages(index); });
+}
+
 
 /// The best `k` (distance, label) pairs, kept as a max-heap on distance.
 struct BestK {
@@ -286,7 +669,7 @@ struct steer_index {
     /// `ef` on level 0. Tombstoned and disallowed rows are traversed but never returned; the beam
     /// keeps exploring until it holds `ef` acceptable rows, so k live results come back whenever the
     /// graph reaches k of them. Falls back to an exact scan when it does not.
-    void hnsw_search_one(faiss::DistanceComputer& dc, const float* query, size_t k, size_t ef,
+    void hnsw_search_one(RowDistance& distance, const float* query, size_t k, size_t ef,
                          const SortedLabels& allowed, float* scores, int64_t* labels) const {
         const faiss::HNSW& graph = hnsw->hnsw;
         const int64_t rows = hnsw->ntotal;
@@ -295,12 +678,30 @@ struct steer_index {
             best.write(scores, labels, k);
             return;
         }
-        const float s = sign();
-        dc.set_query(query);
-        auto distance = [&](int64_t row) { return s * dc(row); };
+        distance.query = query;
         auto acceptable = [&](int64_t row) {
             int64_t label = row_labels[size_t(row)];
             return label >= 0 && (!allowed.active() || allowed.contains(label));
+        };
+        SearchScratch& scratch = tl_search_scratch;
+        VisitedMarks& visited = tl_visited;
+        const faiss::HNSW::storage_idx_t* links = graph.neighbors.data();
+        // The neighbours of `node` at `level` that `keep` accepts, prefetched, then their distances as
+        // one batch (the heap updates below consume them in list order, as a one-by-one loop would).
+        auto gather = [&](int64_t node, int level, auto&& keep) {
+            size_t begin, end;
+            neighbor_range(graph, node, level, &begin, &end);
+            scratch.reserve_neighbors(end - begin);
+            size_t count = 0;
+            for (size_t j = begin; j < end; j++) {
+                const int64_t next = links[j];
+                if (next < 0) break;
+                if (!keep(next)) continue;
+                scratch.ids[count++] = next;
+                distance.prefetch(next);
+            }
+            for (size_t i = 0; i < count; i++) scratch.distances[i] = distance(scratch.ids[i]);
+            return count;
         };
 
         int64_t current = graph.entry_point;
@@ -309,26 +710,23 @@ struct steer_index {
             bool improved = true;
             while (improved) {
                 improved = false;
-                size_t begin, end;
-                graph.neighbor_range(current, level, &begin, &end);
-                for (size_t j = begin; j < end; j++) {
-                    int64_t next = graph.neighbors[j];
-                    if (next < 0) break;
-                    float d = distance(next);
-                    if (d < current_distance) {
-                        current_distance = d;
-                        current = next;
+                const size_t count = gather(current, level, [](int64_t) { return true; });
+                for (size_t i = 0; i < count; i++) {
+                    if (scratch.distances[i] < current_distance) {
+                        current_distance = scratch.distances[i];
+                        current = scratch.ids[i];
                         improved = true;
                     }
                 }
             }
         }
 
-        VisitedMarks& visited = tl_visited;
         visited.prepare(size_t(rows));
         int64_t visited_count = 1;
-        std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> candidates;
-        std::priority_queue<Candidate> results; // max-heap of acceptable rows, at most ef
+        auto& candidates = scratch.candidates;
+        auto& results = scratch.results; // acceptable rows, at most ef
+        candidates.clear();
+        results.clear();
         visited.visit(current);
         candidates.emplace(current_distance, current);
         if (acceptable(current)) results.emplace(current_distance, current);
@@ -337,13 +735,13 @@ struct steer_index {
             if (results.size() >= ef && top.first > results.top().first) break;
             candidates.pop();
             size_t begin, end;
-            graph.neighbor_range(top.second, 0, &begin, &end);
-            for (size_t j = begin; j < end; j++) {
-                int64_t next = graph.neighbors[j];
-                if (next < 0) break;
-                if (!visited.visit(next)) continue;
-                visited_count++;
-                float d = distance(next);
+            neighbor_range(graph, top.second, 0, &begin, &end);
+            for (size_t j = begin; j < end && links[j] >= 0; j++) visited.prefetch(links[j]);
+            const size_t count = gather(top.second, 0, [&](int64_t row) { return visited.visit(row); });
+            visited_count += int64_t(count);
+            for (size_t i = 0; i < count; i++) {
+                const float d = scratch.distances[i];
+                const int64_t next = scratch.ids[i];
                 if (results.size() < ef || d < results.top().first) {
                     candidates.emplace(d, next);
                     if (acceptable(next)) {
@@ -352,6 +750,7 @@ struct steer_index {
                     }
                 }
             }
+            if (!candidates.empty()) prefetch_links(graph, candidates.top().second, 0);
         }
 
         if (results.size() < k && visited_count < rows) {
@@ -430,6 +829,7 @@ struct steer_index {
         // HNSW, or a small allowed set on Flat: one distance computer per call (they are not
         // thread-safe), queries one after another (concurrency comes from concurrent calls).
         std::unique_ptr<faiss::DistanceComputer> dc(flat_storage()->get_distance_computer());
+        RowDistance distance(*flat_storage(), metric == STEER_METRIC_INNER_PRODUCT);
         const size_t ef = std::max(size_t(std::max<int64_t>(params.ef_search, 1)), uk);
         for (int64_t q = 0; q < n; q++) {
             const float* query = queries + size_t(q) * size_t(dimension);
@@ -438,7 +838,7 @@ struct steer_index {
             if (small_filter) {
                 exact_allowed_one(*dc, query, uk, allowed, row_scores, row_labels_out);
             } else {
-                hnsw_search_one(*dc, query, uk, ef, allowed, row_scores, row_labels_out);
+                hnsw_search_one(distance, query, uk, ef, allowed, row_scores, row_labels_out);
             }
         }
     }
@@ -520,7 +920,7 @@ struct steer_index {
             for (int64_t label : replaced) tombstone(label);
             int64_t first = hnsw->ntotal;
             row_labels.reserve(size_t(first + n));
-            hnsw->add(n, vectors);
+            hnsw_add(*hnsw, n, vectors);
             for (int64_t i = 0; i < n; i++) {
                 row_labels.push_back(labels[i]);
                 label_rows[labels[i]] = first + i;
@@ -596,7 +996,7 @@ struct steer_index {
         auto rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), m, index->metric_type);
         rebuilt->hnsw.efConstruction = hnsw->hnsw.efConstruction;
         rebuilt->hnsw.efSearch = hnsw->hnsw.efSearch;
-        if (!labels.empty()) rebuilt->add(idx_t(labels.size()), vectors.data());
+        if (!labels.empty()) hnsw_add(*rebuilt, idx_t(labels.size()), vectors.data());
         hnsw = rebuilt.get();
         index = std::move(rebuilt);
         row_labels = std::move(labels);
@@ -849,6 +1249,7 @@ int steer_index_read(const char* path, uint64_t offset, uint64_t length, int map
                         fail(STEER_FAISS_CORRUPT, std::string(path) + ": label map has " + std::to_string(rows) +
                                                           " rows, HNSW graph has " + std::to_string(handle->hnsw->ntotal));
                     }
+                    advise_hnsw_huge_pages(*handle->hnsw);
                     handle->row_labels.assign(row_labels, row_labels + rows);
                     for (int64_t row = 0; row < rows; row++) {
                         int64_t label = row_labels[row];
@@ -917,6 +1318,27 @@ int steer_test_faiss_hnsw_search(const steer_index* index, int64_t n, const floa
         }
     });
 }
+
+int steer_test_hnsw_add_with_faiss(steer_index* index, int64_t n, const float* vectors, const int64_t* labels,
+                                   char** error) {
+    return guarded(error, [&] {
+        require(index->family == STEER_FAMILY_HNSW, "not an HNSW index");
+        require(n >= 0, "negative vector count");
+        struct RestoreThreads {
+            int threads;
+            ~RestoreThreads() { omp_set_num_threads(threads); }
+        } restore{omp_get_max_threads()};
+        omp_set_num_threads(1);
+        const int64_t first = index->hnsw->ntotal;
+        index->hnsw->add(n, vectors);
+        for (int64_t i = 0; i < n; i++) {
+            index->row_labels.push_back(labels[i]);
+            index->label_rows[labels[i]] = first + i;
+        }
+    });
+}
+
+uint64_t steer_test_hnsw_steer_inserted(void) { return g_steer_inserted.load(std::memory_order_relaxed); }
 
 int steer_test_idmap2_search_with_params(const steer_index* index, const float* query, int64_t k,
                                          const int64_t* allowed, int64_t allowed_count, char** error) {

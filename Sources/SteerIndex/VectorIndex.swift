@@ -348,6 +348,24 @@ public final class VectorIndex: @unchecked Sendable {
         }
     }
 
+    /// Test hook: adds new, distinct labels through faiss's own IndexHNSW::add on one OpenMP thread (the
+    /// reference for Steer's insertion, which `add` uses when OpenMP runs one thread).
+    func faissReferenceHNSWAdd(_ vectors: [Float], labels: [Int64]) throws(SteerError) {
+        let prepared = try prepare(vectors, field: "vectors")
+        try lock.withWriteLock { () throws(SteerError) in
+            var error: UnsafeMutablePointer<CChar>?
+            let status = prepared.withUnsafeBufferPointer { v in
+                labels.withUnsafeBufferPointer { l in
+                    steer_test_hnsw_add_with_faiss(handle, Int64(labels.count), v.baseAddress, l.baseAddress, &error)
+                }
+            }
+            try Native.check(status, error, "reference HNSW add")
+        }
+    }
+
+    /// Test hook: rows linked by Steer's HNSW insertion in this process so far.
+    static var steerInsertedRows: UInt64 { steer_test_hnsw_steer_inserted() }
+
     /// Test hook: IndexIDMap2::search with SearchParameters (rejected by faiss 1.7.3).
     func faissNaiveIDMap2Search(_ query: [Float], k: Int, allowed: AllowedLabels) throws(SteerError) {
         try lock.withReadLock { () throws(SteerError) in

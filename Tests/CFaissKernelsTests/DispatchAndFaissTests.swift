@@ -56,10 +56,48 @@ import Testing
         steer_kernels_force_scalar(0)
         #expect(String(cString: steer_kernels_isa()) == initial)
         let compiled = steer_kernels_compiled_for_faiss() == 1
-        #expect(steer_kernels_active() == (compiled && initial == "avx2+fma" ? 1 : 0))
-        let envScalar = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"] == "scalar"
-        let expected = steer_kernels_cpu_has_avx2() == 1 && !envScalar ? "avx2+fma" : "scalar"
+        #expect(steer_kernels_active() == (compiled && initial != "scalar" ? 1 : 0))
+        let env = ProcessInfo.processInfo.environment["STEER_FAISS_KERNELS"]
+        let expected = steer_kernels_cpu_has_avx2() == 0 || env == "scalar" ? "scalar"
+            : steer_kernels_cpu_has_avx512() == 1 && env == "avx512" ? "avx512" : "avx2+fma"
         #expect(initial == expected)
+        // AVX-512 only with AVX2 (the tier uses the AVX2 element-wise kernels).
+        #expect(steer_kernels_cpu_has_avx512() == 0 || steer_kernels_cpu_has_avx2() == 1)
+    }
+
+    /// The direct kernels (Steer's HNSW search and insertion call them without dispatch) are the ones the
+    /// dispatcher runs: bit-identical results for lengths 0 ... 67, unaligned, on both settings of the
+    /// scalar switch.
+    @Test func pairKernel_isTheDispatchedKernel() throws {
+        defer { steer_kernels_force_scalar(0) }
+        for forced in [Int32(1), 0] {
+            steer_kernels_force_scalar(forced)
+            let ip = try #require(steer_kernels_pair_kernel(1))
+            let l2 = try #require(steer_kernels_pair_kernel(0))
+            let isa = String(cString: steer_kernels_isa())
+            let explicit = isa == "scalar" ? STEER_KERNELS_PATH_SCALAR : isa == "avx512" ? STEER_KERNELS_PATH_AVX512 : STEER_KERNELS_PATH_AVX2
+            #expect(forced == 0 || isa == "scalar")
+            for n in 0...67 {
+                for kind in [InputKind.random, .cancelling] {
+                    let (x, y) = inputs(kind, count: n, salt: 77)
+                    let gx = GuardedBuffer(x, offset: 1 + n % 3), gy = GuardedBuffer(y, offset: 2)
+                    try gx.withPointer { px in
+                        try gy.withPointer { py in
+                            let direct = (ip(px, py, n), l2(px, py, n))
+                            let dispatched = (steer_kernels_fvec_inner_product(STEER_KERNELS_PATH_DISPATCH, px, py, n),
+                                              steer_kernels_fvec_L2sqr(STEER_KERNELS_PATH_DISPATCH, px, py, n))
+                            let chosen = (steer_kernels_fvec_inner_product(explicit, px, py, n),
+                                          steer_kernels_fvec_L2sqr(explicit, px, py, n))
+                            #expect(direct.0.bitPattern == dispatched.0.bitPattern, "ip n=\(n) forced=\(forced)")
+                            #expect(direct.1.bitPattern == dispatched.1.bitPattern, "l2 n=\(n) forced=\(forced)")
+                            #expect(direct.0.bitPattern == chosen.0.bitPattern, "ip n=\(n) forced=\(forced)")
+                            #expect(direct.1.bitPattern == chosen.1.bitPattern, "l2 n=\(n) forced=\(forced)")
+                            try #require(direct.0.isFinite && direct.1.isFinite)
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Brute-force top-k in double precision: (distance, label) sorted best first.

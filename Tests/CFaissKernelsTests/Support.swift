@@ -1,26 +1,30 @@
 import CFaissKernels
 
-/// Kernel paths every kernel test runs: scalar, AVX2+FMA (only where the CPU has it) and the dispatcher.
+/// Kernel paths every kernel test runs: scalar, AVX2+FMA and AVX-512 (each only where the CPU has it) and
+/// the dispatcher.
 let kernelPaths: [KernelPath] = {
     var paths: [KernelPath] = [.scalar, .dispatch]
     if steer_kernels_cpu_has_avx2() == 1 { paths.append(.avx2) }
+    if steer_kernels_cpu_has_avx512() == 1 { paths.append(.avx512) }
     return paths
 }()
 
 /// A Swift name for `steer_kernels_path`, so test arguments print readably.
 enum KernelPath: String, Sendable {
-    case dispatch, scalar, avx2
+    case dispatch, scalar, avx2, avx512
 
     var c: steer_kernels_path {
         switch self {
         case .dispatch: STEER_KERNELS_PATH_DISPATCH
         case .scalar: STEER_KERNELS_PATH_SCALAR
         case .avx2: STEER_KERNELS_PATH_AVX2
+        case .avx512: STEER_KERNELS_PATH_AVX512
         }
     }
 }
 
-/// All lengths the kernel tests cover: every length from 0 through 67 (all tails of 8- and 32-lane loops).
+/// All lengths the kernel tests cover: every length from 0 through 67 (all tails of the 8-, 16-, 32- and
+/// 64-lane loops).
 let allLengths = Array(0...67)
 
 /// Float offsets of input buffers from their (16-byte aligned) allocation: 1 makes every pointer

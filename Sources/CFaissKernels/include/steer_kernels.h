@@ -1,4 +1,4 @@
-// CFaissKernels: AVX2+FMA replacements for the scalar distance functions of Debian's libfaiss 1.7.3.
+// CFaissKernels: AVX2+FMA and AVX-512 replacements for the scalar distance functions of Debian's libfaiss 1.7.3.
 //
 // Why this target exists: Debian builds libfaiss.a for baseline x86-64, so the 25 functions defined in
 // its archive member `distances_simd.cpp.o` are scalar loops. This target defines every one of them
@@ -26,17 +26,22 @@ int steer_kernels_compiled_for_faiss(void);
 /// patch (10703 for 1.7.3), or 0 when no faiss headers were found.
 int steer_kernels_faiss_version(void);
 
-/// 1 when faiss's calls run the AVX2+FMA kernels now: the replacements are compiled in and the dispatcher
-/// is not on the scalar path. Benchmarks log it next to their results.
+/// 1 when faiss's calls run the vector kernels now (AVX2+FMA or AVX-512): the replacements are compiled
+/// in and the dispatcher is not on the scalar path. Benchmarks log it next to their results.
 int steer_kernels_active(void);
 
 /// 1 if this CPU supports AVX2 and FMA (and this build contains the AVX2 code), else 0.
 int steer_kernels_cpu_has_avx2(void);
 
-/// The kernel set the dispatcher uses now: "avx2+fma" or "scalar". Static string; do not free. faiss
-/// itself only calls the dispatcher when `steer_kernels_compiled_for_faiss()` is 1.
-/// The default is AVX2+FMA when the CPU has it, unless the environment variable
-/// `STEER_FAISS_KERNELS=scalar` was set when the kernels were first used.
+/// 1 if this CPU supports AVX-512F as well as AVX2 and FMA (and this build contains the code), else 0.
+int steer_kernels_cpu_has_avx512(void);
+
+/// The kernel set the dispatcher uses now: "avx512" (AVX-512 reductions — L2sqr, inner product, L1,
+/// Linf, norm and their *_ny loops — with the AVX2+FMA element-wise kernels), "avx2+fma" or "scalar".
+/// Static string; do not free. faiss itself only calls the dispatcher when
+/// `steer_kernels_compiled_for_faiss()` is 1. The default is AVX2+FMA when the CPU has it; the
+/// environment variable `STEER_FAISS_KERNELS`, read when the kernels are first used, changes it:
+/// `scalar`, or `avx512` (opt-in, used only where the CPU has AVX-512F).
 const char* steer_kernels_isa(void);
 
 /// Forces the scalar kernels (on != 0) or returns to the default choice (on == 0; the environment
@@ -61,6 +66,18 @@ size_t steer_kernels_replaced_count(void);
 /// is out of range. Static string; do not free. Tests compare this list with the archive member.
 const char* steer_kernels_replaced_symbol(size_t i);
 
+// MARK: - Direct kernels
+
+/// A distance kernel for one pair of vectors x and y, each size d.
+typedef float (*steer_kernels_pair_fn)(const float* x, const float* y, size_t d);
+
+/// The kernel that faiss's `fvec_inner_product` (inner_product != 0) or `fvec_L2sqr` (0) runs now, for
+/// code that computes many distances in a row (Steer's HNSW search and insertion): fetch it once per
+/// call and invoke it directly. Its results are bit-identical to faiss's per-pair calls made at the same
+/// time, without the dispatch (and call counting) per pair. A fetch made after
+/// `steer_kernels_force_scalar` follows the new choice; a pointer fetched earlier keeps the old kernel.
+steer_kernels_pair_fn steer_kernels_pair_kernel(int inner_product);
+
 // MARK: - Test wrappers
 //
 // Each wrapper runs one kernel on the chosen path. They do not count calls and do not depend on the faiss
@@ -74,6 +91,10 @@ typedef enum {
     STEER_KERNELS_PATH_SCALAR = 1,
     /// The AVX2+FMA kernels; falls back to scalar when `steer_kernels_cpu_has_avx2()` is 0.
     STEER_KERNELS_PATH_AVX2 = 2,
+    /// The AVX-512 set (AVX-512 reductions, AVX2 element-wise kernels; opt-in for faiss's calls, see
+    /// `steer_kernels_isa`); falls back to AVX2 when
+    /// `steer_kernels_cpu_has_avx512()` is 0 (and to scalar without AVX2).
+    STEER_KERNELS_PATH_AVX512 = 3,
 } steer_kernels_path;
 
 /// Squared L2 distance of x and y (each size d).

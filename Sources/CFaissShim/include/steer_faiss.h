@@ -158,6 +158,12 @@ int steer_test_idmap_ivf_remove(const char* factory, int64_t dimension, int64_t 
 /// (hnsw.efSearch left as is). Same output layout as steer_index_search, labels mapped.
 int steer_test_faiss_hnsw_search(const steer_index* index, int64_t n, const float* queries, int64_t k,
                                  int64_t ef_search, float* scores, int64_t* labels, char** error);
+/// Reference for Steer's HNSW insertion: adds n vectors with labels (new, distinct) through faiss's own
+/// IndexHNSW::add on one OpenMP thread, the path `steer_index_add` replaces when OpenMP runs one thread.
+int steer_test_hnsw_add_with_faiss(steer_index* index, int64_t n, const float* vectors, const int64_t* labels,
+                                   char** error);
+/// Rows linked by Steer's HNSW insertion in this process so far (tests check that it ran).
+uint64_t steer_test_hnsw_steer_inserted(void);
 /// Bug 3: IndexIDMap2::search of a Flat index with a SearchParameters carrying an allowed-label
 /// selector. Returns faiss's status (INVALID with its message in 1.7.3).
 int steer_test_idmap2_search_with_params(const steer_index* index, const float* query, int64_t k,
