@@ -18,7 +18,10 @@ public enum Base64Floats {
     /// - Throws: `.invalidRequest` naming `field` for bad characters, bad length, or a byte count that is
     ///   not a multiple of 4 or is zero.
     public static func decode(_ text: String, field: String) throws(SteerError) -> [Float] {
-        try Array(text.utf8).withUnsafeBufferPointer { (utf8) throws(SteerError) -> [Float] in try decode(utf8, field: field) }
+        var text = text
+        // Native strings are contiguous UTF-8: decode in place, without copying the text.
+        let result = text.withUTF8 { utf8 in Result { () throws(SteerError) -> [Float] in try decode(utf8, field: field) } }
+        return try result.get()
     }
 
     public static func decode(_ utf8: UnsafeBufferPointer<UInt8>, field: String) throws(SteerError) -> [Float] {
@@ -30,42 +33,41 @@ public enum Base64Floats {
         if utf8[utf8.count - 1] == UInt8(ascii: "=") { padding += 1 }
         if utf8[utf8.count - 2] == UInt8(ascii: "=") { padding += 1 }
         let byteCount = utf8.count / 4 * 3 - padding
-        var bytes = [UInt8](repeating: 0, count: byteCount + 3)
+        // Validate every character first (so errors name the first bad offset), then decode straight into
+        // the floats' storage: the bytes of a little-endian float32 array are the floats on this platform.
         let table = decodeTable
-        var out = 0
-        var position = 0
-        while position < utf8.count {
-            var quad: UInt32 = 0
-            for offset in 0..<4 {
-                let character = utf8[position + offset]
-                let value: UInt8
-                if character == UInt8(ascii: "=") && position + offset >= utf8.count - padding {
-                    value = 0
-                } else {
-                    value = table[Int(character)]
-                    if value == 0xFF {
-                        throw SteerError.invalid("\(field) is not valid base64: unexpected character at offset \(position + offset)")
-                    }
-                }
-                quad = quad << 6 | UInt32(value)
-            }
-            bytes[out] = UInt8(truncatingIfNeeded: quad >> 16)
-            bytes[out + 1] = UInt8(truncatingIfNeeded: quad >> 8)
-            bytes[out + 2] = UInt8(truncatingIfNeeded: quad)
-            out += 3
-            position += 4
+        for offset in 0..<(utf8.count - padding) where table[Int(utf8[offset])] == 0xFF {
+            throw SteerError.invalid("\(field) is not valid base64: unexpected character at offset \(offset)")
         }
         guard byteCount % 4 == 0 else {
             throw SteerError.invalid("\(field) decodes to \(byteCount) bytes, not a multiple of 4 (float32)")
         }
         let count = byteCount / 4
-        var floats = [Float](repeating: 0, count: count)
-        for index in 0..<count {
-            let base = index * 4
-            let bits = UInt32(bytes[base]) | UInt32(bytes[base + 1]) << 8 | UInt32(bytes[base + 2]) << 16 | UInt32(bytes[base + 3]) << 24
-            floats[index] = Float(bitPattern: bits)
+        return [Float](unsafeUninitializedCapacity: count) { floats, initialized in
+            let raw = UnsafeMutableRawBufferPointer(floats)
+            var out = 0
+            var position = 0
+            table.withUnsafeBufferPointer { table in
+                while position < utf8.count {
+                    var quad: UInt32 = 0
+                    for offset in 0..<4 {
+                        let character = utf8[position + offset]
+                        // Padding (already located) decodes as zero bits.
+                        let value = position + offset >= utf8.count - padding ? 0 : UInt32(table[Int(character)])
+                        quad = quad << 6 | value
+                    }
+                    raw[out] = UInt8(truncatingIfNeeded: quad >> 16)
+                    if out + 1 < byteCount { raw[out + 1] = UInt8(truncatingIfNeeded: quad >> 8) }
+                    if out + 2 < byteCount { raw[out + 2] = UInt8(truncatingIfNeeded: quad) }
+                    out += 3
+                    position += 4
+                }
+            }
+            #if _endian(big)
+            for index in 0..<count { floats[index] = Float(bitPattern: UInt32(littleEndian: floats[index].bitPattern)) }
+            #endif
+            initialized = count
         }
-        return floats
     }
 
     /// Encodes floats as padded base64 of their little-endian float32 bytes.

@@ -121,6 +121,26 @@ import Testing
         #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AA==", field: "v") } // 1 byte
         #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AAA*AAAA", field: "v") }
         #expect(throws: SteerError.self) { _ = try Base64Floats.decode("", field: "v") }
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AA=AAAAA", field: "v") } // padding inside
+        #expect(throws: SteerError.self) { _ = try Base64Floats.decode("AAAAA===", field: "v") } // three '='
+    }
+
+    @Test func base64MatchesFoundationForEveryLengthUpTo67Floats() throws {
+        // Every tail length (0, 1 or 2 padding characters) against Foundation's decoder of the same text.
+        var generator = SeededGenerator(seed: 5)
+        for count in 1...67 {
+            let values = (0..<count).map { _ in Float.random(in: -1e6...1e6, using: &generator) }
+            let text = Base64Floats.encode(values)
+            let decoded = try Base64Floats.decode(text, field: "v")
+            #expect(decoded == values)
+            let bytes = try #require(Data(base64Encoded: text))
+            let reference = bytes.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) } }
+            #expect(decoded == reference)
+        }
+        // A byte count that is not a multiple of 4 is refused for every padding form.
+        for bad in ["AAAAAA==", "AAAAAAA=", "AAAAAAAAAAAA"] where Data(base64Encoded: bad)!.count % 4 != 0 {
+            #expect(throws: SteerError.self) { _ = try Base64Floats.decode(bad, field: "v") }
+        }
     }
 }
 
