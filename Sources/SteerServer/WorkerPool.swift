@@ -5,8 +5,8 @@ import Synchronization
 
 /// The fixed worker threads that run engine work (FAISS, RocksDB, the model) for the event loops.
 ///
-/// An idle worker first spins for `spinMicroseconds`, watching an atomic count of queued jobs, and
-/// only then parks on a condition variable. With few connections a request then usually finds a worker
+/// An idle worker first spins for `spinMicroseconds`, watching an atomic count of queued jobs and yielding
+/// its core to any other runnable thread between checks, and only then parks on a condition variable. With few connections a request then usually finds a worker
 /// awake instead of paying a futex wake-up on every event loop → worker hop (tens of µs on a VM, see
 /// docs/benchmarks.md). Spinning costs CPU only while the server is idle between requests; 0 turns it
 /// off (workers park at once, like NIOThreadPool).
