@@ -10,25 +10,6 @@ import Musl
 import Darwin
 #endif
 
-extension SteerError.Code {
-    /// The code with this wire spelling; unknown spellings map to `.internal`.
-    public init(wire: String) {
-        switch wire {
-        case "parse_error": self = .parseError
-        case "invalid_request": self = .invalidRequest
-        case "unknown_op": self = .unknownOp
-        case "not_found": self = .notFound
-        case "dimension_mismatch": self = .dimensionMismatch
-        case "too_large": self = .tooLarge
-        case "unauthorized": self = .unauthorized
-        case "unavailable": self = .unavailable
-        case "corrupt": self = .corrupt
-        case "io_error": self = .io
-        default: self = .internal
-        }
-    }
-}
-
 /// A blocking TCP connection speaking the line protocol: write lines, read lines. Not thread-safe; use
 /// one per thread (the benchmark does) or `SteerClient` for async pipelining.
 public final class SteerConnection {

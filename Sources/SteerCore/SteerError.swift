@@ -17,6 +17,7 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
             case `internal` = "internal"
             case corrupt = "corrupt"
             case io = "io_error"
+            case deadlineExceeded = "deadline_exceeded"
         }
 
         private let kind: Kind
@@ -44,6 +45,14 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let corrupt = Code(.corrupt)
         /// The operating system refused a read or write.
         public static let io = Code(.io)
+        /// The request's deadline (`timeout_ms`, or the server's default) passed before it finished; the
+        /// request alone failed, and nothing about the replica that ran it is implied.
+        public static let deadlineExceeded = Code(.deadlineExceeded)
+
+        /// The code with this wire spelling; unknown spellings (from a newer peer) map to `.internal`.
+        public init(wire: String) {
+            self.init(Kind(rawValue: wire) ?? .internal)
+        }
 
         /// The wire spelling, for example `dimension_mismatch`.
         public var rawValue: String { kind.rawValue }
