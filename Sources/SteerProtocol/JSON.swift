@@ -61,10 +61,18 @@ public struct JSONObject: Sendable, Equatable {
 /// reject them with a message naming the field), and number arrays take a fast path (see `JSONValue`).
 ///
 /// Errors are `SteerError` with code `parse_error` and the byte offset; invalid UTF-8 in strings is a
-/// parse error too. Nesting is limited to `maxDepth`.
+/// parse error too. Nesting is limited to `maxDepth` and objects to `maxObjectFields` fields.
+///
+/// - Complexity: O(n) in the input's bytes for every input (duplicate field names are found with a hash
+///   set once an object has more than a few fields), so a hostile line costs at most a bounded multiple of
+///   its length.
 public struct JSONParser {
     /// Deepest accepted nesting of arrays and objects.
     public static let maxDepth = 64
+    /// Most fields in one object (a request object has about 15; item `attributes` are the wide ones).
+    public static let maxObjectFields = 1024
+    /// Objects up to this many fields look for duplicate names by a linear scan; wider ones use a set.
+    static let linearDuplicateScanFields = 16
 
     /// Parses one complete JSON document; only whitespace may follow it.
     ///
@@ -147,6 +155,8 @@ public struct JSONParser {
         if depth > Self.maxDepth { throw error("nesting deeper than \(Self.maxDepth)") }
         index += 1 // {
         var fields: [(key: String, value: JSONValue)] = []
+        // Field names seen so far, kept only once the object is wider than a linear scan should handle.
+        var seen: Set<String>? = nil
         skipWhitespace()
         if index < bytes.count && bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -159,8 +169,24 @@ public struct JSONParser {
                 throw error("unexpected '\(describe(bytes[index]))', expected a field name in double quotes")
             }
             let key = try parseString()
-            for field in fields where field.key == key {
-                throw error("duplicate field '\(key)'")
+            if fields.count >= Self.maxObjectFields {
+                throw error("an object has more than \(Self.maxObjectFields) fields")
+            }
+            if var names = seen {
+                seen = nil // keep the set uniquely referenced while inserting
+                let inserted = names.insert(key).inserted
+                seen = names
+                if !inserted { throw error("duplicate field '\(key)'") }
+            } else {
+                for field in fields where field.key == key {
+                    throw error("duplicate field '\(key)'")
+                }
+                if fields.count + 1 >= Self.linearDuplicateScanFields {
+                    var names = Set<String>(minimumCapacity: 2 * Self.linearDuplicateScanFields)
+                    for field in fields { names.insert(field.key) }
+                    names.insert(key)
+                    seen = names
+                }
             }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after field '\(key)'") }

@@ -2,7 +2,13 @@ import SteerCore
 import SteerEngine
 
 /// Limits the protocol enforces (the server adds connection-level ones). Every limit is documented in
-/// docs/protocol.md and tested at its boundary.
+/// docs/protocol.md and docs/security.md and tested at its boundary.
+///
+/// The cost model: a line costs O(its bytes) to parse and validate (bounded by `maxLineBytes`); the engine
+/// work a request may ask for is bounded by `maxQueryCost` work units, where one query costs
+/// `max(k, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe lists, and
+/// every hit is hydrated and written); a prompt is cut to 8 clauses of at most 256 tokens each by the
+/// model, and filters to `maxFilterTerms` distinct tags.
 public struct ProtocolLimits: Sendable {
     /// Longest request line, newline excluded; longer lines get `too_large` and are skipped.
     public var maxLineBytes: Int
@@ -14,13 +20,39 @@ public struct ProtocolLimits: Sendable {
     public var maxPromptBytes: Int
     /// Most ids in a `history`.
     public var maxHistory: Int
+    /// Largest `ef_search`.
+    public var maxEfSearch: Int
+    /// Largest `nprobe`.
+    public var maxNprobe: Int
+    /// Most work units one request may ask for: the sum over its queries of `max(k, ef_search, nprobe)`.
+    public var maxQueryCost: Int
+    /// Most distinct tags in one `filter` (over `tags_any`, `tags_none` and `tag_groups` together).
+    public var maxFilterTerms: Int
+    /// Largest `timeout_ms` a request may ask for, in milliseconds.
+    public var maxTimeoutMillis: Int
+    /// Longest answer line, in bytes; a request whose answer would be longer gets `too_large` instead
+    /// (hits carry titles and tags, `get` carries whole items).
+    public var maxResponseBytes: Int
 
-    public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000) {
+    public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
+                maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20) {
         self.maxLineBytes = maxLineBytes
         self.maxK = maxK
         self.maxBatch = maxBatch
         self.maxPromptBytes = maxPromptBytes
         self.maxHistory = maxHistory
+        self.maxEfSearch = maxEfSearch
+        self.maxNprobe = maxNprobe
+        self.maxQueryCost = maxQueryCost
+        self.maxFilterTerms = maxFilterTerms
+        self.maxTimeoutMillis = maxTimeoutMillis
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    /// Work units of `queries` searches with these knobs (see the type's cost model).
+    public static func cost(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) -> Int {
+        queries * max(k, efSearch ?? 0, nprobe ?? 0)
     }
 }
 
@@ -70,11 +102,14 @@ public struct Request: Sendable {
     public var id: RequestID?
     public var operation: Operation
     public var token: String?
+    /// The request's own deadline (`timeout_ms`), in milliseconds from its arrival; nil: the server's default.
+    public var timeoutMillis: Int?
 
-    public init(id: RequestID? = nil, operation: Operation, token: String? = nil) {
+    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
+        self.timeoutMillis = timeoutMillis
     }
 }
 
@@ -122,6 +157,14 @@ public struct RequestDecoder: Sendable {
             token = text
         }
         let fields = Fields(object: object, op: op)
+        var timeoutMillis: Int?
+        if let value = try fields.int("timeout_ms") {
+            guard value >= 1 else { throw SteerError.invalid("timeout_ms must be at least 1, got \(value)") }
+            guard value <= limits.maxTimeoutMillis else {
+                throw SteerError(.tooLarge, "timeout_ms is \(value), limit is \(limits.maxTimeoutMillis) (maxTimeoutMillis)")
+            }
+            timeoutMillis = value
+        }
         let operation: Request.Operation
         switch op {
         case "ping":
@@ -135,10 +178,10 @@ public struct RequestDecoder: Sendable {
             operation = .upsert(try decodeItems(fields))
         case "delete":
             try fields.allow(["ids"])
-            operation = .delete(try decodeIDs(fields, "ids"))
+            operation = .delete(Self.unique(try decodeIDs(fields, "ids")))
         case "get":
             try fields.allow(["ids"])
-            operation = .get(try decodeIDs(fields, "ids"))
+            operation = .get(Self.unique(try decodeIDs(fields, "ids")))
         case "search":
             try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter"])
             operation = try decodeSearch(fields)
@@ -153,7 +196,7 @@ public struct RequestDecoder: Sendable {
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
-        return Request(id: id, operation: operation, token: token)
+        return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
@@ -166,11 +209,33 @@ public struct RequestDecoder: Sendable {
         return k
     }
 
-    private func decodePositive(_ fields: Fields, _ name: String) throws(SteerError) -> Int? {
+    private func decodePositive(_ fields: Fields, _ name: String, limit: Int, limitName: String) throws(SteerError) -> Int? {
         guard let value = try fields.int(name) else { return nil }
         guard value >= 1 else { throw SteerError.invalid("\(name) must be at least 1, got \(value)") }
-        guard value <= 1 << 20 else { throw SteerError(.tooLarge, "\(name) is \(value), limit is \(1 << 20)") }
+        guard value <= limit else { throw SteerError(.tooLarge, "\(name) is \(value), limit is \(limit) (\(limitName))") }
         return value
+    }
+
+    private func decodeEfSearch(_ fields: Fields) throws(SteerError) -> Int? {
+        try decodePositive(fields, "ef_search", limit: limits.maxEfSearch, limitName: "maxEfSearch")
+    }
+
+    private func decodeNprobe(_ fields: Fields) throws(SteerError) -> Int? {
+        try decodePositive(fields, "nprobe", limit: limits.maxNprobe, limitName: "maxNprobe")
+    }
+
+    /// Refuses a request whose engine work exceeds `maxQueryCost` (before any of it runs).
+    private func requireAffordable(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) throws(SteerError) {
+        let cost = ProtocolLimits.cost(queries: queries, k: k, efSearch: efSearch, nprobe: nprobe)
+        guard cost <= limits.maxQueryCost else {
+            throw SteerError(.tooLarge, "the request costs \(cost) work units (\(queries) queries × max(k \(k), ef_search \(efSearch ?? 0), nprobe \(nprobe ?? 0))), limit is \(limits.maxQueryCost) (maxQueryCost)")
+        }
+    }
+
+    /// `ids` without repeats, first occurrences in order (a repeated id would be fetched and written again).
+    static func unique(_ ids: [ItemID]) -> [ItemID] {
+        var seen = Set<ItemID>(minimumCapacity: ids.count)
+        return ids.filter { seen.insert($0).inserted }
     }
 
     private func decodeFilter(_ fields: Fields) throws(SteerError) -> TagFilter {
@@ -209,7 +274,20 @@ public struct RequestDecoder: Sendable {
                 groups.append(group)
             }
         }
-        return TagFilter(tagsAny: try tags("tags_any"), tagsNone: try tags("tags_none"), tagGroups: groups)
+        let result = TagFilter(tagsAny: Self.uniqueTags(try tags("tags_any")), tagsNone: Self.uniqueTags(try tags("tags_none")),
+                               tagGroups: groups.map(Self.uniqueTags))
+        var distinct = Set(result.tagsAny)
+        distinct.formUnion(result.tagsNone)
+        for group in result.tagGroups { distinct.formUnion(group) }
+        guard distinct.count <= limits.maxFilterTerms else {
+            throw SteerError(.tooLarge, "filter names \(distinct.count) distinct tags, limit is \(limits.maxFilterTerms) (maxFilterTerms)")
+        }
+        return result
+    }
+
+    private static func uniqueTags(_ tags: [String]) -> [String] {
+        var seen = Set<String>(minimumCapacity: tags.count)
+        return tags.filter { seen.insert($0).inserted }
     }
 
     /// A vector from a JSON array of numbers or a base64 string.
@@ -270,8 +348,9 @@ public struct RequestDecoder: Sendable {
             let field = batch ? "vectors[\(index)]" : (object["vector"] != nil ? "vector" : "vector_b64")
             try Vectors.requireFinite(query, field: field)
         }
-        let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodePositive(fields, "nprobe"),
-                                    efSearch: try decodePositive(fields, "ef_search"), filter: try decodeFilter(fields))
+        let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodeNprobe(fields),
+                                    efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields))
+        try requireAffordable(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe)
         return .search(queries: queries, options: options, batch: batch)
     }
 
@@ -293,10 +372,12 @@ public struct RequestDecoder: Sendable {
             }
             constraints = mode
         }
-        return RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
-                                excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
-                                filter: try decodeFilter(fields), nprobe: try decodePositive(fields, "nprobe"),
-                                efSearch: try decodePositive(fields, "ef_search"))
+        let request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
+                                       excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
+                                       filter: try decodeFilter(fields), nprobe: try decodeNprobe(fields),
+                                       efSearch: try decodeEfSearch(fields))
+        try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe)
+        return request
     }
 
     static func itemID(_ value: JSONValue, field: String) throws(SteerError) -> ItemID {
@@ -404,9 +485,12 @@ struct Fields {
     let object: JSONObject
     let op: String
 
+    /// Fields every op accepts.
+    static let common: Set<String> = ["id", "op", "token", "timeout_ms"]
+
     func allow(_ names: Set<String>) throws(SteerError) {
-        for field in object.fields where !names.contains(field.key) && field.key != "id" && field.key != "op" && field.key != "token" {
-            let known = names.isEmpty ? "none besides id, op, token" : names.sorted().joined(separator: ", ")
+        for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key) {
+            let known = names.isEmpty ? "none besides id, op, token, timeout_ms" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }
     }

@@ -82,6 +82,14 @@ public final class OperationStats: Sendable {
     }
 
     public func errorCounts() -> [String: Int] { errorCodes.get() }
+
+    /// Records `request` as failed on its deadline and returns its `deadline_exceeded` answer.
+    public func deadlineExceeded(_ request: Request, startedNanos: UInt64) -> [UInt8] {
+        let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
+        record(op: request.operation.name, micros: micros, error: .deadlineExceeded)
+        let waited = Int(micros / 1000)
+        return RequestHandler.errorLine(id: request.id, SteerError(.deadlineExceeded, "\(request.operation.name) did not finish within its deadline (\(waited) ms; timeout_ms \(request.timeoutMillis.map(String.init) ?? "not given: the server's default applies"))"))
+    }
 }
 
 /// Executes request lines against an engine and produces response lines. Pure (no I/O besides the
@@ -230,6 +238,7 @@ public final class RequestHandler: Sendable {
             var first = true
             for item in items {
                 guard let item else { continue }
+                try requireRoom(writer)
                 if !first { writer.raw(",") }
                 first = false
                 writer.raw("{\"id\":")
@@ -266,19 +275,19 @@ public final class RequestHandler: Sendable {
                 writer.raw(",\"results\":[")
                 for (index, hits) in results.enumerated() {
                     if index > 0 { writer.raw(",") }
-                    writeHits(hits, &writer)
+                    try writeHits(hits, &writer)
                 }
                 writer.raw("]")
             } else {
                 writer.raw(",\"hits\":")
-                writeHits(results[0], &writer)
+                try writeHits(results[0], &writer)
             }
         case .recommend(let recommendRequest):
             let pinned = engine.generation
             let recommendation = try engine.recommend(recommendRequest, in: pinned)
             writeGeneration(pinned, &writer)
             writer.raw(",\"hits\":")
-            writeHits(recommendation.hits, &writer)
+            try writeHits(recommendation.hits, &writer)
             writer.clausesField(recommendation.clauses)
             writer.unknownHistoryField(recommendation.unknownHistory)
         case .encode(let recommendRequest):
@@ -299,6 +308,7 @@ public final class RequestHandler: Sendable {
             writer.int(result.replayed)
         }
         writer.raw("}\n")
+        try requireRoom(writer)
         return writer.bytes
     }
 
@@ -308,9 +318,18 @@ public final class RequestHandler: Sendable {
         writer.string(generation.id)
     }
 
-    private func writeHits(_ hits: [Hit], _ writer: inout JSONWriter) {
+    /// Stops building an answer that has grown past `maxResponseBytes`.
+    private func requireRoom(_ writer: JSONWriter) throws(SteerError) {
+        let limit = decoder.limits.maxResponseBytes
+        guard writer.bytes.count <= limit else {
+            throw SteerError(.tooLarge, "the answer exceeds \(limit) bytes (maxResponseBytes); ask for fewer ids, queries or a smaller k")
+        }
+    }
+
+    private func writeHits(_ hits: [Hit], _ writer: inout JSONWriter) throws(SteerError) {
         writer.raw("[")
         for (index, hit) in hits.enumerated() {
+            try requireRoom(writer)
             if index > 0 { writer.raw(",") }
             writer.raw("{\"id\":")
             writer.itemID(hit.id)

@@ -179,7 +179,9 @@ public final class Router: RequestService {
         serverStats.withLock { $0 = provider }
     }
 
-    public func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+    public func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let startedNanos = context.startedNanos
+        if context.expired { return eventLoop.makeSucceededFuture(stats.deadlineExceeded(request, startedNanos: startedNanos)) }
         if case .search(let queries, let options, let batch) = request.operation, gate.tryEnter() {
             return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos, on: eventLoop)
         }

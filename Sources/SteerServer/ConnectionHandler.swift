@@ -8,23 +8,41 @@ import NIOPosix
 import SteerCore
 import SteerProtocol
 
-/// A mutable flag confined to one event loop.
+/// A mutable flag confined to one event loop, with the request's deadline timer.
 final class Flag {
     var value = false
+    var timer: Scheduled<Void>?
 }
 
 /// Sent to every connection when the server shuts down: finish what was received, then close once the
 /// client has been quiet for `ServerConfiguration.drainQuietMillis`.
 struct DrainEvent: Sendable {}
 
-/// One connection: numbers requests, runs them on the worker pool, writes responses in request order,
-/// and stops reading while `maxInFlight` requests are unanswered (backpressure through TCP).
+/// One connection: numbers requests, runs them on the worker pool, writes responses in request order.
+///
+/// What one client can make the server hold (docs/security.md):
+/// - **Requests**: at most `maxInFlight` unanswered; then the handler stops reading (backpressure through
+///   TCP). Lines longer than `offloadParseBytes` are parsed on a worker, never on the event loop.
+/// - **Output bytes**: answers not yet taken by the client count against `maxConnectionOutputBytes` (and,
+///   over all connections, `maxServerOutputBytes`); while over budget the handler starts nothing new and
+///   reads nothing. A client that leaves an answer untaken for `writeTimeoutSeconds` is closed.
+/// - **Time**: every request has a deadline (`timeout_ms` or `requestTimeoutMillis`); a read that passes
+///   it is answered `deadline_exceeded` at once (its worker finishes in the background and is discarded),
+///   a write is never abandoned once started (it is answered when durable). A line must arrive within
+///   `requestLineTimeoutSeconds` of its first byte, and a connection that completes no request and takes
+///   no answer for `idleTimeoutSeconds` is closed: dribbling bytes keeps nothing open.
+///
+/// Everything here runs on the channel's event loop.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = Frame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let shared: ServerShared
+    /// This connection's queue in the worker pool (fair turns between connections).
+    private let connectionID: UInt64
+    /// The line framer's partial-line clock (shared with the `LineFrameDecoder` in front of this handler).
+    private let lineProgress: LineProgress
     private var nextSequence = 0
     private var nextToWrite = 0
     /// Finished responses waiting for earlier ones; nil for blank lines (no response).
@@ -33,20 +51,40 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     private var draining = false
     private var lastReadAt = NIODeadline.now()
+    /// Last complete non-blank request line or answer taken by the client (the idle clock).
+    private var lastActivityAt = NIODeadline.now()
     private var drainTask: RepeatedTask?
+    private var watchdog: RepeatedTask?
     private var closed = false
 
-    init(shared: ServerShared) { self.shared = shared }
+    /// Bytes of answers produced and not yet taken by the socket (finished out of order, or written and
+    /// not yet flushed to the kernel).
+    private var pendingOutputBytes = 0
+    /// When each answer handed to the socket and not yet taken was written, oldest first.
+    private var writeIssuedAt: [NIODeadline] = []
+    private var writeIssuedHead = 0
 
-    /// Validated requests not started yet, in arrival order.
-    private var waiting: [(sequence: Int, request: Request, started: UInt64)] = []
+    init(shared: ServerShared, lineProgress: LineProgress) {
+        self.shared = shared
+        self.lineProgress = lineProgress
+        self.connectionID = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
+    }
+
+    /// A request not started yet: its line is still being parsed on a worker, or it is validated.
+    private enum Pending {
+        case parsing
+        case ready(Request, started: UInt64)
+    }
+
+    /// Requests not started yet, in arrival order.
+    private var waiting: [(sequence: Int, pending: Pending)] = []
     private var waitingHead = 0
     private var running = 0
     private var writeRunning = false
     /// Inside a loop spin (and the answer it handles): no nested spin.
     private var spinning = false
 
-    /// Lines received while `maxInFlight` requests were unanswered: not parsed yet. Bounded by one
+    /// Lines received while the connection was at one of its limits: not parsed yet. Bounded by one
     /// socket read, because reading stops while it is non-empty.
     private var backlog: [Frame] = []
     private var backlogHead = 0
@@ -57,6 +95,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// every request it sent has been answered (no quiet period to wait for).
     private var inputEnded = false
 
+    private var configuration: ServerConfiguration { shared.configuration }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: Self.watchdogInterval, delay: Self.watchdogInterval) { task in
+            let (connection, context) = bound.value
+            if connection.closed {
+                task.cancel()
+                return
+            }
+            connection.checkTimers(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        watchdog?.cancel()
+        watchdog = nil
+        // Output bytes still held are released as their writes fail and their requests finish.
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastReadAt = .now()
         closeCandidate = false
@@ -64,13 +122,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
         admit(context: context)
     }
 
-    /// Moves lines from the backlog into processing while fewer than `maxInFlight` are unanswered.
+    /// Whether the connection may take on another request now: below its request and output budgets and
+    /// the server below its output budget.
+    private var canAdmit: Bool {
+        inFlight < configuration.maxInFlight
+            && pendingOutputBytes < configuration.maxConnectionOutputBytes
+            && shared.outputBytes.load(ordering: .relaxed) < configuration.maxServerOutputBytes
+    }
+
+    /// Moves lines from the backlog into processing while the connection can admit more.
     private func admit(context: ChannelHandlerContext) {
         // `process` may complete synchronously, and `complete` admits again: loop here instead of recursing.
         if admitting { return }
         admitting = true
         defer { admitting = false }
-        while backlogHead < backlog.count && inFlight < shared.configuration.maxInFlight {
+        while backlogHead < backlog.count && canAdmit && !closed {
             let frame = backlog[backlogHead]
             backlogHead += 1
             process(frame, context: context)
@@ -87,22 +153,73 @@ final class ConnectionHandler: ChannelDuplexHandler {
         inFlight += 1
         switch frame {
         case .tooLong:
+            lastActivityAt = .now()
             shared.service.stats.recordError(.tooLarge)
-            let error = SteerError(.tooLarge, "request line exceeds \(shared.configuration.limits.maxLineBytes) bytes (maxLineBytes); it was skipped up to the next newline")
+            let error = SteerError(.tooLarge, "request line exceeds \(configuration.limits.maxLineBytes) bytes (maxLineBytes); it was skipped up to the next newline")
             complete(sequence, RequestHandler.errorLine(id: nil, error), context: context)
         case .line(let buffer):
-            // Parsing and validation are cheap and tell whether the request writes (see `pump`).
+            if buffer.readableBytes > configuration.offloadParseBytes {
+                lastActivityAt = .now()
+                parseOffLoop(buffer, sequence: sequence, context: context)
+                return
+            }
+            // Parsing and validation of a short line are cheap and tell whether the request writes (see `pump`).
             let prepared = buffer.withUnsafeReadableBytes { raw in
                 shared.service.prepare(raw.bindMemory(to: UInt8.self))
             }
-            switch prepared {
-            case .done(let output):
-                complete(sequence, output, context: context)
-            case .request(let request, let started):
-                waiting.append((sequence, request, started))
-                pump(context: context)
-            }
+            accept(prepared, sequence: sequence, context: context)
         }
+    }
+
+    /// Takes a parsed line: an answer known at once, or a request to run in turn.
+    private func accept(_ prepared: RequestHandler.Prepared, sequence: Int, context: ChannelHandlerContext) {
+        switch prepared {
+        case .done(let output):
+            if output != nil { lastActivityAt = .now() } // blank lines are no activity
+            complete(sequence, output, context: context)
+        case .request(let request, let started):
+            lastActivityAt = .now()
+            waiting.append((sequence, .ready(request, started: started)))
+            pump(context: context)
+        }
+    }
+
+    /// Parses a long line on a worker (its cost is linear, but a megabyte is milliseconds of CPU that the
+    /// event loop's other connections should not wait for). Until it is parsed it holds its place: nothing
+    /// after it starts, because it may turn out to be a write.
+    private func parseOffLoop(_ buffer: ByteBuffer, sequence: Int, context: ChannelHandlerContext) {
+        waiting.append((sequence, .parsing))
+        let bytes = Array(buffer.readableBytesView)
+        let service = shared.service
+        let future = shared.offload(service: service, connection: connectionID, on: context.eventLoop) {
+            bytes.withUnsafeBufferPointer { service.prepare($0) }
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.whenComplete { result in
+            let (connection, context) = bound.value
+            connection.parsed(sequence: sequence, result, context: context)
+        }
+    }
+
+    private func parsed(sequence: Int, _ result: Result<RequestHandler.Prepared, any Error>, context: ChannelHandlerContext) {
+        guard let position = waiting[waitingHead...].firstIndex(where: { $0.sequence == sequence }) else { return }
+        switch result {
+        case .success(.request(let request, let started)):
+            waiting[position].pending = .ready(request, started: started)
+        case .success(.done(let output)):
+            waiting.remove(at: position)
+            complete(sequence, output, context: context)
+        case .failure:
+            waiting.remove(at: position)
+            complete(sequence, RequestHandler.errorLine(id: nil, SteerError(.unavailable, "the server is shutting down")), context: context)
+        }
+        pump(context: context)
+    }
+
+    /// The uptime-nanosecond deadline of a request that arrived at `started`.
+    private func deadline(of request: Request, started: UInt64) -> UInt64 {
+        let millis = request.timeoutMillis ?? configuration.requestTimeoutMillis
+        return started &+ UInt64(max(1, millis)) &* 1_000_000
     }
 
     /// Starts waiting requests on the worker pool. Reads run concurrently; a write (upsert, delete, swap)
@@ -110,28 +227,46 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// a connection always reads its own writes.
     private func pump(context: ChannelHandlerContext) {
         var spinFor: (next: (sequence: Int, request: Request, started: UInt64), ready: ReadyResult<[UInt8]>, handled: Flag)?
-        while waitingHead < waiting.count {
-            let next = waiting[waitingHead]
-            let isWrite = next.request.operation.isAdmin
+        var expired: [(sequence: Int, output: [UInt8])] = []
+        while waitingHead < waiting.count, !closed {
+            guard case .ready(let request, let started) = waiting[waitingHead].pending else { break } // still parsing
+            let next = (sequence: waiting[waitingHead].sequence, request: request, started: started)
+            let isWrite = request.operation.isAdmin
             if writeRunning || (isWrite && running > 0) { break }
             waitingHead += 1
+            let deadlineNanos = deadline(of: request, started: started)
+            if DispatchTime.now().uptimeNanoseconds >= deadlineNanos {
+                // Expired while waiting its turn: not started, so nothing of it happened (writes included).
+                expired.append((next.sequence, shared.service.stats.deadlineExceeded(request, startedNanos: started)))
+                continue
+            }
             running += 1
             if isWrite { writeRunning = true }
             let alone = shared.running.add(1, ordering: .relaxed).newValue == 1
             let handled = Flag()
+            let execution = ExecutionContext(startedNanos: started, deadlineNanos: deadlineNanos, connection: connectionID)
             let future: EventLoopFuture<[UInt8]>
             if !isWrite && alone && spinNanoseconds > 0 && shared.service.publishesEarly {
                 let ready = ReadyResult<[UInt8]>()
-                future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop, ready: ready)
+                future = shared.service.execute(request, context: execution, on: context.eventLoop, ready: ready)
                 spinFor = (next, ready, handled)
             } else {
-                future = shared.service.execute(next.request, startedNanos: next.started, on: context.eventLoop)
+                future = shared.service.execute(request, context: execution, on: context.eventLoop)
                 spinFor = nil
             }
             let bound = NIOLoopBound((self, context, handled), eventLoop: context.eventLoop)
             future.whenComplete { result in
                 let (connection, context, handled) = bound.value
                 connection.finish(next, isWrite: isWrite, result, handled: handled, context: context)
+            }
+            if !isWrite {
+                // A read that outlives its deadline is answered now; a write is answered when it is durable.
+                let delay = TimeAmount.nanoseconds(Int64(deadlineNanos &- min(deadlineNanos, DispatchTime.now().uptimeNanoseconds)))
+                handled.timer = context.eventLoop.scheduleTask(in: delay) {
+                    let (connection, context, handled) = bound.value
+                    let answer = connection.shared.service.stats.deadlineExceeded(next.request, startedNanos: next.started)
+                    connection.finish(next, isWrite: false, .success(answer), handled: handled, context: context)
+                }
             }
             if isWrite { break }
         }
@@ -142,6 +277,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             waiting.removeFirst(waitingHead)
             waitingHead = 0
         }
+        for answer in expired { complete(answer.sequence, answer.output, context: context) }
         // The only request running in the server was just started: wait for its answer here rather than
         // sleep and be woken for it (see `ServerConfiguration.loopSpinMicroseconds`).
         if let spin = spinFor, !spinning {
@@ -156,11 +292,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Handles a finished request once (from the loop spin or from its future, whichever comes first).
+    /// Handles a finished request once (from the loop spin, its future or its deadline, whichever comes first).
     private func finish(_ next: (sequence: Int, request: Request, started: UInt64), isWrite: Bool,
                         _ result: Result<[UInt8], any Error>, handled: Flag, context: ChannelHandlerContext) {
         if handled.value { return }
         handled.value = true
+        handled.timer?.cancel()
+        handled.timer = nil
         shared.running.subtract(1, ordering: .relaxed)
         running -= 1
         if isWrite { writeRunning = false }
@@ -174,7 +312,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         pump(context: context)
     }
 
-    private var spinNanoseconds: UInt64 { UInt64(max(0, shared.configuration.loopSpinMicroseconds)) * 1000 }
+    private var spinNanoseconds: UInt64 { UInt64(max(0, configuration.loopSpinMicroseconds)) * 1000 }
 
     /// Spins until the worker publishes the answer, another request starts anywhere in the server, or the
     /// spin time is up.
@@ -195,10 +333,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    private func holdOutput(_ bytes: Int) {
+        pendingOutputBytes += bytes
+        shared.outputBytes.add(bytes, ordering: .relaxed)
+    }
+
+    private func releaseOutput(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        pendingOutputBytes -= bytes
+        shared.outputBytes.subtract(bytes, ordering: .relaxed)
+    }
+
     /// Records a finished response and writes every response that is next in request order. A request
-    /// stays in flight until its response was handed to the socket, so a client that does not read
-    /// eventually stops the server from reading it (no unbounded output buffer).
+    /// stays in flight, and its bytes count against the output budgets, until the socket took it.
     private func complete(_ sequence: Int, _ output: [UInt8]?, context: ChannelHandlerContext) {
+        holdOutput(output?.count ?? 0)
         finished[sequence] = .some(output)
         var wrote = false
         while let next = finished.removeValue(forKey: nextToWrite) {
@@ -208,14 +357,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 buffer.writeBytes(bytes)
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                let size = bytes.count
+                writeIssuedAt.append(.now())
                 promise.futureResult.whenComplete { _ in
                     let (connection, context) = bound.value
                     connection.inFlight -= 1
+                    connection.releaseOutput(size)
+                    connection.writeIssuedHead += 1
+                    if connection.writeIssuedHead == connection.writeIssuedAt.count {
+                        connection.writeIssuedAt.removeAll(keepingCapacity: true)
+                        connection.writeIssuedHead = 0
+                    }
+                    connection.lastActivityAt = .now()
                     connection.resume(context: context)
                 }
                 context.write(wrapOutboundOut(buffer), promise: promise)
                 wrote = true
             } else {
+                releaseOutput(next?.count ?? 0)
                 inFlight -= 1
             }
         }
@@ -223,7 +382,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         resume(context: context)
     }
 
-    /// Admits backlog and resumes reading when below the in-flight limit.
+    /// Admits backlog and resumes reading when the connection can admit more.
     private func resume(context: ChannelHandlerContext) {
         if closed { return }
         admit(context: context)
@@ -231,20 +390,55 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closeIfAnswered(context: context)
             return
         }
-        if readHeld && inFlight < shared.configuration.maxInFlight && backlogHead == backlog.count {
+        if readHeld && canAdmit && backlogHead == backlog.count {
             readHeld = false
             lastReadAt = .now() // asking for data again counts as activity for the drain's quiet period
+            // A partial line waited on our backpressure, not on the client: its clock starts again.
+            if lineProgress.partialSince != nil { lineProgress.partialSince = lastReadAt }
             context.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if inFlight >= shared.configuration.maxInFlight || backlogHead < backlog.count {
+        if !canAdmit || backlogHead < backlog.count {
             readHeld = true
             return
         }
         lastReadAt = .now()
         context.read()
+    }
+
+    /// How often the watchdog looks at the connection's clocks.
+    static let watchdogInterval = TimeAmount.milliseconds(100)
+
+    /// Closes a connection that broke a time limit; resumes one that was held only by the server-wide
+    /// output budget (nothing else wakes it when other connections drain).
+    private func checkTimers(context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        if writeIssuedHead < writeIssuedAt.count, configuration.writeTimeoutSeconds > 0,
+           now - writeIssuedAt[writeIssuedHead] >= .seconds(Int64(configuration.writeTimeoutSeconds)) {
+            closeForLimit("slow reader: an answer was not taken within writeTimeoutSeconds \(configuration.writeTimeoutSeconds)", context: context)
+            return
+        }
+        if !readHeld, let since = lineProgress.partialSince, configuration.requestLineTimeoutSeconds > 0,
+           now - since >= .seconds(Int64(configuration.requestLineTimeoutSeconds)) {
+            closeForLimit("a request line did not complete within requestLineTimeoutSeconds \(configuration.requestLineTimeoutSeconds)", context: context)
+            return
+        }
+        if configuration.idleTimeoutSeconds > 0, inFlight == 0, backlogHead == backlog.count,
+           now - lastActivityAt >= .seconds(Int64(configuration.idleTimeoutSeconds)) {
+            closeForLimit("idle for idleTimeoutSeconds \(configuration.idleTimeoutSeconds)", context: context)
+            return
+        }
+        if readHeld { resume(context: context) }
+    }
+
+    private func closeForLimit(_ reason: String, context: ChannelHandlerContext) {
+        shared.counters.withLock { $0.closedForLimits += 1 }
+        shared.logger.debug("closing connection", metadata: ["steer.reason": "\(reason)",
+                                                              "steer.peer": "\(context.remoteAddress?.description ?? "?")"])
+        closed = true
+        context.close(promise: nil)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -256,19 +450,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         closed = true
         drainTask?.cancel()
         drainTask = nil
+        watchdog?.cancel()
+        watchdog = nil
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainEvent {
             startDraining(context: context)
-            return
-        }
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
-            if inFlight == 0 {
-                shared.logger.debug("closing idle connection", metadata: ["steer.peer": "\(context.remoteAddress?.description ?? "?")"])
-                context.close(promise: nil)
-            }
             return
         }
         if let event = event as? ChannelEvent, event == .inputClosed {
@@ -292,7 +481,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func startDraining(context: ChannelHandlerContext) {
         guard !draining else { return }
         draining = true
-        let quiet = TimeAmount.milliseconds(Int64(shared.configuration.drainQuietMillis))
+        let quiet = TimeAmount.milliseconds(Int64(configuration.drainQuietMillis))
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         drainTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { task in
             let (connection, context) = bound.value

@@ -8,6 +8,16 @@ public enum Frame: Sendable {
     case tooLong
 }
 
+/// When the current partial line began, for the server's request-line timeout (a client that dribbles a
+/// line byte by byte must still finish it in time). Confined to the channel's event loop, like the decoder
+/// and the connection handler that share it.
+public final class LineProgress {
+    /// The arrival of the first byte of a line that has not ended yet; nil between lines.
+    public internal(set) var partialSince: NIODeadline?
+
+    public init() {}
+}
+
 /// Splits the byte stream at `\n`. A line longer than `maxLineBytes` is reported once as `.tooLong` as
 /// soon as the limit is passed, and its bytes are discarded up to the next newline, where framing
 /// resumes: memory per connection stays below `maxLineBytes` plus one read. The router's shard
@@ -19,10 +29,31 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     private var discarding = false
     /// Bytes of the readable region already searched for a newline.
     private var scanned = 0
+    private let progress: LineProgress?
 
-    public init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
+    /// - Parameters:
+    ///   - maxLineBytes: longest line delivered; longer ones become one `.tooLong`.
+    ///   - progress: told when a partial line starts and when it ends (nil: nobody asks).
+    public init(maxLineBytes: Int, progress: LineProgress? = nil) {
+        self.maxLineBytes = maxLineBytes
+        self.progress = progress
+    }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let state = try split(context: context, buffer: &buffer)
+        if let progress {
+            if buffer.readableBytes == 0 && !discarding {
+                progress.partialSince = nil
+            } else if state == .needMoreData {
+                if progress.partialSince == nil { progress.partialSince = .now() }
+            } else {
+                progress.partialSince = nil // a line ended; the next one's clock starts when more is awaited
+            }
+        }
+        return state
+    }
+
+    private mutating func split(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         let view = buffer.readableBytesView
         if let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
             let length = newline - view.startIndex

@@ -82,13 +82,22 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         self.refresh = refresh
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil) // quiet for `metricsIdleTimeoutSeconds`
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             path = head.uri
             keepAlive = head.isKeepAlive
         case .body:
-            break
+            // Scrapes are GETs without a body; a body is no scrape, and streaming one would hold a slot.
+            context.close(promise: nil)
         case .end:
             var status = HTTPResponseStatus.ok
             var body: [UInt8]

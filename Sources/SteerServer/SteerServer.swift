@@ -20,7 +20,8 @@ public struct ServerConfiguration: Sendable {
     public var limits: ProtocolLimits
     /// Most simultaneous connections; more are answered `unavailable` and closed.
     public var maxConnections: Int
-    /// Close a connection with no traffic and nothing in flight for this long (0 = never).
+    /// Close a connection that sent no request and took no answer for this long, with nothing in flight
+    /// (0 = never). Blank lines and partial lines are not activity.
     public var idleTimeoutSeconds: Int
     /// Most unanswered requests per connection before the server stops reading from it.
     public var maxInFlight: Int
@@ -51,6 +52,22 @@ public struct ServerConfiguration: Sendable {
     public static let defaultLoopSpinMicroseconds = 500
     /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
     public var tls: TLSFiles?
+    /// A request's deadline when it names no `timeout_ms`, in milliseconds from its arrival.
+    public var requestTimeoutMillis: Int = 10_000
+    /// A request line must end within this many seconds of its first byte (0 = no limit).
+    public var requestLineTimeoutSeconds: Int = 10
+    /// A client must take each answer within this many seconds of its writing, or it is closed (0 = no limit).
+    public var writeTimeoutSeconds: Int = 30
+    /// Answers not yet taken by one client, in bytes, above which the connection starts nothing new.
+    public var maxConnectionOutputBytes: Int = 8 << 20
+    /// Answers not yet taken over all clients, in bytes, above which no connection starts anything new.
+    public var maxServerOutputBytes: Int = 512 << 20
+    /// Lines longer than this many bytes are parsed on a worker thread instead of the event loop.
+    public var offloadParseBytes: Int = 16 << 10
+    /// Most simultaneous connections to the metrics port; more are closed at once.
+    public var maxMetricsConnections: Int = 16
+    /// A metrics connection is closed after this many seconds without traffic.
+    public var metricsIdleTimeoutSeconds: Int = 10
 
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
@@ -129,13 +146,18 @@ public struct TLSFiles: Sendable, Equatable {
 /// that forwards them to shard servers (`steer route`). The server frames lines, orders responses and
 /// enforces connection limits the same way for both.
 public protocol RequestService: Sendable {
-    /// Parses and validates one request line (without its newline); cheap, called on an event loop.
+    /// Parses and validates one request line (without its newline); linear in its length. Called on an
+    /// event loop for short lines, through `offload` for long ones.
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared
     /// Runs a prepared request; the future (on `eventLoop`) carries the response line including its `\n`.
-    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]>
+    /// A request whose deadline passed before it started is answered `deadline_exceeded` without running.
+    func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]>
     /// As `execute`, also publishing the response in `ready` as soon as it exists (on another thread),
     /// when `publishesEarly`; the default ignores `ready`.
-    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]>
+    func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]>
+    /// Runs CPU work off the event loop in the connection's turn (the worker pool's fair queues); nil
+    /// when the service has no threads of its own (the server then uses a small thread pool of its own).
+    func offload<T: Sendable>(connection: UInt64, on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T>?
     /// Whether `execute(_:startedNanos:on:ready:)` publishes results early (the engine's worker pool does;
     /// the router's requests complete on the event loop anyway).
     var publishesEarly: Bool { get }
@@ -146,11 +168,40 @@ public protocol RequestService: Sendable {
 }
 
 extension RequestService {
-    public func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
-        execute(request, startedNanos: startedNanos, on: eventLoop)
+    public func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
+        execute(request, context: context, on: eventLoop)
+    }
+
+    public func offload<T: Sendable>(connection: UInt64, on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T>? {
+        nil
     }
 
     public var publishesEarly: Bool { false }
+}
+
+/// What the server tells a service about a request besides the request itself.
+public struct ExecutionContext: Sendable {
+    /// When the line was parsed (`DispatchTime` uptime nanoseconds), for latency figures.
+    public var startedNanos: UInt64
+    /// When the request's deadline passes (uptime nanoseconds): `timeout_ms` or the server's default.
+    public var deadlineNanos: UInt64
+    /// The connection it came from (the worker pool's queue).
+    public var connection: UInt64
+
+    public init(startedNanos: UInt64, deadlineNanos: UInt64, connection: UInt64) {
+        self.startedNanos = startedNanos
+        self.deadlineNanos = deadlineNanos
+        self.connection = connection
+    }
+
+    /// Whether the deadline has passed.
+    public var expired: Bool { DispatchTime.now().uptimeNanoseconds >= deadlineNanos }
+
+    /// Milliseconds left before the deadline (0 once it passed), for forwarding as `timeout_ms`.
+    public var remainingMillis: Int {
+        let now = DispatchTime.now().uptimeNanoseconds
+        return now >= deadlineNanos ? 0 : Int((deadlineNanos - now) / 1_000_000)
+    }
 }
 
 /// The engine's requests, run on the worker pool.
@@ -160,14 +211,24 @@ struct EngineRequestService: RequestService {
 
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared { handler.prepare(line) }
 
-    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+    func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let handler = self.handler
-        return pool.submit(on: eventLoop) { handler.execute(request, startedNanos: startedNanos) }
+        return pool.submit(on: eventLoop, queue: context.connection) { Self.run(handler, request, context) }
     }
 
-    func execute(_ request: Request, startedNanos: UInt64, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
+    func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
         let handler = self.handler
-        return pool.submit(on: eventLoop, ready: ready) { handler.execute(request, startedNanos: startedNanos) }
+        return pool.submit(on: eventLoop, queue: context.connection, ready: ready) { Self.run(handler, request, context) }
+    }
+
+    /// On a worker: a request that waited past its deadline in the queue is not started.
+    private static func run(_ handler: RequestHandler, _ request: Request, _ context: ExecutionContext) -> [UInt8] {
+        if context.expired { return handler.stats.deadlineExceeded(request, startedNanos: context.startedNanos) }
+        return handler.execute(request, startedNanos: context.startedNanos)
+    }
+
+    func offload<T: Sendable>(connection: UInt64, on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T>? {
+        pool.submit(on: eventLoop, queue: connection, body)
     }
 
     var publishesEarly: Bool { true }
@@ -183,7 +244,13 @@ final class ServerShared: Sendable {
     let service: any RequestService
     let logger: Logger
     let connections = Locked<[ObjectIdentifier: any Channel]>([:])
-    let counters = Locked<(accepted: Int, refused: Int)>((0, 0))
+    let counters = Locked<(accepted: Int, refused: Int, closedForLimits: Int)>((0, 0, 0))
+    /// Connections numbered from 1 (their worker-pool queues).
+    let nextConnectionID = Atomic<UInt64>(0)
+    /// Bytes of answers produced and not yet taken by their clients, over every connection.
+    let outputBytes = Atomic<Int>(0)
+    /// Parses long lines for a service without threads of its own (the router); started on first use.
+    private let parsePool: NIOThreadPool
     /// Set at shutdown: connections that become active from now on drain at once.
     let draining = Locked(false)
     /// Requests handed to the service and not finished, over every connection (the loop spin's guard).
@@ -196,6 +263,20 @@ final class ServerShared: Sendable {
         self.configuration = configuration
         self.service = service
         self.logger = logger
+        self.parsePool = NIOThreadPool(numberOfThreads: 1)
+    }
+
+    /// Runs `body` off the event loop: on the service's workers in the connection's turn, else on the
+    /// server's own parse thread.
+    func offload<T: Sendable>(service: any RequestService, connection: UInt64, on eventLoop: any EventLoop,
+                              _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+        if let future = service.offload(connection: connection, on: eventLoop, body) { return future }
+        parsePool.start()
+        return parsePool.runIfActive(eventLoop: eventLoop, body)
+    }
+
+    func shutdownParsePool() async {
+        try? await parsePool.shutdownGracefully()
     }
 }
 
@@ -289,6 +370,8 @@ public final class SteerServer: Service, Sendable {
                 ("connections", .int(Int64(shared.connections.withLock { $0.count }))),
                 ("connections_accepted", .int(Int64(counters.accepted))),
                 ("connections_refused", .int(Int64(counters.refused))),
+                ("connections_closed_for_limits", .int(Int64(counters.closedForLimits))),
+                ("output_bytes_pending", .int(Int64(shared.outputBytes.load(ordering: .relaxed)))),
                 ("tls", .bool(configuration.tls != nil)),
                 ("threads", .object(JSONObject(threads))),
                 ("limits", .object(JSONObject([
@@ -298,6 +381,16 @@ public final class SteerServer: Service, Sendable {
                     ("max_connections", .int(Int64(configuration.maxConnections))),
                     ("max_in_flight", .int(Int64(configuration.maxInFlight))),
                     ("idle_timeout_s", .int(Int64(configuration.idleTimeoutSeconds))),
+                    ("request_timeout_ms", .int(Int64(configuration.requestTimeoutMillis))),
+                    ("request_line_timeout_s", .int(Int64(configuration.requestLineTimeoutSeconds))),
+                    ("write_timeout_s", .int(Int64(configuration.writeTimeoutSeconds))),
+                    ("max_connection_output_bytes", .int(Int64(configuration.maxConnectionOutputBytes))),
+                    ("max_server_output_bytes", .int(Int64(configuration.maxServerOutputBytes))),
+                    ("max_ef_search", .int(Int64(configuration.limits.maxEfSearch))),
+                    ("max_nprobe", .int(Int64(configuration.limits.maxNprobe))),
+                    ("max_query_cost", .int(Int64(configuration.limits.maxQueryCost))),
+                    ("max_filter_terms", .int(Int64(configuration.limits.maxFilterTerms))),
+                    ("max_prompt_bytes", .int(Int64(configuration.limits.maxPromptBytes))),
                 ]))),
             ])
         }
@@ -320,9 +413,6 @@ public final class SteerServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let sslContext {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
-                    }
                     let accepted = shared.connections.withLock { table -> Bool in
                         if table.count >= configuration.maxConnections { return false }
                         table[ObjectIdentifier(channel)] = channel
@@ -330,11 +420,19 @@ public final class SteerServer: Service, Sendable {
                     }
                     if !accepted {
                         shared.counters.withLock { $0.refused += 1 }
+                        if sslContext != nil {
+                            // No TLS session exists to carry an answer; a plain-text line would only be
+                            // garbage to the client, and waiting for a handshake would hold the descriptor.
+                            channel.close(promise: nil)
+                            return
+                        }
                         let error = SteerError(.unavailable, "too many connections (maxConnections \(configuration.maxConnections)); try again later")
                         let line = RequestHandler.errorLine(id: nil, error)
                         var buffer = channel.allocator.buffer(capacity: line.count)
                         buffer.writeBytes(line)
                         channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                        // A client that never reads must not keep the refused descriptor either.
+                        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
                         return
                     }
                     shared.counters.withLock { $0.accepted += 1 }
@@ -342,11 +440,12 @@ public final class SteerServer: Service, Sendable {
                         _ = shared.connections.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
                     }
                     let sync = channel.pipeline.syncOperations
-                    if configuration.idleTimeoutSeconds > 0 {
-                        try sync.addHandler(IdleStateHandler(allTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))))
+                    if let sslContext {
+                        try sync.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: configuration.limits.maxLineBytes)))
-                    try sync.addHandler(ConnectionHandler(shared: shared))
+                    let progress = LineProgress()
+                    try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: configuration.limits.maxLineBytes, progress: progress)))
+                    try sync.addHandler(ConnectionHandler(shared: shared, lineProgress: progress))
                 }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -372,12 +471,28 @@ public final class SteerServer: Service, Sendable {
         let refresh: @Sendable () -> Void = {
             metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
         }
+        let configuration = self.configuration
+        let open = Locked(0)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, refresh: refresh))
+                    // A bounded number of scrapers, each closed when quiet: the metrics port is no way
+                    // around the protocol port's connection limit.
+                    let admitted = open.withLock { count -> Bool in
+                        guard count < configuration.maxMetricsConnections else { return false }
+                        count += 1
+                        return true
+                    }
+                    guard admitted else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in open.withLock { $0 -= 1 } }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(allTimeout: .seconds(Int64(max(1, configuration.metricsIdleTimeoutSeconds)))))
+                    try sync.configureHTTPServerPipeline()
+                    try sync.addHandler(MetricsHTTPHandler(registry: registry, refresh: refresh))
                 }
             }
             .bind(host: configuration.host, port: port).get()
@@ -412,6 +527,7 @@ public final class SteerServer: Service, Sendable {
         for channel in shared.connections.withLock({ Array($0.values) }) { try? await channel.close() }
         if let channel = serverChannel.get() { try? await channel.close() }
         await pool?.shutdown()
+        await shared.shutdownParsePool()
         if let engine {
             do {
                 try engine.close()

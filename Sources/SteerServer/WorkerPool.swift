@@ -11,13 +11,22 @@ import Synchronization
 /// docs/benchmarks.md). Spinning costs CPU only while the server is idle between requests; 0 turns it
 /// off (workers park at once, like NIOThreadPool).
 ///
-/// Jobs run in submission order; a job submitted after `shutdown()` began fails with `unavailable`;
-/// `shutdown()` runs every job already queued, then returns once all workers have exited.
+/// **Fairness.** Every job belongs to a queue (the server uses one per connection). Jobs of one queue run in
+/// submission order; a free worker takes the next job of the queue after the one it served last, round
+/// robin over the queues that have jobs. So a connection that pipelines a thousand heavy searches delays
+/// another connection's request by at most one job per worker, not by a thousand.
+///
+/// A job submitted after `shutdown()` began fails with `unavailable`; `shutdown()` runs every job already
+/// queued, then returns once all workers have exited. The `@unchecked Sendable` is safe because every
+/// mutable field is read and written only with `condition` held (the atomics are atomics).
 final class WorkerPool: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`:
-    private var jobs: [@Sendable () -> Void] = []
-    private var head = 0
+    /// Jobs per queue, in submission order (an entry exists only while its queue has jobs).
+    private var queues: [UInt64: JobQueue] = [:]
+    /// Queues with jobs, in the order they are served; a queue served goes to the back if it has more.
+    private var turns: [UInt64] = []
+    private var turnsHead = 0
     private var parked = 0
     private var stopping = false
     private var started = false
@@ -64,7 +73,9 @@ final class WorkerPool: @unchecked Sendable {
     /// Runs `body` on a worker; the future completes on `eventLoop`. With `ready`, the value is also
     /// published there before the future is completed, for an event loop that waits for it (see
     /// `ReadyResult`).
-    func submit<T: Sendable>(on eventLoop: any EventLoop, ready: ReadyResult<T>? = nil,
+    ///
+    /// - Parameter queue: the job's queue (its connection); jobs of different queues are served in turns.
+    func submit<T: Sendable>(on eventLoop: any EventLoop, queue: UInt64 = 0, ready: ReadyResult<T>? = nil,
                              _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)
         condition.lock()
@@ -73,11 +84,16 @@ final class WorkerPool: @unchecked Sendable {
             promise.fail(SteerError(.unavailable, "the server is shutting down"))
             return promise.futureResult
         }
-        jobs.append {
+        let job: @Sendable () -> Void = {
             let value = body()
             ready?.publish(value)
             promise.succeed(value)
         }
+        if queues[queue] == nil {
+            queues[queue] = JobQueue()
+            turns.append(queue)
+        }
+        queues[queue]!.jobs.append(job)
         let waiting = queued.add(1, ordering: .sequentiallyConsistent).newValue
         if parked > 0 && waiting > spinners.load(ordering: .sequentiallyConsistent) {
             condition.signal()
@@ -107,7 +123,7 @@ final class WorkerPool: @unchecked Sendable {
     private func work() {
         while true {
             condition.lock()
-            while head == jobs.count {
+            while turnsHead == turns.count {
                 if stopping {
                     condition.unlock()
                     return
@@ -115,24 +131,42 @@ final class WorkerPool: @unchecked Sendable {
                 condition.unlock()
                 spin()
                 condition.lock()
-                if head < jobs.count || stopping { continue }
+                if turnsHead < turns.count || stopping { continue }
                 parked += 1
                 condition.wait()
                 parked -= 1
             }
-            let job = jobs[head]
-            head += 1
-            if head == jobs.count {
-                jobs.removeAll(keepingCapacity: true)
-                head = 0
-            } else if head >= 1024 {
-                jobs.removeFirst(head)
-                head = 0
-            }
+            let job = takeNextJob()
             queued.subtract(1, ordering: .sequentiallyConsistent)
             condition.unlock()
             job()
         }
+    }
+
+    /// The first job of the queue whose turn it is; that queue goes to the back of the turns if it has
+    /// more. Call with `condition` held and at least one turn pending. O(1) amortised.
+    private func takeNextJob() -> @Sendable () -> Void {
+        let key = turns[turnsHead]
+        turnsHead += 1
+        var queue = queues.removeValue(forKey: key)!
+        let job = queue.jobs[queue.head]
+        queue.head += 1
+        if queue.head < queue.jobs.count {
+            if queue.head >= 1024 {
+                queue.jobs.removeFirst(queue.head)
+                queue.head = 0
+            }
+            queues[key] = queue
+            turns.append(key)
+        }
+        if turnsHead == turns.count {
+            turns.removeAll(keepingCapacity: true)
+            turnsHead = 0
+        } else if turnsHead >= 1024 {
+            turns.removeFirst(turnsHead)
+            turnsHead = 0
+        }
+        return job
     }
 
     /// Busy-waits until a job is queued, shutdown begins or the spin time is up.
@@ -149,6 +183,12 @@ final class WorkerPool: @unchecked Sendable {
             if checks & 7 == 0, DispatchTime.now().uptimeNanoseconds >= deadline { return }
         }
     }
+}
+
+/// One queue's pending jobs (`head` is the next to run).
+private struct JobQueue {
+    var jobs: [@Sendable () -> Void] = []
+    var head = 0
 }
 
 /// A job's result, published by the worker the moment it is computed, so that an event loop that chose to

@@ -56,6 +56,7 @@ struct Route: AsyncParsableCommand {
     var shardTLSCA: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+    @OptionGroup var requestLimits: RequestLimitOptions
 
     func validate() throws {
         if shards.isEmpty == (shardsFile == nil) { throw ValidationError("give the shards with --shard (once per shard) or --shards-file, not both") }
@@ -94,7 +95,9 @@ struct Route: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.message)
         }
-        let limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
+        var limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
+        let limitSource = try SettingSource(configPath: nil, readsConfigFile: false)
+        try requestLimits.apply(limitSource, to: &limits)
         var routerConfiguration = RouterConfiguration(
             shards: shardSets, shardTimeoutMillis: shardTimeoutMillis, healthIntervalMillis: healthIntervalMillis,
             connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, limits: limits)
@@ -134,6 +137,7 @@ struct Route: AsyncParsableCommand {
                                                       workerThreads: 1)
         serverConfiguration.adminToken = nil
         serverConfiguration.tls = tls
+        try requestLimits.apply(limitSource, to: &serverConfiguration)
         let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }

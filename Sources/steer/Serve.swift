@@ -41,6 +41,7 @@ struct Serve: AsyncParsableCommand {
     var maxK: Int?
     @Option(name: .customLong("max-batch"), help: "Most queries/items/ids per request (default 1024). Env: STEER_MAX_BATCH.")
     var maxBatch: Int?
+    @OptionGroup var requestLimits: RequestLimitOptions
     @Option(name: .customLong("max-connections"), help: "Most simultaneous connections (default 1024). Env: STEER_MAX_CONNECTIONS.")
     var maxConnections: Int?
     @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle connection is closed, 0 = never (default 300). Env: STEER_IDLE_TIMEOUT.")
@@ -75,15 +76,71 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String?
 }
 
+/// The request-cost and connection-budget settings (docs/security.md) of `steer serve` and `steer route`,
+/// resolved like every other setting (flag > environment > config file).
+struct RequestLimitOptions: ParsableArguments {
+    @Option(name: .customLong("max-ef-search"), help: "Largest ef_search (default 4096). Env: STEER_MAX_EF_SEARCH.")
+    var maxEfSearch: Int?
+    @Option(name: .customLong("max-nprobe"), help: "Largest nprobe (default 4096). Env: STEER_MAX_NPROBE.")
+    var maxNprobe: Int?
+    @Option(name: .customLong("max-query-cost"), help: "Most work units per request: sum over queries of max(k, ef_search, nprobe) (default 262144). Env: STEER_MAX_QUERY_COST.")
+    var maxQueryCost: Int?
+    @Option(name: .customLong("max-filter-terms"), help: "Most distinct tags in one filter (default 64). Env: STEER_MAX_FILTER_TERMS.")
+    var maxFilterTerms: Int?
+    @Option(name: .customLong("max-prompt-bytes"), help: "Longest prompt in UTF-8 bytes (default 4096). Env: STEER_MAX_PROMPT_BYTES.")
+    var maxPromptBytes: Int?
+    @Option(name: .customLong("max-response-bytes"), help: "Longest answer line; longer answers become too_large (default 16777216). Env: STEER_MAX_RESPONSE_BYTES.")
+    var maxResponseBytes: Int?
+    @Option(name: .customLong("request-timeout-ms"), help: "Deadline of a request without timeout_ms (default 10000). Env: STEER_REQUEST_TIMEOUT_MS.")
+    var requestTimeoutMillis: Int?
+    @Option(name: .customLong("max-timeout-ms"), help: "Largest timeout_ms a request may ask for (default 60000). Env: STEER_MAX_TIMEOUT_MS.")
+    var maxTimeoutMillis: Int?
+    @Option(name: .customLong("request-line-timeout"), help: "Seconds a request line may take to arrive from its first byte, 0 = no limit (default 10). Env: STEER_REQUEST_LINE_TIMEOUT.")
+    var requestLineTimeout: Int?
+    @Option(name: .customLong("write-timeout"), help: "Seconds a client may leave an answer untaken before it is closed, 0 = no limit (default 30). Env: STEER_WRITE_TIMEOUT.")
+    var writeTimeout: Int?
+    @Option(name: .customLong("max-connection-output-bytes"), help: "Untaken answer bytes per connection before it starts nothing new (default 8388608). Env: STEER_MAX_CONNECTION_OUTPUT_BYTES.")
+    var maxConnectionOutputBytes: Int?
+    @Option(name: .customLong("max-server-output-bytes"), help: "Untaken answer bytes over all connections before none starts anything new (default 536870912). Env: STEER_MAX_SERVER_OUTPUT_BYTES.")
+    var maxServerOutputBytes: Int?
+
+    static let keys = [
+        "max_ef_search", "max_nprobe", "max_query_cost", "max_filter_terms", "max_prompt_bytes", "max_response_bytes",
+        "request_timeout_ms", "max_timeout_ms", "request_line_timeout", "write_timeout", "max_connection_output_bytes",
+        "max_server_output_bytes",
+    ]
+
+    func apply(_ source: SettingSource, to limits: inout ProtocolLimits) throws {
+        limits.maxEfSearch = try source.int(maxEfSearch, env: "STEER_MAX_EF_SEARCH", key: "max_ef_search", range: 1...(1 << 20)) ?? limits.maxEfSearch
+        limits.maxNprobe = try source.int(maxNprobe, env: "STEER_MAX_NPROBE", key: "max_nprobe", range: 1...(1 << 20)) ?? limits.maxNprobe
+        limits.maxQueryCost = try source.int(maxQueryCost, env: "STEER_MAX_QUERY_COST", key: "max_query_cost", range: 1...(1 << 40)) ?? limits.maxQueryCost
+        limits.maxFilterTerms = try source.int(maxFilterTerms, env: "STEER_MAX_FILTER_TERMS", key: "max_filter_terms", range: 1...100_000) ?? limits.maxFilterTerms
+        limits.maxPromptBytes = try source.int(maxPromptBytes, env: "STEER_MAX_PROMPT_BYTES", key: "max_prompt_bytes", range: 1...(1 << 20)) ?? limits.maxPromptBytes
+        limits.maxResponseBytes = try source.int(maxResponseBytes, env: "STEER_MAX_RESPONSE_BYTES", key: "max_response_bytes", range: 1024...(1 << 32)) ?? limits.maxResponseBytes
+        limits.maxTimeoutMillis = try source.int(maxTimeoutMillis, env: "STEER_MAX_TIMEOUT_MS", key: "max_timeout_ms", range: 1...86_400_000) ?? limits.maxTimeoutMillis
+    }
+
+    func apply(_ source: SettingSource, to server: inout ServerConfiguration) throws {
+        server.requestTimeoutMillis = try source.int(requestTimeoutMillis, env: "STEER_REQUEST_TIMEOUT_MS", key: "request_timeout_ms", range: 1...86_400_000) ?? server.requestTimeoutMillis
+        server.requestLineTimeoutSeconds = try source.int(requestLineTimeout, env: "STEER_REQUEST_LINE_TIMEOUT", key: "request_line_timeout", range: 0...86_400) ?? server.requestLineTimeoutSeconds
+        server.writeTimeoutSeconds = try source.int(writeTimeout, env: "STEER_WRITE_TIMEOUT", key: "write_timeout", range: 0...86_400) ?? server.writeTimeoutSeconds
+        server.maxConnectionOutputBytes = try source.int(maxConnectionOutputBytes, env: "STEER_MAX_CONNECTION_OUTPUT_BYTES", key: "max_connection_output_bytes", range: 1024...(1 << 40)) ?? server.maxConnectionOutputBytes
+        server.maxServerOutputBytes = try source.int(maxServerOutputBytes, env: "STEER_MAX_SERVER_OUTPUT_BYTES", key: "max_server_output_bytes", range: 1024...(1 << 40)) ?? server.maxServerOutputBytes
+    }
+}
+
 /// Resolves settings in the order flag > environment > config file.
 struct SettingSource {
     let environment: [String: String]
     let file: [String: Any]
     let filePath: String?
 
-    init(configPath: String?) throws {
+    /// - Parameters:
+    ///   - configPath: the config file (`--config`); nil: `STEER_CONFIG`, when `readsConfigFile`.
+    ///   - readsConfigFile: false for commands without a config file (`steer route`): flags and environment only.
+    init(configPath: String?, readsConfigFile: Bool = true) throws {
         environment = ProcessInfo.processInfo.environment
-        let path = configPath ?? environment["STEER_CONFIG"]
+        let path = readsConfigFile ? configPath ?? environment["STEER_CONFIG"] : nil
         filePath = path
         guard let path else {
             file = [:]
@@ -95,12 +152,12 @@ struct SettingSource {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ValidationError("config file '\(path)' is not a JSON object")
         }
-        let known: Set<String> = [
+        let known = Set([
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us",
-        ]
+        ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
         }
@@ -204,7 +261,9 @@ extension Serve {
         limits.maxLineBytes = try source.int(maxLineBytes, env: "STEER_MAX_LINE_BYTES", key: "max_line_bytes", range: 64...(1 << 30)) ?? limits.maxLineBytes
         limits.maxK = try source.int(maxK, env: "STEER_MAX_K", key: "max_k", range: 1...10_000) ?? limits.maxK
         limits.maxBatch = try source.int(maxBatch, env: "STEER_MAX_BATCH", key: "max_batch", range: 1...100_000) ?? limits.maxBatch
+        try requestLimits.apply(source, to: &limits)
         var serverConfiguration = ServerConfiguration(limits: limits)
+        try requestLimits.apply(source, to: &serverConfiguration)
         serverConfiguration.host = try source.string(host, env: "STEER_HOST", key: "host") ?? "127.0.0.1"
         serverConfiguration.port = try source.int(port, env: "STEER_PORT", key: "port", range: 0...65535) ?? 7878
         serverConfiguration.maxConnections = try source.int(maxConnections, env: "STEER_MAX_CONNECTIONS", key: "max_connections", range: 1...1_000_000) ?? serverConfiguration.maxConnections

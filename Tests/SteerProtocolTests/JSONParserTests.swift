@@ -103,6 +103,54 @@ import Testing
         _ = try JSONParser.parse(ok)
     }
 
+    @Test func limitsFieldsPerObject() throws {
+        func object(_ fields: Int) -> String {
+            "{" + (0..<fields).map { "\"k\($0)\":\($0)" }.joined(separator: ",") + "}"
+        }
+        let widest = try JSONParser.parse(object(JSONParser.maxObjectFields))
+        guard case .object(let fields) = widest else { Issue.record("not an object"); return }
+        #expect(fields.fields.count == JSONParser.maxObjectFields)
+        #expect(fields["k1023"] == .int(1023))
+        do {
+            _ = try JSONParser.parse(object(JSONParser.maxObjectFields + 1))
+            Issue.record("an object over the field limit parsed")
+        } catch {
+            #expect(error.code == .parseError)
+            #expect(error.message.contains("more than \(JSONParser.maxObjectFields) fields"))
+        }
+    }
+
+    @Test func findsDuplicateFieldsInWideObjects() throws {
+        for (position, width) in [(3, 10), (15, 16), (16, 17), (700, 1000)] {
+            var keys = (0..<width).map { "k\($0)" }
+            keys.append("k\(position)")
+            let text = "{" + keys.map { "\"\($0)\":0" }.joined(separator: ",") + "}"
+            #expect(throws: SteerError.self, "duplicate at \(position) of \(width)") { _ = try JSONParser.parse(text) }
+        }
+    }
+
+    /// Duplicate-name detection used to compare every field with every earlier one: 1,000 objects of 1,000
+    /// fields took seconds. Wide objects must cost about what the same bytes in narrow objects cost.
+    @Test func wideObjectsParseInLinearTime() throws {
+        func line(fieldsPerObject: Int, objects: Int) -> [UInt8] {
+            let body = "{" + (0..<fieldsPerObject).map { "\"field\($0)\":1" }.joined(separator: ",") + "}"
+            return Array(("[" + Array(repeating: body, count: objects).joined(separator: ",") + "]").utf8)
+        }
+        let wide = line(fieldsPerObject: 1000, objects: 60)
+        let narrow = line(fieldsPerObject: 10, objects: 6000)
+        func fastest(_ bytes: [UInt8]) throws -> Double {
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try JSONParser.parse(bytes)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start))
+            }
+            return best
+        }
+        let ratio = try fastest(wide) / fastest(narrow)
+        #expect(ratio < 4, "1000-field objects parse \(ratio)x slower than the same bytes in 10-field objects")
+    }
+
     @Test func writerEscapesStringsAndWritesValues() throws {
         var writer = JSONWriter()
         writer.value(.object(JSONObject([("k", .string("a\"\\\n\u{01}é")), ("n", .int(-42)), ("f", .floats([0.25, .nan]))])))

@@ -51,6 +51,38 @@ import Testing
         await pool.shutdown()
     }
 
+    /// One connection's backlog must not hold another connection's request: queues are served in turns.
+    @Test func queuesAreServedInTurns() async throws {
+        let pool = WorkerPool(threads: 1, spinMicroseconds: 0)
+        pool.start()
+        let loop = Self.group.next()
+        let gate = DispatchSemaphore(value: 0)
+        let order = Mutex<[String]>([])
+        // Occupy the only worker, then queue 50 jobs of connection 1 and one of connection 2.
+        let running = DispatchSemaphore(value: 0)
+        let blocker = pool.submit(on: loop, queue: 1) {
+            running.signal()
+            gate.wait()
+        }
+        running.wait()
+        var futures: [EventLoopFuture<Void>] = []
+        for n in 0..<50 {
+            futures.append(pool.submit(on: loop, queue: 1) { order.withLock { $0.append("a\(n)") } })
+        }
+        futures.append(pool.submit(on: loop, queue: 2) { order.withLock { $0.append("b") } })
+        futures.append(pool.submit(on: loop, queue: 1) { order.withLock { $0.append("a-last") } })
+        gate.signal()
+        try await blocker.get()
+        for future in futures { try await future.get() }
+        let ran = order.withLock { $0 }
+        #expect(ran.count == 52)
+        #expect(ran.firstIndex(of: "b") == 1, "connection 2 waited behind \(ran.firstIndex(of: "b") ?? -1) jobs of connection 1")
+        // Within one queue, submission order holds.
+        let ownOrder = ran.filter { $0 != "b" }
+        #expect(ownOrder == (0..<50).map { "a\($0)" } + ["a-last"])
+        await pool.shutdown()
+    }
+
     @Test func shutdownRunsQueuedJobsThenRefusesNewOnes() async throws {
         let pool = WorkerPool(threads: 1, spinMicroseconds: 100)
         pool.start()
