@@ -154,7 +154,17 @@ public final class RequestHandler: Sendable {
             return .done(Self.errorLine(id: nil, error))
         }
         do {
-            return .request(try decoder.decode(root), startedNanos: started)
+            let request = try decoder.decode(root)
+            if case .ping = request.operation {
+                // Nothing to run: answered where it was parsed, so a ping measures the server, not the queue.
+                stats.record(op: "ping", micros: Double(DispatchTime.now().uptimeNanoseconds - started) / 1000, error: nil)
+                var writer = JSONWriter(capacity: 32)
+                writer.raw("{")
+                writer.requestIDField(request.id)
+                writer.raw("\"ok\":true}\n")
+                return .done(writer.bytes)
+            }
+            return .request(request, startedNanos: started)
         } catch {
             stats.record(op: "invalid", micros: Double(DispatchTime.now().uptimeNanoseconds - started) / 1000, error: error.code)
             return .done(Self.errorLine(id: RequestDecoder.requestID(of: root), error))
@@ -176,6 +186,82 @@ public final class RequestHandler: Sendable {
         let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
         stats.record(op: request.operation.name, micros: micros, error: failure)
         return output
+    }
+
+    /// Work units (see `ProtocolLimits`) one step of a `Job` may do; a request costing more is split.
+    public static let unitsPerStep = 4096
+    /// `ef_search` assumed for the cost of a step when a request names none (the HNSW default's order).
+    static let assumedEfSearch = 64
+
+    /// A request's work in steps, so that the worker pool can serve other connections between them: a
+    /// batch search costing more than `unitsPerStep` runs a slice of its queries per step (every slice
+    /// against the same pinned generation); any other request is one step.
+    ///
+    /// Call `step()` until it returns the answer; steps must not overlap (the server runs the next only
+    /// after the previous one returned), which is why the `@unchecked Sendable` is safe.
+    public final class Job: @unchecked Sendable {
+        private let handler: RequestHandler
+        public let request: Request
+        private let startedNanos: UInt64
+        private var pinned: Generation?
+        private var results: [[Hit]] = []
+        private var next = 0
+
+        init(handler: RequestHandler, request: Request, startedNanos: UInt64) {
+            self.handler = handler
+            self.request = request
+            self.startedNanos = startedNanos
+        }
+
+        /// Runs the next step; the answer line (with its `\n`) once the request is done, nil while more
+        /// steps remain.
+        public func step() -> [UInt8]? {
+            guard case .search(let queries, let options, let batch) = request.operation else {
+                return handler.execute(request, startedNanos: startedNanos)
+            }
+            let perQuery = max(options.k, options.efSearch ?? RequestHandler.assumedEfSearch, options.nprobe ?? 0)
+            let slice = max(1, RequestHandler.unitsPerStep / perQuery)
+            if next == 0 && queries.count <= slice {
+                return handler.execute(request, startedNanos: startedNanos)
+            }
+            do throws(SteerError) {
+                let generation: Generation
+                if let pinned {
+                    generation = pinned
+                } else {
+                    generation = handler.engine.generation
+                    pinned = generation
+                    // Dimensions are checked for the whole batch first, so an error names its real position.
+                    for (position, query) in queries.enumerated() where query.count != generation.dimension {
+                        throw SteerError.dimension(expected: generation.dimension, got: query.count, field: "vectors[\(position)]")
+                    }
+                    results.reserveCapacity(queries.count)
+                }
+                let end = min(queries.count, next + slice)
+                results += try handler.engine.search(Array(queries[next..<end]), options: options, in: generation)
+                next = end
+                if next < queries.count { return nil }
+                var writer = JSONWriter(capacity: 512)
+                writer.raw("{")
+                writer.requestIDField(request.id)
+                writer.raw("\"ok\":true")
+                try handler.writeSearch(results, batch: batch, generation: generation, &writer)
+                writer.raw("}\n")
+                try handler.requireRoom(writer)
+                handler.stats.record(op: request.operation.name, micros: micros, error: nil)
+                return writer.bytes
+            } catch {
+                handler.stats.record(op: request.operation.name, micros: micros, error: error.code)
+                return RequestHandler.errorLine(id: request.id, error)
+            }
+        }
+
+        private var micros: Double { Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000 }
+    }
+
+    /// The request as a `Job` (see there).
+    public func job(for request: Request, startedNanos: UInt64) -> Job {
+        Job(handler: self, request: request, startedNanos: startedNanos)
     }
 
     /// Answers one request line (without its newline): `prepare` then `execute`.
@@ -270,18 +356,7 @@ public final class RequestHandler: Sendable {
         case .search(let queries, let options, let batch):
             let pinned = engine.generation
             let results = try engine.search(queries, options: options, in: pinned)
-            writeGeneration(pinned, &writer)
-            if batch {
-                writer.raw(",\"results\":[")
-                for (index, hits) in results.enumerated() {
-                    if index > 0 { writer.raw(",") }
-                    try writeHits(hits, &writer)
-                }
-                writer.raw("]")
-            } else {
-                writer.raw(",\"hits\":")
-                try writeHits(results[0], &writer)
-            }
+            try writeSearch(results, batch: batch, generation: pinned, &writer)
         case .recommend(let recommendRequest):
             let pinned = engine.generation
             let recommendation = try engine.recommend(recommendRequest, in: pinned)
@@ -316,6 +391,22 @@ public final class RequestHandler: Sendable {
     private func writeGeneration(_ generation: Generation, _ writer: inout JSONWriter) {
         writer.raw(",\"generation\":")
         writer.string(generation.id)
+    }
+
+    /// `"generation":…` and the hits of a search (`results` for a batch).
+    private func writeSearch(_ results: [[Hit]], batch: Bool, generation: Generation, _ writer: inout JSONWriter) throws(SteerError) {
+        writeGeneration(generation, &writer)
+        if batch {
+            writer.raw(",\"results\":[")
+            for (index, hits) in results.enumerated() {
+                if index > 0 { writer.raw(",") }
+                try writeHits(hits, &writer)
+            }
+            writer.raw("]")
+        } else {
+            writer.raw(",\"hits\":")
+            try writeHits(results[0], &writer)
+        }
     }
 
     /// Stops building an answer that has grown past `maxResponseBytes`.

@@ -212,19 +212,29 @@ struct EngineRequestService: RequestService {
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared { handler.prepare(line) }
 
     func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        let handler = self.handler
-        return pool.submit(on: eventLoop, queue: context.connection) { Self.run(handler, request, context) }
+        run(handler.job(for: request, startedNanos: context.startedNanos), context: context, on: eventLoop, ready: nil)
     }
 
     func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
-        let handler = self.handler
-        return pool.submit(on: eventLoop, queue: context.connection, ready: ready) { Self.run(handler, request, context) }
+        run(handler.job(for: request, startedNanos: context.startedNanos), context: context, on: eventLoop, ready: ready)
     }
 
-    /// On a worker: a request that waited past its deadline in the queue is not started.
-    private static func run(_ handler: RequestHandler, _ request: Request, _ context: ExecutionContext) -> [UInt8] {
-        if context.expired { return handler.stats.deadlineExceeded(request, startedNanos: context.startedNanos) }
-        return handler.execute(request, startedNanos: context.startedNanos)
+    /// Runs a job's steps on the pool, each in the connection's turn, so that a heavy request lets other
+    /// connections' requests run between its steps. A request that waited past its deadline in the queue
+    /// is not started; a read that passes it between two steps stops there.
+    private func run(_ job: RequestHandler.Job, context: ExecutionContext, on eventLoop: any EventLoop,
+                     ready: ReadyResult<[UInt8]>?) -> EventLoopFuture<[UInt8]> {
+        let handler = self.handler
+        let step = pool.submit(on: eventLoop, queue: context.connection) { () -> [UInt8]? in
+            let output = context.expired ? handler.stats.deadlineExceeded(job.request, startedNanos: context.startedNanos) : job.step()
+            // Published from the worker: an event loop spinning for it cannot run callbacks meanwhile.
+            if let output { ready?.publish(output) }
+            return output
+        }
+        return step.flatMap { output in
+            guard let output else { return self.run(job, context: context, on: eventLoop, ready: ready) }
+            return eventLoop.makeSucceededFuture(output)
+        }
     }
 
     func offload<T: Sendable>(connection: UInt64, on eventLoop: any EventLoop, _ body: @escaping @Sendable () -> T) -> EventLoopFuture<T>? {

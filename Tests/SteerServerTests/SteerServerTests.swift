@@ -126,6 +126,55 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         await server.stop()
     }
 
+    /// A read still running at its deadline is answered `deadline_exceeded` then, not when its worker is done;
+    /// the connection goes on serving.
+    @Test func aReadPastItsDeadlineIsAnsweredAtOnce() async throws {
+        let gated = GatedEncoder(dimension: 2)
+        let server = try await TestServer(encoder: gated)
+        let connection = try server.connection()
+        _ = try connection.roundTrip(Array(#"{"op":"upsert","items":[{"id":1,"vector":[1,0]}]}"#.utf8))
+        let started = Date()
+        let answer = text(try connection.roundTrip(Array(#"{"id":5,"op":"encode","history":[1],"timeout_ms":300}"#.utf8)))
+        let waited = Date().timeIntervalSince(started)
+        #expect(answer.contains(#""code":"deadline_exceeded""#), "\(answer)")
+        #expect(answer.contains(#""id":5"#))
+        #expect(waited > 0.25 && waited < 3, "answered after \(waited) s")
+        gated.gate.signal() // the abandoned encode finishes in the background
+        #expect(text(try connection.roundTrip(RequestLine.ping(id: 6))) == #"{"id":6,"ok":true}"#)
+        let later = text(try connection.roundTrip(Array(#"{"op":"get","ids":[1]}"#.utf8)))
+        #expect(later.contains(#""ok":true"#))
+        await server.stop()
+    }
+
+    /// A batch search costing more than one step runs in slices against one pinned generation and
+    /// answers exactly what the one-step path answers.
+    @Test func aBatchSearchInStepsAnswersLikeOneStep() async throws {
+        let server = try await TestServer()
+        let connection = try server.connection()
+        var items: [String] = []
+        for n in 0..<400 { items.append(#"{"id":\#(n),"vector":[\#(Float(n % 37) - 18),\#(Float(n % 11) - 5)],"tags":["t\#(n % 3)"]}"#) }
+        _ = try connection.roundTrip(Array(#"{"op":"upsert","items":[\#(items.joined(separator: ","))]}"#.utf8))
+        let vectors = (0..<300).map { n in "[\(Float(n % 13) - 6),\(Float(n % 7) - 3)]" }.joined(separator: ",")
+        let line = Array(#"{"id":"b","op":"search","vectors":[\#(vectors)],"k":10,"filter":{"tags_none":["t1"]}}"#.utf8)
+        let handler = try #require(server.server.handler)
+        guard case .request(let request, let started) = line.withUnsafeBufferPointer({ handler.prepare($0) }) else {
+            Issue.record("the line did not parse")
+            return
+        }
+        let oneStep = handler.execute(request, startedNanos: started)
+        let job = handler.job(for: request, startedNanos: started)
+        var steps = 1
+        var answer = job.step()
+        while answer == nil {
+            steps += 1
+            answer = job.step()
+        }
+        #expect(steps == 5, "300 queries of 64 units in steps of 4096 units")
+        #expect(text(answer) == text(oneStep))
+        #expect(text(try connection.roundTrip(line)) + "\n" == text(oneStep))
+        await server.stop()
+    }
+
     @Test func maxInFlightStopsReadingUntilARequestCompletes() async throws {
         let gated = GatedEncoder(dimension: 2)
         let server = try await TestServer(configure: { $0.maxInFlight = 2 }, encoder: gated)
