@@ -265,7 +265,7 @@ def test_paired_test() -> None:
     b = rng.random(40)
     one = paired_test(a, b, n_perm=2000, seed=3)
     two = paired_test(
-        np.repeat(a, 2), np.repeat(b, 2), n_perm=2000, seed=3, groups=np.repeat(np.arange(40), 2)
+        np.repeat(a, 2), np.repeat(b, 2), n_perm=2000, seed=3, groups=[i // 2 for i in range(80)]
     )
     assert two["p_perm"] == one["p_perm"] and two["t"] == pytest.approx(one["t"])
     assert two["diff"] == pytest.approx(one["diff"]) and two["n"] == 80 and two["units"] == 40
