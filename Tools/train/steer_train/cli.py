@@ -176,7 +176,9 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
         "train_config": tc.to_json(),
     }
     if getattr(a, "out", None):
-        extra = {"train": {"seed": a.seed, "commit": git_commit(), "train_config": tc.to_json()}}
+        # the commit of the code that trained (read at start), not HEAD when training ends
+        commit = getattr(a, "commit", None) or git_commit()
+        extra = {"train": {"seed": a.seed, "commit": commit, "train_config": tc.to_json()}}
         write_checkpoint(model, ds, enc, a.out, extra=extra)
         log.info("checkpoint written to %s", a.out)
     return model, info
@@ -241,7 +243,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         res = _evaluate(model, ds, truth, a)
     except PhraseError as e:
         raise SystemExit(str(e)) from None
-    _write_results(a, ds, {"checkpoint": a.checkpoint}, res, time.time() - t0)
+    cfg = json.loads((Path(a.checkpoint) / "config.json").read_text())
+    info = {
+        "checkpoint": a.checkpoint,
+        "checkpoint_train": cfg.get("train"),
+        "model_config": cfg.get("model_config"),
+    }
+    _write_results(a, ds, info, res, time.time() - t0)
 
 
 def cmd_run(a: argparse.Namespace) -> None:
