@@ -356,6 +356,14 @@ def cmd_demo(a: argparse.Namespace) -> None:
     _train(ns, ds)
 
 
+def cmd_ties(a: argparse.Namespace) -> None:
+    """Writes how the tie order of same-second interactions changes the split (docs/results.md)."""
+    from steer_train.evaluate import compare_tie_orders
+
+    res = compare_tie_orders(load_dataset(a.dataset, ties="item"), load_dataset(a.dataset, ties="file"))
+    _write_results(a, load_dataset(a.dataset), {"mode": "tie-order"}, res, 0.0)
+
+
 def cmd_table(a: argparse.Namespace) -> None:
     from steer_train.report import breakdown_table, budget_table, significance, targets, write_table
 
@@ -433,6 +441,11 @@ def main(argv: list[str] | None = None) -> None:
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--backbone", choices=["sasrec", "gru4rec"], default="sasrec")
     dm.set_defaults(fn=cmd_demo)
+
+    to = sub.add_parser("tie-order", help="compare the split under item-id and file tie orders")
+    to.add_argument("--dataset", required=True, help=ds_help)
+    to.add_argument("--results", default=None)
+    to.set_defaults(fn=cmd_ties, eval_seed=0)
 
     tb = sub.add_parser("results-table", help="print the markdown table of docs/results/*.json")
     tb.add_argument("--results-dir", default="docs/results")

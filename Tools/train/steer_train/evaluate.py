@@ -787,3 +787,42 @@ def evaluate_backbone(
         m = res[name]["methods"]["backbone"]
         log.info("%s (n=%d): NDCG@10 %.4f, Recall@10 %.4f", name, len(cases), m["ndcg@10"], m["recall@10"])
     return res
+
+
+# ---------------------------------------------------------------------------- tie order
+
+
+def popularity_standard(ds: Dataset, cases: list[EvalCase], train: list[list[int]]) -> dict[str, float]:
+    """The most-popular baseline on the standard task: items ranked by their interaction count in
+    ``train`` (ties: lower row first), history excluded; mean NDCG@10 and Recall@10."""
+    pop = torch.zeros(ds.n_items, dtype=torch.float64)
+    for seq in train:
+        pop.index_add_(0, torch.tensor(seq, dtype=torch.long), torch.ones(len(seq), dtype=torch.float64))
+    # a row-based tie-break keeps the ranking strict (distinct scores)
+    base = pop - torch.arange(ds.n_items, dtype=torch.float64) / (2 * ds.n_items)
+    if not cases:
+        return {"ndcg@10": 0.0, "recall@10": 0.0}
+    scores = base.repeat(len(cases), 1)
+    for i, c in enumerate(cases):
+        scores[i, c.history] = -math.inf
+    m = per_case_metrics(scores, torch.tensor([c.target for c in cases]), None)
+    return {k: float(v.mean()) for k, v in m.items()}
+
+
+def compare_tie_orders(item_order: Dataset, file_order: Dataset) -> dict[str, Any]:
+    """How the order of same-second interactions changes the leave-one-out split: the number of test
+    targets that differ and the popularity baseline under each order."""
+    from steer_train.data import leave_one_out
+
+    a, b = leave_one_out(item_order), leave_one_out(file_order)
+    if len(a.test) != len(b.test):
+        raise ValueError("the two orders must hold the same users")
+    return {
+        "test_cases": len(a.test),
+        "test_targets_differ": sum(x.target != y.target for x, y in zip(a.test, b.test, strict=True)),
+        "valid_targets_differ": sum(x.target != y.target for x, y in zip(a.valid, b.valid, strict=True)),
+        "popularity": {
+            "item": popularity_standard(item_order, a.test, a.train),
+            "file": popularity_standard(file_order, b.test, b.train),
+        },
+    }

@@ -297,3 +297,24 @@ def test_comparisons_carry_the_family_and_holm() -> None:
     assert out[0]["p_holm"] == pytest.approx(3 * out[0]["p_perm"]) and out[0]["headline"]
     assert out[1]["p_holm"] == 1.0
     json.dumps(out)  # results files hold them
+
+
+def test_tie_order_comparison_and_popularity(tmp_path: Path) -> None:
+    from steer_train.data import load_generic
+
+    (tmp_path / "items.jsonl").write_text("".join(f'{{"id": {i}}}\n' for i in range(1, 6)))
+    # user 1 rates 5 and 3 in the same last second (file order 5, 3): the test target is 5 by item id,
+    # 3 by file order; users 2 and 3 make item 3 the most popular training item
+    rows = ["1,1,1", "1,2,2", "1,5,9", "1,3,9", "2,3,1", "2,4,2", "2,1,3", "2,2,4", "3,3,1", "3,1,2", "3,2,3"]
+    (tmp_path / "i.csv").write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    by_item = load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl")
+    by_file = load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl", ties="file")
+    res = ev.compare_tie_orders(by_item, by_file)
+    assert res["test_cases"] == 3 and res["test_targets_differ"] == 1 and res["valid_targets_differ"] == 1
+    # training (all but the last two per user) is the same under both orders: item 3 twice, items 1, 2
+    # and 4 once, 5 never -> popularity order 3, 1, 2, 4, 5. Users 2 and 3 (target 2) hit at rank 0 under
+    # both. User 1: by item id the target is 5 after history [1, 2, 3] -> rank 1 (behind 4); by file
+    # order it is 3 after history [1, 2, 5] -> rank 0
+    item, file = res["popularity"]["item"], res["popularity"]["file"]
+    assert file["ndcg@10"] == 1.0 and item["recall@10"] == 1.0
+    assert item["ndcg@10"] == pytest.approx((2 + 1 / math.log2(3)) / 3)
