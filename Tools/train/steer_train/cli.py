@@ -244,6 +244,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     except PhraseError as e:
         raise SystemExit(str(e)) from None
     cfg = json.loads((Path(a.checkpoint) / "config.json").read_text())
+    a.backbone = cfg.get("backbone")  # the results file names the checkpoint's backbone and seed
+    a.seed = (cfg.get("train") or {}).get("seed")
     info = {
         "checkpoint": a.checkpoint,
         "checkpoint_train": cfg.get("train"),

@@ -120,7 +120,7 @@ def targets(results_dir: Path, dataset: str = "ml-100k") -> str:
         res = doc["results"]
         if doc["dataset"] == dataset and "setup" in res and "positive" in res:
             hidden = res["setup"].get("hide_tags", 0.0)
-            key = doc["backbone"] + (f", {hidden:g} of tags hidden" if hidden else "")
+            key = str(doc.get("backbone")) + (f", {hidden:g} of tags hidden" if hidden else "")
             by_bb.setdefault(key, []).append(res)
     rows = ["| backbone | seeds | target | value | required | met |", "|---|---|---|---|---|---|"]
 

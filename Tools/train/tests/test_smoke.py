@@ -144,6 +144,7 @@ def test_cli_evaluate_with_phrases(tmp_path: Path) -> None:
         main([*base, "--prompts", str(phrases), "--results", str(out)])
         doc = json.loads(out.read_text())
         res = doc["results"]
+        assert doc["backbone"] == "sasrec" and doc["checkpoint"] == str(ckpt)
         assert {"positive_phrase", "negative_phrase", "compound_phrase", "positive_v1"} <= set(res)
         assert res["setup"]["phrases"]["unused_tags"] == ["imax"] and res["setup"]["hide_tags"] == 0.0
         assert res["setup"]["tag_assignments_visible"] == res["setup"]["tag_assignments_total"]
