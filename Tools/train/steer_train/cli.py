@@ -90,6 +90,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=None, help="directory to cache/reuse stage-1 backbones")
+    p.add_argument(
+        "--train-phrases",
+        default=None,
+        help="phrase file whose phrasings stages 2-3 use besides the templates (never the test file)",
+    )
+    p.add_argument(
+        "--phrase-prob",
+        type=float,
+        default=0.5,
+        help="with --train-phrases: share of clauses worded by a phrase",
+    )
 
 
 def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
@@ -122,6 +133,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         max_samples=a.max_samples,
         progress=progress,
         max_minutes1=getattr(a, "max_minutes1", 0.0),
+        phrase_prob=getattr(a, "phrase_prob", 0.5),
     )
     return mc, tc
 
@@ -168,8 +180,23 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     enc = shared_encoder(a.minilm)
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
-    res = train_all(model, ds, split, PromptBank(enc), tc, ds.prompt_tags(), getattr(a, "cache", None))
+    phrases = None
+    if getattr(a, "train_phrases", None):
+        from steer_train.prompts import PhraseError, load_phrases
+
+        try:
+            phrases = load_phrases(a.train_phrases)
+        except PhraseError as e:
+            raise SystemExit(str(e)) from None
+        if getattr(a, "prompts", None) and phrases.all() & load_phrases(a.prompts).all():
+            raise SystemExit(
+                f"{a.train_phrases} and {a.prompts} share phrasings: evaluation must be held out"
+            )
+    res = train_all(
+        model, ds, split, PromptBank(enc), tc, ds.prompt_tags(), getattr(a, "cache", None), phrases=phrases
+    )
     info = {
+        "train_phrases": getattr(a, "train_phrases", None),
         "losses": res.losses,
         "seconds": res.seconds,
         "model_config": mc.to_json(),
@@ -178,7 +205,8 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     if getattr(a, "out", None):
         # the commit of the code that trained (read at start), not HEAD when training ends
         commit = getattr(a, "commit", None) or git_commit()
-        extra = {"train": {"seed": a.seed, "commit": commit, "train_config": tc.to_json()}}
+        extra = {"train": {"seed": a.seed, "commit": commit, "train_config": tc.to_json(),
+                           "train_phrases": getattr(a, "train_phrases", None)}}  # fmt: skip
         write_checkpoint(model, ds, enc, a.out, extra=extra)
         log.info("checkpoint written to %s", a.out)
     return model, info
@@ -198,7 +226,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 def _evaluate(model: DPR, ds: Dataset, truth: Dataset, a: argparse.Namespace) -> dict[str, Any]:
     """All tasks: tasks and relevance from ``truth``; the system (filters, mapping, catalog) sees ``ds``."""
-    from steer_train.evaluate import Evaluator, build_phrase_tasks, build_tasks, load_phrases
+    from steer_train.evaluate import Evaluator, build_phrase_tasks, build_tasks
+    from steer_train.prompts import load_phrases
 
     split = leave_one_out(truth)
     enc = shared_encoder(a.minilm)
@@ -226,8 +255,8 @@ def _evaluate(model: DPR, ds: Dataset, truth: Dataset, a: argparse.Namespace) ->
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from steer_train.evaluate import PhraseError
     from steer_train.export import load_checkpoint
+    from steer_train.prompts import PhraseError
 
     ds, truth = _load(a)
     model, items = load_checkpoint(a.checkpoint)
@@ -258,7 +287,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     """Train and evaluate; writes a results JSON."""
     ds, truth = _load(a)
     if getattr(a, "prompts", None):
-        from steer_train.evaluate import PhraseError, load_phrases
+        from steer_train.prompts import PhraseError, load_phrases
 
         try:
             load_phrases(a.prompts)  # fail before training, not after

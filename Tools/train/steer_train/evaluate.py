@@ -8,13 +8,11 @@ and their rules are described in docs/results.md ("Protocol").
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +20,10 @@ import numpy.typing as npt
 import torch
 
 from steer_train.clauses import TagMapper
-from steer_train.data import Dataset, EvalCase, Item, _norm_tag
+from steer_train.data import Dataset, EvalCase, Item
 from steer_train.minilm import MiniLM
 from steer_train.models import DPR
-from steer_train.prompts import TEMPLATES, PromptBank, fill
+from steer_train.prompts import TEMPLATES, Phrases, PromptBank, fill
 from steer_train.train import user_vectors
 
 log = logging.getLogger("steer_train.evaluate")
@@ -209,83 +207,6 @@ def _add_v1(
 
 
 # ---------------------------------------------------------------------------- phrase files
-
-#: limits on a phrase file (it is input: bounded before any work)
-PHRASE_FILE_MAX_BYTES = 4 * 1024 * 1024
-PHRASE_MAX_CHARS = 200
-PHRASES_PER_TAG_MAX = 256
-
-
-class PhraseError(ValueError):
-    """An invalid phrase file; the message starts with the path."""
-
-
-@dataclass
-class Phrases:
-    """``{"positive": {tag: [phrase, ...]}, "negative": {tag: [phrase, ...]}}`` with tags normalised
-    as item tags are (lowercase, single spaces)."""
-
-    positive: dict[str, list[str]]
-    negative: dict[str, list[str]]
-
-    def all(self) -> set[str]:
-        return {
-            " ".join(p.lower().split()) for d in (self.positive, self.negative) for v in d.values() for p in v
-        }
-
-
-def load_phrases(path: str | Path) -> Phrases:
-    """Reads and validates a phrase file. Raises :class:`PhraseError` naming the file and the entry."""
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise PhraseError(f"{p}: cannot read: {e.strerror}") from None
-    if size > PHRASE_FILE_MAX_BYTES:
-        raise PhraseError(f"{p}: {size} bytes, more than the limit of {PHRASE_FILE_MAX_BYTES}")
-    try:
-        with p.open("rb") as fh:
-            raw = fh.read(PHRASE_FILE_MAX_BYTES + 1)
-        obj = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise PhraseError(f"{p}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise PhraseError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(obj, dict):
-        raise PhraseError(f"{p}: expected a JSON object with 'positive' and/or 'negative'")
-    extra = set(obj) - {"positive", "negative"}
-    if extra:
-        raise PhraseError(f"{p}: unknown key {sorted(extra)[0]!r} (expected 'positive', 'negative')")
-    if not obj:
-        raise PhraseError(f"{p}: no 'positive' or 'negative' phrases")
-    out: dict[str, dict[str, list[str]]] = {"positive": {}, "negative": {}}
-    for pol in ("positive", "negative"):
-        group = obj.get(pol, {})
-        if not isinstance(group, dict):
-            raise PhraseError(f"{p}: {pol}: expected an object tag -> [phrase, ...]")
-        for raw_tag, phrases in group.items():
-            tag = _norm_tag(raw_tag)
-            where = f"{p}: {pol}.{raw_tag}"
-            if not tag:
-                raise PhraseError(f"{where}: empty tag")
-            if tag in out[pol]:
-                raise PhraseError(f"{where}: tag given twice (after normalisation: {tag!r})")
-            if not isinstance(phrases, list) or not phrases:
-                raise PhraseError(f"{where}: expected a non-empty list of phrases")
-            if len(phrases) > PHRASES_PER_TAG_MAX:
-                raise PhraseError(f"{where}: {len(phrases)} phrases, more than {PHRASES_PER_TAG_MAX}")
-            seen: set[str] = set()
-            for i, ph in enumerate(phrases):
-                if not isinstance(ph, str) or not ph.strip():
-                    raise PhraseError(f"{where}[{i}]: expected a non-empty string")
-                if len(ph) > PHRASE_MAX_CHARS:
-                    raise PhraseError(f"{where}[{i}]: longer than {PHRASE_MAX_CHARS} characters")
-                key = " ".join(ph.lower().split())
-                if key in seen:
-                    raise PhraseError(f"{where}[{i}]: duplicate phrase {ph!r}")
-                seen.add(key)
-            out[pol][tag] = [" ".join(ph.split()) for ph in phrases]
-    return Phrases(out["positive"], out["negative"])
 
 
 def build_phrase_tasks(

@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from steer_train import evaluate as ev
+from steer_train import prompts
 from steer_train.clauses import parse
 from steer_train.data import Dataset, EvalCase, Item
 from steer_train.evaluate import (
-    PhraseError,
-    Phrases,
     budget_sizes,
     build_phrase_tasks,
     build_tasks,
@@ -25,14 +24,13 @@ from steer_train.evaluate import (
     hide_tags,
     holm,
     intent,
-    load_phrases,
     paired_test,
     per_case_metrics,
     retrieve_then_filter,
     tag_filter,
     top_k_only,
 )
-from steer_train.prompts import EVAL_COMPOUND, EVAL_NEG, EVAL_POS, fill
+from steer_train.prompts import EVAL_COMPOUND, EVAL_NEG, EVAL_POS, PhraseError, Phrases, fill, load_phrases
 
 from .conftest import REPO
 
@@ -169,7 +167,7 @@ def test_phrase_file_size_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     f = tmp_path / "p.json"
     f.write_text('{"positive": {"comedy": ["make me laugh"]}}')
     assert load_phrases(f).positive == {"comedy": ["make me laugh"]}
-    monkeypatch.setattr(ev, "PHRASE_FILE_MAX_BYTES", 10)
+    monkeypatch.setattr(prompts, "PHRASE_FILE_MAX_BYTES", 10)
     with pytest.raises(PhraseError, match="more than the limit of 10"):
         load_phrases(f)
     with pytest.raises(PhraseError, match="cannot read"):

@@ -13,7 +13,6 @@ import torch
 
 from steer_train.evaluate import (
     Evaluator,
-    Phrases,
     Task,
     build_phrase_tasks,
     build_tasks,
@@ -22,7 +21,7 @@ from steer_train.evaluate import (
 )
 from steer_train.minilm import shared_encoder
 from steer_train.models import DPR, DPRHead
-from steer_train.prompts import EVAL_POS
+from steer_train.prompts import EVAL_POS, Phrases
 
 from .helpers import Tiny, tiny
 
