@@ -280,6 +280,27 @@ def tag_filter(tagmat_t: torch.Tensor, pos: Sequence[int], neg: Sequence[int]) -
     return keep
 
 
+def v1_rule_filter(
+    tagmat_t: torch.Tensor, histories: Sequence[Sequence[int]], pos: Sequence[int], eligible: torch.Tensor
+) -> torch.Tensor:
+    """``[B, N]`` bool: the ``positive_v1`` leak as a filter. ``positive_v1`` prompts the target's
+    eligible tag least frequent in the history, so the target carries ``pos[i]`` and no eligible tag
+    that is rarer in the history; this keeps exactly those items. A diagnostic baseline
+    (``filter_v1_rule``): how much a filter gains from the leak."""
+    counts = torch.stack(
+        [tagmat_t[:, list(h)].sum(1) if len(h) else torch.zeros(tagmat_t.shape[0], dtype=torch.long)
+         for h in histories]
+    )  # fmt: skip
+    keep = tag_filter(tagmat_t, pos, [-1] * len(pos))
+    for i, a in enumerate(pos):
+        if a < 0:
+            continue
+        rarer = eligible & (counts[i] < counts[i, a])
+        if bool(rarer.any()):
+            keep[i] &= ~tagmat_t[rarer].any(0)
+    return keep
+
+
 def top_k_only(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``scores`` with everything outside each row's top ``k`` set to ``-inf``."""
     k = min(k, scores.shape[1])
@@ -451,6 +472,8 @@ class Evaluator:
         self.prompt_tags = prompt_tags
         self.batch = batch
         self.budgets = budget_sizes(ds.n_items)
+        eligible = set(prompt_tags)
+        self.eligible = torch.tensor([t in eligible for t in ds.tag_vocab], dtype=torch.bool)
         self._item_emb: torch.Tensor | None = None
 
     def item_text_embeddings(self) -> torch.Tensor:
@@ -521,6 +544,9 @@ class Evaluator:
         out["filter_full"] = torch.where(keep, s0, neg_inf)
         for name, k in self.budgets.items():
             out[name] = retrieve_then_filter(s0, keep, k)
+        if task.name == "positive_v1":
+            rule = v1_rule_filter(self.tagmat_t, history, task.pos_tag, self.eligible)
+            out["filter_v1_rule"] = torch.where(rule, s0, neg_inf)
         sq, mkeep, sem = self._steered(h, task.prompts, history)
         top = top_k_only(s0, TOP)
         out["dpr_soft"] = sq

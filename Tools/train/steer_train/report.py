@@ -22,6 +22,7 @@ COLUMNS = (
     ("dpr_hybrid", "DPR hybrid"),
     ("dpr_hard", "DPR hard (mapper filter)"),
     ("dpr_soft_exact", "DPR soft, exact tag"),
+    ("filter_v1_rule", "filter + v1 rule (leak)"),
 )
 
 

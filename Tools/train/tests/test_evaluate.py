@@ -91,6 +91,27 @@ def test_positive_prompt_tag_does_not_reveal_the_targets_other_tags() -> None:
         assert again[name].prompts == tasks[name].prompts, name
 
 
+def test_v1_rule_filter_is_the_leak() -> None:
+    """Keeps the items positive_v1 could have as its target: the prompted tag and no rarer one."""
+    ds = _ds(TAGS, [[0]])
+    tmt = torch.from_numpy(ds.tag_matrix()).T.contiguous()
+    hist = [0, 1, 3, 4]  # comedy 2, drama 1, horror 1, sci-fi 0
+    eligible = torch.tensor([True, True, True, True])
+    keep = ev.v1_rule_filter(tmt, [hist, hist], [VOCAB.index("drama"), VOCAB.index("comedy")], eligible)
+    # drama (count 1): drama items without sci-fi (0); horror (1) is not rarer -> 2, 3, 7
+    assert torch.nonzero(keep[0]).flatten().tolist() == [2, 3, 7]
+    # comedy (2): no drama, horror or sci-fi -> 0, 1 (not 2: drama; not 5: sci-fi)
+    assert torch.nonzero(keep[1]).flatten().tolist() == [0, 1]
+    # sci-fi not eligible: 5 is allowed again
+    only = torch.tensor([True, True, True, False])
+    assert torch.nonzero(ev.v1_rule_filter(tmt, [hist], [0], only)[0]).flatten().tolist() == [0, 1, 5]
+    # every target of positive_v1 passes its own rule
+    cases = [EvalCase(0, hist, t) for t in range(8) if ds.items[t].tags]
+    v1 = build_tasks(ds, cases, VOCAB, seed=0)["positive_v1"]
+    rule = ev.v1_rule_filter(tmt, [c.history for c in v1.cases], v1.pos_tag, eligible)
+    assert all(bool(rule[i, c.target]) for i, c in enumerate(v1.cases))
+
+
 def test_intent_rule() -> None:
     tm = _ds(TAGS, [[0]]).tag_matrix()
     # the last 10 of 12 items: comedy 6, drama 4, horror 1 (sci-fi only in the two older ones)

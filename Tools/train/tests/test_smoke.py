@@ -95,6 +95,9 @@ def test_evaluation_steers_and_an_untrained_head_fails_the_checks() -> None:
     by = res["positive"]["by"]
     assert set(by["intent"]) == {"shift", "reinforce"} and sum(v["n"] for v in by["intent"].values()) == n_pos
     assert set(by["template"]) <= set(EVAL_POS) and len(by["template"]) > 1
+    # the positive_v1 leak as a filter: its targets always pass, so it can only rank them higher
+    v1 = res["positive_v1"]["methods"]
+    assert v1["filter_v1_rule"]["ndcg@10"] > v1["filter_full"]["ndcg@10"]
     phrase = res["positive_phrase"]
     assert phrase["n"] > 0 and "dpr_soft_exact" in phrase["methods"] and "mapper" in phrase["by"]
     comps = res["comparisons"]
