@@ -35,7 +35,7 @@ def _write(d: Path) -> None:
                      "by": {"template": {"how about {a}": {"n": 3, "methods": _methods(2.0)}},
                             "phrase": {"make me laugh": {"n": 1, "methods": _methods(3.0)}}}},
         "negative": {"n": 4, "methods": _methods(0.5, {"violation@10": 0.25})},
-        "positive_v1": {"n": 5, "methods": _methods(1.5)},
+        "positive_v1": {"n": 5, "methods": {**_methods(1.5), "filter_v1_rule": {"ndcg@10": 0.6}}},
         "positive_phrase": {"n": 6, "methods": {**_methods(0.7), "dpr_soft_exact": {"ndcg@10": 0.5}}},
         "comparisons": [_comp("positive", 0.01, p_holm=0.02, family=2),
                         _comp("negative", 0.5, p_holm=0.5, family=2)],
@@ -59,7 +59,9 @@ def test_tables(tmp_path: Path) -> None:
     assert "| ml-100k | sasrec | 0 | positive | 8 | on_tag@10 | 0.9000 |" in table
     assert "| ml-100k | sasrec | 0 | negative | 4 | violation@10 | 0.2500 |" in table
     phrase_row = next(r for r in table.splitlines() if "| positive_phrase | 6 | ndcg@10 |" in r)
-    assert phrase_row.endswith("| 0.5000 |")  # the exact-tag column
+    assert phrase_row.endswith("| 0.5000 | – |")  # the exact-tag column; no v1-rule filter there
+    v1_row = next(r for r in table.splitlines() if "| positive_v1 | 5 | ndcg@10 |" in r)
+    assert v1_row.endswith("| – | 0.6000 |")  # the v1-rule filter, last column
     assert "| positive_phrase | 6 | on_tag@10 |" not in table  # no such metric in the file: no row
     bd = breakdown_table(tmp_path)
     assert "| new | positive | template | how about {a} | 3 | 0.0200 |" in bd
