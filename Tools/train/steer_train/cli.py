@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from steer_train.data import Dataset, leave_one_out, load_dataset
+from steer_train.data import TIE_ORDERS, Dataset, leave_one_out, load_dataset
 from steer_train.minilm import shared_encoder
 from steer_train.models import DPR, ModelConfig
 from steer_train.prompts import PromptBank
@@ -90,6 +90,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=None, help="directory to cache/reuse stage-1 backbones")
+    p.add_argument(
+        "--train-phrases",
+        default=None,
+        help="phrase file whose phrasings stages 2-3 use besides the templates (never the test file)",
+    )
+    p.add_argument(
+        "--phrase-prob",
+        type=float,
+        default=0.5,
+        help="with --train-phrases: share of clauses worded by a phrase",
+    )
 
 
 def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
@@ -122,8 +133,43 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         max_samples=a.max_samples,
         progress=progress,
         max_minutes1=getattr(a, "max_minutes1", 0.0),
+        phrase_prob=getattr(a, "phrase_prob", 0.5),
     )
     return mc, tc
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ties",
+        choices=list(TIE_ORDERS),
+        default="item",
+        help="order of same-timestamp interactions: item id (default) or file order (old results)",
+    )
+    p.add_argument(
+        "--hide-tags",
+        type=float,
+        default=0.0,
+        help="hide this fraction of item-tag assignments (seeded) from everything the system sees; "
+        "relevance and violations keep the full metadata",
+    )
+    p.add_argument("--hide-seed", type=int, default=0, help="seed of --hide-tags")
+
+
+def _load(a: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """(what the system sees, the full metadata): equal unless ``--hide-tags``."""
+    from steer_train.evaluate import hide_tags
+
+    full = load_dataset(a.dataset, ties=getattr(a, "ties", "item"))
+    frac = getattr(a, "hide_tags", 0.0)
+    if not 0.0 <= frac < 1.0:
+        raise SystemExit(f"--hide-tags must be in [0, 1), got {frac}")
+    if frac > 0:
+        visible = hide_tags(full, frac, a.hide_seed)
+        shown = sum(len(it.tags) for it in visible.items)
+        log.info("--hide-tags %g (seed %d): %d of %d item-tag assignments visible", frac, a.hide_seed,
+                 shown, sum(len(it.tags) for it in full.items))  # fmt: skip
+        return visible, full
+    return full, full
 
 
 def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
@@ -134,15 +180,33 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     enc = shared_encoder(a.minilm)
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
-    res = train_all(model, ds, split, PromptBank(enc), tc, ds.prompt_tags(), getattr(a, "cache", None))
+    phrases = None
+    if getattr(a, "train_phrases", None):
+        from steer_train.prompts import PhraseError, load_phrases
+
+        try:
+            phrases = load_phrases(a.train_phrases)
+        except PhraseError as e:
+            raise SystemExit(str(e)) from None
+        if getattr(a, "prompts", None) and phrases.all() & load_phrases(a.prompts).all():
+            raise SystemExit(
+                f"{a.train_phrases} and {a.prompts} share phrasings: evaluation must be held out"
+            )
+    res = train_all(
+        model, ds, split, PromptBank(enc), tc, ds.prompt_tags(), getattr(a, "cache", None), phrases=phrases
+    )
     info = {
+        "train_phrases": getattr(a, "train_phrases", None),
         "losses": res.losses,
         "seconds": res.seconds,
         "model_config": mc.to_json(),
         "train_config": tc.to_json(),
     }
     if getattr(a, "out", None):
-        extra = {"train": {"seed": a.seed, "commit": git_commit(), "train_config": tc.to_json()}}
+        # the commit of the code that trained (read at start), not HEAD when training ends
+        commit = getattr(a, "commit", None) or git_commit()
+        extra = {"train": {"seed": a.seed, "commit": commit, "train_config": tc.to_json(),
+                           "train_phrases": getattr(a, "train_phrases", None)}}  # fmt: skip
         write_checkpoint(model, ds, enc, a.out, extra=extra)
         log.info("checkpoint written to %s", a.out)
     return model, info
@@ -155,35 +219,80 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    ds = load_dataset(a.dataset)
+    ds, _ = _load(a)
     _, info = _train(a, ds)
     log.info("stage seconds: %s", {k: round(v, 1) for k, v in info["seconds"].items()})
 
 
-def _evaluate(model: DPR, ds: Dataset, a: argparse.Namespace) -> dict[str, Any]:
-    from steer_train.evaluate import Evaluator, build_tasks
+def _evaluate(model: DPR, ds: Dataset, truth: Dataset, a: argparse.Namespace) -> dict[str, Any]:
+    """All tasks: tasks and relevance from ``truth``; the system (filters, mapping, catalog) sees ``ds``."""
+    from steer_train.evaluate import Evaluator, build_phrase_tasks, build_tasks
+    from steer_train.prompts import load_phrases
 
-    split = leave_one_out(ds)
+    split = leave_one_out(truth)
     enc = shared_encoder(a.minilm)
-    tasks = build_tasks(ds, split.test, ds.prompt_tags(), seed=a.eval_seed)
-    return Evaluator(model, ds, enc, ds.prompt_tags()).run(tasks, seed=a.eval_seed)
+    tags = truth.prompt_tags()
+    tasks = build_tasks(truth, split.test, tags, seed=a.eval_seed)
+    extra: dict[str, Any] = {}
+    if getattr(a, "prompts", None):
+        phrases = load_phrases(a.prompts)
+        vocab = set(truth.tag_vocab)
+        extra["phrases"] = {
+            "file": a.prompts,
+            "unused_tags": sorted((set(phrases.positive) | set(phrases.negative)) - vocab),
+        }
+        tasks.update(build_phrase_tasks(tasks, phrases, truth.tag_vocab, seed=a.eval_seed))
+    res = Evaluator(model, ds, enc, tags, truth=truth).run(tasks, seed=a.eval_seed)
+    res["setup"] = {
+        "ties": getattr(a, "ties", "item"),
+        "hide_tags": getattr(a, "hide_tags", 0.0),
+        "hide_seed": getattr(a, "hide_seed", 0),
+        "tag_assignments_visible": sum(len(it.tags) for it in ds.items),
+        "tag_assignments_total": sum(len(it.tags) for it in truth.items),
+        **extra,
+    }
+    return res
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from steer_train.export import load_checkpoint
+    from steer_train.prompts import PhraseError
 
-    ds = load_dataset(a.dataset)
+    ds, truth = _load(a)
     model, items = load_checkpoint(a.checkpoint)
     if [str(i.id) for i in items] != [str(i.id) for i in ds.items]:
         raise SystemExit("checkpoint items do not match the dataset's items")
+    if [i.tags for i in items] != [i.tags for i in ds.items]:
+        raise SystemExit(
+            "checkpoint item tags differ from the data set's visible tags "
+            "(a checkpoint trained with --hide-tags needs the same --hide-tags and --hide-seed)"
+        )
     t0 = time.time()
-    res = _evaluate(model, ds, a)
-    _write_results(a, ds, {"checkpoint": a.checkpoint}, res, time.time() - t0)
+    try:
+        res = _evaluate(model, ds, truth, a)
+    except PhraseError as e:
+        raise SystemExit(str(e)) from None
+    cfg = json.loads((Path(a.checkpoint) / "config.json").read_text())
+    a.backbone = cfg.get("backbone")  # the results file names the checkpoint's backbone and seed
+    a.seed = (cfg.get("train") or {}).get("seed")
+    info = {
+        "checkpoint": a.checkpoint,
+        "checkpoint_train": cfg.get("train"),
+        "model_config": cfg.get("model_config"),
+    }
+    _write_results(a, ds, info, res, time.time() - t0)
 
 
 def cmd_run(a: argparse.Namespace) -> None:
     """Train and evaluate; writes a results JSON."""
-    ds = load_dataset(a.dataset)
+    ds, truth = _load(a)
+    if getattr(a, "prompts", None):
+        from steer_train.prompts import PhraseError, load_phrases
+
+        try:
+            load_phrases(a.prompts)  # fail before training, not after
+        except PhraseError as e:
+            raise SystemExit(str(e)) from None
     if a.backbone_only or not ds.prompt_tags():
         if not a.backbone_only:
             log.info("%s has no prompt tags: training and evaluating the backbone only", ds.name)
@@ -192,7 +301,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     t0 = time.time()
     model, info = _train(a, ds)
     t1 = time.time()
-    res = _evaluate(model, ds, a)
+    res = _evaluate(model, ds, truth, a)
     info["seconds"]["evaluate"] = time.time() - t1
     _write_results(a, ds, info, res, time.time() - t0)
 
@@ -257,7 +366,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     from steer_train.export import load_checkpoint, write_checkpoint
 
     model, items = load_checkpoint(a.checkpoint)
-    ds = load_dataset(a.dataset)
+    ds, _ = _load(a)
     write_checkpoint(model, ds, shared_encoder(a.minilm), a.out)
     log.info("exported %d items to %s", len(items), a.out)
 
@@ -278,11 +387,20 @@ def cmd_demo(a: argparse.Namespace) -> None:
     _train(ns, ds)
 
 
+def cmd_ties(a: argparse.Namespace) -> None:
+    """Writes how the tie order of same-second interactions changes the split (docs/results.md)."""
+    from steer_train.evaluate import compare_tie_orders
+
+    res = compare_tie_orders(load_dataset(a.dataset, ties="item"), load_dataset(a.dataset, ties="file"))
+    _write_results(a, load_dataset(a.dataset), {"mode": "tie-order"}, res, 0.0)
+
+
 def cmd_table(a: argparse.Namespace) -> None:
-    from steer_train.report import significance, targets, write_table
+    from steer_train.report import breakdown_table, budget_table, significance, targets, write_table
 
     d = Path(a.results_dir)
-    print(write_table(d) + "\n\n" + targets(d) + "\n\n" + significance(d))
+    parts = [write_table(d), breakdown_table(d), budget_table(d), targets(d), significance(d)]
+    print("\n\n".join(parts))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -307,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--dataset", required=True, help=ds_help)
     t.add_argument("--out", required=True, help="checkpoint directory")
     _model_args(t)
+    _data_args(t)
     t.set_defaults(fn=cmd_train)
 
     r = sub.add_parser("run", help="train, evaluate, write a results JSON")
@@ -322,7 +441,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument(
         "--negatives", type=int, default=100, help="backbone-only: sampled negatives of the anchor metric"
     )
+    r.add_argument("--prompts", default=None, help="phrase file: also evaluate prompts in users' words")
     _model_args(r)
+    _data_args(r)
     r.set_defaults(fn=cmd_run)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint")
@@ -330,12 +451,20 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--results", default=None)
     e.add_argument("--eval-seed", type=int, default=0)
+    e.add_argument(
+        "--prompts",
+        default=None,
+        help='phrase file {"positive": {tag: [phrase, ...]}, "negative": {...}}: also evaluate them',
+    )
+    e.add_argument("--threads", type=int, default=2)
+    _data_args(e)
     e.set_defaults(fn=cmd_evaluate)
 
     x = sub.add_parser("export", help="re-export a checkpoint with a fresh golden file")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--dataset", required=True, help=ds_help)
     x.add_argument("--out", required=True)
+    _data_args(x)
     x.set_defaults(fn=cmd_export)
 
     dm = sub.add_parser("demo-checkpoint", help="small synthetic checkpoint for the demo")
@@ -343,6 +472,11 @@ def main(argv: list[str] | None = None) -> None:
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("--backbone", choices=["sasrec", "gru4rec"], default="sasrec")
     dm.set_defaults(fn=cmd_demo)
+
+    to = sub.add_parser("tie-order", help="compare the split under item-id and file tie orders")
+    to.add_argument("--dataset", required=True, help=ds_help)
+    to.add_argument("--results", default=None)
+    to.set_defaults(fn=cmd_ties, eval_seed=0)
 
     tb = sub.add_parser("results-table", help="print the markdown table of docs/results/*.json")
     tb.add_argument("--results-dir", default="docs/results")

@@ -122,24 +122,48 @@ def _float(path: Path, n: int, what: str, value: str) -> float:
         raise DataError(f"{path}:{n}: {what} must be a number, got {value!r}") from None
 
 
+#: how interactions with the same timestamp are ordered: ``item`` (by item id, the default and the
+#: common reference order) or ``file`` (source order, what results files written before the change used)
+TIE_ORDERS = ("item", "file")
+
+
+def id_key(item_id: ItemId) -> tuple[int, int, str]:
+    """Sort key of an item id: integers (and strings of decimal digits, as CSV gives them) in numeric
+    order, before every other string, which sort as text."""
+    if isinstance(item_id, int):
+        return (0, item_id, "")
+    if item_id.isascii() and item_id.isdigit():
+        return (0, int(item_id), "")
+    return (1, 0, item_id)
+
+
 def _build(
     name: str,
     items: list[Item],
     events: list[tuple[ItemId, ItemId, float, int]],
     tag_vocab: Sequence[str] = (),
+    ties: str = "item",
 ) -> Dataset:
-    """``events``: (user, item id, timestamp, source order); unknown item ids must be checked."""
+    """``events``: (user, item id, timestamp, source order); unknown item ids must be checked.
+
+    Per user, interactions are ordered by timestamp; same-timestamp interactions by item id
+    (:func:`id_key`) when ``ties == "item"``, by source order when ``ties == "file"``.
+    """
+    if ties not in TIE_ORDERS:
+        raise ValueError(f"ties must be one of {TIE_ORDERS}, got {ties!r}")
     row = {str(it.id): i for i, it in enumerate(items)}
-    per_user: dict[ItemId, list[tuple[float, int, int]]] = {}
+    per_user: dict[ItemId, list[tuple[float, tuple[int, int, str], int, int]]] = {}
+    no_key = (0, 0, "")
     for user, item, ts, order in events:
-        per_user.setdefault(user, []).append((ts, order, row[str(item)]))
+        key = id_key(item) if ties == "item" else no_key
+        per_user.setdefault(user, []).append((ts, key, order, row[str(item)]))
     users = sorted(per_user, key=lambda u: (isinstance(u, str), u if isinstance(u, int) else 0, str(u)))
     seqs: list[list[int]] = []
     for u in users:
         evs = sorted(per_user[u])
         seen: set[int] = set()
         seq: list[int] = []
-        for _, _, r in evs:  # keep the first interaction with an item (re-ratings are rare)
+        for _, _, _, r in evs:  # keep the first interaction with an item (re-ratings are rare)
             if r not in seen:
                 seen.add(r)
                 seq.append(r)
@@ -150,8 +174,9 @@ def _build(
 # ---------------------------------------------------------------------------- MovieLens
 
 
-def load_ml100k(directory: str | Path) -> Dataset:
-    """MovieLens-100K: ``u.item`` (Latin-1, ``|``-separated, 19 genre flags) and ``u.data``."""
+def load_ml100k(directory: str | Path, ties: str = "item") -> Dataset:
+    """MovieLens-100K: ``u.item`` (Latin-1, ``|``-separated, 19 genre flags) and ``u.data``;
+    ``ties``: see :func:`_build`."""
     d = Path(directory)
     genres_path = d / "u.genre"
     genres: list[str] = []
@@ -215,7 +240,7 @@ def load_ml100k(directory: str | Path) -> Dataset:
             raise DataError(f"{data_path}:{n}: unknown item id {i}")
         events.append((u, i, float(ts), n))
     vocab = [g for g in genres if g]
-    return _build("ml-100k", items, events, vocab)
+    return _build("ml-100k", items, events, vocab, ties=ties)
 
 
 def _ml_latest_movies(path: Path) -> list[Item]:
@@ -234,7 +259,9 @@ def _ml_latest_movies(path: Path) -> list[Item]:
     return items
 
 
-def load_ml_latest_small(directory: str | Path, tags: str = "genres", min_tag_items: int = 5) -> Dataset:
+def load_ml_latest_small(
+    directory: str | Path, tags: str = "genres", min_tag_items: int = 5, ties: str = "item"
+) -> Dataset:
     """MovieLens latest-small: ``movies.csv`` (20 genres), ``ratings.csv``, ``tags.csv``.
 
     ``tags``: ``genres`` (item tags = genres), ``user`` (free-text user tags applied to at least
@@ -299,10 +326,10 @@ def load_ml_latest_small(directory: str | Path, tags: str = "genres", min_tag_it
                 raise DataError(f"{rpath}:{n}: unknown movieId {mid}")
             events.append((u, mid, float(ts), n))
     suffix = "" if tags == "genres" else f"-{tags}tags"
-    return _build("ml-latest-small" + suffix, items, events, vocab)
+    return _build("ml-latest-small" + suffix, items, events, vocab, ties=ties)
 
 
-def load_ml1m(directory: str | Path) -> Dataset:
+def load_ml1m(directory: str | Path, ties: str = "item") -> Dataset:
     """MovieLens-1M: ``movies.dat`` and ``ratings.dat`` (``::``-separated, Latin-1)."""
     d = Path(directory)
     mpath = d / "movies.dat"
@@ -327,7 +354,7 @@ def load_ml1m(directory: str | Path) -> Dataset:
         if mid not in known:
             raise DataError(f"{rpath}:{n}: unknown MovieID {mid}")
         events.append((u, mid, float(ts), n))
-    return _build("ml-1m", items, events)
+    return _build("ml-1m", items, events, ties=ties)
 
 
 # ---------------------------------------------------------------------------- generic format
@@ -406,7 +433,9 @@ def _interactions(path: Path) -> Iterator[tuple[int, ItemId, ItemId, float]]:
                 yield n, f[0].strip(), f[1].strip(), _float(path, n, "timestamp", f[2])
 
 
-def load_generic(interactions: str | Path, items: str | Path, name: str = "generic") -> Dataset:
+def load_generic(
+    interactions: str | Path, items: str | Path, name: str = "generic", ties: str = "item"
+) -> Dataset:
     """The generic format (docs in Tools/train/README.md).
 
     ``interactions``: ``.csv`` with header ``user,item,timestamp`` or ``.jsonl`` with objects
@@ -425,7 +454,7 @@ def load_generic(interactions: str | Path, items: str | Path, name: str = "gener
         events.append((str(u), str(i), ts, n))
     if not events:
         raise DataError(f"{p}: no interactions")
-    return _build(name, cat, events)
+    return _build(name, cat, events, ties=ties)
 
 
 # ---------------------------------------------------------------------------- SASRec's plain format
@@ -500,11 +529,12 @@ def shared_data_dir() -> Path:
     return repo.parent / "shared" / "data"
 
 
-def load_dataset(spec: str) -> Dataset:
+def load_dataset(spec: str, ties: str = "item") -> Dataset:
     """``ml-100k``, ``ml-latest-small``, ``ml-latest-small-tags`` (user tags), ``ml-1m``,
     ``amazon-video-games`` (SASRec's ``Video.txt``, no item metadata), ``synth[:seed]`` or
     ``generic:INTERACTIONS,ITEMS``; named data sets may be ``name=PATH`` (a directory for MovieLens,
-    the file for ``amazon-video-games``)."""
+    the file for ``amazon-video-games``). ``ties``: the order of same-timestamp interactions
+    (:data:`TIE_ORDERS`; files without timestamps keep their order)."""
     from steer_train.synth import SynthConfig, generate
 
     name, _, arg = spec.partition("=")
@@ -513,16 +543,16 @@ def load_dataset(spec: str) -> Dataset:
         return generate(SynthConfig(seed=seed))
     if name.startswith("generic:"):
         inter, _, items = name[len("generic:") :].partition(",")
-        return load_generic(inter, items)
+        return load_generic(inter, items, ties=ties)
     base = shared_data_dir()
     if name == "ml-100k":
-        return load_ml100k(arg or base / "ml-100k")
+        return load_ml100k(arg or base / "ml-100k", ties=ties)
     if name == "ml-latest-small":
-        return load_ml_latest_small(arg or base / "ml-latest-small", tags="genres")
+        return load_ml_latest_small(arg or base / "ml-latest-small", tags="genres", ties=ties)
     if name == "ml-latest-small-tags":
-        return load_ml_latest_small(arg or base / "ml-latest-small", tags="user")
+        return load_ml_latest_small(arg or base / "ml-latest-small", tags="user", ties=ties)
     if name == "ml-1m":
-        return load_ml1m(arg or base / "ml-1m")
+        return load_ml1m(arg or base / "ml-1m", ties=ties)
     if name == "amazon-video-games":
         return load_sasrec_txt(arg or base / "amazon-video-games-sasrec" / "Video.txt")
     raise ValueError(f"unknown dataset {spec!r}")

@@ -1,13 +1,17 @@
-"""Prompt templates (separate sets for training and evaluation) and the prompt bank that turns a
-prompt string into clause embeddings and polarities."""
+"""Prompt templates (separate sets for training and evaluation), phrase files (prompts in users'
+own words, per tag and polarity) and the prompt bank that turns a prompt string into clause
+embeddings and polarities."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from steer_train.clauses import Clause, parse
+from steer_train.data import _norm_tag
 from steer_train.minilm import MiniLM
 
 TRAIN_POS = [
@@ -46,6 +50,86 @@ TEMPLATES = {
 
 def fill(template: str, a: str = "", b: str = "") -> str:
     return template.replace("{a}", a).replace("{b}", b)
+
+
+# ---------------------------------------------------------------------------- phrase files
+
+#: limits on a phrase file (it is input: bounded before any work)
+PHRASE_FILE_MAX_BYTES = 4 * 1024 * 1024
+PHRASE_MAX_CHARS = 200
+PHRASES_PER_TAG_MAX = 256
+
+
+class PhraseError(ValueError):
+    """An invalid phrase file; the message starts with the path."""
+
+
+@dataclass
+class Phrases:
+    """``{"positive": {tag: [phrase, ...]}, "negative": {tag: [phrase, ...]}}`` with tags normalised
+    as item tags are (lowercase, single spaces)."""
+
+    positive: dict[str, list[str]]
+    negative: dict[str, list[str]]
+
+    def all(self) -> set[str]:
+        return {
+            " ".join(p.lower().split()) for d in (self.positive, self.negative) for v in d.values() for p in v
+        }
+
+
+def load_phrases(path: str | Path) -> Phrases:
+    """Reads and validates a phrase file. Raises :class:`PhraseError` naming the file and the entry."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise PhraseError(f"{p}: cannot read: {e.strerror}") from None
+    if size > PHRASE_FILE_MAX_BYTES:
+        raise PhraseError(f"{p}: {size} bytes, more than the limit of {PHRASE_FILE_MAX_BYTES}")
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(PHRASE_FILE_MAX_BYTES + 1)
+        obj = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise PhraseError(f"{p}: cannot read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise PhraseError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(obj, dict):
+        raise PhraseError(f"{p}: expected a JSON object with 'positive' and/or 'negative'")
+    extra = set(obj) - {"positive", "negative"}
+    if extra:
+        raise PhraseError(f"{p}: unknown key {sorted(extra)[0]!r} (expected 'positive', 'negative')")
+    if not obj:
+        raise PhraseError(f"{p}: no 'positive' or 'negative' phrases")
+    out: dict[str, dict[str, list[str]]] = {"positive": {}, "negative": {}}
+    for pol in ("positive", "negative"):
+        group = obj.get(pol, {})
+        if not isinstance(group, dict):
+            raise PhraseError(f"{p}: {pol}: expected an object tag -> [phrase, ...]")
+        for raw_tag, phrases in group.items():
+            tag = _norm_tag(raw_tag)
+            where = f"{p}: {pol}.{raw_tag}"
+            if not tag:
+                raise PhraseError(f"{where}: empty tag")
+            if tag in out[pol]:
+                raise PhraseError(f"{where}: tag given twice (after normalisation: {tag!r})")
+            if not isinstance(phrases, list) or not phrases:
+                raise PhraseError(f"{where}: expected a non-empty list of phrases")
+            if len(phrases) > PHRASES_PER_TAG_MAX:
+                raise PhraseError(f"{where}: {len(phrases)} phrases, more than {PHRASES_PER_TAG_MAX}")
+            seen: set[str] = set()
+            for i, ph in enumerate(phrases):
+                if not isinstance(ph, str) or not ph.strip():
+                    raise PhraseError(f"{where}[{i}]: expected a non-empty string")
+                if len(ph) > PHRASE_MAX_CHARS:
+                    raise PhraseError(f"{where}[{i}]: longer than {PHRASE_MAX_CHARS} characters")
+                key = " ".join(ph.lower().split())
+                if key in seen:
+                    raise PhraseError(f"{where}[{i}]: duplicate phrase {ph!r}")
+                seen.add(key)
+            out[pol][tag] = [" ".join(ph.split()) for ph in phrases]
+    return Phrases(out["positive"], out["negative"])
 
 
 @dataclass

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from steer_train.data import Dataset, EvalCase, Split
 from steer_train.models import DPR
-from steer_train.prompts import TEMPLATES, PromptBank, fill
+from steer_train.prompts import TEMPLATES, Phrases, PromptBank, fill
 
 log = logging.getLogger("steer_train.train")
 
@@ -56,6 +56,9 @@ class TrainConfig:
     #: stage 1 stops after the epoch in which this many minutes have passed (0: no limit); the
     #: stopping epoch is validated so the best checked weights are kept
     max_minutes1: float = 0.0
+    #: with a phrase file (``train_all(phrases=...)``): the probability that a clause of a training
+    #: prompt is a phrase of its tag (when the file has one) instead of a template
+    phrase_prob: float = 0.5
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,9 +242,23 @@ def build_samples(
 
 
 class PromptSampler:
-    """Chooses training prompts for samples (DESIGN.md §1)."""
+    """Chooses training prompts for samples: the tags (weighted towards intent shifts for positive
+    clauses, towards the user's frequent tags for negative ones) and their wording — a training
+    template, or with ``phrases`` and probability ``phrase_prob`` per clause, a phrase of the tag
+    (compound prompts then join the two clauses as ``"<positive>, <negative>"``). Without phrases the
+    random stream is the one of earlier versions (no extra draws)."""
 
-    def __init__(self, ds: Dataset, prompt_tags: list[str], smp: Samples, seed: int) -> None:
+    def __init__(
+        self,
+        ds: Dataset,
+        prompt_tags: list[str],
+        smp: Samples,
+        seed: int,
+        phrases: Phrases | None = None,
+        phrase_prob: float = 0.0,
+    ) -> None:
+        self.phrases = phrases if phrases is not None and phrase_prob > 0 else None
+        self.phrase_prob = phrase_prob
         self.vocab = ds.tag_vocab
         tagmat = torch.from_numpy(ds.tag_matrix())
         eligible = torch.tensor([t in set(prompt_tags) for t in ds.tag_vocab])
@@ -272,15 +289,30 @@ class PromptSampler:
         b = self.pick(self.neg_w[idx]) if kind in ("neg", "compound") else None
         out: list[str | None] = []
         for i in range(len(idx)):
+            ta = self.vocab[int(a[i])] if a is not None else ""
+            tb = self.vocab[int(b[i])] if b is not None else ""
             t = self.rng.choice(tpl)
-            out.append(
-                fill(
-                    t,
-                    self.vocab[int(a[i])] if a is not None else "",
-                    self.vocab[int(b[i])] if b is not None else "",
-                )
-            )
+            if self.phrases is None:
+                out.append(fill(t, ta, tb))
+                continue
+            pa = self._phrase(self.phrases.positive, ta) if a is not None else None
+            pb = self._phrase(self.phrases.negative, tb) if b is not None else None
+            if pa is None and pb is None:
+                out.append(fill(t, ta, tb))
+            elif kind != "compound":
+                out.append(pa if pa is not None else pb)
+            else:
+                pos = pa if pa is not None else fill(self.rng.choice(TEMPLATES[split]["pos"]), ta)
+                neg = pb if pb is not None else fill(self.rng.choice(TEMPLATES[split]["neg"]), "", tb)
+                out.append(f"{pos}, {neg}")
         return out, b
+
+    def _phrase(self, group: dict[str, list[str]], tag: str) -> str | None:
+        """A phrase of ``tag`` with probability ``phrase_prob`` (when ``group`` has one), else None."""
+        options = group.get(tag)
+        if not options or self.rng.random() >= self.phrase_prob:
+            return None
+        return self.rng.choice(options)
 
 
 def _suppression(logits: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
@@ -297,13 +329,14 @@ def train_head(
     prompt_tags: list[str],
     tc: TrainConfig,
     stage: int,
+    phrases: Phrases | None = None,
 ) -> list[float]:
     """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything)."""
     seed_all(tc.seed + stage)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: thread synchronisation costs more than it gains
     try:
-        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage)
+        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage, phrases)
     finally:
         torch.set_num_threads(threads)
 
@@ -316,10 +349,11 @@ def _train_head(
     prompt_tags: list[str],
     tc: TrainConfig,
     stage: int,
+    phrases: Phrases | None,
 ) -> list[float]:
     head = model.head
     head.train()
-    sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage)
+    sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage, phrases, tc.phrase_prob)
     if stage == 2:
         params = [p for n, p in head.named_parameters() if not n.startswith("neg.")]
         kinds = ["pos"]
@@ -388,9 +422,11 @@ def train_all(
     tc: TrainConfig,
     prompt_tags: list[str],
     cache_dir: str | None = None,
+    phrases: Phrases | None = None,
 ) -> TrainResult:
     """All three stages. With ``cache_dir``, the stage-1 backbone is stored there (keyed by data set,
-    model and stage-1 settings) and reused by later runs."""
+    model and stage-1 settings) and reused by later runs. With ``phrases`` (a training phrase file),
+    stages 2–3 word a clause with one of its tag's phrases with probability ``tc.phrase_prob``."""
     t0 = time.time()
     cached = None
     if cache_dir:
@@ -418,9 +454,9 @@ def train_all(
     t1 = time.time()
     smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
     log.info("head training samples: %d", smp.h.shape[0])
-    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=2)
+    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=2, phrases=phrases)
     t2 = time.time()
-    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=3)
+    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=3, phrases=phrases)
     t3 = time.time()
     model.tags = list(ds.tag_vocab)
     return TrainResult(

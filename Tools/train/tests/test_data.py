@@ -172,3 +172,27 @@ def test_ml1m_format(tmp_path: Path) -> None:
     (tmp_path / "ratings.dat").write_text("1::2::5::20\n1::7::4::10\n")
     with pytest.raises(DataError, match=r"ratings.dat:2: unknown MovieID 7"):
         load_ml1m(tmp_path)
+
+
+def test_same_second_interactions_are_ordered_by_item_id(tmp_path: Path) -> None:
+    """Ties in time: (timestamp, item id), numeric for numeric ids; ``ties="file"`` keeps the source
+    order (what the results files written before the change used)."""
+    (tmp_path / "items.jsonl").write_text("".join(f'{{"id": {i}}}\n' for i in (10, 9, 2, 30)))
+    # user 1: items 10, 9 and 2 at the same second, in file order 10, 9, 2; 30 earlier
+    (tmp_path / "i.csv").write_text("user,item,timestamp\n1,10,5\n1,9,5\n1,30,1\n1,2,5\n")
+    ds = load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl")
+    ids = [ds.items[r].id for r in ds.sequences[0]]
+    assert ids == [30, 2, 9, 10]  # numeric, not text order ("10" < "2" < "9")
+    by_file = load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl", ties="file")
+    assert [by_file.items[r].id for r in by_file.sequences[0]] == [30, 10, 9, 2]
+    with pytest.raises(ValueError, match="ties must be one of"):
+        load_generic(tmp_path / "i.csv", tmp_path / "items.jsonl", ties="random")
+    # the MovieLens loaders too: u.data lists user 7's same-second items 3 then 1
+    genres = "".join(f"g{i}|{i}\n" for i in range(19))
+    (tmp_path / "u.genre").write_text(genres, encoding="latin-1")
+    (tmp_path / "u.item").write_text(
+        "".join(f"{i}|T{i}|d||u|" + "|".join(["0"] * 19) + "\n" for i in (1, 2, 3)), encoding="latin-1"
+    )
+    (tmp_path / "u.data").write_text("7\t3\t4\t100\n7\t1\t5\t100\n7\t2\t5\t50\n", encoding="latin-1")
+    assert load_ml100k(tmp_path).sequences == [[1, 0, 2]]
+    assert load_ml100k(tmp_path, ties="file").sequences == [[1, 2, 0]]
