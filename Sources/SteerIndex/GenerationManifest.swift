@@ -139,10 +139,14 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
     /// without retraining.
     public var trainedIndex: Shard?
     public var build: BuildInfo
+    /// `ItemStore.storeID` of the store the generation was built from. A server refuses a generation
+    /// whose id is not its store's (`corrupt`); manifests written before store ids existed have none,
+    /// and then only the sequence bound and the version checks apply (docs/operations.md).
+    public var storeID: String?
 
     public init(generationID: String, createdAt: String = GenerationManifest.timestamp(), checkpointHash: String?,
                 embeddingVersion: String, storeSequence: UInt64, indexSpec: String, metric: Metric, dimension: Int,
-                sharding: ShardingInfo, shards: [Shard], trainedIndex: Shard? = nil, build: BuildInfo) {
+                sharding: ShardingInfo, shards: [Shard], trainedIndex: Shard? = nil, build: BuildInfo, storeID: String? = nil) {
         self.format = Self.formatName
         self.formatVersion = Self.formatVersion
         self.generationID = generationID
@@ -158,6 +162,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         self.shards = shards
         self.trainedIndex = trainedIndex
         self.build = build
+        self.storeID = storeID
     }
 
     enum CodingKeys: String, CodingKey {
@@ -176,6 +181,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         case shards
         case trainedIndex = "trained_index"
         case build
+        case storeID = "store_id"
     }
 
     // MARK: Validation
@@ -204,6 +210,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         try Self.validateGenerationID(generationID)
         guard !embeddingVersion.isEmpty else { throw bad("embedding_version is empty") }
         if let checkpointHash, checkpointHash.isEmpty { throw bad("checkpoint_hash is empty (omit it instead)") }
+        if let storeID, storeID.isEmpty || storeID.utf8.count > 64 { throw bad("store_id must be 1 to 64 bytes (omit it instead)") }
         guard !indexSpec.isEmpty else { throw bad("index_spec is empty") }
         guard (1...65536).contains(dimension) else { throw bad("dimension \(dimension) is out of range 1...65536") }
         let sharding = try shardingFunction()
