@@ -567,31 +567,43 @@ void require(bool condition, const std::string& message) {
 
 // MARK: - Untrusted index files
 
-/// Walks faiss 1.7.3's serialized bytes of the index types Steer writes for Flat (IxM2 around
-/// IxFI/IxF2/IxFl) and HNSW (IHNf over IxFI/IxF2/IxFl) before faiss reads them, checking every
-/// declared vector length against the bytes left in the section. faiss's READVECTOR resizes a vector to
-/// the length a file declares (up to 2^40 elements) before reading it, so a 1 KiB file could make it
-/// allocate and zero gigabytes; after this walk every allocation faiss makes is bounded by the section's
-/// size. IVF sections (IwFl, IwPQ, IwSQ, ...) are left to faiss's own checks (docs/index.md).
-/// Written by hand: faiss has no validating reader.
+/// Walks faiss 1.7.3's serialized bytes of the index types Steer writes before faiss reads them: Flat
+/// (IxM2 around IxFI/IxF2/IxFl), HNSW (IHNf over IxFI/IxF2/IxFl) and IVF (IwFl, IwPQ, IwSQ/IwSq over a
+/// Flat quantizer, with ArrayInvertedLists `ilar`), checking every declared vector length, list count,
+/// list size and code size against the bytes left in the section; any other index type is refused.
+/// faiss's READVECTOR resizes a vector to the length a file declares (up to 2^40 elements) before
+/// reading it, and `ilar` sizes every list before reading any, so without this walk a 1 KiB file could
+/// make it allocate and zero gigabytes; after it, what faiss allocates while reading is bounded by the
+/// section's size (IVF-PQ's precomputed table, recomputed after the read, is capped by faiss at
+/// `precomputed_table_max_bytes`, 2 GiB). Written by hand: faiss has no validating reader.
 class SectionWalker {
 public:
     SectionWalker(FILE* file, uint64_t offset, uint64_t length, std::string path)
         : file_(file), position_(offset), end_(offset + length), path_(std::move(path)) {}
 
-    /// Walks one index (recursively for wrappers); depth bounds the nesting a crafted file can ask for.
-    void index(int depth = 0) {
+    /// d and ntotal of an index header.
+    struct Header {
+        int64_t d = 0;
+        int64_t ntotal = 0;
+    };
+
+    /// Walks one index (recursively for wrappers and quantizers); depth bounds the nesting.
+    Header index(int depth = 0) {
         if (depth > 2) bad("indexes nested too deeply");
         const uint32_t h = u32();
-        if (h == fourcc("IxM2")) {
-            header();
+        if (h == fourcc("IxM2") && depth == 0) {
+            const Header outer = header();
             index(depth + 1);
             vector(sizeof(int64_t), "id_map");
-        } else if (h == fourcc("IxFI") || h == fourcc("IxF2") || h == fourcc("IxFl")) {
-            header();
+            return outer;
+        }
+        if (h == fourcc("IxFI") || h == fourcc("IxF2") || h == fourcc("IxFl")) {
+            const Header flat = header();
             vector(sizeof(float), "flat vectors");
-        } else if (h == fourcc("IHNf")) {
-            header();
+            return flat;
+        }
+        if (h == fourcc("IHNf") && depth == 0) {
+            const Header outer = header();
             vector(sizeof(double), "HNSW assign_probas");
             vector(sizeof(int), "HNSW cum_nneighbor_per_level");
             vector(sizeof(int), "HNSW levels");
@@ -599,11 +611,12 @@ public:
             vector(sizeof(faiss::HNSW::storage_idx_t), "HNSW neighbors");
             skip(5 * sizeof(int), "HNSW scalars"); // entry_point, max_level, efConstruction, efSearch, upper_beam
             index(depth + 1);
-        } else if (depth == 0) {
-            return; // IVF and other top-level types: faiss's own checks.
-        } else {
-            bad("unexpected index type inside a Flat or HNSW index");
+            return outer;
         }
+        if ((h == fourcc("IwFl") || h == fourcc("IwPQ") || h == fourcc("IwSQ") || h == fourcc("IwSq")) && depth == 0) {
+            return ivf(h);
+        }
+        bad("index type " + printable(h) + " is not one Steer writes" + (depth > 0 ? " inside another index" : ""));
     }
 
 private:
@@ -642,8 +655,105 @@ private:
         return value;
     }
 
+    static std::string printable(uint32_t h) {
+        std::string text;
+        for (int i = 0; i < 4; i++) {
+            const char c = char((h >> (8 * i)) & 0xFF);
+            text += (c >= 32 && c < 127) ? c : '?';
+        }
+        return "'" + text + "'";
+    }
+
+    uint64_t u64(const char* what) {
+        uint64_t value = 0;
+        read(&value, sizeof(value), what);
+        return value;
+    }
+
+    /// IVF: faiss's IVF header (index header, nlist, nprobe, the quantizer, the direct map), the
+    /// family's own fields, then ArrayInvertedLists.
+    Header ivf(uint32_t h) {
+        const Header outer = header();
+        const uint64_t nlist = u64("IVF nlist");
+        u64("IVF nprobe");
+        if (nlist < 1 || nlist > (uint64_t(1) << 20)) bad("nlist " + std::to_string(nlist) + " is out of range 1...1048576");
+        const Header quantizer = index(1);
+        if (quantizer.d != outer.d) bad("quantizer dimension differs from the index's");
+        if (quantizer.ntotal != 0 && uint64_t(quantizer.ntotal) != nlist) bad("quantizer holds another count than nlist");
+        uint8_t map_type = 0;
+        read(&map_type, 1, "IVF direct map");
+        vector(sizeof(int64_t), "IVF direct map");
+        if (map_type == 2) vector(2 * sizeof(int64_t), "IVF direct map table");
+        uint64_t code_size = uint64_t(outer.d) * sizeof(float);
+        if (h == fourcc("IwPQ")) {
+            skip(1, "IVF-PQ by_residual");
+            code_size = u64("IVF-PQ code_size");
+            const uint64_t d = u64("PQ d"), m = u64("PQ M"), nbits = u64("PQ nbits");
+            if (d != uint64_t(outer.d) || m < 1 || m > 4096 || d % m != 0 || nbits < 1 || nbits > 16) {
+                bad("PQ parameters (d " + std::to_string(d) + ", M " + std::to_string(m) + ", nbits " + std::to_string(nbits) + ") are invalid");
+            }
+            vector(sizeof(float), "PQ centroids");
+        } else if (h == fourcc("IwSQ") || h == fourcc("IwSq")) {
+            skip(3 * 4, "SQ header"); // qtype, rangestat, rangestat_arg
+            if (u64("SQ d") != uint64_t(outer.d)) bad("SQ dimension differs from the index's");
+            u64("SQ code_size");
+            vector(sizeof(float), "SQ trained");
+            code_size = u64("IVF-SQ code_size");
+            if (h == fourcc("IwSq")) skip(1, "IVF-SQ by_residual");
+        }
+        if (code_size < 1 || code_size > (uint64_t(1) << 20)) bad("code size " + std::to_string(code_size) + " is out of range");
+        inverted_lists(nlist, code_size);
+        return outer;
+    }
+
+    /// ArrayInvertedLists: nlist, code_size, the list sizes ("full" or "sprs"), then each list's codes and ids.
+    void inverted_lists(uint64_t nlist, uint64_t code_size) {
+        const uint32_t h = u32();
+        if (h != fourcc("ilar")) bad("inverted lists of type " + printable(h) + " are not read");
+        if (u64("inverted list count") != nlist) bad("inverted list count differs from nlist");
+        if (u64("inverted list code size") != code_size) bad("inverted list code size differs from the index's");
+        const uint32_t type = u32();
+        uint64_t entries = 0;
+        auto add = [&](uint64_t size) {
+            if (size > left() || entries + size > left()) bad("inverted list sizes exceed the section");
+            entries += size;
+        };
+        if (type == fourcc("full")) {
+            if (u64("inverted list sizes") != nlist) bad("inverted list sizes do not match nlist");
+            u64s(nlist, "inverted list sizes", add);
+        } else if (type == fourcc("sprs")) {
+            const uint64_t count = u64("inverted list sizes");
+            if (count % 2 != 0 || count > left() / 8) bad("sparse inverted list sizes are malformed");
+            uint64_t seen = 0;
+            u64s(count, "inverted list sizes", [&](uint64_t value) {
+                if (seen++ % 2 == 0) {
+                    if (value >= nlist) bad("sparse inverted list size names list " + std::to_string(value));
+                } else {
+                    add(value);
+                }
+            });
+        } else {
+            bad("inverted list sizes of type " + printable(type) + " are not read");
+        }
+        if (entries > left() / (code_size + sizeof(int64_t))) bad("inverted lists declare more entries than the section holds");
+        position_ += entries * (code_size + sizeof(int64_t));
+    }
+
+    /// Reads `count` u64 values in blocks (count is already bounded by the section).
+    template <class Each>
+    void u64s(uint64_t count, const char* what, Each&& each) {
+        if (count > left() / 8) bad(std::string(what) + " run past the end of the section");
+        std::vector<uint64_t> block(std::min<uint64_t>(count, 4096));
+        while (count > 0) {
+            const size_t n = size_t(std::min<uint64_t>(count, block.size()));
+            read(block.data(), n * 8, what);
+            for (size_t i = 0; i < n; i++) each(block[i]);
+            count -= n;
+        }
+    }
+
     /// faiss's index header: d, ntotal, two dummies, is_trained, metric_type (+ metric_arg).
-    void header() {
+    Header header() {
         int32_t d = 0;
         int64_t ntotal = 0;
         int32_t metric = 0;
@@ -654,6 +764,7 @@ private:
         if (d < 1 || d > (1 << 16)) bad("dimension " + std::to_string(d) + " is out of range");
         if (ntotal < 0 || uint64_t(ntotal) > left()) bad("ntotal " + std::to_string(ntotal) + " exceeds the section");
         if (metric > 1) skip(sizeof(float), "index header");
+        return Header{d, ntotal};
     }
 
     /// A faiss vector: a size_t element count, then the elements.

@@ -125,6 +125,42 @@ import Testing
         }
     }
 
+    @Test func ivfSectionsAreWalkedBeforeFaissAllocates() throws {
+        let data = Fixtures.small
+        func u64(_ bytes: [UInt8], _ at: Int) -> Int { Int((0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }) }
+        for factory in ["IVF32,Flat", "IVF32,PQ8"] {
+            let index = try makeIndex(factory, data)
+            let good = temporaryPath("ivf-good")
+            defer { unlink(good) }
+            try index.save(to: good)
+            let file = IndexFileTests.readFile(good)
+            let section = IndexFileTests.faissSection(file)
+            // "Iw..", header (33), nlist, nprobe, quantizer "IxFI" + header + vectors, direct map (type, count).
+            let nlist = 37, quantizerVectors = 53 + 37
+            #expect(u64(section, nlist) == 32 && u64(section, quantizerVectors) == 32 * data.dimension)
+            let directMap = quantizerVectors + 8 + 32 * data.dimension * 4
+            try expectCorrupt(file, "\(factory) nlist 2^40", mentioning: "nlist") { Self.put64(1 << 40, &$0, at: nlist) }
+            try expectCorrupt(file, "\(factory) nlist 31", mentioning: "quantizer holds another count") { Self.put64(31, &$0, at: nlist) }
+            try expectCorrupt(file, "\(factory) direct map 2^40", mentioning: "IVF direct map") { Self.put64(1 << 40, &$0, at: directMap + 1) }
+            try expectCorrupt(file, "\(factory) unknown type", mentioning: "not one Steer writes") { $0.replaceSubrange(0..<4, with: Array("IwFd".utf8)) }
+            var lists = directMap + 9
+            if factory.hasSuffix("PQ8") {
+                let pq = directMap + 9 + 1 + 8
+                try expectCorrupt(file, "PQ M 0", mentioning: "PQ parameters") { Self.put64(0, &$0, at: pq + 8) }
+                try expectCorrupt(file, "PQ nbits 40", mentioning: "PQ parameters") { Self.put64(40, &$0, at: pq + 16) }
+                try expectCorrupt(file, "PQ centroids 2^40", mentioning: "PQ centroids") { Self.put64(1 << 40, &$0, at: pq + 24) }
+                lists = pq + 32 + u64(section, pq + 24) * 4
+            }
+            #expect(Array(section[lists..<(lists + 4)]) == Array("ilar".utf8), "\(factory): inverted lists at \(lists)")
+            try expectCorrupt(file, "\(factory) code size", mentioning: "code size") { Self.put64(3, &$0, at: lists + 12) }
+            let sizes = lists + 32
+            try expectCorrupt(file, "\(factory) list size 2^40", mentioning: "inverted list sizes exceed") { Self.put64(1 << 40, &$0, at: sizes) }
+            try expectCorrupt(file, "\(factory) list size 10^4", mentioning: "more entries than the section holds") { Self.put64(10_000, &$0, at: sizes + 8) }
+            try expectCorrupt(file, "\(factory) size count", mentioning: "do not match nlist") { Self.put64(33, &$0, at: lists + 24) }
+            for mapped in [false, true] { #expect(try VectorIndex.load(path: good, memoryMapped: mapped).count == data.baseCount) }
+        }
+    }
+
     @Test func flatIDMapsAreChecked() throws {
         let data = Fixtures.small
         let index = try makeIndex("Flat", data)
