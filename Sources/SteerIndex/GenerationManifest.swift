@@ -422,22 +422,28 @@ public enum CheckpointHash {
     /// The files hashed, in order.
     public static let files = ["model.safetensors", "items.jsonl"]
 
-    /// Hashes a checkpoint directory.
+    /// Hashes a checkpoint directory. Each file must be a regular file (a FIFO or a device such as
+    /// `/dev/zero` behind a symbolic link would never end), checked on the open descriptor.
     ///
-    /// - Throws: `.notFound` naming a missing file, `.io` when one cannot be read.
+    /// - Throws: `.notFound` naming a missing file, `.corrupt` for one that is not a regular file,
+    ///   `.io` when one cannot be read.
     public static func compute(directory: String) throws(SteerError) -> String {
         var hasher = FNV1a64()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ShardChecksum.chunkBytes, alignment: 16)
         defer { buffer.deallocate() }
         for name in files {
             let path = (directory as NSString).appendingPathComponent(name)
-            let fd = open(path, O_RDONLY)
+            let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else {
                 let code = errno
                 if code == ENOENT { throw SteerError.notFound("checkpoint file '\(path)' does not exist") }
                 throw SteerError(.io, "cannot open '\(path)': \(String(cString: strerror(code)))")
             }
             defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+                throw SteerError(.corrupt, "checkpoint file '\(path)' is not a regular file")
+            }
             while true {
                 let got = read(fd, buffer.baseAddress, buffer.count)
                 if got < 0 {

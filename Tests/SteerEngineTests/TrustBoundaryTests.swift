@@ -118,6 +118,11 @@ import Testing
         let inside = Self.code { try fixture.engine.swap(to: "gC", checkpoint: "ckpt") }
         #expect(inside != nil && inside?.message.contains("checkpoint root") == false && inside?.message.contains("outside") == false,
                 "\(String(describing: inside))")
+        // A checkpoint file that never ends (a device behind a link) is refused, not read forever.
+        try FileManager.default.createSymbolicLink(atPath: checkpoints + "/ckpt/model.safetensors", withDestinationPath: "/dev/zero")
+        #expect(FileManager.default.createFile(atPath: checkpoints + "/ckpt/items.jsonl", contents: Data("{\"id\": 1}\n".utf8)))
+        let endless = Self.code { try fixture.engine.swap(to: "gC", checkpoint: "ckpt") }
+        #expect(endless?.code == .corrupt && endless?.message.contains("not a regular file") == true, "\(String(describing: endless))")
     }
 
     // MARK: Item 9: store identity and sequence bounds
