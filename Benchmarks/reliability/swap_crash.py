@@ -234,8 +234,8 @@ def run(
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="steer-swap-crash-"))
     data = str(workdir / "data")
-    generations = workdir / "generations"
-    generations.mkdir()
+    generations = workdir / "data" / "generations"  # swap only loads generations under DATA/generations
+    generations.mkdir(parents=True)
     violations: list[dict[str, Any]] = []
     written: list[tuple[str, list[float]]] = []
     served_directories: set[str] = set()

@@ -564,6 +564,298 @@ void require(bool condition, const std::string& message) {
     if (!condition) fail(STEER_FAISS_INVALID, message);
 }
 
+
+// MARK: - Untrusted index files
+
+/// Walks faiss 1.7.3's serialized bytes of the index types Steer writes before faiss reads them: Flat
+/// (IxM2 around IxFI/IxF2/IxFl), HNSW (IHNf over IxFI/IxF2/IxFl) and IVF (IwFl, IwPQ, IwSQ/IwSq over a
+/// Flat quantizer, with ArrayInvertedLists `ilar`), checking every declared vector length, list count,
+/// list size and code size against the bytes left in the section; any other index type is refused.
+/// faiss's READVECTOR resizes a vector to the length a file declares (up to 2^40 elements) before
+/// reading it, and `ilar` sizes every list before reading any, so without this walk a 1 KiB file could
+/// make it allocate and zero gigabytes; after it, what faiss allocates while reading is bounded by the
+/// section's size (IVF-PQ's precomputed table, recomputed after the read, is capped by faiss at
+/// `precomputed_table_max_bytes`, 2 GiB). Written by hand: faiss has no validating reader.
+class SectionWalker {
+public:
+    SectionWalker(FILE* file, uint64_t offset, uint64_t length, std::string path)
+        : file_(file), position_(offset), end_(offset + length), path_(std::move(path)) {}
+
+    /// d and ntotal of an index header.
+    struct Header {
+        int64_t d = 0;
+        int64_t ntotal = 0;
+    };
+
+    /// Walks one index (recursively for wrappers and quantizers); depth bounds the nesting.
+    Header index(int depth = 0) {
+        if (depth > 2) bad("indexes nested too deeply");
+        const uint32_t h = u32();
+        if (h == fourcc("IxM2") && depth == 0) {
+            const Header outer = header();
+            index(depth + 1);
+            vector(sizeof(int64_t), "id_map");
+            return outer;
+        }
+        if (h == fourcc("IxFI") || h == fourcc("IxF2") || h == fourcc("IxFl")) {
+            const Header flat = header();
+            vector(sizeof(float), "flat vectors");
+            return flat;
+        }
+        if (h == fourcc("IHNf") && depth == 0) {
+            const Header outer = header();
+            vector(sizeof(double), "HNSW assign_probas");
+            vector(sizeof(int), "HNSW cum_nneighbor_per_level");
+            vector(sizeof(int), "HNSW levels");
+            vector(sizeof(size_t), "HNSW offsets");
+            vector(sizeof(faiss::HNSW::storage_idx_t), "HNSW neighbors");
+            skip(5 * sizeof(int), "HNSW scalars"); // entry_point, max_level, efConstruction, efSearch, upper_beam
+            index(depth + 1);
+            return outer;
+        }
+        if ((h == fourcc("IwFl") || h == fourcc("IwPQ") || h == fourcc("IwSQ") || h == fourcc("IwSq")) && depth == 0) {
+            return ivf(h);
+        }
+        bad("index type " + printable(h) + " is not one Steer writes" + (depth > 0 ? " inside another index" : ""));
+    }
+
+private:
+    FILE* file_;
+    uint64_t position_;
+    uint64_t end_;
+    std::string path_;
+
+    static uint32_t fourcc(const char* s) {
+        return uint32_t(uint8_t(s[0])) | uint32_t(uint8_t(s[1])) << 8 | uint32_t(uint8_t(s[2])) << 16 |
+               uint32_t(uint8_t(s[3])) << 24;
+    }
+
+    [[noreturn]] void bad(const std::string& what) {
+        fail(STEER_FAISS_CORRUPT, path_ + ": faiss section: " + what);
+    }
+
+    uint64_t left() const { return end_ - position_; }
+
+    void read(void* out, size_t bytes, const char* what) {
+        if (bytes > left()) bad(std::string(what) + " runs past the end of the section");
+        if (fseeko(file_, off_t(position_), SEEK_SET) != 0 || fread(out, 1, bytes, file_) != bytes) {
+            bad(std::string("cannot read ") + what);
+        }
+        position_ += bytes;
+    }
+
+    void skip(uint64_t bytes, const char* what) {
+        if (bytes > left()) bad(std::string(what) + " runs past the end of the section");
+        position_ += bytes;
+    }
+
+    uint32_t u32() {
+        uint32_t value = 0;
+        read(&value, sizeof(value), "index type");
+        return value;
+    }
+
+    static std::string printable(uint32_t h) {
+        std::string text;
+        for (int i = 0; i < 4; i++) {
+            const char c = char((h >> (8 * i)) & 0xFF);
+            text += (c >= 32 && c < 127) ? c : '?';
+        }
+        return "'" + text + "'";
+    }
+
+    uint64_t u64(const char* what) {
+        uint64_t value = 0;
+        read(&value, sizeof(value), what);
+        return value;
+    }
+
+    /// IVF: faiss's IVF header (index header, nlist, nprobe, the quantizer, the direct map), the
+    /// family's own fields, then ArrayInvertedLists.
+    Header ivf(uint32_t h) {
+        const Header outer = header();
+        const uint64_t nlist = u64("IVF nlist");
+        u64("IVF nprobe");
+        if (nlist < 1 || nlist > (uint64_t(1) << 20)) bad("nlist " + std::to_string(nlist) + " is out of range 1...1048576");
+        const Header quantizer = index(1);
+        if (quantizer.d != outer.d) bad("quantizer dimension differs from the index's");
+        if (quantizer.ntotal != 0 && uint64_t(quantizer.ntotal) != nlist) bad("quantizer holds another count than nlist");
+        uint8_t map_type = 0;
+        read(&map_type, 1, "IVF direct map");
+        vector(sizeof(int64_t), "IVF direct map");
+        if (map_type == 2) vector(2 * sizeof(int64_t), "IVF direct map table");
+        uint64_t code_size = uint64_t(outer.d) * sizeof(float);
+        if (h == fourcc("IwPQ")) {
+            skip(1, "IVF-PQ by_residual");
+            code_size = u64("IVF-PQ code_size");
+            const uint64_t d = u64("PQ d"), m = u64("PQ M"), nbits = u64("PQ nbits");
+            if (d != uint64_t(outer.d) || m < 1 || m > 4096 || d % m != 0 || nbits < 1 || nbits > 16) {
+                bad("PQ parameters (d " + std::to_string(d) + ", M " + std::to_string(m) + ", nbits " + std::to_string(nbits) + ") are invalid");
+            }
+            vector(sizeof(float), "PQ centroids");
+        } else if (h == fourcc("IwSQ") || h == fourcc("IwSq")) {
+            skip(3 * 4, "SQ header"); // qtype, rangestat, rangestat_arg
+            if (u64("SQ d") != uint64_t(outer.d)) bad("SQ dimension differs from the index's");
+            u64("SQ code_size");
+            vector(sizeof(float), "SQ trained");
+            code_size = u64("IVF-SQ code_size");
+            if (h == fourcc("IwSq")) skip(1, "IVF-SQ by_residual");
+        }
+        if (code_size < 1 || code_size > (uint64_t(1) << 20)) bad("code size " + std::to_string(code_size) + " is out of range");
+        inverted_lists(nlist, code_size);
+        return outer;
+    }
+
+    /// ArrayInvertedLists: nlist, code_size, the list sizes ("full" or "sprs"), then each list's codes and ids.
+    void inverted_lists(uint64_t nlist, uint64_t code_size) {
+        const uint32_t h = u32();
+        if (h != fourcc("ilar")) bad("inverted lists of type " + printable(h) + " are not read");
+        if (u64("inverted list count") != nlist) bad("inverted list count differs from nlist");
+        if (u64("inverted list code size") != code_size) bad("inverted list code size differs from the index's");
+        const uint32_t type = u32();
+        uint64_t entries = 0;
+        auto add = [&](uint64_t size) {
+            if (size > left() || entries + size > left()) bad("inverted list sizes exceed the section");
+            entries += size;
+        };
+        if (type == fourcc("full")) {
+            if (u64("inverted list sizes") != nlist) bad("inverted list sizes do not match nlist");
+            u64s(nlist, "inverted list sizes", add);
+        } else if (type == fourcc("sprs")) {
+            const uint64_t count = u64("inverted list sizes");
+            if (count % 2 != 0 || count > left() / 8) bad("sparse inverted list sizes are malformed");
+            uint64_t seen = 0;
+            u64s(count, "inverted list sizes", [&](uint64_t value) {
+                if (seen++ % 2 == 0) {
+                    if (value >= nlist) bad("sparse inverted list size names list " + std::to_string(value));
+                } else {
+                    add(value);
+                }
+            });
+        } else {
+            bad("inverted list sizes of type " + printable(type) + " are not read");
+        }
+        if (entries > left() / (code_size + sizeof(int64_t))) bad("inverted lists declare more entries than the section holds");
+        position_ += entries * (code_size + sizeof(int64_t));
+    }
+
+    /// Reads `count` u64 values in blocks (count is already bounded by the section).
+    template <class Each>
+    void u64s(uint64_t count, const char* what, Each&& each) {
+        if (count > left() / 8) bad(std::string(what) + " run past the end of the section");
+        std::vector<uint64_t> block(std::min<uint64_t>(count, 4096));
+        while (count > 0) {
+            const size_t n = size_t(std::min<uint64_t>(count, block.size()));
+            read(block.data(), n * 8, what);
+            for (size_t i = 0; i < n; i++) each(block[i]);
+            count -= n;
+        }
+    }
+
+    /// faiss's index header: d, ntotal, two dummies, is_trained, metric_type (+ metric_arg).
+    Header header() {
+        int32_t d = 0;
+        int64_t ntotal = 0;
+        int32_t metric = 0;
+        read(&d, sizeof(d), "index header");
+        read(&ntotal, sizeof(ntotal), "index header");
+        skip(2 * sizeof(int64_t) + 1, "index header");
+        read(&metric, sizeof(metric), "index header");
+        if (d < 1 || d > (1 << 16)) bad("dimension " + std::to_string(d) + " is out of range");
+        if (ntotal < 0 || uint64_t(ntotal) > left()) bad("ntotal " + std::to_string(ntotal) + " exceeds the section");
+        if (metric > 1) skip(sizeof(float), "index header");
+        return Header{d, ntotal};
+    }
+
+    /// A faiss vector: a size_t element count, then the elements.
+    void vector(size_t element, const char* what) {
+        uint64_t count = 0;
+        read(&count, sizeof(count), what);
+        if (count > left() / element) {
+            bad(std::string(what) + " declares " + std::to_string(count) + " elements, more than the " +
+                std::to_string(left()) + " bytes left");
+        }
+        position_ += count * element;
+    }
+};
+
+/// Checks the invariants Steer's HNSW search and insertion rely on, for a graph read from a file:
+/// every offset, level, neighbour id and the entry point are in range and mutually consistent, so no
+/// crafted graph can make them read or write outside faiss's arrays.
+void validate_hnsw(const faiss::IndexHNSWFlat& index, const std::string& path) {
+    auto bad = [&](const std::string& what) { fail(STEER_FAISS_CORRUPT, path + ": HNSW graph: " + what); };
+    const faiss::HNSW& g = index.hnsw;
+    const auto* storage = dynamic_cast<const faiss::IndexFlat*>(index.storage);
+    if (!storage) bad("storage is not Flat");
+    const int64_t n = index.ntotal;
+    if (n < 0 || storage->ntotal != n || storage->d != index.d) bad("storage holds another row count or dimension");
+    if (storage->codes.size() != size_t(n) * size_t(index.d) * sizeof(float)) bad("storage size does not match its rows");
+    const auto& cum = g.cum_nneighbor_per_level;
+    if (cum.size() < 2 || cum.size() > 64) bad("cum_nneighbor_per_level has " + std::to_string(cum.size()) + " entries");
+    if (cum[0] != 0) bad("cum_nneighbor_per_level does not start at 0");
+    for (size_t l = 1; l < cum.size(); l++) {
+        if (cum[l] < cum[l - 1] || cum[l] - cum[l - 1] > 4096) bad("cum_nneighbor_per_level is not increasing by at most 4096");
+    }
+    if (g.assign_probas.size() + 1 != cum.size()) bad("assign_probas and cum_nneighbor_per_level disagree");
+    for (double p : g.assign_probas) {
+        if (!(p >= 0.0 && p <= 1.0)) bad("assign_probas holds a value outside [0, 1]");
+    }
+    if (g.levels.size() != size_t(n)) bad("levels has " + std::to_string(g.levels.size()) + " entries for " + std::to_string(n) + " rows");
+    if (g.offsets.size() != size_t(n) + 1 || g.offsets[0] != 0) bad("offsets has the wrong length or does not start at 0");
+    const int top = int(cum.size()) - 1;
+    for (int64_t i = 0; i < n; i++) {
+        const int level = g.levels[size_t(i)];
+        if (level < 1 || level > top) bad("row " + std::to_string(i) + " has level " + std::to_string(level));
+        if (g.offsets[size_t(i) + 1] != g.offsets[size_t(i)] + size_t(cum[size_t(level)])) {
+            bad("offsets of row " + std::to_string(i) + " do not match its level");
+        }
+    }
+    if (g.offsets[size_t(n)] != g.neighbors.size()) bad("offsets do not end at the neighbour array's length");
+    // Every neighbour is -1 or a row that has the level of the list it is in (a search at level l
+    // reads the level-l list of each neighbour it moves to).
+    for (int64_t i = 0; i < n; i++) {
+        const int level = g.levels[size_t(i)];
+        for (int l = 0; l < level; l++) {
+            const size_t begin = g.offsets[size_t(i)] + size_t(cum[size_t(l)]);
+            const size_t end = g.offsets[size_t(i)] + size_t(cum[size_t(l) + 1]);
+            for (size_t j = begin; j < end; j++) {
+                const int64_t v = g.neighbors[j];
+                if (v == -1) continue;
+                if (v < 0 || v >= n) bad("row " + std::to_string(i) + " links to row " + std::to_string(v) + " of " + std::to_string(n));
+                if (g.levels[size_t(v)] <= l) bad("row " + std::to_string(i) + " links at level " + std::to_string(l) + " to row " + std::to_string(v) + ", which is not on that level");
+            }
+        }
+    }
+    if (n == 0) {
+        if (g.entry_point != -1 || g.max_level != -1) bad("an empty graph has an entry point");
+    } else {
+        if (g.entry_point < 0 || g.entry_point >= n) bad("entry point " + std::to_string(g.entry_point) + " is not a row");
+        if (g.max_level != g.levels[size_t(g.entry_point)] - 1) bad("max_level " + std::to_string(g.max_level) + " is not the entry point's level");
+    }
+    if (g.efConstruction < 1 || g.efConstruction > 10000) bad("efConstruction " + std::to_string(g.efConstruction) + " is out of range");
+}
+
+/// IndexIDMap2 over Flat read from a file: the id map covers every row once with non-negative labels.
+void validate_flat(const faiss::IndexIDMap2& idmap, const std::string& path) {
+    auto bad = [&](const std::string& what) { fail(STEER_FAISS_CORRUPT, path + ": Flat index: " + what); };
+    const auto* flat = dynamic_cast<const faiss::IndexFlat*>(idmap.index);
+    if (!flat || flat->d != idmap.d || flat->ntotal != idmap.ntotal) bad("inner index holds another row count or dimension");
+    if (flat->codes.size() != size_t(flat->ntotal) * size_t(flat->d) * sizeof(float)) bad("storage size does not match its rows");
+    if (idmap.id_map.size() != size_t(idmap.ntotal)) bad("id map has the wrong length");
+    for (int64_t label : idmap.id_map) {
+        if (label < 0) bad("label " + std::to_string(label) + " is negative");
+    }
+    if (idmap.rev_map.size() != idmap.id_map.size()) bad("a label appears twice");
+}
+
+/// IVF read from a file: the coarse quantizer has one centroid per list, of the index's dimension.
+void validate_ivf(const faiss::IndexIVF& ivf, const std::string& path) {
+    auto bad = [&](const std::string& what) { fail(STEER_FAISS_CORRUPT, path + ": IVF index: " + what); };
+    if (!ivf.quantizer || ivf.quantizer->d != ivf.d) bad("quantizer is missing or of another dimension");
+    if (ivf.is_trained && ivf.quantizer->ntotal != int64_t(ivf.nlist)) bad("quantizer has another count than nlist");
+    if (!ivf.invlists || ivf.invlists->nlist != ivf.nlist) bad("inverted lists are missing or of another count");
+}
+
 } // namespace
 
 // MARK: - The handle
@@ -586,6 +878,13 @@ struct steer_index {
     // IVF: live labels (faiss keeps them only inside the inverted lists).
     std::unordered_set<int64_t> ivf_live;
     bool mapped = false;
+
+    // HNSW compaction aside (steer_compaction_*): while one runs, every label a mutation touches is
+    // recorded, so the finish step can bring the graph built from the snapshot up to date. A reset
+    // during a compaction makes its result stale (`compaction_stale`).
+    bool compaction_logging = false;
+    bool compaction_stale = false;
+    std::unordered_set<int64_t> compaction_touched;
 
     /// Distances are "smaller is better": L2 squared distances, negated inner products.
     float sign() const { return metric == STEER_METRIC_INNER_PRODUCT ? -1.0f : 1.0f; }
@@ -918,6 +1217,7 @@ struct steer_index {
         }
         case STEER_FAMILY_HNSW: {
             for (int64_t label : replaced) tombstone(label);
+            if (compaction_logging) compaction_touched.insert(labels, labels + n);
             int64_t first = hnsw->ntotal;
             row_labels.reserve(size_t(first + n));
             hnsw_add(*hnsw, n, vectors);
@@ -945,6 +1245,7 @@ struct steer_index {
     void tombstone(int64_t label) {
         auto found = label_rows.find(label);
         if (found == label_rows.end()) return;
+        if (compaction_logging) compaction_touched.insert(label);
         row_labels[size_t(found->second)] = -1;
         label_rows.erase(found);
         tombstones++;
@@ -979,33 +1280,58 @@ struct steer_index {
         return int64_t(live.size());
     }
 
-    void compact() {
-        if (family != STEER_FAMILY_HNSW || tombstones == 0) return;
-        const faiss::IndexFlat* storage = flat_storage();
-        const int m = hnsw->hnsw.nb_neighbors(1);
-        std::vector<float> vectors;
-        std::vector<int64_t> labels;
+    /// The live rows (vectors and labels) in row order: the input of a rebuild.
+    void live_rows(std::vector<float>& vectors, std::vector<int64_t>& labels) const {
+        const float* xb = flat_storage()->get_xb();
         vectors.reserve(label_rows.size() * size_t(dimension));
         labels.reserve(label_rows.size());
-        const float* xb = storage->get_xb();
         for (size_t row = 0; row < row_labels.size(); row++) {
             if (row_labels[row] < 0) continue;
             vectors.insert(vectors.end(), xb + row * size_t(dimension), xb + (row + 1) * size_t(dimension));
             labels.push_back(row_labels[row]);
         }
-        auto rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), m, index->metric_type);
+    }
+
+    /// An empty HNSW graph with this one's parameters.
+    std::unique_ptr<faiss::IndexHNSWFlat> empty_hnsw() const {
+        auto rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), hnsw->hnsw.nb_neighbors(1), index->metric_type);
         rebuilt->hnsw.efConstruction = hnsw->hnsw.efConstruction;
         rebuilt->hnsw.efSearch = hnsw->hnsw.efSearch;
-        if (!labels.empty()) hnsw_add(*rebuilt, idx_t(labels.size()), vectors.data());
+        return rebuilt;
+    }
+
+    /// Makes `rebuilt` the graph: its rows carry `labels` (-1 = tombstone), `rows` maps each live label
+    /// to its row and `dead` counts the tombstones. Constant time.
+    void install(std::unique_ptr<faiss::IndexHNSWFlat> rebuilt, std::vector<int64_t> labels,
+                 std::unordered_map<int64_t, int64_t> rows, int64_t dead) {
         hnsw = rebuilt.get();
         index = std::move(rebuilt);
         row_labels = std::move(labels);
-        label_rows.clear();
-        for (size_t row = 0; row < row_labels.size(); row++) label_rows[row_labels[row]] = int64_t(row);
-        tombstones = 0;
+        label_rows = std::move(rows);
+        tombstones = dead;
+    }
+
+    static std::unordered_map<int64_t, int64_t> rows_of(const std::vector<int64_t>& labels) {
+        std::unordered_map<int64_t, int64_t> rows;
+        rows.reserve(labels.size());
+        for (size_t row = 0; row < labels.size(); row++) rows[labels[row]] = int64_t(row);
+        return rows;
+    }
+
+    /// Rebuilds in place (the caller holds exclusive access throughout).
+    void compact() {
+        if (family != STEER_FAMILY_HNSW || tombstones == 0) return;
+        std::vector<float> vectors;
+        std::vector<int64_t> labels;
+        live_rows(vectors, labels);
+        auto rebuilt = empty_hnsw();
+        if (!labels.empty()) hnsw_add(*rebuilt, idx_t(labels.size()), vectors.data());
+        auto rows = rows_of(labels);
+        install(std::move(rebuilt), std::move(labels), std::move(rows), 0);
     }
 
     void reset() {
+        if (compaction_logging) compaction_stale = true;
         if (ivf && mapped) {
             // Nothing to copy: swap the mapped lists for empty in-memory ones.
             ivf->replace_invlists(new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size), true);
@@ -1017,6 +1343,15 @@ struct steer_index {
         tombstones = 0;
         ivf_live.clear();
     }
+};
+
+/// A compaction built aside: the live rows at `steer_compaction_begin` and the graph built from them.
+struct steer_compaction {
+    std::vector<float> vectors;
+    std::vector<int64_t> labels;
+    std::unique_ptr<faiss::IndexHNSWFlat> rebuilt;
+    /// Live label → row of `rebuilt` (made in the build step, so the finish step stays short).
+    std::unordered_map<int64_t, int64_t> rows;
 };
 
 // MARK: - Exported functions
@@ -1181,6 +1516,78 @@ int steer_index_compact(steer_index* index, char** error) {
     return guarded(error, [&] { index->compact(); });
 }
 
+int steer_compaction_begin(steer_index* index, steer_compaction** out, char** error) {
+    *out = nullptr;
+    return guarded(error, [&] {
+        if (index->family != STEER_FAMILY_HNSW || index->tombstones == 0) return;
+        require(!index->compaction_logging, "a compaction is already running");
+        auto job = std::make_unique<steer_compaction>();
+        index->live_rows(job->vectors, job->labels);
+        job->rebuilt = index->empty_hnsw();
+        index->compaction_touched.clear();
+        index->compaction_stale = false;
+        index->compaction_logging = true;
+        *out = job.release();
+    });
+}
+
+int steer_compaction_build(steer_compaction* job, char** error) {
+    return guarded(error, [&] {
+        if (!job->labels.empty()) hnsw_add(*job->rebuilt, idx_t(job->labels.size()), job->vectors.data());
+        std::vector<float>().swap(job->vectors);
+        job->rows = steer_index::rows_of(job->labels);
+    });
+}
+
+int steer_compaction_finish(steer_index* index, steer_compaction* job, int64_t* replayed_out, char** error) {
+    *replayed_out = 0;
+    std::unique_ptr<steer_compaction> owned(job);
+    return guarded(error, [&] {
+        struct StopLogging {
+            steer_index* index;
+            ~StopLogging() {
+                index->compaction_logging = false;
+                index->compaction_touched.clear();
+            }
+        } stop{index};
+        if (index->compaction_stale || index->family != STEER_FAMILY_HNSW) return;
+        // Bring the snapshot's graph up to date: every label touched meanwhile ends as it is now in the
+        // serving graph (live with its current vector, or gone).
+        std::vector<int64_t>& labels = owned->labels;
+        std::unordered_map<int64_t, int64_t>& rows = owned->rows;
+        int64_t dead = 0;
+        std::vector<float> vectors;
+        std::vector<int64_t> added;
+        const float* xb = index->flat_storage()->get_xb();
+        for (int64_t label : index->compaction_touched) {
+            auto old = rows.find(label);
+            if (old != rows.end()) {
+                labels[size_t(old->second)] = -1;
+                rows.erase(old);
+                dead++;
+            }
+            auto live = index->label_rows.find(label);
+            if (live == index->label_rows.end()) continue;
+            const float* row = xb + size_t(live->second) * size_t(index->dimension);
+            vectors.insert(vectors.end(), row, row + index->dimension);
+            added.push_back(label);
+        }
+        if (!added.empty()) hnsw_add(*owned->rebuilt, idx_t(added.size()), vectors.data());
+        for (int64_t label : added) {
+            rows[label] = int64_t(labels.size());
+            labels.push_back(label);
+        }
+        *replayed_out = int64_t(index->compaction_touched.size());
+        index->install(std::move(owned->rebuilt), std::move(labels), std::move(rows), dead);
+    });
+}
+
+void steer_compaction_abort(steer_index* index, steer_compaction* job) {
+    delete job;
+    index->compaction_logging = false;
+    index->compaction_touched.clear();
+}
+
 int steer_index_reset(steer_index* index, char** error) {
     return guarded(error, [&] { index->reset(); });
 }
@@ -1230,6 +1637,8 @@ int steer_index_read(const char* path, uint64_t offset, uint64_t length, int map
                 if (!file) fail(STEER_FAISS_IO, std::string(path) + ": " + strerror(errno));
                 std::unique_ptr<FILE, int (*)(FILE*)> closer(file, fclose);
                 if (fseeko(file, off_t(offset), SEEK_SET) != 0) fail(STEER_FAISS_IO, std::string(path) + ": seek failed");
+                SectionWalker(file, offset, length, path).index();
+                if (fseeko(file, off_t(offset), SEEK_SET) != 0) fail(STEER_FAISS_IO, std::string(path) + ": seek failed");
                 faiss::FileIOReader reader(file);
                 // IO_FLAG_MMAP only changes how IVF lists are read (OnDiskInvertedLists over the file);
                 // for Flat and HNSW it is not used.
@@ -1243,6 +1652,11 @@ int steer_index_read(const char* path, uint64_t offset, uint64_t length, int map
                     handle->bind(raw.release());
                 } catch (const ShimError& e) {
                     fail(STEER_FAISS_CORRUPT, std::string(path) + ": " + e.message);
+                }
+                switch (handle->family) {
+                case STEER_FAMILY_HNSW: validate_hnsw(*handle->hnsw, path); break;
+                case STEER_FAMILY_FLAT: validate_flat(*handle->idmap, path); break;
+                default: validate_ivf(*handle->ivf, path); break;
                 }
                 if (handle->family == STEER_FAMILY_HNSW) {
                     if (rows != handle->hnsw->ntotal) {

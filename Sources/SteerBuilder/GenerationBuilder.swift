@@ -293,16 +293,17 @@ public enum GenerationBuilder {
             build: .init(command: command, parentGeneration: parentGeneration, trainSample: trainSampleUsed,
                          seed: options.spec.needsTraining && trainedTemplate == nil ? options.seed : nil,
                          sharedQuantizer: options.spec.needsTraining ? true : nil, parallelShards: jobs,
-                         timingsSeconds: timings, peakRSSBytes: peak, skippedDeleted: scan.skippedDeleted, source: "store"))
+                         timingsSeconds: timings, peakRSSBytes: peak, skippedDeleted: scan.skippedDeleted, source: "store"),
+            storeID: store.storeID)
         try manifest.validate()
-        try FileIO.writeAtomically(try manifest.encoded(), to: (temp as NSString).appendingPathComponent(GenerationManifest.fileName))
-        for shard in shards { try FileIO.syncFile((temp as NSString).appendingPathComponent(shard.file)) }
-        FileIO.syncDirectory(temp)
+        try AtomicFile.write([UInt8](try manifest.encoded()), to: (temp as NSString).appendingPathComponent(GenerationManifest.fileName))
+        for shard in shards { try AtomicFile.syncFile((temp as NSString).appendingPathComponent(shard.file)) }
+        AtomicFile.syncDirectory(temp)
         guard rename(temp, output) == 0 else {
             throw SteerError(.io, "cannot rename '\(temp)' to '\(output)': \(String(cString: strerror(errno)))")
         }
         succeeded = true
-        FileIO.syncDirectory(parent)
+        AtomicFile.syncDirectory(parent)
         log("wrote generation \(manifest.generationID) to \(output) in \(format(timings["total"]!)), peak memory \(GenerationSummary.formatBytes(peak))")
         return manifest
     }

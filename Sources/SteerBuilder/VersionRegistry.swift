@@ -80,63 +80,12 @@ public struct VersionRegistry: Codable, Sendable, Equatable {
         } catch {
             throw SteerError.internalError("cannot encode the version registry: \(error)")
         }
-        try FileIO.writeAtomically(data, to: (storePath as NSString).appendingPathComponent(Self.fileName))
+        try AtomicFile.write([UInt8](data), to: (storePath as NSString).appendingPathComponent(Self.fileName))
     }
 }
 
-/// Small POSIX helpers for durable writes.
+/// Process information for build reports (durable writes: `AtomicFile` in SteerCore).
 public enum FileIO {
-    /// Writes `data` to `path` through a temp file in the same directory, fsyncs it, renames it into
-    /// place and fsyncs the directory: readers see the old file or the new one, never a torn one.
-    public static func writeAtomically(_ data: Data, to path: String) throws(SteerError) {
-        let temp = path + ".tmp-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw SteerError(.io, "cannot create '\(temp)': \(String(cString: strerror(errno)))") }
-        var failure: SteerError?
-        data.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    failure = SteerError(.io, "cannot write '\(temp)': \(String(cString: strerror(errno)))")
-                    return
-                }
-                offset += written
-            }
-        }
-        if failure == nil, fsync(fd) != 0 {
-            failure = SteerError(.io, "cannot fsync '\(temp)': \(String(cString: strerror(errno)))")
-        }
-        close(fd)
-        if let failure {
-            unlink(temp)
-            throw failure
-        }
-        guard rename(temp, path) == 0 else {
-            let message = String(cString: strerror(errno))
-            unlink(temp)
-            throw SteerError(.io, "cannot rename '\(temp)' to '\(path)': \(message)")
-        }
-        syncDirectory((path as NSString).deletingLastPathComponent)
-    }
-
-    /// Fsyncs a directory so a rename or a new entry in it survives a crash (best effort).
-    public static func syncDirectory(_ path: String) {
-        let fd = open(path.isEmpty ? "." : path, O_RDONLY | O_DIRECTORY)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
-    }
-
-    /// Fsyncs a file (best effort is not enough here: a failure throws).
-    public static func syncFile(_ path: String) throws(SteerError) {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw SteerError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw SteerError(.io, "cannot fsync '\(path)': \(String(cString: strerror(errno)))") }
-    }
-
     /// Peak resident memory of this process so far (`getrusage` `ru_maxrss`, kilobytes on Linux), in bytes.
     public static func peakRSSBytes() -> Int64 {
         #if os(Linux)

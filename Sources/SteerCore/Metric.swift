@@ -36,11 +36,22 @@ public enum Metric: String, Sendable, Hashable, CaseIterable, Codable {
 
 /// Vector helpers shared by every layer.
 public enum Vectors {
-    /// Throws unless every value is finite.
+    /// The largest magnitude a stored or query vector component may have. Scores are Float dot
+    /// products (or squared L2 distances) over at most `ItemStore.maxDimension` (65,536) components:
+    /// with |x| <= 1e15 a score stays below 65,536 × (2e15)² ≈ 2.6e35 < Float's 3.4e38, so it is
+    /// always finite (a larger finite value could overflow to infinity and answer `"score": null`).
+    public static let maxMagnitude: Float = 1e15
+
+    /// Throws unless every value is finite and at most `maxMagnitude` in magnitude.
+    ///
+    /// - Throws: `invalid_request` naming `field[i]`.
     public static func requireFinite(_ values: some Collection<Float>, field: String = "vector") throws(SteerError) {
         var index = 0
         for value in values {
             if !value.isFinite { throw SteerError.invalid("\(field)[\(index)] is not a finite number") }
+            if value.magnitude > maxMagnitude {
+                throw SteerError.invalid("\(field)[\(index)] is \(value): components must be at most 1e15 in magnitude, so scores stay finite")
+            }
             index += 1
         }
     }

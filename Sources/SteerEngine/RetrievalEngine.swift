@@ -15,7 +15,7 @@ import SteerStore
 /// | `DIR/steer.json` | dimension, index spec, metric, embedding version, generation id, and after a swap the served generation directory |
 /// | `DIR/store/` | the `ItemStore` (RocksDB) |
 /// | `DIR/index/index.bin` + `index.json` | the index saved on close, and the store sequence it reflects |
-/// | `DIR/generations/<id>/` | generation directories written by `steer-index build` (see `swap`) |
+/// | `DIR/generations/<id>/` | generation directories written by `steer-index build`; `swap` loads only these |
 ///
 /// On open, a generation directory recorded by `swap` is loaded again (checksums verified) and the
 /// store's changes since its manifest's sequence are replayed; when it is gone or invalid, a warning is
@@ -55,12 +55,16 @@ public final class RetrievalEngine: Sendable {
         /// all-MiniLM-L6-v2 files for the `DPRModel` that `swap` loads for a `checkpoint`; nil →
         /// `models/all-MiniLM-L6-v2`.
         public var miniLMDirectory: String?
+        /// The directory a `swap`'s `checkpoint` must lie inside (`PathRoot` rules); nil refuses every
+        /// swap that names a checkpoint.
+        public var checkpointRoot: String?
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
-                    miniLMDirectory: String? = nil, recordCacheBytes: Int = Configuration.defaultRecordCacheBytes,
+                    miniLMDirectory: String? = nil, checkpointRoot: String? = nil, recordCacheBytes: Int = Configuration.defaultRecordCacheBytes,
                     encoderFactory: (@Sendable (ItemStore, String, Int) throws(SteerError) -> (any QueryEncoder)?)? = nil) {
             self.miniLMDirectory = miniLMDirectory
+            self.checkpointRoot = checkpointRoot
             self.dataDirectory = dataDirectory
             self.dimension = dimension
             self.indexSpec = indexSpec
@@ -100,6 +104,11 @@ public final class RetrievalEngine: Sendable {
     private let swapLock = NSLock()
     /// What `DIR/steer.json` says now (swaps change the generation, its directory and the version).
     private let directoryConfig: Locked<DirectoryConfig>
+    /// When a write reached the store but not the live index (an index error after the store commit),
+    /// the store sequence before that write: the index holds every write up to it, and the next write,
+    /// save or swap replays the rest from the store (`catchUpIndexLocked`). nil while the index is
+    /// complete. Changed only under `writeLock`.
+    private let indexLag = Locked<UInt64?>(nil)
     /// Problems met while opening that the engine recovered from (a recorded generation directory that
     /// is gone or invalid); the server logs them as warnings.
     public let openingWarnings: [String]
@@ -135,7 +144,7 @@ public final class RetrievalEngine: Sendable {
             var served: (IndexGeneration, UInt64)?
             if let recorded = config.generationDirectory {
                 do {
-                    served = try Self.openRecordedGeneration(recorded, store: store, config: config)
+                    served = try Self.openRecordedGeneration(recorded, store: store, config: config, generations: directory + "/generations")
                 } catch {
                     warnings.append("generation directory '\(recorded)' recorded in steer.json cannot be served (\(error.message)); rebuilding the index from the store")
                     config.generationDirectory = nil
@@ -144,7 +153,8 @@ public final class RetrievalEngine: Sendable {
                 }
             }
             if served == nil {
-                let (built, sequence) = try Self.openIndex(store: store, config: config, spec: spec, indexDirectory: indexDirectory)
+                let (built, sequence, warning) = try Self.openIndex(store: store, config: config, spec: spec, indexDirectory: indexDirectory)
+                if let warning { warnings.append(warning) }
                 served = (try IndexGeneration.unsaved(generationID: config.generation, embeddingVersion: config.embeddingVersion,
                                                       storeSequence: sequence, shards: [built]), sequence)
             }
@@ -216,14 +226,17 @@ public final class RetrievalEngine: Sendable {
     private static func writeJSON(_ object: [String: Any], to path: String) throws(SteerError) {
         do {
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
-            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+            try AtomicFile.write([UInt8](data), to: path)
+        } catch let error as SteerError {
+            throw error
         } catch {
             throw SteerError(.io, "cannot write '\(path)': \(error.localizedDescription)")
         }
     }
 
     /// Loads the generation directory a swap recorded and replays the store's changes since its manifest.
-    private static func openRecordedGeneration(_ directory: String, store: ItemStore, config: DirectoryConfig) throws(SteerError) -> (IndexGeneration, UInt64) {
+    private static func openRecordedGeneration(_ recorded: String, store: ItemStore, config: DirectoryConfig, generations: String) throws(SteerError) -> (IndexGeneration, UInt64) {
+        let directory = try PathRoot(generations).resolve(recorded, field: "generation_directory")
         let loaded = try IndexGeneration.load(directory: directory)
         try checkServable(loaded, store: store, dimension: config.dimension, metric: config.metric)
         guard loaded.manifest.embeddingVersion == config.embeddingVersion else {
@@ -235,6 +248,12 @@ public final class RetrievalEngine: Sendable {
 
     /// The checks every generation passes before it serves: dimension and metric of the data directory,
     /// and an embedding version that exists in the store with that dimension and is completely ingested.
+    ///
+    /// Then that it was built from this store: a manifest with a `store_id` must name this store's
+    /// (`ItemStore.storeID`), and its `store_sequence` may not be ahead of the store's latest sequence
+    /// (an index claiming writes the store never made would replay nothing and serve a wrong index).
+    /// Both refusals are `.corrupt`. A manifest without `store_id` (written before store ids existed)
+    /// passes the sequence bound and the version checks only.
     private static func checkServable(_ loaded: IndexGeneration, store: ItemStore, dimension: Int, metric: Metric) throws(SteerError) {
         let manifest = loaded.manifest
         guard manifest.dimension == dimension else {
@@ -242,6 +261,13 @@ public final class RetrievalEngine: Sendable {
         }
         guard manifest.metric == metric else {
             throw SteerError.invalid("generation \(manifest.generationID) uses metric \(manifest.metric.rawValue), the data directory uses \(metric.rawValue)")
+        }
+        if let built = manifest.storeID, built != store.storeID {
+            throw SteerError(.corrupt, "generation \(manifest.generationID) was built from store \(built), this data directory's store is \(store.storeID ?? "unidentified")")
+        }
+        let latest = store.latestSequence
+        guard manifest.storeSequence <= latest else {
+            throw SteerError(.corrupt, "generation \(manifest.generationID) claims store sequence \(manifest.storeSequence), ahead of the store's latest \(latest): it was not built from this store")
         }
         guard let version = store.version(named: manifest.embeddingVersion) else {
             throw SteerError.notFound("generation \(manifest.generationID) indexes embedding version '\(manifest.embeddingVersion)', which is not in the store")
@@ -255,11 +281,28 @@ public final class RetrievalEngine: Sendable {
     }
 
     /// Loads the saved index and replays later changes, or rebuilds from the store.
-    private static func openIndex(store: ItemStore, config: DirectoryConfig, spec: IndexSpec, indexDirectory: String) throws(SteerError) -> (VectorIndex, UInt64) {
+    ///
+    /// `index.json` is trusted only when its `store_id` (when it has one: files written before store ids
+    /// existed do not) is this store's and its `sequence` is not ahead of the store's latest sequence;
+    /// otherwise the index is rebuilt from the store and a warning returned.
+    private static func openIndex(store: ItemStore, config: DirectoryConfig, spec: IndexSpec, indexDirectory: String) throws(SteerError) -> (VectorIndex, UInt64, String?) {
         let metaPath = indexDirectory + "/index.json"
         let indexPath = indexDirectory + "/index.bin"
-        if let data = FileManager.default.contents(atPath: metaPath),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        let data = FileManager.default.contents(atPath: metaPath)
+        let object = data.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        if let object {
+            var distrust: String?
+            if let recorded = object["store_id"] as? String, recorded != store.storeID {
+                distrust = "it was saved for store \(recorded), this data directory's store is \(store.storeID ?? "unidentified")"
+            } else if let number = object["sequence"] as? NSNumber, number.uint64Value > store.latestSequence {
+                distrust = "its sequence \(number.uint64Value) is ahead of the store's latest \(store.latestSequence)"
+            }
+            if let distrust {
+                let (index, sequence) = try buildIndex(store: store, config: config, spec: spec)
+                return (index, sequence, "corrupt: '\(metaPath)' is not trusted (\(distrust)); the index was rebuilt from the store")
+            }
+        }
+        if let object,
            let sequenceNumber = object["sequence"] as? NSNumber,
            object["index_spec"] as? String == spec.factoryString,
            object["embedding_version"] as? String == config.embeddingVersion,
@@ -268,9 +311,10 @@ public final class RetrievalEngine: Sendable {
            let changes = try? store.changes(since: sequenceNumber.uint64Value, version: config.embeddingVersion) {
             if !changes.deletes.isEmpty { try index.remove(labels: changes.deletes) }
             try addChunked(index: index, rows: changes.upserts, dimension: config.dimension, metric: config.metric)
-            return (index, sequenceNumber.uint64Value)
+            return (index, sequenceNumber.uint64Value, nil)
         }
-        return try buildIndex(store: store, config: config, spec: spec)
+        let (index, sequence) = try buildIndex(store: store, config: config, spec: spec)
+        return (index, sequence, nil)
     }
 
     /// Builds an index from every vector of the version in the store (training first when the spec needs it).
@@ -352,6 +396,7 @@ public final class RetrievalEngine: Sendable {
     public func replaceGeneration(_ next: Generation) -> Generation {
         writeLock.lock()
         defer { writeLock.unlock() }
+        // A lag (see `indexLag`) is kept: the next write replays it into `next` (idempotent).
         return current.withLock { value in
             let old = value
             value = next
@@ -379,18 +424,28 @@ public final class RetrievalEngine: Sendable {
     ///
     /// After the switch `steer.json` records the directory, so a restart serves it again (see `init`).
     ///
+    /// Paths are untrusted: `reference` must resolve inside `DIR/generations/` and `checkpoint` inside
+    /// `Configuration.checkpointRoot` (`PathRoot` rules: no `..`, symbolic links resolved; no root
+    /// refuses every checkpoint). The generation must come from this store (see `checkServable`).
+    ///
     /// - Parameters:
-    ///   - reference: a generation directory, or the name of one under `DIR/generations/`.
-    ///   - checkpoint: a checkpoint directory whose model serves `recommend`/`encode` with it.
-    /// - Throws: `.notFound` (directory, manifest, shard file, embedding version), `.corrupt` (checksum,
-    ///   size, count, manifest), `.dimensionMismatch`, `.invalidRequest` (metric, checkpoint, encoder,
-    ///   incomplete version), `.unavailable` once closed.
+    ///   - reference: the name of a generation under `DIR/generations/`, or a path inside it.
+    ///   - checkpoint: a checkpoint directory (inside the checkpoint root) whose model serves
+    ///     `recommend`/`encode` with it.
+    /// - Throws: `.invalidRequest` (a path outside its root, metric, checkpoint, encoder, incomplete
+    ///   version), `.notFound` (directory, manifest, shard file, embedding version), `.corrupt`
+    ///   (checksum, size, count, manifest, another store, a sequence ahead of the store),
+    ///   `.dimensionMismatch`, `.unavailable` once closed.
     @discardableResult
     public func swap(to reference: String, checkpoint: String? = nil) throws(SteerError) -> SwapResult {
         try requireOpen()
-        guard !reference.isEmpty else { throw SteerError.invalid("generation must not be empty") }
-        let directory = reference.contains("/") || reference == "." || reference == ".."
-            ? reference : (generationsDirectory as NSString).appendingPathComponent(reference)
+        let directory = try PathRoot(generationsDirectory).resolve(reference, field: "generation")
+        let checkpoint = try checkpoint.map { (given) throws(SteerError) -> String in
+            guard let root = configuration.checkpointRoot else {
+                throw SteerError.invalid("checkpoint swaps are off: the server has no checkpoint root (start it with --checkpoint-root DIR or --checkpoint)")
+            }
+            return try PathRoot(root).resolve(given, field: "checkpoint")
+        }
         swapLock.lock()
         defer { swapLock.unlock() }
         let old = generation
@@ -440,11 +495,10 @@ public final class RetrievalEngine: Sendable {
         var config = directoryConfig.get()
         config.embeddingVersion = version
         config.generation = loaded.generationID
-        config.generationDirectory = (directory as NSString).standardizingPath.hasPrefix("/")
-            ? (directory as NSString).standardizingPath
-            : ((FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(directory) as NSString).standardizingPath
+        config.generationDirectory = directory
         try Self.writeConfig(config, directory: configuration.dataDirectory)
         directoryConfig.withLock { $0 = config }
+        indexLag.withLock { $0 = nil }
         let previous = current.withLock { value in
             let was = value
             value = next
@@ -503,10 +557,34 @@ public final class RetrievalEngine: Sendable {
             ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
                                 vectors: [live.embeddingVersion: $0.vector])
         }
+        catchUpIndexLocked()
+        let before = store.latestSequence
         let result = try store.upsert(writes)
-        try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
+        // Durable from here on: an index failure must not turn the answer into an error. The index
+        // catches up from the store (`indexLag`).
+        do {
+            try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
+        } catch {
+            indexLag.withLock { $0 = $0 ?? before }
+        }
         return items.count
     }
+
+    /// Replays the store writes the live index missed (see `indexLag`); call holding `writeLock`.
+    /// A failure keeps the lag for the next try.
+    private func catchUpIndexLocked() {
+        guard let since = indexLag.get() else { return }
+        do {
+            _ = try GenerationCatchUp.replay(store: store, into: generation.index, since: since)
+            indexLag.withLock { $0 = nil }
+        } catch {
+            return
+        }
+    }
+
+    /// Whether every write the store acknowledged is in the live index (false between an index failure
+    /// after a store commit and the catch-up at the next write, save or swap).
+    public var indexIsComplete: Bool { indexLag.get() == nil }
 
     private func indexAdd(_ generation: Generation, rows: [(Int64, [Float])], ids: [ItemID]) throws(SteerError) {
         if generation.index.spec.needsTraining && !generation.index.isTrained {
@@ -550,15 +628,22 @@ public final class RetrievalEngine: Sendable {
         try requireOpen()
         writeLock.lock()
         defer { writeLock.unlock() }
+        catchUpIndexLocked()
+        let before = store.latestSequence
         let result = try store.delete(ids)
         let internalIDs = result.deleted.values.sorted()
         if !internalIDs.isEmpty {
-            let index = generation.index
-            var start = 0
-            while start < internalIDs.count {
-                let end = min(internalIDs.count, start + Self.indexChunk)
-                if index.isTrained { try index.remove(labels: Array(internalIDs[start..<end])) }
-                start = end
+            // Durable from here on: see `upsert`.
+            do throws(SteerError) {
+                let index = generation.index
+                var start = 0
+                while start < internalIDs.count {
+                    let end = min(internalIDs.count, start + Self.indexChunk)
+                    if index.isTrained { try index.remove(labels: Array(internalIDs[start..<end])) }
+                    start = end
+                }
+            } catch {
+                indexLag.withLock { $0 = $0 ?? before }
             }
         }
         return result.deleted.count
@@ -754,11 +839,13 @@ public final class RetrievalEngine: Sendable {
     }
 
     private func saveIndexLocked() throws(SteerError) {
+        catchUpIndexLocked()
         let generation = generation
         if generation.directory != nil { return }
         let index = generation.index.shards[0]
         if index.spec.needsTraining && !index.isTrained { return }
-        let sequence = store.latestSequence
+        // An index still behind the store is saved with the sequence it is complete up to.
+        let sequence = indexLag.get() ?? store.latestSequence
         do {
             try FileManager.default.createDirectory(atPath: indexDirectory, withIntermediateDirectories: true)
         } catch {
@@ -768,7 +855,8 @@ public final class RetrievalEngine: Sendable {
         // changes twice (idempotent); the reverse would lose changes.
         try index.save(to: indexDirectory + "/index.bin")
         try Self.writeJSON(["format": 1, "sequence": NSNumber(value: sequence), "index_spec": index.spec.factoryString,
-                            "embedding_version": generation.embeddingVersion, "generation": generation.id],
+                            "embedding_version": generation.embeddingVersion, "generation": generation.id,
+                            "store_id": store.storeID ?? ""],
                            to: indexDirectory + "/index.json")
         // Generations built while serving (not swapped to yet) replay from their manifest's sequence:
         // keep the change log from the oldest of them.

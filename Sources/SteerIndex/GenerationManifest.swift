@@ -139,10 +139,14 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
     /// without retraining.
     public var trainedIndex: Shard?
     public var build: BuildInfo
+    /// `ItemStore.storeID` of the store the generation was built from. A server refuses a generation
+    /// whose id is not its store's (`corrupt`); manifests written before store ids existed have none,
+    /// and then only the sequence bound and the version checks apply (docs/operations.md).
+    public var storeID: String?
 
     public init(generationID: String, createdAt: String = GenerationManifest.timestamp(), checkpointHash: String?,
                 embeddingVersion: String, storeSequence: UInt64, indexSpec: String, metric: Metric, dimension: Int,
-                sharding: ShardingInfo, shards: [Shard], trainedIndex: Shard? = nil, build: BuildInfo) {
+                sharding: ShardingInfo, shards: [Shard], trainedIndex: Shard? = nil, build: BuildInfo, storeID: String? = nil) {
         self.format = Self.formatName
         self.formatVersion = Self.formatVersion
         self.generationID = generationID
@@ -158,6 +162,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         self.shards = shards
         self.trainedIndex = trainedIndex
         self.build = build
+        self.storeID = storeID
     }
 
     enum CodingKeys: String, CodingKey {
@@ -176,6 +181,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         case shards
         case trainedIndex = "trained_index"
         case build
+        case storeID = "store_id"
     }
 
     // MARK: Validation
@@ -204,6 +210,7 @@ public struct GenerationManifest: Codable, Sendable, Equatable {
         try Self.validateGenerationID(generationID)
         guard !embeddingVersion.isEmpty else { throw bad("embedding_version is empty") }
         if let checkpointHash, checkpointHash.isEmpty { throw bad("checkpoint_hash is empty (omit it instead)") }
+        if let storeID, storeID.isEmpty || storeID.utf8.count > 64 { throw bad("store_id must be 1 to 64 bytes (omit it instead)") }
         guard !indexSpec.isEmpty else { throw bad("index_spec is empty") }
         guard (1...65536).contains(dimension) else { throw bad("dimension \(dimension) is out of range 1...65536") }
         let sharding = try shardingFunction()
@@ -415,22 +422,28 @@ public enum CheckpointHash {
     /// The files hashed, in order.
     public static let files = ["model.safetensors", "items.jsonl"]
 
-    /// Hashes a checkpoint directory.
+    /// Hashes a checkpoint directory. Each file must be a regular file (a FIFO or a device such as
+    /// `/dev/zero` behind a symbolic link would never end), checked on the open descriptor.
     ///
-    /// - Throws: `.notFound` naming a missing file, `.io` when one cannot be read.
+    /// - Throws: `.notFound` naming a missing file, `.corrupt` for one that is not a regular file,
+    ///   `.io` when one cannot be read.
     public static func compute(directory: String) throws(SteerError) -> String {
         var hasher = FNV1a64()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ShardChecksum.chunkBytes, alignment: 16)
         defer { buffer.deallocate() }
         for name in files {
             let path = (directory as NSString).appendingPathComponent(name)
-            let fd = open(path, O_RDONLY)
+            let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else {
                 let code = errno
                 if code == ENOENT { throw SteerError.notFound("checkpoint file '\(path)' does not exist") }
                 throw SteerError(.io, "cannot open '\(path)': \(String(cString: strerror(code)))")
             }
             defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+                throw SteerError(.corrupt, "checkpoint file '\(path)' is not a regular file")
+            }
             while true {
                 let got = read(fd, buffer.baseAddress, buffer.count)
                 if got < 0 {

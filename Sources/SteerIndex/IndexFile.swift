@@ -76,7 +76,13 @@ extension VectorIndex {
             tail.append(crc)
             tail.append(IndexFile.endMagic)
 
-            try AtomicFile.store(path: path, head: head.bytes, body: faissBytes, tail: tail.bytes)
+            var failure: SteerError?
+            head.bytes.withUnsafeBytes { headBytes in
+                tail.bytes.withUnsafeBytes { tailBytes in
+                    do throws(SteerError) { try AtomicFile.write(parts: [headBytes, faissBytes, tailBytes], to: path) } catch { failure = error }
+                }
+            }
+            if let failure { throw failure }
         }
     }
 
@@ -231,50 +237,5 @@ struct ByteReader {
         for i in 0..<8 { value |= UInt64(data[position + i]) << UInt64(8 * i) }
         position += 8
         return value
-    }
-}
-
-/// Temp file + fsync + rename + directory fsync.
-enum AtomicFile {
-    static func store(path: String, head: [UInt8], body: UnsafeRawBufferPointer, tail: [UInt8]) throws(SteerError) {
-        var random = SystemRandomNumberGenerator()
-        let temporary = "\(path).tmp-\(getpid())-\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
-        func failure(_ step: String) -> SteerError {
-            SteerError(.io, "index file \(path): \(step) failed: \(String(cString: strerror(errno)))")
-        }
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw failure("creating \(temporary)") }
-        var ok = false
-        defer {
-            if !ok { unlink(temporary) }
-        }
-        do {
-            defer { close(fd) }
-            guard head.withUnsafeBytes({ writeAll(fd, $0) }), writeAll(fd, body),
-                  tail.withUnsafeBytes({ writeAll(fd, $0) }) else { throw failure("write") }
-            guard fsync(fd) == 0 else { throw failure("fsync") }
-        }
-        guard rename(temporary, path) == 0 else { throw failure("rename") }
-        ok = true
-        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let dirfd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
-    }
-
-    /// Writes every byte; false (errno set) on failure.
-    private static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Bool {
-        var done = 0
-        while done < buffer.count {
-            let wrote = write(fd, buffer.baseAddress! + done, buffer.count - done)
-            if wrote < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            done += wrote
-        }
-        return true
     }
 }

@@ -3,8 +3,10 @@ import SteerCore
 
 /// A vector index over faiss 1.7.3: Flat, HNSW, IVF-Flat, IVF-PQ or IVF-SQ8 with int64 labels.
 ///
-/// Thread-safe: any number of concurrent searches; add/remove/train/compact/reset are serialised
-/// against searches by an internal reader-writer lock. Scores: higher is better (inner product,
+/// Thread-safe: any number of concurrent searches; add/remove/train/reset are serialised against
+/// searches by an internal reader-writer lock. HNSW compaction is built aside: the live rows are copied
+/// under the shared lock, the new graph is built holding no lock (searches and writes go on), and it is
+/// switched in under the exclusive lock after the labels written meanwhile are replayed into it. Scores: higher is better (inner product,
 /// cosine similarity, or the negated squared L2 distance). See docs/index.md.
 ///
 /// `@unchecked Sendable`: the native handle is only touched under `lock` (shared for searches and
@@ -39,6 +41,8 @@ public final class VectorIndex: @unchecked Sendable {
         var efSearch = VectorIndex.standardEfSearch
         var exactFilterThreshold = VectorIndex.standardExactFilterThreshold
         var autoCompactFraction = VectorIndex.standardAutoCompactFraction
+        /// A compaction is being built aside (set and cleared under the exclusive lock).
+        var compacting = false
     }
 
     /// Creates an empty index.
@@ -152,7 +156,7 @@ public final class VectorIndex: @unchecked Sendable {
             throw SteerError.invalid("labels has \(labels.count) entries but vectors has \(n) rows")
         }
         guard n > 0 else { return }
-        try lock.withWriteLock { () throws(SteerError) in
+        let compact = try lock.withWriteLock { () throws(SteerError) -> Bool in
             guard steer_index_is_trained(handle) != 0 else {
                 throw SteerError.invalid("index \(spec) is not trained; call train before adding vectors")
             }
@@ -161,8 +165,9 @@ public final class VectorIndex: @unchecked Sendable {
                 labels.withUnsafeBufferPointer { l in steer_index_add(handle, Int64(n), v.baseAddress, l.baseAddress, &error) }
             }
             try Native.check(status, error, "adding to index \(spec)")
-            try compactIfNeeded()
+            return claimCompactionIfNeeded()
         }
+        if compact { try compactAside() }
     }
 
     /// Removes labels (unknown labels are ignored). HNSW keeps tombstones until compaction.
@@ -170,20 +175,62 @@ public final class VectorIndex: @unchecked Sendable {
     @discardableResult
     public func remove(labels: [Int64]) throws(SteerError) -> Int {
         guard !labels.isEmpty else { return 0 }
-        return try lock.withWriteLock { () throws(SteerError) -> Int in
+        let (removed, compact) = try lock.withWriteLock { () throws(SteerError) -> (Int, Bool) in
             var removed: Int64 = 0
             var error: UnsafeMutablePointer<CChar>?
             let status = labels.withUnsafeBufferPointer { steer_index_remove(handle, Int64($0.count), $0.baseAddress, &removed, &error) }
             try Native.check(status, error, "removing from index \(spec)")
-            try compactIfNeeded()
-            return Int(removed)
+            return (Int(removed), claimCompactionIfNeeded())
         }
+        if compact { try compactAside() }
+        return removed
     }
 
-    /// HNSW: rebuilds the graph from the live vectors, dropping every tombstone (O(n log n)). Other
-    /// families have no tombstones: no-op.
+    /// HNSW: rebuilds the graph from the live vectors, dropping every tombstone (O(n log n)), aside:
+    /// searches and other mutations go on meanwhile (see the type's notes). When a compaction is
+    /// already being built, this one rebuilds under the exclusive lock instead. Other families have no
+    /// tombstones: no-op.
     public func compact() throws(SteerError) {
+        let claimed = lock.withWriteLock { () -> Bool in
+            if settings.compacting { return false }
+            settings.compacting = true
+            return true
+        }
+        if claimed { return try compactAside() }
         try lock.withWriteLock { () throws(SteerError) in try compactLocked() }
+    }
+
+    /// Builds the compacted graph aside and switches it in; the caller claimed `settings.compacting`.
+    private func compactAside() throws(SteerError) {
+        var job: OpaquePointer?
+        var error: UnsafeMutablePointer<CChar>?
+        do {
+            let status = lock.withReadLock { steer_compaction_begin(handle, &job, &error) }
+            try Native.check(status, error, "compacting index \(spec)")
+        } catch {
+            lock.withWriteLock { settings.compacting = false }
+            throw error
+        }
+        guard let job else {
+            lock.withWriteLock { settings.compacting = false }
+            return
+        }
+        let built = steer_compaction_build(job, &error)
+        do {
+            try Native.check(built, error, "compacting index \(spec)")
+        } catch {
+            lock.withWriteLock {
+                steer_compaction_abort(handle, job)
+                settings.compacting = false
+            }
+            throw error
+        }
+        try lock.withWriteLock { () throws(SteerError) in
+            defer { settings.compacting = false }
+            var replayed: Int64 = 0
+            let status = steer_compaction_finish(handle, job, &replayed, &error)
+            try Native.check(status, error, "compacting index \(spec)")
+        }
     }
 
     /// Removes every vector; IVF training is kept.
@@ -203,11 +250,15 @@ public final class VectorIndex: @unchecked Sendable {
         try Native.check(status, error, "compacting index \(spec)")
     }
 
-    /// Called with the write lock held.
-    private func compactIfNeeded() throws(SteerError) {
+    /// Called with the write lock held: whether tombstones exceed `autoCompactFraction` of the rows and
+    /// no compaction is running; if so it is claimed (`settings.compacting`) for the caller to run
+    /// `compactAside()` once the lock is released.
+    private func claimCompactionIfNeeded() -> Bool {
         let tombstones = Double(steer_index_tombstones(handle))
-        guard tombstones > 0, settings.autoCompactFraction < 1 else { return }
-        if tombstones > settings.autoCompactFraction * Double(steer_index_rows(handle)) { try compactLocked() }
+        guard tombstones > 0, settings.autoCompactFraction < 1, !settings.compacting else { return false }
+        guard tombstones > settings.autoCompactFraction * Double(steer_index_rows(handle)) else { return false }
+        settings.compacting = true
+        return true
     }
 
     // MARK: - Search

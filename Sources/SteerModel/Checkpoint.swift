@@ -115,10 +115,14 @@ public struct DPRConfiguration: Sendable, Equatable {
         dataset = object["dataset"] as? String
     }
 
+    /// The largest `config.json` read, in bytes (a tag vocabulary of 100,000 tags is about 3 MB).
+    public static let maxConfigBytes = 16 << 20
+
     /// Reads `directory/config.json`.
+    /// - Throws: `.corrupt` for a file larger than `maxConfigBytes` or an invalid one.
     public init(directory: String) throws(SteerError) {
         let path = directory + "/config.json"
-        try self.init(json: try readFile(path), path: path)
+        try self.init(json: try readFile(path, maxBytes: Self.maxConfigBytes), path: path)
     }
 }
 
@@ -175,9 +179,14 @@ public struct CatalogItem: Sendable, Equatable {
     }
 }
 
-/// Reads a whole file; `.notFound` if it does not exist, `.io` if it cannot be read.
-func readFile(_ path: String) throws(SteerError) -> Data {
+/// Reads a whole file; `.notFound` if it does not exist, `.io` if it cannot be read, `.corrupt` if it is
+/// larger than `maxBytes` (checked before reading).
+func readFile(_ path: String, maxBytes: Int = Int.max) throws(SteerError) -> Data {
     guard FileManager.default.fileExists(atPath: path) else { throw SteerError(.notFound, "\(path): no such file") }
+    if maxBytes < Int.max {
+        let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? Int.max
+        guard size <= maxBytes else { throw SteerError(.corrupt, "\(path): \(size) bytes, limit is \(maxBytes)") }
+    }
     do {
         return try Data(contentsOf: URL(fileURLWithPath: path))
     } catch {

@@ -5,11 +5,13 @@ import SteerCore
 /// tensor name to `{"dtype", "shape", "data_offsets"}` (offsets relative to the data section), then the
 /// data. The file is mapped once; tensors are copied out as `[Float]` on request.
 ///
-/// Validation at open: the header length fits the file and is at most `maxHeaderBytes`, the header is
-/// a JSON object, every entry has a known dtype, a shape of non-negative integers and offsets
-/// `[begin, end]` inside the data section whose length equals `product(shape) × size(dtype)`, and no two
-/// tensors overlap. Every error is `SteerError(.corrupt, …)` naming the file and, where there is one,
-/// the tensor.
+/// Validation at open (the file is untrusted): the header length fits the file and is at most
+/// `maxHeaderBytes`, its JSON nests at most `maxHeaderDepth` deep (checked by a byte scan before it is
+/// parsed), it is a JSON object of at most `maxTensors` entries, every entry has a known dtype, a shape
+/// of at most `maxRank` non-negative integers and offsets `[begin, end]` inside the data section whose
+/// length equals `product(shape) × size(dtype)` (so no tensor is ever larger than the file), and no
+/// two tensors overlap. Every error is `SteerError(.corrupt, …)` naming the file and, where there is
+/// one, the tensor.
 public struct SafeTensorsFile: @unchecked Sendable {
     // @unchecked: `data` is an immutable Data value (possibly memory-mapped, never written).
 
@@ -24,8 +26,15 @@ public struct SafeTensorsFile: @unchecked Sendable {
         public var count: Int { shape.reduce(1, *) }
     }
 
-    /// The largest accepted JSON header (the format's own limit is 100 MB).
-    public static let maxHeaderBytes = 100 << 20
+    /// The largest accepted JSON header, in bytes: 16 MiB (the format allows 100 MB; Steer's checkpoints
+    /// and MiniLM have headers of a few tens of KiB, and parsing is bounded before it starts).
+    public static let maxHeaderBytes = 16 << 20
+    /// The deepest JSON nesting accepted in a header (a header needs 3: object, entry, shape).
+    public static let maxHeaderDepth = 8
+    /// The most tensors (header entries) accepted.
+    public static let maxTensors = 65_536
+    /// The most dimensions a tensor's shape may have.
+    public static let maxRank = 8
 
     /// Bytes per element of the dtypes the format defines.
     static let dtypeSizes: [String: Int] = [
@@ -73,6 +82,9 @@ public struct SafeTensorsFile: @unchecked Sendable {
             throw corrupt("safetensors header length \(headerLength) exceeds the file size \(bytes.count)")
         }
         let header = bytes[8..<(8 + Int(headerLength))]
+        guard Self.nestingDepth(header) <= Self.maxHeaderDepth else {
+            throw corrupt("safetensors header nests deeper than \(Self.maxHeaderDepth) levels")
+        }
         let parsed: Any
         do {
             parsed = try JSONSerialization.jsonObject(with: header, options: [])
@@ -80,6 +92,10 @@ public struct SafeTensorsFile: @unchecked Sendable {
             throw corrupt("safetensors header is not valid JSON")
         }
         guard let object = parsed as? [String: Any] else { throw corrupt("safetensors header is not a JSON object") }
+        let tensorCount = object.count - (object["__metadata__"] == nil ? 0 : 1)
+        guard tensorCount <= Self.maxTensors else {
+            throw corrupt("safetensors header lists \(tensorCount) tensors, limit is \(Self.maxTensors) tensors")
+        }
         let dataStart = 8 + Int(headerLength)
         let dataLength = bytes.count - dataStart
         var entries: [String: Entry] = [:]
@@ -94,6 +110,9 @@ public struct SafeTensorsFile: @unchecked Sendable {
             guard let dtype = fields["dtype"] as? String else { throw corrupt("tensor '\(name)': missing dtype") }
             guard let size = Self.dtypeSizes[dtype] else { throw corrupt("tensor '\(name)': unknown dtype \(dtype)") }
             guard let shapeValues = fields["shape"] as? [Any] else { throw corrupt("tensor '\(name)': missing shape") }
+            guard shapeValues.count <= Self.maxRank else {
+                throw corrupt("tensor '\(name)': shape has \(shapeValues.count) dimensions, limit is \(Self.maxRank)")
+            }
             var shape: [Int] = []
             for dimension in shapeValues {
                 guard let n = JSONValue.integer(dimension), n >= 0, n <= Int(Int32.max) else {
@@ -128,6 +147,33 @@ public struct SafeTensorsFile: @unchecked Sendable {
         self.metadata = metadata
         self.data = bytes
         self.dataStart = dataStart
+    }
+
+    /// The deepest nesting of `[`/`{` outside JSON strings (escapes honoured); linear in the bytes.
+    static func nestingDepth(_ bytes: Data) -> Int {
+        var depth = 0, deepest = 0
+        var inString = false, escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                deepest = max(deepest, depth)
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return deepest
     }
 
     /// Copies an F32 tensor out.

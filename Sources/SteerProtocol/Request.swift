@@ -74,7 +74,8 @@ public struct Request: Sendable {
         case search(queries: [[Float]], options: SearchOptions, batch: Bool)
         case recommend(RecommendRequest)
         case encode(RecommendRequest)
-        /// A generation directory (or a name under `DIR/generations/`) and an optional checkpoint directory.
+        /// A generation (a name or path inside `DIR/generations/`) and an optional checkpoint directory
+        /// (inside the checkpoint root); the engine resolves both with `PathRoot`.
         case swap(generation: String, checkpoint: String?)
 
         public var name: String {

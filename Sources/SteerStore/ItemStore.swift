@@ -190,6 +190,7 @@ public final class ItemStore: @unchecked Sendable {
         var nextVersionID: UInt32 = 0
         var liveCount: Int = 0
         var trimmedThrough: UInt64 = 0
+        var storeID: String?
     }
 
     public let options: Options
@@ -243,6 +244,11 @@ public final class ItemStore: @unchecked Sendable {
                                          readOnly: options.readOnly)
         do {
             try Self.initialiseIfNeeded(database, path: path, fresh: fresh)
+            if !options.readOnly, try database.get(.meta, StoreKey.storeID) == nil {
+                let batch = WriteBatch(database)
+                batch.put(.meta, StoreKey.storeID, Array(Self.newStoreID().utf8))
+                try database.write(batch)
+            }
             self.state = try Self.loadState(database, path: path)
         } catch {
             database.close()
@@ -282,8 +288,12 @@ public final class ItemStore: @unchecked Sendable {
         batch.put(.meta, StoreKey.nextVersionID, StoreKey.uint64(0))
         batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(0))
         batch.put(.meta, StoreKey.changeLogTrimmedThrough, StoreKey.uint64(0))
+        batch.put(.meta, StoreKey.storeID, Array(newStoreID().utf8))
         try database.write(batch)
     }
+
+    /// A fresh store identity: a random (version 4) UUID in lower case.
+    private static func newStoreID() -> String { UUID().uuidString.lowercased() }
 
     private static func loadState(_ database: RocksDatabase, path: String) throws(SteerError) -> State {
         func counter(_ key: [UInt8]) throws(SteerError) -> UInt64 {
@@ -297,6 +307,12 @@ public final class ItemStore: @unchecked Sendable {
         state.nextVersionID = UInt32(truncatingIfNeeded: try counter(StoreKey.nextVersionID))
         state.liveCount = Int(try counter(StoreKey.liveCount))
         state.trimmedThrough = try counter(StoreKey.changeLogTrimmedThrough)
+        if let raw = try database.get(.meta, StoreKey.storeID) {
+            guard let text = String(validating: raw, as: UTF8.self), UUID(uuidString: text) != nil else {
+                throw SteerError(.corrupt, "store '\(path)': meta key 'store_id' is unreadable")
+            }
+            state.storeID = text
+        }
         var versions: [String: StoredVersion] = [:]
         var bad: String?
         do {
@@ -833,6 +849,11 @@ public final class ItemStore: @unchecked Sendable {
             return counts
         }
     }
+
+    /// The store's identity (a random UUID written when it was created, or by the first writable open of
+    /// an older store); generation manifests and `index/index.json` record it so that an index built from
+    /// another store is refused. nil only for an older store opened read-only.
+    public var storeID: String? { withState { $0.storeID } }
 
     /// The number of live items (0 once closed).
     public var count: Int { withState { $0.liveCount } }

@@ -122,6 +122,9 @@ enum StoreKey {
     static let nextVersionID = Array("next_version_id".utf8)
     static let liveCount = Array("live_count".utf8)
     static let changeLogTrimmedThrough = Array("changelog_trimmed_through".utf8)
+    /// The store's identity: a random UUID (lower-case text) written once, at creation or by the first
+    /// writable open of a store made before identities existed.
+    static let storeID = Array("store_id".utf8)
     static let versionPrefix = Array("version/".utf8)
     static let versionEnd = Array("version0".utf8)  // '0' follows '/' in ASCII
     static let tagCountPrefix = Array("tagcount/".utf8)

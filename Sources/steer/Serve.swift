@@ -69,6 +69,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "DPR checkpoint directory (Tools/train export): recommend/encode use its model; its catalog is ingested into the data directory. Env: STEER_CHECKPOINT.")
     var checkpoint: String?
 
+    @Option(name: .customLong("checkpoint-root"), help: "Directory that swap's 'checkpoint' must lie inside (symlinks resolved); default: the directory holding --checkpoint, or checkpoint swaps are refused. Env: STEER_CHECKPOINT_ROOT.")
+    var checkpointRoot: String?
+
     @Option(help: "all-MiniLM-L6-v2 files for --checkpoint (default models/all-MiniLM-L6-v2). Env: STEER_MINILM_DIR.")
     var minilm: String?
 
@@ -156,7 +159,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us", "checkpoint_root",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -235,7 +238,10 @@ extension Serve {
         }
         let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
         engineConfiguration.miniLMDirectory = minilmDirectory
-        if let checkpointDirectory = try source.string(checkpoint, env: "STEER_CHECKPOINT", key: "checkpoint") {
+        let startCheckpoint = try source.string(checkpoint, env: "STEER_CHECKPOINT", key: "checkpoint")
+        engineConfiguration.checkpointRoot = try source.string(checkpointRoot, env: "STEER_CHECKPOINT_ROOT", key: "checkpoint_root")
+            ?? startCheckpoint.map { (($0 as NSString).standardizingPath as NSString).deletingLastPathComponent }.map { $0.isEmpty ? "." : $0 }
+        if let checkpointDirectory = startCheckpoint {
             let serving: CheckpointServing
             do {
                 serving = try CheckpointServing.prepare(checkpoint: checkpointDirectory, minilm: minilmDirectory,

@@ -31,3 +31,19 @@ import SteerCore
         #expect(throws: Never.self) { try ItemID.string(String(repeating: "x", count: ItemID.maxStringBytes)).validate() }
     }
 }
+
+@Suite struct ItemIDNormalisationTests {
+    @Test func nfcAndNfdFormsOfOneStringAreOneKey() {
+        let composed = ItemID.string("caf\u{E9}")
+        let decomposed = ItemID.string("cafe\u{301}")
+        #expect(composed.keyBytes == decomposed.keyBytes)
+        #expect(composed == decomposed && composed.hashValue == decomposed.hashValue)
+        #expect(ItemID(keyBytes: decomposed.keyBytes).map { id -> Bool in
+            if case .string(let text) = id { return Array(text.unicodeScalars) == Array("caf\u{E9}".unicodeScalars) }
+            return false
+        } == true)
+        #expect(Sharding.hash(composed) == Sharding.hash(decomposed))
+        // ASCII is left as it is.
+        #expect(ItemID.string("item-7").keyBytes == [0x02] + Array("item-7".utf8))
+    }
+}

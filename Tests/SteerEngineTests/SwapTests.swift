@@ -273,7 +273,8 @@ private func code(_ body: () throws -> Void) -> SteerError.Code? {
         let directory = NSTemporaryDirectory() + "steer-swap-ckpt-test-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 40, syncWrites: false,
-                                                              miniLMDirectory: Self.minilm))
+                                                              miniLMDirectory: Self.minilm,
+                                                              checkpointRoot: Self.packageRoot + "/Tests/SteerModelTests/Fixtures"))
         defer { try? engine.close() }
         let report = try CheckpointIngest.run(store: engine.store, storePath: engine.store.options.path, checkpoint: checkpoint)
         let output = directory + "/generations/ckpt"

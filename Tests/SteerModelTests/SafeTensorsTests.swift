@@ -97,6 +97,45 @@ import Testing
         #expect(throws: SteerError(.corrupt, "t.safetensors: tensor 'w' has shape [2], expected [3]")) { try file.floats("w", shape: [3]) }
     }
 
+    // MARK: Crafted headers (the file is untrusted): every declared size is checked before use.
+
+    @Test func deeplyNestedHeadersAreRefusedBeforeParsing() {
+        let deep = String(repeating: "[", count: 200_000) + String(repeating: "]", count: 200_000)
+        expectCorrupt(withHeader(#"{"w":"# + deep + "}", dataBytes: 0), "nests deeper than 8")
+        // Brackets inside strings do not count.
+        let quoted = #"{"__metadata__":{"note":"[[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{"}}"#
+        #expect(throws: Never.self) { _ = try open(withHeader(quoted, dataBytes: 0)) }
+    }
+
+    @Test func headerLengthLimitIsSixteenMiB() {
+        var data = withHeader("{}", dataBytes: 0)
+        let length = UInt64(SafeTensorsFile.maxHeaderBytes + 1)
+        for i in 0..<8 { data[i] = UInt8(truncatingIfNeeded: length >> (8 * UInt64(i))) }
+        data.append(Data(count: Int(length)))
+        expectCorrupt(data, "exceeds the limit of 16777216 bytes")
+    }
+
+    @Test func rankAndTensorCountAreBounded() {
+        let shape = "[" + Array(repeating: "1", count: 9).joined(separator: ",") + "]"
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":"# + shape + #","data_offsets":[0,4]}}"#, dataBytes: 4),
+                      "tensor 'w'", "9 dimensions, limit is 8")
+        let entries = (0...SafeTensorsFile.maxTensors).map { #""t\#($0)":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}"# }
+        expectCorrupt(withHeader("{" + entries.joined(separator: ",") + "}", dataBytes: 0), "limit is 65536 tensors")
+    }
+
+    @Test func shapesWhoseProductOverflowsOrExceedsTheFileAreRefused() {
+        // 2^31-1 cubed overflows Int; 65536 × 65536 F32 is 16 GiB that the file does not hold.
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,4]}}"#, dataBytes: 4),
+                      "tensor 'w'", "too large")
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[65536,65536],"data_offsets":[0,4]}}"#, dataBytes: 4),
+                      "tensor 'w'", "needs 4294967296 × 4 bytes")
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,17179869184]}}"#, dataBytes: 4),
+                      "tensor 'w'", "outside the data section")
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, dataBytes: 4), "tensor 'w'")
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, dataBytes: 4), "tensor 'w'", "shape")
+        expectCorrupt(withHeader(#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#, dataBytes: 8), "tensor 'w'", "data_offsets")
+    }
+
     @Test func missingFileIsNotFound() {
         #expect(throws: SteerError(.notFound, "/nonexistent/x.safetensors: no such file")) {
             try SafeTensorsFile(path: "/nonexistent/x.safetensors")

@@ -119,6 +119,62 @@ def test_stale_index_with_newer_store_is_caught_up(binary: str, saved: Path, tmp
     serves_every_item(binary, data)
 
 
+def test_stale_index_claiming_a_future_sequence_is_rebuilt(binary: str, saved: Path, tmp_path: Path) -> None:
+    """The 40-item index restored next to a 60-item store, its `index.json` claiming a sequence the store
+    never reached: replaying "nothing after it" would serve 40 items; the start must rebuild instead
+    (docs/operations.md "Recovery and trust in metadata")."""
+    data = tmp_path / "data"
+    shutil.copytree(saved, data)
+    shutil.rmtree(data / "index")
+    shutil.copytree(saved.parent / "stale-index", data / "index")
+    meta_path = data / "index" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "sequence": 2**40}))
+    serves_every_item(binary, data)
+
+
+def test_saved_index_of_another_store_is_rebuilt(binary: str, saved: Path, tmp_path: Path) -> None:
+    """`index/` copied from another data directory (same ids and sequence numbers, other vectors):
+    its `store_id` is not this store's, so it is not served."""
+    other = tmp_path / "other"
+    server = Server(binary, str(other), ARGUMENTS)
+    with Connection(server.port) as connection:
+        for start in (0, 40):
+            items = [
+                {"id": n, "vector": [-v for v in vector(n)]}
+                for n in range(start, start + (40 if start == 0 else 20))
+            ]
+            assert connection.call({"op": "upsert", "token": TOKEN, "items": items})["ok"] is True
+    assert server.terminate() == 0
+    data = tmp_path / "data"
+    shutil.copytree(saved, data)
+    shutil.rmtree(data / "index")
+    shutil.copytree(other / "index", data / "index")
+    serves_every_item(binary, data)
+
+
+@pytest.mark.parametrize("reference", ["../outside", "/etc", "link", "g/../../outside", ""])
+def test_swap_refuses_paths_outside_the_generations_directory(
+    binary: str, saved: Path, reference: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(saved, data)
+    (data / "generations" / "g").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (data / "generations" / "link").symlink_to(tmp_path / "outside")
+    server = Server(binary, str(data), ARGUMENTS)
+    try:
+        with Connection(server.port) as connection:
+            answer = connection.call({"op": "swap", "token": TOKEN, "generation": reference})
+            assert answer["ok"] is False and answer["error"]["code"] == "invalid_request", answer
+            assert "generation" in answer["error"]["message"], answer
+            answer = connection.call({"op": "swap", "token": TOKEN, "generation": "g", "checkpoint": "/tmp"})
+            assert answer["error"]["code"] == "invalid_request", answer
+            assert "checkpoint" in answer["error"]["message"], answer
+    finally:
+        assert server.terminate() == 0, server.stderr_tail()
+
+
 @pytest.mark.parametrize("content", ["", "{", "[]", '{"dimension":"four"}', '{"dimension":-4,"format":1}'])
 def test_damaged_steer_json_stops_with_an_error(
     binary: str, saved: Path, content: str, tmp_path: Path

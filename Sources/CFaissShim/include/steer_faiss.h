@@ -107,11 +107,30 @@ int steer_index_train(steer_index* index, int64_t n, const float* vectors, char*
 int steer_index_add(steer_index* index, int64_t n, const float* vectors, const int64_t* labels, char** error);
 /// Removes labels; *removed_out receives how many of them were live. HNSW rows become tombstones.
 int steer_index_remove(steer_index* index, int64_t n, const int64_t* labels, int64_t* removed_out, char** error);
-/// HNSW: rebuilds the graph from the live vectors (reconstructed from storage), dropping tombstones.
+/// HNSW: rebuilds the graph from the live vectors (reconstructed from storage), dropping tombstones,
+/// with exclusive access throughout (SteerIndex compacts aside instead: steer_compaction_*).
 /// Other families: no-op.
 int steer_index_compact(steer_index* index, char** error);
 /// Removes every vector; training (IVF centroids, PQ codebooks) is kept.
 int steer_index_reset(steer_index* index, char** error);
+
+// MARK: - HNSW compaction aside (searches keep running)
+
+/// A graph being rebuilt without the tombstones of an HNSW index. Opaque.
+typedef struct steer_compaction steer_compaction;
+
+/// Step 1, with shared access (searches may run, no mutation): copies the live rows and starts
+/// recording the labels that later mutations touch. *out is NULL when there is nothing to compact (not
+/// HNSW, or no tombstones). INVALID when a compaction is already running.
+int steer_compaction_begin(steer_index* index, steer_compaction** out, char** error);
+/// Step 2, with no access to the index needed: builds the new graph from the copied rows (the long part).
+int steer_compaction_build(steer_compaction* job, char** error);
+/// Step 3, with exclusive access: replays the touched labels (each ends live with its current vector,
+/// or removed), installs the new graph and frees `job`. *replayed_out receives how many labels were
+/// replayed. A reset since step 1 discards the job. Always frees `job` and stops the recording.
+int steer_compaction_finish(steer_index* index, steer_compaction* job, int64_t* replayed_out, char** error);
+/// Instead of step 3 after a failure, with exclusive access: frees `job` and stops the recording.
+void steer_compaction_abort(steer_index* index, steer_compaction* job);
 
 // MARK: - Search (concurrent)
 
