@@ -70,11 +70,17 @@ public struct Request: Sendable {
     public var id: RequestID?
     public var operation: Operation
     public var token: String?
+    /// The client's deadline for this request, in milliseconds from its arrival (`timeout_ms`, any op).
+    public var timeoutMs: Int?
 
-    public init(id: RequestID? = nil, operation: Operation, token: String? = nil) {
+    /// Largest `timeout_ms`.
+    public static let maxTimeoutMs = 3_600_000
+
+    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMs: Int? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
+        self.timeoutMs = timeoutMs
     }
 }
 
@@ -153,7 +159,14 @@ public struct RequestDecoder: Sendable {
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
-        return Request(id: id, operation: operation, token: token)
+        var timeoutMs: Int?
+        if let value = try fields.int("timeout_ms") {
+            guard (1...Request.maxTimeoutMs).contains(value) else {
+                throw SteerError.invalid("timeout_ms must be in 1...\(Request.maxTimeoutMs), got \(value)")
+            }
+            timeoutMs = value
+        }
+        return Request(id: id, operation: operation, token: token, timeoutMs: timeoutMs)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
@@ -405,8 +418,8 @@ struct Fields {
     let op: String
 
     func allow(_ names: Set<String>) throws(SteerError) {
-        for field in object.fields where !names.contains(field.key) && field.key != "id" && field.key != "op" && field.key != "token" {
-            let known = names.isEmpty ? "none besides id, op, token" : names.sorted().joined(separator: ", ")
+        for field in object.fields where !names.contains(field.key) && field.key != "id" && field.key != "op" && field.key != "token" && field.key != "timeout_ms" {
+            let known = names.isEmpty ? "none besides id, op, token, timeout_ms" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }
     }
