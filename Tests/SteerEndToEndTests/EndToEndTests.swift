@@ -286,7 +286,7 @@ private let malformed: [(line: String, code: String)] = {
     @Test func settingsComeFromFlagsThenEnvironmentThenTheConfigFile() throws {
         let file = NSTemporaryDirectory() + "steer-e2e-config-" + UUID().uuidString + ".json"
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try Data(#"{"dimension": 2, "max_k": 50, "max_batch": 3, "admin_token": "from-file"}"#.utf8).write(to: URL(fileURLWithPath: file))
+        try Data(#"{"dimension": 2, "max_k": 50, "max_batch": 3, "admin_token": "from-file", "public_reads": true}"#.utf8).write(to: URL(fileURLWithPath: file))
         let server = try ServerProcess(arguments: ["--config", file, "--max-batch", "2"], environment: ["STEER_MAX_K": "5"])
         defer {
             server.terminate()

@@ -99,6 +99,40 @@ private func probe(_ arguments: [String]) throws -> Int32 {
         #expect(router.terminate() == 0)
     }
 
+    /// SIGHUP reloads the keys file of `steer serve` and of `steer route`; a file that fails validation
+    /// keeps the keys in force.
+    @Test func sighupReloadsKeysAndABadFileKeepsTheOldOnes() throws {
+        let first = "first-key-0123456789abcdef", second = "second-key-0123456789abcdef"
+        func keys(_ key: String) -> String { #"{"keys":[{"name":"ops","scope":"admin","key":"\#(key)"}]}"# }
+        let serverKeys = try secretFile(keys(first))
+        let routerKeys = try secretFile(keys(first))
+        defer { for path in [serverKeys, routerKeys] { try? FileManager.default.removeItem(atPath: path) } }
+        let server = try ServerProcess(arguments: ["--dimension", "2", "--sync-writes", "false", "--keys-file", serverKeys])
+        defer { server.removeData() }
+        let router = try ServerProcess(arguments: ["--shard", "127.0.0.1:\(server.port)", "--keys-file", routerKeys], route: true)
+        for (process, path) in [(server, serverKeys), (router, routerKeys)] {
+            let connection = try process.connection()
+            let stats: (String) throws -> String = { token in code(try call(connection, ["op": "stats", "token": token])) }
+            #expect(try stats(first) == "ok")
+            #expect(try stats(second) == "unauthorized")
+            try Data(keys(second).utf8).write(to: URL(fileURLWithPath: path))
+            kill(process.process.processIdentifier, SIGHUP)
+            var reloaded = false
+            for _ in 0..<100 where !reloaded {
+                reloaded = try stats(second) == "ok"
+                if !reloaded { Thread.sleep(forTimeInterval: 0.05) }
+            }
+            #expect(reloaded, "SIGHUP did not reload the keys file")
+            #expect(try stats(first) == "unauthorized")
+            try Data(#"{"keys":[{"name":"ops","scope":"admin","key":"short"}]}"#.utf8).write(to: URL(fileURLWithPath: path))
+            kill(process.process.processIdentifier, SIGHUP)
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try stats(second) == "ok", "a refused reload must keep the keys in force")
+            #expect(process.process.isRunning)
+        }
+        #expect(router.terminate() == 0)
+    }
+
     @Test func emptyTokensAndUnsafeKeyFilesStopTheStart() throws {
         let empty = try secretFile("\n")
         let shortKeys = try secretFile(#"{"keys":[{"name":"app","scope":"read","key":"short"}]}"#)
