@@ -171,15 +171,32 @@ public final class Router: RequestService {
 
     private var shardTimeout: TimeAmount { .milliseconds(Int64(configuration.shardTimeoutMillis)) }
 
-    /// When a request must be answered by: its `timeout_ms` (at most `maxRequestTimeoutMillis`) or
-    /// `shardTimeoutMillis`, from its arrival.
+    /// When a request must be answered by: its `timeout_ms` (at most `maxRequestTimeoutMillis`) from its
+    /// arrival, or `shardTimeoutMillis` from when it may start (a read held by a swap's gate gets the
+    /// default budget once the gate lets it go; a client's own `timeout_ms` counts the wait too).
     struct Deadline: Sendable {
         let budgetMillis: Int
         let uptimeNanos: UInt64
+        /// The client gave `timeout_ms`.
+        let explicit: Bool
 
         init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration) {
             budgetMillis = request.timeoutMs.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.shardTimeoutMillis
             uptimeNanos = startedNanos &+ UInt64(budgetMillis) * 1_000_000
+            explicit = request.timeoutMs != nil
+        }
+
+        private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool) {
+            self.budgetMillis = budgetMillis
+            self.uptimeNanos = uptimeNanos
+            self.explicit = explicit
+        }
+
+        /// The deadline after a wait at the gate: unchanged when explicit, else the default budget from now.
+        func afterGate() -> Deadline {
+            guard !explicit else { return self }
+            return Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
+                            explicit: false)
         }
 
         /// What is left, in whole milliseconds; nil when less than one is.
@@ -532,6 +549,7 @@ public final class Router: RequestService {
     private func search(_ queries: [[Float]], options: SearchOptions, batch: Bool, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
+        let deadline = deadline.afterGate()
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
         let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         try writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
@@ -690,6 +708,7 @@ public final class Router: RequestService {
     private func recommend(_ request: RecommendRequest, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
+        let deadline = deadline.afterGate()
         let encoded = try await encodeQuery(request, token: token, deadline: deadline)
         var filter = request.filter
         if request.constraints != .soft {
@@ -725,6 +744,7 @@ public final class Router: RequestService {
     private func encode(_ request: RecommendRequest, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
+        let deadline = deadline.afterGate()
         let encoded = try await encodeQuery(request, token: token, deadline: deadline)
         if let name = generation.get() {
             writer.raw(",\"generation\":")
