@@ -49,7 +49,13 @@ def fill(binary: str, data: str, items: int, dimension: int, rng: random.Random)
         vector = struct.pack(f"<{dimension}f", *(rng.gauss(0, 1) for _ in range(dimension)))
         return {"id": ident if ident % 2 else f"s{ident}", "vector_b64": base64.b64encode(vector).decode()}
 
-    fill_store(binary, data, ["--dimension", str(dimension), "--admin-token", DEFAULT_TOKEN], items, item)
+    fill_store(
+        binary,
+        data,
+        ["--dimension", str(dimension), "--admin-token", DEFAULT_TOKEN, "--public-reads", "true"],
+        items,
+        item,
+    )
 
 
 def build_command(index_binary: str, data: str, out: str, spec: str, shards: int) -> list[str]:

@@ -441,6 +441,8 @@ def run(
         index_spec,
         "--admin-token",
         DEFAULT_TOKEN,
+        "--public-reads",
+        "true",
         "--sync-writes",
         "true" if sync_writes else "false",
     ]

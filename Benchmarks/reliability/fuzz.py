@@ -662,6 +662,8 @@ def run(
         str(DIMENSION),
         "--admin-token",
         token,
+        "--public-reads",
+        "true",
         "--max-connections",
         str(max_connections),
     ]

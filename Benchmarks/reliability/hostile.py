@@ -43,6 +43,11 @@ from harness import (  # noqa: E402
 )
 
 TOKEN = "hostile-admin-token-0123456789"
+#: A read-only key: the well-behaved client's reads and most attacks use it (a hostile client with a
+#: valid read key is the interesting attacker; one without a key is refused before anything else).
+READ_KEY = "hostile-read-key-0123456789"
+#: The key the router presents to the shards.
+SHARD_KEY = "hostile-shard-key-0123456789"
 DIMENSION = 64
 ITEMS = 10_000
 TAGS = [f"tag{n}" for n in range(20)]
@@ -126,9 +131,17 @@ def limit_flags() -> list[str]:
     ]
 
 
+def keys_file(path: Path, keys: list[tuple[str, str, str]]) -> str:
+    path.write_text(json.dumps({"keys": [{"name": n, "scope": sc, "key": k} for n, sc, k in keys]}))
+    return str(path)
+
+
 def start_target(binary: str, kind: str) -> Target:
     workdir = tempfile.mkdtemp(prefix=f"steer-hostile-{kind}-")
-    common = ["--dimension", str(DIMENSION), "--index-spec", "HNSW32", "--admin-token", TOKEN]
+    client_keys = keys_file(Path(workdir) / "keys.json", [("admin", "admin", TOKEN), ("reader", "read", READ_KEY)])
+    shard_keys = keys_file(Path(workdir) / "shard-keys.json", [("router", "admin", SHARD_KEY)])
+    (Path(workdir) / "shard-key").write_text(SHARD_KEY)
+    common = ["--dimension", str(DIMENSION), "--index-spec", "HNSW32"]
     processes: list[Server] = []
     try:
         if kind == "server":
@@ -136,17 +149,21 @@ def start_target(binary: str, kind: str) -> Target:
             server = Server(
                 binary,
                 str(Path(workdir) / "data"),
-                [*common, *limit_flags(), "--metrics-port", str(metrics)],
+                [*common, "--keys-file", client_keys, *limit_flags(), "--metrics-port", str(metrics)],
             )
             processes.append(server)
             target = Target(kind, server.port, processes, metrics, workdir, str(Path(workdir) / "data" / "generations"))
         else:
             shards = []
             for index in range(2):
-                shard = Server(binary, str(Path(workdir) / f"shard{index}"), common)
+                shard = Server(binary, str(Path(workdir) / f"shard{index}"), [*common, "--keys-file", shard_keys])
                 processes.append(shard)
                 shards += ["--shard", f"127.0.0.1:{shard.port}"]
-            router = Router(binary, str(Path(workdir) / "router.log"), [*shards, *limit_flags()])
+            router = Router(
+                binary,
+                str(Path(workdir) / "router.log"),
+                [*shards, "--keys-file", client_keys, "--shard-key-file", str(Path(workdir) / "shard-key"), *limit_flags()],
+            )
             processes.append(router)
             target = Target(kind, router.port, processes, None, workdir, None)
         with Connection(target.port, timeout=120.0) as connection:
@@ -201,7 +218,7 @@ class GoodClient:
                     request = {"op": "upsert", "token": TOKEN, "items": [{"id": ident, "vector": vector(step)}]}
                     op = "upsert"
                 elif step % 2 == 0:
-                    request = {"op": "search", "vector": vector(step), "k": 10}
+                    request = {"op": "search", "token": READ_KEY, "vector": vector(step), "k": 10}
                     op = "search"
                 else:
                     request = {"op": "ping"}
@@ -265,13 +282,14 @@ class Attack:
         self.connection.send(payload)
 
     def line(self, request: dict[str, Any]) -> None:
-        self.send(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        self.send(json.dumps(with_key(request), separators=(",", ":")).encode() + b"\n")
 
     def read(self) -> dict[str, Any]:
         return self.connection.read()
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.connection.call(request)
+        """Sends `request` with the read key unless it names a token (use `"token": None` for none)."""
+        return self.connection.call(with_key(request))
 
     def peer_closed_within(self, seconds: float) -> bool:
         """Waits, reading nothing, until the server has closed its side (the kernel's TCP state is
@@ -301,6 +319,14 @@ class Attack:
             if not chunk:
                 return True
         return False
+
+
+def with_key(request: dict[str, Any]) -> dict[str, Any]:
+    if "token" not in request:
+        return {**request, "token": READ_KEY}
+    if request["token"] is None:
+        return {k: v for k, v in request.items() if k != "token"}
+    return request
 
 
 def code(answer: dict[str, Any]) -> str:
@@ -399,7 +425,7 @@ def blank_line_keepalive(t: Target) -> Outcome:
 
 def unread_get_flood(t: Target) -> Outcome:
     """Pipelines `get` of many distinct items (with their vectors) and never reads."""
-    request = json.dumps({"op": "get", "ids": list(range(1000))}).encode() + b"\n"
+    request = json.dumps(with_key({"op": "get", "ids": list(range(1000))})).encode() + b"\n"
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -413,7 +439,7 @@ def unread_get_flood(t: Target) -> Outcome:
 
 
 def unread_search_flood(t: Target) -> Outcome:
-    request = json.dumps({"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100}).encode() + b"\n"
+    request = json.dumps(with_key({"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100})).encode() + b"\n"
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -504,7 +530,7 @@ def pipelined_heavy_queries(t: Target) -> Outcome:
     """16 pipelined heavy searches (32 queries, k 1000, ef_search 2048 each): each is answered or fails
     on its deadline, while the well-behaved client keeps its turn on the workers."""
     request = {"op": "search", "vectors": [vector(n) for n in range(32)], "k": 1000, "ef_search": 2048, "timeout_ms": 4000}
-    payload = (json.dumps(request) + "\n").encode() * 16
+    payload = (json.dumps(with_key(request)) + "\n").encode() * 16
     with Attack(t.port, timeout=120.0) as a:
         a.send(payload)
         codes = [code(a.read()) for _ in range(16)]
@@ -536,7 +562,19 @@ def admin_token_with_junk_suffix(t: Target) -> Outcome:
 
 def admin_without_token(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "delete", "ids": [1]}), "unauthorized")
+        return expect(a.call({"op": "delete", "token": None, "ids": [1]}), "unauthorized")
+
+
+def read_key_cannot_write(t: Target) -> Outcome:
+    with Attack(t.port) as a:
+        first = code(a.call({"op": "upsert", "items": [{"id": "x-read", "vector": vector(1)}]}))
+        second = code(a.call({"op": "swap", "generation": "g1"}))
+    return Outcome("unauthorized", first if second == "unauthorized" else f"swap with a read key gave {second}")
+
+
+def read_without_key(t: Target) -> Outcome:
+    with Attack(t.port) as a:
+        return expect(a.call({"op": "search", "token": None, "vector": vector(1), "k": 3}), "unauthorized")
 
 
 def admin_token_prefix(t: Target) -> Outcome:
@@ -576,13 +614,13 @@ def huge_finite_values(t: Target) -> Outcome:
 
 def nan_in_vector(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        a.send(b'{"op":"search","vector":[NaN' + b",0" * (DIMENSION - 1) + b'],"k":3}\n')
+        a.send(b'{"op":"search","token":"' + READ_KEY.encode() + b'","vector":[NaN' + b",0" * (DIMENSION - 1) + b'],"k":3}\n')
         return expect(a.read(), "invalid_request")
 
 
 def invalid_utf8(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        a.send(b'{"op":"get","ids":["\xc3\x28"]}\n')
+        a.send(b'{"op":"get","token":"' + READ_KEY.encode() + b'","ids":["\xc3\x28"]}\n')
         return expect(a.read(), "parse_error")
 
 
@@ -675,7 +713,7 @@ def metrics_port_flood(t: Target) -> Outcome:
 
 def half_close_with_pipeline(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        a.send(b"".join(json.dumps({"id": n, "op": "ping"}).encode() + b"\n" for n in range(200)))
+        a.send(b"".join(json.dumps({"id": n, "op": "stats", "token": READ_KEY}).encode() + b"\n" for n in range(200)))
         a.sock.shutdown(socket.SHUT_WR)
         ids = [a.read().get("id") for _ in range(200)]
         closed = a.closed_within(5)
@@ -742,6 +780,8 @@ CASES: list[Case] = [
     Case("answer_over_response_limit", answer_over_response_limit, 20),
     Case("admin_token_with_junk_suffix", admin_token_with_junk_suffix, 5),
     Case("admin_without_token", admin_without_token, 5),
+    Case("read_key_cannot_write", read_key_cannot_write, 5),
+    Case("read_without_key", read_without_key, 5),
     Case("admin_token_prefix", admin_token_prefix, 5),
     Case("swap_path_traversal", swap_path_traversal, 10),
     Case("swap_absolute_path", swap_absolute_path, 10),
@@ -830,7 +870,7 @@ def acknowledged_writes_present(target: Target, good: GoodClient) -> tuple[int, 
         ids = list(good.acknowledged)
         missing: list[str] = []
         for start in range(0, len(ids), 500):
-            answer = connection.call({"op": "get", "ids": ids[start : start + 500]})
+            answer = connection.call({"op": "get", "token": READ_KEY, "ids": ids[start : start + 500]})
             missing += [str(m) for m in answer.get("missing", [])]
     return len(ids), missing
 

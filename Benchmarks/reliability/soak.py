@@ -248,7 +248,16 @@ def run(
     rng = random.Random(seed)
     workdir = tempfile.mkdtemp(prefix="steer-soak-")
     data = str(Path(workdir) / "data")
-    arguments = ["--dimension", str(dimension), "--admin-token", DEFAULT_TOKEN, "--sync-writes", "true"]
+    arguments = [
+        "--dimension",
+        str(dimension),
+        "--admin-token",
+        DEFAULT_TOKEN,
+        "--public-reads",
+        "true",
+        "--sync-writes",
+        "true",
+    ]
     server = Server(binary, data, arguments)
     try:
         with Connection(server.port, timeout=120.0) as connection:

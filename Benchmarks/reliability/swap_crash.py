@@ -66,7 +66,16 @@ def random_vector(rng: random.Random, dimension: int) -> list[float]:
 
 
 def server_arguments(dimension: int) -> list[str]:
-    return ["--dimension", str(dimension), "--metric", "l2", "--admin-token", DEFAULT_TOKEN]
+    return [
+        "--dimension",
+        str(dimension),
+        "--metric",
+        "l2",
+        "--admin-token",
+        DEFAULT_TOKEN,
+        "--public-reads",
+        "true",
+    ]
 
 
 def fill(binary: str, data: str, items: int, dimension: int, rng: random.Random) -> None:

@@ -98,33 +98,24 @@ public final class RequestHandler: Sendable {
     public let engine: RetrievalEngine
     public let decoder: RequestDecoder
     public let stats = OperationStats()
-    private let adminToken: [UInt8]?
+    /// The keys requests must carry; nil (or none configured) → every op is open.
+    public let accessKeys: AccessKeys?
     private let serverStats: Locked<(@Sendable () -> JSONObject)?>
 
     /// - Parameters:
     ///   - engine: the engine that serves requests.
     ///   - limits: protocol limits.
-    ///   - adminToken: when set, `upsert`, `delete` and `swap` need `"token": <it>`.
-    public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), adminToken: String? = nil) {
+    ///   - accessKeys: the keys and scopes every request is checked against (`AccessKeys.authorize`).
+    public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil) {
         self.engine = engine
         self.decoder = RequestDecoder(limits: limits)
-        self.adminToken = adminToken.map { Array($0.utf8) }
+        self.accessKeys = accessKeys
         self.serverStats = Locked(nil)
     }
 
     /// Installs a provider of extra `stats` fields (the server's connection and thread figures).
     public func setServerStats(_ provider: @escaping @Sendable () -> JSONObject) {
         serverStats.withLock { $0 = provider }
-    }
-
-    /// Constant-time token comparison (time depends only on the lengths).
-    static func tokensMatch(_ given: [UInt8], _ expected: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: given.count ^ expected.count)
-        for index in 0..<expected.count {
-            let other = index < given.count ? given[index] : 0
-            difference |= other ^ expected[index]
-        }
-        return difference == 0
     }
 
     /// The outcome of `prepare`: a response that is already known (nil for a blank line, which is
@@ -296,11 +287,7 @@ public final class RequestHandler: Sendable {
     }
 
     private func run(_ request: Request) throws(SteerError) -> [UInt8] {
-        if request.operation.isAdmin, let adminToken {
-            guard let token = request.token, Self.tokensMatch(Array(token.utf8), adminToken) else {
-                throw SteerError(.unauthorized, "\(request.operation.name) needs a valid admin token in field 'token'")
-            }
-        }
+        try accessKeys?.authorize(request)
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
         writer.requestIDField(request.id)

@@ -20,7 +20,13 @@ struct ReplicaHealth: Sendable {
     var lastError: String?
 }
 
-/// One replica of one shard: its health and a few pipelined connections, used round-robin.
+/// One replica of one shard: its health and a few pipelined connections, used round-robin, plus one
+/// connection of its own for health checks (so that a check never waits behind a slow request).
+///
+/// A connection on which a request timed out is retired: it leaves its slot at once (the next request
+/// connects anew) and closes when the answers it still waits for have come; at most
+/// `maxRetiredConnections` wait like that, older ones are closed. None of this marks the replica down:
+/// only a transport failure (`ReplicaFailure.Kind.transport`) or a failed health check does.
 final class Replica: Sendable {
     let shard: Int
     let endpoint: ShardEndpoint
@@ -34,10 +40,15 @@ final class Replica: Sendable {
         case connecting(Task<ShardConnection, any Error>)
         case ready(ShardConnection)
     }
+    /// `slots[0]` is the health check's; requests use the others round-robin.
     private let slots: Locked<(slots: [Slot], next: Int)>
     /// One connection per client event loop, for the search fast path (`request(_:timeout:on:)`): the
     /// request, the shards' answers and the response stay on that loop.
     private let loopSlots = Locked<[ObjectIdentifier: Slot]>([:])
+    /// Connections retired after a timeout that still wait for answers, oldest first.
+    private let retired = Locked<[ShardConnection]>([])
+    /// Most retired connections kept open per replica (each waits for a slow answer).
+    static let maxRetiredConnections = 8
 
     init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int,
          tls: NIOSSLContext?) {
@@ -47,19 +58,24 @@ final class Replica: Sendable {
         self.group = group
         self.connectTimeout = connectTimeout
         self.maxLineBytes = maxLineBytes
-        self.slots = Locked((Array(repeating: .empty, count: max(1, connections)), 0))
+        self.slots = Locked((Array(repeating: .empty, count: max(1, connections) + 1), 0))
     }
 
-    /// The next connection round-robin, connecting it when needed.
-    private func connection() async throws -> ShardConnection {
+    /// The connection of `slots[index]` (the next request slot round-robin when nil), connecting it when needed.
+    private func connection(slot chosen: Int? = nil) async throws -> ShardConnection {
         let endpoint = self.endpoint
         let group = self.group
         let timeout = connectTimeout
         let maxLineBytes = self.maxLineBytes
         let tls = self.tls
         let (index, slot): (Int, Slot) = slots.withLock { state in
-            let index = state.next % state.slots.count
-            state.next &+= 1
+            let index: Int
+            if let chosen {
+                index = chosen
+            } else {
+                index = 1 + state.next % (state.slots.count - 1)
+                state.next &+= 1
+            }
             switch state.slots[index] {
             case .ready(let connection) where connection.isActive:
                 return (index, .ready(connection))
@@ -75,7 +91,7 @@ final class Replica: Sendable {
         }
         guard case .connecting(let task) = slot else {
             if case .ready(let connection) = slot { return connection }
-            throw ReplicaFailure(message: "no connection to \(endpoint)")
+            throw ReplicaFailure(.transport, message: "no connection to \(endpoint)")
         }
         do {
             let connection = try await task.value
@@ -93,21 +109,34 @@ final class Replica: Sendable {
 
     /// Sends a request line and parses the answer.
     ///
+    /// - Parameter timeout: the request's remaining deadline.
     /// - Returns: the response object when `ok` is true.
-    /// - Throws: `ReplicaFailure` when the replica did not answer in time, its connection failed, or it
-    ///   answered an error that says the replica (not the request) is at fault (`unavailable`,
-    ///   `internal`, `io_error`, `corrupt`); `SteerError` for an error the request caused.
+    /// - Throws: `ReplicaFailure` (its `kind` says whether the replica or the request is at fault);
+    ///   `SteerError` for an error the request caused, as the replica answered it.
     func request(_ line: [UInt8], timeout: TimeAmount) async throws -> JSONObject {
+        try await send(line, timeout: timeout, slot: nil)
+    }
+
+    /// `request` on the health check's own connection.
+    func healthCheck(_ line: [UInt8], timeout: TimeAmount) async throws -> JSONObject {
+        try await send(line, timeout: timeout, slot: 0)
+    }
+
+    private func send(_ line: [UInt8], timeout: TimeAmount, slot: Int?) async throws -> JSONObject {
         health.withLock { $0.requests += 1 }
-        let response: [UInt8]
-        do {
-            response = try await connection().send(line, timeout: timeout).get()
-        } catch let failure as ReplicaFailure {
-            throw failure
-        } catch {
-            throw ReplicaFailure(message: "\(endpoint): \(error)")
+        // A connection retired between being picked and being written to refuses the request: once more
+        // on a fresh one.
+        for attempt in 0..<2 {
+            let connection = try await self.connection(slot: slot)
+            do {
+                return try parse(try await connection.send(line, timeout: timeout).get())
+            } catch let failure as ReplicaFailure {
+                if failure.kind == .timeout { retire(connection) }
+                if failure.kind == .retired, attempt == 0 { continue }
+                throw failure
+            }
         }
-        return try parse(response)
+        throw ReplicaFailure(.retired, message: "\(endpoint): no connection took the request")
     }
 
     /// `request` on a connection that lives on `loop` (connected on first use); the future completes on
@@ -120,7 +149,10 @@ final class Replica: Sendable {
         }
         if let ready {
             health.withLock { $0.requests += 1 }
-            return ready.send(line, timeout: timeout).flatMapThrowing { response in try self.parse(response) }
+            return ready.send(line, timeout: timeout).flatMapErrorThrowing { error in
+                if let failure = error as? ReplicaFailure, failure.kind == .timeout { self.retire(ready) }
+                throw error
+            }.flatMapThrowing { response in try self.parse(response) }
         }
         let endpoint = self.endpoint
         let connectTimeout = self.connectTimeout
@@ -148,29 +180,61 @@ final class Replica: Sendable {
                 throw error
             }
             self.health.withLock { $0.requests += 1 }
-            return try self.parse(try await connection.send(line, timeout: timeout).get())
+            do {
+                return try self.parse(try await connection.send(line, timeout: timeout).get())
+            } catch let failure as ReplicaFailure {
+                if failure.kind == .timeout { self.retire(connection) }
+                throw failure
+            }
         }
+    }
+
+    /// Takes `connection` out of its slot (the next request connects anew) and lets it close once its
+    /// pending answers have come; beyond `maxRetiredConnections` the oldest retired one is closed now.
+    private func retire(_ connection: ShardConnection) {
+        let id = ObjectIdentifier(connection)
+        slots.withLock { state in
+            for index in state.slots.indices {
+                if case .ready(let current) = state.slots[index], ObjectIdentifier(current) == id { state.slots[index] = .empty }
+            }
+        }
+        loopSlots.withLock { table in
+            for (key, slot) in table {
+                if case .ready(let current) = slot, ObjectIdentifier(current) == id { table[key] = nil }
+            }
+        }
+        let evicted: [ShardConnection] = retired.withLock { list in
+            list.removeAll { !$0.isActive || ObjectIdentifier($0) == id }
+            list.append(connection)
+            guard list.count > Self.maxRetiredConnections else { return [] }
+            let extra = list.count - Self.maxRetiredConnections
+            defer { list.removeFirst(extra) }
+            return Array(list.prefix(extra))
+        }
+        connection.retire()
+        for old in evicted { old.close() }
     }
 
     /// The response object when `ok` is true; see `request` for what it throws.
     private func parse(_ response: [UInt8]) throws -> JSONObject {
         guard case .object(let object) = try? JSONParser.parse(response) else {
-            throw ReplicaFailure(message: "\(endpoint) answered a line that is not a JSON object")
+            throw ReplicaFailure(.transport, message: "\(endpoint) answered a line that is not a JSON object")
         }
         if case .bool(true)? = object["ok"] { return object }
         guard case .object(let error)? = object["error"], case .string(let wire)? = error["code"] else {
-            throw ReplicaFailure(message: "\(endpoint) answered neither ok:true nor an error object")
+            throw ReplicaFailure(.transport, message: "\(endpoint) answered neither ok:true nor an error object")
         }
         var message = ""
         if case .string(let text)? = error["message"] { message = text }
         let code = SteerError.Code(wire: wire)
         if [.unavailable, .internal, .io, .corrupt].contains(code) {
-            throw ReplicaFailure(message: "\(endpoint) answered \(wire): \(message)")
+            throw ReplicaFailure(.answered, message: "\(endpoint) answered \(wire): \(message)")
         }
         throw SteerError(code, message)
     }
 
-    /// Marks the replica down after a failure (the health check brings it back).
+    /// Marks the replica down after a transport failure or a failed health check (the health check
+    /// brings it back) and closes its connections.
     func markDown(_ message: String) {
         health.withLock { state in
             state.up = false
@@ -189,6 +253,10 @@ final class Replica: Sendable {
         old += loopSlots.withLock { table -> [Slot] in
             defer { table = [:] }
             return Array(table.values)
+        }
+        old += retired.withLock { list -> [Slot] in
+            defer { list = [] }
+            return list.map { .ready($0) }
         }
         for slot in old {
             switch slot {

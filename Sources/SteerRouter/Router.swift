@@ -11,9 +11,17 @@ import SteerServer
 /// `steer route`: speaks the line protocol to clients and forwards each request to shard servers
 /// (`steer serve`) that each hold the items the sharding function assigns to them (docs/scaling.md).
 ///
-/// - `search`: one replica of every shard, in parallel; the shards' top k lists are merged. A replica that
-///   fails or times out is marked down and another replica of its shard is tried; a shard with no replica
-///   left is reported in `missing_shards` with `partial: true`.
+/// - Keys: every request is checked against `configuration.accessKeys` before anything else happens
+///   (`AccessKeys.authorize`, as `steer serve` does); the shards get `configuration.shardKey` (or the
+///   caller's token when there is none).
+/// - Failures (docs/scaling.md "Failures"): a transport failure (refused, reset, closed, garbage) marks
+///   the replica down and another replica of its shard is tried; a shard with no replica left is reported
+///   in `missing_shards` with `partial: true`. A request whose deadline passes (`timeout_ms`, default
+///   `shardTimeoutMillis`) fails alone with `deadline_exceeded`, and one whose shard answer exceeds
+///   `maxShardResponseBytes` fails alone with `too_large`: neither marks anything down nor is retried on
+///   another replica (that would multiply a heavy query). Only transport failures and failed health
+///   checks mark replicas down.
+/// - `search`: one replica of every shard, in parallel; the shards' top k lists are merged.
 /// - `recommend`/`encode`: the query is encoded once here (the DPR model of `--checkpoint`, or the mean of
 ///   the history's vectors fetched from their shards), then searched like `search`, with the history and
 ///   the clause constraints applied as a single server applies them.
@@ -112,14 +120,14 @@ public final class Router: RequestService {
 
     /// Health checks every replica once with `stats`.
     public func checkHealth() async {
-        let line = Array(#"{"op":"stats"}"#.utf8)
+        let line = Self.shardLine(Array(#"{"op":"stats"}"#.utf8), token: configuration.shardKey, timeoutMillis: nil)
         let timeout = shardTimeout
         await withTaskGroup(of: Void.self) { tasks in
             for replica in replicas.joined() {
                 tasks.addTask {
                     let wasUp = replica.health.get().up
                     do {
-                        let answer = try await replica.request(line, timeout: timeout)
+                        let answer = try await replica.healthCheck(line, timeout: timeout)
                         var served: String?
                         if case .string(let text)? = answer["generation"] { served = text }
                         replica.health.withLock { state in
@@ -163,6 +171,69 @@ public final class Router: RequestService {
 
     private var shardTimeout: TimeAmount { .milliseconds(Int64(configuration.shardTimeoutMillis)) }
 
+    /// When a request must be answered by: its `timeout_ms` (at most `maxRequestTimeoutMillis`) from its
+    /// arrival, or `shardTimeoutMillis` from when it may start (a read held by a swap's gate gets the
+    /// default budget once the gate lets it go; a client's own `timeout_ms` counts the wait too).
+    struct Deadline: Sendable {
+        let budgetMillis: Int
+        let uptimeNanos: UInt64
+        /// The client gave `timeout_ms`.
+        let explicit: Bool
+
+        init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration) {
+            budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.shardTimeoutMillis
+            uptimeNanos = startedNanos &+ UInt64(budgetMillis) * 1_000_000
+            explicit = request.timeoutMillis != nil
+        }
+
+        private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool) {
+            self.budgetMillis = budgetMillis
+            self.uptimeNanos = uptimeNanos
+            self.explicit = explicit
+        }
+
+        /// The deadline after a wait at the gate: unchanged when explicit, else the default budget from now.
+        func afterGate() -> Deadline {
+            guard !explicit else { return self }
+            return Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
+                            explicit: false)
+        }
+
+        /// What is left, in whole milliseconds; nil when less than one is.
+        var remainingMillis: Int? {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < uptimeNanos else { return nil }
+            let left = Int((uptimeNanos - now) / 1_000_000)
+            return left >= 1 ? left : nil
+        }
+
+        func exceeded(_ what: String) -> SteerError {
+            SteerError(.deadlineExceeded, "\(what) did not answer within the request's deadline of \(budgetMillis) ms (timeout_ms)")
+        }
+    }
+
+    /// `line` (a JSON object the router wrote) with the shard credential and the remaining deadline
+    /// appended as `token` and `timeout_ms`.
+    static func shardLine(_ line: [UInt8], token: String?, timeoutMillis: Int?) -> [UInt8] {
+        guard token != nil || timeoutMillis != nil, line.last == UInt8(ascii: "}") else { return line }
+        var writer = JSONWriter(capacity: line.count + 64 + (token?.utf8.count ?? 0))
+        writer.bytes.append(contentsOf: line.dropLast())
+        let empty = line.count == 2
+        if let token {
+            writer.raw(empty ? "\"token\":" : ",\"token\":")
+            writer.string(token)
+        }
+        if let timeoutMillis {
+            writer.raw(empty && token == nil ? "\"timeout_ms\":" : ",\"timeout_ms\":")
+            writer.int(timeoutMillis)
+        }
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    /// The token the shards get for a request of a caller who sent `callerToken`.
+    private func shardToken(_ callerToken: String?) -> String? { configuration.shardKey ?? callerToken }
+
     static func describe(_ error: any Error) -> String {
         if let failure = error as? ReplicaFailure { return failure.message }
         if let steer = error as? SteerError { return steer.description }
@@ -182,6 +253,7 @@ public final class Router: RequestService {
     public func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let startedNanos = context.startedNanos
         if context.expired { return eventLoop.makeSucceededFuture(stats.deadlineExceeded(request, startedNanos: startedNanos)) }
+        if let refusal = refusal(request, startedNanos: startedNanos) { return eventLoop.makeSucceededFuture(refusal) }
         if case .search(let queries, let options, let batch) = request.operation, gate.tryEnter() {
             return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos, on: eventLoop)
         }
@@ -190,12 +262,26 @@ public final class Router: RequestService {
         return promise.futureResult
     }
 
-    /// Runs one request and records it in `stats`.
+    /// The error line (recorded in `stats`) of a request the keys refuse; nil when it may run.
+    private func refusal(_ request: Request, startedNanos: UInt64) -> [UInt8]? {
+        guard let keys = configuration.accessKeys else { return nil }
+        do {
+            try keys.authorize(request)
+            return nil
+        } catch {
+            let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
+            stats.record(op: request.operation.name, micros: micros, error: error.code)
+            return RequestHandler.errorLine(id: request.id, error)
+        }
+    }
+
+    /// Runs one request and records it in `stats`; the keys are checked first.
     public func respond(_ request: Request, startedNanos: UInt64 = DispatchTime.now().uptimeNanoseconds) async -> [UInt8] {
+        if let refusal = refusal(request, startedNanos: startedNanos) { return refusal }
         var output: [UInt8]
         var failure: SteerError.Code?
         do {
-            output = try await run(request)
+            output = try await run(request, deadline: Deadline(request: request, startedNanos: startedNanos, configuration: configuration))
         } catch {
             let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
             failure = steer.code
@@ -206,7 +292,7 @@ public final class Router: RequestService {
         return output
     }
 
-    private func run(_ request: Request) async throws -> [UInt8] {
+    private func run(_ request: Request, deadline: Deadline) async throws -> [UInt8] {
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
         writer.requestIDField(request.id)
@@ -217,15 +303,15 @@ public final class Router: RequestService {
         case .stats:
             writeStats(&writer)
         case .search(let queries, let options, let batch):
-            try await search(queries, options: options, batch: batch, &writer)
+            try await search(queries, options: options, batch: batch, token: request.token, deadline: deadline, &writer)
         case .recommend(let recommendation):
-            try await recommend(recommendation, &writer)
+            try await recommend(recommendation, token: request.token, deadline: deadline, &writer)
         case .encode(let recommendation):
-            try await encode(recommendation, &writer)
+            try await encode(recommendation, token: request.token, deadline: deadline, &writer)
         case .get(let ids):
-            try await get(ids, &writer)
+            try await get(ids, token: request.token, deadline: deadline, &writer)
         case .upsert(let items):
-            let count = try await write(op: "upsert", countField: "upserted", token: request.token, keys: items.map(\.id)) { indices, writer in
+            let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id)) { indices, writer in
                 writer.raw("\"items\":[")
                 for (position, index) in indices.enumerated() {
                     if position > 0 { writer.raw(",") }
@@ -236,7 +322,7 @@ public final class Router: RequestService {
             writer.raw(",\"upserted\":")
             writer.int(count)
         case .delete(let ids):
-            let count = try await write(op: "delete", countField: "deleted", token: request.token, keys: ids) { indices, writer in
+            let count = try await write(op: "delete", countField: "deleted", token: request.token, deadline: deadline, keys: ids) { indices, writer in
                 writer.raw("\"ids\":[")
                 for (position, index) in indices.enumerated() {
                     if position > 0 { writer.raw(",") }
@@ -307,21 +393,37 @@ public final class Router: RequestService {
         return false
     }
 
-    /// Sends a read to one replica of `shard`, trying the next one on failure, timeout or an answer from
-    /// another generation than the router's.
-    private func read(shard: Int, line: [UInt8]) async -> ShardAnswer {
-        let timeout = shardTimeout
+    /// What a failed attempt on one replica means for the read (see the type's "Failures"): nil → try
+    /// the next replica (after a transport failure the replica is marked down first).
+    private func readFailure(_ error: any Error, replica: Replica, deadline: Deadline) -> ShardAnswer? {
+        if let steer = error as? SteerError { return .refused(steer) }
+        let failure = error as? ReplicaFailure ?? ReplicaFailure(.transport, message: "\(error)")
+        switch failure.kind {
+        case .timeout:
+            return .refused(deadline.exceeded("shard \(replica.shard) (\(replica.endpoint))"))
+        case .tooLarge:
+            return .refused(SteerError(.tooLarge, "shard \(replica.shard)'s answer is too large: \(failure.message); ask for fewer results (k, vectors)"))
+        case .transport:
+            replica.markDown(failure.message)
+        case .retired, .answered:
+            break
+        }
+        counters.withLock { $0.replicaRetries += 1 }
+        logger.warning("replica failed; trying another", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(failure.message)"])
+        return nil
+    }
+
+    /// Sends a read to one replica of `shard`, trying the next one after a transport failure, an error
+    /// that blames the replica, or an answer from another generation than the router's.
+    private func read(shard: Int, line: [UInt8], token: String?, deadline: Deadline) async -> ShardAnswer {
         for replica in readable(shard) {
+            guard let left = deadline.remainingMillis else { return .refused(deadline.exceeded("shard \(shard)")) }
             do {
-                let answer = try await replica.request(line, timeout: timeout)
+                let answer = try await replica.request(Self.shardLine(line, token: token, timeoutMillis: left), timeout: .milliseconds(Int64(left)))
                 guard servesRouterGeneration(replica, answer) else { continue }
                 return .answer(answer)
-            } catch let error as SteerError {
-                return .refused(error)
             } catch {
-                replica.markDown(Self.describe(error))
-                counters.withLock { $0.replicaRetries += 1 }
-                logger.warning("replica failed; trying another", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"])
+                if let answer = readFailure(error, replica: replica, deadline: deadline) { return answer }
             }
         }
         return .missing
@@ -332,11 +434,12 @@ public final class Router: RequestService {
     /// - Returns: the answers by shard and the shards that had no replica to answer, ascending.
     /// - Throws: the first refusal (the request's own error); `.unavailable` when no shard answered or
     ///   the answers name different generations.
-    private func readShards(_ lines: [Int: [UInt8]], allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
+    private func readShards(_ lines: [Int: [UInt8]], token: String?, deadline: Deadline, allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
         var results: [(Int, ShardAnswer)] = []
+        let token = shardToken(token)
         await withTaskGroup(of: (Int, ShardAnswer).self) { tasks in
             for (shard, line) in lines {
-                tasks.addTask { (shard, await self.read(shard: shard, line: line)) }
+                tasks.addTask { (shard, await self.read(shard: shard, line: line, token: token, deadline: deadline)) }
             }
             for await result in tasks { results.append(result) }
         }
@@ -445,11 +548,12 @@ public final class Router: RequestService {
         return lines
     }
 
-    private func search(_ queries: [[Float]], options: SearchOptions, batch: Bool, _ writer: inout JSONWriter) async throws {
+    private func search(_ queries: [[Float]], options: SearchOptions, batch: Bool, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
+        let deadline = deadline.afterGate()
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
-        let (answers, missing) = try await readShards(allShards(line), allowPartial: true)
+        let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         try writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
     }
 
@@ -459,8 +563,10 @@ public final class Router: RequestService {
     private func searchOnLoop(_ request: Request, queries: [[Float]], options: SearchOptions, batch: Bool,
                               startedNanos: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
+        let deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration)
+        let token = shardToken(request.token)
         let futures = (0..<replicas.count).map { shard in
-            attempt(shard: shard, line: line, candidates: readable(shard), index: 0, on: loop)
+            attempt(shard: shard, line: line, token: token, deadline: deadline, candidates: readable(shard), index: 0, on: loop)
         }
         return EventLoopFuture.whenAllSucceed(futures, on: loop).map { results in
             self.gate.leave()
@@ -487,25 +593,29 @@ public final class Router: RequestService {
     }
 
     /// One shard's answer on `loop`: `candidates[index]`, then the next on failure (as `read`).
-    private func attempt(shard: Int, line: [UInt8], candidates: [Replica], index: Int, on loop: any EventLoop) -> EventLoopFuture<(Int, ShardAnswer)> {
+    private func attempt(shard: Int, line: [UInt8], token: String?, deadline: Deadline, candidates: [Replica], index: Int,
+                         on loop: any EventLoop) -> EventLoopFuture<(Int, ShardAnswer)> {
         guard index < candidates.count else { return loop.makeSucceededFuture((shard, .missing)) }
+        guard let left = deadline.remainingMillis else { return loop.makeSucceededFuture((shard, .refused(deadline.exceeded("shard \(shard)")))) }
         let replica = candidates[index]
         let promise = loop.makePromise(of: (Int, ShardAnswer).self)
-        replica.request(line, timeout: shardTimeout, on: loop).whenComplete { result in
+        let next: @Sendable () -> EventLoopFuture<(Int, ShardAnswer)> = {
+            self.attempt(shard: shard, line: line, token: token, deadline: deadline, candidates: candidates, index: index + 1, on: loop)
+        }
+        replica.request(Self.shardLine(line, token: token, timeoutMillis: left), timeout: .milliseconds(Int64(left)), on: loop).whenComplete { result in
             switch result {
             case .success(let answer):
                 if self.servesRouterGeneration(replica, answer) {
                     promise.succeed((shard, .answer(answer)))
                 } else {
-                    promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
+                    promise.completeWith(next())
                 }
-            case .failure(let error as SteerError):
-                promise.succeed((shard, .refused(error)))
             case .failure(let error):
-                replica.markDown(Self.describe(error))
-                self.counters.withLock { $0.replicaRetries += 1 }
-                self.logger.warning("replica failed; trying another", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"])
-                promise.completeWith(self.attempt(shard: shard, line: line, candidates: candidates, index: index + 1, on: loop))
+                if let answer = self.readFailure(error, replica: replica, deadline: deadline) {
+                    promise.succeed((shard, answer))
+                } else {
+                    promise.completeWith(next())
+                }
             }
         }
         return promise.futureResult
@@ -555,7 +665,7 @@ public final class Router: RequestService {
 
     /// Encodes a history and prompt: with the router's model, or as the mean of the history items'
     /// vectors read from their shards (what `MeanHistoryEncoder` does on a single server).
-    private func encodeQuery(_ request: RecommendRequest) async throws -> EncodedQuery {
+    private func encodeQuery(_ request: RecommendRequest, token: String?, deadline: Deadline) async throws -> EncodedQuery {
         if let encoder = encoder.get() {
             let history = request.history
             let prompt = request.prompt
@@ -564,7 +674,7 @@ public final class Router: RequestService {
         guard !request.history.isEmpty else {
             throw SteerError.invalid("history must not be empty (this generation has no model that can answer a prompt alone)")
         }
-        let found = try await getItems(request.history)
+        let found = try await getItems(request.history, token: token, deadline: deadline)
         var vectors: [[Float]] = []
         var unknown: [ItemID] = []
         for id in request.history {
@@ -597,10 +707,11 @@ public final class Router: RequestService {
         }
     }
 
-    private func recommend(_ request: RecommendRequest, _ writer: inout JSONWriter) async throws {
+    private func recommend(_ request: RecommendRequest, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
-        let encoded = try await encodeQuery(request)
+        let deadline = deadline.afterGate()
+        let encoded = try await encodeQuery(request, token: token, deadline: deadline)
         var filter = request.filter
         if request.constraints != .soft {
             for clause in encoded.clauses where !clause.tags.isEmpty {
@@ -620,7 +731,7 @@ public final class Router: RequestService {
         let fetch = min(configuration.limits.maxK, request.k + excluded.count)
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
         let line = Self.searchLine([vector], k: fetch, nprobe: request.nprobe, efSearch: request.efSearch, filter: filter, batch: false)
-        let (answers, missing) = try await readShards(allShards(line), allowPartial: true)
+        let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         var lists: [[ShardHit]] = []
         for (shard, answer) in answers { lists.append(try ShardHit.list(answer["hits"], shard: shard)) }
         let hits = HitMerge.top(lists, k: request.k, excluding: excluded)
@@ -632,10 +743,11 @@ public final class Router: RequestService {
         writePartial(missing, &writer)
     }
 
-    private func encode(_ request: RecommendRequest, _ writer: inout JSONWriter) async throws {
+    private func encode(_ request: RecommendRequest, token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
         await gate.enter()
         defer { gate.leave() }
-        let encoded = try await encodeQuery(request)
+        let deadline = deadline.afterGate()
+        let encoded = try await encodeQuery(request, token: token, deadline: deadline)
         if let name = generation.get() {
             writer.raw(",\"generation\":")
             writer.string(name)
@@ -669,10 +781,10 @@ public final class Router: RequestService {
     }
 
     /// The items each id names, read from their shards (every shard must answer).
-    private func getItems(_ ids: [ItemID]) async throws -> [ItemID: JSONObject] {
+    private func getItems(_ ids: [ItemID], token: String?, deadline: Deadline) async throws -> [ItemID: JSONObject] {
         var lines: [Int: [UInt8]] = [:]
         for (shard, indices) in byShard(ids) { lines[shard] = Self.idsLine(op: "\"get\"", ids, indices) }
-        let (answers, _) = try await readShards(lines, allowPartial: false)
+        let (answers, _) = try await readShards(lines, token: token, deadline: deadline, allowPartial: false)
         var found: [ItemID: JSONObject] = [:]
         for (shard, answer) in answers {
             guard case .array(let items)? = answer["items"] else {
@@ -691,8 +803,8 @@ public final class Router: RequestService {
         return found
     }
 
-    private func get(_ ids: [ItemID], _ writer: inout JSONWriter) async throws {
-        let found = try await getItems(ids)
+    private func get(_ ids: [ItemID], token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
+        let found = try await getItems(ids, token: token, deadline: deadline)
         writer.raw(",\"items\":[")
         var first = true
         for id in ids {
@@ -737,7 +849,7 @@ public final class Router: RequestService {
     private enum WriteOutcome: Sendable {
         case applied(Int)
         case refused(SteerError)
-        case failed(String)
+        case failed(ReplicaFailure)
     }
 
     /// Sends a write to every live replica of each owning shard.
@@ -748,24 +860,21 @@ public final class Router: RequestService {
     /// - Returns: the sum over shards of the count the replicas answered.
     /// - Throws: a replica's refusal (the request's fault); `.unavailable` naming the shards without a live
     ///   replica that applied the write (the other shards applied it: writes are not atomic across shards).
-    private func write(op: StaticString, countField: String, token: String?, keys: [ItemID],
+    private func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID],
                        body: ([Int], inout JSONWriter) -> Void) async throws -> Int {
+        guard let left = deadline.remainingMillis else { throw deadline.exceeded("\(op): no shard") }
+        let timeout = TimeAmount.milliseconds(Int64(left))
+        let shardToken = shardToken(token)
         var lines: [Int: [UInt8]] = [:]
         for (shard, indices) in byShard(keys) {
             var writer = JSONWriter(capacity: 256)
             writer.raw("{\"op\":\"")
             writer.raw(op)
             writer.raw("\",")
-            if let token {
-                writer.raw("\"token\":")
-                writer.string(token)
-                writer.raw(",")
-            }
             body(indices, &writer)
             writer.raw("}")
-            lines[shard] = writer.bytes
+            lines[shard] = Self.shardLine(writer.bytes, token: shardToken, timeoutMillis: left)
         }
-        let timeout = shardTimeout
         var results: [Int: [(Replica, WriteOutcome)]] = [:]
         await withTaskGroup(of: (Int, Replica, WriteOutcome).self) { tasks in
             for (shard, line) in lines {
@@ -776,13 +885,13 @@ public final class Router: RequestService {
                         do {
                             let answer = try await replica.request(line, timeout: timeout)
                             guard case .int(let count)? = answer[countField] else {
-                                return (shard, replica, .failed("\(replica.endpoint) answered \(op) without '\(countField)'"))
+                                return (shard, replica, .failed(ReplicaFailure(.transport, message: "\(replica.endpoint) answered \(op) without '\(countField)'")))
                             }
                             return (shard, replica, .applied(Int(count)))
                         } catch let error as SteerError {
                             return (shard, replica, .refused(error))
                         } catch {
-                            return (shard, replica, .failed(Self.describe(error)))
+                            return (shard, replica, .failed(error as? ReplicaFailure ?? ReplicaFailure(.transport, message: Self.describe(error))))
                         }
                     }
                 }
@@ -791,6 +900,7 @@ public final class Router: RequestService {
         }
         var total = 0
         var failedShards: [Int] = []
+        var timedOut = false
         var refusal: SteerError?
         for shard in lines.keys.sorted() {
             let outcomes = results[shard] ?? []
@@ -803,9 +913,12 @@ public final class Router: RequestService {
                 }
             }
             for (replica, outcome) in outcomes {
-                guard case .failed(let message) = outcome else { continue }
-                replica.markDown(message)
-                if applied != nil { markDiverged(replica, because: message) }
+                guard case .failed(let failure) = outcome else { continue }
+                // Only a transport failure says the replica is down; any failure while a peer applied
+                // the write means it may lack it.
+                if failure.kind == .transport { replica.markDown(failure.message) }
+                if failure.kind == .timeout { timedOut = true }
+                if applied != nil { markDiverged(replica, because: failure.message) }
             }
             if applied != nil {
                 // Replicas that were down missed the write their peers took.
@@ -820,6 +933,9 @@ public final class Router: RequestService {
         if let refusal {
             guard !applied.isEmpty else { throw refusal }
             throw SteerError(refusal.code, refusal.message + " (shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) applied their part: writes are not atomic across shards)")
+        }
+        if !failedShards.isEmpty, timedOut {
+            throw SteerError(.deadlineExceeded, "\(op): shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) did not answer within the request's deadline of \(deadline.budgetMillis) ms; the write may or may not have been applied there (retrying is safe)")
         }
         if !failedShards.isEmpty {
             throw SteerError(.unavailable, "\(op): no live replica of shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) applied it"
@@ -886,6 +1002,7 @@ public final class Router: RequestService {
         await gate.close()
         defer { gate.open() }
         let previousGeneration = generation.get()
+        let token = shardToken(token)
         let line = Self.swapLine(generation: target, checkpoint: checkpoint, token: token)
         let timeout = TimeAmount.seconds(Int64(configuration.swapTimeoutSeconds))
         var outcomes: [(Replica, SwapOutcome)] = []

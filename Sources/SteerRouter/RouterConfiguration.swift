@@ -36,21 +36,33 @@ public struct ShardEndpoint: Sendable, Hashable, CustomStringConvertible {
 public struct RouterConfiguration: Sendable {
     /// The shard sets: `shards[i]` are the replicas of shard `i` (the sharding function's shard `i`).
     public var shards: [[ShardEndpoint]]
-    /// Longest wait for one replica's answer to one request before another replica is tried.
+    /// The deadline of a request that carries no `timeout_ms`, in milliseconds from its arrival (the
+    /// shards get what is left of it as their `timeout_ms`); also the health check's timeout. A request
+    /// whose deadline passes fails alone with `deadline_exceeded`; the replica is not marked down.
     public var shardTimeoutMillis: Int
+    /// Largest deadline a request's `timeout_ms` may ask for, in milliseconds (larger values are cut).
+    public var maxRequestTimeoutMillis: Int = 60_000
     /// Period of the health check (`stats` to every replica).
     public var healthIntervalMillis: Int
     /// Connections the router keeps to each replica (requests are pipelined on each).
     public var connectionsPerReplica: Int
     /// Longest wait for every replica to answer a `swap`.
     public var swapTimeoutSeconds: Int
-    /// Longest response line accepted from a shard.
+    /// Longest response line accepted from a shard, in bytes; a longer answer fails its request alone
+    /// with `too_large` (the connection stays in use).
     public var maxShardResponseBytes: Int
     /// Limits on the router's own clients (the same ones `steer serve` enforces).
     public var limits: ProtocolLimits
     /// When set, the router speaks TLS to the shards and trusts the certificates (PEM) in this file;
     /// a shard's certificate must name the host (or IP address) the shard list gives.
     public var shardTLSCertificateAuthority: String?
+    /// The keys the router's clients must present (checked by the router before any action, as
+    /// `steer serve` checks them); nil → every op is open at the router.
+    public var accessKeys: AccessKeys?
+    /// The key the router presents to the shards in `token` on every request, health checks included
+    /// (`--shard-key-file`; an admin key of the shards when writes or swaps go through the router). Nil →
+    /// the caller's own `token` is forwarded and health checks carry none.
+    public var shardKey: String?
 
     public init(shards: [[ShardEndpoint]], shardTimeoutMillis: Int = 1000, healthIntervalMillis: Int = 1000,
                 connectionsPerReplica: Int = 2, swapTimeoutSeconds: Int = 300, maxShardResponseBytes: Int = 64 << 20,

@@ -33,8 +33,9 @@ public struct ServerConfiguration: Sendable {
     public var drainQuietMillis: Int
     /// Longest wait for connections to drain on shutdown before they are closed.
     public var shutdownTimeoutSeconds: Int
-    /// When set, `upsert`, `delete` and `swap` need `"token"` equal to it.
-    public var adminToken: String?
+    /// The keys and scopes requests are checked against (docs/protocol.md "Keys and scopes"); nil → every
+    /// op is open. Only the engine's request handler uses it: a router checks keys itself.
+    public var accessKeys: AccessKeys?
     /// When set (0 picks a free port), Prometheus metrics are served on `GET /metrics` of this port.
     public var metricsPort: Int?
     /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
@@ -72,7 +73,7 @@ public struct ServerConfiguration: Sendable {
     public init(host: String = "127.0.0.1", port: Int = 7878, limits: ProtocolLimits = ProtocolLimits(),
                 maxConnections: Int = 1024, idleTimeoutSeconds: Int = 300, maxInFlight: Int = 64,
                 eventLoopThreads: Int = System.coreCount, workerThreads: Int = System.coreCount,
-                drainQuietMillis: Int = 250, shutdownTimeoutSeconds: Int = 10, adminToken: String? = nil) {
+                drainQuietMillis: Int = 250, shutdownTimeoutSeconds: Int = 10, accessKeys: AccessKeys? = nil) {
         self.host = host
         self.port = port
         self.limits = limits
@@ -83,7 +84,7 @@ public struct ServerConfiguration: Sendable {
         self.workerThreads = workerThreads
         self.drainQuietMillis = drainQuietMillis
         self.shutdownTimeoutSeconds = shutdownTimeoutSeconds
-        self.adminToken = adminToken
+        self.accessKeys = accessKeys
     }
 }
 
@@ -324,7 +325,7 @@ public final class SteerServer: Service, Sendable {
     public convenience init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
                 metricsRegistry: PrometheusCollectorRegistry? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
-        let handler = RequestHandler(engine: engine, limits: configuration.limits, adminToken: configuration.adminToken)
+        let handler = RequestHandler(engine: engine, limits: configuration.limits, accessKeys: configuration.accessKeys)
         let openMPThreads = configuration.openMPThreadsPerWorker
         let pool = WorkerPool(threads: configuration.workerThreads, spinMicroseconds: configuration.workerSpinMicroseconds) {
             RetrievalEngine.setOpenMPThreadsForCurrentThread(openMPThreads)

@@ -18,6 +18,8 @@ struct Probe: ParsableCommand {
     var port: Int = 7878
     @Option(name: .customLong("timeout-ms"), help: "Longest wait for the answer (default 2000).")
     var timeoutMillis: Int = 2000
+    @Option(name: .customLong("key-file"), help: "File holding a read (or admin) key, sent with `stats` (servers with keys and no public reads). Env: STEER_PROBE_KEY_FILE.")
+    var keyFile: String?
     @Flag(help: "Require a router that serves a generation and has every shard readable (default: one shard is enough).")
     var allShards = false
 
@@ -38,7 +40,15 @@ struct Probe: ParsableCommand {
     private func check() throws(SteerError) {
         let connection = try SteerConnection(host: host, port: port)
         try connection.setReceiveTimeout(milliseconds: timeoutMillis)
-        let stats = try SteerClient.check(try connection.roundTrip(Array(#"{"op":"stats"}"#.utf8)))
+        var line = Array(#"{"op":"stats"}"#.utf8)
+        if let path = keyFile ?? ProcessInfo.processInfo.environment["STEER_PROBE_KEY_FILE"] {
+            var writer = JSONWriter(capacity: 64)
+            writer.raw(#"{"op":"stats","token":"#)
+            writer.string(try AccessKeys.readSecret(file: path, what: "probe key file"))
+            writer.raw("}")
+            line = writer.bytes
+        }
+        let stats = try SteerClient.check(try connection.roundTrip(line))
         guard case .string("router")? = stats["role"] else { return }
         guard case .string? = stats["generation"] else { throw SteerError(.unavailable, "the router knows no generation yet (no replica answered)") }
         guard case .array(let shards)? = stats["shards"] else { throw SteerError(.internal, "router stats without shards") }

@@ -22,8 +22,10 @@ struct Route: AsyncParsableCommand {
     var host: String = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.")
     var port: Int = 7979
-    @Option(name: .customLong("shard-timeout-ms"), help: "Longest wait for one replica's answer before another replica is tried.")
+    @Option(name: .customLong("shard-timeout-ms"), help: "Deadline of a request without timeout_ms, in ms (the shards get what is left); also the health check's timeout.")
     var shardTimeoutMillis: Int = 1000
+    @Option(name: .customLong("max-shard-response-bytes"), help: "Longest answer line accepted from a shard; a longer one fails its request with too_large.")
+    var maxShardResponseBytes: Int = 64 << 20
     @Option(name: .customLong("health-interval-ms"), help: "Period of the replicas' health check.")
     var healthIntervalMillis: Int = 1000
     @Option(name: .customLong("connections-per-replica"), help: "Pipelined connections to each replica.")
@@ -54,6 +56,16 @@ struct Route: AsyncParsableCommand {
     var tlsKey: String?
     @Option(name: .customLong("shard-tls-ca"), help: "PEM certificates to trust: speak TLS to the shards (their --tls-cert must name the listed host or IP).")
     var shardTLSCA: String?
+    @Option(name: .customLong("admin-token"), help: "Admin key clients must send for upsert/delete/swap (and reads unless --public-reads); visible in `ps`: prefer --admin-token-file.")
+    var adminToken: String?
+    @Option(name: .customLong("admin-token-file"), help: "File holding the admin key (trailing newline ignored).")
+    var adminTokenFile: String?
+    @Option(name: .customLong("keys-file"), help: "JSON keys file {\"keys\":[{\"name\",\"scope\":\"read\"|\"admin\",\"key\"}]}; SIGHUP reloads it (docs/protocol.md).")
+    var keysFile: String?
+    @Option(name: .customLong("public-reads"), help: "true: reads need no key even when keys are configured (default false).")
+    var publicReads: String?
+    @Option(name: .customLong("shard-key-file"), help: "File holding the key the router sends to the shards on every request (an admin key of the shards for writes and swaps); without it the caller's token is forwarded.")
+    var shardKeyFile: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
     @OptionGroup var requestLimits: RequestLimitOptions
@@ -62,6 +74,13 @@ struct Route: AsyncParsableCommand {
         if shards.isEmpty == (shardsFile == nil) { throw ValidationError("give the shards with --shard (once per shard) or --shards-file, not both") }
         guard (0...65535).contains(port) else { throw ValidationError("port must be in 0...65535, got \(port)") }
         guard (1...3_600_000).contains(shardTimeoutMillis) else { throw ValidationError("shard-timeout-ms must be in 1...3600000, got \(shardTimeoutMillis)") }
+        guard (1024...(1 << 30)).contains(maxShardResponseBytes) else {
+            throw ValidationError("max-shard-response-bytes must be in 1024...\(1 << 30), got \(maxShardResponseBytes)")
+        }
+        guard adminToken == nil || adminTokenFile == nil else { throw ValidationError("give the admin token with --admin-token or --admin-token-file, not both") }
+        guard shardKeyFile == nil || adminToken != nil || adminTokenFile != nil || keysFile != nil else {
+            throw ValidationError("--shard-key-file needs keys of the router's own (--keys-file or --admin-token[-file]): otherwise anyone reaching the router would act with the shard key")
+        }
         guard (10...3_600_000).contains(healthIntervalMillis) else { throw ValidationError("health-interval-ms must be in 10...3600000, got \(healthIntervalMillis)") }
         guard (1...64).contains(connectionsPerReplica) else { throw ValidationError("connections-per-replica must be in 1...64, got \(connectionsPerReplica)") }
         guard (1...86_400).contains(swapTimeout) else { throw ValidationError("swap-timeout must be in 1...86400, got \(swapTimeout)") }
@@ -100,8 +119,31 @@ struct Route: AsyncParsableCommand {
         try requestLimits.apply(limitSource, to: &limits)
         var routerConfiguration = RouterConfiguration(
             shards: shardSets, shardTimeoutMillis: shardTimeoutMillis, healthIntervalMillis: healthIntervalMillis,
-            connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, limits: limits)
+            connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, maxShardResponseBytes: maxShardResponseBytes,
+            limits: limits)
+        routerConfiguration.maxRequestTimeoutMillis = limits.maxTimeoutMillis
         routerConfiguration.shardTLSCertificateAuthority = shardTLSCA
+        let publicReads: Bool
+        switch self.publicReads?.lowercased() {
+        case nil, "false", "0", "no", "off": publicReads = false
+        case "true", "1", "yes", "on": publicReads = true
+        default: throw ValidationError("public-reads must be true or false, got '\(self.publicReads ?? "")'")
+        }
+        do throws(SteerError) {
+            var secret = adminToken
+            if let adminTokenFile { secret = try AccessKeys.readSecret(file: adminTokenFile, what: "admin token file") }
+            if secret != nil || keysFile != nil {
+                let keys = try AccessKeys(adminToken: secret, keysFile: keysFile, publicReads: publicReads)
+                let counts = keys.counts
+                logger.info("keys loaded", metadata: ["steer.read_keys": "\(counts.read)", "steer.admin_keys": "\(counts.admin)", "steer.public_reads": "\(publicReads)"])
+                routerConfiguration.accessKeys = keys
+            } else if publicReads {
+                logger.warning("--public-reads has no effect without keys: every op is open")
+            }
+            if let shardKeyFile { routerConfiguration.shardKey = try AccessKeys.readSecret(file: shardKeyFile, what: "shard key file") }
+        } catch {
+            throw ValidationError(error.message)
+        }
         var tls: TLSFiles?
         if let tlsCert, let tlsKey {
             let files = TLSFiles(certificateChain: tlsCert, privateKey: tlsKey)
@@ -135,7 +177,7 @@ struct Route: AsyncParsableCommand {
                                                       idleTimeoutSeconds: idleTimeout, maxInFlight: maxInFlight,
                                                       eventLoopThreads: eventLoopThreads ?? ProcessInfo.processInfo.activeProcessorCount,
                                                       workerThreads: 1)
-        serverConfiguration.adminToken = nil
+        serverConfiguration.accessKeys = nil // the router checks keys itself (Router.execute)
         serverConfiguration.tls = tls
         try requestLimits.apply(limitSource, to: &serverConfiguration)
         let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
@@ -145,6 +187,8 @@ struct Route: AsyncParsableCommand {
             services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        let hangup = Self.reloadOnHangup(routerConfiguration.accessKeys, logger: logger)
+        defer { hangup?.cancel() }
         do {
             try await group.run()
         } catch {
@@ -155,5 +199,16 @@ struct Route: AsyncParsableCommand {
         }
         await router.shutdown()
         logger.info("stopped")
+    }
+
+    /// SIGHUP: reload the keys file (a file that fails validation keeps the keys in force); nil when
+    /// there is no keys file (SIGHUP is then ignored).
+    static func reloadOnHangup(_ keys: AccessKeys?, logger: Logger) -> (any DispatchSourceSignal)? {
+        signal(SIGHUP, SIG_IGN)
+        guard let keys, keys.keysFile != nil else { return nil }
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "steer.sighup"))
+        source.setEventHandler { reloadKeys(keys, logger: logger) }
+        source.resume()
+        return source
     }
 }

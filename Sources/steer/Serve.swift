@@ -31,8 +31,14 @@ struct Serve: AsyncParsableCommand {
     var metric: String?
     @Option(name: .customLong("embedding-version"), help: "Embedding version name (default v1). Env: STEER_EMBEDDING_VERSION.")
     var embeddingVersion: String?
-    @Option(name: .customLong("admin-token"), help: "Token required by upsert/delete/swap. Env: STEER_ADMIN_TOKEN.")
+    @Option(name: .customLong("admin-token"), help: "Admin key for upsert/delete/swap (and reads unless --public-reads); visible in `ps`: prefer --admin-token-file. Env: STEER_ADMIN_TOKEN.")
     var adminToken: String?
+    @Option(name: .customLong("admin-token-file"), help: "File holding the admin key (trailing newline ignored). Env: STEER_ADMIN_TOKEN_FILE.")
+    var adminTokenFile: String?
+    @Option(name: .customLong("keys-file"), help: "JSON keys file {\"keys\":[{\"name\",\"scope\":\"read\"|\"admin\",\"key\"}]}; SIGHUP reloads it (docs/protocol.md). Env: STEER_KEYS_FILE.")
+    var keysFile: String?
+    @Option(name: .customLong("public-reads"), help: "true: reads need no key even when keys are configured (default false). Env: STEER_PUBLIC_READS.")
+    var publicReads: String?
     @Option(name: .customLong("sync-writes"), help: "fsync the store's WAL per write: true/false (default true). Env: STEER_SYNC_WRITES.")
     var syncWrites: String?
     @Option(name: .customLong("max-line-bytes"), help: "Longest request line (default 1048576). Env: STEER_MAX_LINE_BYTES.")
@@ -160,6 +166,7 @@ struct SettingSource {
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us", "checkpoint_root",
+            "admin_token_file", "keys_file", "public_reads",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -277,7 +284,8 @@ extension Serve {
         serverConfiguration.maxInFlight = try source.int(maxInFlight, env: "STEER_MAX_IN_FLIGHT", key: "max_in_flight", range: 1...100_000) ?? serverConfiguration.maxInFlight
         serverConfiguration.workerThreads = try source.int(workerThreads, env: "STEER_WORKER_THREADS", key: "worker_threads", range: 1...1024) ?? serverConfiguration.workerThreads
         serverConfiguration.eventLoopThreads = try source.int(eventLoopThreads, env: "STEER_EVENT_LOOP_THREADS", key: "event_loop_threads", range: 1...1024) ?? serverConfiguration.eventLoopThreads
-        serverConfiguration.adminToken = try source.string(adminToken, env: "STEER_ADMIN_TOKEN", key: "admin_token")
+        serverConfiguration.accessKeys = try Self.accessKeys(
+            token: adminToken, tokenFile: adminTokenFile, keysFile: keysFile, publicReads: publicReads, source: source, logger: logger)
         serverConfiguration.openMPThreadsPerWorker = try source.int(ompThreadsPerWorker, env: "STEER_OMP_THREADS_PER_WORKER", key: "omp_threads_per_worker", range: 1...256) ?? 1
         serverConfiguration.workerSpinMicroseconds = try source.int(workerSpinMicroseconds, env: "STEER_WORKER_SPIN_US", key: "worker_spin_us", range: 0...100_000) ?? ServerConfiguration.defaultWorkerSpinMicroseconds
         serverConfiguration.loopSpinMicroseconds = try source.int(loopSpinMicroseconds, env: "STEER_LOOP_SPIN_US", key: "loop_spin_us", range: 0...100_000) ?? ServerConfiguration.defaultLoopSpinMicroseconds
@@ -318,7 +326,7 @@ extension Serve {
         let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
-        let hangup = Self.swapOnHangup(engine: engine, logger: logger)
+        let hangup = Self.swapOnHangup(engine: engine, accessKeys: serverConfiguration.accessKeys, logger: logger)
         defer { hangup.cancel() }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -334,12 +342,44 @@ extension Serve {
         logger.info("stopped")
     }
 
-    /// SIGHUP: swap to the newest complete generation under `DIR/generations/` on a background queue
-    /// (never on an event loop); the result is logged and a failure keeps the old generation serving.
-    static func swapOnHangup(engine: RetrievalEngine, logger: Logger) -> any DispatchSourceSignal {
+    /// The keys of `--admin-token` (or `--admin-token-file`) and `--keys-file`; nil when none is given.
+    /// An empty token, flag or `STEER_ADMIN_TOKEN` alike, stops the server: it never means "no auth".
+    ///
+    /// - Throws: `ValidationError` naming the setting at fault.
+    static func accessKeys(token: String?, tokenFile: String?, keysFile: String?, publicReads: String?,
+                           source: SettingSource, logger: Logger) throws -> AccessKeys? {
+        if token == nil, let value = source.environment["STEER_ADMIN_TOKEN"], value.isEmpty {
+            throw ValidationError("STEER_ADMIN_TOKEN is set but empty; an empty token does not mean 'no authentication': unset it or give a real one")
+        }
+        let tokenText = try source.string(token, env: "STEER_ADMIN_TOKEN", key: "admin_token")
+        let tokenPath = try source.string(tokenFile, env: "STEER_ADMIN_TOKEN_FILE", key: "admin_token_file")
+        let keysPath = try source.string(keysFile, env: "STEER_KEYS_FILE", key: "keys_file")
+        let reads = try source.bool(publicReads, env: "STEER_PUBLIC_READS", key: "public_reads") ?? false
+        guard tokenText == nil || tokenPath == nil else { throw ValidationError("give the admin token with --admin-token or --admin-token-file, not both") }
+        do throws(SteerError) {
+            var secret = tokenText
+            if let tokenPath { secret = try AccessKeys.readSecret(file: tokenPath, what: "admin token file") }
+            guard secret != nil || keysPath != nil else {
+                if reads { logger.warning("--public-reads has no effect without keys: every op is open") }
+                return nil
+            }
+            let keys = try AccessKeys(adminToken: secret, keysFile: keysPath, publicReads: reads)
+            let counts = keys.counts
+            logger.info("keys loaded", metadata: ["steer.read_keys": "\(counts.read)", "steer.admin_keys": "\(counts.admin)", "steer.public_reads": "\(reads)"])
+            return keys
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// SIGHUP: reload the keys file (when there is one; a file that fails validation keeps the keys in
+    /// force) and swap to the newest complete generation under `DIR/generations/`, on a background queue
+    /// (never on an event loop); the results are logged and a failure keeps the old generation serving.
+    static func swapOnHangup(engine: RetrievalEngine, accessKeys: AccessKeys?, logger: Logger) -> any DispatchSourceSignal {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "steer.sighup"))
         source.setEventHandler {
+            if let accessKeys { reloadKeys(accessKeys, logger: logger) }
             do {
                 if let result = try engine.swapToNewest() {
                     logger.info("swapped generation (SIGHUP)", metadata: [
@@ -357,5 +397,18 @@ extension Serve {
         }
         source.resume()
         return source
+    }
+}
+
+/// SIGHUP's key reload, shared by `steer serve` and `steer route`: logs the outcome; on failure the keys
+/// in force stay.
+func reloadKeys(_ keys: AccessKeys, logger: Logger) {
+    guard keys.keysFile != nil else { return }
+    do {
+        try keys.reload()
+        let counts = keys.counts
+        logger.info("keys reloaded (SIGHUP)", metadata: ["steer.read_keys": "\(counts.read)", "steer.admin_keys": "\(counts.admin)"])
+    } catch {
+        logger.error("keys reload refused; the previous keys stay in force", metadata: ["steer.error": "\(error.message)"])
     }
 }

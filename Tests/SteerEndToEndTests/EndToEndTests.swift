@@ -104,7 +104,7 @@ private let malformed: [(line: String, code: String)] = {
     }
 
     @Test func everyMalformedRequestGetsItsCodeAndTheConnectionKeepsWorking() throws {
-        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token, "--max-k", "100", "--max-batch", "8", "--max-line-bytes", "4096"])
+        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token, "--public-reads", "true", "--max-k", "100", "--max-batch", "8", "--max-line-bytes", "4096"])
         defer {
             server.terminate()
             server.removeData()
@@ -130,7 +130,7 @@ private let malformed: [(line: String, code: String)] = {
     }
 
     @Test func searchEqualsBruteForceOnAFlatIndex() throws {
-        let server = try ServerProcess(arguments: ["--dimension", "4", "--index-spec", "Flat", "--admin-token", token, "--max-batch", "8"])
+        let server = try ServerProcess(arguments: ["--dimension", "4", "--index-spec", "Flat", "--admin-token", token, "--public-reads", "true", "--max-batch", "8"])
         defer {
             server.terminate()
             server.removeData()
@@ -208,7 +208,7 @@ private let malformed: [(line: String, code: String)] = {
     }
 
     @Test func concurrentClientsAllGetCorrectAnswers() async throws {
-        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token])
+        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token, "--public-reads", "true"])
         defer {
             server.terminate()
             server.removeData()
@@ -245,7 +245,7 @@ private let malformed: [(line: String, code: String)] = {
         let query: [Float] = [0.3, -0.2, 0.9, 0.1]
         let expected = bruteForce(items, query, k: 10)
         do {
-            let server = try ServerProcess(directory: directory, arguments: ["--dimension", "4", "--admin-token", token])
+            let server = try ServerProcess(directory: directory, arguments: ["--dimension", "4", "--admin-token", token, "--public-reads", "true"])
             try upload(items, to: try server.connection())
             let connections = try (0..<4).map { _ in try server.connection() }
             for connection in connections {
@@ -286,7 +286,7 @@ private let malformed: [(line: String, code: String)] = {
     @Test func settingsComeFromFlagsThenEnvironmentThenTheConfigFile() throws {
         let file = NSTemporaryDirectory() + "steer-e2e-config-" + UUID().uuidString + ".json"
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try Data(#"{"dimension": 2, "max_k": 50, "max_batch": 3, "admin_token": "from-file"}"#.utf8).write(to: URL(fileURLWithPath: file))
+        try Data(#"{"dimension": 2, "max_k": 50, "max_batch": 3, "admin_token": "from-file", "public_reads": true}"#.utf8).write(to: URL(fileURLWithPath: file))
         let server = try ServerProcess(arguments: ["--config", file, "--max-batch", "2"], environment: ["STEER_MAX_K": "5"])
         defer {
             server.terminate()

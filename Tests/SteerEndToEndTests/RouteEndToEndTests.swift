@@ -257,7 +257,10 @@ private func buildGeneration(data: String, id: String) throws {
     }
 
     @Test func swapMovesEveryShardOrNone() throws {
-        let servers = try (0..<3).map { _ in try ServerProcess(arguments: ["--dimension", "4", "--sync-writes", "false", "--admin-token", "tok"]) }
+        // Public reads: this router has no shard key, so its health checks carry no token.
+        let servers = try (0..<3).map { _ in
+            try ServerProcess(arguments: ["--dimension", "4", "--sync-writes", "false", "--admin-token", "tok", "--public-reads", "true"])
+        }
         defer { for server in servers { server.removeData() } }
         let sharding = try Sharding(shardCount: 3)
         var generator = SeededGenerator(seed: 12)

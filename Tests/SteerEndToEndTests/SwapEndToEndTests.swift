@@ -50,7 +50,7 @@ private final class LoadRecord: @unchecked Sendable {
 
 @Suite(.serialized) struct SwapEndToEndTests {
     @Test func swapUnderLoadSIGHUPAndRestart() throws {
-        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", "tok", "--sync-writes", "false"])
+        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", "tok", "--public-reads", "true", "--sync-writes", "false"])
         defer { server.removeData() }
         let admin = try server.connection()
         var generator = SeededGenerator(seed: 5)
@@ -144,7 +144,7 @@ private final class LoadRecord: @unchecked Sendable {
 
         // A restart serves the swapped generation again.
         #expect(server.terminate() == 0)
-        let restarted = try ServerProcess(directory: server.directory, arguments: ["--admin-token", "tok"])
+        let restarted = try ServerProcess(directory: server.directory, arguments: ["--admin-token", "tok", "--public-reads", "true"])
         defer { restarted.terminate() }
         let connection = try restarted.connection()
         defer { connection.shutdownWrite() }

@@ -131,9 +131,23 @@ import Testing
     }
 
     @Test func tokenComparisonIsExact() {
-        #expect(RequestHandler.tokensMatch(Array("secret".utf8), Array("secret".utf8)))
-        #expect(!RequestHandler.tokensMatch(Array("secreT".utf8), Array("secret".utf8)))
-        #expect(!RequestHandler.tokensMatch(Array("secret1".utf8), Array("secret".utf8)))
-        #expect(!RequestHandler.tokensMatch(Array("".utf8), Array("secret".utf8)))
+        #expect(AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secreT".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret1".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("".utf8), Array("secret".utf8)))
+        // The length difference counts in full: 256 (or 65,536) extra bytes are not a match.
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0, count: 256), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0x41, count: 65_536), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8) + [UInt8](repeating: 0, count: 256)))
+    }
+
+    @Test func timeoutMsIsDecodedOnEveryOpAndBounded() throws {
+        #expect(try decode(#"{"op":"ping","timeout_ms":250}"#).timeoutMillis == 250)
+        #expect(try decode(#"{"op":"search","vector":[1],"k":1,"timeout_ms":1}"#).timeoutMillis == 1)
+        #expect(try decode(#"{"op":"stats"}"#).timeoutMillis == nil)
+        for bad in [#"{"op":"ping","timeout_ms":0}"#, #"{"op":"ping","timeout_ms":60001}"#, #"{"op":"ping","timeout_ms":"5"}"#,
+                    #"{"op":"ping","timeout_ms":1.5}"#] {
+            #expect(throws: SteerError.self, "\(bad)") { _ = try decode(bad) }
+        }
     }
 }

@@ -226,14 +226,38 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
     }
 
     @Test func adminOperationsNeedTheToken() async throws {
-        let server = try await TestServer { $0.adminToken = "s3cret" }
+        let keys = try AccessKeys(adminToken: "s3cret", publicReads: true)
+        let server = try await TestServer { $0.accessKeys = keys }
         let connection = try server.connection()
         let items = [ClientItem(id: .int(1), vector: [1, 2])]
         #expect(text(try connection.roundTrip(RequestLine.upsert(items))).contains("unauthorized"))
         #expect(text(try connection.roundTrip(RequestLine.upsert(items, token: "wrong"))).contains("unauthorized"))
+        #expect(text(try connection.roundTrip(RequestLine.upsert(items, token: "s3cret" + String(repeating: "x", count: 256)))).contains("unauthorized"))
         #expect(text(try connection.roundTrip(RequestLine.delete([.int(1)]))).contains("unauthorized"))
         #expect(text(try connection.roundTrip(RequestLine.upsert(items, token: "s3cret"))).contains(#""upserted":1"#))
         #expect(text(try connection.roundTrip(RequestLine.search([1, 2], k: 1))).contains(#""id":1"#))
+        await server.stop()
+    }
+
+    /// With keys configured and no public reads, a read needs a read (or admin) key; a read key cannot
+    /// write; `ping` stays public.
+    @Test func readKeysReadAndOnlyAdminKeysWrite() async throws {
+        let reader = "reader-key-0123456789", admin = "admin-key-0123456789"
+        let keys = try AccessKeys(keys: [AccessKeys.Key(name: "app", scope: .read, key: reader),
+                                         AccessKeys.Key(name: "ops", scope: .admin, key: admin)])
+        let server = try await TestServer { $0.accessKeys = keys }
+        let connection = try server.connection()
+        func send(_ line: String) throws -> String { text(try connection.roundTrip(Array(line.utf8))) }
+        #expect(try send(#"{"op":"ping"}"#).contains(#""ok":true"#))
+        #expect(try send(#"{"op":"upsert","token":"\#(admin)","items":[{"id":1,"vector":[1,2]}]}"#).contains(#""upserted":1"#))
+        #expect(try send(#"{"op":"search","vector":[1,2],"k":1}"#).contains("unauthorized"))
+        #expect(try send(#"{"op":"stats"}"#).contains("unauthorized"))
+        #expect(try send(#"{"op":"get","ids":[1],"token":"wrong-key-0123456789"}"#).contains("unauthorized"))
+        #expect(try send(#"{"op":"search","vector":[1,2],"k":1,"token":"\#(reader)"}"#).contains(#""id":1"#))
+        #expect(try send(#"{"op":"get","ids":[1],"token":"\#(reader)"}"#).contains(#""id":1"#))
+        #expect(try send(#"{"op":"delete","ids":[1],"token":"\#(reader)"}"#).contains("read-only"))
+        #expect(try send(#"{"op":"swap","generation":"g9","token":"\#(reader)"}"#).contains("unauthorized"))
+        #expect(try send(#"{"op":"get","ids":[1],"token":"\#(admin)"}"#).contains(#""id":1"#))
         await server.stop()
     }
 

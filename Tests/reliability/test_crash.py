@@ -45,7 +45,16 @@ def test_verification_detects_lost_and_half_applied_writes(binary: str) -> None:
     server = Server(
         binary,
         str(Path(workdir) / "data"),
-        ["--dimension", str(DIMENSION), "--metric", "l2", "--admin-token", DEFAULT_TOKEN],
+        [
+            "--dimension",
+            str(DIMENSION),
+            "--metric",
+            "l2",
+            "--admin-token",
+            DEFAULT_TOKEN,
+            "--public-reads",
+            "true",
+        ],
     )
     try:
         rng = random.Random(3)

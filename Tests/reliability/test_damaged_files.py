@@ -17,7 +17,7 @@ import pytest
 from harness import Connection, HarnessError, Server
 
 TOKEN = "files-token"
-ARGUMENTS = ["--dimension", "4", "--metric", "l2", "--admin-token", TOKEN]
+ARGUMENTS = ["--dimension", "4", "--metric", "l2", "--admin-token", TOKEN, "--public-reads", "true"]
 
 
 def vector(n: int) -> list[float]:

@@ -36,7 +36,9 @@ LIMITS = [
 def server(binary: str) -> Iterator[Server]:
     workdir = tempfile.mkdtemp(prefix="steer-limits-")
     process = Server(
-        binary, str(Path(workdir) / "data"), ["--dimension", "2", "--admin-token", TOKEN, *LIMITS]
+        binary,
+        str(Path(workdir) / "data"),
+        ["--dimension", "2", "--admin-token", TOKEN, "--public-reads", "true", *LIMITS],
     )
     yield process
     process.kill()
@@ -79,7 +81,11 @@ def test_size_limits(server: Server) -> None:
 
 def test_store_and_model_limits_at_default_batch(binary: str) -> None:
     workdir = tempfile.mkdtemp(prefix="steer-limits-")
-    server = Server(binary, str(Path(workdir) / "data"), ["--dimension", "2", "--admin-token", TOKEN])
+    server = Server(
+        binary,
+        str(Path(workdir) / "data"),
+        ["--dimension", "2", "--admin-token", TOKEN, "--public-reads", "true"],
+    )
     try:
         with Connection(server.port) as connection:
             upsert = {"op": "upsert", "token": TOKEN}

@@ -16,7 +16,16 @@ from harness import DEFAULT_TOKEN, Connection, ConnectionBroken, Router, Server
 
 def test_fuzz_cases_through_the_router_find_no_crash_hang_or_internal_error(binary: str) -> None:
     workdir = tempfile.mkdtemp(prefix="steer-route-fuzz-")
-    arguments = ["--dimension", str(DIMENSION), "--admin-token", DEFAULT_TOKEN, "--sync-writes", "false"]
+    arguments = [
+        "--dimension",
+        str(DIMENSION),
+        "--admin-token",
+        DEFAULT_TOKEN,
+        "--public-reads",
+        "true",
+        "--sync-writes",
+        "false",
+    ]
     shards = [Server(binary, str(Path(workdir) / f"shard{index}"), arguments) for index in range(2)]
     router = Router(
         binary,

@@ -54,7 +54,18 @@ def tls_server(binary: str, workdir: Path, certificate: tuple[Path, Path]) -> It
     server = Server(
         binary,
         data,
-        ["--dimension", "2", "--admin-token", DEFAULT_TOKEN, "--tls-cert", str(cert), "--tls-key", str(key)],
+        [
+            "--dimension",
+            "2",
+            "--admin-token",
+            DEFAULT_TOKEN,
+            "--public-reads",
+            "true",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
     )
     yield server
     server.kill()

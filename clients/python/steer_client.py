@@ -117,6 +117,9 @@ class SteerClient:
         """Sends `{"op": op, **fields}` and returns the response; raises `SteerError` when not ok."""
         request = {"op": op}
         request.update({key: value for key, value in fields.items() if value is not None})
+        # The key goes with every op: with keys configured, reads need a read (or admin) key too.
+        if self.token is not None and "token" not in request:
+            request["token"] = self.token
         self._sock.sendall(self._line(request))
         return self._check(self._read())
 

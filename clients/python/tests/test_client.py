@@ -46,6 +46,8 @@ def server():
             "3",
             "--admin-token",
             TOKEN,
+            "--public-reads",
+            "true",
             "--log-level",
             "warning",
         ],
