@@ -436,6 +436,7 @@ public final class NATSConnection: Sendable {
         return connection
     }
 
+    /// Runs on the event loop (a repeated task), like the PING writes of `flush`.
     private func keepaliveTick() {
         if let error = core.enqueuePing(waiter: nil, continuation: nil) {
             core.fail(error)
@@ -463,16 +464,23 @@ public final class NATSConnection: Sendable {
     public func flush(timeout: Duration? = nil) async throws(NATSError) {
         let id = core.makeID()
         let deadline = timeout ?? options.requestTimeout
+        let core = self.core
+        let channel = self.channel
         let result: NATSError? = await withCheckedContinuation { continuation in
-            if let error = core.enqueuePing(waiter: id, continuation: continuation) {
-                continuation.resume(returning: error)
-                return
+            // Queue the waiter and write its PING in one event-loop task, so the order of PONG waiters is
+            // the order of PINGs on the wire (keepalive PINGs are queued and written on the loop too).
+            channel.eventLoop.execute {
+                if let error = core.enqueuePing(waiter: id, continuation: continuation) {
+                    continuation.resume(returning: error)
+                    return
+                }
+                channel.eventLoop.scheduleTask(in: .nanoseconds(deadline.nanoseconds)) {
+                    core.failPongWaiter(id, .timeout("no PONG within \(deadline)"))
+                }
+                var buffer = channel.allocator.buffer(capacity: 6)
+                buffer.writeString("PING\r\n")
+                channel.writeAndFlush(buffer, promise: nil)
             }
-            let task = channel.eventLoop.scheduleTask(in: .nanoseconds(deadline.nanoseconds)) { [core] in
-                core.failPongWaiter(id, .timeout("no PONG within \(deadline)"))
-            }
-            _ = task
-            writePing()
         }
         if let result { throw result }
     }

@@ -52,8 +52,8 @@ final class JetStreamTests: XCTestCase {
         XCTAssertEqual(repeated.seq, 1)
         let third = try await js.publish("w.shard1", payload: "other".bytes)
         XCTAssertEqual(third.seq, 3)
-        let value10 = try await js.streamInfo("W").state.messages
-        XCTAssertEqual(value10, 3)
+        let storedCount = try await js.streamInfo("W").state.messages
+        XCTAssertEqual(storedCount, 3)
         // Expected last subject sequence: a conflict is a specific error, the match is stored.
         let conflict = await natsError("stale expectation") {
             try await js.publish("w.shard0", payload: "x".bytes, expectedLastSubjectSequence: 1)

@@ -31,26 +31,26 @@ final class KeyValueTests: XCTestCase {
         // A writer still holding r1 loses: a specific conflict, and the value stays.
         let conflict = await natsError("update with a stale revision") { try await kv.update("shards.count", "9".bytes, revision: r1) }
         XCTAssertTrue(conflict?.isWrongLastSequence == true, "got \(String(describing: conflict))")
-        let value1 = try await kv.get("shards.count")?.value
-        XCTAssertEqual(value1, "3".bytes)
+        let afterConflict = try await kv.get("shards.count")?.value
+        XCTAssertEqual(afterConflict, "3".bytes)
         // create only when absent.
         let taken = await natsError("create over an existing key") { try await kv.create("shards.count", "1".bytes) }
         XCTAssertTrue(taken?.isWrongLastSequence == true, "got \(String(describing: taken))")
         let rGen = try await kv.create("generation.0", "g1".bytes)
-        let value2 = try await kv.get("generation.0")?.revision
-        XCTAssertEqual(value2, rGen)
+        let createdRevision = try await kv.get("generation.0")?.revision
+        XCTAssertEqual(createdRevision, rGen)
 
         // Delete leaves a marker: get says nil, entry shows the marker, create works again.
         let rDel = try await kv.delete("generation.0")
-        let value3 = try await kv.get("generation.0")
-        XCTAssertNil(value3)
+        let afterDelete = try await kv.get("generation.0")
+        XCTAssertNil(afterDelete)
         let marker = try await kv.entry("generation.0")
         XCTAssertEqual(marker?.operation, .delete)
         XCTAssertEqual(marker?.revision, rDel)
         let rAgain = try await kv.create("generation.0", "g2".bytes)
         XCTAssertGreaterThan(rAgain, rDel)
-        let value4 = try await kv.get("generation.0")?.value
-        XCTAssertEqual(value4, "g2".bytes)
+        let recreated = try await kv.get("generation.0")?.value
+        XCTAssertEqual(recreated, "g2".bytes)
 
         // Purge removes the history of that key (one message left: the marker).
         _ = try await kv.put("replica.a", "up".bytes)
@@ -59,16 +59,16 @@ final class KeyValueTests: XCTestCase {
         _ = try await kv.purge("replica.a")
         let after = try await js.streamInfo("KV_cluster-meta").state.messages
         XCTAssertEqual(after, before - 1)
-        let value5 = try await kv.get("replica.a")
-        XCTAssertNil(value5)
-        let value6 = try await kv.entry("replica.a")?.operation
-        XCTAssertEqual(value6, .purge)
+        let afterPurge = try await kv.get("replica.a")
+        XCTAssertNil(afterPurge)
+        let purgeMarker = try await kv.entry("replica.a")?.operation
+        XCTAssertEqual(purgeMarker, .purge)
 
         let badKey = await natsError("key with a space") { try await kv.put("bad key", []) }
         guard case .invalidArgument = badKey else { return XCTFail("got \(String(describing: badKey))") }
         let bound = try await js.keyValue("cluster-meta")
-        let value7 = try await bound.get("shards.count")?.value
-        XCTAssertEqual(value7, "3".bytes)
+        let viaBound = try await bound.get("shards.count")?.value
+        XCTAssertEqual(viaBound, "3".bytes)
         let unknown = await natsError("missing bucket") { try await js.keyValue("nope") }
         guard case .jetStream(let e) = unknown else { return XCTFail("got \(String(describing: unknown))") }
         XCTAssertEqual(e.errCode, JetStreamAPIError.streamNotFound)
@@ -90,10 +90,10 @@ final class KeyValueTests: XCTestCase {
         let nc = try await server.connect()
         let kv = try await JetStreamContext(connection: nc).createKeyValue(KeyValueConfig(bucket: "h1"))
         for i in 0..<5 { _ = try await kv.put("k", "\(i)".bytes) }
-        let value8 = try await kv.get("k")?.value
-        XCTAssertEqual(value8, "4".bytes)
-        let value9 = try await kv.js.streamInfo("KV_h1").state.messages
-        XCTAssertEqual(value9, 1)
+        let latest = try await kv.get("k")?.value
+        XCTAssertEqual(latest, "4".bytes)
+        let storedCount = try await kv.js.streamInfo("KV_h1").state.messages
+        XCTAssertEqual(storedCount, 1)
         await nc.close()
     }
 
