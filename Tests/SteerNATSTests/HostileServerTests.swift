@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
-import XCTest
+import Testing
 
 @testable import SteerNATS
 
@@ -77,13 +77,14 @@ final class FakeNATSServer: @unchecked Sendable {
 
 /// The client treats the server's bytes as hostile: each malformed input ends the connection with a
 /// specific error, never a crash or unbounded buffering.
-final class HostileServerTests: XCTestCase {
+@Suite(.serialized)
+struct HostileServerTests {
     /// Connects, sends a request the fake never answers, and returns the error it ends with.
     private func errorAfterHandshake(_ script: [UInt8], options: NATSConnectOptions = .init(), closeAfter: Bool = false) async throws -> NATSError? {
         let server = try await FakeNATSServer(afterHandshake: script, closeAfterScript: closeAfter)
         let nc = try await NATSConnection.connect(host: "127.0.0.1", port: server.port, options: options)
         let error = await natsError("request over a hostile connection") { try await nc.request("x", payload: [], timeout: .seconds(10)) }
-        XCTAssertEqual(nc.closedError, error)
+        #expect(nc.closedError == error)
         await nc.close()
         await server.stop()
         return error
@@ -99,66 +100,66 @@ final class HostileServerTests: XCTestCase {
         return error
     }
 
-    func testOversizedControlLine() async throws {
+    @Test func oversizedControlLine() async throws {
         var options = NATSConnectOptions()
         options.maxControlLineBytes = 4096
         let script = Array("MSG ".utf8) + [UInt8](repeating: 97, count: 200_000)
         let error = try await errorAfterHandshake(script, options: options)
-        XCTAssertEqual(error, .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
+        #expect(error == .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
         // A complete line over the limit too.
         let line = try await errorAfterHandshake(Array(("MSG " + String(repeating: "b", count: 5000) + " 1 0\r\n\r\n").utf8), options: options)
-        XCTAssertEqual(line, .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
+        #expect(line == .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
     }
 
-    func testPayloadOverMaxPayload() async throws {
+    @Test func payloadOverMaxPayload() async throws {
         let error = try await errorAfterHandshake(Array("MSG a 1 4096\r\n".utf8))
-        XCTAssertEqual(error, .protocolViolation(.payloadTooLarge(bytes: 4096, limitBytes: 1024)))
+        #expect(error == .protocolViolation(.payloadTooLarge(bytes: 4096, limitBytes: 1024)))
         let huge = try await errorAfterHandshake(Array("HMSG a 1 12 999999999999999999\r\n".utf8))
-        XCTAssertEqual(huge, .protocolViolation(.payloadTooLarge(bytes: 999_999_999_999_999_999, limitBytes: 1024)))
+        #expect(huge == .protocolViolation(.payloadTooLarge(bytes: 999_999_999_999_999_999, limitBytes: 1024)))
     }
 
-    func testGarbledLines() async throws {
+    @Test func garbledLines() async throws {
         let unknown = try await errorAfterHandshake(Array("HELLO WORLD\r\n".utf8))
-        XCTAssertEqual(unknown, .protocolViolation(.unknownOperation("HELLO WORLD")))
+        #expect(unknown == .protocolViolation(.unknownOperation("HELLO WORLD")))
         let binary = try await errorAfterHandshake([0, 1, 2, 255, 13, 10])
-        XCTAssertEqual(binary, .protocolViolation(.unknownOperation("????")))
+        #expect(binary == .protocolViolation(.unknownOperation("????")))
         let terminator = try await errorAfterHandshake(Array("MSG a 1 3\r\nabcXY".utf8))
-        XCTAssertEqual(terminator, .protocolViolation(.missingPayloadTerminator))
+        #expect(terminator == .protocolViolation(.missingPayloadTerminator))
         let notNumber = try await errorAfterHandshake(Array("MSG a 1 1x\r\n".utf8))
-        XCTAssertEqual(notNumber, .protocolViolation(.malformedControlLine(operation: "MSG")))
+        #expect(notNumber == .protocolViolation(.malformedControlLine(operation: "MSG")))
         let tooFew = try await errorAfterHandshake(Array("MSG a\r\n".utf8))
-        XCTAssertEqual(tooFew, .protocolViolation(.malformedControlLine(operation: "MSG")))
+        #expect(tooFew == .protocolViolation(.malformedControlLine(operation: "MSG")))
         let headerOverTotal = try await errorAfterHandshake(Array("HMSG a 1 10 5\r\n".utf8))
-        XCTAssertEqual(headerOverTotal, .protocolViolation(.malformedControlLine(operation: "HMSG")))
+        #expect(headerOverTotal == .protocolViolation(.malformedControlLine(operation: "HMSG")))
         let badHeaders = try await errorAfterHandshake(Array("HMSG a 1 12 12\r\nXXXX/1.0\r\n\r\n\r\n".utf8))
-        XCTAssertEqual(badHeaders, .protocolViolation(.malformedHeaders("no NATS/1.0 status line")))
+        #expect(badHeaders == .protocolViolation(.malformedHeaders("no NATS/1.0 status line")))
         let badStatus = try await errorAfterHandshake(Array("HMSG a 1 16 16\r\nNATS/1.0 5x3\r\n\r\n\r\n".utf8))
-        XCTAssertEqual(badStatus, .protocolViolation(.malformedHeaders("status code")))
+        #expect(badStatus == .protocolViolation(.malformedHeaders("status code")))
         let pingArgs = try await errorAfterHandshake(Array("PING now\r\n".utf8))
-        XCTAssertEqual(pingArgs, .protocolViolation(.malformedControlLine(operation: "PING")))
+        #expect(pingArgs == .protocolViolation(.malformedControlLine(operation: "PING")))
     }
 
-    func testServerErrorThenClose() async throws {
+    @Test func serverErrorThenClose() async throws {
         let error = try await errorAfterHandshake(Array("-ERR 'Authorization Violation'\r\n".utf8), closeAfter: true)
-        XCTAssertEqual(error, .serverError("Authorization Violation"))
+        #expect(error == .serverError("Authorization Violation"))
     }
 
-    func testBadGreetings() async throws {
+    @Test func badGreetings() async throws {
         let notInfo = try await connectError(greeting: "PONG\r\n")
-        XCTAssertEqual(notInfo, .protocolViolation(.malformedInfo("the first message is not INFO")))
+        #expect(notInfo == .protocolViolation(.malformedInfo("the first message is not INFO")))
         let badJSON = try await connectError(greeting: "INFO {not json\r\n")
-        XCTAssertEqual(badJSON, .protocolViolation(.malformedInfo("JSON does not decode")))
+        #expect(badJSON == .protocolViolation(.malformedInfo("JSON does not decode")))
         let zero = try await connectError(greeting: #"INFO {"server_id":"F","version":"x","headers":true,"max_payload":0}"# + "\r\n")
-        XCTAssertEqual(zero, .protocolViolation(.malformedInfo("max_payload 0")))
+        #expect(zero == .protocolViolation(.malformedInfo("max_payload 0")))
         let endless = try await connectError(greeting: "INFO " + String(repeating: "{", count: 100_000))
-        XCTAssertEqual(endless, .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
+        #expect(endless == .protocolViolation(.controlLineTooLong(limitBytes: 4096)))
         let noHeaders = try await connectError(greeting: #"INFO {"server_id":"F","version":"x","max_payload":10}"# + "\r\n")
-        guard case .connectFailed = noHeaders else { return XCTFail("got \(String(describing: noHeaders))") }
+        guard case .connectFailed = noHeaders else { Issue.record("got \(String(describing: noHeaders))"); return }
         let silent = try await connectError(greeting: "")
-        guard case .connectFailed = silent else { return XCTFail("got \(String(describing: silent))") }
+        guard case .connectFailed = silent else { Issue.record("got \(String(describing: silent))"); return }
     }
 
-    func testUnansweredKeepaliveClosesStaleConnection() async throws {
+    @Test func unansweredKeepaliveClosesStaleConnection() async throws {
         let server = try await FakeNATSServer(answerPings: false)
         var options = NATSConnectOptions()
         options.pingInterval = .milliseconds(100)
@@ -166,7 +167,7 @@ final class HostileServerTests: XCTestCase {
         let nc = try await NATSConnection.connect(host: "127.0.0.1", port: server.port, options: options)
         let sub = try await nc.subscribe("x")
         let error = await natsError("subscription on a stale connection") { for try await _ in sub {} }
-        XCTAssertEqual(error, .connectionClosed("stale connection: 2 PINGs unanswered"))
+        #expect(error == .connectionClosed("stale connection: 2 PINGs unanswered"))
         await server.stop()
     }
 
@@ -192,11 +193,11 @@ final class HostileServerTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(buffer.readableBytes, 0)
+        #expect(buffer.readableBytes == 0)
         return out
     }
 
-    func testParserIsIndependentOfChunking() throws {
+    @Test func parserIsIndependentOfChunking() throws {
         let big = String(repeating: "z", count: 70_000)
         let info = #"INFO {"server_id":"FAKE","version":"2.9.10","headers":true,"max_payload":100000}"# + "\r\n"
         let stream = info + "PING\r\n+OK\r\nMSG a.b 7 reply.x 5\r\nhello\r\n"
@@ -205,16 +206,16 @@ final class HostileServerTests: XCTestCase {
             + "MSG big 1 70000\r\n\(big)\r\n-ERR 'Stale Connection'\r\npong\r\n"
         let bytes = Array(stream.utf8)
         let whole = try parseAll(bytes, chunk: bytes.count, maxPayload: 100_000)
-        XCTAssertEqual(whole, [
+        #expect(whole == [
             "INFO FAKE 100000", "PING", "+OK", "MSG a.b 7 reply.x 0 [] 5", "MSG c 8 - 404 [\"K=v\"] 2",
             "MSG _INBOX.x 9 - 503 [] 0", "MSG big 1 - 0 [] 70000", "-ERR Stale Connection", "PONG",
         ])
         for chunk in [1, 2, 3, 7, 64, 1000] {
-            XCTAssertEqual(try parseAll(bytes, chunk: chunk, maxPayload: 100_000), whole, "chunk \(chunk)")
+            #expect(try parseAll(bytes, chunk: chunk, maxPayload: 100_000) == whole, "chunk \(chunk)")
         }
     }
 
-    func testParserRejectsAnEndlessLineAtTheLimit() throws {
+    @Test func parserRejectsAnEndlessLineAtTheLimit() throws {
         var parser = NATSParser(maxControlLineBytes: 1024, initialMaxPayloadBytes: 1 << 20, hardMaxPayloadBytes: 1 << 20)
         var buffer = ByteBufferAllocator().buffer(capacity: 0)
         var fed = 0
@@ -224,10 +225,10 @@ final class HostileServerTests: XCTestCase {
                 fed += 512
                 _ = try parser.next(&buffer)
             }
-            XCTFail("no error after \(fed) bytes")
+            Issue.record("no error after \(fed) bytes")
         } catch {
-            XCTAssertEqual(error, .controlLineTooLong(limitBytes: 1024))
+            #expect(error == .controlLineTooLong(limitBytes: 1024))
         }
-        XCTAssertLessThanOrEqual(fed, 1024 + 512 + 2)
+        #expect(fed <= 1024 + 512 + 2)
     }
 }

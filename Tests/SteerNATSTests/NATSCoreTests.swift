@@ -1,16 +1,17 @@
 import Foundation
 import SteerNATS
-import XCTest
+import Testing
 
 /// Core protocol against a real nats-server: pub/sub with headers, request/reply, no responders,
 /// timeouts, PING/PONG both ways, limits.
-final class NATSCoreTests: XCTestCase {
-    func testPublishSubscribeWithHeaders() async throws {
+@Suite(.serialized)
+struct NATSCoreTests {
+    @Test func publishSubscribeWithHeaders() async throws {
         let server = try NATSServerProcess.start()
         defer { server.stop() }
         let nc = try await server.connect()
-        XCTAssertEqual(nc.serverInfo.headers, true)
-        XCTAssertEqual(nc.serverInfo.maxPayload, 1_048_576)
+        #expect(nc.serverInfo.headers == true)
+        #expect(nc.serverInfo.maxPayload == 1_048_576)
         let sub = try await nc.subscribe("steer.test.>")
         try await nc.flush()
         let publisher = try await server.connect()
@@ -26,24 +27,24 @@ final class NATSCoreTests: XCTestCase {
             received.append(message)
             if received.count == 4 { break }
         }
-        XCTAssertEqual(received.map(\.subject), ["steer.test.a", "steer.test.b", "steer.test.c", "steer.test.d"])
-        XCTAssertNil(received[0].headers)
-        XCTAssertEqual(received[0].payload, "plain".bytes)
-        XCTAssertEqual(received[1].headers?["nats-msg-id"], "m-1")
-        XCTAssertEqual(received[1].headers?["X-Tag"], "a b: c")
-        XCTAssertEqual(received[1].headers?.fields.count, 3)
-        XCTAssertNil(received[1].status)
-        XCTAssertEqual(received[1].payload, "with headers".bytes)
-        XCTAssertEqual(received[2].headers?["Only"], "headers")
-        XCTAssertEqual(received[2].replyTo, "reply.here")
-        XCTAssertEqual(received[2].payload, [])
-        XCTAssertEqual(received[3].payload, [0, 13, 10, 255])
+        #expect(received.map(\.subject) == ["steer.test.a", "steer.test.b", "steer.test.c", "steer.test.d"])
+        #expect(received[0].headers == nil)
+        #expect(received[0].payload == "plain".bytes)
+        #expect(received[1].headers?["nats-msg-id"] == "m-1")
+        #expect(received[1].headers?["X-Tag"] == "a b: c")
+        #expect(received[1].headers?.fields.count == 3)
+        #expect(received[1].status == nil)
+        #expect(received[1].payload == "with headers".bytes)
+        #expect(received[2].headers?["Only"] == "headers")
+        #expect(received[2].replyTo == "reply.here")
+        #expect(received[2].payload == [])
+        #expect(received[3].payload == [0, 13, 10, 255])
         await sub.unsubscribe()
         await nc.close()
         await publisher.close()
     }
 
-    func testRequestReplyNoRespondersAndTimeout() async throws {
+    @Test func requestReplyNoRespondersAndTimeout() async throws {
         let server = try NATSServerProcess.start()
         defer { server.stop() }
         let nc = try await server.connect()
@@ -58,27 +59,27 @@ final class NATSCoreTests: XCTestCase {
         }
         let client = try await server.connect()
         let answer = try await client.request("svc.echo", payload: "hi".bytes, headers: NATSHeaders([("Ask", "yes")]))
-        XCTAssertEqual(answer.payload, "echo:hi".bytes)
-        XCTAssertEqual(answer.headers?["Seen"], "yes")
+        #expect(answer.payload == "echo:hi".bytes)
+        #expect(answer.headers?["Seen"] == "yes")
         // Many concurrent requests share one reply subscription; each gets its own answer.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<50 {
                 group.addTask {
                     let a = try await client.request("svc.echo", payload: "\(i)".bytes)
-                    XCTAssertEqual(a.payload, "echo:\(i)".bytes)
+                    #expect(a.payload == "echo:\(i)".bytes)
                 }
             }
             try await group.waitForAll()
         }
         let noResponders = await natsError("request without responders") { try await client.request("svc.nobody", payload: []) }
-        XCTAssertEqual(noResponders, .noResponders(subject: "svc.nobody"))
+        #expect(noResponders == .noResponders(subject: "svc.nobody"))
         let start = ContinuousClock.now
         let timeout = await natsError("unanswered request") { try await client.request("svc.silent", payload: [], timeout: .milliseconds(300)) }
-        guard case .timeout = timeout else { return XCTFail("expected timeout, got \(String(describing: timeout))") }
-        XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, .milliseconds(290))
+        guard case .timeout = timeout else { Issue.record("expected timeout, got \(String(describing: timeout))"); return }
+        #expect(ContinuousClock.now - start >= .milliseconds(290))
         // The connection still works after a timeout.
         let again = try await client.request("svc.echo", payload: "x".bytes)
-        XCTAssertEqual(again.payload, "echo:x".bytes)
+        #expect(again.payload == "echo:x".bytes)
         await silent.unsubscribe()
         await client.close()
         await nc.close()
@@ -88,47 +89,47 @@ final class NATSCoreTests: XCTestCase {
     /// The server PINGs an idle client every 100 ms and drops it after 2 unanswered: the connection
     /// surviving 1.5 s proves the client answers PINGs. (The client's own keepalive is set to 60 s: any
     /// traffic from the client would make the server skip its PINGs.)
-    func testAnswersServerPings() async throws {
+    @Test func answersServerPings() async throws {
         let server = try NATSServerProcess.start(configText: "ping_interval: \"100ms\"\nping_max: 2")
         defer { server.stop() }
         var options = NATSConnectOptions()
         options.pingInterval = .seconds(60)
         let nc = try await server.connect(options: options)
         try await Task.sleep(for: .milliseconds(1500))
-        XCTAssertNil(nc.closedError)
+        #expect(nc.closedError == nil)
         try await nc.flush()
         let sub = try await nc.subscribe("alive")
         try await nc.flush()
         try await nc.publish("alive", payload: "yes".bytes)
         var iterator = sub.makeAsyncIterator()
         let message = try await iterator.next()
-        XCTAssertEqual(message?.payload, "yes".bytes)
+        #expect(message?.payload == "yes".bytes)
         await nc.close()
     }
 
-    func testLimitsAndInvalidArguments() async throws {
+    @Test func limitsAndInvalidArguments() async throws {
         let server = try NATSServerProcess.start(configText: "max_payload: 4096")
         defer { server.stop() }
         let nc = try await server.connect()
-        XCTAssertEqual(nc.serverInfo.maxPayload, 4096)
+        #expect(nc.serverInfo.maxPayload == 4096)
         let big = await natsError("over max_payload") { try await nc.publish("big", payload: [UInt8](repeating: 1, count: 4097)) }
-        guard case .invalidArgument = big else { return XCTFail("got \(String(describing: big))") }
+        guard case .invalidArgument = big else { Issue.record("got \(String(describing: big))"); return }
         for subject in ["", "has space", "a..b", ".a", "a\r\nPUB x 1"] {
             let error = await natsError("subject '\(subject)'") { try await nc.publish(subject, payload: []) }
-            guard case .invalidArgument = error else { return XCTFail("got \(String(describing: error))") }
+            guard case .invalidArgument = error else { Issue.record("got \(String(describing: error))"); return }
         }
         let header = await natsError("header value with CRLF") {
             try await nc.publish("ok", payload: [], headers: NATSHeaders([("Bad", "x\r\nInjected: y")]))
         }
-        guard case .invalidArgument = header else { return XCTFail("got \(String(describing: header))") }
+        guard case .invalidArgument = header else { Issue.record("got \(String(describing: header))"); return }
         // Still usable: the refused calls wrote nothing.
         try await nc.publish("big", payload: [UInt8](repeating: 1, count: 4096))
         try await nc.flush()
-        XCTAssertNil(nc.closedError)
+        #expect(nc.closedError == nil)
         await nc.close()
     }
 
-    func testSlowConsumerEndsSubscriptionWithError() async throws {
+    @Test func slowConsumerEndsSubscriptionWithError() async throws {
         let server = try NATSServerProcess.start()
         defer { server.stop() }
         var options = NATSConnectOptions()
@@ -140,14 +141,14 @@ final class NATSCoreTests: XCTestCase {
         try await nc.flush()
         var count = 0
         let slow = await natsError("flooded subscription") { for try await _ in sub { count += 1 } }
-        XCTAssertEqual(slow, .slowConsumer(subject: "flood"))
-        XCTAssertEqual(count, 10)
+        #expect(slow == .slowConsumer(subject: "flood"))
+        #expect(count == 10)
         // The connection itself is fine.
         try await nc.flush()
         await nc.close()
     }
 
-    func testCloseEndsPendingCallsAndSubscriptions() async throws {
+    @Test func closeEndsPendingCallsAndSubscriptions() async throws {
         let server = try NATSServerProcess.start()
         defer { server.stop() }
         let nc = try await server.connect()
@@ -158,25 +159,25 @@ final class NATSCoreTests: XCTestCase {
         try await Task.sleep(for: .milliseconds(100))
         await nc.close()
         let requestError = await natsError("pending request on close") { try await pending.value }
-        guard case .connectionClosed = requestError else { return XCTFail("got \(String(describing: requestError))") }
+        guard case .connectionClosed = requestError else { Issue.record("got \(String(describing: requestError))"); return }
         let subError = await natsError("subscription on close") { for try await _ in sub {} }
-        guard case .connectionClosed = subError else { return XCTFail("got \(String(describing: subError))") }
+        guard case .connectionClosed = subError else { Issue.record("got \(String(describing: subError))"); return }
         let publishError = await natsError("publish after close") { try await nc.publish("x", payload: []) }
-        guard case .connectionClosed = publishError else { return XCTFail("got \(String(describing: publishError))") }
+        guard case .connectionClosed = publishError else { Issue.record("got \(String(describing: publishError))"); return }
         _ = silent
     }
 
-    func testServerShutdownClosesConnection() async throws {
+    @Test func serverShutdownClosesConnection() async throws {
         let server = try NATSServerProcess.start()
         let nc = try await server.connect()
         let sub = try await nc.subscribe("x")
         try await nc.flush()
         server.kill()
         let subError = await natsError("subscription when the server dies") { for try await _ in sub {} }
-        guard case .connectionClosed = subError else { return XCTFail("got \(String(describing: subError))") }
-        XCTAssertNotNil(nc.closedError)
+        guard case .connectionClosed = subError else { Issue.record("got \(String(describing: subError))"); return }
+        #expect(nc.closedError != nil)
         server.stop()
         let connectError = await natsError("connect to a dead port") { try await NATSConnection.connect(host: "127.0.0.1", port: server.port) }
-        guard case .connectFailed = connectError else { return XCTFail("got \(String(describing: connectError))") }
+        guard case .connectFailed = connectError else { Issue.record("got \(String(describing: connectError))"); return }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import SteerNATS
-import XCTest
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -196,15 +196,15 @@ extension String {
 
 /// Runs `body`, which must throw a `NATSError`; returns it (nil, after recording a failure, when
 /// `body` returned or threw something else).
-func natsError<T>(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ body: () async throws -> T) async -> NATSError? {
+func natsError<T>(_ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T) async -> NATSError? {
     do {
         _ = try await body()
-        XCTFail("\(what): no error", file: file, line: line)
+        Issue.record("\(what): no error", sourceLocation: sourceLocation)
         return nil
     } catch let error as NATSError {
         return error
     } catch {
-        XCTFail("\(what): not a NATSError: \(error)", file: file, line: line)
+        Issue.record("\(what): not a NATSError: \(error)", sourceLocation: sourceLocation)
         return nil
     }
 }
