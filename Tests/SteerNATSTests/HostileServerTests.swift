@@ -7,7 +7,7 @@ import Testing
 
 /// A fake NATS server on 127.0.0.1 that sends scripted bytes: a greeting, then (after the client's
 /// handshake PING) `afterHandshake`; it answers later PINGs only when `answerPings`.
-final class FakeNATSServer: @unchecked Sendable {
+final class FakeNATSServer: Sendable {
     let channel: any Channel
     var port: Int { channel.localAddress!.port! }
 

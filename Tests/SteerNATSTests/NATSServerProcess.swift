@@ -12,6 +12,7 @@ import Darwin
 /// its store in a fresh temporary directory. `stop()` (or deinit) terminates it and removes the
 /// directory; `kill()` is SIGKILL (a crash) and `restart()` starts it again on the same port and store.
 final class NATSServerProcess: @unchecked Sendable {
+    // @unchecked: `process` is mutable, but each server belongs to one test, which calls it from one task.
     let port: Int
     let directory: URL
     let name: String
@@ -145,7 +146,7 @@ final class NATSServerProcess: @unchecked Sendable {
 }
 
 /// A 3-node JetStream cluster on loopback ports (`server_name` n1..n3, cluster `steer`, full routes).
-final class NATSCluster: @unchecked Sendable {
+final class NATSCluster: Sendable {
     let nodes: [NATSServerProcess]
 
     init() throws {
