@@ -319,7 +319,8 @@ final class NATSClientHandler: ChannelInboundHandler {
         if let violation = error as? NATSProtocolViolation {
             fail(context: context, .protocolViolation(violation))
         } else {
-            fail(context: context, .connectionClosed("\(error)"))
+            // An I/O error (e.g. a reset) right after `-ERR` is the server closing: its text says why.
+            fail(context: context, .connectionClosed("\(error)"), preferServerError: true)
         }
     }
 
@@ -330,9 +331,9 @@ final class NATSClientHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    private func fail(context: ChannelHandlerContext, _ error: NATSError) {
-        core.fail(error)
-        infoPromise.fail(error)
+    private func fail(context: ChannelHandlerContext, _ error: NATSError, preferServerError: Bool = false) {
+        core.fail(error, preferServerError: preferServerError)
+        infoPromise.fail(core.closedError ?? error)
         context.close(promise: nil)
     }
 }
