@@ -2,8 +2,8 @@
 // docs/nats.md): `concurrency` tasks each publish with a `Nats-Msg-Id` and wait for the PubAck, so up
 // to `concurrency` publishes are in flight on one connection.
 //
-// Usage: steer-nats-bench PORT MESSAGES CONCURRENCY PAYLOAD_BYTES
-// Prints one JSON line: messages, seconds, msgs_per_s, p50_us, p99_us, and the stream's final count.
+// Usage: steer-nats-bench PORT MESSAGES CONCURRENCY PAYLOAD_BYTES [REPLICAS]
+// Prints one JSON line: messages, replicas, seconds, msgs_per_s, p50_us, p99_us, and the stream's final count.
 
 import Foundation
 import SteerNATS
@@ -12,17 +12,29 @@ import SteerNATS
 struct NATSBench {
     static func main() async throws {
         let args = CommandLine.arguments
-        guard args.count == 5, let port = Int(args[1]), let messages = Int(args[2]), let concurrency = Int(args[3]),
-            let payloadBytes = Int(args[4]), messages > 0, concurrency > 0, payloadBytes >= 0
+        guard args.count == 5 || args.count == 6, let port = Int(args[1]), let messages = Int(args[2]), let concurrency = Int(args[3]),
+            let payloadBytes = Int(args[4]), let replicas = Int(args.count == 6 ? args[5] : "1"),
+            messages > 0, concurrency > 0, payloadBytes >= 0, replicas >= 1
         else {
-            FileHandle.standardError.write(Data("usage: steer-nats-bench PORT MESSAGES CONCURRENCY PAYLOAD_BYTES\n".utf8))
+            FileHandle.standardError.write(Data("usage: steer-nats-bench PORT MESSAGES CONCURRENCY PAYLOAD_BYTES [REPLICAS]\n".utf8))
             exit(2)
         }
         let nc = try await NATSConnection.connect(host: "127.0.0.1", port: port)
         let js = JetStreamContext(connection: nc, timeout: .seconds(10))
         let stream = "BENCH_C\(concurrency)_P\(payloadBytes)"
         try? await js.deleteStream(stream)
-        try await js.createStream(StreamConfig(name: stream, subjects: ["bench.\(stream)"], storage: .file, replicas: 1))
+        // A fresh cluster answers 503 until its meta leader is elected: retry for up to 30 s.
+        let config = StreamConfig(name: stream, subjects: ["bench.\(stream)"], storage: .file, replicas: replicas)
+        let createDeadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                try await js.createStream(config)
+                break
+            } catch {
+                if ContinuousClock.now > createDeadline { throw error }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
         let payload = [UInt8](repeating: 7, count: payloadBytes)
         let perTask = messages / concurrency
         let start = ContinuousClock.now
@@ -52,8 +64,8 @@ struct NATSBench {
         try await js.deleteStream(stream)
         await nc.close()
         let line = String(
-            format: #"{"messages":%d,"concurrency":%d,"payload_bytes":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_us":%.0f,"p99_us":%.0f,"stored":%llu}"#,
-            sorted.count, concurrency, payloadBytes, seconds, Double(sorted.count) / seconds, percentile(0.5), percentile(0.99), info.state.messages)
+            format: #"{"messages":%d,"replicas":%d,"concurrency":%d,"payload_bytes":%d,"seconds":%.3f,"msgs_per_s":%.0f,"p50_us":%.0f,"p99_us":%.0f,"stored":%llu}"#,
+            sorted.count, replicas, concurrency, payloadBytes, seconds, Double(sorted.count) / seconds, percentile(0.5), percentile(0.99), info.state.messages)
         print(line)
     }
 }
