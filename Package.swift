@@ -117,6 +117,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "SteerClient", dependencies: ["SteerCore", "SteerProtocol"], swiftSettings: swiftSettings),
+        // A small NATS + JetStream client over SwiftNIO (docs/nats.md): the replicated write log's transport.
+        .target(
+            name: "SteerNATS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // `steer route`: fans requests out to shard servers (docs/scaling.md).
         .target(
             name: "SteerRouter",
@@ -196,6 +205,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Publish-with-ack throughput of SteerNATS against one nats-server (Benchmarks/nats/run.sh).
+        .executableTarget(
+            name: "steer-nats-bench",
+            dependencies: ["SteerNATS"],
+            path: "Benchmarks/nats/bench",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "steer-store-crashtest",
             dependencies: ["SteerStore", "SteerCore"],
@@ -223,6 +240,16 @@ let package = Package(
         .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        // Runs against real `nats-server` processes (one node and a 3-node cluster on loopback ports).
+        .testTarget(
+            name: "SteerNATSTests",
+            dependencies: [
+                "SteerNATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
