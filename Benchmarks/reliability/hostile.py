@@ -425,7 +425,7 @@ def blank_line_keepalive(t: Target) -> Outcome:
 
 def unread_get_flood(t: Target) -> Outcome:
     """Pipelines `get` of many distinct items (with their vectors) and never reads."""
-    request = json.dumps(with_key({"op": "get", "ids": list(range(1000))})).encode() + b"\n"
+    request = json.dumps(with_key({"op": "get", "ids": list(range(1000)), "timeout_ms": 30_000})).encode() + b"\n"
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -439,7 +439,7 @@ def unread_get_flood(t: Target) -> Outcome:
 
 
 def unread_search_flood(t: Target) -> Outcome:
-    request = json.dumps(with_key({"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100})).encode() + b"\n"
+    request = json.dumps(with_key({"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100, "timeout_ms": 30_000})).encode() + b"\n"
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -825,7 +825,7 @@ class CaseResult:
         if self.seconds > self.bound_s:
             found.append(f"took {self.seconds:.1f} s, bound {self.bound_s} s")
         if self.good_client.get("failures", 0):
-            found.append(f"well-behaved client had {self.good_client['failures']} failures")
+            found.append(f"well-behaved client had {self.good_client['failures']} failures: {self.good_client.get('failure_samples')}")
         if self.good_client.get("max_ms", 0) > GOOD_MAX_MS:
             found.append(f"well-behaved client waited {self.good_client['max_ms']} ms")
         if not self.alive:
@@ -860,6 +860,7 @@ def run_case(case: Case, target: Target, good: GoodClient) -> CaseResult:
     time.sleep(0.2)  # let the well-behaved client finish the request in flight
     window = good.window(started, time.monotonic())
     window["failures"] = len(good.failures) - failures_before
+    window["failure_samples"] = [f[:200] for f in good.failures[failures_before : failures_before + 3]]
     window["p99_target_ms"] = GOOD_P99_TARGET_MS
     return CaseResult(target.kind, case.name, outcome.expected, outcome.got, outcome.detail, round(seconds, 3),
                       case.bound_s, window, target.rss_kib(), target.alive())

@@ -151,6 +151,13 @@ public final class AccessKeys: Sendable {
     ///
     /// - Throws: `.unauthorized` naming the op and the scope it needs (never the keys).
     public func authorize(_ request: Request) throws(SteerError) {
+        if request.fairQueue != nil {
+            // Choosing one's queue is for a router that carries many clients; a client that could pick
+            // queues freely would take more than its turn.
+            guard isEnabled, scope(of: request.token) == .admin else {
+                throw SteerError(.unauthorized, "fair_queue needs an admin key in field 'token' (it is for routers)")
+            }
+        }
         guard let needed = request.operation.requiredScope else { return }
         guard isEnabled else { return }
         if needed == .read, publicReads { return }

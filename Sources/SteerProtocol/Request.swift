@@ -105,12 +105,16 @@ public struct Request: Sendable {
     public var token: String?
     /// The request's own deadline (`timeout_ms`), in milliseconds from its arrival; nil: the server's default.
     public var timeoutMillis: Int?
+    /// `fair_queue`: the worker-pool queue within the connection, for a router that forwards many clients'
+    /// requests over few connections (an admin key is required; see `AccessKeys.authorize`).
+    public var fairQueue: UInt64?
 
-    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil) {
+    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil, fairQueue: UInt64? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
         self.timeoutMillis = timeoutMillis
+        self.fairQueue = fairQueue
     }
 }
 
@@ -166,6 +170,11 @@ public struct RequestDecoder: Sendable {
             }
             timeoutMillis = value
         }
+        var fairQueue: UInt64?
+        if let value = try fields.int("fair_queue") {
+            guard value >= 0 else { throw SteerError.invalid("fair_queue must be at least 0, got \(value)") }
+            fairQueue = UInt64(value)
+        }
         let operation: Request.Operation
         switch op {
         case "ping":
@@ -197,7 +206,7 @@ public struct RequestDecoder: Sendable {
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
-        return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis)
+        return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
@@ -487,11 +496,11 @@ struct Fields {
     let op: String
 
     /// Fields every op accepts.
-    static let common: Set<String> = ["id", "op", "token", "timeout_ms"]
+    static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue"]
 
     func allow(_ names: Set<String>) throws(SteerError) {
         for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key) {
-            let known = names.isEmpty ? "none besides id, op, token, timeout_ms" : names.sorted().joined(separator: ", ")
+            let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }
     }

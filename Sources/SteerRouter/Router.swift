@@ -179,14 +179,20 @@ public final class Router: RequestService {
         let uptimeNanos: UInt64
         /// The client gave `timeout_ms`.
         let explicit: Bool
+        /// The shards' worker queue for this client (`fair_queue`), so that one client's heavy requests
+        /// do not hold every worker of a shard while other clients wait; nil without a shard key (the
+        /// shards accept `fair_queue` only with an admin key).
+        let fairQueue: UInt64?
 
-        init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration) {
+        init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration, client: UInt64? = nil) {
             budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.shardTimeoutMillis
             uptimeNanos = startedNanos &+ UInt64(budgetMillis) * 1_000_000
             explicit = request.timeoutMillis != nil
+            fairQueue = configuration.shardKey != nil ? client : nil
         }
 
-        private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool) {
+        private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool, fairQueue: UInt64?) {
+            self.fairQueue = fairQueue
             self.budgetMillis = budgetMillis
             self.uptimeNanos = uptimeNanos
             self.explicit = explicit
@@ -196,7 +202,7 @@ public final class Router: RequestService {
         func afterGate() -> Deadline {
             guard !explicit else { return self }
             return Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
-                            explicit: false)
+                            explicit: false, fairQueue: fairQueue)
         }
 
         /// What is left, in whole milliseconds; nil when less than one is.
@@ -212,20 +218,29 @@ public final class Router: RequestService {
         }
     }
 
-    /// `line` (a JSON object the router wrote) with the shard credential and the remaining deadline
-    /// appended as `token` and `timeout_ms`.
-    static func shardLine(_ line: [UInt8], token: String?, timeoutMillis: Int?) -> [UInt8] {
-        guard token != nil || timeoutMillis != nil, line.last == UInt8(ascii: "}") else { return line }
-        var writer = JSONWriter(capacity: line.count + 64 + (token?.utf8.count ?? 0))
+    /// `line` (a JSON object the router wrote) with the shard credential, the remaining deadline and the
+    /// client's queue appended as `token`, `timeout_ms` and `fair_queue`.
+    static func shardLine(_ line: [UInt8], token: String?, timeoutMillis: Int?, fairQueue: UInt64? = nil) -> [UInt8] {
+        guard token != nil || timeoutMillis != nil || fairQueue != nil, line.last == UInt8(ascii: "}") else { return line }
+        var writer = JSONWriter(capacity: line.count + 96 + (token?.utf8.count ?? 0))
         writer.bytes.append(contentsOf: line.dropLast())
-        let empty = line.count == 2
+        var first = line.count == 2
+        func field(_ name: StaticString) {
+            writer.raw(first ? "" : ",")
+            writer.raw(name)
+            first = false
+        }
         if let token {
-            writer.raw(empty ? "\"token\":" : ",\"token\":")
+            field("\"token\":")
             writer.string(token)
         }
         if let timeoutMillis {
-            writer.raw(empty && token == nil ? "\"timeout_ms\":" : ",\"timeout_ms\":")
+            field("\"timeout_ms\":")
             writer.int(timeoutMillis)
+        }
+        if let fairQueue {
+            field("\"fair_queue\":")
+            writer.int(Int64(bitPattern: fairQueue & UInt64(Int64.max)))
         }
         writer.raw("}")
         return writer.bytes
@@ -255,10 +270,11 @@ public final class Router: RequestService {
         if context.expired { return eventLoop.makeSucceededFuture(stats.deadlineExceeded(request, startedNanos: startedNanos)) }
         if let refusal = refusal(request, startedNanos: startedNanos) { return eventLoop.makeSucceededFuture(refusal) }
         if case .search(let queries, let options, let batch) = request.operation, gate.tryEnter() {
-            return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos, on: eventLoop)
+            return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos,
+                                client: context.connection, on: eventLoop)
         }
         let promise = eventLoop.makePromise(of: [UInt8].self)
-        promise.completeWithTask { await self.respond(request, startedNanos: startedNanos) }
+        promise.completeWithTask { await self.respond(request, startedNanos: startedNanos, client: context.connection) }
         return promise.futureResult
     }
 
@@ -276,12 +292,16 @@ public final class Router: RequestService {
     }
 
     /// Runs one request and records it in `stats`; the keys are checked first.
-    public func respond(_ request: Request, startedNanos: UInt64 = DispatchTime.now().uptimeNanoseconds) async -> [UInt8] {
+    ///
+    /// - Parameter client: the caller's connection, forwarded as the shards' `fair_queue` (with a shard key).
+    public func respond(_ request: Request, startedNanos: UInt64 = DispatchTime.now().uptimeNanoseconds, client: UInt64? = nil) async -> [UInt8] {
         if let refusal = refusal(request, startedNanos: startedNanos) { return refusal }
         var output: [UInt8]
         var failure: SteerError.Code?
         do {
-            output = try await run(request, deadline: Deadline(request: request, startedNanos: startedNanos, configuration: configuration))
+            output = try await run(request, deadline: Deadline(request: request, startedNanos: startedNanos, configuration: configuration,
+                                                               client: client))
+            try requireRoom(output)
         } catch {
             let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
             failure = steer.code
@@ -290,6 +310,14 @@ public final class Router: RequestService {
         let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
         stats.record(op: request.operation.name, micros: micros, error: failure)
         return output
+    }
+
+    /// An answer longer than `maxResponseBytes` is replaced by `too_large`, as a server does.
+    private func requireRoom(_ output: [UInt8]) throws(SteerError) {
+        let limit = configuration.limits.maxResponseBytes
+        guard output.count <= limit else {
+            throw SteerError(.tooLarge, "the answer exceeds \(limit) bytes (maxResponseBytes); ask for fewer ids, queries or a smaller k")
+        }
     }
 
     private func run(_ request: Request, deadline: Deadline) async throws -> [UInt8] {
@@ -419,7 +447,7 @@ public final class Router: RequestService {
         for replica in readable(shard) {
             guard let left = deadline.remainingMillis else { return .refused(deadline.exceeded("shard \(shard)")) }
             do {
-                let answer = try await replica.request(Self.shardLine(line, token: token, timeoutMillis: left), timeout: .milliseconds(Int64(left)))
+                let answer = try await replica.request(Self.shardLine(line, token: token, timeoutMillis: left, fairQueue: deadline.fairQueue), timeout: .milliseconds(Int64(left)))
                 guard servesRouterGeneration(replica, answer) else { continue }
                 return .answer(answer)
             } catch {
@@ -561,9 +589,9 @@ public final class Router: RequestService {
     /// client connection's event loop, over connections that live on it (no thread hops). A replica that
     /// has no connection on this loop yet connects first; failover is the same as `read(shard:line:)`.
     private func searchOnLoop(_ request: Request, queries: [[Float]], options: SearchOptions, batch: Bool,
-                              startedNanos: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+                              startedNanos: UInt64, client: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
-        let deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration)
+        let deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration, client: client)
         let token = shardToken(request.token)
         let futures = (0..<replicas.count).map { shard in
             attempt(shard: shard, line: line, token: token, deadline: deadline, candidates: readable(shard), index: 0, on: loop)
@@ -580,6 +608,7 @@ public final class Router: RequestService {
                 writer.raw("\"ok\":true")
                 try self.writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
                 writer.raw("}\n")
+                try self.requireRoom(writer.bytes)
                 output = writer.bytes
             } catch {
                 let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
@@ -602,7 +631,7 @@ public final class Router: RequestService {
         let next: @Sendable () -> EventLoopFuture<(Int, ShardAnswer)> = {
             self.attempt(shard: shard, line: line, token: token, deadline: deadline, candidates: candidates, index: index + 1, on: loop)
         }
-        replica.request(Self.shardLine(line, token: token, timeoutMillis: left), timeout: .milliseconds(Int64(left)), on: loop).whenComplete { result in
+        replica.request(Self.shardLine(line, token: token, timeoutMillis: left, fairQueue: deadline.fairQueue), timeout: .milliseconds(Int64(left)), on: loop).whenComplete { result in
             switch result {
             case .success(let answer):
                 if self.servesRouterGeneration(replica, answer) {
@@ -873,7 +902,7 @@ public final class Router: RequestService {
             writer.raw("\",")
             body(indices, &writer)
             writer.raw("}")
-            lines[shard] = Self.shardLine(writer.bytes, token: shardToken, timeoutMillis: left)
+            lines[shard] = Self.shardLine(writer.bytes, token: shardToken, timeoutMillis: left, fairQueue: deadline.fairQueue)
         }
         var results: [Int: [(Replica, WriteOutcome)]] = [:]
         await withTaskGroup(of: (Int, Replica, WriteOutcome).self) { tasks in
@@ -963,8 +992,13 @@ public final class Router: RequestService {
     private enum SwapOutcome: Sendable {
         case swapped(generation: String, previous: String)
         case failed(String)
+        /// The replica refused the swap as a bad request (path, generation, checkpoint, key).
+        case refused(SteerError)
         case skipped
     }
+
+    /// Codes a replica answers when the request itself is wrong (not the replica).
+    private static let requestErrors: Set<SteerError.Code> = [.invalidRequest, .notFound, .corrupt, .dimensionMismatch, .unauthorized]
 
     private static func swapLine(generation: String, checkpoint: String?, token: String?) -> [UInt8] {
         var writer = JSONWriter(capacity: 128)
@@ -1017,6 +1051,8 @@ public final class Router: RequestService {
                         var previous = ""
                         if case .string(let text)? = answer["previous"] { previous = text }
                         return (replica, .swapped(generation: name, previous: previous))
+                    } catch let error as SteerError where Self.requestErrors.contains(error.code) {
+                        return (replica, .refused(error))
                     } catch {
                         return (replica, .failed(Self.describe(error)))
                     }
@@ -1057,9 +1093,19 @@ public final class Router: RequestService {
             let failures = outcomes.compactMap { replica, outcome -> String? in
                 switch outcome {
                 case .failed(let message): return "shard \(replica.shard) \(replica.endpoint): \(message)"
+                case .refused(let error): return "shard \(replica.shard) \(replica.endpoint): \(error)"
                 case .skipped: return "shard \(replica.shard) \(replica.endpoint): down"
                 case .swapped: return nil
                 }
+            }
+            // Every replica that answered refused the request itself: the caller gets that answer.
+            let refusals = outcomes.compactMap { _, outcome -> SteerError? in
+                if case .refused(let error) = outcome { return error }
+                return nil
+            }
+            let answered = outcomes.filter { if case .skipped = $0.1 { return false } else { return true } }.count
+            if !refusals.isEmpty, refusals.count == answered, Set(refusals.map(\.code)).count == 1 {
+                refusal = SteerError(refusals[0].code, "swap refused by every shard: \(refusals[0].message)")
             }
             if names.count > 1 { refusal = SteerError(.unavailable, "swap: replicas named different generations (\(names.sorted().joined(separator: ", "))); rolled back") }
             throw refusal ?? SteerError(.unavailable, "swap: not every shard loaded '\(target)' (\(failures.joined(separator: "; "))); rolled back, the router keeps \(previousGeneration ?? "its generation")")
@@ -1080,6 +1126,9 @@ public final class Router: RequestService {
             case .failed(let message):
                 writer.raw(",\"swapped\":false,\"error\":")
                 writer.string(message)
+            case .refused(let error):
+                writer.raw(",\"swapped\":false,\"error\":")
+                writer.string(error.description)
             case .skipped: writer.raw(",\"swapped\":false,\"error\":\"down\"")
             }
             writer.raw("}")

@@ -78,11 +78,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Requests not started yet, in arrival order.
     private var waiting: [(sequence: Int, pending: Pending)] = []
-    private var waitingHead = 0
     private var running = 0
-    private var writeRunning = false
+    /// Requests running per lane, and the lanes whose write is running (see `pump`).
+    private var runningByLane: [UInt64: Int] = [:]
+    private var writingLanes = Set<UInt64>()
     /// Inside a loop spin (and the answer it handles): no nested spin.
     private var spinning = false
+    /// Inside `pump`, and whether it must scan once more.
+    private var pumping = false
+    private var pumpAgain = false
 
     /// Lines received while the connection was at one of its limits: not parsed yet. Bounded by one
     /// socket read, because reading stops while it is non-empty.
@@ -202,7 +206,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func parsed(sequence: Int, _ result: Result<RequestHandler.Prepared, any Error>, context: ChannelHandlerContext) {
-        guard let position = waiting[waitingHead...].firstIndex(where: { $0.sequence == sequence }) else { return }
+        guard let position = waiting.firstIndex(where: { $0.sequence == sequence }) else { return }
         switch result {
         case .success(.request(let request, let started)):
             waiting[position].pending = .ready(request, started: started)
@@ -216,24 +220,61 @@ final class ConnectionHandler: ChannelDuplexHandler {
         pump(context: context)
     }
 
+    /// The worker-pool queue of a request: its connection's, or a router's per-client queue within the
+    /// connection (`fair_queue`; the handler refuses it without an admin key, so only routers spread out).
+    private func queue(of request: Request) -> UInt64 {
+        guard let lane = request.fairQueue else { return connectionID }
+        return (connectionID &* 0x9E37_79B9_7F4A_7C15) ^ (lane &+ 1) | (1 << 63)
+    }
+
     /// The uptime-nanosecond deadline of a request that arrived at `started`.
     private func deadline(of request: Request, started: UInt64) -> UInt64 {
         let millis = request.timeoutMillis ?? configuration.requestTimeoutMillis
         return started &+ UInt64(max(1, millis)) &* 1_000_000
     }
 
-    /// Starts waiting requests on the worker pool. Reads run concurrently; a write (upsert, delete, swap)
-    /// starts only when everything before it finished, and nothing after it starts until it finished, so
-    /// a connection always reads its own writes.
+    /// Starts waiting requests on the worker pool. Ordering holds per lane (the connection, or a router
+    /// client's `fair_queue` within it): reads run concurrently; a write (upsert, delete, swap) starts only
+    /// when everything before it in its lane finished, and nothing after it in its lane starts until it
+    /// finished, so a client always reads its own writes. Lanes do not wait for each other, except behind a
+    /// line still being parsed (its lane is not known yet).
     private func pump(context: ChannelHandlerContext) {
+        // A future that is already complete runs its callback inline, which may pump again: the outer call
+        // repeats instead, so `waiting` is never rebuilt by two scans at once.
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            pumpOnce(context: context)
+        } while pumpAgain
+    }
+
+    private func pumpOnce(context: ChannelHandlerContext) {
         var spinFor: (next: (sequence: Int, request: Request, started: UInt64), ready: ReadyResult<[UInt8]>, handled: Flag)?
         var expired: [(sequence: Int, output: [UInt8])] = []
-        while waitingHead < waiting.count, !closed {
-            guard case .ready(let request, let started) = waiting[waitingHead].pending else { break } // still parsing
-            let next = (sequence: waiting[waitingHead].sequence, request: request, started: started)
+        var blocked = Set<UInt64>()
+        var kept: [(sequence: Int, pending: Pending)] = []
+        var index = 0
+        while index < waiting.count {
+            let entry = waiting[index]
+            index += 1
+            guard !closed, case .ready(let request, let started) = entry.pending else {
+                // Still parsing (or closed): it and everything after it wait.
+                kept.append(contentsOf: waiting[(index - 1)...])
+                break
+            }
+            let lane = queue(of: request)
             let isWrite = request.operation.isAdmin
-            if writeRunning || (isWrite && running > 0) { break }
-            waitingHead += 1
+            if blocked.contains(lane) || writingLanes.contains(lane) || (isWrite && runningByLane[lane, default: 0] > 0) {
+                blocked.insert(lane) // later requests of this lane keep their order behind it
+                kept.append(entry)
+                continue
+            }
+            let next = (sequence: entry.sequence, request: request, started: started)
             let deadlineNanos = deadline(of: request, started: started)
             if DispatchTime.now().uptimeNanoseconds >= deadlineNanos {
                 // Expired while waiting its turn: not started, so nothing of it happened (writes included).
@@ -241,10 +282,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 continue
             }
             running += 1
-            if isWrite { writeRunning = true }
+            runningByLane[lane, default: 0] += 1
+            if isWrite {
+                writingLanes.insert(lane)
+                blocked.insert(lane)
+            }
             let alone = shared.running.add(1, ordering: .relaxed).newValue == 1
             let handled = Flag()
-            let execution = ExecutionContext(startedNanos: started, deadlineNanos: deadlineNanos, connection: connectionID)
+            let execution = ExecutionContext(startedNanos: started, deadlineNanos: deadlineNanos, connection: lane)
             let future: EventLoopFuture<[UInt8]>
             if !isWrite && alone && spinNanoseconds > 0 && shared.service.publishesEarly {
                 let ready = ReadyResult<[UInt8]>()
@@ -257,7 +302,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let bound = NIOLoopBound((self, context, handled), eventLoop: context.eventLoop)
             future.whenComplete { result in
                 let (connection, context, handled) = bound.value
-                connection.finish(next, isWrite: isWrite, result, handled: handled, context: context)
+                connection.finish(next, lane: lane, isWrite: isWrite, result, handled: handled, context: context)
             }
             if !isWrite {
                 // A read that outlives its deadline is answered now; a write is answered when it is durable.
@@ -265,18 +310,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 handled.timer = context.eventLoop.scheduleTask(in: delay) {
                     let (connection, context, handled) = bound.value
                     let answer = connection.shared.service.stats.deadlineExceeded(next.request, startedNanos: next.started)
-                    connection.finish(next, isWrite: false, .success(answer), handled: handled, context: context)
+                    connection.finish(next, lane: lane, isWrite: false, .success(answer), handled: handled, context: context)
                 }
             }
-            if isWrite { break }
         }
-        if waitingHead == waiting.count {
-            waiting.removeAll(keepingCapacity: true)
-            waitingHead = 0
-        } else if waitingHead > 64 {
-            waiting.removeFirst(waitingHead)
-            waitingHead = 0
-        }
+        waiting = kept
         for answer in expired { complete(answer.sequence, answer.output, context: context) }
         // The only request running in the server was just started: wait for its answer here rather than
         // sleep and be woken for it (see `ServerConfiguration.loopSpinMicroseconds`).
@@ -285,7 +323,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             defer { spinning = false }
             if let output = waitForAnswer(spin.ready) {
                 shared.loopSpinAnswered.add(1, ordering: .relaxed)
-                finish(spin.next, isWrite: false, .success(output), handled: spin.handled, context: context)
+                finish(spin.next, lane: queue(of: spin.next.request), isWrite: false, .success(output), handled: spin.handled, context: context)
             } else {
                 shared.loopSpinGaveUp.add(1, ordering: .relaxed)
             }
@@ -293,7 +331,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Handles a finished request once (from the loop spin, its future or its deadline, whichever comes first).
-    private func finish(_ next: (sequence: Int, request: Request, started: UInt64), isWrite: Bool,
+    private func finish(_ next: (sequence: Int, request: Request, started: UInt64), lane: UInt64, isWrite: Bool,
                         _ result: Result<[UInt8], any Error>, handled: Flag, context: ChannelHandlerContext) {
         if handled.value { return }
         handled.value = true
@@ -301,7 +339,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         handled.timer = nil
         shared.running.subtract(1, ordering: .relaxed)
         running -= 1
-        if isWrite { writeRunning = false }
+        let left = runningByLane[lane, default: 1] - 1
+        runningByLane[lane] = left > 0 ? left : nil
+        if isWrite { writingLanes.remove(lane) }
         switch result {
         case .success(let output):
             complete(next.sequence, output, context: context)
@@ -471,7 +511,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func closeIfAnswered(context: ChannelHandlerContext) {
-        guard !closed, inFlight == 0, backlogHead == backlog.count, waitingHead == waiting.count else { return }
+        guard !closed, inFlight == 0, backlogHead == backlog.count, waiting.isEmpty else { return }
         closed = true
         drainTask?.cancel()
         drainTask = nil

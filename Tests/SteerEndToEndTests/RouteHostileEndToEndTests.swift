@@ -207,8 +207,12 @@ private func probe(_ arguments: [String]) throws -> Int32 {
             #expect(code(answer) == "ok" && answer["partial"] == nil, "\(label): \(answer)")
         }
 
-        // 1,024 vectors, k 1,000, a huge ef_search: about 40 MB of answer per shard, far past 300 ms.
-        let heavy: [String: Any] = ["op": "search", "vectors": (0..<1024).map { _ in vector() }, "k": 1000, "ef_search": 1 << 20]
+        // 1,024 vectors, k 1,000, a huge ef_search: over the cost limits, refused before any shard is asked.
+        let huge: [String: Any] = ["op": "search", "vectors": (0..<1024).map { _ in vector() }, "k": 1000, "ef_search": 1 << 20]
+        #expect(code(try call(connection, huge)) == "too_large")
+        try expectEveryReplicaUp("after a query over the cost limit")
+        // 256 vectors, k 1,000: within the cost limit, about 10 MB of answer per shard, far past 300 ms.
+        let heavy: [String: Any] = ["op": "search", "vectors": (0..<256).map { _ in vector() }, "k": 1000]
         let started = Date()
         let slow = try call(connection, heavy)
         #expect(code(slow) == "deadline_exceeded", "\(String(describing: slow["error"]))")
