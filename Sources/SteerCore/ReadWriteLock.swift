@@ -14,10 +14,23 @@ import Darwin
 public final class ReadWriteLock: @unchecked Sendable {
     @usableFromInline let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    public init() {
+    /// - Parameter preferWriters: a waiting writer goes before readers that arrive after it (glibc's
+    ///   default lets a steady stream of readers starve writers). Only for locks that are never taken
+    ///   for reading by a thread that already holds them: a reader that re-enters while a writer waits
+    ///   would deadlock.
+    public init(preferWriters: Bool = false) {
         lock = .allocate(capacity: 1)
         lock.initialize(to: pthread_rwlock_t())
-        let status = pthread_rwlock_init(lock, nil)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        defer { pthread_rwlockattr_destroy(&attributes) }
+        #if canImport(Glibc)
+        if preferWriters {
+            // PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP (glibc's pthread.h), not exported to Swift.
+            pthread_rwlockattr_setkind_np(&attributes, 2)
+        }
+        #endif
+        let status = pthread_rwlock_init(lock, &attributes)
         precondition(status == 0, "pthread_rwlock_init failed: \(status)")
     }
 

@@ -32,7 +32,7 @@ public final class VectorIndex: @unchecked Sendable {
     public let dimension: Int
     public let metric: Metric
 
-    private let lock = ReadWriteLock()
+    private let lock = ReadWriteLock(preferWriters: true)
     private let handle: OpaquePointer
     private var settings: Settings
 

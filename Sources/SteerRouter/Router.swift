@@ -172,7 +172,7 @@ public final class Router: RequestService {
     private var shardTimeout: TimeAmount { .milliseconds(Int64(configuration.shardTimeoutMillis)) }
 
     /// When a request must be answered by: its `timeout_ms` (at most `maxRequestTimeoutMillis`) from its
-    /// arrival, or `shardTimeoutMillis` from when it may start (a read held by a swap's gate gets the
+    /// arrival, or `defaultRequestTimeoutMillis` from when it may start (a read held by a swap's gate gets the
     /// default budget once the gate lets it go; a client's own `timeout_ms` counts the wait too).
     struct Deadline: Sendable {
         let budgetMillis: Int
@@ -185,7 +185,7 @@ public final class Router: RequestService {
         let fairQueue: UInt64?
 
         init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration, client: UInt64? = nil) {
-            budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.shardTimeoutMillis
+            budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.defaultRequestTimeoutMillis
             uptimeNanos = startedNanos &+ UInt64(budgetMillis) * 1_000_000
             explicit = request.timeoutMillis != nil
             fairQueue = configuration.shardKey != nil ? client : nil
@@ -269,7 +269,10 @@ public final class Router: RequestService {
         let startedNanos = context.startedNanos
         if context.expired { return eventLoop.makeSucceededFuture(stats.deadlineExceeded(request, startedNanos: startedNanos)) }
         if let refusal = refusal(request, startedNanos: startedNanos) { return eventLoop.makeSucceededFuture(refusal) }
-        if case .search(let queries, let options, let batch) = request.operation, gate.tryEnter() {
+        // A small search is merged on the event loop (no hop to the task executor); a large one's shard
+        // answers are parsed and merged off the loop, so that it cannot stall the loop's other clients.
+        if case .search(let queries, let options, let batch) = request.operation, queries.count * options.k <= Self.maxHitsMergedOnLoop,
+           gate.tryEnter() {
             return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos,
                                 client: context.connection, on: eventLoop)
         }
@@ -996,6 +999,9 @@ public final class Router: RequestService {
         case refused(SteerError)
         case skipped
     }
+
+    /// Most hits (queries × k) of a search merged on the event loop.
+    static let maxHitsMergedOnLoop = 1024
 
     /// Codes a replica answers when the request itself is wrong (not the replica).
     private static let requestErrors: Set<SteerError.Code> = [.invalidRequest, .notFound, .corrupt, .dimensionMismatch, .unauthorized]

@@ -36,10 +36,13 @@ public struct ShardEndpoint: Sendable, Hashable, CustomStringConvertible {
 public struct RouterConfiguration: Sendable {
     /// The shard sets: `shards[i]` are the replicas of shard `i` (the sharding function's shard `i`).
     public var shards: [[ShardEndpoint]]
-    /// The deadline of a request that carries no `timeout_ms`, in milliseconds from its arrival (the
-    /// shards get what is left of it as their `timeout_ms`); also the health check's timeout. A request
-    /// whose deadline passes fails alone with `deadline_exceeded`; the replica is not marked down.
+    /// The health check's timeout, in milliseconds: a replica that does not answer `stats` within it is
+    /// marked down.
     public var shardTimeoutMillis: Int
+    /// The deadline of a request that carries no `timeout_ms`, in milliseconds from its arrival (the
+    /// shards get what is left of it as their `timeout_ms`): the same `request_timeout_ms` as a server's.
+    /// A request whose deadline passes fails alone with `deadline_exceeded`; the replica is not marked down.
+    public var defaultRequestTimeoutMillis: Int = 10_000
     /// Largest deadline a request's `timeout_ms` may ask for, in milliseconds (larger values are cut).
     public var maxRequestTimeoutMillis: Int = 60_000
     /// Period of the health check (`stats` to every replica).

@@ -269,7 +269,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             let lane = queue(of: request)
             let isWrite = request.operation.isAdmin
-            if blocked.contains(lane) || writingLanes.contains(lane) || (isWrite && runningByLane[lane, default: 0] > 0) {
+            let atLimit = configuration.maxRunningPerConnection > 0 && running >= configuration.maxRunningPerConnection
+            if atLimit || blocked.contains(lane) || writingLanes.contains(lane) || (isWrite && runningByLane[lane, default: 0] > 0) {
                 blocked.insert(lane) // later requests of this lane keep their order behind it
                 kept.append(entry)
                 continue

@@ -63,6 +63,10 @@ public struct ServerConfiguration: Sendable {
     public var maxConnectionOutputBytes: Int = 8 << 20
     /// Answers not yet taken over all clients, in bytes, above which no connection starts anything new.
     public var maxServerOutputBytes: Int = 512 << 20
+    /// Most requests of one connection running at once (0: as many as `maxInFlight`). `steer serve` needs
+    /// none (its workers take connections in turns); `steer route`, whose requests run on the shared task
+    /// executor, limits it so that one client's heavy requests cannot take every thread.
+    public var maxRunningPerConnection: Int = 0
     /// Lines longer than this many bytes are parsed on a worker thread instead of the event loop.
     public var offloadParseBytes: Int = 16 << 10
     /// Most simultaneous connections to the metrics port; more are closed at once.

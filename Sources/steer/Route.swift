@@ -22,7 +22,7 @@ struct Route: AsyncParsableCommand {
     var host: String = "127.0.0.1"
     @Option(help: "Port; 0 picks a free one.")
     var port: Int = 7979
-    @Option(name: .customLong("shard-timeout-ms"), help: "Deadline of a request without timeout_ms, in ms (the shards get what is left); also the health check's timeout.")
+    @Option(name: .customLong("shard-timeout-ms"), help: "The health check's timeout, in ms: a replica that does not answer within it is marked down. (A request's deadline is its timeout_ms or --request-timeout-ms.)")
     var shardTimeoutMillis: Int = 1000
     @Option(name: .customLong("max-shard-response-bytes"), help: "Longest answer line accepted from a shard; a longer one fails its request with too_large.")
     var maxShardResponseBytes: Int = 64 << 20
@@ -68,6 +68,8 @@ struct Route: AsyncParsableCommand {
     var shardKeyFile: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+    @Option(name: .customLong("max-running-per-connection"), help: "Most requests of one client connection forwarded at once (1...1024); the rest wait in order.")
+    var maxRunningPerConnection: Int = 4
     @OptionGroup var requestLimits: RequestLimitOptions
 
     func validate() throws {
@@ -81,6 +83,7 @@ struct Route: AsyncParsableCommand {
         guard shardKeyFile == nil || adminToken != nil || adminTokenFile != nil || keysFile != nil else {
             throw ValidationError("--shard-key-file needs keys of the router's own (--keys-file or --admin-token[-file]): otherwise anyone reaching the router would act with the shard key")
         }
+        guard (1...1024).contains(maxRunningPerConnection) else { throw ValidationError("max-running-per-connection must be in 1...1024, got \(maxRunningPerConnection)") }
         guard (10...3_600_000).contains(healthIntervalMillis) else { throw ValidationError("health-interval-ms must be in 10...3600000, got \(healthIntervalMillis)") }
         guard (1...64).contains(connectionsPerReplica) else { throw ValidationError("connections-per-replica must be in 1...64, got \(connectionsPerReplica)") }
         guard (1...86_400).contains(swapTimeout) else { throw ValidationError("swap-timeout must be in 1...86400, got \(swapTimeout)") }
@@ -122,6 +125,9 @@ struct Route: AsyncParsableCommand {
             connectionsPerReplica: connectionsPerReplica, swapTimeoutSeconds: swapTimeout, maxShardResponseBytes: maxShardResponseBytes,
             limits: limits)
         routerConfiguration.maxRequestTimeoutMillis = limits.maxTimeoutMillis
+        var deadlines = ServerConfiguration()
+        try requestLimits.apply(limitSource, to: &deadlines)
+        routerConfiguration.defaultRequestTimeoutMillis = deadlines.requestTimeoutMillis
         routerConfiguration.shardTLSCertificateAuthority = shardTLSCA
         let publicReads: Bool
         switch self.publicReads?.lowercased() {
@@ -180,6 +186,7 @@ struct Route: AsyncParsableCommand {
         serverConfiguration.accessKeys = nil // the router checks keys itself (Router.execute)
         serverConfiguration.tls = tls
         try requestLimits.apply(limitSource, to: &serverConfiguration)
+        serverConfiguration.maxRunningPerConnection = maxRunningPerConnection
         let server = SteerServer(configuration: serverConfiguration, service: router, logger: logger) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }

@@ -183,8 +183,8 @@ private func probe(_ arguments: [String]) throws -> Int32 {
         let shardFlags = owners.flatMap { replicas in ["--shard", replicas.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")] }
         // One health check at start only: whatever marks a replica down later stays visible. Both
         // routers start before the shards get busy (a router's start waits for its first health check).
-        let router = try ServerProcess(arguments: shardFlags + ["--health-interval-ms", "3600000", "--shard-timeout-ms", "300"], route: true)
-        let small = try ServerProcess(arguments: shardFlags + ["--health-interval-ms", "3600000", "--shard-timeout-ms", "30000",
+        let router = try ServerProcess(arguments: shardFlags + ["--health-interval-ms", "3600000", "--request-timeout-ms", "300"], route: true)
+        let small = try ServerProcess(arguments: shardFlags + ["--health-interval-ms", "3600000", "--request-timeout-ms", "30000",
                                                               "--max-shard-response-bytes", "100000", "--connections-per-replica", "1"], route: true)
         let connection = try router.connection()
         // The shards go on computing the heavy answers (seconds in a debug build) on one of their worker
