@@ -1212,6 +1212,7 @@ def run(
     names = list(CASES)
     weights = [CASES[name][0] for name in names]
     per_kind: Counter[str] = Counter()
+    answers_by_kind: dict[str, Counter[str]] = {}  # answers read in each kind of case, by code
     violations: list[dict[str, Any]] = []
     crashes = 0
     rss_samples: list[tuple[int, int]] = []
@@ -1282,6 +1283,9 @@ def run(
                     server = Server(binary, data, arguments)
                     context.port = server.port
             per_kind[name] += 1
+            for code, count in context.responses.items():
+                if count != before.get(code, 0):
+                    answers_by_kind.setdefault(name, Counter())[code] += count - before.get(code, 0)
             done += 1
             rss = server.rss_kib()
             if rss is not None and (done % 10 == 0 or done < 50):
@@ -1338,6 +1342,7 @@ def run(
             "load_seconds": round(catalog_seconds, 1),
         },
         "cases_by_kind": dict(per_kind),
+        "answers_by_kind": {name: dict(counts) for name, counts in answers_by_kind.items()},
         "largest_answer_bytes": context.largest_answer,
         "answers_over_100kb": context.large_answers,
         "answers": dict(context.responses),
