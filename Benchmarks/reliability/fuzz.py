@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Protocol fuzzer for `steer serve` (docs/reliability.md).
 
-For a fixed budget (seconds and/or cases) sends one generated case at a time to the built server:
-byte-level mutations of valid requests, value-level mutations (huge numbers, long strings, lone
-surrogates, wrong types, unknown and duplicate keys), random bytes, deep nesting, invalid UTF-8, lines over
-the limit, partial lines (completed late or abandoned), byte-at-a-time clients, pipelined floods that never
-read, and many connections opened and abandoned. After every case:
+First loads a catalog of 10,000 items (`--catalog`) with 64-d vectors, titles, attributes and tags from
+common to unique. Then, for a fixed budget (seconds and/or cases), sends one generated case at a time to
+the built server: byte-level mutations of valid requests, value-level mutations (huge numbers, long
+strings, lone surrogates, wrong types, unknown and duplicate keys), random bytes, deep nesting, invalid
+UTF-8, lines over the limit, partial lines (completed late or abandoned), byte-at-a-time clients,
+pipelined floods that never read, many connections opened and abandoned, and heavy requests: large k and
+batches at and over the cost cap, filters of many tags, arrays at and over `max_batch`, objects at and
+over the 1024-field cap, `timeout_ms` values. The heavy cases expect a specific answer (the error of the
+limit crossed, else `ok`/`deadline_exceeded`) and check the content of long successful answers (hit
+lists against k and the filter, `get` items). After every case:
 
 - the case's own connection still answers a `ping` (when the case leaves it usable), and every line the
   server sent is a JSON object with `ok` and, on failure, a documented error code other than `internal`;
@@ -757,7 +762,7 @@ def filter_passes(search_filter: dict[str, Any], tags: set[str]) -> bool:
 
 def check_hits(context: Context, hits: Any, k: int, search_filter: dict[str, Any] | None, where: str) -> None:
     """One hit list: at most k hits, distinct ids, scores not increasing (metric ip), every hit passing
-    the filter; a Flat index with only `tags_any` over catalog tags returns min(k, matching items)."""
+    the filter; with a Flat index and only `tags_any`, at least min(k, matching catalog items) hits."""
     if not isinstance(hits, list) or len(hits) > k:
         raise CaseFailure("bad_hits", f"{where}: {str(hits)[:300]} for k {k}")
     ids = [hit.get("id") for hit in hits]
