@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
@@ -804,7 +804,7 @@ def check_search_answer(
         )
 
 
-def is_int64(value: Any) -> bool:
+def is_int64(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
