@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # libFuzzer on the request decoder (Tests/Fuzz/RequestFuzz): builds the target with
-# -sanitize=fuzzer,address into .build-fuzz and runs it from the seed corpus in Tests/Fuzz/corpus.
+# -sanitize=fuzzer,address into .build-fuzz and runs it from the seed corpus in Tests/Fuzz/corpus, with
+# inputs up to the protocol's maximum line length (1 MiB).
 #
 #   Tests/Fuzz/run.sh --runs 200000      # fixed number of inputs, seed 1: deterministic (make test)
 #   Tests/Fuzz/run.sh --seconds 600      # a time budget (docs/reliability.md)
@@ -38,7 +39,11 @@ cp Tests/Fuzz/corpus/* "$work/corpus/"
 limit=()
 [ -n "$runs" ] && limit+=("-runs=$runs")
 [ -n "$seconds" ] && limit+=("-max_total_time=$seconds")
-command=("$binary" -dict=Tests/Fuzz/request.dict -max_len=8192 -seed="$seed" -print_final_stats=1
+# Inputs up to the longest line a server parses: ProtocolLimits.maxLineBytes's default, 1 MiB
+# (Sources/SteerProtocol/Request.swift). libFuzzer's -len_control still starts mutations short and lets
+# them grow; seeds are read whole.
+max_len=1048576
+command=("$binary" -dict=Tests/Fuzz/request.dict -max_len="$max_len" -seed="$seed" -print_final_stats=1
   -artifact_prefix="$work/" "${limit[@]}" "$work/corpus")
 echo "running: ${command[*]}"
 status=0
