@@ -136,3 +136,46 @@ def test_bad_tls_files_stop_the_server_at_start(
         assert named in output and "listening" not in output, (arguments, output)
     status, output = start_failure(binary, workdir, "--tls-cert", str(other_cert))
     assert status != 0 and "--tls-key" in output
+
+
+def open_descriptors(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_connections_refused_at_the_limit_do_not_hold_descriptors(
+    binary: str, workdir: Path, certificate: tuple[Path, Path]
+) -> None:
+    """At `--max-connections`, a TLS server closes each extra connection at once (no plaintext answer
+    that would wait for a handshake the client never starts), so refused clients cannot pile up open
+    descriptors."""
+    cert, key = certificate
+    data = tempfile.mkdtemp(prefix="data-", dir=workdir)
+    server = Server(
+        binary,
+        data,
+        ["--dimension", "2", "--max-connections", "2", "--tls-cert", str(cert), "--tls-key", str(key)],
+    )
+    try:
+        with SteerClient(port=server.port, tls=trusting(cert)) as first, SteerClient(
+            port=server.port, tls=trusting(cert)
+        ) as second:
+            first.ping()
+            second.ping()
+            baseline = open_descriptors(server.pid)
+            extra = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(30)]
+            closed = 0
+            for connection in extra:
+                connection.settimeout(5)
+                try:
+                    if connection.recv(4096) == b"":
+                        closed += 1
+                except ConnectionResetError:
+                    closed += 1
+            assert closed == 30, f"only {closed} of 30 refused connections were closed by the server"
+            for connection in extra:
+                connection.close()
+            assert open_descriptors(server.pid) <= baseline + 2
+            first.ping()
+            second.ping()
+    finally:
+        server.kill()

@@ -11,7 +11,8 @@ import SteerCore
 import SteerEngine
 import SteerProtocol
 
-private let limits = ProtocolLimits(maxLineBytes: 1 << 20, maxK: 50, maxBatch: 8, maxPromptBytes: 256, maxHistory: 16)
+private let limits = ProtocolLimits(maxLineBytes: 1 << 20, maxK: 50, maxBatch: 8, maxPromptBytes: 256, maxHistory: 16,
+                                    maxEfSearch: 300, maxNprobe: 40, maxQueryCost: 200, maxFilterTerms: 6, maxTimeoutMillis: 5000)
 private let decoder = RequestDecoder(limits: limits)
 private let badInputCodes: Set<SteerError.Code> = [.parseError, .invalidRequest, .unknownOp, .tooLarge]
 
@@ -114,7 +115,17 @@ private func number(_ value: JSONValue) -> Double? {
     }
 }
 
+private func checkFilter(_ filter: TagFilter) {
+    var distinct = Set(filter.tagsAny)
+    distinct.formUnion(filter.tagsNone)
+    for group in filter.tagGroups { distinct.formUnion(group) }
+    require(distinct.count <= limits.maxFilterTerms, "\(distinct.count) filter tags")
+    require(Set(filter.tagsAny).count == filter.tagsAny.count && Set(filter.tagsNone).count == filter.tagsNone.count,
+            "repeated filter tags were not collapsed")
+}
+
 private func checkLimits(_ request: Request) {
+    if let timeout = request.timeoutMillis { require((1...limits.maxTimeoutMillis).contains(timeout), "timeout_ms \(timeout)") }
     switch request.operation {
     case .ping, .stats: break
     case .upsert(let items):
@@ -125,18 +136,25 @@ private func checkLimits(_ request: Request) {
         }
     case .delete(let ids), .get(let ids):
         require((1...limits.maxBatch).contains(ids.count), "\(ids.count) ids")
+        require(Set(ids).count == ids.count, "repeated ids were not collapsed")
     case .search(let queries, let options, _):
         require((1...limits.maxBatch).contains(queries.count), "\(queries.count) queries")
         require((1...limits.maxK).contains(options.k), "k \(options.k)")
         for query in queries {
             require(!query.isEmpty && query.allSatisfy(\.isFinite), "query vector empty or not finite")
         }
-        if let nprobe = options.nprobe { require(nprobe > 0, "nprobe \(nprobe)") }
-        if let ef = options.efSearch { require(ef > 0, "ef_search \(ef)") }
+        if let nprobe = options.nprobe { require((1...limits.maxNprobe).contains(nprobe), "nprobe \(nprobe)") }
+        if let ef = options.efSearch { require((1...limits.maxEfSearch).contains(ef), "ef_search \(ef)") }
+        let cost = ProtocolLimits.cost(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe)
+        require(cost <= limits.maxQueryCost, "cost \(cost)")
+        checkFilter(options.filter)
     case .recommend(let recommend), .encode(let recommend):
         require(recommend.history.count <= limits.maxHistory, "history of \(recommend.history.count)")
         require((recommend.prompt?.utf8.count ?? 0) <= limits.maxPromptBytes, "prompt over the limit")
         require((1...limits.maxK).contains(recommend.k), "k \(recommend.k)")
+        let cost = ProtocolLimits.cost(queries: 1, k: recommend.k, efSearch: recommend.efSearch, nprobe: recommend.nprobe)
+        require(cost <= limits.maxQueryCost, "recommend cost \(cost)")
+        checkFilter(recommend.filter)
     case .swap(let generation, _):
         require(!generation.isEmpty, "empty generation")
     }
