@@ -51,7 +51,7 @@ let package = Package(
             name: "CBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        // Replaces libfaiss 1.7.3's scalar distance kernels (FINDINGS.md); links faiss for its self-test.
+        // Replaces libfaiss 1.7.3's scalar distance kernels (docs/dependencies.md); links faiss for its self-test.
         .target(
             name: "CFaissKernels",
             cxxSettings: optimisedCxx,

@@ -12,7 +12,7 @@ CKPT=$DEMO/checkpoint
 DATA=$DEMO/server
 PY=${PYTHON:-python3}
 
-# Thread settings for serving (FINDINGS.md): one OpenMP/BLAS thread per request; OpenBLAS misdetects
+# Thread settings for serving (docs/dependencies.md): one OpenMP/BLAS thread per request; OpenBLAS misdetects
 # this CPU family, so name its core unless the caller chose one.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 if grep -q avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}

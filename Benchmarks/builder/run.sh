@@ -3,7 +3,7 @@
 # one run. Usage: Benchmarks/builder/run.sh [N] [D]   (defaults 1000000 64). Writes results to
 # Benchmarks/builder/results-<N>x<D>.md and scratch data under ${WORK:-/tmp/steer-builder-bench}.
 # Both sides use Debian's faiss 1.7.3 (Steer links it with its AVX2 kernels), 2 OpenMP threads, and 1
-# OpenBLAS thread (FINDINGS.md).
+# OpenBLAS thread (docs/dependencies.md).
 set -euo pipefail
 N=${1:-1000000}
 D=${2:-64}

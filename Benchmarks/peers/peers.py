@@ -180,7 +180,7 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
         for ef in efs:
             collection = server.client.get_collection("bench")
             if ef != efs[0]:
-                # Chroma applies a changed search ef only after its server restarts (FINDINGS.md).
+                # Chroma applies a changed search ef only after its server restarts (docs/dependencies.md).
                 collection.modify(configuration={"hnsw": {"ef_search": ef}})
                 server.stop()
                 server = ChromaServer(args.chroma, path)

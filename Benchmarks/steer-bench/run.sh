@@ -42,7 +42,7 @@ mkdir -p "$OUT" "$DATA_ROOT"
 
 # Thread settings, chosen deliberately and recorded in every report: one OpenMP and one OpenBLAS thread
 # per request (Steer parallelises across requests with its own worker threads; more threads per
-# single-query search only contend on 2 cores, FINDINGS.md), and SkylakeX kernels for OpenBLAS, which
+# single-query search only contend on 2 cores, docs/dependencies.md), and SkylakeX kernels for OpenBLAS, which
 # does not recognise this CPU. steer-bench gives the index build (steer-index) all cores.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 echo "threads: OMP_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE" >&2

@@ -1,4 +1,4 @@
-/// The one error type of Steer's libraries. Every case has a stable wire code (DESIGN.md §3), so the
+/// The one error type of Steer's libraries. Every case has a stable wire code (docs/protocol.md), so the
 /// server can answer any failure from any layer with a specific `error.code`.
 ///
 /// Codes wrap a private enum so new codes can be added without breaking the API.

@@ -2,7 +2,7 @@
 ///
 /// Points are drawn around `clusters` random centres; `spread` is the ratio of within-cluster noise to
 /// the centres' scale, so larger values mean more overlap between clusters (IVF is flattered by tight,
-/// well-separated clusters; see FINDINGS.md).
+/// well-separated clusters; see docs/dependencies.md).
 public struct SyntheticVectors: Sendable {
     public let count: Int
     public let dimension: Int

@@ -145,7 +145,7 @@ public struct Hit: Sendable, Equatable {
     }
 }
 
-/// How a prompt's clauses act on recommendations (DESIGN.md §1).
+/// How a prompt's clauses act on recommendations (docs/model.md).
 public enum ConstraintMode: String, Sendable, Hashable, CaseIterable {
     /// Steering only.
     case soft

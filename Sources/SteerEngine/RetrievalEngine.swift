@@ -808,7 +808,7 @@ public final class RetrievalEngine: Sendable {
 
     /// Sets FAISS's OpenMP thread count for the calling thread (libgomp keeps it per thread). The server
     /// calls it once on each worker thread: one OpenMP thread per request, concurrency from the workers
-    /// (FINDINGS.md: two OpenMP threads per single-query search collapse throughput on a busy machine).
+    /// (docs/dependencies.md: two OpenMP threads per single-query search collapse throughput on a busy machine).
     public static func setOpenMPThreadsForCurrentThread(_ count: Int) {
         FaissInfo.setOpenMPThreadsForCurrentThread(count)
     }

@@ -39,7 +39,7 @@ public struct ServerConfiguration: Sendable {
     /// When set (0 picks a free port), Prometheus metrics are served on `GET /metrics` of this port.
     public var metricsPort: Int?
     /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
-    /// from serving requests concurrently, per FINDINGS.md).
+    /// from serving requests concurrently, per docs/dependencies.md).
     public var openMPThreadsPerWorker: Int = 1
     /// How long an idle worker thread spins before it parks (0: parks at once). See `WorkerPool`; the
     /// default 200 µs took ~100 µs off a single connection's p50 on a quiet 2-core VM (docs/benchmarks.md).
@@ -295,7 +295,7 @@ final class ServerShared: Sendable {
     }
 }
 
-/// Steer's line-delimited JSON server (DESIGN.md §3) on SwiftNIO. Event loops only frame and write;
+/// Steer's line-delimited JSON server (docs/protocol.md) on SwiftNIO. Event loops only frame and write;
 /// engine requests run on a fixed pool of worker threads; a server over another `RequestService` (the
 /// router) leaves execution to it.
 ///

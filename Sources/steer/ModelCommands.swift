@@ -199,7 +199,7 @@ private func reportingErrors(_ body: () throws(SteerError) -> Void) throws {
     }
 }
 
-/// OpenBLAS's kernel set and thread count (FINDINGS.md: it may pick slow "Prescott" kernels on this CPU).
+/// OpenBLAS's kernel set and thread count (docs/dependencies.md: it may pick slow "Prescott" kernels on this CPU).
 func blasDescription() -> String {
     let core = openblas_get_corename().map { String(cString: $0) } ?? "?"
     return "OpenBLAS core \(core), \(openblas_get_num_threads()) threads"

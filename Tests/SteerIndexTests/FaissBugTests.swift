@@ -2,7 +2,7 @@ import SteerCore
 @testable import SteerIndex
 import Testing
 
-/// Regression tests for the three faiss 1.7.3 bugs of FINDINGS.md: each first shows the naive faiss
+/// Regression tests for the three faiss 1.7.3 bugs of docs/index.md: each first shows the naive faiss
 /// use going wrong (through a test-only shim entry point), then that Steer's path is right.
 @Suite struct FaissBugTests {
     /// Bug 1: IndexIDMap2 around IVF corrupts its id map on remove_ids. Steer lets IVF hold labels

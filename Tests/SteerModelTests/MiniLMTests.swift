@@ -4,7 +4,7 @@ import Testing
 @testable import SteerModel
 
 @Suite struct MiniLMTests {
-    /// FINDINGS.md's golden rows (sentence-transformers): token ids and the first 6 embedding values.
+    /// docs/dependencies.md's golden rows (sentence-transformers): token ids and the first 6 embedding values.
     static let golden: [(text: String, ids: [Int32], first6: [Float])] = [
         ("more comedies", [101, 2062, 22092, 102], [0.007315, -0.108954, 0.012962, -0.007446, -0.015822, 0.020178]),
         ("no horror, please", [101, 2053, 5469, 1010, 3531, 102],

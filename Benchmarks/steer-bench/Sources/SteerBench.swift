@@ -234,7 +234,7 @@ enum PreparedServer {
     static func start(binary: String, directory: String, data: DataSet, spec: String, minilm: String,
                       extra: [String], token: String?) throws(SteerError) -> ServerProcess {
         // Requests are single queries: OpenMP and OpenBLAS threads beyond one per request only contend
-        // (FINDINGS.md); the run scripts set these, the defaults here match them when unset.
+        // (docs/dependencies.md); the run scripts set these, the defaults here match them when unset.
         let common = ["--sync-writes", "false", "--max-in-flight", "256"] + extra + (token.map { ["--admin-token", $0, "--public-reads", "true"] } ?? [])
         if data.meta.source == "checkpoint", let checkpoint = data.meta.checkpoint {
             note("starting steer serve --checkpoint \(checkpoint) (index \(spec))")

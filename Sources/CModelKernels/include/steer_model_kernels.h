@@ -3,7 +3,7 @@
 // Why this target exists: a prompt is a handful of tokens, so every MiniLM layer is a matrix product with
 // M ≈ 4–16 rows against a large weight matrix. OpenBLAS's sgemm packs the whole weight matrix on every
 // call for that shape, and on this CPU it also picks its slow "Prescott" kernels unless
-// OPENBLAS_CORETYPE is set before the process starts (FINDINGS.md). Here the weights are packed once at
+// OPENBLAS_CORETYPE is set before the process starts (docs/dependencies.md). Here the weights are packed once at
 // load time into column panels, and one pass over them serves all rows: AVX-512F or AVX2+FMA chosen at
 // run time, with a scalar fallback. Compiled -O3 in every configuration (like CFaissKernels), so debug
 // builds and tests are fast too.
