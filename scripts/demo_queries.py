@@ -17,6 +17,7 @@ from typing import Any
 PROMPTS: list[tuple[str, str | None, str]] = [
     ("no prompt", None, "soft"),
     ("positive", "more comedy please", "soft"),
+    ("positive in the user's own words (names no tag: the model alone steers)", "something to make me laugh", "soft"),
     ("negative", "no horror", "soft"),
     ("compound", "something with sci-fi, but no romance", "soft"),
     ("compound, hybrid constraints (steering plus hard tag filters)", "something with sci-fi, but no romance", "hybrid"),
