@@ -3,22 +3,6 @@ import SteerCore
 import SteerIndex
 import SteerStore
 
-/// A value guarded by a lock. `@unchecked Sendable` is safe because every access goes through `lock`.
-public final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-
-    public init(_ value: Value) { self.value = value }
-
-    public func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-
-    public func get() -> Value { withLock { $0 } }
-}
-
 /// An immutable description of what the engine serves: one embedding version, the index built from it
 /// and the query encoder that produces vectors in its space. The engine holds the current generation
 /// behind a lock and replaces it whole (`RetrievalEngine.swap`), so a query never mixes generations.

@@ -1,3 +1,4 @@
+import SteerCore
 import SteerEngine
 
 /// Holds reads back while the router swaps generations: `close()` stops new reads from starting and
