@@ -18,6 +18,9 @@ struct ReplicaHealth: Sendable {
     var requests = 0
     var failures = 0
     var lastError: String?
+    /// Health checks in a row that timed out (a busy replica is slow, not gone; see
+    /// `Router.missedChecksBeforeDown`).
+    var missedChecks = 0
 }
 
 /// One replica of one shard: its health and a few pipelined connections, used round-robin, plus one

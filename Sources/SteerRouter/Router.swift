@@ -133,8 +133,20 @@ public final class Router: RequestService {
                         replica.health.withLock { state in
                             state.up = true
                             state.generation = served
+                            state.missedChecks = 0
                         }
                         if !wasUp { self.logger.info("replica up", metadata: ["steer.replica": "\(replica.endpoint)", "steer.shard": "\(replica.shard)"]) }
+                    } catch let failure as ReplicaFailure where failure.kind == .timeout {
+                        // A replica busy with heavy requests answers late; only several late checks in a
+                        // row mean it is gone (a refused or reset connection marks it down at once).
+                        let missed = replica.health.withLock { state -> Int in
+                            state.missedChecks += 1
+                            return state.missedChecks
+                        }
+                        if missed >= Self.missedChecksBeforeDown {
+                            replica.markDown("health check: \(missed) checks in a row unanswered within --shard-timeout-ms: \(failure.message)")
+                            if wasUp { self.logger.warning("replica down", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(failure.message)"]) }
+                        }
                     } catch {
                         replica.markDown("health check: \(Self.describe(error))")
                         if wasUp { self.logger.warning("replica down", metadata: ["steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))"]) }
@@ -999,6 +1011,9 @@ public final class Router: RequestService {
         case refused(SteerError)
         case skipped
     }
+
+    /// Health checks in a row that may time out before a replica is marked down.
+    static let missedChecksBeforeDown = 3
 
     /// Most hits (queries × k) of a search merged on the event loop.
     static let maxHitsMergedOnLoop = 1024
