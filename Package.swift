@@ -145,7 +145,7 @@ let package = Package(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
-                "SteerProtocol", "SteerServer", "SteerRouter", "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerProtocol", "SteerServer", "SteerRouter", "SteerNATS", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -252,7 +252,7 @@ let package = Package(
         ),
         .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
-        .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -202,3 +202,20 @@ public struct EngineStats: Sendable {
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
 }
+
+/// One write of a shard's write log (docs/scaling.md, "Following a stream"), as `RetrievalEngine.apply`
+/// takes it.
+public enum WriteOperation: Sendable {
+    case upsert([ItemInput])
+    case delete([ItemID])
+}
+
+/// What `RetrievalEngine.apply` did with a write-log message.
+public enum ApplyOutcome: Sendable {
+    /// Written; `count` is what `upsert`/`delete` would answer (items written, or ids that existed).
+    case applied(count: Int)
+    /// Refused alike on every replica (for example a vector of the wrong dimension); recorded as applied.
+    case rejected(SteerError)
+    /// The sequence was applied before (a redelivery); nothing changed.
+    case alreadyApplied
+}

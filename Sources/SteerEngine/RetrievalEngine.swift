@@ -109,6 +109,10 @@ public final class RetrievalEngine: Sendable {
     /// save or swap replays the rest from the store (`catchUpIndexLocked`). nil while the index is
     /// complete. Changed only under `writeLock`.
     private let indexLag = Locked<UInt64?>(nil)
+    /// `store.appliedStreamSequence` as last applied (set under `writeLock`); `appliedChanged` is
+    /// broadcast after each change, for `waitForApplied`.
+    private let applied: Locked<UInt64>
+    private let appliedChanged = NSCondition()
     /// Problems met while opening that the engine recovered from (a recorded generation directory that
     /// is gone or invalid); the server logs them as warnings.
     public let openingWarnings: [String]
@@ -138,6 +142,7 @@ public final class RetrievalEngine: Sendable {
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
                                                          maxBatchItems: configuration.maxBatchItems,
                                                          recordCacheBytes: configuration.recordCacheBytes))
+        applied = Locked(store.appliedStreamSequence)
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)
             var warnings: [String] = []
@@ -537,7 +542,14 @@ public final class RetrievalEngine: Sendable {
     public func upsert(_ items: [ItemInput]) throws(SteerError) -> Int {
         try requireOpen()
         if items.isEmpty { return 0 }
-        let generation = generation
+        try validate(items, for: generation)
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        return try upsertLocked(items, streamSequence: nil)
+    }
+
+    /// Dimension, finiteness and (cosine) direction of every item's vector.
+    private func validate(_ items: [ItemInput], for generation: Generation) throws(SteerError) {
         let dimension = generation.dimension
         for (position, item) in items.enumerated() {
             guard item.vector.count == dimension else {
@@ -548,10 +560,13 @@ public final class RetrievalEngine: Sendable {
                 throw SteerError.invalid("items[\(position)].vector is all zeros, which has no direction for the cosine metric")
             }
         }
-        writeLock.lock()
-        defer { writeLock.unlock() }
+    }
+
+    /// The store write and index add of `upsert`, with the write log's sequence when there is one; call
+    /// holding `writeLock`, with validated items.
+    private func upsertLocked(_ items: [ItemInput], streamSequence: UInt64?) throws(SteerError) -> Int {
         // Read under the lock: a swap (which holds it to switch) may have changed the embedding version
-        // since the checks above (never the dimension or metric: swaps keep the data directory's).
+        // since the caller's checks (never the dimension or metric: swaps keep the data directory's).
         let live = self.generation
         let writes = items.map {
             ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
@@ -559,15 +574,101 @@ public final class RetrievalEngine: Sendable {
         }
         catchUpIndexLocked()
         let before = store.latestSequence
-        let result = try store.upsert(writes)
+        let result = try store.upsert(writes, streamSequence: streamSequence)
         // Durable from here on: an index failure must not turn the answer into an error. The index
         // catches up from the store (`indexLag`).
-        do {
-            try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
-        } catch {
-            indexLag.withLock { $0 = $0 ?? before }
+        if !items.isEmpty {
+            do {
+                try indexAdd(live, rows: zip(result.internalIDs, items).map { ($0, $1.vector) }, ids: items.map(\.id))
+            } catch {
+                indexLag.withLock { $0 = $0 ?? before }
+            }
         }
         return items.count
+    }
+
+    // MARK: Following a write log
+
+    /// The last write-log sequence this engine applied (`ItemStore.appliedStreamSequence`; 0 when it never
+    /// followed a stream).
+    public var appliedSequence: UInt64 { applied.withLock { $0 } }
+
+    /// Applies one message of a shard's write log (docs/scaling.md, "Following a stream"), in stream
+    /// order: the items and `sequence` are stored in one RocksDB batch, so after a crash the store has
+    /// either both or neither. A message at or below `appliedSequence` is skipped (a redelivery after a
+    /// crash between applying and acknowledging). A message that every replica refuses alike
+    /// (`invalid_request`, `dimension_mismatch`, `not_found`, `too_large`) is recorded as applied with no
+    /// change to any item, so the replica moves past it. Wakes `waitForApplied` callers.
+    ///
+    /// - Parameters:
+    ///   - sequence: the message's stream sequence; must increase from call to call.
+    ///   - operation: the write.
+    /// - Returns: what became of it.
+    /// - Throws: anything else (`io_error`, `corrupt`, `unavailable`): nothing was applied, and the same
+    ///   message must be applied again later.
+    public func apply(sequence: UInt64, _ operation: WriteOperation) throws(SteerError) -> ApplyOutcome {
+        try requireOpen()
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        if sequence <= store.appliedStreamSequence { return .alreadyApplied }
+        let outcome: ApplyOutcome
+        do throws(SteerError) {
+            switch operation {
+            case .upsert(let items):
+                try validate(items, for: generation)
+                outcome = .applied(count: try upsertLocked(items, streamSequence: sequence))
+            case .delete(let ids):
+                outcome = .applied(count: try deleteLocked(ids, streamSequence: sequence))
+            }
+        } catch {
+            switch error.code {
+            case .invalidRequest, .dimensionMismatch, .notFound, .tooLarge:
+                try store.recordStreamSequence(sequence)
+                outcome = .rejected(error)
+            default:
+                throw error
+            }
+        }
+        markApplied(sequence)
+        return outcome
+    }
+
+    /// Records a write-log message that cannot even be decoded as a write (every replica refuses the same
+    /// bytes alike) as applied, with no item change; skips one at or below `appliedSequence`.
+    ///
+    /// - Returns: `.rejected(error)`, or `.alreadyApplied`.
+    /// - Throws: `io_error`/`unavailable` from the store: nothing was recorded.
+    public func refuse(sequence: UInt64, _ error: SteerError) throws(SteerError) -> ApplyOutcome {
+        try requireOpen()
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        if sequence <= store.appliedStreamSequence { return .alreadyApplied }
+        try store.recordStreamSequence(sequence)
+        markApplied(sequence)
+        return .rejected(error)
+    }
+
+    /// Publishes a new applied sequence to `waitForApplied` callers; call holding `writeLock`.
+    private func markApplied(_ sequence: UInt64) {
+        applied.withLock { $0 = sequence }
+        appliedChanged.lock()
+        appliedChanged.broadcast()
+        appliedChanged.unlock()
+    }
+
+    /// Blocks the calling (worker) thread until `appliedSequence` reaches `sequence` or the uptime clock
+    /// passes `deadlineNanos` (`DispatchTime` uptime nanoseconds).
+    ///
+    /// - Returns: whether `sequence` was applied in time.
+    public func waitForApplied(_ sequence: UInt64, deadlineNanos: UInt64) -> Bool {
+        appliedChanged.lock()
+        defer { appliedChanged.unlock() }
+        while applied.withLock({ $0 }) < sequence {
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now >= deadlineNanos { return false }
+            _ = appliedChanged.wait(until: Date(timeIntervalSinceNow: Double(deadlineNanos - now) / 1e9))
+        }
+        return true
     }
 
     /// Replays the store writes the live index missed (see `indexLag`); call holding `writeLock`.
@@ -628,9 +729,14 @@ public final class RetrievalEngine: Sendable {
         try requireOpen()
         writeLock.lock()
         defer { writeLock.unlock() }
+        return try deleteLocked(ids, streamSequence: nil)
+    }
+
+    /// The store delete and index removal of `delete`; call holding `writeLock`.
+    private func deleteLocked(_ ids: [ItemID], streamSequence: UInt64?) throws(SteerError) -> Int {
         catchUpIndexLocked()
         let before = store.latestSequence
-        let result = try store.delete(ids)
+        let result = try store.delete(ids, streamSequence: streamSequence)
         let internalIDs = result.deleted.values.sorted()
         if !internalIDs.isEmpty {
             // Durable from here on: see `upsert`.

@@ -108,13 +108,18 @@ public struct Request: Sendable {
     /// `fair_queue`: the worker-pool queue within the connection, for a router that forwards many clients'
     /// requests over few connections (an admin key is required; see `AccessKeys.authorize`).
     public var fairQueue: UInt64?
+    /// `min_sequence`: run only once the server applied this write-log sequence (read-your-writes on a
+    /// server that follows a stream; docs/scaling.md); past the deadline the answer is `unavailable`.
+    public var minSequence: UInt64?
 
-    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil, fairQueue: UInt64? = nil) {
+    public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil, fairQueue: UInt64? = nil,
+                minSequence: UInt64? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
         self.timeoutMillis = timeoutMillis
         self.fairQueue = fairQueue
+        self.minSequence = minSequence
     }
 }
 
@@ -175,6 +180,11 @@ public struct RequestDecoder: Sendable {
             guard value >= 0 else { throw SteerError.invalid("fair_queue must be at least 0, got \(value)") }
             fairQueue = UInt64(value)
         }
+        var minSequence: UInt64?
+        if let value = try fields.int("min_sequence") {
+            guard value >= 0 else { throw SteerError.invalid("min_sequence must be at least 0, got \(value)") }
+            minSequence = UInt64(value)
+        }
         let operation: Request.Operation
         switch op {
         case "ping":
@@ -206,7 +216,8 @@ public struct RequestDecoder: Sendable {
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
-        return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue)
+        return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue,
+                       minSequence: minSequence)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
@@ -496,11 +507,11 @@ struct Fields {
     let op: String
 
     /// Fields every op accepts.
-    static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue"]
+    static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue", "min_sequence"]
 
     func allow(_ names: Set<String>) throws(SteerError) {
         for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key) {
-            let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue" : names.sorted().joined(separator: ", ")
+            let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue, min_sequence" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }
     }

@@ -100,17 +100,33 @@ public final class RequestHandler: Sendable {
     public let stats = OperationStats()
     /// The keys requests must carry; nil (or none configured) → every op is open.
     public let accessKeys: AccessKeys?
+    /// Where `upsert`/`delete` go when the server follows a write log; nil: straight to the engine.
+    public let writeLog: (any WriteLog)?
     private let serverStats: Locked<(@Sendable () -> JSONObject)?>
 
     /// - Parameters:
     ///   - engine: the engine that serves requests.
     ///   - limits: protocol limits.
     ///   - accessKeys: the keys and scopes every request is checked against (`AccessKeys.authorize`).
-    public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil) {
+    ///   - writeLog: the write log client writes are appended to (`steer serve --follow`); nil: none.
+    public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil,
+                writeLog: (any WriteLog)? = nil) {
         self.engine = engine
         self.decoder = RequestDecoder(limits: limits)
         self.accessKeys = accessKeys
+        self.writeLog = writeLog
         self.serverStats = Locked(nil)
+    }
+
+    /// How long before its deadline a request stops waiting for `min_sequence` or a log write, so that its
+    /// own `unavailable` answer goes out before the server's `deadline_exceeded`: a tenth of what is left,
+    /// at most 5 ms.
+    static let waitMarginNanos: UInt64 = 5_000_000
+
+    /// When a wait started at `now` for a request due at `deadlineNanos` gives up.
+    static func waitLimit(deadlineNanos: UInt64?, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> UInt64 {
+        guard let deadlineNanos, deadlineNanos > now else { return now }
+        return deadlineNanos - min(waitMarginNanos, (deadlineNanos - now) / 10)
     }
 
     /// Installs a provider of extra `stats` fields (the server's connection and thread figures).
@@ -164,12 +180,14 @@ public final class RequestHandler: Sendable {
 
     /// Runs a prepared request (may block on the index and the store: call it on a worker thread).
     ///
+    /// - Parameter deadlineNanos: the request's deadline (uptime nanoseconds), which bounds its wait for
+    ///   `min_sequence` and for a write log; nil: no waiting (a sequence not yet applied is `unavailable`).
     /// - Returns: the response line including its `\n`.
-    public func execute(_ request: Request, startedNanos: UInt64) -> [UInt8] {
+    public func execute(_ request: Request, startedNanos: UInt64, deadlineNanos: UInt64? = nil) -> [UInt8] {
         var output: [UInt8]
         var failure: SteerError.Code?
         do {
-            output = try run(request)
+            output = try run(request, deadlineNanos: deadlineNanos)
         } catch {
             failure = error.code
             output = Self.errorLine(id: request.id, error)
@@ -194,32 +212,35 @@ public final class RequestHandler: Sendable {
         private let handler: RequestHandler
         public let request: Request
         private let startedNanos: UInt64
+        private let deadlineNanos: UInt64?
         private var pinned: Generation?
         private var results: [[Hit]] = []
         private var next = 0
 
-        init(handler: RequestHandler, request: Request, startedNanos: UInt64) {
+        init(handler: RequestHandler, request: Request, startedNanos: UInt64, deadlineNanos: UInt64?) {
             self.handler = handler
             self.request = request
             self.startedNanos = startedNanos
+            self.deadlineNanos = deadlineNanos
         }
 
         /// Runs the next step; the answer line (with its `\n`) once the request is done, nil while more
         /// steps remain.
         public func step() -> [UInt8]? {
             guard case .search(let queries, let options, let batch) = request.operation else {
-                return handler.execute(request, startedNanos: startedNanos)
+                return handler.execute(request, startedNanos: startedNanos, deadlineNanos: deadlineNanos)
             }
             let perQuery = max(options.k, options.efSearch ?? RequestHandler.assumedEfSearch, options.nprobe ?? 0)
             let slice = max(1, RequestHandler.unitsPerStep / perQuery)
             if next == 0 && queries.count <= slice {
-                return handler.execute(request, startedNanos: startedNanos)
+                return handler.execute(request, startedNanos: startedNanos, deadlineNanos: deadlineNanos)
             }
             do throws(SteerError) {
                 let generation: Generation
                 if let pinned {
                     generation = pinned
                 } else {
+                    try handler.authorizeAndWait(request, deadlineNanos: deadlineNanos)
                     generation = handler.engine.generation
                     pinned = generation
                     // Dimensions are checked for the whole batch first, so an error names its real position.
@@ -250,9 +271,9 @@ public final class RequestHandler: Sendable {
         private var micros: Double { Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000 }
     }
 
-    /// The request as a `Job` (see there).
-    public func job(for request: Request, startedNanos: UInt64) -> Job {
-        Job(handler: self, request: request, startedNanos: startedNanos)
+    /// The request as a `Job` (see there); `deadlineNanos` as for `execute`.
+    public func job(for request: Request, startedNanos: UInt64, deadlineNanos: UInt64? = nil) -> Job {
+        Job(handler: self, request: request, startedNanos: startedNanos, deadlineNanos: deadlineNanos)
     }
 
     /// Answers one request line (without its newline): `prepare` then `execute`.
@@ -286,8 +307,25 @@ public final class RequestHandler: Sendable {
         return writer.bytes
     }
 
-    private func run(_ request: Request) throws(SteerError) -> [UInt8] {
+    /// Checks the request's key, then waits for its `min_sequence` (see `Request.minSequence`).
+    ///
+    /// - Throws: the key check's errors; `.unavailable` when the sequence was not applied in time.
+    func authorizeAndWait(_ request: Request, deadlineNanos: UInt64?) throws(SteerError) {
         try accessKeys?.authorize(request)
+        guard let wanted = request.minSequence else { return }
+        if writeLog == nil {
+            // Nothing will apply more: answer at once.
+            let applied = engine.appliedSequence
+            if wanted <= applied { return }
+            throw SteerError(.unavailable, "min_sequence \(wanted): this server follows no write log (steer serve --follow; applied through \(applied))")
+        }
+        if engine.waitForApplied(wanted, deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos)) { return }
+        let applied = engine.appliedSequence
+        throw SteerError(.unavailable, "min_sequence \(wanted) is not applied on this server within the deadline (applied through \(applied))")
+    }
+
+    private func run(_ request: Request, deadlineNanos: UInt64?) throws(SteerError) -> [UInt8] {
+        try authorizeAndWait(request, deadlineNanos: deadlineNanos)
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
         writer.requestIDField(request.id)
@@ -298,13 +336,29 @@ public final class RequestHandler: Sendable {
         case .stats:
             writeStats(&writer)
         case .upsert(let items):
-            let count = try engine.upsert(items)
-            writer.raw(",\"upserted\":")
-            writer.int(count)
+            if let writeLog {
+                let logged = try writeLog.append(.upsert(items), deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
+                writer.raw(",\"upserted\":")
+                writer.int(logged.count)
+                writer.raw(",\"sequence\":")
+                writer.int(Int64(clamping: logged.sequence))
+            } else {
+                let count = try engine.upsert(items)
+                writer.raw(",\"upserted\":")
+                writer.int(count)
+            }
         case .delete(let ids):
-            let count = try engine.delete(ids)
-            writer.raw(",\"deleted\":")
-            writer.int(count)
+            if let writeLog {
+                let logged = try writeLog.append(.delete(ids), deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
+                writer.raw(",\"deleted\":")
+                writer.int(logged.count)
+                writer.raw(",\"sequence\":")
+                writer.int(Int64(clamping: logged.sequence))
+            } else {
+                let count = try engine.delete(ids)
+                writer.raw(",\"deleted\":")
+                writer.int(count)
+            }
         case .get(let ids):
             let items = try engine.get(ids)
             writer.raw(",\"items\":[")
@@ -452,6 +506,8 @@ public final class RequestHandler: Sendable {
         writer.int(engineStats.tombstones)
         writer.raw(",\"store_sequence\":")
         writer.int(Int64(truncatingIfNeeded: engineStats.storeSequence))
+        writer.raw(",\"applied_sequence\":")
+        writer.int(Int64(clamping: engine.appliedSequence))
         writer.raw(",\"store_memtable_bytes\":")
         writer.int(engineStats.storeMemtableBytes)
         let cache = engineStats.recordCache

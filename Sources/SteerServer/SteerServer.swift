@@ -55,6 +55,8 @@ public struct ServerConfiguration: Sendable {
     public var tls: TLSFiles?
     /// A request's deadline when it names no `timeout_ms`, in milliseconds from its arrival.
     public var requestTimeoutMillis: Int = 10_000
+    /// The write log client writes go to (`steer serve --follow`, docs/scaling.md); nil: the engine's store.
+    public var writeLog: (any WriteLog)?
     /// A request line must end within this many seconds of its first byte (0 = no limit).
     public var requestLineTimeoutSeconds: Int = 10
     /// A client must take each answer within this many seconds of its writing, or it is closed (0 = no limit).
@@ -217,11 +219,11 @@ struct EngineRequestService: RequestService {
     func prepare(_ line: UnsafeBufferPointer<UInt8>) -> RequestHandler.Prepared { handler.prepare(line) }
 
     func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        run(handler.job(for: request, startedNanos: context.startedNanos), context: context, on: eventLoop, ready: nil)
+        run(handler.job(for: request, startedNanos: context.startedNanos, deadlineNanos: context.deadlineNanos), context: context, on: eventLoop, ready: nil)
     }
 
     func execute(_ request: Request, context: ExecutionContext, on eventLoop: any EventLoop, ready: ReadyResult<[UInt8]>) -> EventLoopFuture<[UInt8]> {
-        run(handler.job(for: request, startedNanos: context.startedNanos), context: context, on: eventLoop, ready: ready)
+        run(handler.job(for: request, startedNanos: context.startedNanos, deadlineNanos: context.deadlineNanos), context: context, on: eventLoop, ready: ready)
     }
 
     /// Runs a job's steps on the pool, each in the connection's turn, so that a heavy request lets other
@@ -329,7 +331,8 @@ public final class SteerServer: Service, Sendable {
     public convenience init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
                 metricsRegistry: PrometheusCollectorRegistry? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
-        let handler = RequestHandler(engine: engine, limits: configuration.limits, accessKeys: configuration.accessKeys)
+        let handler = RequestHandler(engine: engine, limits: configuration.limits, accessKeys: configuration.accessKeys,
+                                     writeLog: configuration.writeLog)
         let openMPThreads = configuration.openMPThreadsPerWorker
         let pool = WorkerPool(threads: configuration.workerThreads, spinMicroseconds: configuration.workerSpinMicroseconds) {
             RetrievalEngine.setOpenMPThreadsForCurrentThread(openMPThreads)

@@ -12,6 +12,7 @@ import SteerCore
 /// |---|---|---|
 /// | `meta` | `format` | store format, u64 (currently 1) |
 /// | `meta` | `next_internal_id`, `next_version_id`, `live_count`, `changelog_trimmed_through` | u64 |
+/// | `meta` | `stream_applied_through` | the last write-log stream sequence applied, u64 (absent: 0, never followed) |
 /// | `meta` | `version/` + name | u32 version id · u32 dimension |
 /// | `meta` | `tagcount/` + tag | number of live items with the tag, u64 |
 /// | `ids` | `ItemID.keyBytes` (0x01 + i64, or 0x02 + UTF-8) | internal id, 8 bytes |
@@ -24,6 +25,13 @@ import SteerCore
 /// them, and never reused: deleting an item and upserting its external id again gives a new internal id.
 /// Every upsert, delete, version change and change-log trim is one RocksDB `WriteBatch`: all or nothing,
 /// also across a crash (the WAL is replayed in point-in-time mode, so a torn batch is dropped whole).
+///
+/// ## Stream sequence
+/// A replica that follows a shard's write log (docs/scaling.md, "Following a stream") passes each
+/// message's stream sequence to `upsert`/`delete` (or `recordStreamSequence` for a write it rejects); the
+/// sequence goes into `stream_applied_through` in the same `WriteBatch` as the items, so after a crash
+/// the store holds exactly the writes through `appliedStreamSequence` — never one applied without its
+/// sequence or the reverse. Sequences must increase: a sequence at or below the stored one is refused.
 ///
 /// ## Durability
 /// `Options.syncWrites` (default `true`) fsyncs the write-ahead log before a write returns: an
@@ -191,6 +199,7 @@ public final class ItemStore: @unchecked Sendable {
         var liveCount: Int = 0
         var trimmedThrough: UInt64 = 0
         var storeID: String?
+        var appliedStreamSequence: UInt64 = 0
     }
 
     public let options: Options
@@ -307,6 +316,12 @@ public final class ItemStore: @unchecked Sendable {
         state.nextVersionID = UInt32(truncatingIfNeeded: try counter(StoreKey.nextVersionID))
         state.liveCount = Int(try counter(StoreKey.liveCount))
         state.trimmedThrough = try counter(StoreKey.changeLogTrimmedThrough)
+        if let raw = try database.get(.meta, StoreKey.streamAppliedThrough) {
+            guard let value = StoreKey.decodeUInt64(raw) else {
+                throw SteerError(.corrupt, "store '\(path)': meta key 'stream_applied_through' is unreadable")
+            }
+            state.appliedStreamSequence = value
+        }
         if let raw = try database.get(.meta, StoreKey.storeID) {
             guard let text = String(validating: raw, as: UTF8.self), UUID(uuidString: text) != nil else {
                 throw SteerError(.corrupt, "store '\(path)': meta key 'store_id' is unreadable")
@@ -511,17 +526,24 @@ public final class ItemStore: @unchecked Sendable {
     /// writes nothing. An existing id keeps its internal id and its record is replaced; vectors given
     /// replace that version's vector, other versions keep theirs; tag postings follow the new tags.
     ///
-    /// - Parameter items: at most `maxBatchItems` items with distinct ids.
+    /// - Parameters:
+    ///   - items: at most `maxBatchItems` items with distinct ids.
+    ///   - streamSequence: the write log's sequence of this write, stored in the same batch (see "Stream
+    ///     sequence"); nil for a write that does not come from a stream.
     /// - Returns: the internal id of every item, in input order, and the sequence after the batch.
     /// - Throws: `.invalidRequest` (empty id, empty tag, non-object attributes, non-finite value,
-    ///   duplicate id), `.tooLarge` (limits), `.notFound` (unknown version), `.dimensionMismatch`;
-    ///   messages name the item's index and id and the field.
-    public func upsert(_ items: [ItemWrite]) throws(SteerError) -> WriteResult {
+    ///   duplicate id, a stream sequence not above `appliedStreamSequence`), `.tooLarge` (limits),
+    ///   `.notFound` (unknown version), `.dimensionMismatch`; messages name the item's index and id and the field.
+    public func upsert(_ items: [ItemWrite], streamSequence: UInt64? = nil) throws(SteerError) -> WriteResult {
         guard items.count <= options.maxBatchItems else {
             throw SteerError(.tooLarge, "upsert of \(items.count) items, limit is \(options.maxBatchItems)")
         }
         return try withWriter { (database) throws(SteerError) -> WriteResult in
-            if items.isEmpty { return WriteResult(internalIDs: [], sequence: database.latestSequence) }
+            try checkStreamSequence(streamSequence)
+            if items.isEmpty {
+                try writeStreamSequenceOnly(streamSequence, database: database)
+                return WriteResult(internalIDs: [], sequence: database.latestSequence)
+            }
             let (versions, firstNewID, liveCountBefore) = withState { ($0.versions, $0.nextInternalID, $0.liveCount) }
             var tagLists: [[String]] = []
             tagLists.reserveCapacity(items.count)
@@ -595,14 +617,48 @@ public final class ItemStore: @unchecked Sendable {
             batch.put(.meta, StoreKey.nextInternalID, StoreKey.uint64(UInt64(nextID)))
             batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
             batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            if let streamSequence { batch.put(.meta, StoreKey.streamAppliedThrough, StoreKey.uint64(streamSequence)) }
             defer { recordCache.invalidate(internalIDs) }
             try database.write(batch)
             withState {
                 $0.nextInternalID = nextID
                 $0.liveCount = liveCount
+                if let streamSequence { $0.appliedStreamSequence = streamSequence }
             }
             return WriteResult(internalIDs: internalIDs, sequence: database.latestSequence)
         }
+    }
+
+    /// The last write-log stream sequence stored with a write (see "Stream sequence"); 0 when none was.
+    public var appliedStreamSequence: UInt64 { withState { $0.appliedStreamSequence } }
+
+    /// Stores `sequence` as applied without changing any item: for a stream message that is refused
+    /// (every replica refuses it alike) so that the replica moves past it exactly once.
+    ///
+    /// - Throws: `.invalidRequest` when `sequence` is not above `appliedStreamSequence`; `.io` from RocksDB.
+    public func recordStreamSequence(_ sequence: UInt64) throws(SteerError) {
+        try withWriter { (database) throws(SteerError) in
+            try checkStreamSequence(sequence)
+            try writeStreamSequenceOnly(sequence, database: database)
+        }
+    }
+
+    /// Refuses a stream sequence that is not above the stored one (the caller holds the write lock).
+    private func checkStreamSequence(_ sequence: UInt64?) throws(SteerError) {
+        guard let sequence else { return }
+        let applied = withState { $0.appliedStreamSequence }
+        guard sequence > applied else {
+            throw SteerError.invalid("stream sequence \(sequence) is not above the applied sequence \(applied)")
+        }
+    }
+
+    /// A batch holding only `stream_applied_through` (the caller holds the write lock); nothing for nil.
+    private func writeStreamSequenceOnly(_ sequence: UInt64?, database: RocksDatabase) throws(SteerError) {
+        guard let sequence else { return }
+        let batch = WriteBatch(database)
+        batch.put(.meta, StoreKey.streamAppliedThrough, StoreKey.uint64(sequence))
+        try database.write(batch)
+        withState { $0.appliedStreamSequence = sequence }
     }
 
     /// Adds per-tag count changes to `batch` (counts are read now; the caller holds the write lock).
@@ -624,13 +680,18 @@ public final class ItemStore: @unchecked Sendable {
 
     /// Deletes items atomically: their records, id mappings, vectors of every version and postings.
     ///
-    /// - Parameter ids: items to delete; unknown and repeated ids are ignored.
+    /// - Parameters:
+    ///   - ids: items to delete; unknown and repeated ids are ignored.
+    ///   - streamSequence: as for `upsert`; stored even when no id existed.
     /// - Returns: the internal ids of the items that existed, and the sequence after the batch.
-    public func delete(_ ids: [ItemID]) throws(SteerError) -> (deleted: [ItemID: Int64], sequence: UInt64) {
+    /// - Throws: `.tooLarge` past `maxBatchItems`; `.invalidRequest` for a stream sequence not above
+    ///   `appliedStreamSequence`; `.io`/`.corrupt` from RocksDB.
+    public func delete(_ ids: [ItemID], streamSequence: UInt64? = nil) throws(SteerError) -> (deleted: [ItemID: Int64], sequence: UInt64) {
         guard ids.count <= options.maxBatchItems else {
             throw SteerError(.tooLarge, "delete of \(ids.count) ids, limit is \(options.maxBatchItems)")
         }
         return try withWriter { (database) throws(SteerError) -> (deleted: [ItemID: Int64], sequence: UInt64) in
+            try checkStreamSequence(streamSequence)
             var unique: [ItemID] = []
             var seen = Set<ItemID>()
             for id in ids where seen.insert(id).inserted { unique.append(id) }
@@ -644,7 +705,10 @@ public final class ItemStore: @unchecked Sendable {
                 }
                 targets.append((unique[index], internalID))
             }
-            if targets.isEmpty { return ([:], database.latestSequence) }
+            if targets.isEmpty {
+                try writeStreamSequenceOnly(streamSequence, database: database)
+                return ([:], database.latestSequence)
+            }
             let records = try database.multiGet(.items, targets.map { StoreKey.internalID($0.1) })
             let versionIDs = withState { $0.versions.values.map(\.versionID) }
             let batch = WriteBatch(database)
@@ -668,9 +732,13 @@ public final class ItemStore: @unchecked Sendable {
             batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(liveCount)))
             let entry = ChangeLogEntry(deletes: targets.map(\.1).sorted())
             batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            if let streamSequence { batch.put(.meta, StoreKey.streamAppliedThrough, StoreKey.uint64(streamSequence)) }
             defer { recordCache.invalidate(targets.map(\.1)) }
             try database.write(batch)
-            withState { $0.liveCount = liveCount }
+            withState {
+                $0.liveCount = liveCount
+                if let streamSequence { $0.appliedStreamSequence = streamSequence }
+            }
             return (deleted, database.latestSequence)
         }
     }

@@ -122,6 +122,7 @@ enum StoreKey {
     static let nextVersionID = Array("next_version_id".utf8)
     static let liveCount = Array("live_count".utf8)
     static let changeLogTrimmedThrough = Array("changelog_trimmed_through".utf8)
+    static let streamAppliedThrough = Array("stream_applied_through".utf8)
     /// The store's identity: a random UUID (lower-case text) written once, at creation or by the first
     /// writable open of a store made before identities existed.
     static let storeID = Array("store_id".utf8)

@@ -6,6 +6,7 @@ import Prometheus
 import ServiceLifecycle
 import SteerCore
 import SteerEngine
+import SteerNATS
 import SteerProtocol
 import SteerServer
 
@@ -83,6 +84,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info). Env: STEER_LOG_LEVEL.")
     var logLevel: String?
+
+    @Option(help: "Follow the shard's write log on this NATS JetStream server (nats://host:port): writes go through the stream, every replica applies it in order (docs/scaling.md). Env: STEER_FOLLOW.")
+    var follow: String?
+    @Option(help: "Cluster name of the stream steer.<cluster>.shard.<i> (letters, digits, _; with --follow). Env: STEER_CLUSTER.")
+    var cluster: String?
+    @Option(help: "Shard number of the stream (with --follow; default 0). Env: STEER_SHARD.")
+    var shard: Int?
+    @Option(name: .customLong("stream-replicas"), help: "Copies of the stream when this server creates it (1 = one NATS node; 3 in a 3-node cluster; default 1). Env: STEER_STREAM_REPLICAS.")
+    var streamReplicas: Int?
 }
 
 /// The request-cost and connection-budget settings (docs/security.md) of `steer serve` and `steer route`,
@@ -166,7 +176,7 @@ struct SettingSource {
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us", "checkpoint_root",
-            "admin_token_file", "keys_file", "public_reads",
+            "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -323,6 +333,16 @@ extension Serve {
             "steer.items": "\(stats.items)", "steer.dimension": "\(stats.dimension)", "steer.index": "\(stats.indexSpec)",
             "steer.metric": "\(stats.metric.rawValue)", "steer.generation": "\(stats.generation)",
         ])
+        var followTask: Task<Void, Never>?
+        if let followURL = try source.string(follow, env: "STEER_FOLLOW", key: "follow") {
+            let follower = try await startFollowing(url: followURL, source: source, engine: engine, limits: limits, logger: logger)
+            serverConfiguration.writeLog = follower.0
+            let first = follower.1
+            followTask = Task { await follower.0.run(first: first) }
+        } else if try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") != nil {
+            throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
+        }
+        defer { followTask?.cancel() }
         let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
@@ -340,6 +360,37 @@ extension Serve {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+
+    /// `--follow`: connects to NATS, makes sure the shard's stream exists and creates this replica's
+    /// consumer from the stored sequence, before the server listens (a NATS that cannot be reached stops
+    /// the start with exit code 2).
+    ///
+    /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
+    func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, limits: ProtocolLimits,
+                               logger: Logger) async throws -> (StreamFollower, NATSConnection) {
+        guard let address = StreamFollower.parseURL(url) else {
+            throw ValidationError("--follow must be nats://host:port (or host:port), got '\(url)'")
+        }
+        guard let clusterName = try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") else {
+            throw ValidationError("--follow needs --cluster NAME")
+        }
+        let settings = StreamFollower.Settings(
+            host: address.host, port: address.port, cluster: clusterName,
+            shard: try source.int(shard, env: "STEER_SHARD", key: "shard", range: 0...65535) ?? 0,
+            streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
+        let follower: StreamFollower
+        do {
+            follower = try StreamFollower(settings: settings, engine: engine, limits: limits, logger: logger)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        do {
+            return (follower, try await follower.connect())
+        } catch {
+            logger.error("cannot follow the shard's stream", metadata: ["steer.error": "\(error)", "steer.nats": "\(url)"])
+            throw ExitCode(2)
+        }
     }
 
     /// The keys of `--admin-token` (or `--admin-token-file`) and `--keys-file`; nil when none is given.

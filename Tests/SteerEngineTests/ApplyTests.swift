@@ -1,0 +1,70 @@
+import Dispatch
+import Foundation
+import SteerCore
+import Testing
+@testable import SteerEngine
+
+/// `RetrievalEngine.apply(sequence:_:)`: a follower's writes (docs/scaling.md, "Following a stream").
+@Suite struct ApplyTests {
+    private static func engine(_ directory: String) throws -> RetrievalEngine {
+        try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 4, syncWrites: false))
+    }
+
+    @Test func applyWritesInOrder_skipsRedeliveries_andRecordsRefusals() throws {
+        let directory = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let engine = try Self.engine(directory)
+            defer { try? engine.close() }
+            guard case .applied(count: 2) = try engine.apply(sequence: 1, .upsert([
+                ItemInput(id: .int(1), vector: [1, 0, 0, 0], title: "one"), ItemInput(id: .int(2), vector: [0, 1, 0, 0]),
+            ])) else { Issue.record("sequence 1 not applied"); return }
+            // Redelivered after a crash between applying and acknowledging: nothing changes.
+            guard case .alreadyApplied = try engine.apply(sequence: 1, .upsert([ItemInput(id: .int(1), vector: [0, 0, 0, 1], title: "stale")])) else {
+                Issue.record("a redelivery was applied again"); return
+            }
+            #expect(try engine.get([.int(1)]).first??.title == "one")
+            // A write every replica refuses alike is recorded, so the replica moves past it.
+            guard case .rejected(let error) = try engine.apply(sequence: 2, .upsert([ItemInput(id: .int(3), vector: [1, 2, 3])])) else {
+                Issue.record("a wrong dimension was not refused"); return
+            }
+            #expect(error.code == .dimensionMismatch)
+            #expect(engine.appliedSequence == 2)
+            // Bytes that are no write at all: recorded too, once.
+            guard case .rejected = try engine.refuse(sequence: 3, SteerError.invalid("garbage")) else {
+                Issue.record("refuse did not record"); return
+            }
+            guard case .alreadyApplied = try engine.refuse(sequence: 3, SteerError.invalid("garbage")) else {
+                Issue.record("refuse recorded twice"); return
+            }
+            guard case .applied(count: 1) = try engine.apply(sequence: 4, .delete([.int(2), .int(77)])) else {
+                Issue.record("sequence 4 not applied"); return
+            }
+            #expect(try engine.search([[0, 1, 0, 0]], options: SearchOptions(k: 5)).first?.map(\.id) == [.int(1)])
+        }
+        let reopened = try Self.engine(directory)
+        defer { try? reopened.close() }
+        #expect(reopened.appliedSequence == 4)
+        guard case .alreadyApplied = try reopened.apply(sequence: 4, .delete([.int(1)])) else {
+            Issue.record("a sequence applied before the restart was applied again"); return
+        }
+        #expect(try reopened.get([.int(1)]).first??.title == "one")
+    }
+
+    @Test func waitForApplied_returnsWhenTheSequenceArrives_orFalseAtTheDeadline() throws {
+        let directory = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let engine = try Self.engine(directory)
+        defer { try? engine.close() }
+        let now = DispatchTime.now().uptimeNanoseconds
+        #expect(!engine.waitForApplied(1, deadlineNanos: now + 50_000_000))
+        #expect(DispatchTime.now().uptimeNanoseconds >= now + 50_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) {
+            _ = try? engine.apply(sequence: 1, .delete([.int(5)]))
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        #expect(engine.waitForApplied(1, deadlineNanos: started + 10_000_000_000))
+        #expect(DispatchTime.now().uptimeNanoseconds - started < 5_000_000_000)
+        #expect(engine.waitForApplied(0, deadlineNanos: 0))
+    }
+}
