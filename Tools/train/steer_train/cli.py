@@ -101,6 +101,32 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="with --train-phrases: share of clauses worded by a phrase",
     )
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="hold the last N transitions of each training user out of stage 1; stages 2-3 learn from them",
+    )
+    p.add_argument(
+        "--rank-weight", type=float, default=0.0, help="weight of the within-tag ranking term (0: off)"
+    )
+    p.add_argument(
+        "--clause-noise",
+        type=float,
+        default=0.0,
+        help="relative Gaussian noise on training clause embeddings (0: off)",
+    )
+    p.add_argument(
+        "--head-patience",
+        type=int,
+        default=0,
+        help="validate stages 2-3 every epoch, keep the best head, stop after N epochs without gain (0: off)",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune the soft scale and the hybrid blend on validation (written to steering.json)",
+    )
 
 
 def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
@@ -134,6 +160,11 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         progress=progress,
         max_minutes1=getattr(a, "max_minutes1", 0.0),
         phrase_prob=getattr(a, "phrase_prob", 0.5),
+        holdout=getattr(a, "holdout", 0),
+        rank_weight=getattr(a, "rank_weight", 0.0),
+        clause_noise=getattr(a, "clause_noise", 0.0),
+        head_patience=getattr(a, "head_patience", 0),
+        tune=getattr(a, "tune", False),
     )
     return mc, tc
 
@@ -199,6 +230,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
         "train_phrases": getattr(a, "train_phrases", None),
         "losses": res.losses,
         "seconds": res.seconds,
+        "head_validation": res.valid,
         "model_config": mc.to_json(),
         "train_config": tc.to_json(),
     }
@@ -249,6 +281,8 @@ def _evaluate(model: DPR, ds: Dataset, truth: Dataset, a: argparse.Namespace) ->
         "hide_seed": getattr(a, "hide_seed", 0),
         "tag_assignments_visible": sum(len(it.tags) for it in ds.items),
         "tag_assignments_total": sum(len(it.tags) for it in truth.items),
+        "soft_scale": model.soft_scale,
+        "hybrid_blend": model.hybrid_blend,
         **extra,
     }
     return res

@@ -129,9 +129,16 @@ def dominant_tag(
 
 
 def build_tasks(
-    ds: Dataset, cases: list[EvalCase], prompt_tags: list[str], seed: int, v1: bool = True
+    ds: Dataset,
+    cases: list[EvalCase],
+    prompt_tags: list[str],
+    seed: int,
+    v1: bool = True,
+    templates: str = "eval",
 ) -> dict[str, Task]:
     """Tag-prompt tasks with the evaluation templates (seeded); see docs/results.md.
+    ``templates="train"`` words them with the training templates instead (validation prompts for
+    stages 2–3, which must not see the evaluation wordings).
 
     - ``positive``: one case per (user, prompt-eligible tag of the target), labelled ``intent``
       (:func:`intent`) and ``template``; the tag choice never looks at other items.
@@ -151,7 +158,7 @@ def build_tasks(
     if v1:
         names += ["positive_v1", "negative_v1", "compound_v1"]
     tasks = {k: Task(k) for k in names}
-    tpl = TEMPLATES["eval"]
+    tpl = TEMPLATES[templates]
     vocab = ds.tag_vocab
     for c in cases:
         tasks["standard"].add(c, None)
@@ -299,6 +306,17 @@ def v1_rule_filter(
         if bool(rarer.any()):
             keep[i] &= ~tagmat_t[rarer].any(0)
     return keep
+
+
+def blend(soft: torch.Tensor, plain: torch.Tensor, beta: float) -> torch.Tensor:
+    """``β · soft + (1 − β) · plain`` (the hybrid mode's ranking inside its filter); β = 1 and β = 0
+    return ``soft`` / ``plain`` themselves, and ``-inf`` (history) stays ``-inf`` for every β."""
+    if beta == 1.0:
+        return soft
+    if beta == 0.0:
+        return plain
+    out = beta * soft + (1.0 - beta) * plain
+    return out.masked_fill(torch.isinf(soft) | torch.isinf(plain), -math.inf)
 
 
 def top_k_only(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -511,7 +529,7 @@ class Evaluator:
         m = self.model
         V = m.backbone.item_table()
         cb = self.bank.batch(prompts)
-        sq = m.head.query(h, cb.emb, cb.negative, cb.owner) @ V.T
+        sq = m.head.query(h, cb.emb, cb.negative, cb.owner, scale=m.soft_scale) @ V.T
         for i, hist in enumerate(history):
             sq[i, hist] = -math.inf
         mkeep = self._mapped_keep(prompts, V.shape[0])
@@ -550,7 +568,7 @@ class Evaluator:
         sq, mkeep, sem = self._steered(h, task.prompts, history)
         top = top_k_only(s0, TOP)
         out["dpr_soft"] = sq
-        out["dpr_hybrid"] = torch.where(mkeep, sq, neg_inf)
+        out["dpr_hybrid"] = torch.where(mkeep, blend(sq, s0, m.hybrid_blend), neg_inf)
         out["dpr_hard"] = torch.where(mkeep, s0, neg_inf)  # = the clause-mapper filter baseline
         # semantic re-ranking of the backbone's top 100: Σ_c sign(c) · cos(clause, item text); ties
         # keep the backbone's order (a tiny rank-based tie-break)
@@ -558,7 +576,7 @@ class Evaluator:
         if task.exact_prompts is not None:
             sx, xkeep, _ = self._steered(h, task.exact_prompts, history)
             out["dpr_soft_exact"] = sx
-            out["dpr_hybrid_exact"] = torch.where(xkeep, sx, neg_inf)
+            out["dpr_hybrid_exact"] = torch.where(xkeep, blend(sx, s0, m.hybrid_blend), neg_inf)
         return out
 
     def evaluate_task(self, task: Task) -> dict[str, dict[str, np.ndarray]]:
