@@ -388,7 +388,7 @@ def _suppression(logits: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
 
 
 #: the grids the soft scale λ and the hybrid blend β are tuned over (λ first, then β at that λ)
-LAMBDAS = (1.0, 0.5, 0.75, 1.25, 1.5, 2.0, 3.0)
+LAMBDAS = (1.0, 0.25, 0.35, 0.5, 0.75, 1.25, 1.5, 2.0, 3.0)
 BETAS = (1.0, 0.0, 0.25, 0.5, 0.75)
 
 
