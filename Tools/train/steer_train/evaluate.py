@@ -457,6 +457,45 @@ def comparisons(
     return out
 
 
+#: model-vs-model claims (``steer-train compare``): (task, metric, method); the same method of two
+#: checkpoints on the same cases
+MODEL_CLAIMS: list[tuple[str, str, str]] = [
+    ("positive", "ndcg@10", "dpr_soft"),
+    ("positive", "ndcg@10", "dpr_hybrid"),
+    ("negative", "recall@10", "dpr_soft"),
+    ("compound", "ndcg@10", "dpr_soft"),
+    ("compound", "ndcg@10", "dpr_hybrid"),
+    ("positive_phrase", "ndcg@10", "dpr_soft"),
+    ("negative_phrase", "recall@10", "dpr_soft"),
+    ("compound_phrase", "ndcg@10", "dpr_soft"),
+]
+
+
+def compare_models(
+    a: dict[str, dict[str, dict[str, np.ndarray]]],
+    b: dict[str, dict[str, dict[str, np.ndarray]]],
+    groups: dict[str, list[int]],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Paired tests of model ``a`` against model ``b`` (per-case values task → method → metric,
+    scored on the same cases) for the :data:`MODEL_CLAIMS` both have, one Holm family."""
+    out: list[dict[str, Any]] = []
+    for task, metric, method in MODEL_CLAIMS:
+        va = a.get(task, {}).get(method, {}).get(metric)
+        vb = b.get(task, {}).get(method, {}).get(metric)
+        if va is None or vb is None:
+            continue
+        if len(va) != len(vb):
+            raise ValueError(f"{task}: the two models were scored on different cases")
+        res = paired_test(va, vb, seed=seed, groups=groups.get(task))
+        out.append({"task": task, "metric": metric, "method": method,
+                    "mean_a": float(np.mean(va)), "mean_b": float(np.mean(vb)), **res})  # fmt: skip
+    for c, adj in zip(out, holm([c["p_perm"] for c in out]), strict=True):
+        c["p_holm"] = adj
+        c["family"] = len(out)
+    return out
+
+
 # ---------------------------------------------------------------------------- evaluator
 
 

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from steer_train.data import Dataset, Item, leave_one_out
-from steer_train.evaluate import Evaluator, blend, build_tasks
+from steer_train.evaluate import Evaluator, blend, build_tasks, compare_models
 from steer_train.export import STEERING_FILE, load_checkpoint, read_steering, write_checkpoint
 from steer_train.minilm import shared_encoder
 from steer_train.models import DPR, ModelConfig
@@ -319,3 +320,51 @@ def test_early_stopping_restores_the_best_epoch_and_stops() -> None:
     assert all(torch.equal(got[k], fake.snapshots[1][k]) for k in got)
     assert not all(torch.equal(got[k], fake.snapshots[3][k]) for k in got)
     assert model.backbone.aux_emb is not None and torch.equal(model.backbone.aux_emb, fake.aux[1])
+
+
+# ---------------------------------------------------------------------------- model vs model
+
+
+def test_compare_models_pairs_the_same_cases_in_one_holm_family() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    a = {"positive": {"dpr_soft": {"ndcg@10": base + 0.2}, "dpr_hybrid": {"ndcg@10": base}},
+         "negative": {"dpr_soft": {"recall@10": base[:50]}}}  # fmt: skip
+    b = {"positive": {"dpr_soft": {"ndcg@10": base}, "dpr_hybrid": {"ndcg@10": base}},
+         "negative": {"dpr_soft": {"recall@10": base[:50]}}}  # fmt: skip
+    groups = {"positive": list(range(200)), "negative": list(range(50))}
+    out = compare_models(a, b, groups, seed=0)
+    assert [(c["task"], c["method"]) for c in out] == [("positive", "dpr_soft"), ("positive", "dpr_hybrid"),
+                                                        ("negative", "dpr_soft")]  # fmt: skip
+    assert all(c["family"] == 3 for c in out)
+    assert out[0]["diff"] == pytest.approx(0.2) and out[0]["p_holm"] < 0.01
+    assert out[1]["diff"] == 0.0 and out[1]["p_holm"] == 1.0
+    b["positive"]["dpr_soft"]["ndcg@10"] = base[:100]
+    with pytest.raises(ValueError, match="different cases"):
+        compare_models(a, b, groups, seed=0)
+
+
+def test_cli_compare_finds_an_untrained_head_worse(tmp_path: Path) -> None:
+    from steer_train.cli import main
+    from steer_train.models import DPRHead
+    from steer_train.synth import write_generic
+
+    t = tiny("sasrec")
+    n = torch.get_num_threads()
+    enc = shared_encoder()
+    good = write_checkpoint(t.model, t.ds, enc, tmp_path / "good")
+    blank = copy.deepcopy(t.model)
+    torch.manual_seed(0)
+    blank.head = DPRHead(t.model.cfg)
+    bad = write_checkpoint(blank, t.ds, enc, tmp_path / "bad")
+    inter, items = write_generic(t.ds, tmp_path / "data")
+    out = tmp_path / "c.json"
+    try:
+        main(["--no-progress", "compare", "--checkpoint", str(good), "--against", str(bad), "--dataset",
+              f"generic:{inter},{items}", "--threads", "1", "--results", str(out)])  # fmt: skip
+    finally:
+        torch.set_num_threads(n)
+    doc = json.loads(out.read_text())
+    rows = {(c["task"], c["method"]): c for c in doc["comparisons"]}
+    assert rows[("positive", "dpr_soft")]["diff"] > 0.05 and rows[("positive", "dpr_soft")]["p_holm"] < 0.05
+    assert all(c["family"] == len(doc["comparisons"]) == 5 for c in doc["comparisons"])  # no phrase tasks
