@@ -108,6 +108,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="hold the last N transitions of each training user out of stage 1; stages 2-3 learn from them",
     )
     p.add_argument(
+        "--holdout-mix",
+        action="store_true",
+        help="with --holdout: stages 2-3 learn from stage 1's windows too, plus the held-out transitions",
+    )
+    p.add_argument(
         "--rank-weight", type=float, default=0.0, help="weight of the within-tag ranking term (0: off)"
     )
     p.add_argument(
@@ -161,6 +166,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         max_minutes1=getattr(a, "max_minutes1", 0.0),
         phrase_prob=getattr(a, "phrase_prob", 0.5),
         holdout=getattr(a, "holdout", 0),
+        holdout_mix=getattr(a, "holdout_mix", False),
         rank_weight=getattr(a, "rank_weight", 0.0),
         clause_noise=getattr(a, "clause_noise", 0.0),
         head_patience=getattr(a, "head_patience", 0),

@@ -63,6 +63,9 @@ class TrainConfig:
     #: then learn from those transitions only, on user states the backbone never fitted (0: stages
     #: 2–3 learn from stage 1's own training windows)
     holdout: int = 0
+    #: with ``holdout``: stages 2–3 learn from stage 1's own windows (in-sample states) too, the
+    #: held-out transitions appended (``max_samples`` applies to the in-sample part)
+    holdout_mix: bool = False
     #: weight of the within-tag ranking term: cross-entropy of the target among the items carrying
     #: the prompt's positive tag (0: off)
     rank_weight: float = 0.0
@@ -289,6 +292,16 @@ def case_samples(
     h = user_vectors(model, [c.history for c in cases])
     target = torch.tensor([c.target for c in cases], dtype=torch.long)
     return _subsample(Samples(h, target, hist, recent), max_samples, seed)
+
+
+def concat_samples(a: Samples, b: Samples) -> Samples:
+    """``a``'s samples followed by ``b``'s."""
+    return Samples(
+        torch.cat([a.h, b.h]),
+        torch.cat([a.target, b.target]),
+        torch.cat([a.hist, b.hist]),
+        torch.cat([a.recent, b.recent]),
+    )
 
 
 def _subsample(smp: Samples, max_samples: int, seed: int) -> Samples:
@@ -688,11 +701,17 @@ def train_all(
             state = {k: v for k, v in model.backbone.state_dict().items() if k != "aux_emb"}
             torch.save({"state": state, "losses": torch.tensor(l1)}, cached)
     t1 = time.time()
-    if held:
+    if held and tc.holdout_mix:
+        smp = concat_samples(
+            build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed),
+            case_samples(model, held, ds.tag_matrix(), 0, tc.seed),
+        )
+    elif held:
         smp = case_samples(model, held, ds.tag_matrix(), tc.max_samples, tc.seed)
     else:
         smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
-    log.info("head training samples: %d (%s)", smp.h.shape[0], "held out" if held else "in sample")
+    kind = ("in sample + held out" if tc.holdout_mix else "held out") if held else "in sample"
+    log.info("head training samples: %d (%s)", smp.h.shape[0], kind)
     validator = None
     if (tc.head_patience > 0 or tc.tune) and full_split.valid:
         validator = HeadValidator(model, ds, full_split.valid, bank, prompt_tags, tc.seed)
@@ -703,7 +722,7 @@ def train_all(
     l3 = train_head(model, ds, smp, bank, prompt_tags, tc, 3, phrases, validator, v3)
     t3 = time.time()
     model.tags = list(ds.tag_vocab)
-    valid: dict[str, Any] = {"head_samples": int(smp.h.shape[0]), "held_out": bool(held)}
+    valid: dict[str, Any] = {"head_samples": int(smp.h.shape[0]), "held_out": bool(held), "samples": kind}
     if validator is not None:
         valid.update(valid_cases=validator.sizes(), stage2=v2, stage3=v3)
         if tc.tune:

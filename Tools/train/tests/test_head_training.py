@@ -368,3 +368,21 @@ def test_cli_compare_finds_an_untrained_head_worse(tmp_path: Path) -> None:
     rows = {(c["task"], c["method"]): c for c in doc["comparisons"]}
     assert rows[("positive", "dpr_soft")]["diff"] > 0.05 and rows[("positive", "dpr_soft")]["p_holm"] < 0.05
     assert all(c["family"] == len(doc["comparisons"]) == 5 for c in doc["comparisons"])  # no phrase tasks
+
+
+def test_holdout_mix_trains_on_in_sample_windows_and_the_held_out_transitions() -> None:
+    ds = generate(SynthConfig(seed=7, n_users=60, n_items=80, min_len=8, max_len=14))
+    split = leave_one_out(ds)
+    cfg = ModelConfig(backbone="sasrec", n_items=ds.n_items, d=16, max_len=10, n_layers=1, n_heads=1,
+                      d_ff=16, dropout=0.0, fusion_hidden=16, n_experts=1, expert_hidden=16)  # fmt: skip
+    bank = PromptBank(shared_encoder())
+    kept, held = holdout_split(split.train, 3)
+    in_sample = sum(len(s) - 1 for s in kept if len(s) >= 2)
+    counts = {}
+    for mix in (False, True):
+        tc = TrainConfig(seed=0, epochs1=1, eval_every=0, epochs2=1, epochs3=1, progress=False,
+                         holdout=3, holdout_mix=mix)  # fmt: skip
+        res = train_all(DPR.create(cfg, seed=0), ds, split, bank, tc, ds.prompt_tags())
+        counts[mix] = res.valid["head_samples"]
+    assert counts == {False: len(held), True: in_sample + len(held)}
+    assert len(held) == 3 * 60
