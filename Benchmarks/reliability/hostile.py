@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
+from harness import (
     Connection,
     ConnectionBroken,
     Router,
@@ -138,7 +138,9 @@ def keys_file(path: Path, keys: list[tuple[str, str, str]]) -> str:
 
 def start_target(binary: str, kind: str) -> Target:
     workdir = tempfile.mkdtemp(prefix=f"steer-hostile-{kind}-")
-    client_keys = keys_file(Path(workdir) / "keys.json", [("admin", "admin", TOKEN), ("reader", "read", READ_KEY)])
+    client_keys = keys_file(
+        Path(workdir) / "keys.json", [("admin", "admin", TOKEN), ("reader", "read", READ_KEY)]
+    )
     shard_keys = keys_file(Path(workdir) / "shard-keys.json", [("router", "admin", SHARD_KEY)])
     (Path(workdir) / "shard-key").write_text(SHARD_KEY)
     common = ["--dimension", str(DIMENSION), "--index-spec", "HNSW32"]
@@ -152,17 +154,28 @@ def start_target(binary: str, kind: str) -> Target:
                 [*common, "--keys-file", client_keys, *limit_flags(), "--metrics-port", str(metrics)],
             )
             processes.append(server)
-            target = Target(kind, server.port, processes, metrics, workdir, str(Path(workdir) / "data" / "generations"))
+            target = Target(
+                kind, server.port, processes, metrics, workdir, str(Path(workdir) / "data" / "generations")
+            )
         else:
             shards = []
             for index in range(2):
-                shard = Server(binary, str(Path(workdir) / f"shard{index}"), [*common, "--keys-file", shard_keys])
+                shard = Server(
+                    binary, str(Path(workdir) / f"shard{index}"), [*common, "--keys-file", shard_keys]
+                )
                 processes.append(shard)
                 shards += ["--shard", f"127.0.0.1:{shard.port}"]
             router = Router(
                 binary,
                 str(Path(workdir) / "router.log"),
-                [*shards, "--keys-file", client_keys, "--shard-key-file", str(Path(workdir) / "shard-key"), *limit_flags()],
+                [
+                    *shards,
+                    "--keys-file",
+                    client_keys,
+                    "--shard-key-file",
+                    str(Path(workdir) / "shard-key"),
+                    *limit_flags(),
+                ],
             )
             processes.append(router)
             target = Target(kind, router.port, processes, None, workdir, None)
@@ -215,7 +228,11 @@ class GoodClient:
                 step += 1
                 if step % 10 == 0:
                     ident = f"ack-{step}"
-                    request = {"op": "upsert", "token": TOKEN, "items": [{"id": ident, "vector": vector(step)}]}
+                    request = {
+                        "op": "upsert",
+                        "token": TOKEN,
+                        "items": [{"id": ident, "vector": vector(step)}],
+                    }
                     op = "upsert"
                 elif step % 2 == 0:
                     request = {"op": "search", "token": READ_KEY, "vector": vector(step), "k": 10}
@@ -388,44 +405,39 @@ def endless_line_without_newline(t: Target) -> Outcome:
         return Outcome("too_large", code(first) if code(a.read()) == "ok" else "connection unusable")
 
 
+def dribble(a: Attack, byte: bytes, seconds: float) -> Outcome:
+    """Sends `byte` about every 0.3 s until the server closes the connection or `seconds` pass."""
+    started = time.monotonic()
+    a.sock.settimeout(0.2)
+    while time.monotonic() - started < seconds:
+        try:
+            a.sock.sendall(byte)
+            if a.sock.recv(1 << 16) == b"":
+                return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
+        except TimeoutError:
+            continue
+        except OSError:
+            return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
+        time.sleep(0.3)
+    return Outcome("closed", "still open")
+
+
 def slowloris_partial_line(t: Target) -> Outcome:
     with Attack(t.port) as a:
         a.send(b'{"op":"pi')
-        started = time.monotonic()
-        a.sock.settimeout(0.2)
-        while time.monotonic() - started < LINE_TIMEOUT_S + 6:
-            try:
-                a.sock.sendall(b" ")
-                if a.sock.recv(1 << 16) == b"":
-                    return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
-            except TimeoutError:
-                continue
-            except OSError:
-                return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
-            time.sleep(0.3)
-        return Outcome("closed", "still open")
+        return dribble(a, b" ", LINE_TIMEOUT_S + 6)
 
 
 def blank_line_keepalive(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        started = time.monotonic()
-        a.sock.settimeout(0.2)
-        while time.monotonic() - started < IDLE_TIMEOUT_S + 6:
-            try:
-                a.sock.sendall(b"\n")
-                if a.sock.recv(1 << 16) == b"":
-                    return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
-            except TimeoutError:
-                continue
-            except OSError:
-                return Outcome("closed", "closed", f"after {time.monotonic() - started:.1f} s")
-            time.sleep(0.3)
-        return Outcome("closed", "still open")
+        return dribble(a, b"\n", IDLE_TIMEOUT_S + 6)
 
 
 def unread_get_flood(t: Target) -> Outcome:
     """Pipelines `get` of many distinct items (with their vectors) and never reads."""
-    request = json.dumps(with_key({"op": "get", "ids": list(range(1000)), "timeout_ms": 30_000})).encode() + b"\n"
+    request = (
+        json.dumps(with_key({"op": "get", "ids": list(range(1000)), "timeout_ms": 30_000})).encode() + b"\n"
+    )
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -439,7 +451,14 @@ def unread_get_flood(t: Target) -> Outcome:
 
 
 def unread_search_flood(t: Target) -> Outcome:
-    request = json.dumps(with_key({"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100, "timeout_ms": 30_000})).encode() + b"\n"
+    request = (
+        json.dumps(
+            with_key(
+                {"op": "search", "vectors": [vector(n) for n in range(64)], "k": 100, "timeout_ms": 30_000}
+            )
+        ).encode()
+        + b"\n"
+    )
     with Attack(t.port) as a:
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.sock.settimeout(0.5)
@@ -461,12 +480,16 @@ def get_repeated_id(t: Target) -> Outcome:
 
 def search_cost_over_limit(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "search", "vectors": [vector(n) for n in range(1024)], "k": 1000}), "too_large")
+        return expect(
+            a.call({"op": "search", "vectors": [vector(n) for n in range(1024)], "k": 1000}), "too_large"
+        )
 
 
 def huge_ef_search(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "search", "vector": vector(1), "k": 10, "ef_search": 1 << 20}), "too_large")
+        return expect(
+            a.call({"op": "search", "vector": vector(1), "k": 10, "ef_search": 1 << 20}), "too_large"
+        )
 
 
 def huge_nprobe(t: Target) -> Outcome:
@@ -481,7 +504,9 @@ def k_over_limit(t: Target) -> Outcome:
 
 def filter_same_tag_1024_times(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        answer = a.call({"op": "search", "vector": vector(1), "k": 10, "filter": {"tags_any": ["tag1"] * 1024}})
+        answer = a.call(
+            {"op": "search", "vector": vector(1), "k": 10, "filter": {"tags_any": ["tag1"] * 1024}}
+        )
         hits = answer.get("hits", [])
         good = all("tag1" in hit.get("tags", []) for hit in hits) and len(hits) == 10
         return Outcome("ok", code(answer) if good else f"wrong hits {hits[:2]}")
@@ -490,12 +515,16 @@ def filter_same_tag_1024_times(t: Target) -> Outcome:
 def filter_many_distinct_tags(t: Target) -> Outcome:
     with Attack(t.port) as a:
         tags = [f"t{n}" for n in range(1024)]
-        return expect(a.call({"op": "search", "vector": vector(1), "k": 10, "filter": {"tags_none": tags}}), "too_large")
+        return expect(
+            a.call({"op": "search", "vector": vector(1), "k": 10, "filter": {"tags_none": tags}}), "too_large"
+        )
 
 
 def prompt_too_long(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "recommend", "history": [1, 2], "prompt": "comedy " * 20_000, "k": 5}), "too_large")
+        return expect(
+            a.call({"op": "recommend", "history": [1, 2], "prompt": "comedy " * 20_000, "k": 5}), "too_large"
+        )
 
 
 def prompt_many_clauses(t: Target) -> Outcome:
@@ -529,14 +558,24 @@ def timeout_over_limit(t: Target) -> Outcome:
 def pipelined_heavy_queries(t: Target) -> Outcome:
     """16 pipelined heavy searches (32 queries, k 1000, ef_search 2048 each): each is answered or fails
     on its deadline, while the well-behaved client keeps its turn on the workers."""
-    request = {"op": "search", "vectors": [vector(n) for n in range(32)], "k": 1000, "ef_search": 2048, "timeout_ms": 4000}
+    request = {
+        "op": "search",
+        "vectors": [vector(n) for n in range(32)],
+        "k": 1000,
+        "ef_search": 2048,
+        "timeout_ms": 4000,
+    }
     payload = (json.dumps(with_key(request)) + "\n").encode() * 16
     with Attack(t.port, timeout=120.0) as a:
         a.send(payload)
         codes = [code(a.read()) for _ in range(16)]
     wrong = [c for c in codes if c not in ("ok", "deadline_exceeded", "too_large")]
-    return Outcome("ok", "ok" if not wrong else ",".join(sorted(set(wrong))), f"{codes.count('ok')} ok, "
-                   f"{codes.count('deadline_exceeded')} deadline_exceeded, {codes.count('too_large')} too_large")
+    return Outcome(
+        "ok",
+        "ok" if not wrong else ",".join(sorted(set(wrong))),
+        f"{codes.count('ok')} ok, "
+        f"{codes.count('deadline_exceeded')} deadline_exceeded, {codes.count('too_large')} too_large",
+    )
 
 
 def answer_over_response_limit(t: Target) -> Outcome:
@@ -544,7 +583,10 @@ def answer_over_response_limit(t: Target) -> Outcome:
     blob = {"text": "x" * 60_000}
     with Attack(t.port) as a:
         for start in range(0, 80, 12):
-            items = [{"id": f"big-{n}", "vector": vector(n), "attributes": blob} for n in range(start, min(80, start + 12))]
+            items = [
+                {"id": f"big-{n}", "vector": vector(n), "attributes": blob}
+                for n in range(start, min(80, start + 12))
+            ]
             answer = a.call({"op": "upsert", "token": TOKEN, "items": items})
             if code(answer) != "ok":
                 return Outcome("too_large", f"setup upsert {code(answer)}")
@@ -569,7 +611,9 @@ def read_key_cannot_write(t: Target) -> Outcome:
     with Attack(t.port) as a:
         first = code(a.call({"op": "upsert", "items": [{"id": "x-read", "vector": vector(1)}]}))
         second = code(a.call({"op": "swap", "generation": "g1"}))
-    return Outcome("unauthorized", first if second == "unauthorized" else f"swap with a read key gave {second}")
+    return Outcome(
+        "unauthorized", first if second == "unauthorized" else f"swap with a read key gave {second}"
+    )
 
 
 def read_without_key(t: Target) -> Outcome:
@@ -584,14 +628,20 @@ def admin_token_prefix(t: Target) -> Outcome:
 
 def swap_path_traversal(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "swap", "token": TOKEN, "generation": "../../../../etc"}), "invalid_request|not_found|unauthorized")
+        return expect(
+            a.call({"op": "swap", "token": TOKEN, "generation": "../../../../etc"}),
+            "invalid_request|not_found|unauthorized",
+        )
 
 
 def swap_absolute_path(t: Target) -> Outcome:
     outside = tempfile.mkdtemp(prefix="steer-hostile-outside-")
     try:
         with Attack(t.port) as a:
-            return expect(a.call({"op": "swap", "token": TOKEN, "generation": outside}), "invalid_request|not_found|unauthorized")
+            return expect(
+                a.call({"op": "swap", "token": TOKEN, "generation": outside}),
+                "invalid_request|not_found|unauthorized",
+            )
     finally:
         shutil.rmtree(outside, ignore_errors=True)
 
@@ -614,7 +664,13 @@ def huge_finite_values(t: Target) -> Outcome:
 
 def nan_in_vector(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        a.send(b'{"op":"search","token":"' + READ_KEY.encode() + b'","vector":[NaN' + b",0" * (DIMENSION - 1) + b'],"k":3}\n')
+        a.send(
+            b'{"op":"search","token":"'
+            + READ_KEY.encode()
+            + b'","vector":[NaN'
+            + b",0" * (DIMENSION - 1)
+            + b'],"k":3}\n'
+        )
         return expect(a.read(), "invalid_request")
 
 
@@ -633,7 +689,10 @@ def binary_garbage(t: Target) -> Outcome:
         codes = {code(a.read()) for _ in range(50)}
         a.line({"id": 9, "op": "ping"})
         last = a.read()
-    return Outcome("parse_error", "parse_error" if codes <= {"parse_error", "invalid_request"} and code(last) == "ok" else str(codes))
+    return Outcome(
+        "parse_error",
+        "parse_error" if codes <= {"parse_error", "invalid_request"} and code(last) == "ok" else str(codes),
+    )
 
 
 def nfc_nfd_ids(t: Target) -> Outcome:
@@ -713,11 +772,20 @@ def metrics_port_flood(t: Target) -> Outcome:
 
 def half_close_with_pipeline(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        a.send(b"".join(json.dumps({"id": n, "op": "stats", "token": READ_KEY}).encode() + b"\n" for n in range(200)))
+        a.send(
+            b"".join(
+                json.dumps({"id": n, "op": "stats", "token": READ_KEY}).encode() + b"\n" for n in range(200)
+            )
+        )
         a.sock.shutdown(socket.SHUT_WR)
         ids = [a.read().get("id") for _ in range(200)]
         closed = a.closed_within(5)
-    return Outcome("ok", "ok" if ids == list(range(200)) and closed else f"ids in order {ids == list(range(200))}, closed {closed}")
+    return Outcome(
+        "ok",
+        "ok"
+        if ids == list(range(200)) and closed
+        else f"ids in order {ids == list(range(200))}, closed {closed}",
+    )
 
 
 def write_with_tiny_deadline(t: Target) -> Outcome:
@@ -726,7 +794,14 @@ def write_with_tiny_deadline(t: Target) -> Outcome:
         results = []
         for n in range(20):
             ident = f"deadline-write-{n}"
-            answer = a.call({"op": "upsert", "token": TOKEN, "timeout_ms": 1, "items": [{"id": ident, "vector": vector(n)}]})
+            answer = a.call(
+                {
+                    "op": "upsert",
+                    "token": TOKEN,
+                    "timeout_ms": 1,
+                    "items": [{"id": ident, "vector": vector(n)}],
+                }
+            )
             stored = len(a.call({"op": "get", "ids": [ident]}).get("items", [])) == 1
             results.append((code(answer), stored))
     wrong = [r for r in results if (r[0] == "ok") != r[1] or r[0] not in ("ok", "deadline_exceeded")]
@@ -742,7 +817,9 @@ def unknown_op_and_fields(t: Target) -> Outcome:
 
 def dimension_mismatch(t: Target) -> Outcome:
     with Attack(t.port) as a:
-        return expect(a.call({"op": "search", "vector": [1.0] * (DIMENSION + 1), "k": 3}), "dimension_mismatch")
+        return expect(
+            a.call({"op": "search", "vector": [1.0] * (DIMENSION + 1), "k": 3}), "dimension_mismatch"
+        )
 
 
 @dataclass(frozen=True)
@@ -825,7 +902,8 @@ class CaseResult:
         if self.seconds > self.bound_s:
             found.append(f"took {self.seconds:.1f} s, bound {self.bound_s} s")
         if self.good_client.get("failures", 0):
-            found.append(f"well-behaved client had {self.good_client['failures']} failures: {self.good_client.get('failure_samples')}")
+            samples = self.good_client.get("failure_samples")
+            found.append(f"well-behaved client had {self.good_client['failures']} failures: {samples}")
         if self.good_client.get("max_ms", 0) > GOOD_MAX_MS:
             found.append(f"well-behaved client waited {self.good_client['max_ms']} ms")
         if not self.alive:
@@ -862,8 +940,18 @@ def run_case(case: Case, target: Target, good: GoodClient) -> CaseResult:
     window["failures"] = len(good.failures) - failures_before
     window["failure_samples"] = [f[:200] for f in good.failures[failures_before : failures_before + 3]]
     window["p99_target_ms"] = GOOD_P99_TARGET_MS
-    return CaseResult(target.kind, case.name, outcome.expected, outcome.got, outcome.detail, round(seconds, 3),
-                      case.bound_s, window, target.rss_kib(), target.alive())
+    return CaseResult(
+        target.kind,
+        case.name,
+        outcome.expected,
+        outcome.got,
+        outcome.detail,
+        round(seconds, 3),
+        case.bound_s,
+        window,
+        target.rss_kib(),
+        target.alive(),
+    )
 
 
 def acknowledged_writes_present(target: Target, good: GoodClient) -> tuple[int, list[str]]:
@@ -877,7 +965,9 @@ def acknowledged_writes_present(target: Target, good: GoodClient) -> tuple[int, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--binary")
     parser.add_argument("--targets", default="server,router")
     parser.add_argument("--results")
@@ -885,9 +975,14 @@ def main() -> int:
     args = parser.parse_args()
     binary = steer_binary(args.binary)
     chosen = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
-    body: dict[str, Any] = {"items": ITEMS, "dimension": DIMENSION, "rss_bound_kib": RSS_BOUND_KIB,
-                            "good_p99_target_ms": GOOD_P99_TARGET_MS, "load_average_start": os.getloadavg(),
-                            "targets": {}}
+    body: dict[str, Any] = {
+        "items": ITEMS,
+        "dimension": DIMENSION,
+        "rss_bound_kib": RSS_BOUND_KIB,
+        "good_p99_target_ms": GOOD_P99_TARGET_MS,
+        "load_average_start": os.getloadavg(),
+        "targets": {},
+    }
     failed = 0
     for kind in args.targets.split(","):
         with attacked(binary, kind) as (target, good):
@@ -896,8 +991,11 @@ def main() -> int:
                 result = run_case(case, target, good)
                 problems = result.problems
                 failed += bool(problems)
-                print(f"{kind:6} {case.name:32} {result.got:20} {result.seconds:6.2f} s  good p99 "
-                      f"{result.good_client.get('p99_ms')} ms  {'; '.join(problems) or 'ok'}", flush=True)
+                print(
+                    f"{kind:6} {case.name:32} {result.got:20} {result.seconds:6.2f} s  good p99 "
+                    f"{result.good_client.get('p99_ms')} ms  {'; '.join(problems) or 'ok'}",
+                    flush=True,
+                )
                 rows.append({**result.__dict__, "problems": problems})
             count, missing = acknowledged_writes_present(target, good)
             failed += bool(missing)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from hostile import CASES, GoodClient, Target, acknowledged_writes_present, attacked, run_case
 
 KINDS = ["server", "router"]
@@ -29,7 +28,7 @@ def test_catalogue_has_at_least_30_cases() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_attack(attacked_target: tuple[Target, GoodClient], case) -> None:  # noqa: ANN001
+def test_attack(attacked_target: tuple[Target, GoodClient], case) -> None:
     target, good = attacked_target
     result = run_case(case, target, good)
     assert result.problems == [], f"{target.kind} / {case.name}: {result.problems}"

@@ -156,9 +156,10 @@ def test_connections_refused_at_the_limit_do_not_hold_descriptors(
         ["--dimension", "2", "--max-connections", "2", "--tls-cert", str(cert), "--tls-key", str(key)],
     )
     try:
-        with SteerClient(port=server.port, tls=trusting(cert)) as first, SteerClient(
-            port=server.port, tls=trusting(cert)
-        ) as second:
+        with (
+            SteerClient(port=server.port, tls=trusting(cert)) as first,
+            SteerClient(port=server.port, tls=trusting(cert)) as second,
+        ):
             first.ping()
             second.ping()
             baseline = open_descriptors(server.pid)

@@ -101,6 +101,37 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="with --train-phrases: share of clauses worded by a phrase",
     )
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="hold the last N transitions of each training user out of stage 1; stages 2-3 learn from them",
+    )
+    p.add_argument(
+        "--holdout-mix",
+        action="store_true",
+        help="with --holdout: stages 2-3 learn from stage 1's windows too, plus the held-out transitions",
+    )
+    p.add_argument(
+        "--rank-weight", type=float, default=0.0, help="weight of the within-tag ranking term (0: off)"
+    )
+    p.add_argument(
+        "--clause-noise",
+        type=float,
+        default=0.0,
+        help="relative Gaussian noise on training clause embeddings (0: off)",
+    )
+    p.add_argument(
+        "--head-patience",
+        type=int,
+        default=0,
+        help="validate stages 2-3 every epoch, keep the best head, stop after N epochs without gain (0: off)",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune the soft scale and the hybrid blend on validation (written to steering.json)",
+    )
 
 
 def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelConfig, TrainConfig]:
@@ -134,6 +165,12 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         progress=progress,
         max_minutes1=getattr(a, "max_minutes1", 0.0),
         phrase_prob=getattr(a, "phrase_prob", 0.5),
+        holdout=getattr(a, "holdout", 0),
+        holdout_mix=getattr(a, "holdout_mix", False),
+        rank_weight=getattr(a, "rank_weight", 0.0),
+        clause_noise=getattr(a, "clause_noise", 0.0),
+        head_patience=getattr(a, "head_patience", 0),
+        tune=getattr(a, "tune", False),
     )
     return mc, tc
 
@@ -199,6 +236,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
         "train_phrases": getattr(a, "train_phrases", None),
         "losses": res.losses,
         "seconds": res.seconds,
+        "head_validation": res.valid,
         "model_config": mc.to_json(),
         "train_config": tc.to_json(),
     }
@@ -249,6 +287,8 @@ def _evaluate(model: DPR, ds: Dataset, truth: Dataset, a: argparse.Namespace) ->
         "hide_seed": getattr(a, "hide_seed", 0),
         "tag_assignments_visible": sum(len(it.tags) for it in ds.items),
         "tag_assignments_total": sum(len(it.tags) for it in truth.items),
+        "soft_scale": model.soft_scale,
+        "hybrid_blend": model.hybrid_blend,
         **extra,
     }
     return res
@@ -361,6 +401,55 @@ def _write_results(
         print(json.dumps(res, indent=1))
 
 
+def cmd_compare(a: argparse.Namespace) -> None:
+    """Two checkpoints of the same data on the same tasks: paired tests of each method (A vs B)."""
+    from steer_train.evaluate import Evaluator, build_phrase_tasks, build_tasks, compare_models
+    from steer_train.export import load_checkpoint
+    from steer_train.prompts import load_phrases
+
+    ds, truth = _load(a)
+    models = []
+    for path in (a.checkpoint, a.against):
+        model, items = load_checkpoint(path)
+        if [str(i.id) for i in items] != [str(i.id) for i in ds.items] or [i.tags for i in items] != [
+            i.tags for i in ds.items
+        ]:
+            raise SystemExit(f"{path}: items or visible tags differ from the data set's")
+        models.append(model)
+    split = leave_one_out(truth)
+    enc = shared_encoder(a.minilm)
+    tags = truth.prompt_tags()
+    tasks = build_tasks(truth, split.test, tags, seed=a.eval_seed, v1=False)
+    if a.prompts:
+        tasks.update(build_phrase_tasks(tasks, load_phrases(a.prompts), truth.tag_vocab, seed=a.eval_seed))
+    tasks = {k: t for k, t in tasks.items() if t.cases and k != "standard"}
+    per_case = [
+        {k: Evaluator(m, ds, enc, tags, truth=truth).evaluate_task(t) for k, t in tasks.items()}
+        for m in models
+    ]
+    groups = {k: [c.user for c in t.cases] for k, t in tasks.items()}
+    doc = {
+        "checkpoint_a": a.checkpoint,
+        "checkpoint_b": a.against,
+        "steering_a": [models[0].soft_scale, models[0].hybrid_blend],
+        "steering_b": [models[1].soft_scale, models[1].hybrid_blend],
+        "dataset": ds.name,
+        "hide_tags": a.hide_tags,
+        "prompts": a.prompts,
+        "eval_seed": a.eval_seed,
+        "command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        "commit": git_commit(),
+        "comparisons": compare_models(per_case[0], per_case[1], groups, a.eval_seed),
+    }
+    text = json.dumps(doc, indent=1) + "\n"
+    if a.results:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(text)
+        log.info("comparison written to %s", a.results)
+    else:
+        print(text, end="")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     """Re-export a checkpoint (e.g. after a format change) and regenerate its golden file."""
     from steer_train.export import load_checkpoint, write_checkpoint
@@ -459,6 +548,17 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--threads", type=int, default=2)
     _data_args(e)
     e.set_defaults(fn=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="paired tests of two checkpoints on the same tasks (A vs B)")
+    c.add_argument("--dataset", required=True, help=ds_help)
+    c.add_argument("--checkpoint", required=True, help="model A")
+    c.add_argument("--against", required=True, help="model B")
+    c.add_argument("--results", default=None)
+    c.add_argument("--eval-seed", type=int, default=0)
+    c.add_argument("--prompts", default=None, help="phrase file: also compare on the phrase tasks")
+    c.add_argument("--threads", type=int, default=2)
+    _data_args(c)
+    c.set_defaults(fn=cmd_compare)
 
     x = sub.add_parser("export", help="re-export a checkpoint with a fresh golden file")
     x.add_argument("--checkpoint", required=True)

@@ -129,9 +129,16 @@ def dominant_tag(
 
 
 def build_tasks(
-    ds: Dataset, cases: list[EvalCase], prompt_tags: list[str], seed: int, v1: bool = True
+    ds: Dataset,
+    cases: list[EvalCase],
+    prompt_tags: list[str],
+    seed: int,
+    v1: bool = True,
+    templates: str = "eval",
 ) -> dict[str, Task]:
     """Tag-prompt tasks with the evaluation templates (seeded); see docs/results.md.
+    ``templates="train"`` words them with the training templates instead (validation prompts for
+    stages 2–3, which must not see the evaluation wordings).
 
     - ``positive``: one case per (user, prompt-eligible tag of the target), labelled ``intent``
       (:func:`intent`) and ``template``; the tag choice never looks at other items.
@@ -151,7 +158,7 @@ def build_tasks(
     if v1:
         names += ["positive_v1", "negative_v1", "compound_v1"]
     tasks = {k: Task(k) for k in names}
-    tpl = TEMPLATES["eval"]
+    tpl = TEMPLATES[templates]
     vocab = ds.tag_vocab
     for c in cases:
         tasks["standard"].add(c, None)
@@ -301,6 +308,17 @@ def v1_rule_filter(
     return keep
 
 
+def blend(soft: torch.Tensor, plain: torch.Tensor, beta: float) -> torch.Tensor:
+    """``β · soft + (1 − β) · plain`` (the hybrid mode's ranking inside its filter); β = 1 and β = 0
+    return ``soft`` / ``plain`` themselves, and ``-inf`` (history) stays ``-inf`` for every β."""
+    if beta == 1.0:
+        return soft
+    if beta == 0.0:
+        return plain
+    out = beta * soft + (1.0 - beta) * plain
+    return out.masked_fill(torch.isinf(soft) | torch.isinf(plain), -math.inf)
+
+
 def top_k_only(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``scores`` with everything outside each row's top ``k`` set to ``-inf``."""
     k = min(k, scores.shape[1])
@@ -439,6 +457,45 @@ def comparisons(
     return out
 
 
+#: model-vs-model claims (``steer-train compare``): (task, metric, method); the same method of two
+#: checkpoints on the same cases
+MODEL_CLAIMS: list[tuple[str, str, str]] = [
+    ("positive", "ndcg@10", "dpr_soft"),
+    ("positive", "ndcg@10", "dpr_hybrid"),
+    ("negative", "recall@10", "dpr_soft"),
+    ("compound", "ndcg@10", "dpr_soft"),
+    ("compound", "ndcg@10", "dpr_hybrid"),
+    ("positive_phrase", "ndcg@10", "dpr_soft"),
+    ("negative_phrase", "recall@10", "dpr_soft"),
+    ("compound_phrase", "ndcg@10", "dpr_soft"),
+]
+
+
+def compare_models(
+    a: dict[str, dict[str, dict[str, np.ndarray]]],
+    b: dict[str, dict[str, dict[str, np.ndarray]]],
+    groups: dict[str, list[int]],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Paired tests of model ``a`` against model ``b`` (per-case values task → method → metric,
+    scored on the same cases) for the :data:`MODEL_CLAIMS` both have, one Holm family."""
+    out: list[dict[str, Any]] = []
+    for task, metric, method in MODEL_CLAIMS:
+        va = a.get(task, {}).get(method, {}).get(metric)
+        vb = b.get(task, {}).get(method, {}).get(metric)
+        if va is None or vb is None:
+            continue
+        if len(va) != len(vb):
+            raise ValueError(f"{task}: the two models were scored on different cases")
+        res = paired_test(va, vb, seed=seed, groups=groups.get(task))
+        out.append({"task": task, "metric": metric, "method": method,
+                    "mean_a": float(np.mean(va)), "mean_b": float(np.mean(vb)), **res})  # fmt: skip
+    for c, adj in zip(out, holm([c["p_perm"] for c in out]), strict=True):
+        c["p_holm"] = adj
+        c["family"] = len(out)
+    return out
+
+
 # ---------------------------------------------------------------------------- evaluator
 
 
@@ -511,7 +568,7 @@ class Evaluator:
         m = self.model
         V = m.backbone.item_table()
         cb = self.bank.batch(prompts)
-        sq = m.head.query(h, cb.emb, cb.negative, cb.owner) @ V.T
+        sq = m.head.query(h, cb.emb, cb.negative, cb.owner, scale=m.soft_scale) @ V.T
         for i, hist in enumerate(history):
             sq[i, hist] = -math.inf
         mkeep = self._mapped_keep(prompts, V.shape[0])
@@ -550,7 +607,7 @@ class Evaluator:
         sq, mkeep, sem = self._steered(h, task.prompts, history)
         top = top_k_only(s0, TOP)
         out["dpr_soft"] = sq
-        out["dpr_hybrid"] = torch.where(mkeep, sq, neg_inf)
+        out["dpr_hybrid"] = torch.where(mkeep, blend(sq, s0, m.hybrid_blend), neg_inf)
         out["dpr_hard"] = torch.where(mkeep, s0, neg_inf)  # = the clause-mapper filter baseline
         # semantic re-ranking of the backbone's top 100: Σ_c sign(c) · cos(clause, item text); ties
         # keep the backbone's order (a tiny rank-based tie-break)
@@ -558,7 +615,7 @@ class Evaluator:
         if task.exact_prompts is not None:
             sx, xkeep, _ = self._steered(h, task.exact_prompts, history)
             out["dpr_soft_exact"] = sx
-            out["dpr_hybrid_exact"] = torch.where(xkeep, sx, neg_inf)
+            out["dpr_hybrid_exact"] = torch.where(xkeep, blend(sx, s0, m.hybrid_blend), neg_inf)
         return out
 
     def evaluate_task(self, task: Task) -> dict[str, dict[str, np.ndarray]]:

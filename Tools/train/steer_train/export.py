@@ -20,6 +20,12 @@ from steer_train.train import pad_left
 
 FORMAT = "steer-dpr"
 VERSION = 1
+#: the optional tuned steering settings beside a checkpoint (λ, β); readers of the v1 format that do
+#: not know the file ignore it (the Swift server does not read it)
+STEERING_FILE = "steering.json"
+STEERING_FORMAT = "steer-dpr-steering"
+STEERING_VERSION = 1
+STEERING_MAX_BYTES = 64 * 1024
 
 
 def _backbone_name(key: str) -> str | None:
@@ -182,7 +188,45 @@ def write_checkpoint(
         "cases": golden_cases(model, ds, encoder, default_golden_inputs(ds, model, golden_seed)),
     }
     (d / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+    steering = d / STEERING_FILE
+    if model.soft_scale != 1.0 or model.hybrid_blend != 1.0:
+        doc = {"format": STEERING_FORMAT, "version": STEERING_VERSION,
+               "soft_scale": model.soft_scale, "hybrid_blend": model.hybrid_blend}  # fmt: skip
+        steering.write_text(json.dumps(doc, indent=1) + "\n")
+    elif steering.exists():
+        steering.unlink()  # a re-export with the defaults must not keep an older tuning
     return d
+
+
+def read_steering(directory: str | Path) -> tuple[float, float]:
+    """(λ, β) from the optional ``steering.json`` (docs/checkpoint-format.md); (1, 1) without it.
+
+    - Throws: ``ValueError`` naming the file when it is larger than :data:`STEERING_MAX_BYTES`, not
+      a ``steer-dpr-steering`` v1 object, or a value is not a finite number (λ > 0, β in [0, 1]).
+    """
+    path = Path(directory) / STEERING_FILE
+    if not path.is_file():
+        return 1.0, 1.0
+    if path.stat().st_size > STEERING_MAX_BYTES:
+        raise ValueError(f"{path}: larger than {STEERING_MAX_BYTES} bytes")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != STEERING_FORMAT
+        or doc.get("version") != STEERING_VERSION
+    ):
+        raise ValueError(f"{path}: not a {STEERING_FORMAT} v{STEERING_VERSION} file")
+    lam, beta = doc.get("soft_scale"), doc.get("hybrid_blend")
+    for name, v in (("soft_scale", lam), ("hybrid_blend", beta)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"{path}: {name} must be a finite number")
+    assert isinstance(lam, int | float) and isinstance(beta, int | float)
+    if lam <= 0 or not 0 <= beta <= 1:
+        raise ValueError(f"{path}: soft_scale must be > 0 and hybrid_blend in [0, 1]")
+    return float(lam), float(beta)
 
 
 def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
@@ -206,7 +250,8 @@ def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
     bb.load_state_dict(sd)
     head = _Head(cfg)
     head.load_state_dict({k: w["head." + k] for k in head.state_dict()})
-    model = DPR(cfg, bb, head, tags=list(cfgj["tags"]))
+    lam, beta = read_steering(d)
+    model = DPR(cfg, bb, head, tags=list(cfgj["tags"]), soft_scale=lam, hybrid_blend=beta)
     model.eval()
     items = []
     with (d / "items.jsonl").open(encoding="utf-8") as fh:

@@ -242,9 +242,15 @@ class DPRHead(nn.Module):
         return out
 
     def query(
-        self, h: torch.Tensor, e: torch.Tensor, negative: torch.Tensor, owner: torch.Tensor
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        negative: torch.Tensor,
+        owner: torch.Tensor,
+        scale: float = 1.0,
     ) -> torch.Tensor:
-        """``q = [h ; 0] + Σ_c Δ_c`` where clause ``c`` belongs to query ``owner[c]``."""
+        """``q = [h ; 0] + λ · Σ_c Δ_c`` where clause ``c`` belongs to query ``owner[c]`` and
+        ``λ = scale`` (the soft scale; 1 is the checkpoint's forward computation)."""
         hp = (
             h
             if self.d_out == h.shape[1]
@@ -253,7 +259,7 @@ class DPRHead(nn.Module):
         if e.shape[0] == 0:
             return hp
         d = self.deltas(h[owner], e, negative)
-        return hp.index_add(0, owner, d)
+        return hp.index_add(0, owner, d if scale == 1.0 else scale * d)
 
 
 @dataclass
@@ -264,6 +270,11 @@ class DPR:
     backbone: Backbone
     head: DPRHead
     tags: list[str] = field(default_factory=list)
+    #: λ: the soft mode's query is ``[h ; 0] + λ · Σ Δ`` (tuned on validation, ``steering.json``)
+    soft_scale: float = 1.0
+    #: β: hybrid ranks the mapped filter's items by ``β · soft + (1 − β) · backbone`` (β = 0: the
+    #: filter; β = 1: soft inside the filter, the checkpoint's hybrid mode)
+    hybrid_blend: float = 1.0
 
     @classmethod
     def create(cls, cfg: ModelConfig, seed: int) -> DPR:

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,25 @@ class TrainConfig:
     #: with a phrase file (``train_all(phrases=...)``): the probability that a clause of a training
     #: prompt is a phrase of its tag (when the file has one) instead of a template
     phrase_prob: float = 0.5
+    #: hold out the last ``holdout`` transitions of every training user from stage 1; stages 2–3
+    #: then learn from those transitions only, on user states the backbone never fitted (0: stages
+    #: 2–3 learn from stage 1's own training windows)
+    holdout: int = 0
+    #: with ``holdout``: stages 2–3 learn from stage 1's own windows (in-sample states) too, the
+    #: held-out transitions appended (``max_samples`` applies to the in-sample part)
+    holdout_mix: bool = False
+    #: weight of the within-tag ranking term: cross-entropy of the target among the items carrying
+    #: the prompt's positive tag (0: off)
+    rank_weight: float = 0.0
+    #: relative standard deviation of the Gaussian noise added to training clause embeddings
+    #: (which are then re-normalised to unit length; 0: off)
+    clause_noise: float = 0.0
+    #: > 0: stages 2–3 are validated after every epoch on validation prompts (training templates,
+    #: the validation targets); the best head is kept and a stage stops after this many epochs
+    #: without a gain
+    head_patience: int = 0
+    #: tune the soft scale λ and the hybrid blend β on validation after stage 3
+    tune: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,6 +224,23 @@ def train_stage1(
 # ---------------------------------------------------------------------------- stages 2 and 3
 
 
+def holdout_split(train: list[list[int]], n: int) -> tuple[list[list[int]], list[EvalCase]]:
+    """Stage 1's sequences without each user's last ``n`` transitions, and those transitions as
+    (history, target) cases: sequence ``s`` keeps ``s[:len(s) − m]`` with ``m = min(n, len(s) − 2)``
+    (at least two items stay, so every user still trains stage 1), and case ``j`` is
+    ``(s[:j], s[j])`` for the ``m`` held-out positions ``j``."""
+    if n < 0:
+        raise ValueError(f"holdout must be >= 0, got {n}")
+    kept: list[list[int]] = []
+    cases: list[EvalCase] = []
+    for u, seq in enumerate(train):
+        m = max(0, min(n, len(seq) - 2))
+        kept.append(list(seq[: len(seq) - m]))
+        for j in range(len(seq) - m, len(seq)):
+            cases.append(EvalCase(u, list(seq[:j]), seq[j]))
+    return kept, cases
+
+
 @dataclass
 class Samples:
     """Training examples for the head, computed once with the frozen backbone."""
@@ -219,6 +255,7 @@ class Samples:
 def build_samples(
     model: DPR, split: Split, tagmat: npt.NDArray[np.bool_], max_samples: int, seed: int
 ) -> Samples:
+    """Every position of stage 1's training windows (in-sample states)."""
     inp, tgt = windows(split.train, model.cfg.max_len)
     tm = torch.from_numpy(np.concatenate([np.zeros((1, tagmat.shape[1]), bool), tagmat])).float()
     hs, ts, hi, re = [], [], [], []
@@ -233,7 +270,41 @@ def build_samples(
         ts.append(y[mask] - 1)
         hi.append(counts[mask])
         re.append((counts - prev)[mask])
-    smp = Samples(torch.cat(hs), torch.cat(ts), torch.cat(hi), torch.cat(re))
+    return _subsample(Samples(torch.cat(hs), torch.cat(ts), torch.cat(hi), torch.cat(re)), max_samples, seed)
+
+
+@torch.no_grad()
+def case_samples(
+    model: DPR, cases: list[EvalCase], tagmat: npt.NDArray[np.bool_], max_samples: int, seed: int
+) -> Samples:
+    """One sample per case (e.g. :func:`holdout_split`'s out-of-sample transitions): ``h`` of the
+    history (its last ``max_len`` items, as at evaluation), tag counts over those items and over
+    the last :data:`RECENT` of them."""
+    tm = torch.from_numpy(tagmat).float()
+    T = tagmat.shape[1]
+    hist = torch.zeros((len(cases), T))
+    recent = torch.zeros((len(cases), T))
+    for i, c in enumerate(cases):
+        window = c.history[-model.cfg.max_len :]
+        if window:
+            hist[i] = tm[window].sum(0)
+            recent[i] = tm[window[-RECENT:]].sum(0)
+    h = user_vectors(model, [c.history for c in cases])
+    target = torch.tensor([c.target for c in cases], dtype=torch.long)
+    return _subsample(Samples(h, target, hist, recent), max_samples, seed)
+
+
+def concat_samples(a: Samples, b: Samples) -> Samples:
+    """``a``'s samples followed by ``b``'s."""
+    return Samples(
+        torch.cat([a.h, b.h]),
+        torch.cat([a.target, b.target]),
+        torch.cat([a.hist, b.hist]),
+        torch.cat([a.recent, b.recent]),
+    )
+
+
+def _subsample(smp: Samples, max_samples: int, seed: int) -> Samples:
     if max_samples and smp.h.shape[0] > max_samples:
         g = torch.Generator().manual_seed(seed)
         keep = torch.randperm(smp.h.shape[0], generator=g)[:max_samples]
@@ -284,6 +355,14 @@ class PromptSampler:
         self, kind: str, idx: torch.Tensor, split: str = "train"
     ) -> tuple[list[str | None], torch.Tensor | None]:
         """Prompt strings and, for prompts with a negation, the negated tag per sample."""
+        out, _, b = self.prompts_tags(kind, idx, split)
+        return out, b
+
+    def prompts_tags(
+        self, kind: str, idx: torch.Tensor, split: str = "train"
+    ) -> tuple[list[str | None], torch.Tensor | None, torch.Tensor | None]:
+        """Prompt strings, the positive tag per sample (``pos``/``compound``, else None) and the
+        negated tag per sample (``neg``/``compound``, else None)."""
         tpl = TEMPLATES[split][kind]
         a = self.pick(self.pos_w[idx]) if kind in ("pos", "compound") else None
         b = self.pick(self.neg_w[idx]) if kind in ("neg", "compound") else None
@@ -305,7 +384,7 @@ class PromptSampler:
                 pos = pa if pa is not None else fill(self.rng.choice(TEMPLATES[split]["pos"]), ta)
                 neg = pb if pb is not None else fill(self.rng.choice(TEMPLATES[split]["neg"]), "", tb)
                 out.append(f"{pos}, {neg}")
-        return out, b
+        return out, a, b
 
     def _phrase(self, group: dict[str, list[str]], tag: str) -> str | None:
         """A phrase of ``tag`` with probability ``phrase_prob`` (when ``group`` has one), else None."""
@@ -321,6 +400,127 @@ def _suppression(logits: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, 1) - torch.logsumexp(allowed, 1)
 
 
+#: the grids the soft scale λ and the hybrid blend β are tuned over (λ first, then β at that λ)
+LAMBDAS = (1.0, 0.25, 0.35, 0.5, 0.75, 1.25, 1.5, 2.0, 3.0)
+BETAS = (1.0, 0.0, 0.25, 0.5, 0.75)
+
+
+@dataclass
+class _ValidPart:
+    h: torch.Tensor  # [C, d]
+    emb: torch.Tensor  # [K, 384] clause embeddings
+    negative: torch.Tensor  # [K]
+    owner: torch.Tensor  # [K]
+    hist_rows: torch.Tensor  # history mask (case, item) pairs
+    hist_cols: torch.Tensor
+    keep: torch.Tensor  # [C, N] the intended tags' filter (visible tags)
+    target: torch.Tensor  # [C]
+
+
+class HeadValidator:
+    """Validation prompts for stages 2–3 and the λ/β tuning: the leak-free positive, negative and
+    compound tag tasks (docs/results.md) built on validation cases (normally ``Split.valid``: targets
+    that no stage trains on) but worded with the *training* templates, so the evaluation wordings
+    stay unseen. A method's score is NDCG@10 over the whole catalog minus the history, averaged over
+    the tasks asked for. The backbone is frozen, so user vectors and clause embeddings are computed
+    once; the head is read at every call."""
+
+    def __init__(
+        self,
+        model: DPR,
+        ds: Dataset,
+        cases: list[EvalCase],
+        bank: PromptBank,
+        prompt_tags: list[str],
+        seed: int,
+    ) -> None:
+        from steer_train.evaluate import build_tasks, tag_filter
+
+        self.model = model
+        tasks = build_tasks(ds, cases, prompt_tags, seed, v1=False, templates="train")
+        tm_t = torch.from_numpy(ds.tag_matrix()).T.contiguous()
+        self.parts: dict[str, _ValidPart] = {}
+        for kind in ("positive", "negative", "compound"):
+            t = tasks[kind]
+            if not t.cases:
+                continue
+            cb = bank.batch(t.prompts)
+            rows = [i for i, c in enumerate(t.cases) for _ in c.history]
+            cols = [j for c in t.cases for j in c.history]
+            self.parts[kind] = _ValidPart(
+                h=user_vectors(model, [c.history for c in t.cases]),
+                emb=cb.emb,
+                negative=cb.negative,
+                owner=cb.owner,
+                hist_rows=torch.tensor(rows, dtype=torch.long),
+                hist_cols=torch.tensor(cols, dtype=torch.long),
+                keep=tag_filter(tm_t, t.pos_tag, t.neg_tag),
+                target=torch.tensor([c.target for c in t.cases], dtype=torch.long),
+            )
+
+    def sizes(self) -> dict[str, int]:
+        return {k: int(p.target.shape[0]) for k, p in self.parts.items()}
+
+    @torch.no_grad()
+    def score(self, kinds: list[str], scale: float = 1.0, beta: float | None = None) -> float:
+        """Mean over ``kinds`` (those with cases) of NDCG@10: soft with ``scale`` (λ), or with
+        ``beta`` the hybrid ranking (the intended tags' filter over ``β · soft + (1 − β) · backbone``)."""
+        from steer_train.evaluate import blend
+
+        m = self.model
+        V = m.backbone.item_table()
+        V0 = m.backbone.base_table()
+        vals = []
+        for kind in kinds:
+            p = self.parts.get(kind)
+            if p is None:
+                continue
+            sc = m.head.query(p.h, p.emb, p.negative, p.owner, scale=scale) @ V.T
+            sc[p.hist_rows, p.hist_cols] = -math.inf
+            if beta is not None:
+                s0 = p.h @ V0.T
+                s0[p.hist_rows, p.hist_cols] = -math.inf
+                sc = torch.where(p.keep, blend(sc, s0, beta), torch.tensor(-math.inf))
+            ts = sc[torch.arange(sc.shape[0]), p.target]
+            rank = (sc > ts[:, None]).sum(1)
+            ok = torch.isfinite(ts) & (rank < 10)
+            vals.append(float(torch.where(ok, 1.0 / torch.log2(rank.float() + 2), 0.0).mean()))
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def tune(self) -> dict[str, Any]:
+        """λ maximising soft's score over all three tasks, then β maximising hybrid's at that λ
+        (ties keep the earlier grid value: λ = 1, β = 1 first, the checkpoint's own modes)."""
+        kinds = ["positive", "negative", "compound"]
+        soft = {lam: self.score(kinds, scale=lam) for lam in LAMBDAS}
+        lam = max(LAMBDAS, key=lambda x: (soft[x], -LAMBDAS.index(x)))
+        hyb = {b: self.score(kinds, scale=lam, beta=b) for b in BETAS}
+        beta = max(BETAS, key=lambda x: (hyb[x], -BETAS.index(x)))
+        return {
+            "soft_scale": lam,
+            "hybrid_blend": beta,
+            "valid_cases": self.sizes(),
+            "soft_ndcg@10": {str(k): v for k, v in sorted(soft.items())},
+            "hybrid_ndcg@10": {str(k): v for k, v in sorted(hyb.items())},
+        }
+
+
+def _within_tag(logits: torch.Tensor, carries: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row: cross-entropy of ``target`` among the items ``carries`` marks (the prompt tag's
+    items; the target must be one of them) — the order inside the tag, whatever the tag's mass."""
+    return F.cross_entropy(logits.masked_fill(~carries, -math.inf), target, reduction="none")
+
+
+def noisy(emb: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """Clause embeddings with relative Gaussian noise (``sigma · |e| / √D`` per dimension),
+    re-normalised to the input rows' lengths; ``sigma = 0`` returns ``emb`` itself."""
+    if sigma <= 0 or emb.shape[0] == 0:
+        return emb
+    norm = emb.norm(dim=1, keepdim=True)
+    noise = torch.randn(emb.shape, generator=gen) * (sigma / math.sqrt(emb.shape[1]))
+    out: torch.Tensor = F.normalize(emb + noise * norm, dim=1) * norm
+    return out
+
+
 def train_head(
     model: DPR,
     ds: Dataset,
@@ -330,13 +530,17 @@ def train_head(
     tc: TrainConfig,
     stage: int,
     phrases: Phrases | None = None,
+    validator: HeadValidator | None = None,
+    valid_log: list[float] | None = None,
 ) -> list[float]:
-    """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything)."""
+    """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything). With a
+    ``validator`` and ``tc.head_patience > 0`` the head is validated after every epoch (scores go
+    to ``valid_log``), the best validated head is kept and the stage stops early."""
     seed_all(tc.seed + stage)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: thread synchronisation costs more than it gains
     try:
-        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage, phrases)
+        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage, phrases, validator, valid_log)
     finally:
         torch.set_num_threads(threads)
 
@@ -350,6 +554,8 @@ def _train_head(
     tc: TrainConfig,
     stage: int,
     phrases: Phrases | None,
+    validator: HeadValidator | None,
+    valid_log: list[float] | None,
 ) -> list[float]:
     head = model.head
     head.train()
@@ -374,6 +580,11 @@ def _train_head(
     steps = max(1, len(pools["pos"]) // tc.batch23)
     per_kind = max(1, tc.batch23 // len(kinds))
     losses: list[float] = []
+    check = validator is not None and tc.head_patience > 0
+    vkinds = ["positive"] if stage == 2 else ["positive", "negative", "compound"]
+    best: tuple[float, dict[str, torch.Tensor], torch.Tensor | None] | None = None
+    bad = 0
+    noise_gen = torch.Generator().manual_seed(tc.seed + 100 + stage)
     bar = tqdm(range(epochs), desc=f"stage {stage}", disable=not tc.progress, unit="epoch")
     for _ in bar:
         tot = 0.0
@@ -386,14 +597,18 @@ def _train_head(
             )
             for kind in kinds:
                 idx = sampler.draw(pools[kind], per_kind)
-                prompts, negated = sampler.prompts(kind, idx)
+                prompts, wanted, negated = sampler.prompts_tags(kind, idx)
                 cb = bank.batch(prompts)
-                q = head.query(smp.h[idx], cb.emb, cb.negative, cb.owner)
+                emb = noisy(cb.emb, tc.clause_noise, noise_gen)
+                q = head.query(smp.h[idx], emb, cb.negative, cb.owner)
                 logits = q @ V.T
                 part = F.cross_entropy(logits, smp.target[idx])
                 if negated is not None and tc.sup_weight > 0:
                     banned = sampler.tagmat_t[negated]
                     part = part + tc.sup_weight * _suppression(logits, banned).mean()
+                if wanted is not None and tc.rank_weight > 0:
+                    carries = sampler.tagmat_t[wanted]
+                    part = part + tc.rank_weight * _within_tag(logits, carries, smp.target[idx]).mean()
                 loss = loss + part / len(kinds)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -402,6 +617,31 @@ def _train_head(
         losses.append(tot / steps)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         log.info("stage %d epoch %d: loss %.4f (%d steps)", stage, len(losses), losses[-1], steps)
+        if check:
+            assert validator is not None
+            head.eval()
+            v = validator.score(vkinds)
+            head.train()
+            if valid_log is not None:
+                valid_log.append(v)
+            log.info("stage %d epoch %d: validation NDCG@10 %.4f", stage, len(losses), v)
+            if best is None or v > best[0]:
+                best = (
+                    v,
+                    copy.deepcopy(head.state_dict()),
+                    aux.detach().clone() if aux is not None else None,
+                )
+                bad = 0
+            else:
+                bad += 1
+                if bad >= tc.head_patience:
+                    log.info("stage %d: early stop at epoch %d (best %.4f)", stage, len(losses), best[0])
+                    break
+    if best is not None:
+        head.load_state_dict(best[1])
+        if aux is not None and best[2] is not None:
+            with torch.no_grad():
+                aux.copy_(best[2])
     head.eval()
     if aux is not None:
         aux.requires_grad_(False)
@@ -412,6 +652,9 @@ def _train_head(
 class TrainResult:
     losses: dict[str, list[float]]
     seconds: dict[str, float]
+    #: validation curves of stages 2–3 (``stage2``, ``stage3``), head sample counts and, with
+    #: ``tc.tune``, the λ/β tuning (:meth:`HeadValidator.tune`)
+    valid: dict[str, Any] = field(default_factory=dict)
 
 
 def train_all(
@@ -428,6 +671,12 @@ def train_all(
     model and stage-1 settings) and reused by later runs. With ``phrases`` (a training phrase file),
     stages 2–3 word a clause with one of its tag's phrases with probability ``tc.phrase_prob``."""
     t0 = time.time()
+    held: list[EvalCase] = []
+    full_split = split
+    if tc.holdout > 0:
+        kept, held = holdout_split(split.train, tc.holdout)
+        split = Split(train=kept, valid=split.valid, test=split.test)
+        log.info("stage 1 without the last %d transitions of each user: %d held out", tc.holdout, len(held))
     cached = None
     if cache_dir:
         key = json.dumps(
@@ -452,14 +701,40 @@ def train_all(
             state = {k: v for k, v in model.backbone.state_dict().items() if k != "aux_emb"}
             torch.save({"state": state, "losses": torch.tensor(l1)}, cached)
     t1 = time.time()
-    smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
-    log.info("head training samples: %d", smp.h.shape[0])
-    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=2, phrases=phrases)
+    if held and tc.holdout_mix:
+        smp = concat_samples(
+            build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed),
+            case_samples(model, held, ds.tag_matrix(), 0, tc.seed),
+        )
+    elif held:
+        smp = case_samples(model, held, ds.tag_matrix(), tc.max_samples, tc.seed)
+    else:
+        smp = build_samples(model, split, ds.tag_matrix(), tc.max_samples, tc.seed)
+    kind = ("in sample + held out" if tc.holdout_mix else "held out") if held else "in sample"
+    log.info("head training samples: %d (%s)", smp.h.shape[0], kind)
+    validator = None
+    if (tc.head_patience > 0 or tc.tune) and full_split.valid:
+        validator = HeadValidator(model, ds, full_split.valid, bank, prompt_tags, tc.seed)
+    v2: list[float] = []
+    v3: list[float] = []
+    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, 2, phrases, validator, v2)
     t2 = time.time()
-    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, stage=3, phrases=phrases)
+    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, 3, phrases, validator, v3)
     t3 = time.time()
     model.tags = list(ds.tag_vocab)
+    valid: dict[str, Any] = {"head_samples": int(smp.h.shape[0]), "held_out": bool(held), "samples": kind}
+    if validator is not None:
+        valid.update(valid_cases=validator.sizes(), stage2=v2, stage3=v3)
+        if tc.tune:
+            tuned = validator.tune()
+            model.soft_scale = float(tuned["soft_scale"])
+            model.hybrid_blend = float(tuned["hybrid_blend"])
+            valid["tuning"] = tuned
+            log.info(
+                "validation tuning: soft scale %g, hybrid blend %g", model.soft_scale, model.hybrid_blend
+            )
     return TrainResult(
         losses={"stage1": l1, "stage2": l2, "stage3": l3},
-        seconds={"stage1": t1 - t0, "stage2": t2 - t1, "stage3": t3 - t2},
+        seconds={"stage1": t1 - t0, "stage2": t2 - t1, "stage3": t3 - t2, "tune": time.time() - t3},
+        valid=valid,
     )
