@@ -319,9 +319,14 @@ public final class Router: RequestService {
         writer.raw("{")
         writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
+        if let collection = request.collection {
+            throw SteerError.invalid("the router serves the shards' default collection only; send requests for '\(collection)' to the shard servers")
+        }
         switch request.operation {
         case .ping:
             break
+        case .createCollection, .listCollections, .describeCollection, .dropCollection, .alias, .deleteAlias:
+            throw SteerError.invalid("\(request.operation.name) is not routed: manage collections and aliases on each shard server")
         case .stats:
             writeStats(&writer)
         case .search(let queries, let options, let batch):

@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import SteerCore
+import SteerData
 import SteerEngine
 import SteerNATS
 import SteerProtocol
@@ -66,6 +67,8 @@ struct Serve: AsyncParsableCommand {
     var loopSpinMicroseconds: Int?
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
+    @Option(name: .customLong("max-collections"), help: "Most named collections (and, separately, aliases) besides the default one (1 … 4096, default 64). Env: STEER_MAX_COLLECTIONS.")
+    var maxCollections: Int?
     @Option(name: .customLong("omp-threads-per-worker"), help: "OpenMP threads FAISS may use per request (default 1). Env: STEER_OMP_THREADS_PER_WORKER.")
     var ompThreadsPerWorker: Int?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
@@ -176,7 +179,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
@@ -329,6 +332,20 @@ extension Serve {
             throw ExitCode(2)
         }
         for warning in engine.openingWarnings { logger.warning("\(warning)") }
+        let collections: CollectionSet
+        do {
+            collections = try CollectionSet(
+                defaultEngine: engine,
+                maxCollections: try source.int(maxCollections, env: "STEER_MAX_COLLECTIONS", key: "max_collections",
+                                               range: 1...CollectionCatalog.maxCollectionsLimit) ?? CollectionSet.defaultMaxCollections)
+        } catch {
+            logger.error("cannot open the data directory's collections", metadata: ["steer.error": "\(error)"])
+            try? engine.close()
+            throw ExitCode(2)
+        }
+        for (name, named) in collections.namedEngines {
+            for warning in named.openingWarnings { logger.warning("collection \(name): \(warning)") }
+        }
         let stats = engine.stats()
         logger.info("engine ready", metadata: [
             "steer.items": "\(stats.items)", "steer.dimension": "\(stats.dimension)", "steer.index": "\(stats.indexSpec)",
@@ -344,7 +361,8 @@ extension Serve {
             throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
         }
         defer { followTask?.cancel() }
-        let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
+        let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry,
+                                 collections: collections) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
         let hangup = Self.swapOnHangup(engine: engine, accessKeys: serverConfiguration.accessKeys, logger: logger)
