@@ -30,16 +30,22 @@ public enum CollectionName {
 /// directory (metric `ip`, index spec `Flat`, embedding version `v1`).
 public struct CollectionSettings: Sendable, Equatable {
     public var name: String
-    public var dimension: Int
+    /// Floats per vector; nil only with `checkpoint` (whose item table sets it).
+    public var dimension: Int?
     public var metric: Metric?
     public var indexSpec: String?
     public var embeddingVersion: String?
+    /// A DPR checkpoint directory (inside the server's checkpoint root): its items are ingested into the
+    /// new collection as version `ckpt-<hash>`, and its model answers the collection's `recommend`/`encode`.
+    public var checkpoint: String?
 
-    public init(name: String, dimension: Int, metric: Metric? = nil, indexSpec: String? = nil, embeddingVersion: String? = nil) {
+    public init(name: String, dimension: Int?, metric: Metric? = nil, indexSpec: String? = nil, embeddingVersion: String? = nil,
+                checkpoint: String? = nil) {
         self.name = name
         self.dimension = dimension
         self.metric = metric
         self.indexSpec = indexSpec
         self.embeddingVersion = embeddingVersion
+        self.checkpoint = checkpoint
     }
 }

@@ -27,8 +27,13 @@ public struct CollectionCatalog: Sendable, Equatable {
         public var embeddingVersion: String
         /// ISO 8601, UTC.
         public var createdAt: String
+        /// The DPR checkpoint (resolved path) whose items it was made from and whose model answers its
+        /// `recommend`/`encode`; nil for a collection filled by `upsert`.
+        public var checkpoint: String?
 
-        public init(name: String, dimension: Int, metric: Metric, indexSpec: String, embeddingVersion: String, createdAt: String) {
+        public init(name: String, dimension: Int, metric: Metric, indexSpec: String, embeddingVersion: String, createdAt: String,
+                    checkpoint: String? = nil) {
+            self.checkpoint = checkpoint
             self.name = name
             self.dimension = dimension
             self.metric = metric
@@ -140,7 +145,7 @@ public struct CollectionCatalog: Sendable, Equatable {
             }
             guard catalog.collections[entry.name] == nil else { throw SteerError(.corrupt, "'\(path)': collection '\(entry.name)' is listed twice") }
             catalog.collections[entry.name] = Entry(name: entry.name, dimension: entry.dimension, metric: metric, indexSpec: entry.indexSpec,
-                                                    embeddingVersion: entry.embeddingVersion, createdAt: entry.createdAt)
+                                                    embeddingVersion: entry.embeddingVersion, createdAt: entry.createdAt, checkpoint: entry.checkpoint)
         }
         do {
             try catalog.validate()
@@ -156,7 +161,7 @@ public struct CollectionCatalog: Sendable, Equatable {
     public func write(dataDirectory: String) throws(SteerError) {
         let file = File(format: 1, collections: collections.values.sorted { $0.name < $1.name }.map {
             File.Collection(name: $0.name, dimension: $0.dimension, metric: $0.metric.rawValue, indexSpec: $0.indexSpec,
-                            embeddingVersion: $0.embeddingVersion, createdAt: $0.createdAt)
+                            embeddingVersion: $0.embeddingVersion, createdAt: $0.createdAt, checkpoint: $0.checkpoint)
         }, aliases: aliases)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -178,9 +183,10 @@ public struct CollectionCatalog: Sendable, Equatable {
             var indexSpec: String
             var embeddingVersion: String
             var createdAt: String
+            var checkpoint: String?
 
             enum CodingKeys: String, CodingKey {
-                case name, dimension, metric
+                case name, dimension, metric, checkpoint
                 case indexSpec = "index_spec"
                 case embeddingVersion = "embedding_version"
                 case createdAt = "created_at"

@@ -243,7 +243,7 @@ public struct RequestDecoder: Sendable {
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
         case "create_collection":
-            try fields.allow(["name", "dimension", "metric", "index_spec", "embedding_version"])
+            try fields.allow(["name", "dimension", "metric", "index_spec", "embedding_version", "checkpoint"])
             operation = .createCollection(try decodeCollectionSettings(fields))
         case "list_collections":
             try fields.allow([])
@@ -283,8 +283,16 @@ public struct RequestDecoder: Sendable {
         guard name != CollectionName.defaultName else {
             throw SteerError.invalid("'\(name)' is the default collection's name and cannot be created")
         }
-        guard let dimension = try fields.int("dimension") else { throw SteerError.invalid("create_collection: missing field 'dimension'") }
-        guard (1...65536).contains(dimension) else { throw SteerError.invalid("dimension must be 1 to 65536, got \(dimension)") }
+        var checkpoint: String?
+        if let text = try fields.string("checkpoint") {
+            guard !text.isEmpty, text.utf8.count <= PathRoot.maxReferenceBytes else {
+                throw SteerError.invalid("checkpoint must be 1 to \(PathRoot.maxReferenceBytes) bytes")
+            }
+            checkpoint = text
+        }
+        let dimension = try fields.int("dimension")
+        if dimension == nil, checkpoint == nil { throw SteerError.invalid("create_collection: missing field 'dimension' (or 'checkpoint')") }
+        if let dimension, !(1...65536).contains(dimension) { throw SteerError.invalid("dimension must be 1 to 65536, got \(dimension)") }
         var metric: Metric?
         if let text = try fields.string("metric") {
             guard text.utf8.count <= 16 else { throw SteerError.invalid("metric must be 'ip', 'l2' or 'cosine'") }
@@ -299,7 +307,7 @@ public struct RequestDecoder: Sendable {
             return text
         }
         return CollectionSettings(name: name, dimension: dimension, metric: metric, indexSpec: try bounded("index_spec"),
-                                  embeddingVersion: try bounded("embedding_version"))
+                                  embeddingVersion: try bounded("embedding_version"), checkpoint: checkpoint)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {

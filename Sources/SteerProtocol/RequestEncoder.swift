@@ -233,8 +233,10 @@ public enum RequestEncoder {
         case .createCollection(let settings):
             writer.raw(",\"name\":")
             writer.string(settings.name)
-            writer.raw(",\"dimension\":")
-            writer.int(settings.dimension)
+            if let dimension = settings.dimension {
+                writer.raw(",\"dimension\":")
+                writer.int(dimension)
+            }
             if let metric = settings.metric {
                 writer.raw(",\"metric\":")
                 writer.string(metric.rawValue)
@@ -246,6 +248,10 @@ public enum RequestEncoder {
             if let embeddingVersion = settings.embeddingVersion {
                 writer.raw(",\"embedding_version\":")
                 writer.string(embeddingVersion)
+            }
+            if let checkpoint = settings.checkpoint {
+                writer.raw(",\"checkpoint\":")
+                writer.string(checkpoint)
             }
         case .listCollections:
             break

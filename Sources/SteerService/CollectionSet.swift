@@ -69,6 +69,8 @@ public final class CollectionSet: Sendable {
     private let catalog: Locked<CollectionCatalog>
     private let adminLock = NSLock()
     private let makeEngine: EngineFactory?
+    /// Where `create_collection`'s `checkpoint` must lie (the default engine's `checkpointRoot`).
+    private let checkpointRoot: String?
 
     /// A set of the default collection only (no catalog): what a `RequestHandler` over a bare engine
     /// serves. Every admin op answers `invalid_request`.
@@ -76,6 +78,7 @@ public final class CollectionSet: Sendable {
         dataDirectory = nil
         maxCollections = 0
         makeEngine = nil
+        checkpointRoot = nil
         catalog = Locked(CollectionCatalog())
         state = Locked(State(served: [CollectionName.defaultName: Served(name: CollectionName.defaultName, engine: engine)], aliases: [:]))
     }
@@ -97,6 +100,7 @@ public final class CollectionSet: Sendable {
         }
         let directory = defaultEngine.configuration.dataDirectory
         dataDirectory = directory
+        checkpointRoot = defaultEngine.configuration.checkpointRoot
         self.maxCollections = maxCollections
         let factory = makeEngine ?? Self.factory(base: defaultEngine.configuration)
         self.makeEngine = factory
@@ -118,18 +122,29 @@ public final class CollectionSet: Sendable {
 
     /// The default factory: `base` (the default engine's configuration) with the entry's directory,
     /// dimension, metric, index spec and embedding version, and the mean-history encoder.
+    /// It refuses entries with a checkpoint (`steer serve` passes a factory that ingests and loads them).
     public static func factory(base: RetrievalEngine.Configuration) -> EngineFactory {
         let make: EngineFactory = { entry, path throws(SteerError) in
-            var configuration = base
-            configuration.dataDirectory = path
-            configuration.dimension = entry.dimension
-            configuration.metric = entry.metric
-            configuration.indexSpec = entry.indexSpec
-            configuration.embeddingVersion = entry.embeddingVersion
-            configuration.encoderFactory = nil
-            return try RetrievalEngine(configuration: configuration)
+            guard entry.checkpoint == nil else {
+                throw SteerError.invalid("collection '\(entry.name)' is made from a checkpoint; this server cannot load checkpoints")
+            }
+            return try RetrievalEngine(configuration: configuration(base: base, entry: entry, directory: path))
         }
         return make
+    }
+
+    /// `base` with the entry's directory, dimension (when set), metric, index spec and embedding version,
+    /// and no encoder factory (the mean-history encoder).
+    public static func configuration(base: RetrievalEngine.Configuration, entry: CollectionCatalog.Entry,
+                                     directory: String) -> RetrievalEngine.Configuration {
+        var configuration = base
+        configuration.dataDirectory = directory
+        configuration.dimension = entry.dimension > 0 ? entry.dimension : nil
+        configuration.metric = entry.metric
+        configuration.indexSpec = entry.indexSpec
+        configuration.embeddingVersion = entry.embeddingVersion
+        configuration.encoderFactory = nil
+        return configuration
     }
 
     // MARK: Requests
@@ -200,6 +215,8 @@ public final class CollectionSet: Sendable {
         public var aliases: [String]
         public var stats: EngineStats
         public var createdAt: String?
+        /// The checkpoint it was made from (`create_collection`'s `checkpoint`, resolved).
+        public var checkpoint: String?
     }
 
     /// Every collection, the default first, then by name.
@@ -209,7 +226,7 @@ public final class CollectionSet: Sendable {
         return served.values.sorted { ($0.name == CollectionName.defaultName ? "" : $0.name) < ($1.name == CollectionName.defaultName ? "" : $1.name) }
             .map { one in
                 Description(name: one.name, aliases: aliases.filter { $0.value == one.name }.map(\.key).sorted(), stats: one.engine.stats(),
-                            createdAt: entries[one.name]?.createdAt)
+                            createdAt: entries[one.name]?.createdAt, checkpoint: entries[one.name]?.checkpoint)
             }
     }
 
@@ -223,7 +240,8 @@ public final class CollectionSet: Sendable {
         let lease = try lease(name)
         defer { lease.release() }
         let aliases = state.withLock { $0.aliases }.filter { $0.value == lease.name }.map(\.key).sorted()
-        return Description(name: lease.name, aliases: aliases, stats: lease.engine.stats(), createdAt: catalog.get().collections[lease.name]?.createdAt)
+        let entry = catalog.get().collections[lease.name]
+        return Description(name: lease.name, aliases: aliases, stats: lease.engine.stats(), createdAt: entry?.createdAt, checkpoint: entry?.checkpoint)
     }
 
     /// Creates a named collection: its directory and engine first, then the catalog entry (fsynced),
@@ -245,9 +263,20 @@ public final class CollectionSet: Sendable {
         guard next.collections.count < maxCollections else {
             throw SteerError(.tooLarge, "this server holds \(next.collections.count) collections, its limit (--max-collections) is \(maxCollections)")
         }
-        let entry = CollectionCatalog.Entry(name: settings.name, dimension: settings.dimension, metric: settings.metric ?? .innerProduct,
-                                            indexSpec: settings.indexSpec ?? "Flat", embeddingVersion: settings.embeddingVersion ?? "v1",
-                                            createdAt: ISO8601DateFormatter().string(from: Date()))
+        let checkpoint = try settings.checkpoint.map { (given) throws(SteerError) -> String in
+            guard let root = checkpointRoot else {
+                throw SteerError.invalid("collections from checkpoints are off: the server has no checkpoint root (start it with --checkpoint-root DIR or --checkpoint)")
+            }
+            return try PathRoot(root).resolve(given, field: "checkpoint")
+        }
+        if checkpoint != nil, settings.embeddingVersion != nil {
+            throw SteerError.invalid("a collection from a checkpoint takes the checkpoint's embedding version (ckpt-<hash>): leave out embedding_version")
+        }
+        // With a checkpoint, dimension 0 and an empty version stand for "the checkpoint's" until the engine opened.
+        let entry = CollectionCatalog.Entry(name: settings.name, dimension: settings.dimension ?? 0, metric: settings.metric ?? .innerProduct,
+                                            indexSpec: settings.indexSpec ?? "Flat",
+                                            embeddingVersion: settings.embeddingVersion ?? (checkpoint == nil ? "v1" : ""),
+                                            createdAt: ISO8601DateFormatter().string(from: Date()), checkpoint: checkpoint)
         let path = CollectionCatalog.directory(of: entry.name, dataDirectory: directory)
         guard !FileManager.default.fileExists(atPath: path) else {
             throw SteerError(.alreadyExists, "'\(path)' exists but the catalog does not list it (left by an interrupted create_collection, or the catalog was replaced): move it away to create '\(entry.name)'")
@@ -265,7 +294,10 @@ public final class CollectionSet: Sendable {
             throw error
         }
         var stored = entry
-        stored.indexSpec = engine.stats().indexSpec
+        let opened = engine.stats()
+        stored.indexSpec = opened.indexSpec
+        stored.dimension = opened.dimension
+        stored.embeddingVersion = opened.embeddingVersion
         next.collections[entry.name] = stored
         do {
             try next.write(dataDirectory: directory)
@@ -277,7 +309,7 @@ public final class CollectionSet: Sendable {
         catalog.withLock { $0 = next }
         let served = Served(name: entry.name, engine: engine)
         state.withLock { $0.served[entry.name] = served }
-        return Description(name: entry.name, aliases: [], stats: engine.stats(), createdAt: entry.createdAt)
+        return Description(name: entry.name, aliases: [], stats: engine.stats(), createdAt: entry.createdAt, checkpoint: checkpoint)
     }
 
     /// Drops a named collection: refused while an alias points to it; otherwise the catalog entry goes

@@ -580,6 +580,10 @@ public final class RequestHandler: Sendable {
             writer.raw(",\"created_at\":")
             writer.string(createdAt)
         }
+        if let checkpoint = description.checkpoint {
+            writer.raw(",\"checkpoint\":")
+            writer.string(checkpoint)
+        }
     }
 
     /// `,"collection":"<name>"`: the collection (an alias resolved) that produced the answer.

@@ -337,7 +337,8 @@ extension Serve {
             collections = try CollectionSet(
                 defaultEngine: engine,
                 maxCollections: try source.int(maxCollections, env: "STEER_MAX_COLLECTIONS", key: "max_collections",
-                                               range: 1...CollectionCatalog.maxCollectionsLimit) ?? CollectionSet.defaultMaxCollections)
+                                               range: 1...CollectionCatalog.maxCollectionsLimit) ?? CollectionSet.defaultMaxCollections,
+                makeEngine: Self.collectionFactory(base: engineConfiguration, minilm: minilmDirectory, logger: logger))
         } catch {
             logger.error("cannot open the data directory's collections", metadata: ["steer.error": "\(error)"])
             try? engine.close()
@@ -379,6 +380,27 @@ extension Serve {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+
+    /// Opens a named collection: the default engine's settings with the collection's own; a collection
+    /// made from a checkpoint ingests it into its store (a no-op once complete, as `--checkpoint` does)
+    /// and answers `recommend`/`encode` with its DPR model.
+    static func collectionFactory(base: RetrievalEngine.Configuration, minilm: String, logger: Logger) -> CollectionSet.EngineFactory {
+        let make: CollectionSet.EngineFactory = { entry, path throws(SteerError) in
+            var configuration = CollectionSet.configuration(base: base, entry: entry, directory: path)
+            if let checkpoint = entry.checkpoint {
+                let serving = try CheckpointServing.prepare(checkpoint: checkpoint, minilm: minilm, dataDirectory: path, logger: logger)
+                if entry.dimension > 0, entry.dimension != serving.dimension {
+                    throw SteerError(.dimensionMismatch, "collection '\(entry.name)': dimension \(entry.dimension) conflicts with the checkpoint's \(serving.dimension)-d item table")
+                }
+                configuration.dimension = serving.dimension
+                configuration.embeddingVersion = serving.version
+                let model = serving.model
+                configuration.encoderFactory = { _, _, _ in DPRQueryEncoder(model: model) }
+            }
+            return try RetrievalEngine(configuration: configuration)
+        }
+        return make
     }
 
     /// `--follow`: connects to NATS, makes sure the shard's stream exists and creates this replica's
