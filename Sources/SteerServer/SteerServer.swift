@@ -489,8 +489,9 @@ public final class SteerServer: Service, Sendable {
         }
         let metrics = self.metrics
         let shared = self.shared
+        let handler = self.handler
         let refresh: @Sendable () -> Void = {
-            metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
+            metrics.refresh(engine: engine, collections: handler?.collections, connections: shared.connections.withLock { $0.count })
         }
         let configuration = self.configuration
         let open = Locked(0)

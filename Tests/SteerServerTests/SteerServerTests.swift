@@ -308,6 +308,7 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         while let line = try http.readLine() { lines.append(text(line).trimmingCharacters(in: .whitespaces)) }
         #expect(lines.first?.hasPrefix("HTTP/1.1 200") == true)
         #expect(lines.contains("steer_items 3.0"))
+        #expect(lines.contains("steer_collection_items{collection=\"default\"} 3.0"), "\(lines.filter { $0.contains("collection") })")
         #expect(lines.contains { $0.hasPrefix("steer_requests_total{op=\"search\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_errors_total{code=\"invalid_request\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_request_duration_seconds_bucket{op=\"search\",le=\"0.0001\"}") })
