@@ -238,8 +238,8 @@ private func steerIndex(_ arguments: [String]) throws {
         var attempt = 0
         while true {
             do {
-                try steerIndex(["build", "--data", data, "--version", version, "--spec", "HNSW16", "--shards", "2",
-                                "--out", data + "/generations/g2", "--generation-id", "g2", "--quiet"])
+                try steerIndex(["build", "--data", server.directory, "--collection", "movies_v2", "--version", version, "--spec", "HNSW16",
+                                "--shards", "2", "--out", data + "/generations/g2", "--generation-id", "g2", "--quiet"])
                 break
             } catch {
                 attempt += 1
@@ -247,6 +247,8 @@ private func steerIndex(_ arguments: [String]) throws {
                 Thread.sleep(forTimeInterval: 0.5)
             }
         }
+        try steerIndex(["verify", data + "/generations/g2", "--data", server.directory, "--collection", "movies_v2", "--min-recall", "0.9"])
+        #expect(throws: SteerError.self) { try steerIndex(["verify", data + "/generations/g2", "--data", server.directory, "--collection", "nope"]) }
         let swapped = try object(admin.roundTrip(line(.swap(generation: "g2", checkpoint: nil), collection: "movies_v2")))
         #expect(swapped["generation"] as? String == "g2" && swapped["collection"] as? String == "movies_v2", "\(swapped)")
         let gru4rec = try golden("demo-gru4rec")

@@ -189,6 +189,22 @@ private func hitIDs(_ answer: JSONObject) -> [Int64] {
         #expect(!FileManager.default.fileExists(atPath: directory + "/" + CollectionCatalog.fileName))
     }
 
+    @Test func offlineToolsFindACollectionsDirectory() throws {
+        let served = try Served()
+        defer { served.close() }
+        #expect(try served.code(#"{"op":"create_collection","name":"books","dimension":2}"#) == "ok")
+        #expect(try DataDirectory.collection(nil, in: served.directory) == served.directory)
+        #expect(try DataDirectory.collection("default", in: served.directory) == served.directory)
+        #expect(try DataDirectory.collection("books", in: served.directory) == served.directory + "/collections/books")
+        do {
+            _ = try DataDirectory.collection("films", in: served.directory)
+            Issue.record("found a collection that does not exist")
+        } catch {
+            #expect(error.code == .notFound)
+        }
+        #expect(throws: SteerError.self) { try DataDirectory.collection("../books", in: served.directory) }
+    }
+
     @Test func aDamagedCatalogIsRefused() throws {
         let directory = NSTemporaryDirectory() + "steer-bad-catalog-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: directory) }
