@@ -266,3 +266,42 @@ private func steerIndex(_ arguments: [String]) throws {
         #expect(!FileManager.default.fileExists(atPath: server.directory + "/collections/movies_v1"))
     }
 }
+
+/// `steer collections …` on a stopped server's data directory: the ops the protocol has, refused while a
+/// server holds the directory, and what they made is served after the next start.
+@Suite(.serialized) struct OfflineCollectionsEndToEndTests {
+    private func steer(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try steerBinary())
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = Pipe()
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    @Test func offlineCreateAliasAndList() throws {
+        let first = try ServerProcess(arguments: ["--dimension", "3"])
+        defer { first.removeData() }
+        let data = first.directory
+        #expect(try steer(["collections", "list", "--data", data]).status == 1, "a running server holds the directory")
+        first.terminate()
+        let created = try steer(["collections", "create", "--data", data, "--name", "books", "--dimension", "2", "--metric", "l2"])
+        #expect(created.status == 0 && created.output.contains(#""name":"books""#), "\(created)")
+        #expect(try steer(["collections", "alias", "--data", data, "--alias", "reading", "--collection", "books"]).status == 0)
+        let refused = try steer(["collections", "drop", "--data", data, "--name", "books"])
+        #expect(refused.status == 1 && refused.output.contains("in_use"))
+        #expect(try steer(["collections", "create", "--data", data, "--name", "Bad", "--dimension", "2"]).status == 1)
+
+        let second = try ServerProcess(directory: data)
+        defer { second.terminate() }
+        let connection = try second.connection()
+        let upsert = RequestEncoder.encode(Request(operation: .upsert([ItemInput(id: .int(1), vector: [3, 4])]), collection: "reading"))
+        #expect(try object(connection.roundTrip(upsert))["collection"] as? String == "books")
+        let listed = try object(connection.roundTrip(line(.listCollections)))
+        #expect(listed["aliases"] as? [String: String] == ["reading": "books"])
+    }
+}
