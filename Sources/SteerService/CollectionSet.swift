@@ -69,6 +69,8 @@ public final class CollectionSet: Sendable {
     private let catalog: Locked<CollectionCatalog>
     private let adminLock = NSLock()
     private let makeEngine: EngineFactory?
+    /// Entered by each drop until its background deletion ended (`waitForDrops`).
+    private let dropsFinished = DispatchGroup()
     /// Where `create_collection`'s `checkpoint` must lie (the default engine's `checkpointRoot`).
     private let checkpointRoot: String?
 
@@ -105,7 +107,7 @@ public final class CollectionSet: Sendable {
         let factory = makeEngine ?? Self.factory(base: defaultEngine.configuration)
         self.makeEngine = factory
         let loaded = try CollectionCatalog.read(dataDirectory: directory)
-        Self.removeDroppedLeftovers(dataDirectory: directory)
+        Self.finishInterruptedDrops(dataDirectory: directory, catalog: loaded)
         var served = [CollectionName.defaultName: Served(name: CollectionName.defaultName, engine: defaultEngine)]
         do throws(SteerError) {
             for entry in loaded.collections.values.sorted(by: { $0.name < $1.name }) {
@@ -200,6 +202,7 @@ public final class CollectionSet: Sendable {
 
     /// Saves and closes every named collection's engine (the server closes the default one itself).
     public func closeNamed() throws(SteerError) {
+        waitForDrops()
         var failure: SteerError?
         for (_, engine) in namedEngines {
             do { try engine.close() } catch { failure = failure ?? error }
@@ -312,9 +315,12 @@ public final class CollectionSet: Sendable {
         return Description(name: entry.name, aliases: [], stats: engine.stats(), createdAt: entry.createdAt, checkpoint: checkpoint)
     }
 
-    /// Drops a named collection: refused while an alias points to it; otherwise the catalog entry goes
-    /// first (fsynced), then the table entry (new requests get `not_found`), then, once the requests
-    /// that hold it finished, its engine is closed and its directory deleted.
+    /// Drops a named collection: refused while an alias points to it; otherwise a `.dropping` marker
+    /// goes into its directory, then the catalog entry goes (fsynced), then the table entry (new requests
+    /// get `not_found`), and the call returns. Once the requests that hold it finished, a background
+    /// thread closes its engine and deletes its directory (a worker never waits for them: a batch search
+    /// between its steps may need that very worker). A crash before the deletion ends leaves the marked
+    /// directory, which the next start deletes (`init`).
     ///
     /// - Throws: `.invalidRequest` (the default collection, no catalog), `.notFound`, `.inUse` naming the
     ///   aliases, what writing the catalog throws.
@@ -332,18 +338,26 @@ public final class CollectionSet: Sendable {
         guard pointing.isEmpty else {
             throw SteerError(.inUse, "collection '\(name)' is the target of alias\(pointing.count == 1 ? "" : "es") \(pointing.joined(separator: ", ")): move (alias) or delete (delete_alias) \(pointing.count == 1 ? "it" : "them") first")
         }
+        let path = CollectionCatalog.directory(of: name, dataDirectory: directory)
+        try AtomicFile.write([], to: path + "/" + Self.droppingMarker)
         next.collections[name] = nil
         try next.write(dataDirectory: directory)
         catalog.withLock { $0 = next }
         let served = state.withLock { $0.served.removeValue(forKey: name) }
         guard let served else { return }
-        served.waitUntilUnused()
-        try? served.engine.close()
-        // Renamed first, so a crash while deleting leaves a `.dropped-` directory (removed at the next start),
-        // never a half-deleted collection under its name.
-        let path = CollectionCatalog.directory(of: name, dataDirectory: directory)
-        let trash = "\(directory)/\(CollectionCatalog.directoryName)/\(Self.droppedPrefix)\(name)-\(DispatchTime.now().uptimeNanoseconds)"
-        if rename(path, trash) == 0 { Self.removeDirectory(trash) } else { Self.removeDirectory(path) }
+        let finished = dropsFinished
+        finished.enter()
+        Thread {
+            defer { finished.leave() }
+            served.waitUntilUnused()
+            try? served.engine.close()
+            Self.removeDirectory(path)
+        }.start()
+    }
+
+    /// Waits until every dropped collection's engine is closed and its directory deleted.
+    public func waitForDrops() {
+        dropsFinished.wait()
     }
 
     /// Points `alias` at `collection` (creating or moving it); the catalog is written first, then the
@@ -404,15 +418,21 @@ public final class CollectionSet: Sendable {
         return (dataDirectory, makeEngine)
     }
 
-    /// Prefix of a dropped collection's directory while it is deleted (not a valid collection name).
-    static let droppedPrefix = ".dropped-"
+    /// The file `drop` puts into a collection's directory before it leaves the catalog.
+    static let droppingMarker = ".dropping"
 
-    /// Removes the `.dropped-` directories a drop that crashed while deleting left under `DIR/collections/`.
-    private static func removeDroppedLeftovers(dataDirectory: String) {
+    /// Finishes drops a crash interrupted: a directory under `DIR/collections/` with the `.dropping`
+    /// marker is deleted when the catalog no longer lists it, and keeps its collection (marker removed)
+    /// when it does (the crash came before the catalog write).
+    private static func finishInterruptedDrops(dataDirectory: String, catalog: CollectionCatalog) {
         let parent = dataDirectory + "/" + CollectionCatalog.directoryName
         guard let children = try? FileManager.default.contentsOfDirectory(atPath: parent) else { return }
-        for child in children where child.hasPrefix(droppedPrefix) {
-            removeDirectory(parent + "/" + child)
+        for child in children where FileManager.default.fileExists(atPath: parent + "/" + child + "/" + droppingMarker) {
+            if catalog.collections[child] == nil {
+                removeDirectory(parent + "/" + child)
+            } else {
+                try? FileManager.default.removeItem(atPath: parent + "/" + child + "/" + droppingMarker)
+            }
         }
     }
 

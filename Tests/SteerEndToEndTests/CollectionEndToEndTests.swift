@@ -263,6 +263,9 @@ private func steerIndex(_ arguments: [String]) throws {
         #expect(try object(admin.roundTrip(line(.dropCollection("movies_v1"))))["dropped"] as? String == "movies_v1")
         let listed = try object(admin.roundTrip(line(.listCollections)))
         #expect((listed["collections"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String } == ["default", "movies_v2"])
+        // The files go once the requests that held it ended (at once here; the answer does not wait).
+        let gone = Date().addingTimeInterval(10)
+        while FileManager.default.fileExists(atPath: server.directory + "/collections/movies_v1"), Date() < gone { Thread.sleep(forTimeInterval: 0.05) }
         #expect(!FileManager.default.fileExists(atPath: server.directory + "/collections/movies_v1"))
     }
 }
