@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server
+APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server libhdf5-dev
 
 .PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor clean
 
