@@ -20,6 +20,7 @@ setup-system:
 setup-python:
 	bash scripts/fetch-minilm.sh
 	bash Tools/train/setup.sh
+	$(PYTHON) -m pip install -q -r Benchmarks/datasets/requirements.txt
 
 build:
 	$(SWIFT) build
@@ -34,9 +35,9 @@ test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test --skip-build
 
-## test-python: the trainer's tests, the Python client's and the reliability harnesses' short runs (which run the debug `steer` built by test-swift)
+## test-python: the trainer's tests, the Python client's, the reliability harnesses' short runs and the benchmark data tools' (which run the debug `steer` and `steer-bench` built by test-swift)
 test-python:
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability -q
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability Benchmarks/datasets/tests Benchmarks/steer-bench/tests -q
 
 ## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
 test-fuzz:
