@@ -84,6 +84,8 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("server-pid"), help: "Process id of the --server target, for its CPU time per request (/proc/PID/stat).")
     var serverPID: Int32?
     @Option(help: "Index spec of a started server (built by steer-index from the uploaded store).") var spec = "HNSW32,efC100"
+    @Option(name: .customLong("index-shards"), help: "Shards of the generation steer-index builds for a started server (searched side by side while cores are idle).")
+    var indexShards = 1
     @Option(name: .customLong("server-data"), help: "Data directory of a started server (kept, reused when it holds the set; default: a temporary one).")
     var serverData: String?
     @Option(name: .customLong("server-arg"), help: "Extra argument for steer serve (repeatable).") var serverArgs: [String] = []
@@ -126,6 +128,7 @@ struct Run: ParsableCommand {
         if let maxConcurrency, maxConcurrency <= 0 { throw ValidationError("--max-concurrency must be positive") }
         if let maxDuration, !(maxDuration > 0 && maxDuration.isFinite) { throw ValidationError("--max-duration must be positive") }
         if let serverPID, serverPID <= 0 { throw ValidationError("--server-pid must be positive") }
+        guard (1...64).contains(indexShards) else { throw ValidationError("--index-shards must be 1 to 64") }
         _ = try Self.ints(concurrency, "--concurrency")
         _ = try Self.ints(nprobe, "--nprobe")
         _ = try Self.ints(efSearch, "--ef-search")
@@ -177,7 +180,7 @@ struct Run: ParsableCommand {
                 directory = NSTemporaryDirectory() + "steer-bench-" + UUID().uuidString
                 temporary = directory
             }
-            let prepared = try PreparedServer.start(binary: steer, directory: directory, data: set, spec: spec, minilm: minilm,
+            let prepared = try PreparedServer.start(binary: steer, directory: directory, data: set, spec: spec, shards: indexShards, minilm: minilm,
                                                     extra: serverArgs, token: token)
             started = prepared
             host = "127.0.0.1"
@@ -280,7 +283,7 @@ struct Run: ParsableCommand {
 
 /// Starts `steer serve` on a data directory holding the data set and an index of the wanted spec.
 enum PreparedServer {
-    static func start(binary: String, directory: String, data: DataSet, spec: String, minilm: String,
+    static func start(binary: String, directory: String, data: DataSet, spec: String, shards: Int, minilm: String,
                       extra: [String], token: String?) throws(SteerError) -> ServerProcess {
         // Requests are single queries: OpenMP and OpenBLAS threads beyond one per request only contend
         // (docs/dependencies.md); the run scripts set these, the defaults here match them when unset.
@@ -301,12 +304,12 @@ enum PreparedServer {
             stats = try request(host: "127.0.0.1", port: server.port, Array(#"{"op":"stats"}"#.utf8))
         }
         let wanted = IndexSpecName.canonical(spec)
-        if let current = stringField(stats, "index_spec"), IndexSpecName.canonical(current) == wanted {
+        if shards == 1, let current = stringField(stats, "index_spec"), IndexSpecName.canonical(current) == wanted, intField(stats, "shards") ?? 1 == 1 {
             return server
         }
         // Build a generation of the wanted spec from the store (trained on a sample of all vectors, as a
         // production index is built), then swap to it.
-        let name = "bench-" + wanted.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+        let name = "bench-" + wanted.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() + (shards > 1 ? "-\(shards)shards" : "")
         let generation = directory + "/generations/" + name
         if !FileManager.default.fileExists(atPath: generation) {
             let version = stringField(stats, "embedding_version") ?? "v1"
@@ -315,7 +318,7 @@ enum PreparedServer {
             note("building \(spec) with \(tool) (all cores)")
             let cores = String(ProcessInfo.processInfo.activeProcessorCount)
             let before = nowNanos()
-            try runTool(tool, ["build", "--data", directory, "--version", version, "--spec", spec, "--out", generation,
+            try runTool(tool, ["build", "--data", directory, "--version", version, "--spec", spec, "--metric", data.meta.metric, "--shards", String(shards), "--out", generation,
                                "--allow-incomplete", "--quiet", "--generation-id", name],
                         environment: ["OMP_NUM_THREADS": cores])
             note("  built in \(String(format: "%.1f", Double(nowNanos() - before) / 1e9)) s")
