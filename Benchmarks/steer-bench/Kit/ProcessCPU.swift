@@ -53,7 +53,7 @@ public struct CPUAccount: Encodable, Sendable, Equatable {
     public var cores: Double?
 
     public init(before: Double, after: Double, answered: Int, wallSeconds: Double) {
-        cpuSeconds = max(0, after - before)
+        cpuSeconds = (max(0, after - before) * 1000).rounded() / 1000
         self.answered = answered
         cpuPerRequestUs = answered > 0 ? (cpuSeconds / Double(answered) * 1e7).rounded() / 10 : nil
         cores = wallSeconds > 0 ? (cpuSeconds / wallSeconds * 1000).rounded() / 1000 : nil
