@@ -288,6 +288,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
+    uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     t0 = time.monotonic()
     if args.apt_update:
         subprocess.run(["apt-get", "update", "-qq", "-o", "Acquire::Languages=en"], check=True)
@@ -361,7 +362,8 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         "files_sha256": files,
         "seconds": stages,
         "torch_threads": args.threads,
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime_start": uptime_start,
+        "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
