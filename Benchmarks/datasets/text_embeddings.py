@@ -300,6 +300,19 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     limit = None if args.max_sentences is None else args.max_sentences + args.queries
     sentences, counts, list_hashes = collect_sentences(inputs, limit)
     stages["sentences_s"] = round(time.monotonic() - t0, 2)
+    if args.count_only:
+        counted: dict[str, object] = {
+            "command": " ".join([sys.executable, *sys.argv]),
+            "unique_sentences": len(sentences),
+            "sentences_by_source": counts,
+            "sentences_sha256": hashlib.sha256("\n".join(sentences).encode()).hexdigest(),
+            "apt_lists_sha256": list_hashes,
+            "seconds": stages,
+            "uptime_start": uptime_start,
+            "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        }
+        (out / "count.json").write_text(json.dumps(counted, indent=2, sort_keys=True) + "\n")
+        return counted
     if len(sentences) <= args.queries:
         raise SystemExit(
             f"only {len(sentences)} unique sentences found; need more than --queries {args.queries}"
@@ -391,6 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--count-only", action="store_true", help="only collect the sentences; write count.json")
     args = p.parse_args(argv)
     if args.queries <= 0 or args.truth_k <= 0 or args.batch_size <= 0 or args.threads <= 0:
         p.error("--queries, --truth-k, --batch-size and --threads must be positive")
@@ -407,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     manifest = build(args)
     print(json.dumps(manifest["seconds"]), file=sys.stderr)
+    if args.count_only:
+        print(json.dumps(manifest["sentences_by_source"]), file=sys.stderr)
     return 0
 
 

@@ -134,3 +134,14 @@ def test_tiny_build_holds_out_queries_with_exact_truth_and_checksums(tmp_path: P
     again_out = tmp_path / "again"
     assert te.main([*argv[:1], str(again_out), *argv[2:]]) == 0
     assert (again_out / "SHA256SUMS").read_text() == (out / "SHA256SUMS").read_text()
+
+
+def test_count_only_reports_the_sources_without_embedding(tmp_path: Path) -> None:
+    apt, man, doc = make_sources(tmp_path / "src", 90)
+    out = tmp_path / "count"
+    argv = ["--out", str(out), "--apt-lists", str(apt), "--man", str(man), "--doc", str(doc), "--count-only"]
+    assert te.main(argv) == 0
+    counted = json.loads((out / "count.json").read_text())
+    assert counted["sentences_by_source"] == {"apt": 30, "man": 30, "doc": 30}
+    assert counted["unique_sentences"] == 90
+    assert not list(out.glob("*.hdf5"))
