@@ -55,7 +55,9 @@ def main() -> None:
         "command": args.command.strip(),
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "machine": machine(args.load_start),
-        "threads": {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+        "threads": {k: os.environ.get(k, "unset")
+                    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GLIBC_TUNABLES")},
+        "transparent_huge_pages": open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip(),
         "data": {"directory": args.data, "meta": json.load(open(os.path.join(args.data, "meta.json")))}
         if os.path.isdir(args.data) else {"file": args.data},
         "method": "one query per call on one thread, k=10, after 50 warm-up queries; Chroma through its HTTP client "

@@ -20,6 +20,10 @@ SET=$(basename "$DATA" .hdf5)
 VENV=${VENV:-/tmp/steer-peers-venv}
 PEERS=${PEERS:-"faiss-debian faiss-pip hnswlib usearch chroma"}
 THREADS=${THREADS:-$(nproc)}
+# Huge pages for the peers too (Steer's HNSW asks for them with madvise, docs/index.md): glibc's malloc
+# then madvises transparent huge pages for its large mappings (glibc >= 2.35; THP mode madvise or always).
+# PEER_HUGEPAGES=0 leaves malloc as it is. Recorded in the results file's "threads".
+if [ "${PEER_HUGEPAGES:-1}" = 1 ]; then export GLIBC_TUNABLES=glibc.malloc.hugetlb=1; fi
 EF=${EF:-"16,24,32,48,64,96,128,256"}
 CHROMA_EF=${CHROMA_EF:-"16,32,64,128"}
 NPROBE=${NPROBE:-"1,2,4,8,16,32,64"}
@@ -62,4 +66,4 @@ for peer in $PEERS; do
 done
 
 "$VENV/bin/python" Benchmarks/peers/collect.py --rows "$rows" --data "$DATA" --out "$OUT" --load-start "$LOAD_START" \
-  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"
+  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" PEER_HUGEPAGES="${PEER_HUGEPAGES:-1}" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"
