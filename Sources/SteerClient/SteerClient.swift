@@ -257,17 +257,24 @@ public final class SteerClient: @unchecked Sendable {
         return Int(count)
     }
 
-    /// Searches one vector; `base64` sends it as `vector_b64`.
+    /// Searches one vector; `base64` sends it as `vector_b64`; `expression` is a filter expression
+    /// (docs/protocol.md, "Filter expressions"), combined with the tag lists of `filter` by "and".
     public func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
-                       nprobe: Int? = nil, efSearch: Int? = nil) async throws -> [ClientHit] {
-        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, nprobe: nprobe, efSearch: efSearch))
+                       expression: FilterExpression? = nil, nprobe: Int? = nil, efSearch: Int? = nil) async throws -> [ClientHit] {
+        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, expression: expression,
+                                                            nprobe: nprobe, efSearch: efSearch))
         return try ClientHit.list(response["hits"])
     }
 
+    /// The whole answer of a search (with `explain`, its `explain` object says which plan ran).
+    public func searchResponse(_ vector: [Float], k: Int, expression: FilterExpression? = nil, explain: Bool = false) async throws -> JSONObject {
+        try await request(RequestLine.search(vector, k: k, base64: true, expression: expression, explain: explain))
+    }
+
     public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: String? = nil,
-                          excludeHistory: Bool? = nil) async throws -> JSONObject {
+                          excludeHistory: Bool? = nil, expression: FilterExpression? = nil) async throws -> JSONObject {
         try await request(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k,
-                                                constraints: constraints, excludeHistory: excludeHistory))
+                                                constraints: constraints, excludeHistory: excludeHistory, expression: expression))
     }
 }
 
@@ -277,12 +284,15 @@ public struct ClientItem: Sendable {
     public var vector: [Float]
     public var tags: [String]
     public var title: String?
+    /// The item's `attributes`: a JSON object as text, sent as given.
+    public var attributesJSON: String?
 
-    public init(id: ItemID, vector: [Float], tags: [String] = [], title: String? = nil) {
+    public init(id: ItemID, vector: [Float], tags: [String] = [], title: String? = nil, attributesJSON: String? = nil) {
         self.id = id
         self.vector = vector
         self.tags = tags
         self.title = title
+        self.attributesJSON = attributesJSON
     }
 }
 
@@ -365,6 +375,10 @@ public enum RequestLine {
                 writer.raw(",\"title\":")
                 writer.string(title)
             }
+            if let attributes = item.attributesJSON {
+                writer.raw(",\"attributes\":")
+                writer.bytes.append(contentsOf: attributes.utf8)
+            }
             writer.raw("}")
         }
         writer.raw("]}")
@@ -389,6 +403,7 @@ public enum RequestLine {
     }
 
     public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
+                              expression: FilterExpression? = nil, explain: Bool = false,
                               nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil) -> [UInt8] {
         var writer = JSONWriter(capacity: 64 + vector.count * 12)
         writer.raw("{")
@@ -414,18 +429,14 @@ public enum RequestLine {
             writer.raw(",\"ef_search\":")
             writer.int(efSearch)
         }
-        if let filter {
-            writer.raw(",\"filter\":{\"tags_any\":")
-            writer.value(.array(filter.any.map { .string($0) }))
-            writer.raw(",\"tags_none\":")
-            writer.value(.array(filter.none.map { .string($0) }))
-            writer.raw("}")
-        }
+        writer.filterField(tagsAny: filter?.any ?? [], tagsNone: filter?.none ?? [], expression: expression)
+        if explain { writer.raw(",\"explain\":true") }
         writer.raw("}")
         return writer.bytes
     }
 
-    public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: String?, excludeHistory: Bool?) -> [UInt8] {
+    public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: String?, excludeHistory: Bool?,
+                                 expression: FilterExpression? = nil) -> [UInt8] {
         var writer = JSONWriter(capacity: 128)
         writer.raw("{\"op\":")
         writer.string(op)
@@ -449,6 +460,7 @@ public enum RequestLine {
             writer.raw(",\"exclude_history\":")
             writer.bool(excludeHistory)
         }
+        writer.filterField(tagsAny: [], tagsNone: [], expression: expression)
         writer.raw("}")
         return writer.bytes
     }

@@ -80,22 +80,26 @@ public struct ItemOutput: Sendable {
     public var vector: [Float]?
 }
 
-/// Tag filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
-/// (ignored when empty) and none of `tagsNone`.
+/// Filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
+/// (ignored when empty), none of `tagsNone`, one tag of every group of `tagGroups`, and meets
+/// `expression` when there is one (docs/protocol.md, "Filter expressions").
 public struct TagFilter: Sendable, Hashable {
     public var tagsAny: [String]
     public var tagsNone: [String]
     /// More required groups: an item must carry one tag of every group (and one of `tagsAny` when that is
     /// not empty). The router sends a recommend's clause constraints to the shards this way.
     public var tagGroups: [[String]]
+    /// A filter expression over tags and attributes, combined with the tag lists by "and".
+    public var expression: FilterExpression?
 
-    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = []) {
+    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = [], expression: FilterExpression? = nil) {
         self.tagsAny = tagsAny
         self.tagsNone = tagsNone
         self.tagGroups = tagGroups
+        self.expression = expression
     }
 
-    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty }
+    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty && expression == nil }
 }
 
 /// Search knobs.
@@ -105,12 +109,15 @@ public struct SearchOptions: Sendable {
     public var nprobe: Int?
     public var efSearch: Int?
     public var filter: TagFilter
+    /// Return the plan each query ran (`SearchPlan`) with the hits.
+    public var explain: Bool
 
-    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter()) {
+    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter(), explain: Bool = false) {
         self.k = k
         self.nprobe = nprobe
         self.efSearch = efSearch
         self.filter = filter
+        self.explain = explain
     }
 }
 
@@ -152,6 +159,8 @@ public struct RecommendRequest: Sendable {
     public var filter: TagFilter
     public var nprobe: Int?
     public var efSearch: Int?
+    /// Return the plan that ran (`Recommendation.plan`).
+    public var explain: Bool = false
 
     public init(history: [ItemID], prompt: String? = nil, k: Int = 10, excludeHistory: Bool = true,
                 constraints: ConstraintMode = .soft, filter: TagFilter = TagFilter(), nprobe: Int? = nil, efSearch: Int? = nil) {
@@ -172,6 +181,8 @@ public struct Recommendation: Sendable {
     public var clauses: [QueryClause]
     /// History ids that were not known and were skipped.
     public var unknownHistory: [ItemID]
+    /// The plan that ran.
+    public var plan: SearchPlan = .unfiltered
 }
 
 /// Engine state reported by `stats`.
@@ -201,6 +212,8 @@ public struct EngineStats: Sendable {
     public var shards: Int = 1
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
+    /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
+    public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
 }
 
 /// One write of a shard's write log (docs/scaling.md, "Following a stream"), as `RetrievalEngine.apply`

@@ -7,8 +7,9 @@ import SteerEngine
 /// The cost model: a line costs O(its bytes) to parse and validate (bounded by `maxLineBytes`); the engine
 /// work a request may ask for is bounded by `maxQueryCost` work units, where one query costs
 /// `max(k, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe lists, and
-/// every hit is hydrated and written); a prompt is cut to 8 clauses of at most 256 tokens each by the
-/// model, and filters to `maxFilterTerms` distinct tags.
+/// every hit is hydrated and written), plus `filterNodeUnits` per node of a filter expression; a prompt
+/// is cut to 8 clauses of at most 256 tokens each by the model, and filters to `maxFilterTerms` distinct
+/// tags, `maxFilterDepth` levels and `maxFilterNodes` nodes.
 public struct ProtocolLimits: Sendable {
     /// Longest request line, newline excluded; longer lines get `too_large` and are skipped.
     public var maxLineBytes: Int
@@ -26,8 +27,13 @@ public struct ProtocolLimits: Sendable {
     public var maxNprobe: Int
     /// Most work units one request may ask for: the sum over its queries of `max(k, ef_search, nprobe)`.
     public var maxQueryCost: Int
-    /// Most distinct tags in one `filter` (over `tags_any`, `tags_none` and `tag_groups` together).
+    /// Most distinct tags in one `filter` (over `tags_any`, `tags_none`, `tag_groups` and the tag leaves
+    /// of its expression together).
     public var maxFilterTerms: Int
+    /// Deepest nesting of a filter expression, in nodes from its root (the root is level 1).
+    public var maxFilterDepth: Int
+    /// Most nodes in a filter expression (each `in`/`nin` value counts as one; see `FilterParser`).
+    public var maxFilterNodes: Int
     /// Largest `timeout_ms` a request may ask for, in milliseconds.
     public var maxTimeoutMillis: Int
     /// Longest answer line, in bytes; a request whose answer would be longer gets `too_large` instead
@@ -36,7 +42,9 @@ public struct ProtocolLimits: Sendable {
 
     public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
                 maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
-                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20) {
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256) {
+        self.maxFilterDepth = maxFilterDepth
+        self.maxFilterNodes = maxFilterNodes
         self.maxLineBytes = maxLineBytes
         self.maxK = maxK
         self.maxBatch = maxBatch
@@ -50,9 +58,14 @@ public struct ProtocolLimits: Sendable {
         self.maxResponseBytes = maxResponseBytes
     }
 
-    /// Work units of `queries` searches with these knobs (see the type's cost model).
-    public static func cost(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) -> Int {
-        queries * max(k, efSearch ?? 0, nprobe ?? 0)
+    /// Work units per node of a filter expression: resolving a node reads one posting list, or tests one
+    /// attribute of every item the filter reads (docs/security.md).
+    public static let filterNodeUnits = 64
+
+    /// Work units of `queries` searches with these knobs and a filter expression of `filterNodes` nodes
+    /// (see the type's cost model).
+    public static func cost(queries: Int, k: Int, efSearch: Int?, nprobe: Int?, filterNodes: Int = 0) -> Int {
+        queries * max(k, efSearch ?? 0, nprobe ?? 0) + filterNodes * filterNodeUnits
     }
 }
 
@@ -203,10 +216,10 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["ids"])
             operation = .get(Self.unique(try decodeIDs(fields, "ids")))
         case "search":
-            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter"])
+            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter", "explain"])
             operation = try decodeSearch(fields)
         case "recommend", "encode":
-            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search"])
+            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search", "explain"])
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
@@ -246,10 +259,12 @@ public struct RequestDecoder: Sendable {
     }
 
     /// Refuses a request whose engine work exceeds `maxQueryCost` (before any of it runs).
-    private func requireAffordable(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) throws(SteerError) {
-        let cost = ProtocolLimits.cost(queries: queries, k: k, efSearch: efSearch, nprobe: nprobe)
+    private func requireAffordable(queries: Int, k: Int, efSearch: Int?, nprobe: Int?, filter: TagFilter) throws(SteerError) {
+        let nodes = filter.expression?.nodeCount ?? 0
+        let cost = ProtocolLimits.cost(queries: queries, k: k, efSearch: efSearch, nprobe: nprobe, filterNodes: nodes)
         guard cost <= limits.maxQueryCost else {
-            throw SteerError(.tooLarge, "the request costs \(cost) work units (\(queries) queries × max(k \(k), ef_search \(efSearch ?? 0), nprobe \(nprobe ?? 0))), limit is \(limits.maxQueryCost) (maxQueryCost)")
+            let filterPart = nodes > 0 ? " + \(nodes) filter nodes × \(ProtocolLimits.filterNodeUnits)" : ""
+            throw SteerError(.tooLarge, "the request costs \(cost) work units (\(queries) queries × max(k \(k), ef_search \(efSearch ?? 0), nprobe \(nprobe ?? 0))\(filterPart)), limit is \(limits.maxQueryCost) (maxQueryCost)")
         }
     }
 
@@ -262,8 +277,16 @@ public struct RequestDecoder: Sendable {
     private func decodeFilter(_ fields: Fields) throws(SteerError) -> TagFilter {
         guard let value = fields.object["filter"] else { return TagFilter() }
         guard case .object(let filter) = value else { throw SteerError.invalid("filter must be an object, got \(value.typeName)") }
-        for field in filter.fields where !["tags_any", "tags_none", "tag_groups"].contains(field.key) {
-            throw SteerError.invalid("unknown field 'filter.\(field.key)' (known: tags_any, tags_none, tag_groups)")
+        // Fields other than the tag lists form the expression node (docs/protocol.md, "Filter expressions").
+        let tagLists: Set<String> = ["tags_any", "tags_none", "tag_groups"]
+        let nodeFields = filter.fields.filter { !tagLists.contains($0.key) }
+        var expression: FilterExpression?
+        if !nodeFields.isEmpty {
+            guard nodeFields.contains(where: { FilterParser.nodeKeys.contains($0.key) }) else {
+                throw SteerError.invalid("unknown field 'filter.\(nodeFields[0].key)' (known: tags_any, tags_none, tag_groups, and, or, not, tag, attr)")
+            }
+            expression = try FilterParser(maxDepth: limits.maxFilterDepth, maxNodes: limits.maxFilterNodes)
+                .parse(JSONObject(nodeFields), path: "filter").0
         }
         func tags(_ name: String, _ given: JSONValue? = nil) throws(SteerError) -> [String] {
             guard let value = given ?? filter[name] else { return [] }
@@ -296,8 +319,9 @@ public struct RequestDecoder: Sendable {
             }
         }
         let result = TagFilter(tagsAny: Self.uniqueTags(try tags("tags_any")), tagsNone: Self.uniqueTags(try tags("tags_none")),
-                               tagGroups: groups.map(Self.uniqueTags))
-        var distinct = Set(result.tagsAny)
+                               tagGroups: groups.map(Self.uniqueTags), expression: expression)
+        var distinct = expression?.tags ?? []
+        distinct.formUnion(result.tagsAny)
         distinct.formUnion(result.tagsNone)
         for group in result.tagGroups { distinct.formUnion(group) }
         guard distinct.count <= limits.maxFilterTerms else {
@@ -370,8 +394,9 @@ public struct RequestDecoder: Sendable {
             try Vectors.requireFinite(query, field: field)
         }
         let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodeNprobe(fields),
-                                    efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields))
-        try requireAffordable(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe)
+                                    efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields),
+                                    explain: try fields.bool("explain") ?? false)
+        try requireAffordable(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe, filter: options.filter)
         return .search(queries: queries, options: options, batch: batch)
     }
 
@@ -393,11 +418,12 @@ public struct RequestDecoder: Sendable {
             }
             constraints = mode
         }
-        let request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
+        var request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
                                        excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
                                        filter: try decodeFilter(fields), nprobe: try decodeNprobe(fields),
                                        efSearch: try decodeEfSearch(fields))
-        try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe)
+        request.explain = try fields.bool("explain") ?? false
+        try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe, filter: request.filter)
         return request
     }
 

@@ -215,6 +215,7 @@ public final class RequestHandler: Sendable {
         private let deadlineNanos: UInt64?
         private var pinned: Generation?
         private var results: [[Hit]] = []
+        private var plan: SearchPlan?
         private var next = 0
 
         init(handler: RequestHandler, request: Request, startedNanos: UInt64, deadlineNanos: UInt64?) {
@@ -250,7 +251,9 @@ public final class RequestHandler: Sendable {
                     results.reserveCapacity(queries.count)
                 }
                 let end = min(queries.count, next + slice)
-                results += try handler.engine.search(Array(queries[next..<end]), options: options, in: generation)
+                let answer = try handler.engine.searchExplained(Array(queries[next..<end]), options: options, in: generation)
+                results += answer.hits
+                plan = answer.plan
                 next = end
                 if next < queries.count { return nil }
                 var writer = JSONWriter(capacity: 512)
@@ -258,6 +261,7 @@ public final class RequestHandler: Sendable {
                 writer.requestIDField(request.id)
                 writer.raw("\"ok\":true")
                 try handler.writeSearch(results, batch: batch, generation: generation, &writer)
+                if options.explain, let plan { writer.explainField(plan) }
                 writer.raw("}\n")
                 try handler.requireRoom(writer)
                 handler.stats.record(op: request.operation.name, micros: micros, error: nil)
@@ -396,8 +400,9 @@ public final class RequestHandler: Sendable {
             writer.raw("]")
         case .search(let queries, let options, let batch):
             let pinned = engine.generation
-            let results = try engine.search(queries, options: options, in: pinned)
+            let (results, plan) = try engine.searchExplained(queries, options: options, in: pinned)
             try writeSearch(results, batch: batch, generation: pinned, &writer)
+            if options.explain { writer.explainField(plan) }
         case .recommend(let recommendRequest):
             let pinned = engine.generation
             let recommendation = try engine.recommend(recommendRequest, in: pinned)
@@ -406,6 +411,7 @@ public final class RequestHandler: Sendable {
             try writeHits(recommendation.hits, &writer)
             writer.clausesField(recommendation.clauses)
             writer.unknownHistoryField(recommendation.unknownHistory)
+            if recommendRequest.explain { writer.explainField(recommendation.plan) }
         case .encode(let recommendRequest):
             let pinned = engine.generation
             let encoded = try engine.encode(recommendRequest, in: pinned)
@@ -538,6 +544,7 @@ public final class RequestHandler: Sendable {
         writer.string(engineStats.faissVersion)
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
+        writer.plansField(engineStats.plans)
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")

@@ -566,21 +566,7 @@ public final class Router: RequestService {
             writer.raw(",\"ef_search\":")
             writer.int(efSearch)
         }
-        if !filter.isEmpty {
-            writer.raw(",\"filter\":{\"tags_any\":")
-            writer.strings(filter.tagsAny)
-            writer.raw(",\"tags_none\":")
-            writer.strings(filter.tagsNone)
-            if !filter.tagGroups.isEmpty {
-                writer.raw(",\"tag_groups\":[")
-                for (index, group) in filter.tagGroups.enumerated() {
-                    if index > 0 { writer.raw(",") }
-                    writer.strings(group)
-                }
-                writer.raw("]")
-            }
-            writer.raw("}")
-        }
+        writer.filterField(filter)
         writer.raw("}")
         return writer.bytes
     }

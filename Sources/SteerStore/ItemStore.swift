@@ -899,6 +899,54 @@ public final class ItemStore: @unchecked Sendable {
         }
     }
 
+    /// Visits every live item's record (internal id, tags, attributes JSON) in internal-id order from one
+    /// snapshot: what a filter over attributes without a payload index reads.
+    ///
+    /// - Parameter body: called once per item; it must not call `close()`.
+    /// - Returns: the number of records visited.
+    /// - Throws: `.corrupt` for an unreadable record; RocksDB read errors; what `body` throws.
+    /// - Complexity: O(items + their record bytes).
+    public func scanRecords(_ body: (_ internalID: Int64, _ tags: [String], _ attributesJSON: String?) throws(SteerError) -> Void) throws(SteerError) -> Int {
+        try withDatabase { (database) throws(SteerError) -> Int in
+            let (snapshot, _) = self.snapshot(database)
+            defer { database.release(snapshot) }
+            var visited = 0
+            do {
+                try database.scan(.items, from: [], to: nil, snapshot: snapshot) { key, value in
+                    guard let id = StoreKey.decodeInternalID(key), let record = StoredRecord(decoding: Array(value)) else {
+                        throw SteerError(.corrupt, "an item record is unreadable")
+                    }
+                    visited += 1
+                    try body(id, record.tags, record.attributesJSON)
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return visited
+        }
+    }
+
+    /// Internal ids of every live item, ascending, from one snapshot.
+    ///
+    /// - Complexity: O(items), one scan of the `items` keys.
+    public func liveInternalIDs() throws(SteerError) -> [Int64] {
+        try withDatabase { (database) throws(SteerError) -> [Int64] in
+            var ids: [Int64] = []
+            ids.reserveCapacity(withState { $0.liveCount })
+            do {
+                try database.scan(.items, from: [], to: nil) { key, _ in
+                    guard let id = StoreKey.decodeInternalID(key) else { throw SteerError(.corrupt, "an item key is unreadable") }
+                    ids.append(id)
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return ids
+        }
+    }
+
     /// The number of live items carrying each tag.
     ///
     /// - Complexity: O(distinct tags); counts are maintained by every write.
