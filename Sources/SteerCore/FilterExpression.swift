@@ -217,3 +217,21 @@ public struct FilterAttributes {
         }
     }
 }
+
+/// The kind of a payload index on one attribute path (`ItemStore.declarePayloadIndex`): `keyword`
+/// indexes every scalar value for eq/ne/in/nin/exists, `numeric` every number for ranges and numeric eq/in.
+public enum PayloadKind: UInt8, Sendable, Hashable, CaseIterable {
+    case keyword = 1
+    case numeric = 2
+
+    /// `keyword` or `numeric`.
+    public init(parsing text: String) throws(SteerError) {
+        switch text {
+        case "keyword": self = .keyword
+        case "numeric": self = .numeric
+        default: throw SteerError.invalid("payload index kind must be 'keyword' or 'numeric', got '\(text)'")
+        }
+    }
+
+    public var name: String { self == .keyword ? "keyword" : "numeric" }
+}

@@ -144,6 +144,16 @@ private enum LabelSet {
 }
 
 extension RetrievalEngine {
+    /// Declares a payload index (`ItemStore.declarePayloadIndex`): built over the existing items, then
+    /// kept by every write, and used by filters from the next request on.
+    ///
+    /// - Returns: the index entries written (0 when it was already declared with this kind).
+    /// - Throws: `.invalidRequest` for a bad path or too many declarations; `.unavailable` once closed.
+    @discardableResult
+    public func declarePayloadIndex(_ name: String, kind: PayloadKind) throws(SteerError) -> Int {
+        try store.declarePayloadIndex(name, kind: kind)
+    }
+
     // MARK: Resolving filters
 
     /// Resolves the tag lists (plus clause constraints) and the expression of `filter` against the store.
@@ -173,18 +183,23 @@ extension RetrievalEngine {
     /// The items meeting `expression` (those outside `within`, when given, may be left out) and the
     /// number of records read.
     ///
-    /// Tag-only expressions use postings and set algebra. An expression with attribute leaves reads item
-    /// records: only the candidates when the tag lists or tag-only children of a top-level `and` narrow
-    /// them to at most a quarter of the items, otherwise every record (`ItemStore.scanRecords`).
+    /// An expression whose every leaf is a tag or an attribute leaf a payload index answers
+    /// (`indexedSet`) uses postings, payload indexes and set algebra, and reads no record. Otherwise item
+    /// records are read: only the candidates when the tag lists and the indexed children of a top-level
+    /// `and` narrow them to at most a quarter of the items, else every record (`ItemStore.scanRecords`).
     private func evaluate(_ expression: FilterExpression, within: Set<Int64>?) throws(SteerError) -> (LabelSet, Int) {
-        guard expression.usesAttributes else { return (try tagSet(expression), 0) }
+        let payloads = store.payloadIndexes
+        if let set = try indexedSet(expression, payloads) { return (set, 0) }
         var candidates = within.map(LabelSet.only)
         var rest = [expression]
         if case .and(let children) = expression {
-            rest = children.filter(\.usesAttributes)
-            for child in children where !child.usesAttributes {
-                let set = try tagSet(child)
-                candidates = candidates.map { $0.and(set) } ?? set
+            rest = []
+            for child in children {
+                if let set = try indexedSet(child, payloads) {
+                    candidates = candidates.map { $0.and(set) } ?? set
+                } else {
+                    rest.append(child)
+                }
             }
         }
         let remaining: FilterExpression = rest.count == 1 ? rest[0] : .and(rest)
@@ -211,20 +226,56 @@ extension RetrievalEngine {
         return (.only(matching), visited)
     }
 
-    private func tagSet(_ expression: FilterExpression) throws(SteerError) -> LabelSet {
+    /// The items meeting `expression` from tag postings and payload indexes alone; nil when some
+    /// attribute leaf has no payload index that answers it.
+    private func indexedSet(_ expression: FilterExpression, _ payloads: [String: PayloadKind]) throws(SteerError) -> LabelSet? {
         switch expression {
         case .tag(let tag): return .only(Set(try store.internalIDs(withTag: tag)))
-        case .not(let child): return try tagSet(child).negated
+        case .not(let child): return try indexedSet(child, payloads)?.negated
         case .and(let children):
             var result = LabelSet.allBut([])
-            for child in children { result = result.and(try tagSet(child)) }
+            for child in children {
+                guard let set = try indexedSet(child, payloads) else { return nil }
+                result = result.and(set)
+            }
             return result
         case .or(let children):
             var result = LabelSet.only([])
-            for child in children { result = result.or(try tagSet(child)) }
+            for child in children {
+                guard let set = try indexedSet(child, payloads) else { return nil }
+                result = result.or(set)
+            }
             return result
-        case .attribute:
-            throw SteerError.internalError("tagSet called on an attribute leaf")
+        case .attribute(let predicate):
+            guard let kind = payloads[predicate.name] else { return nil }
+            var result = LabelSet.allBut([])
+            for condition in predicate.conditions {
+                guard let set = try payloadSet(predicate.name, kind, condition) else { return nil }
+                result = result.and(set)
+            }
+            return result
+        }
+    }
+
+    /// One condition of an attribute leaf from its payload index (the same semantics as
+    /// `AttributePredicate.matches`); nil when the index's kind cannot answer it.
+    private func payloadSet(_ name: String, _ kind: PayloadKind, _ condition: AttributePredicate.Condition) throws(SteerError) -> LabelSet? {
+        func ids(_ query: PayloadQuery) throws(SteerError) -> LabelSet? {
+            try store.internalIDs(payload: name, query).map { .only(Set($0)) }
+        }
+        switch condition {
+        case .eq(let value): return try ids(.values([value]))
+        case .in(let values): return try ids(.values(values))
+        case .ne(let value): return try ids(.values([value]))?.negated
+        case .nin(let values): return try ids(.values(values))?.negated
+        case .exists(let wanted):
+            guard kind == .keyword else { return nil }
+            let set = try ids(.any)
+            return wanted ? set : set?.negated
+        case .gt(let bound): return try ids(.range(lower: bound, lowerInclusive: false, upper: nil, upperInclusive: false))
+        case .gte(let bound): return try ids(.range(lower: bound, lowerInclusive: true, upper: nil, upperInclusive: false))
+        case .lt(let bound): return try ids(.range(lower: nil, lowerInclusive: false, upper: bound, upperInclusive: false))
+        case .lte(let bound): return try ids(.range(lower: nil, lowerInclusive: false, upper: bound, upperInclusive: true))
         }
     }
 

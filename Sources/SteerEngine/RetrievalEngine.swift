@@ -58,11 +58,16 @@ public final class RetrievalEngine: Sendable {
         /// The directory a `swap`'s `checkpoint` must lie inside (`PathRoot` rules); nil refuses every
         /// swap that names a checkpoint.
         public var checkpointRoot: String?
+        /// Payload indexes to declare on open (attribute path → kind); those missing are built over the
+        /// existing items (`ItemStore.declarePayloadIndex`). Declared ones stay declared.
+        public var payloadIndexes: [String: PayloadKind] = [:]
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
                     miniLMDirectory: String? = nil, checkpointRoot: String? = nil, recordCacheBytes: Int = Configuration.defaultRecordCacheBytes,
+                    payloadIndexes: [String: PayloadKind] = [:],
                     encoderFactory: (@Sendable (ItemStore, String, Int) throws(SteerError) -> (any QueryEncoder)?)? = nil) {
+            self.payloadIndexes = payloadIndexes
             self.miniLMDirectory = miniLMDirectory
             self.checkpointRoot = checkpointRoot
             self.dataDirectory = dataDirectory
@@ -144,6 +149,14 @@ public final class RetrievalEngine: Sendable {
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
                                                          maxBatchItems: configuration.maxBatchItems,
                                                          recordCacheBytes: configuration.recordCacheBytes))
+        for (name, kind) in configuration.payloadIndexes.sorted(by: { $0.key < $1.key }) {
+            do {
+                try store.declarePayloadIndex(name, kind: kind)
+            } catch {
+                store.close()
+                throw error
+            }
+        }
         applied = Locked(store.appliedStreamSequence)
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)

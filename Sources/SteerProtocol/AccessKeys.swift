@@ -326,7 +326,7 @@ extension Request.Operation {
         switch self {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get: return .read
-        case .upsert, .delete, .swap: return .admin
+        case .upsert, .delete, .swap, .declareIndex: return .admin
         }
     }
 }

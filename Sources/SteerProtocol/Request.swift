@@ -90,6 +90,8 @@ public struct Request: Sendable {
         /// A generation (a name or path inside `DIR/generations/`) and an optional checkpoint directory
         /// (inside the checkpoint root); the engine resolves both with `PathRoot`.
         case swap(generation: String, checkpoint: String?)
+        /// Declares a payload index on an attribute path and builds it over the existing items.
+        case declareIndex(attribute: String, kind: PayloadKind)
 
         public var name: String {
             switch self {
@@ -102,12 +104,13 @@ public struct Request: Sendable {
             case .recommend: return "recommend"
             case .encode: return "encode"
             case .swap: return "swap"
+            case .declareIndex: return "declare_index"
             }
         }
 
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap: return true
+            case .upsert, .delete, .swap, .declareIndex: return true
             default: return false
             }
         }
@@ -137,7 +140,7 @@ public struct Request: Sendable {
 }
 
 /// Every op the protocol knows, in documentation order.
-public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap"]
+public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap", "declare_index"]
 
 // MARK: - Decoding
 
@@ -226,6 +229,11 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["generation", "checkpoint"])
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
+        case "declare_index":
+            try fields.allow(["attr", "kind"])
+            guard let attribute = try fields.string("attr") else { throw SteerError.invalid("declare_index: missing field 'attr'") }
+            guard let kind = try fields.string("kind") else { throw SteerError.invalid("declare_index: missing field 'kind'") }
+            operation = .declareIndex(attribute: attribute, kind: try PayloadKind(parsing: kind))
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }

@@ -420,6 +420,14 @@ public final class RequestHandler: Sendable {
             writer.floats(recommendRequest.constraints == .hard ? encoded.baseVector : encoded.vector)
             writer.clausesField(encoded.clauses)
             writer.unknownHistoryField(encoded.unknownHistory)
+        case .declareIndex(let attribute, let kind):
+            let entries = try engine.declarePayloadIndex(attribute, kind: kind)
+            writer.raw(",\"attr\":")
+            writer.string(attribute)
+            writer.raw(",\"kind\":")
+            writer.string(kind.name)
+            writer.raw(",\"entries\":")
+            writer.int(entries)
         case .swap(let generation, let checkpoint):
             let result = try engine.swap(to: generation, checkpoint: checkpoint)
             writer.raw(",\"generation\":")

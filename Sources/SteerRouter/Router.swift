@@ -377,6 +377,8 @@ public final class Router: RequestService {
             writer.int(count)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
+        case .declareIndex:
+            throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
         }
         writer.raw("}\n")
         return writer.bytes

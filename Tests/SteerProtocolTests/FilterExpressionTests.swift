@@ -137,6 +137,18 @@ import Testing
         #expect(request.explain)
     }
 
+    @Test func declareIndexIsAnAdminOp() throws {
+        let request = try decoder.decode(try JSONParser.parse(#"{"op":"declare_index","attr":"specs.year","kind":"numeric"}"#))
+        guard case .declareIndex(let attribute, let kind) = request.operation else {
+            Issue.record("not declare_index")
+            return
+        }
+        #expect(attribute == "specs.year" && kind == .numeric && request.operation.isAdmin && request.operation.requiredScope == .admin)
+        let badKind = #expect(throws: SteerError.self) { try decoder.decode(try JSONParser.parse(#"{"op":"declare_index","attr":"a","kind":"text"}"#)) }
+        #expect(badKind?.message == "payload index kind must be 'keyword' or 'numeric', got 'text'")
+        #expect(throws: SteerError.self) { try decoder.decode(try JSONParser.parse(#"{"op":"declare_index","kind":"keyword"}"#)) }
+    }
+
     @Test func wireFormParsesBackEqual() throws {
         let expression: FilterExpression = .or([
             .and([.tag("x"), .not(.tag("y"))]),
