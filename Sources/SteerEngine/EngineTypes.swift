@@ -111,6 +111,9 @@ public struct SearchOptions: Sendable {
     public var filter: TagFilter
     /// Return the plan each query ran (`SearchPlan`) with the hits.
     public var explain: Bool
+    /// Quantized indexes: fetch k × oversample candidates and rescore them exactly; nil = the planner's
+    /// default (`FilterPlanner.Settings.defaultOversample`).
+    public var oversample: Int?
 
     public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter(), explain: Bool = false) {
         self.k = k
@@ -161,6 +164,8 @@ public struct RecommendRequest: Sendable {
     public var efSearch: Int?
     /// Return the plan that ran (`Recommendation.plan`).
     public var explain: Bool = false
+    /// As `SearchOptions.oversample`.
+    public var oversample: Int?
 
     public init(history: [ItemID], prompt: String? = nil, k: Int = 10, excludeHistory: Bool = true,
                 constraints: ConstraintMode = .soft, filter: TagFilter = TagFilter(), nprobe: Int? = nil, efSearch: Int? = nil) {
@@ -212,6 +217,10 @@ public struct EngineStats: Sendable {
     public var shards: Int = 1
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
+    /// The index's memory by its layout (`IndexSpec.memoryEstimate`), for the vectors it holds: an
+    /// estimate, not a measurement.
+    public var indexBytesEstimate: Double = 0
+    public var indexBytesPerVectorEstimate: Double = 0
     /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
 }

@@ -31,8 +31,13 @@ public struct SearchPlan: Sendable, Equatable {
     public var widenings: Int
     /// Queries the index plan still answered short at the widening cap, answered exactly instead.
     public var exactFallbacks: Int
-    /// Item records read to evaluate attribute leaves (0 when the filter needed only tag postings).
+    /// Item records read to evaluate attribute leaves, or to list the live items for a large complement
+    /// (0 when postings and payload indexes answered the filter).
     public var scannedRecords: Int
+    /// Quantized index: candidates fetched per result (k × oversample fetched, then rescored); 1 otherwise.
+    public var oversample: Int = 1
+    /// Candidates rescored with float vectors from the store (quantized indexes).
+    public var rescored: Int = 0
 
     public init(kind: Kind, matches: Int?, items: Int, exactThreshold: Int, widenings: Int = 0, exactFallbacks: Int = 0,
                 scannedRecords: Int = 0) {
@@ -74,8 +79,12 @@ public final class FilterPlanner: Sendable {
         public var exactMaximum: Int
         /// Widening stops doubling ef_search here.
         public var maxWidenedEfSearch: Int
+        /// Quantized indexes: candidates fetched per wanted result when a request names no `oversample`.
+        public var defaultOversample: Int
 
-        public init(exactMinimum: Int = 1024, exactFraction: Double = 0.01, exactMaximum: Int = 32_768, maxWidenedEfSearch: Int = 4096) {
+        public init(exactMinimum: Int = 1024, exactFraction: Double = 0.01, exactMaximum: Int = 32_768, maxWidenedEfSearch: Int = 4096,
+                    defaultOversample: Int = 4) {
+            self.defaultOversample = defaultOversample
             self.exactMinimum = exactMinimum
             self.exactFraction = exactFraction
             self.exactMaximum = exactMaximum
@@ -287,7 +296,7 @@ extension RetrievalEngine {
     /// - Returns: one list per query, best first, at most k long, and the plan.
     /// - Throws: `invalid_request`/`too_large` for k; `unavailable` for an untrained index; store and
     ///   index errors.
-    func searchPlanned(_ generation: Generation, _ queries: [Float], k: Int, nprobe: Int?, efSearch: Int?,
+    func searchPlanned(_ generation: Generation, _ queries: [Float], k: Int, nprobe: Int?, efSearch: Int?, oversample: Int? = nil,
                        filter: ResolvedFilter) throws(SteerError) -> ([[ScoredLabel]], SearchPlan) {
         guard k >= 1 else { throw SteerError.invalid("k must be at least 1, got \(k)") }
         guard k <= VectorIndex.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(VectorIndex.maxK)") }
@@ -303,6 +312,18 @@ extension RetrievalEngine {
         var plan = SearchPlan(kind: .unfiltered, matches: nil, items: items, exactThreshold: settings.exactThreshold(items: items),
                               scannedRecords: filter.scannedRecords)
         defer { filterPlanner.record(plan) }
+        // Quantized indexes (PQ, SQ8 codes) fetch k × oversample candidates and rescore them with the
+        // float vectors from the store.
+        let quantized = index.spec.isQuantized
+        let factor = quantized ? max(1, oversample ?? settings.defaultOversample) : 1
+        if quantized { plan.oversample = factor }
+        func indexSearch(_ rows: [Float], k wanted: Int, _ parameters: SearchParameters) throws(SteerError) -> [[ScoredLabel]] {
+            let fetch = min(VectorIndex.maxK, max(wanted, wanted * factor))
+            let raw = try index.search(rows, k: fetch, parameters: parameters)
+            guard quantized else { return raw }
+            plan.rescored += raw.reduce(0) { $0 + $1.count }
+            return try rescore(generation, rows, raw, k: wanted)
+        }
         var required = filter.required
         let excluded = filter.excluded
         if required == nil && !excluded.isEmpty {
@@ -310,7 +331,7 @@ extension RetrievalEngine {
             if k + excluded.count <= VectorIndex.maxK && upperBound > plan.exactThreshold {
                 plan.kind = .postFilter
                 plan.matches = upperBound
-                let raw = try index.search(prepared, k: k + excluded.count, parameters: SearchParameters(nprobe: nprobe, efSearch: efSearch))
+                let raw = try indexSearch(prepared, k: k + excluded.count, SearchParameters(nprobe: nprobe, efSearch: efSearch))
                 return (raw.map { list in Array(list.lazy.filter { !excluded.contains($0.label) }.prefix(k)) }, plan)
             }
             let live = try store.liveInternalIDs()
@@ -318,7 +339,7 @@ extension RetrievalEngine {
             required = Set(live)
         }
         guard let required else {
-            return (try index.search(prepared, k: k, parameters: SearchParameters(nprobe: nprobe, efSearch: efSearch)), plan)
+            return (try indexSearch(prepared, k: k, SearchParameters(nprobe: nprobe, efSearch: efSearch)), plan)
         }
         let allowed = required.subtracting(excluded).sorted()
         plan.matches = allowed.count
@@ -332,7 +353,7 @@ extension RetrievalEngine {
         }
         plan.kind = .index
         let allowedLabels = AllowedLabels(sortedLabels: allowed)
-        var results = try index.search(prepared, k: k, parameters: SearchParameters(
+        var results = try indexSearch(prepared, k: k, SearchParameters(
             nprobe: nprobe, efSearch: efSearch, allowed: allowedLabels, exactFilterThreshold: 0))
         let wanted = min(k, allowed.count)
         var short = results.indices.filter { results[$0].count < wanted }
@@ -350,7 +371,7 @@ extension RetrievalEngine {
             for query in short {
                 subset.append(contentsOf: prepared[(query * generation.dimension)..<((query + 1) * generation.dimension)])
             }
-            let retried = try index.search(subset, k: k, parameters: SearchParameters(
+            let retried = try indexSearch(subset, k: k, SearchParameters(
                 nprobe: probes, efSearch: ef, allowed: allowedLabels, exactFilterThreshold: 0))
             for (position, query) in short.enumerated() { results[query] = retried[position] }
             short = short.filter { results[$0].count < wanted }
@@ -361,6 +382,40 @@ extension RetrievalEngine {
             results[query] = try exactSearch(generation, row, count: 1, k: k, labels: allowed)[0]
         }
         return (results, plan)
+    }
+
+    /// Re-ranks each query's candidates exactly with their float vectors from the store (one read for
+    /// every candidate of the batch) and keeps the best k.
+    ///
+    /// - Parameter queries: one row per list, already normalised for cosine.
+    func rescore(_ generation: Generation, _ queries: [Float], _ candidates: [[ScoredLabel]], k: Int) throws(SteerError) -> [[ScoredLabel]] {
+        let dimension = generation.dimension
+        let labels = Array(Set(candidates.flatMap { $0.map(\.label) })).sorted()
+        var vectors: [Int64: [Float]] = [:]
+        vectors.reserveCapacity(labels.count)
+        var start = 0
+        while start < labels.count {
+            let chunk = Array(labels[start..<min(labels.count, start + FilterPlanner.exactReadChunk)])
+            for (label, stored) in zip(chunk, try store.vectors(internalIDs: chunk, version: generation.embeddingVersion)) {
+                guard var vector = stored, vector.count == dimension else { continue }
+                if generation.metric == .cosine { Vectors.normalizeRows(&vector, dimension: dimension) }
+                vectors[label] = vector
+            }
+            start += chunk.count
+        }
+        return queries.withUnsafeBufferPointer { q in
+            candidates.enumerated().map { query, list in
+                let row = UnsafeBufferPointer(rebasing: q[(query * dimension)..<((query + 1) * dimension)])
+                var top = TopK(k: k)
+                for candidate in list {
+                    // An item deleted since the index answered has no vector: dropped, like hydration does.
+                    guard let vector = vectors[candidate.label] else { continue }
+                    let score = vector.withUnsafeBufferPointer { generation.metric.score(row, $0) }
+                    top.offer(ScoredLabel(label: candidate.label, score: score))
+                }
+                return top.sorted()
+            }
+        }
     }
 
     /// The true top k among `labels` for each query: their float vectors of the generation's embedding

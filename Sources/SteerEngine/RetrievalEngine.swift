@@ -817,7 +817,7 @@ public final class RetrievalEngine: Sendable {
         }
         let resolved = try resolveFilter(options.filter, extraRequired: [], extraExcluded: [])
         let (results, plan) = try searchPlanned(generation, flat, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch,
-                                                filter: resolved)
+                                                oversample: options.oversample, filter: resolved)
         return (try hydrate(results), plan)
     }
 
@@ -883,7 +883,7 @@ public final class RetrievalEngine: Sendable {
         }
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
         let (results, plan) = try searchPlanned(generation, vector, k: request.k, nprobe: request.nprobe, efSearch: request.efSearch,
-                                                filter: resolved)
+                                                oversample: request.oversample, filter: resolved)
         return Recommendation(hits: try hydrate(results)[0], clauses: encoded.clauses, unknownHistory: encoded.unknownHistory, plan: plan)
     }
 
@@ -909,6 +909,9 @@ public final class RetrievalEngine: Sendable {
         stats.storeMemtableBytes = store.memtableBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
+        let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
+        stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
+        stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector
         return stats
     }
 

@@ -22,7 +22,7 @@ extension JSONWriter {
     }
 
     /// `,"explain":{"plan":…,"matches":…,"items":…,"selectivity":…,"exact_threshold":…,"widenings":…,
-    /// "exact_fallbacks":…,"scanned_records":…}` (`matches` and `selectivity` are null when unfiltered).
+    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…}` (`matches` and `selectivity` are null when unfiltered).
     public mutating func explainField(_ plan: SearchPlan) {
         raw(",\"explain\":{\"plan\":")
         string(plan.kind.rawValue)
@@ -40,6 +40,10 @@ extension JSONWriter {
         int(plan.exactFallbacks)
         raw(",\"scanned_records\":")
         int(plan.scannedRecords)
+        raw(",\"oversample\":")
+        int(plan.oversample)
+        raw(",\"rescored\":")
+        int(plan.rescored)
         raw("}")
     }
 

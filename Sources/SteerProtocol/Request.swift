@@ -6,8 +6,8 @@ import SteerEngine
 ///
 /// The cost model: a line costs O(its bytes) to parse and validate (bounded by `maxLineBytes`); the engine
 /// work a request may ask for is bounded by `maxQueryCost` work units, where one query costs
-/// `max(k, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe lists, and
-/// every hit is hydrated and written), plus `filterNodeUnits` per node of a filter expression; a prompt
+/// `max(k × oversample, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe
+/// lists, every hit is hydrated and written, every oversampled candidate rescored), plus `filterNodeUnits` per node of a filter expression; a prompt
 /// is cut to 8 clauses of at most 256 tokens each by the model, and filters to `maxFilterTerms` distinct
 /// tags, `maxFilterDepth` levels and `maxFilterNodes` nodes.
 public struct ProtocolLimits: Sendable {
@@ -30,6 +30,8 @@ public struct ProtocolLimits: Sendable {
     /// Most distinct tags in one `filter` (over `tags_any`, `tags_none`, `tag_groups` and the tag leaves
     /// of its expression together).
     public var maxFilterTerms: Int
+    /// Largest `oversample` (candidates fetched per result from a quantized index, then rescored).
+    public var maxOversample: Int
     /// Deepest nesting of a filter expression, in nodes from its root (the root is level 1).
     public var maxFilterDepth: Int
     /// Most nodes in a filter expression (each `in`/`nin` value counts as one; see `FilterParser`).
@@ -42,7 +44,8 @@ public struct ProtocolLimits: Sendable {
 
     public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
                 maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
-                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256) {
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256, maxOversample: Int = 64) {
+        self.maxOversample = maxOversample
         self.maxFilterDepth = maxFilterDepth
         self.maxFilterNodes = maxFilterNodes
         self.maxLineBytes = maxLineBytes
@@ -219,10 +222,10 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["ids"])
             operation = .get(Self.unique(try decodeIDs(fields, "ids")))
         case "search":
-            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter", "explain"])
+            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter", "explain", "oversample"])
             operation = try decodeSearch(fields)
         case "recommend", "encode":
-            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search", "explain"])
+            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search", "explain", "oversample"])
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
@@ -404,8 +407,11 @@ public struct RequestDecoder: Sendable {
         let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodeNprobe(fields),
                                     efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields),
                                     explain: try fields.bool("explain") ?? false)
-        try requireAffordable(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe, filter: options.filter)
-        return .search(queries: queries, options: options, batch: batch)
+        var searchOptions = options
+        searchOptions.oversample = try decodePositive(fields, "oversample", limit: limits.maxOversample, limitName: "maxOversample")
+        try requireAffordable(queries: queries.count, k: options.k * (searchOptions.oversample ?? 1), efSearch: options.efSearch,
+                              nprobe: options.nprobe, filter: options.filter)
+        return .search(queries: queries, options: searchOptions, batch: batch)
     }
 
     private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
@@ -431,7 +437,9 @@ public struct RequestDecoder: Sendable {
                                        filter: try decodeFilter(fields), nprobe: try decodeNprobe(fields),
                                        efSearch: try decodeEfSearch(fields))
         request.explain = try fields.bool("explain") ?? false
-        try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe, filter: request.filter)
+        request.oversample = try decodePositive(fields, "oversample", limit: limits.maxOversample, limitName: "maxOversample")
+        try requireAffordable(queries: 1, k: request.k * (request.oversample ?? 1), efSearch: request.efSearch, nprobe: request.nprobe,
+                              filter: request.filter)
         return request
     }
 

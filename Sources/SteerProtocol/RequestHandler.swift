@@ -553,6 +553,10 @@ public final class RequestHandler: Sendable {
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
         writer.plansField(engineStats.plans)
+        writer.raw(",\"index_bytes_estimate\":")
+        writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
+        writer.raw(",\"index_bytes_per_vector_estimate\":")
+        writer.value(.double((engineStats.indexBytesPerVectorEstimate * 10).rounded() / 10))
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")
