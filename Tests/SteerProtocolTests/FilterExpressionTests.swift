@@ -1,6 +1,5 @@
 import Foundation
 import SteerCore
-import SteerEngine
 import Testing
 @testable import SteerProtocol
 
@@ -143,10 +142,33 @@ import Testing
             Issue.record("not declare_index")
             return
         }
-        #expect(attribute == "specs.year" && kind == .numeric && request.operation.isAdmin && request.operation.requiredScope == .admin)
+        #expect(attribute == "specs.year" && kind == .numeric && request.operation.isAdmin)
         let badKind = #expect(throws: SteerError.self) { try decoder.decode(try JSONParser.parse(#"{"op":"declare_index","attr":"a","kind":"text"}"#)) }
         #expect(badKind?.message == "payload index kind must be 'keyword' or 'numeric', got 'text'")
         #expect(throws: SteerError.self) { try decoder.decode(try JSONParser.parse(#"{"op":"declare_index","kind":"keyword"}"#)) }
+    }
+
+    @Test func theRequestEncoderCarriesExpressionExplainOversampleAndDeclareIndex() throws {
+        var options = SearchOptions(k: 5, filter: TagFilter(tagsNone: ["x"], expression: .not(.tag("y"))), explain: true)
+        options.oversample = 8
+        var recommend = RecommendRequest(history: [.int(1)], filter: TagFilter(expression: .attribute(AttributePredicate(name: "a", conditions: [.gt(1)]))))
+        recommend.explain = true
+        recommend.oversample = 3
+        for request in [Request(operation: .search(queries: [[1]], options: options, batch: false)),
+                        Request(operation: .recommend(recommend)),
+                        Request(operation: .declareIndex(attribute: "specs.year", kind: .numeric))] {
+            let decoded = try decoder.decode(try JSONParser.parse(RequestEncoder.encode(request)))
+            switch (request.operation, decoded.operation) {
+            case (.search(_, let sent, _), .search(_, let got, _)):
+                #expect(got.filter == sent.filter && got.explain && got.oversample == 8)
+            case (.recommend(let sent), .recommend(let got)):
+                #expect(got.filter == sent.filter && got.explain && got.oversample == 3)
+            case (.declareIndex(let sentAttribute, let sentKind), .declareIndex(let gotAttribute, let gotKind)):
+                #expect(sentAttribute == gotAttribute && sentKind == gotKind)
+            default:
+                Issue.record("decoded \(decoded.operation.name) for \(request.operation.name)")
+            }
+        }
     }
 
     @Test func wireFormParsesBackEqual() throws {
@@ -158,7 +180,7 @@ import Testing
         ])
         var writer = JSONWriter(capacity: 256)
         writer.raw("{\"op\":\"search\",\"vector\":[1],\"k\":1")
-        writer.filterField(TagFilter(tagsAny: ["p"], tagGroups: [["g"]], expression: expression))
+        RequestEncoder.writeFilter(TagFilter(tagsAny: ["p"], tagGroups: [["g"]], expression: expression), &writer)
         writer.raw("}")
         let root = try JSONParser.parse(String(decoding: writer.bytes, as: UTF8.self))
         guard case .search(_, let options, _) = try decoder.decode(root).operation else {

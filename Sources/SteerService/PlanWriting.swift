@@ -1,26 +1,9 @@
 import SteerCore
 import SteerEngine
+import SteerProtocol
 
-/// Filter and plan fragments written alike by the request handler, the router and the Swift client.
+/// The planner's answer fragments (`explain` on search and recommend, `plans` in `stats`).
 extension JSONWriter {
-    /// `,"filter":{…}` for a non-empty filter: the tag lists, then the expression's node fields in the
-    /// same object (docs/protocol.md, "Filter expressions"). Nothing for an empty filter.
-    public mutating func filterField(_ filter: TagFilter) {
-        filterField(tagsAny: filter.tagsAny, tagsNone: filter.tagsNone, tagGroups: filter.tagGroups, expression: filter.expression)
-    }
-
-    /// `filterField` from its parts.
-    public mutating func filterField(tagsAny: [String], tagsNone: [String], tagGroups: [[String]] = [], expression: FilterExpression?) {
-        var fields: [(key: String, value: JSONValue)] = []
-        if !tagsAny.isEmpty { fields.append(("tags_any", .array(tagsAny.map(JSONValue.string)))) }
-        if !tagsNone.isEmpty { fields.append(("tags_none", .array(tagsNone.map(JSONValue.string)))) }
-        if !tagGroups.isEmpty { fields.append(("tag_groups", .array(tagGroups.map { .array($0.map(JSONValue.string)) }))) }
-        if let expression, case .object(let node) = expression.jsonValue { fields.append(contentsOf: node.fields) }
-        if fields.isEmpty { return }
-        raw(",\"filter\":")
-        value(.object(JSONObject(fields)))
-    }
-
     /// `,"explain":{"plan":…,"matches":…,"items":…,"selectivity":…,"exact_threshold":…,"widenings":…,
     /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…}` (`matches` and `selectivity` are null when unfiltered).
     public mutating func explainField(_ plan: SearchPlan) {
