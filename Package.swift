@@ -199,6 +199,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Filtered recall per plan and rescoring recall vs oversample, in process (Benchmarks/filter/run.sh).
+        .executableTarget(
+            name: "steer-filter-bench",
+            dependencies: ["SteerEngine", "SteerIndex", "SteerCore"],
+            path: "Benchmarks/filter/bench",
+            swiftSettings: swiftSettings
+        ),
+
         // Recommend latency through `steer serve --checkpoint` (Benchmarks/recommend/run.sh).
         .executableTarget(
             name: "steer-recommend-bench",

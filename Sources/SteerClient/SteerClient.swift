@@ -259,18 +259,27 @@ public final class SteerClient: @unchecked Sendable {
         return Int(count)
     }
 
-    /// Searches one vector; `base64` sends it as `vector_b64`.
+    /// Searches one vector; `base64` sends it as `vector_b64`; `expression` is a filter expression
+    /// (docs/protocol.md, "Filter expressions"), combined with the tag lists of `filter` by "and".
     public func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
-                       nprobe: Int? = nil, efSearch: Int? = nil, collection: String? = nil) async throws -> [ClientHit] {
-        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, nprobe: nprobe, efSearch: efSearch,
-                                                            collection: collection))
+                       expression: FilterExpression? = nil, nprobe: Int? = nil, efSearch: Int? = nil,
+                       collection: String? = nil) async throws -> [ClientHit] {
+        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, expression: expression,
+                                                            nprobe: nprobe, efSearch: efSearch, collection: collection))
         return try ClientHit.list(response["hits"])
     }
 
+    /// The whole answer of a search (with `explain`, its `explain` object says which plan ran).
+    public func searchResponse(_ vector: [Float], k: Int, expression: FilterExpression? = nil, explain: Bool = false) async throws -> JSONObject {
+        try await request(RequestLine.search(vector, k: k, base64: true, expression: expression, explain: explain))
+    }
+
     public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: ConstraintMode? = nil,
-                          excludeHistory: Bool? = nil, collection: String? = nil) async throws -> JSONObject {
+                          excludeHistory: Bool? = nil, expression: FilterExpression? = nil,
+                          collection: String? = nil) async throws -> JSONObject {
         try await request(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k,
-                                                constraints: constraints, excludeHistory: excludeHistory, collection: collection))
+                                                constraints: constraints, excludeHistory: excludeHistory, expression: expression,
+                                                collection: collection))
     }
 }
 
@@ -280,12 +289,15 @@ public struct ClientItem: Sendable {
     public var vector: [Float]
     public var tags: [String]
     public var title: String?
+    /// The item's `attributes`: a JSON object as text, sent as given.
+    public var attributesJSON: String?
 
-    public init(id: ItemID, vector: [Float], tags: [String] = [], title: String? = nil) {
+    public init(id: ItemID, vector: [Float], tags: [String] = [], title: String? = nil, attributesJSON: String? = nil) {
         self.id = id
         self.vector = vector
         self.tags = tags
         self.title = title
+        self.attributesJSON = attributesJSON
     }
 }
 
@@ -337,7 +349,7 @@ public enum RequestLine {
     }
 
     public static func upsert(_ items: [ClientItem], token: String? = nil, collection: String? = nil) -> [UInt8] {
-        let inputs = items.map { ItemInput(id: $0.id, vector: $0.vector, title: $0.title, tags: $0.tags) }
+        let inputs = items.map { ItemInput(id: $0.id, vector: $0.vector, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON) }
         return RequestEncoder.encode(Request(operation: .upsert(inputs), token: token, collection: collection), vectors: .json)
     }
 
@@ -346,9 +358,11 @@ public enum RequestLine {
     }
 
     public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
+                              expression: FilterExpression? = nil, explain: Bool = false,
                               nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil, collection: String? = nil) -> [UInt8] {
         let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch,
-                                    filter: TagFilter(tagsAny: filter?.any ?? [], tagsNone: filter?.none ?? []))
+                                    filter: TagFilter(tagsAny: filter?.any ?? [], tagsNone: filter?.none ?? [], expression: expression),
+                                    explain: explain)
         return RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .search(queries: [vector], options: options, batch: false),
                                              collection: collection),
                                      vectors: base64 ? .base64 : .json)
@@ -356,9 +370,9 @@ public enum RequestLine {
 
     /// A `recommend` (`op` "recommend") or `encode` (any other `op`) line.
     public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: ConstraintMode?,
-                                 excludeHistory: Bool?, collection: String? = nil) -> [UInt8] {
+                                 excludeHistory: Bool?, expression: FilterExpression? = nil, collection: String? = nil) -> [UInt8] {
         let request = RecommendRequest(history: history, prompt: prompt, k: k, excludeHistory: excludeHistory ?? true,
-                                       constraints: constraints ?? .soft)
+                                       constraints: constraints ?? .soft, filter: TagFilter(expression: expression))
         return RequestEncoder.encode(Request(operation: op == "recommend" ? .recommend(request) : .encode(request), collection: collection))
     }
 

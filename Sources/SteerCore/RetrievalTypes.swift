@@ -39,22 +39,26 @@ public struct ItemOutput: Sendable {
     }
 }
 
-/// Tag filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
-/// (ignored when empty) and none of `tagsNone`.
+/// Filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
+/// (ignored when empty), none of `tagsNone`, one tag of every group of `tagGroups`, and meets
+/// `expression` when there is one (docs/protocol.md, "Filter expressions").
 public struct TagFilter: Sendable, Hashable {
     public var tagsAny: [String]
     public var tagsNone: [String]
     /// More required groups: an item must carry one tag of every group (and one of `tagsAny` when that is
     /// not empty). The router sends a recommend's clause constraints to the shards this way.
     public var tagGroups: [[String]]
+    /// A filter expression over tags and attributes, combined with the tag lists by "and".
+    public var expression: FilterExpression?
 
-    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = []) {
+    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = [], expression: FilterExpression? = nil) {
         self.tagsAny = tagsAny
         self.tagsNone = tagsNone
         self.tagGroups = tagGroups
+        self.expression = expression
     }
 
-    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty }
+    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty && expression == nil }
 }
 
 /// Search knobs.
@@ -64,12 +68,18 @@ public struct SearchOptions: Sendable {
     public var nprobe: Int?
     public var efSearch: Int?
     public var filter: TagFilter
+    /// Return the plan that ran (the engine's `SearchPlan`) with the hits.
+    public var explain: Bool
+    /// Quantized indexes: fetch k × oversample candidates and rescore them exactly; nil = the engine's
+    /// default (`FilterPlanner.Settings.defaultOversample`).
+    public var oversample: Int?
 
-    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter()) {
+    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter(), explain: Bool = false) {
         self.k = k
         self.nprobe = nprobe
         self.efSearch = efSearch
         self.filter = filter
+        self.explain = explain
     }
 }
 
@@ -112,6 +122,10 @@ public struct RecommendRequest: Sendable {
     public var filter: TagFilter
     public var nprobe: Int?
     public var efSearch: Int?
+    /// Return the plan that ran (`Recommendation.plan`).
+    public var explain: Bool = false
+    /// As `SearchOptions.oversample`.
+    public var oversample: Int?
 
     public init(history: [ItemID], prompt: String? = nil, k: Int = 10, excludeHistory: Bool = true,
                 constraints: ConstraintMode = .soft, filter: TagFilter = TagFilter(), nprobe: Int? = nil, efSearch: Int? = nil) {

@@ -58,6 +58,8 @@ public struct Recommendation: Sendable {
     public var clauses: [QueryClause]
     /// History ids that were not known and were skipped.
     public var unknownHistory: [ItemID]
+    /// The plan that ran.
+    public var plan: SearchPlan = .unfiltered
 }
 
 /// Engine state reported by `stats`.
@@ -87,6 +89,12 @@ public struct EngineStats: Sendable {
     public var shards: Int = 1
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
+    /// The index's memory by its layout (`IndexSpec.memoryEstimate`), for the vectors it holds: an
+    /// estimate, not a measurement.
+    public var indexBytesEstimate: Double = 0
+    public var indexBytesPerVectorEstimate: Double = 0
+    /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
+    public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
 }
 
 /// What `RetrievalEngine.apply` did with a write-log message.

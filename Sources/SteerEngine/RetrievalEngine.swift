@@ -58,11 +58,16 @@ public final class RetrievalEngine: Sendable {
         /// The directory a `swap`'s `checkpoint` must lie inside (`PathRoot` rules); nil refuses every
         /// swap that names a checkpoint.
         public var checkpointRoot: String?
+        /// Payload indexes to declare on open (attribute path → kind); those missing are built over the
+        /// existing items (`ItemStore.declarePayloadIndex`). Declared ones stay declared.
+        public var payloadIndexes: [String: PayloadKind] = [:]
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
                     miniLMDirectory: String? = nil, checkpointRoot: String? = nil, recordCacheBytes: Int = Configuration.defaultRecordCacheBytes,
+                    payloadIndexes: [String: PayloadKind] = [:],
                     encoderFactory: (@Sendable (ItemStore, String, Int) throws(SteerError) -> (any QueryEncoder)?)? = nil) {
+            self.payloadIndexes = payloadIndexes
             self.miniLMDirectory = miniLMDirectory
             self.checkpointRoot = checkpointRoot
             self.dataDirectory = dataDirectory
@@ -96,6 +101,8 @@ public final class RetrievalEngine: Sendable {
 
     public let configuration: Configuration
     public let store: ItemStore
+    /// Chooses and counts the plan of every search and recommend (`FilterPlanner`).
+    public let filterPlanner = FilterPlanner()
     private let current: Locked<Generation>
     private let writeLock = NSLock()
     private let closed = Locked(false)
@@ -142,6 +149,14 @@ public final class RetrievalEngine: Sendable {
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
                                                          maxBatchItems: configuration.maxBatchItems,
                                                          recordCacheBytes: configuration.recordCacheBytes))
+        for (name, kind) in configuration.payloadIndexes.sorted(by: { $0.key < $1.key }) {
+            do {
+                try store.declarePayloadIndex(name, kind: kind)
+            } catch {
+                store.close()
+                throw error
+            }
+        }
         applied = Locked(store.appliedStreamSequence)
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)
@@ -783,6 +798,11 @@ public final class RetrievalEngine: Sendable {
     /// - Returns: one hit list per query, best first, hydrated with title and tags.
     /// - Throws: `.dimensionMismatch` naming `vector` (one query) or `vectors[i]`; `.invalidRequest` for a bad k.
     public func search(_ queries: [[Float]], options: SearchOptions, in pinned: Generation? = nil) throws(SteerError) -> [[Hit]] {
+        try searchExplained(queries, options: options, in: pinned).hits
+    }
+
+    /// `search`, and the plan that ran (`SearchPlan`, counted in `filterPlanner`).
+    public func searchExplained(_ queries: [[Float]], options: SearchOptions, in pinned: Generation? = nil) throws(SteerError) -> (hits: [[Hit]], plan: SearchPlan) {
         try requireOpen()
         let generation = pinned ?? generation
         var flat: [Float] = []
@@ -795,53 +815,10 @@ public final class RetrievalEngine: Sendable {
             try Vectors.requireFinite(query, field: field)
             flat.append(contentsOf: query)
         }
-        let (required, excluded) = try resolveFilter(options.filter, extraRequired: [], extraExcluded: [])
-        let results = try searchLabels(generation, flat, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch,
-                                       required: required, excluded: excluded)
-        return try hydrate(results)
-    }
-
-    /// Turns a tag filter (plus clause constraints) into a required label set (nil: no requirement) and
-    /// an excluded label set.
-    private func resolveFilter(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> (Set<Int64>?, Set<Int64>) {
-        var required: Set<Int64>?
-        var groups = extraRequired + filter.tagGroups
-        if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
-        for group in groups {
-            var union = Set<Int64>()
-            for tag in group { union.formUnion(try store.internalIDs(withTag: tag)) }
-            required = required.map { $0.intersection(union) } ?? union
-        }
-        var excluded = Set<Int64>()
-        for tag in filter.tagsNone + extraExcluded { excluded.formUnion(try store.internalIDs(withTag: tag)) }
-        return (required, excluded)
-    }
-
-    /// Searches with a required set (searched through `AllowedLabels`) and an excluded set (subtracted from
-    /// the required set, or over-fetched by its size and post-filtered when there is no required set).
-    private func searchLabels(_ generation: Generation, _ queries: [Float], k: Int, nprobe: Int?, efSearch: Int?,
-                              required: Set<Int64>?, excluded: Set<Int64>) throws(SteerError) -> [[ScoredLabel]] {
-        guard k >= 1 else { throw SteerError.invalid("k must be at least 1, got \(k)") }
-        guard k <= VectorIndex.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(VectorIndex.maxK)") }
-        let count = queries.count / max(generation.dimension, 1)
-        let index = generation.index
-        if !index.isTrained {
-            throw SteerError(.unavailable, "index \(index.spec) is not trained yet: it needs \(Self.minimumTrainingVectors(index.spec)) items, the store has \(store.count)")
-        }
-        var parameters = SearchParameters(nprobe: nprobe, efSearch: efSearch)
-        var fetch = k
-        if let required {
-            let allowed = required.subtracting(excluded)
-            if allowed.isEmpty { return Array(repeating: [], count: count) }
-            parameters.allowed = AllowedLabels(sortedLabels: allowed.sorted())
-        } else if !excluded.isEmpty {
-            fetch = min(VectorIndex.maxK, k + excluded.count)
-        }
-        var prepared = queries
-        if generation.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: generation.dimension) }
-        let raw = try index.search(prepared, k: fetch, parameters: parameters)
-        if fetch == k || excluded.isEmpty { return raw }
-        return raw.map { list in Array(list.lazy.filter { !excluded.contains($0.label) }.prefix(k)) }
+        let resolved = try resolveFilter(options.filter, extraRequired: [], extraExcluded: [])
+        let (results, plan) = try searchPlanned(generation, flat, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch,
+                                                oversample: options.oversample, filter: resolved)
+        return (try hydrate(results), plan)
     }
 
     private func hydrate(_ results: [[ScoredLabel]]) throws(SteerError) -> [[Hit]] {
@@ -896,18 +873,18 @@ public final class RetrievalEngine: Sendable {
                 }
             }
         }
-        var (required, excluded) = try resolveFilter(request.filter, extraRequired: requiredGroups, extraExcluded: excludedTags)
+        var resolved = try resolveFilter(request.filter, extraRequired: requiredGroups, extraExcluded: excludedTags)
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
             let known = request.history.filter { !unknown.contains($0) }
             for internalID in try store.internalIDs(of: known) {
-                if let internalID { excluded.insert(internalID) }
+                if let internalID { resolved.excluded.insert(internalID) }
             }
         }
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
-        let results = try searchLabels(generation, vector, k: request.k, nprobe: request.nprobe, efSearch: request.efSearch,
-                                       required: required, excluded: excluded)
-        return Recommendation(hits: try hydrate(results)[0], clauses: encoded.clauses, unknownHistory: encoded.unknownHistory)
+        let (results, plan) = try searchPlanned(generation, vector, k: request.k, nprobe: request.nprobe, efSearch: request.efSearch,
+                                                oversample: request.oversample, filter: resolved)
+        return Recommendation(hits: try hydrate(results)[0], clauses: encoded.clauses, unknownHistory: encoded.unknownHistory, plan: plan)
     }
 
     // MARK: Stats and lifecycle
@@ -931,6 +908,10 @@ public final class RetrievalEngine: Sendable {
             shards: generation.index.shards.count, generationDirectory: generation.directory)
         stats.storeMemtableBytes = store.memtableBytes
         stats.recordCache = store.recordCacheStatistics
+        stats.plans = filterPlanner.planCounts
+        let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
+        stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
+        stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector
         return stats
     }
 

@@ -132,6 +132,14 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     /// Flat search is exact.
     public var isExact: Bool { family == .flat }
 
+    /// The index keeps compressed codes (PQ, SQ8), not the float vectors: its scores are approximate.
+    public var isQuantized: Bool {
+        switch family {
+        case .ivfPQ, .ivfSQ8: return true
+        case .flat, .hnsw, .ivfFlat: return false
+        }
+    }
+
     /// IVF list count, nil for other families.
     public var lists: Int? {
         switch family {

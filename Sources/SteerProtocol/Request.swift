@@ -5,9 +5,10 @@ import SteerCore
 ///
 /// The cost model: a line costs O(its bytes) to parse and validate (bounded by `maxLineBytes`); the engine
 /// work a request may ask for is bounded by `maxQueryCost` work units, where one query costs
-/// `max(k, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe lists, and
-/// every hit is hydrated and written); a prompt is cut to 8 clauses of at most 256 tokens each by the
-/// model, and filters to `maxFilterTerms` distinct tags.
+/// `max(k × oversample, ef_search, nprobe)` units (HNSW visits about ef_search candidates, IVF scans nprobe
+/// lists, every hit is hydrated and written, every oversampled candidate rescored), plus `filterNodeUnits` per node of a filter expression; a prompt
+/// is cut to 8 clauses of at most 256 tokens each by the model, and filters to `maxFilterTerms` distinct
+/// tags, `maxFilterDepth` levels and `maxFilterNodes` nodes.
 public struct ProtocolLimits: Sendable {
     /// Longest request line, newline excluded; longer lines get `too_large` and are skipped.
     public var maxLineBytes: Int
@@ -25,8 +26,15 @@ public struct ProtocolLimits: Sendable {
     public var maxNprobe: Int
     /// Most work units one request may ask for: the sum over its queries of `max(k, ef_search, nprobe)`.
     public var maxQueryCost: Int
-    /// Most distinct tags in one `filter` (over `tags_any`, `tags_none` and `tag_groups` together).
+    /// Most distinct tags in one `filter` (over `tags_any`, `tags_none`, `tag_groups` and the tag leaves
+    /// of its expression together).
     public var maxFilterTerms: Int
+    /// Largest `oversample` (candidates fetched per result from a quantized index, then rescored).
+    public var maxOversample: Int
+    /// Deepest nesting of a filter expression, in nodes from its root (the root is level 1).
+    public var maxFilterDepth: Int
+    /// Most nodes in a filter expression (each `in`/`nin` value counts as one; see `FilterParser`).
+    public var maxFilterNodes: Int
     /// Largest `timeout_ms` a request may ask for, in milliseconds.
     public var maxTimeoutMillis: Int
     /// Longest answer line, in bytes; a request whose answer would be longer gets `too_large` instead
@@ -35,7 +43,10 @@ public struct ProtocolLimits: Sendable {
 
     public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
                 maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
-                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20) {
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256, maxOversample: Int = 64) {
+        self.maxOversample = maxOversample
+        self.maxFilterDepth = maxFilterDepth
+        self.maxFilterNodes = maxFilterNodes
         self.maxLineBytes = maxLineBytes
         self.maxK = maxK
         self.maxBatch = maxBatch
@@ -49,9 +60,14 @@ public struct ProtocolLimits: Sendable {
         self.maxResponseBytes = maxResponseBytes
     }
 
-    /// Work units of `queries` searches with these knobs (see the type's cost model).
-    public static func cost(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) -> Int {
-        queries * max(k, efSearch ?? 0, nprobe ?? 0)
+    /// Work units per node of a filter expression: resolving a node reads one posting list, or tests one
+    /// attribute of every item the filter reads (docs/security.md).
+    public static let filterNodeUnits = 64
+
+    /// Work units of `queries` searches with these knobs and a filter expression of `filterNodes` nodes
+    /// (see the type's cost model).
+    public static func cost(queries: Int, k: Int, efSearch: Int?, nprobe: Int?, filterNodes: Int = 0) -> Int {
+        queries * max(k, efSearch ?? 0, nprobe ?? 0) + filterNodes * filterNodeUnits
     }
 }
 
@@ -83,6 +99,8 @@ public struct Request: Sendable {
         case dropCollection(String)
         case alias(alias: String, collection: String)
         case deleteAlias(String)
+        /// Declares a payload index on an attribute path and builds it over the existing items.
+        case declareIndex(attribute: String, kind: PayloadKind)
 
         public var name: String {
             switch self {
@@ -101,12 +119,13 @@ public struct Request: Sendable {
             case .dropCollection: return "drop_collection"
             case .alias: return "alias"
             case .deleteAlias: return "delete_alias"
+            case .declareIndex: return "declare_index"
             }
         }
 
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias: return true
+            case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .declareIndex: return true
             default: return false
             }
         }
@@ -145,7 +164,8 @@ public struct Request: Sendable {
 
 /// Every op the protocol knows, in documentation order.
 public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap",
-                              "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias"]
+                              "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias",
+                              "declare_index"]
 
 // MARK: - Decoding
 
@@ -232,10 +252,10 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["ids"])
             operation = .get(Self.unique(try decodeIDs(fields, "ids")))
         case "search":
-            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter"])
+            try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter", "explain", "oversample"])
             operation = try decodeSearch(fields)
         case "recommend", "encode":
-            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search"])
+            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search", "explain", "oversample"])
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
@@ -261,6 +281,11 @@ public struct RequestDecoder: Sendable {
         case "delete_alias":
             try fields.allow(["alias"])
             operation = .deleteAlias(try requiredName(fields, "alias"))
+        case "declare_index":
+            try fields.allow(["attr", "kind"])
+            guard let attribute = try fields.string("attr") else { throw SteerError.invalid("declare_index: missing field 'attr'") }
+            guard let kind = try fields.string("kind") else { throw SteerError.invalid("declare_index: missing field 'kind'") }
+            operation = .declareIndex(attribute: attribute, kind: try PayloadKind(parsing: kind))
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
@@ -336,10 +361,12 @@ public struct RequestDecoder: Sendable {
     }
 
     /// Refuses a request whose engine work exceeds `maxQueryCost` (before any of it runs).
-    private func requireAffordable(queries: Int, k: Int, efSearch: Int?, nprobe: Int?) throws(SteerError) {
-        let cost = ProtocolLimits.cost(queries: queries, k: k, efSearch: efSearch, nprobe: nprobe)
+    private func requireAffordable(queries: Int, k: Int, efSearch: Int?, nprobe: Int?, filter: TagFilter) throws(SteerError) {
+        let nodes = filter.expression?.nodeCount ?? 0
+        let cost = ProtocolLimits.cost(queries: queries, k: k, efSearch: efSearch, nprobe: nprobe, filterNodes: nodes)
         guard cost <= limits.maxQueryCost else {
-            throw SteerError(.tooLarge, "the request costs \(cost) work units (\(queries) queries × max(k \(k), ef_search \(efSearch ?? 0), nprobe \(nprobe ?? 0))), limit is \(limits.maxQueryCost) (maxQueryCost)")
+            let filterPart = nodes > 0 ? " + \(nodes) filter nodes × \(ProtocolLimits.filterNodeUnits)" : ""
+            throw SteerError(.tooLarge, "the request costs \(cost) work units (\(queries) queries × max(k \(k), ef_search \(efSearch ?? 0), nprobe \(nprobe ?? 0))\(filterPart)), limit is \(limits.maxQueryCost) (maxQueryCost)")
         }
     }
 
@@ -352,8 +379,16 @@ public struct RequestDecoder: Sendable {
     private func decodeFilter(_ fields: Fields) throws(SteerError) -> TagFilter {
         guard let value = fields.object["filter"] else { return TagFilter() }
         guard case .object(let filter) = value else { throw SteerError.invalid("filter must be an object, got \(value.typeName)") }
-        for field in filter.fields where !["tags_any", "tags_none", "tag_groups"].contains(field.key) {
-            throw SteerError.invalid("unknown field 'filter.\(field.key)' (known: tags_any, tags_none, tag_groups)")
+        // Fields other than the tag lists form the expression node (docs/protocol.md, "Filter expressions").
+        let tagLists: Set<String> = ["tags_any", "tags_none", "tag_groups"]
+        let nodeFields = filter.fields.filter { !tagLists.contains($0.key) }
+        var expression: FilterExpression?
+        if !nodeFields.isEmpty {
+            guard nodeFields.contains(where: { FilterParser.nodeKeys.contains($0.key) }) else {
+                throw SteerError.invalid("unknown field 'filter.\(nodeFields[0].key)' (known: tags_any, tags_none, tag_groups, and, or, not, tag, attr)")
+            }
+            expression = try FilterParser(maxDepth: limits.maxFilterDepth, maxNodes: limits.maxFilterNodes)
+                .parse(JSONObject(nodeFields), path: "filter").0
         }
         func tags(_ name: String, _ given: JSONValue? = nil) throws(SteerError) -> [String] {
             guard let value = given ?? filter[name] else { return [] }
@@ -386,8 +421,9 @@ public struct RequestDecoder: Sendable {
             }
         }
         let result = TagFilter(tagsAny: Self.uniqueTags(try tags("tags_any")), tagsNone: Self.uniqueTags(try tags("tags_none")),
-                               tagGroups: groups.map(Self.uniqueTags))
-        var distinct = Set(result.tagsAny)
+                               tagGroups: groups.map(Self.uniqueTags), expression: expression)
+        var distinct = expression?.tags ?? []
+        distinct.formUnion(result.tagsAny)
         distinct.formUnion(result.tagsNone)
         for group in result.tagGroups { distinct.formUnion(group) }
         guard distinct.count <= limits.maxFilterTerms else {
@@ -460,9 +496,13 @@ public struct RequestDecoder: Sendable {
             try Vectors.requireFinite(query, field: field)
         }
         let options = SearchOptions(k: try decodeK(fields, required: true), nprobe: try decodeNprobe(fields),
-                                    efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields))
-        try requireAffordable(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe)
-        return .search(queries: queries, options: options, batch: batch)
+                                    efSearch: try decodeEfSearch(fields), filter: try decodeFilter(fields),
+                                    explain: try fields.bool("explain") ?? false)
+        var searchOptions = options
+        searchOptions.oversample = try decodePositive(fields, "oversample", limit: limits.maxOversample, limitName: "maxOversample")
+        try requireAffordable(queries: queries.count, k: options.k * (searchOptions.oversample ?? 1), efSearch: options.efSearch,
+                              nprobe: options.nprobe, filter: options.filter)
+        return .search(queries: queries, options: searchOptions, batch: batch)
     }
 
     private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
@@ -483,11 +523,14 @@ public struct RequestDecoder: Sendable {
             }
             constraints = mode
         }
-        let request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
+        var request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
                                        excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
                                        filter: try decodeFilter(fields), nprobe: try decodeNprobe(fields),
                                        efSearch: try decodeEfSearch(fields))
-        try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe)
+        request.explain = try fields.bool("explain") ?? false
+        request.oversample = try decodePositive(fields, "oversample", limit: limits.maxOversample, limitName: "maxOversample")
+        try requireAffordable(queries: 1, k: request.k * (request.oversample ?? 1), efSearch: request.efSearch, nprobe: request.nprobe,
+                              filter: request.filter)
         return request
     }
 

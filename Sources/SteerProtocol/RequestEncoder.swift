@@ -98,7 +98,8 @@ public enum RequestEncoder {
         writer.raw("}")
     }
 
-    /// `,"filter":{…}` when `filter` is not empty; nothing otherwise.
+    /// `,"filter":{…}` when `filter` is not empty; nothing otherwise: the tag lists, then the fields of
+    /// the expression's root node in the same object (docs/protocol.md, "Filter expressions").
     public static func writeFilter(_ filter: TagFilter, _ writer: inout JSONWriter) {
         guard !filter.isEmpty else { return }
         writer.raw(",\"filter\":{")
@@ -123,6 +124,15 @@ public enum RequestEncoder {
                 writer.strings(group)
             }
             writer.raw("]")
+        }
+        if let expression = filter.expression, case .object(let node) = expression.jsonValue {
+            for field in node.fields {
+                if !first { writer.raw(",") }
+                first = false
+                writer.string(field.key)
+                writer.raw(":")
+                writer.value(field.value)
+            }
         }
         writer.raw("}")
     }
@@ -165,7 +175,13 @@ public enum RequestEncoder {
         writer.raw("]")
     }
 
-    private static func writeKnobs(k: Int?, nprobe: Int?, efSearch: Int?, filter: TagFilter, _ writer: inout JSONWriter) {
+    private static func writeKnobs(k: Int?, nprobe: Int?, efSearch: Int?, filter: TagFilter, explain: Bool, oversample: Int?,
+                                   _ writer: inout JSONWriter) {
+        if explain { writer.raw(",\"explain\":true") }
+        if let oversample {
+            writer.raw(",\"oversample\":")
+            writer.int(oversample)
+        }
         if let k {
             writer.raw(",\"k\":")
             writer.int(k)
@@ -208,7 +224,8 @@ public enum RequestEncoder {
             } else {
                 writeVector(queries.first ?? [], json: "vector", base64: "vector_b64", vectors: vectors, &writer)
             }
-            writeKnobs(k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, &writer)
+            writeKnobs(k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter,
+                       explain: options.explain, oversample: options.oversample, &writer)
         case .recommend(let request), .encode(let request):
             writeIDs("history", request.history, &writer)
             if let prompt = request.prompt {
@@ -222,7 +239,13 @@ public enum RequestEncoder {
                 writer.raw(",\"constraints\":")
                 writer.string(request.constraints.rawValue)
             }
-            writeKnobs(k: request.k, nprobe: request.nprobe, efSearch: request.efSearch, filter: request.filter, &writer)
+            writeKnobs(k: request.k, nprobe: request.nprobe, efSearch: request.efSearch, filter: request.filter,
+                       explain: request.explain, oversample: request.oversample, &writer)
+        case .declareIndex(let attribute, let kind):
+            writer.raw(",\"attr\":")
+            writer.string(attribute)
+            writer.raw(",\"kind\":")
+            writer.string(kind.name)
         case .swap(let generation, let checkpoint):
             writer.raw(",\"generation\":")
             writer.string(generation)

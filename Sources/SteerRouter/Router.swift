@@ -351,6 +351,8 @@ public final class Router: RequestService {
             writer.int(count)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
+        case .declareIndex:
+            throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
         }
         writer.raw("}\n")
         return writer.bytes
@@ -516,8 +518,10 @@ public final class Router: RequestService {
     // MARK: search
 
     /// A shard `search` line: base64 vectors (cheap to write and to parse), the options unchanged.
-    static func searchLine(_ queries: [[Float]], k: Int, nprobe: Int?, efSearch: Int?, filter: TagFilter, batch: Bool) -> [UInt8] {
-        let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch, filter: filter)
+    static func searchLine(_ queries: [[Float]], k: Int, nprobe: Int?, efSearch: Int?, filter: TagFilter, batch: Bool,
+                           oversample: Int? = nil) -> [UInt8] {
+        var options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch, filter: filter)
+        options.oversample = oversample
         return RequestEncoder.encode(Request(operation: .search(queries: queries, options: options, batch: batch)))
     }
 
@@ -531,7 +535,8 @@ public final class Router: RequestService {
         await gate.enter()
         defer { gate.leave() }
         let deadline = deadline.afterGate()
-        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
+        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch,
+                                   oversample: options.oversample)
         let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         try writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
     }
@@ -541,7 +546,8 @@ public final class Router: RequestService {
     /// has no connection on this loop yet connects first; failover is the same as `read(shard:line:)`.
     private func searchOnLoop(_ request: Request, queries: [[Float]], options: SearchOptions, batch: Bool,
                               startedNanos: UInt64, client: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch)
+        let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch,
+                                   oversample: options.oversample)
         let deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration, client: client)
         let token = shardToken(request.token)
         let futures = (0..<replicas.count).map { shard in
@@ -710,7 +716,8 @@ public final class Router: RequestService {
         // over-fetches the same way); the union of the shards' lists holds the global top.
         let fetch = min(configuration.limits.maxK, request.k + excluded.count)
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
-        let line = Self.searchLine([vector], k: fetch, nprobe: request.nprobe, efSearch: request.efSearch, filter: filter, batch: false)
+        let line = Self.searchLine([vector], k: fetch, nprobe: request.nprobe, efSearch: request.efSearch, filter: filter, batch: false,
+                                   oversample: request.oversample)
         let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         var lists: [[ShardHit]] = []
         for (shard, answer) in answers { lists.append(try ShardHit.list(answer["hits"], shard: shard)) }

@@ -326,7 +326,7 @@ extension Request.Operation {
         switch self {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get, .listCollections, .describeCollection: return .read
-        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias: return .admin
+        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .declareIndex: return .admin
         }
     }
 }

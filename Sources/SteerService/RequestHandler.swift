@@ -223,6 +223,7 @@ public final class RequestHandler: Sendable {
         /// The collection the steps search, held from the first step to the answer.
         private var lease: CollectionSet.Lease?
         private var results: [[Hit]] = []
+        private var plan: SearchPlan?
         private var next = 0
 
         init(handler: RequestHandler, request: Request, startedNanos: UInt64, deadlineNanos: UInt64?) {
@@ -264,7 +265,9 @@ public final class RequestHandler: Sendable {
                     results.reserveCapacity(queries.count)
                 }
                 let end = min(queries.count, next + slice)
-                results += try engine.search(Array(queries[next..<end]), options: options, in: generation)
+                let answer = try engine.searchExplained(Array(queries[next..<end]), options: options, in: generation)
+                results += answer.hits
+                plan = answer.plan
                 next = end
                 if next < queries.count { return nil }
                 var writer = JSONWriter(capacity: 512)
@@ -273,6 +276,7 @@ public final class RequestHandler: Sendable {
                 writer.raw("\"ok\":true")
                 RequestHandler.writeCollection(lease?.name ?? CollectionName.defaultName, &writer)
                 try handler.writeSearch(results, batch: batch, generation: generation, &writer)
+                if options.explain, let plan { writer.explainField(plan) }
                 writer.raw("}\n")
                 try handler.requireRoom(writer)
                 handler.stats.record(op: request.operation.name, micros: micros, error: nil)
@@ -425,8 +429,9 @@ public final class RequestHandler: Sendable {
             writer.raw("]")
         case .search(let queries, let options, let batch):
             let pinned = engine.generation
-            let results = try engine.search(queries, options: options, in: pinned)
+            let (results, plan) = try engine.searchExplained(queries, options: options, in: pinned)
             try writeSearch(results, batch: batch, generation: pinned, &writer)
+            if options.explain { writer.explainField(plan) }
         case .recommend(let recommendRequest):
             let pinned = engine.generation
             let recommendation = try engine.recommend(recommendRequest, in: pinned)
@@ -435,6 +440,7 @@ public final class RequestHandler: Sendable {
             try writeHits(recommendation.hits, &writer)
             writer.clausesField(recommendation.clauses)
             writer.unknownHistoryField(recommendation.unknownHistory)
+            if recommendRequest.explain { writer.explainField(recommendation.plan) }
         case .encode(let recommendRequest):
             let pinned = engine.generation
             let encoded = try engine.encode(recommendRequest, in: pinned)
@@ -443,6 +449,14 @@ public final class RequestHandler: Sendable {
             writer.floats(recommendRequest.constraints == .hard ? encoded.baseVector : encoded.vector)
             writer.clausesField(encoded.clauses)
             writer.unknownHistoryField(encoded.unknownHistory)
+        case .declareIndex(let attribute, let kind):
+            let entries = try engine.declarePayloadIndex(attribute, kind: kind)
+            writer.raw(",\"attr\":")
+            writer.string(attribute)
+            writer.raw(",\"kind\":")
+            writer.string(kind.name)
+            writer.raw(",\"entries\":")
+            writer.int(entries)
         case .swap(let generation, let checkpoint):
             let result = try engine.swap(to: generation, checkpoint: checkpoint)
             writer.raw(",\"generation\":")
@@ -650,6 +664,11 @@ public final class RequestHandler: Sendable {
         writer.string(engineStats.faissVersion)
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
+        writer.plansField(engineStats.plans)
+        writer.raw(",\"index_bytes_estimate\":")
+        writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
+        writer.raw(",\"index_bytes_per_vector_estimate\":")
+        writer.value(.double((engineStats.indexBytesPerVectorEstimate * 10).rounded() / 10))
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")

@@ -19,6 +19,8 @@ import SteerCore
 /// | `items` | internal id, 8 bytes | the record (see `StoredRecord`): id, title, tags, attributes |
 /// | `vectors` | version id (4 bytes) · internal id (8 bytes) | `dimension` float32, little-endian |
 /// | `postings` | tag UTF-8 · 0x00 · internal id (8 bytes) | empty |
+/// | `postings` | 0x00 · payload index key (see `PayloadKind`): declared attribute, value, internal id | empty |
+/// | `meta` | `payload/` + attribute path | payload index kind, 1 byte (1 keyword, 2 numeric) |
 /// | `changelog` | first sequence number of the batch, 8 bytes | upserted ids (with the versions they wrote) and deleted ids |
 ///
 /// Internal ids are dense (0, 1, 2, …), allocated from `next_internal_id` in the same batch that uses
@@ -200,6 +202,8 @@ public final class ItemStore: @unchecked Sendable {
         var trimmedThrough: UInt64 = 0
         var storeID: String?
         var appliedStreamSequence: UInt64 = 0
+        /// Declared payload indexes (see `PayloadKind`).
+        var payloads: [String: PayloadKind] = [:]
     }
 
     public let options: Options
@@ -345,6 +349,23 @@ public final class ItemStore: @unchecked Sendable {
         }
         if let bad { throw SteerError(.corrupt, "store '\(path)': embedding version '\(bad)' is unreadable") }
         state.versions = versions
+        var payloads: [String: PayloadKind] = [:]
+        var badPayload: String?
+        do {
+            try database.scan(.meta, from: PayloadKey.declarationPrefix, to: PayloadKey.declarationEnd) { key, value in
+                let name = String(decoding: key.dropFirst(PayloadKey.declarationPrefix.count), as: UTF8.self)
+                guard value.count == 1, let kind = PayloadKind(rawValue: value[0]) else {
+                    badPayload = name
+                    return false
+                }
+                payloads[name] = kind
+                return true
+            }
+        } catch {
+            throw steerError(error)
+        }
+        if let badPayload { throw SteerError(.corrupt, "store '\(path)': payload index declaration '\(badPayload)' is unreadable") }
+        state.payloads = payloads
         return state
     }
 
@@ -544,7 +565,7 @@ public final class ItemStore: @unchecked Sendable {
                 try writeStreamSequenceOnly(streamSequence, database: database)
                 return WriteResult(internalIDs: [], sequence: database.latestSequence)
             }
-            let (versions, firstNewID, liveCountBefore) = withState { ($0.versions, $0.nextInternalID, $0.liveCount) }
+            let (versions, firstNewID, liveCountBefore, payloads) = withState { ($0.versions, $0.nextInternalID, $0.liveCount, $0.payloads) }
             var tagLists: [[String]] = []
             tagLists.reserveCapacity(items.count)
             var seenIDs = [ItemID: Int]()
@@ -583,11 +604,13 @@ public final class ItemStore: @unchecked Sendable {
                 let internalID = internalIDs[index]
                 let recordKey = StoreKey.internalID(internalID)
                 var oldTags: [String] = []
+                var oldAttributes: String?
                 if let slot = oldRecordIndex[index] {
                     guard let raw = oldRecords[slot], let old = StoredRecord(decoding: raw) else {
                         throw SteerError(.corrupt, "record of \(item.id) (internal id \(internalID)) is missing or unreadable")
                     }
                     oldTags = old.tags
+                    oldAttributes = old.attributesJSON
                 } else {
                     batch.put(.ids, item.id.keyBytes, recordKey)
                 }
@@ -601,6 +624,12 @@ public final class ItemStore: @unchecked Sendable {
                 for tag in newTags where !oldSet.contains(tag) {
                     batch.put(.postings, StoreKey.posting(tag: tag, internalID: internalID), emptyValue)
                     tagDeltas[tag, default: 0] += 1
+                }
+                if !payloads.isEmpty {
+                    let old = Self.payloadEntries(payloads, attributesJSON: oldAttributes, internalID: internalID)
+                    let new = Self.payloadEntries(payloads, attributesJSON: item.attributesJSON, internalID: internalID)
+                    for key in old.subtracting(new) { batch.delete(.postings, key) }
+                    for key in new.subtracting(old) { batch.put(.postings, key, emptyValue) }
                 }
                 let record = StoredRecord(id: item.id, title: item.title, tags: newTags, attributesJSON: item.attributesJSON)
                 batch.put(.items, recordKey, record.encoded())
@@ -710,7 +739,7 @@ public final class ItemStore: @unchecked Sendable {
                 return ([:], database.latestSequence)
             }
             let records = try database.multiGet(.items, targets.map { StoreKey.internalID($0.1) })
-            let versionIDs = withState { $0.versions.values.map(\.versionID) }
+            let (versionIDs, payloads) = withState { ($0.versions.values.map(\.versionID), $0.payloads) }
             let batch = WriteBatch(database)
             var tagDeltas: [String: Int64] = [:]
             for (index, (id, internalID)) in targets.enumerated() {
@@ -723,6 +752,9 @@ public final class ItemStore: @unchecked Sendable {
                     for tag in record.tags {
                         batch.delete(.postings, StoreKey.posting(tag: tag, internalID: internalID))
                         tagDeltas[tag, default: 0] -= 1
+                    }
+                    for key in Self.payloadEntries(payloads, attributesJSON: record.attributesJSON, internalID: internalID) {
+                        batch.delete(.postings, key)
                     }
                 }
                 deleted[id] = internalID
@@ -890,6 +922,148 @@ public final class ItemStore: @unchecked Sendable {
             do {
                 try database.scan(.postings, from: StoreKey.postingStart(tag: tag), to: StoreKey.postingEnd(tag: tag)) { key, _ in
                     if let id = StoreKey.decodeInternalID(key.dropFirst(prefixLength)) { ids.append(id) }
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return ids
+        }
+    }
+
+    // MARK: Payload indexes
+
+    /// The payload index keys of one item for every declared attribute.
+    private static func payloadEntries(_ payloads: [String: PayloadKind], attributesJSON: String?, internalID: Int64) -> Set<[UInt8]> {
+        guard attributesJSON != nil else { return [] }
+        var attributes = FilterAttributes(json: attributesJSON)
+        var keys = Set<[UInt8]>()
+        for (name, kind) in payloads {
+            keys.formUnion(PayloadKey.entries(kind, name, path: PayloadKey.declaredPath(name), attributes: &attributes, internalID: internalID))
+        }
+        return keys
+    }
+
+    /// Declared payload indexes: attribute path → kind.
+    public var payloadIndexes: [String: PayloadKind] { withState { $0.payloads } }
+
+    /// Declares a payload index on an attribute path and builds it over every existing item, in one
+    /// `WriteBatch` with the declaration (all or nothing; writes wait meanwhile). From then on every
+    /// upsert and delete maintains it in the item's own batch. Declaring it again with the same kind does
+    /// nothing; with the other kind the old entries are replaced.
+    ///
+    /// - Returns: the number of index entries written.
+    /// - Throws: `.invalidRequest` for a bad name or more than 64 declared attributes; `.corrupt` for an
+    ///   unreadable record; RocksDB errors.
+    /// - Complexity: O(items + their attribute bytes); the batch holds one key per (item, value).
+    @discardableResult
+    public func declarePayloadIndex(_ name: String, kind: PayloadKind) throws(SteerError) -> Int {
+        try PayloadKey.validate(name)
+        return try withWriter { (database) throws(SteerError) -> Int in
+            let declared = withState { $0.payloads }
+            if declared[name] == kind { return 0 }
+            guard declared[name] != nil || declared.count < PayloadKey.maxDeclared else {
+                throw SteerError.invalid("at most \(PayloadKey.maxDeclared) payload indexes can be declared")
+            }
+            let batch = WriteBatch(database)
+            let emptyValue: [UInt8] = []
+            if let previous = declared[name] {
+                let prefix = PayloadKey.prefix(previous, name)
+                do {
+                    try database.scan(.postings, from: prefix, to: PayloadKey.end(prefix)) { key, _ in
+                        batch.delete(.postings, Array(key))
+                        return true
+                    }
+                } catch {
+                    throw Self.steerError(error)
+                }
+            }
+            let path = PayloadKey.declaredPath(name)
+            var written = 0
+            do {
+                try database.scan(.items, from: [], to: nil) { key, value in
+                    guard let id = StoreKey.decodeInternalID(key), let record = StoredRecord(decoding: Array(value)) else {
+                        throw SteerError(.corrupt, "an item record is unreadable")
+                    }
+                    guard record.attributesJSON != nil else { return true }
+                    var attributes = FilterAttributes(json: record.attributesJSON)
+                    for entry in PayloadKey.entries(kind, name, path: path, attributes: &attributes, internalID: id) {
+                        batch.put(.postings, entry, emptyValue)
+                        written += 1
+                    }
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            batch.put(.meta, PayloadKey.declaration(name), [kind.rawValue])
+            try database.write(batch)
+            withState { $0.payloads[name] = kind }
+            return written
+        }
+    }
+
+    /// Internal ids (ascending, no repeats) of the items a payload index says meet `query` on attribute
+    /// `name`; nil when `name` has no payload index or its kind cannot answer `query`.
+    ///
+    /// - Complexity: O(matching entries), one range scan per value or range.
+    public func internalIDs(payload name: String, _ query: PayloadQuery) throws(SteerError) -> [Int64]? {
+        guard let kind = payloadIndexes[name], let ranges = PayloadKey.ranges(kind, name, query) else { return nil }
+        return try withDatabase { (database) throws(SteerError) -> [Int64] in
+            var ids = Set<Int64>()
+            do {
+                for (start, end) in ranges {
+                    try database.scan(.postings, from: start, to: end) { key, _ in
+                        if let id = StoreKey.decodeInternalID(key.suffix(8)) { ids.insert(id) }
+                        return true
+                    }
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return ids.sorted()
+        }
+    }
+
+    /// Visits every live item's record (internal id, tags, attributes JSON) in internal-id order from one
+    /// snapshot: what a filter over attributes without a payload index reads.
+    ///
+    /// - Parameter body: called once per item; it must not call `close()`.
+    /// - Returns: the number of records visited.
+    /// - Throws: `.corrupt` for an unreadable record; RocksDB read errors; what `body` throws.
+    /// - Complexity: O(items + their record bytes).
+    public func scanRecords(_ body: (_ internalID: Int64, _ tags: [String], _ attributesJSON: String?) throws(SteerError) -> Void) throws(SteerError) -> Int {
+        try withDatabase { (database) throws(SteerError) -> Int in
+            let (snapshot, _) = self.snapshot(database)
+            defer { database.release(snapshot) }
+            var visited = 0
+            do {
+                try database.scan(.items, from: [], to: nil, snapshot: snapshot) { key, value in
+                    guard let id = StoreKey.decodeInternalID(key), let record = StoredRecord(decoding: Array(value)) else {
+                        throw SteerError(.corrupt, "an item record is unreadable")
+                    }
+                    visited += 1
+                    try body(id, record.tags, record.attributesJSON)
+                    return true
+                }
+            } catch {
+                throw Self.steerError(error)
+            }
+            return visited
+        }
+    }
+
+    /// Internal ids of every live item, ascending, from one snapshot.
+    ///
+    /// - Complexity: O(items), one scan of the `items` keys.
+    public func liveInternalIDs() throws(SteerError) -> [Int64] {
+        try withDatabase { (database) throws(SteerError) -> [Int64] in
+            var ids: [Int64] = []
+            ids.reserveCapacity(withState { $0.liveCount })
+            do {
+                try database.scan(.items, from: [], to: nil) { key, _ in
+                    guard let id = StoreKey.decodeInternalID(key) else { throw SteerError(.corrupt, "an item key is unreadable") }
+                    ids.append(id)
                     return true
                 }
             } catch {

@@ -65,6 +65,8 @@ struct Serve: AsyncParsableCommand {
     var workerSpinMicroseconds: Int?
     @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 500). Env: STEER_LOOP_SPIN_US.")
     var loopSpinMicroseconds: Int?
+    @Option(name: .customLong("payload-index"), help: "Declare a payload index ATTR:keyword or ATTR:numeric (repeatable; built over existing items at start). Also the admin op declare_index.")
+    var payloadIndex: [String] = []
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
     @Option(name: .customLong("max-collections"), help: "Most named collections (and, separately, aliases) besides the default one (1 … 4096, default 64). Env: STEER_MAX_COLLECTIONS.")
@@ -256,6 +258,11 @@ extension Serve {
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
         if let megabytes = try source.int(recordCacheMB, env: "STEER_RECORD_CACHE_MB", key: "record_cache_mb", range: 0...(1 << 20)) {
             engineConfiguration.recordCacheBytes = megabytes << 20
+        }
+        for declaration in payloadIndex {
+            let parts = declaration.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw ValidationError("--payload-index takes ATTR:keyword or ATTR:numeric, got '\(declaration)'") }
+            do { engineConfiguration.payloadIndexes[String(parts[0])] = try PayloadKind(parsing: String(parts[1])) } catch { throw ValidationError(error.message) }
         }
         let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
         engineConfiguration.miniLMDirectory = minilmDirectory

@@ -45,6 +45,7 @@ import Testing
         case .int(let value):
             object["id"] = Int(value)
             object["tags"] = [value % 2 == 0 ? "even" : "odd"]
+            object["attributes"] = ["rank": Int(value), "specs": ["band": Int(value) % 10]]
         case .string(let value):
             object["id"] = value
             object["tags"] = ["named"]
@@ -110,6 +111,23 @@ import Testing
         let theirResults = (batchTheirs["results"] as? [Any]) ?? []
         #expect(mineResults.count == 4)
         for (mine, theirs) in zip(mineResults, theirResults) { #expect(same(hits(mine), hits(theirs))) }
+
+        // A filter expression reaches the shards: the router's answer is one server's.
+        let expression: [String: Any] = ["tags_none": ["named"], "and": [
+            ["attr": "rank", "gte": 100, "lt": 400], ["or": [["tag": "odd"], ["attr": "specs.band", "in": [2, 4]]]],
+        ]]
+        for query in queries.prefix(3) {
+            let request: [String: Any] = ["op": "search", "vector": query.map { Double($0) }, "k": 10, "filter": expression]
+            let mine = try ok(connection, request)
+            let theirs = try ok(referenceConnection, request)
+            #expect(hits(mine["hits"]).count == 10)
+            #expect(same(hits(mine["hits"]), hits(theirs["hits"])), "router \(hits(mine["hits"])) vs one server \(hits(theirs["hits"]))")
+            #expect(hits(mine["hits"]).allSatisfy { (Int($0.0) ?? -1) >= 100 && (Int($0.0) ?? -1) < 400 })
+        }
+        let filteredRecommend: [String: Any] = ["op": "recommend", "history": [3, 40], "k": 8, "filter": ["attr": "rank", "lt": 50]]
+        let filteredMine = try ok(connection, filteredRecommend)
+        #expect(same(hits(filteredMine["hits"]), hits(try ok(referenceConnection, filteredRecommend)["hits"])))
+        #expect(hits(filteredMine["hits"]).allSatisfy { (Int($0.0) ?? -1) < 50 })
 
         let recommend: [String: Any] = ["op": "recommend", "history": [3, 40, "s7", 599, 12345], "k": 12]
         let recommendMine = try ok(connection, recommend)

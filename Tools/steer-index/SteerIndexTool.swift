@@ -112,6 +112,12 @@ struct Build: ParsableCommand {
             let data = try DataDirectory.collection(collection, in: self.data)
             let store = try openStore(data)
             defer { store.close() }
+            if let dimension = store.version(named: version)?.dimension {
+                let memory = spec.memoryEstimate(dimension: dimension)
+                let gib = memory.totalBytes(vectors: store.count) / Double(1 << 30)
+                note("memory estimate (docs/index.md, Sizing): \(store.count) vectors × \(dimension) floats with \(spec): "
+                     + "\(String(format: "%.3f", gib)) GiB, \(Int(memory.bytesPerVector.rounded())) bytes per vector")
+            }
             let options = GenerationBuilder.Options(
                 version: version, spec: spec, metric: metric, shardCount: shards, trainSample: trainSample, seed: seed,
                 parallelShards: jobs, checkpointHash: checkpointHash, generationID: generationId,

@@ -20,19 +20,21 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["Hits", "SteerClient", "SteerError", "encode_vector_b64"]
+__all__ = ["Filter", "Hits", "SteerClient", "SteerError", "encode_vector_b64"]
 
 
 class Hits(list):
     """A search answer: a list of hits (dicts with `id`, `score`, `title`, `tags`) that also carries
     what the response said about itself: `generation` (the index generation that answered),
-    `collection` (the collection that answered, an alias resolved), and, through a router
-    (`steer route`), `partial` and `missing_shards` when some shard did not answer."""
+    `collection` (the collection that answered, an alias resolved), through a router
+    (`steer route`), `partial` and `missing_shards` when some shard did not answer, and `explain`
+    (the plan that ran) when the search asked for it."""
 
     generation: str | None
     collection: str | None
     partial: bool
     missing_shards: list[int]
+    explain: dict | None
 
     def __init__(self, hits: Iterable[dict], response: dict):
         super().__init__(hits)
@@ -40,6 +42,7 @@ class Hits(list):
         self.collection = response.get("collection")
         self.partial = bool(response.get("partial", False))
         self.missing_shards = list(response.get("missing_shards", []))
+        self.explain = response.get("explain")
 
 
 class SteerError(Exception):
@@ -145,14 +148,19 @@ class SteerClient:
         return [self._read() for _ in range(count)]
 
     @staticmethod
-    def _filter(tags_any: Sequence[str] | None, tags_none: Sequence[str] | None) -> dict | None:
-        if not tags_any and not tags_none:
+    def _filter(
+        tags_any: Sequence[str] | None, tags_none: Sequence[str] | None, expression: dict | None = None
+    ) -> dict | None:
+        """The `filter` object: the tag lists and the expression node's fields side by side."""
+        if not tags_any and not tags_none and not expression:
             return None
         result: dict = {}
         if tags_any:
             result["tags_any"] = list(tags_any)
         if tags_none:
             result["tags_none"] = list(tags_none)
+        if expression:
+            result.update(expression)
         return result
 
     # -- operations ---------------------------------------------------------------------------------
@@ -183,13 +191,20 @@ class SteerClient:
         ef_search: int | None = None,
         tags_any: Sequence[str] | None = None,
         tags_none: Sequence[str] | None = None,
+        filter: dict | None = None,
+        explain: bool | None = None,
     ) -> Hits:
-        """The best `k` hits; `Hits.partial` tells whether every shard answered (through a router)."""
+        """The best `k` hits; `Hits.partial` tells whether every shard answered (through a router).
+
+        `filter` is a filter expression node (build it with `Filter`); with `explain=True`,
+        `Hits.explain` says which plan ran.
+        """
         fields: dict = {
             "k": k,
             "nprobe": nprobe,
             "ef_search": ef_search,
-            "filter": self._filter(tags_any, tags_none),
+            "filter": self._filter(tags_any, tags_none, filter),
+            "explain": explain,
         }
         if b64:
             fields["vector_b64"] = encode_vector_b64(vector)
@@ -213,8 +228,10 @@ class SteerClient:
         constraints: str | None = None,
         tags_any: Sequence[str] | None = None,
         tags_none: Sequence[str] | None = None,
+        filter: dict | None = None,
+        explain: bool | None = None,
     ) -> dict:
-        """Returns the whole response: `hits`, `clauses`, `unknown_history`."""
+        """Returns the whole response: `hits`, `clauses`, `unknown_history` (and `explain`)."""
         return self.request(
             "recommend",
             history=list(history),
@@ -222,7 +239,8 @@ class SteerClient:
             k=k,
             exclude_history=exclude_history,
             constraints=constraints,
-            filter=self._filter(tags_any, tags_none),
+            filter=self._filter(tags_any, tags_none, filter),
+            explain=explain,
         )
 
     def encode(
@@ -270,3 +288,41 @@ class SteerClient:
     def delete_alias(self, alias: str) -> str:
         """Removes `alias`; returns the collection it pointed to."""
         return self.request("delete_alias", alias=alias)["collection"]
+
+class Filter:
+    """Builders for filter expression nodes (docs/protocol.md, "Filter expressions").
+
+    >>> Filter.and_(Filter.tag("comedy"), Filter.attr("year", gte=1990, lt=2000))
+    {'and': [{'tag': 'comedy'}, {'attr': 'year', 'gte': 1990, 'lt': 2000}]}
+    """
+
+    OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
+
+    @staticmethod
+    def and_(*nodes: dict) -> dict:
+        return {"and": list(nodes)}
+
+    @staticmethod
+    def or_(*nodes: dict) -> dict:
+        return {"or": list(nodes)}
+
+    @staticmethod
+    def not_(node: dict) -> dict:
+        return {"not": node}
+
+    @staticmethod
+    def tag(name: str) -> dict:
+        return {"tag": name}
+
+    @staticmethod
+    def attr(path: str, **operators: Any) -> dict:
+        """An attribute leaf; `in`/`nin` may be passed as `in_`/`nin_` (Python keywords)."""
+        node: dict = {"attr": path}
+        for key, value in operators.items():
+            name = key.rstrip("_")
+            if name not in Filter.OPERATORS:
+                raise ValueError(
+                    f"unknown filter operator {key!r} (expected one of {', '.join(Filter.OPERATORS)})"
+                )
+            node[name] = list(value) if name in ("in", "nin") else value
+        return node

@@ -213,3 +213,58 @@ def test_collections_and_aliases(server):
         with pytest.raises(SteerError) as gone:
             admin.describe_collection("books")
         assert gone.value.code == "not_found"
+
+
+def test_filter_expressions_and_explain(server):
+    """A filter expression with attributes reaches the server; results equal brute force over the matches."""
+    from steer_client import Filter
+
+    _, port = server
+    rng = random.Random(2)
+    items = [
+        {
+            "id": i,
+            "vector": [rng.uniform(-1, 1) for _ in range(3)],
+            "tags": ["comedy"] if i % 3 == 0 else ["drama"],
+            "attributes": {"year": 1950 + i % 70, "specs": {"lang": "fr" if i % 2 else "en"}},
+        }
+        for i in range(300)
+    ]
+    expression = Filter.and_(
+        Filter.attr("year", gte=1990, lt=2005),
+        Filter.or_(Filter.tag("comedy"), Filter.attr("specs.lang", in_=["fr"])),
+        Filter.not_(Filter.attr("year", eq=2000)),
+    )
+
+    def passes(item: dict) -> bool:
+        year = item["attributes"]["year"]
+        fr = item["attributes"]["specs"]["lang"] == "fr"
+        return 1990 <= year < 2005 and ("comedy" in item["tags"] or fr) and year != 2000
+
+    with SteerClient(port=port, token=TOKEN) as steer:
+        assert steer.upsert(items) == 300
+        query = [0.3, 0.1, -0.7]
+        expected = sorted(
+            (item for item in items if passes(item)), key=lambda item: -dot(item["vector"], query)
+        )[:10]
+        hits = steer.search(query, k=10, filter=expression, explain=True)
+        assert [hit["id"] for hit in hits] == [item["id"] for item in expected]
+        assert hits.explain["plan"] == "exact"
+        assert hits.explain["matches"] == sum(1 for item in items if passes(item))
+        assert steer.stats()["plans"]["exact"] >= 1
+        assert hits.explain["scanned_records"] == 300
+        # A payload index (admin op) answers the year leaves without reading records: same hits.
+        declared = steer.request("declare_index", attr="year", kind="numeric", token=TOKEN)
+        assert declared["entries"] == 300 and declared["kind"] == "numeric"
+        indexed = steer.search(query, k=10, filter=expression, explain=True)
+        assert [hit["id"] for hit in indexed] == [item["id"] for item in expected]
+        assert indexed.explain["scanned_records"] < 300
+        with SteerClient(port=port) as anonymous, pytest.raises(SteerError) as refused:
+            anonymous.request("declare_index", attr="specs.lang", kind="keyword")
+        assert refused.value.code == "unauthorized"
+        with pytest.raises(SteerError) as error:
+            steer.search(query, k=10, filter=Filter.and_(Filter.attr("year", gte="1990")))
+        assert error.value.code == "invalid_request"
+        assert "filter.and[0].gte: expected a number" in str(error.value)
+    with pytest.raises(ValueError):
+        Filter.attr("year", like=1)

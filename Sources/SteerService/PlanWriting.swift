@@ -1,0 +1,44 @@
+import SteerCore
+import SteerEngine
+import SteerProtocol
+
+/// The planner's answer fragments (`explain` on search and recommend, `plans` in `stats`).
+extension JSONWriter {
+    /// `,"explain":{"plan":…,"matches":…,"items":…,"selectivity":…,"exact_threshold":…,"widenings":…,
+    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…}` (`matches` and `selectivity` are null when unfiltered).
+    public mutating func explainField(_ plan: SearchPlan) {
+        raw(",\"explain\":{\"plan\":")
+        string(plan.kind.rawValue)
+        raw(",\"matches\":")
+        if let matches = plan.matches { int(matches) } else { raw("null") }
+        raw(",\"items\":")
+        int(plan.items)
+        raw(",\"selectivity\":")
+        if let selectivity = plan.selectivity { value(.double(selectivity)) } else { raw("null") }
+        raw(",\"exact_threshold\":")
+        int(plan.exactThreshold)
+        raw(",\"widenings\":")
+        int(plan.widenings)
+        raw(",\"exact_fallbacks\":")
+        int(plan.exactFallbacks)
+        raw(",\"scanned_records\":")
+        int(plan.scannedRecords)
+        raw(",\"oversample\":")
+        int(plan.oversample)
+        raw(",\"rescored\":")
+        int(plan.rescored)
+        raw("}")
+    }
+
+    /// `,"plans":{"unfiltered":n,"empty":n,"exact":n,"index":n,"post_filter":n}` for `stats`.
+    public mutating func plansField(_ plans: [(kind: SearchPlan.Kind, count: Int)]) {
+        raw(",\"plans\":{")
+        for (index, entry) in plans.enumerated() {
+            if index > 0 { raw(",") }
+            string(entry.kind.rawValue)
+            raw(":")
+            int(entry.count)
+        }
+        raw("}")
+    }
+}
