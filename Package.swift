@@ -126,11 +126,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A shard's write log on NATS JetStream: stream names, message bodies, publishing (docs/scaling.md),
+        // shared by `steer serve --follow` and `steer route --follow`.
+        .target(
+            name: "SteerWriteLog",
+            dependencies: ["SteerCore", "SteerEngine", "SteerProtocol", "SteerNATS"],
+            swiftSettings: swiftSettings
+        ),
         // `steer route`: fans requests out to shard servers (docs/scaling.md).
         .target(
             name: "SteerRouter",
             dependencies: [
-                "SteerCore", "SteerEngine", "SteerProtocol", "SteerServer", "SteerClient",
+                "SteerCore", "SteerEngine", "SteerProtocol", "SteerServer", "SteerClient", "SteerWriteLog",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -145,7 +152,7 @@ let package = Package(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
-                "SteerProtocol", "SteerServer", "SteerRouter", "SteerNATS", "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerProtocol", "SteerServer", "SteerRouter", "SteerNATS", "SteerWriteLog", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -250,7 +257,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerWriteLog", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),
     ],

@@ -9,6 +9,7 @@ import SteerEngine
 import SteerNATS
 import SteerProtocol
 import SteerServer
+import SteerWriteLog
 
 /// `steer serve`: the TCP server. Settings come from flags, then `STEER_*` environment variables, then
 /// an optional JSON config file (`--config`), then defaults (docs/configuration.md has the table).
@@ -85,7 +86,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info). Env: STEER_LOG_LEVEL.")
     var logLevel: String?
 
-    @Option(help: "Follow the shard's write log on this NATS JetStream server (nats://host:port): writes go through the stream, every replica applies it in order (docs/scaling.md). Env: STEER_FOLLOW.")
+    @Option(help: "Follow the shard's write log on this NATS JetStream server (nats://host:port; several nodes of one NATS cluster separated by commas): writes go through the stream, every replica applies it in order (docs/scaling.md). Env: STEER_FOLLOW.")
     var follow: String?
     @Option(help: "Cluster name of the stream steer.<cluster>.shard.<i> (letters, digits, _; with --follow). Env: STEER_CLUSTER.")
     var cluster: String?
@@ -369,14 +370,14 @@ extension Serve {
     /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
     func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, limits: ProtocolLimits,
                                logger: Logger) async throws -> (StreamFollower, NATSConnection) {
-        guard let address = StreamFollower.parseURL(url) else {
-            throw ValidationError("--follow must be nats://host:port (or host:port), got '\(url)'")
+        guard let addresses = NATSAddresses(url) else {
+            throw ValidationError("--follow must be nats://host:port (or host:port), several separated by commas, got '\(url)'")
         }
         guard let clusterName = try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") else {
             throw ValidationError("--follow needs --cluster NAME")
         }
         let settings = StreamFollower.Settings(
-            host: address.host, port: address.port, cluster: clusterName,
+            addresses: addresses, cluster: clusterName,
             shard: try source.int(shard, env: "STEER_SHARD", key: "shard", range: 0...65535) ?? 0,
             streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
         let follower: StreamFollower
