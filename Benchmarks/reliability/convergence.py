@@ -308,6 +308,8 @@ def run(binary: str, rounds: int, seed: int, writers: int = 4, round_seconds: fl
         "writers": writers,
         "round_seconds": round_seconds,
     }
+    # The machine is shared (other jobs compile): record its load around the run.
+    result["load_average_start"] = os.getloadavg()
     try:
         cluster.start()
         ledger = Ledger()

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import SteerBuilder
 import SteerCore
 import SteerEngine
 import SteerNATS
@@ -14,7 +15,8 @@ import SteerWriteLog
 ///   file storage, `--stream-replicas` copies, 2-minute duplicate window. Created when missing; an
 ///   existing one is used as it is. `--follow` may list several NATS nodes; each new session connects to
 ///   the next one that answers, starting after the one it lost.
-/// - **Applying**: a durable pull consumer named `replica-<store id>` (one per data directory). Each
+/// - **Applying**: a durable pull consumer named `replica-<id>` (one per data directory: the store id, or
+///   the `replica_id` a snapshot restore wrote). Each
 ///   (re)connection deletes it and creates it again with `deliver_policy` `by_start_sequence` from
 ///   `RetrievalEngine.appliedSequence` + 1, so the store, not the server's consumer state, says where a
 ///   replica resumes. Messages are applied one at a time in stream order (`RetrievalEngine.apply`, which
@@ -69,11 +71,14 @@ final class StreamFollower: WriteLog, Sendable {
     init(settings: Settings, engine: RetrievalEngine, limits: ProtocolLimits, logger: Logger) throws(SteerError) {
         stream = try ShardStream(cluster: settings.cluster, shard: settings.shard)
         guard let storeID = engine.store.storeID else { throw SteerError(.corrupt, "the store has no store id") }
+        // A directory restored from a snapshot shares its store id with its source: its `replica_id` keeps
+        // the two replicas' consumers apart.
+        let replicaID = try Snapshot.replicaID(data: engine.configuration.dataDirectory) ?? storeID
         self.settings = settings
         self.engine = engine
         self.decoder = RequestDecoder(limits: limits)
         self.logger = logger
-        durable = "replica-\(storeID)"
+        durable = "replica-\(replicaID)"
         let applied = engine.appliedSequence
         outcomes.withLock { $0.through = applied }
     }
@@ -93,7 +98,7 @@ final class StreamFollower: WriteLog, Sendable {
             let info = try await ensureStream(jetStream)
             let next = engine.appliedSequence + 1
             if info.state.firstSeq > next && info.state.lastSeq >= next {
-                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): it needs a snapshot (not implemented)")
+                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): start a new replica from a snapshot (steer snapshot, steer serve --restore)")
             }
             try await deleteConsumerIfPresent(jetStream)
             var config = ConsumerConfig(durableName: durable, deliverPolicy: .byStartSequence, optStartSeq: next, ackPolicy: .explicit)

@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import SteerCore
+import SteerBuilder
 import SteerEngine
 import SteerNATS
 import SteerProtocol
@@ -94,6 +95,8 @@ struct Serve: AsyncParsableCommand {
     var shard: Int?
     @Option(name: .customLong("stream-replicas"), help: "Copies of the stream when this server creates it (1 = one NATS node; 3 in a 3-node cluster; default 1). Env: STEER_STREAM_REPLICAS.")
     var streamReplicas: Int?
+    @Option(help: "Start from this snapshot (steer snapshot): its files are checked and copied into --data, which must be new or empty (docs/operations.md). Env: STEER_RESTORE.")
+    var restore: String?
 }
 
 /// The request-cost and connection-budget settings (docs/security.md) of `steer serve` and `steer route`,
@@ -177,7 +180,7 @@ struct SettingSource {
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "loop_spin_us", "checkpoint_root",
-            "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas",
+            "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -239,6 +242,17 @@ extension Serve {
 
         guard let dataDirectory = try source.string(data, env: "STEER_DATA", key: "data") else {
             throw ValidationError("give the data directory with --data (or STEER_DATA)")
+        }
+        if let snapshot = try source.string(restore, env: "STEER_RESTORE", key: "restore") {
+            do {
+                let manifest = try Snapshot.restore(snapshot, into: dataDirectory)
+                logger.info("restored a snapshot", metadata: [
+                    "steer.snapshot": "\(snapshot)", "steer.applied_sequence": "\(manifest.appliedSequence)", "steer.store": "\(manifest.storeID)",
+                ])
+            } catch {
+                logger.error("cannot restore the snapshot", metadata: ["steer.error": "\(error)", "steer.snapshot": "\(snapshot)"])
+                throw ExitCode(2)
+            }
         }
         var metricValue: Metric?
         if let text = try source.string(metric, env: "STEER_METRIC", key: "metric") {
