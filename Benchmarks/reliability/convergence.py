@@ -46,6 +46,8 @@ DIMENSION = 8
 ID_SPACE = 120
 SHARDS = 2
 CLUSTER = "conv"
+# How long the final check waits for every replica to apply the last write of its shard.
+QUIESCENCE_TIMEOUT_SECONDS = 600.0
 # The router's message when NATS answered "no responders": no stream took the write, nothing was stored.
 NOT_APPENDED = "no JetStream stream takes"
 
@@ -198,7 +200,9 @@ def writer(index: int, routers: list[int], ledger: Ledger, stop: threading.Event
 
 
 class Cluster:
-    def __init__(self, binary: str, root: Path) -> None:
+    def __init__(
+        self, binary: str, root: Path, dimension: int = DIMENSION, replica_arguments: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
         self.root = root
         nats = nats_binary()
@@ -227,9 +231,9 @@ class Cluster:
                 data = root / f"shard{shard}-r{r}"
                 command = [
                     binary, "serve", "--port", str(port), "--data", str(data), "--log-level", "warning",
-                    "--dimension", str(DIMENSION), "--admin-token", TOKEN, "--public-reads", "true",
+                    "--dimension", str(dimension), "--admin-token", TOKEN, "--public-reads", "true",
                     "--follow", self.follow, "--cluster", CLUSTER, "--shard", str(shard),
-                    "--stream-replicas", "3",
+                    "--stream-replicas", "3", *replica_arguments,
                 ]  # fmt: skip
                 row.append(
                     Child(f"shard {shard} replica {r}", command, port, root / f"shard{shard}-r{r}.log")
@@ -406,7 +410,29 @@ def check(cluster: Cluster, ledger: Ledger) -> dict[str, dict[str, Any]]:
             cluster.routers[0].port, {"op": "upsert", "token": TOKEN, "timeout_ms": 30000, "items": [item]}
         )
         markers[shard] = answer["sequences"][shard]
+    # Replicas restarted in the last round may still be catching up: wait (bounded) and record how long.
+    waited = time.monotonic()
+    lagging = ""
+    while time.monotonic() - waited < QUIESCENCE_TIMEOUT_SECONDS:
+        behind = []
+        for shard, row in enumerate(cluster.replicas):
+            for replica in row:
+                sequence = call(replica.port, {"op": "stats", "token": TOKEN})["applied_sequence"]
+                if sequence < markers[shard]:
+                    behind.append(f"{replica.name} at {sequence} < {markers[shard]}")
+        if not behind:
+            lagging = ""
+            break
+        lagging = "; ".join(behind)
+        time.sleep(0.5)
     checks: dict[str, dict[str, Any]] = {}
+    checks["quiescence"] = {
+        "ok": not lagging,
+        "seconds_until_every_replica_applied_the_markers": round(time.monotonic() - waited, 1),
+        "still_behind": lagging,
+    }
+    if lagging:
+        return checks
     problems: list[str] = []
     identical: list[str] = []
     index_problems: list[str] = []
