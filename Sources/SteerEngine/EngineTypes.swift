@@ -52,120 +52,6 @@ public struct SwapResult: Sendable, Equatable {
     public var directory: String
 }
 
-/// One item to insert or replace through the engine.
-public struct ItemInput: Sendable {
-    public var id: ItemID
-    public var vector: [Float]
-    public var title: String?
-    public var tags: [String]
-    /// A JSON object as text, stored as given.
-    public var attributesJSON: String?
-
-    public init(id: ItemID, vector: [Float], title: String? = nil, tags: [String] = [], attributesJSON: String? = nil) {
-        self.id = id
-        self.vector = vector
-        self.title = title
-        self.tags = tags
-        self.attributesJSON = attributesJSON
-    }
-}
-
-/// A stored item as `get` returns it.
-public struct ItemOutput: Sendable {
-    public var id: ItemID
-    public var title: String?
-    public var tags: [String]
-    public var attributesJSON: String?
-    /// The item's vector of the current generation's embedding version (nil when it has none).
-    public var vector: [Float]?
-}
-
-/// Tag filter of `search` and `recommend`: an item passes when it carries at least one of `tagsAny`
-/// (ignored when empty) and none of `tagsNone`.
-public struct TagFilter: Sendable, Hashable {
-    public var tagsAny: [String]
-    public var tagsNone: [String]
-    /// More required groups: an item must carry one tag of every group (and one of `tagsAny` when that is
-    /// not empty). The router sends a recommend's clause constraints to the shards this way.
-    public var tagGroups: [[String]]
-
-    public init(tagsAny: [String] = [], tagsNone: [String] = [], tagGroups: [[String]] = []) {
-        self.tagsAny = tagsAny
-        self.tagsNone = tagsNone
-        self.tagGroups = tagGroups
-    }
-
-    public var isEmpty: Bool { tagsAny.isEmpty && tagsNone.isEmpty && tagGroups.isEmpty }
-}
-
-/// Search knobs.
-public struct SearchOptions: Sendable {
-    /// Results per query, 1 to `VectorIndex.maxK`.
-    public var k: Int
-    public var nprobe: Int?
-    public var efSearch: Int?
-    public var filter: TagFilter
-
-    public init(k: Int, nprobe: Int? = nil, efSearch: Int? = nil, filter: TagFilter = TagFilter()) {
-        self.k = k
-        self.nprobe = nprobe
-        self.efSearch = efSearch
-        self.filter = filter
-    }
-}
-
-/// One search result, hydrated from the store.
-public struct Hit: Sendable, Equatable {
-    public var id: ItemID
-    public var score: Float
-    public var title: String?
-    public var tags: [String]
-
-    public init(id: ItemID, score: Float, title: String?, tags: [String]) {
-        self.id = id
-        self.score = score
-        self.title = title
-        self.tags = tags
-    }
-}
-
-/// How a prompt's clauses act on recommendations (docs/model.md).
-public enum ConstraintMode: String, Sendable, Hashable, CaseIterable {
-    /// Steering only.
-    case soft
-    /// Steering plus a hard tag filter per clause with tags: a positive clause requires one of its tags,
-    /// a negative clause excludes its tags.
-    case hybrid
-    /// No steering (the base vector), the filters of `hybrid` only.
-    case hard
-}
-
-/// A `recommend` or `encode` request.
-public struct RecommendRequest: Sendable {
-    /// Item ids, oldest first.
-    public var history: [ItemID]
-    public var prompt: String?
-    public var k: Int
-    /// Leave the history's items out of the results (default true).
-    public var excludeHistory: Bool
-    public var constraints: ConstraintMode
-    public var filter: TagFilter
-    public var nprobe: Int?
-    public var efSearch: Int?
-
-    public init(history: [ItemID], prompt: String? = nil, k: Int = 10, excludeHistory: Bool = true,
-                constraints: ConstraintMode = .soft, filter: TagFilter = TagFilter(), nprobe: Int? = nil, efSearch: Int? = nil) {
-        self.history = history
-        self.prompt = prompt
-        self.k = k
-        self.excludeHistory = excludeHistory
-        self.constraints = constraints
-        self.filter = filter
-        self.nprobe = nprobe
-        self.efSearch = efSearch
-    }
-}
-
 /// What `recommend` returns.
 public struct Recommendation: Sendable {
     public var hits: [Hit]
@@ -201,13 +87,6 @@ public struct EngineStats: Sendable {
     public var shards: Int = 1
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
-}
-
-/// One write of a shard's write log (docs/scaling.md, "Following a stream"), as `RetrievalEngine.apply`
-/// takes it.
-public enum WriteOperation: Sendable {
-    case upsert([ItemInput])
-    case delete([ItemID])
 }
 
 /// What `RetrievalEngine.apply` did with a write-log message.

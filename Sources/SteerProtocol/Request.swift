@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 
 /// Limits the protocol enforces (the server adds connection-level ones). Every limit is documented in
 /// docs/protocol.md and docs/security.md and tested at its boundary.

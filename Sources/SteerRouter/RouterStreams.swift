@@ -1,7 +1,6 @@
 import Dispatch
 import NIOCore
 import SteerCore
-import SteerEngine
 import SteerProtocol
 import SteerWriteLog
 

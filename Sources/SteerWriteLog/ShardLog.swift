@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import SteerCore
-import SteerEngine
 import SteerNATS
 
 /// Publishes one write to a shard's stream (docs/scaling.md, "Following a stream"): the body is

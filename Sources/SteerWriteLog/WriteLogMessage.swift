@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 import SteerProtocol
 
 /// The body of one message of a shard's write log (docs/scaling.md, "Following a stream"): the protocol's
@@ -8,40 +7,13 @@ import SteerProtocol
 /// stream's bytes are as hostile as a client's. Written by replicas (writes sent to a following server)
 /// and routers (`steer route --follow`) alike.
 public enum WriteLogMessage {
-    /// The body of a write.
+    /// The body of a write: `RequestEncoder`'s line of the `upsert`/`delete` request (vectors as
+    /// `vector_b64`, exact bits).
     public static func encode(_ operation: WriteOperation) -> [UInt8] {
-        var writer = JSONWriter(capacity: 1024)
         switch operation {
-        case .upsert(let items):
-            writer.raw("{\"op\":\"upsert\",\"items\":[")
-            for (index, item) in items.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.raw("{\"id\":")
-                writer.itemID(item.id)
-                writer.raw(",\"vector_b64\":")
-                writer.string(Base64Floats.encode(item.vector))
-                if let title = item.title {
-                    writer.raw(",\"title\":")
-                    writer.string(title)
-                }
-                writer.raw(",\"tags\":")
-                writer.strings(item.tags)
-                if let attributes = item.attributesJSON {
-                    writer.raw(",\"attributes\":")
-                    writer.bytes.append(contentsOf: attributes.utf8)
-                }
-                writer.raw("}")
-            }
-            writer.raw("]}")
-        case .delete(let ids):
-            writer.raw("{\"op\":\"delete\",\"ids\":[")
-            for (index, id) in ids.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.itemID(id)
-            }
-            writer.raw("]}")
+        case .upsert(let items): return RequestEncoder.encode(Request(operation: .upsert(items)), vectors: .base64)
+        case .delete(let ids): return RequestEncoder.encode(Request(operation: .delete(ids)), vectors: .base64)
         }
-        return writer.bytes
     }
 
     /// Reads a message body back; anything but an `upsert` or `delete` line is refused.

@@ -6,6 +6,7 @@ import SteerCore
 import SteerEngine
 import SteerNATS
 import SteerProtocol
+import SteerService
 import SteerWriteLog
 
 /// `steer serve --follow`: this server is one replica of a shard whose writes live in a NATS JetStream

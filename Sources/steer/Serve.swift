@@ -9,6 +9,7 @@ import SteerBuilder
 import SteerEngine
 import SteerNATS
 import SteerProtocol
+import SteerService
 import SteerServer
 import SteerWriteLog
 
