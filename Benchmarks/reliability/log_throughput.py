@@ -216,12 +216,15 @@ def main() -> None:
     arguments = parser.parse_args()
     binary = steer_binary(arguments.binary)
     root = Path(tempfile.mkdtemp(prefix="steer-log-throughput-"))
-    cluster = Cluster(binary, root, dimension=DIMENSION)
+    cluster = Cluster(
+        binary, root, dimension=DIMENSION, replica_arguments=("--sync-writes", arguments.sync_writes)
+    )
     body: dict[str, Any] = {
         "load_average_start": os.getloadavg(),
         "dimension": DIMENSION,
         "stream_replicas": 3,
     }
+    body["replica_sync_writes"] = arguments.sync_writes
     try:
         cluster.start()
         body["throughput"] = throughput(cluster, arguments.writers, arguments.batch, arguments.seconds)
