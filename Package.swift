@@ -48,6 +48,12 @@ let package = Package(
             pkgConfig: "rocksdb",
             providers: [.apt(["librocksdb-dev"])]
         ),
+        // HDF5 (ann-benchmarks files) for the benchmark tools only: Benchmarks/steer-bench/Kit.
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
         .systemLibrary(
             name: "CBLAS",
             providers: [.apt(["libopenblas-dev"])]
@@ -108,7 +114,7 @@ let package = Package(
         // client and the fuzz target link neither FAISS nor RocksDB.
         .target(name: "SteerProtocol", dependencies: ["SteerCore"], swiftSettings: swiftSettings),
         // Request handling over the engine: authorisation, execution, answers, per-op statistics, write log.
-        .target(name: "SteerService", dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"], swiftSettings: swiftSettings),
+        .target(name: "SteerService", dependencies: ["SteerCore", "SteerData", "SteerEngine", "SteerProtocol"], swiftSettings: swiftSettings),
         .target(
             name: "SteerServer",
             dependencies: [
@@ -209,11 +215,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The load generator's testable parts: arrival schedules, process CPU accounting, ann-benchmarks HDF5 files.
+        .target(
+            name: "SteerBenchKit",
+            dependencies: ["SteerCore", "CHDF5"],
+            path: "Benchmarks/steer-bench/Kit",
+            swiftSettings: swiftSettings
+        ),
         // The load generator (Benchmarks/steer-bench/run.sh, docs/benchmarks.md): closed/open loop, recall, JSON reports.
         .executableTarget(
             name: "steer-bench",
             dependencies: [
-                "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
+                "SteerBenchKit", "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -255,7 +268,7 @@ let package = Package(
         ),
         .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerData", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerServiceTests", dependencies: ["SteerService", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServiceTests", dependencies: ["SteerService", "SteerData", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerService", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs against real `nats-server` processes (one node and a 3-node cluster on loopback ports).
         .testTarget(
@@ -267,6 +280,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "SteerBenchKitTests", dependencies: ["SteerBenchKit", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerWriteLog", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),

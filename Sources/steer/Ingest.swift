@@ -20,6 +20,9 @@ struct Ingest: ParsableCommand {
     @Option(name: .long, help: "The Steer data directory (its store is DIR/store; created when missing). A bare store directory also works.")
     var data: String
 
+    @Option(name: .long, help: "A named collection of --data (its directory DIR/collections/NAME; the server must be stopped). Default: the data directory's own.")
+    var collection: String?
+
     @Option(name: .long, help: "The checkpoint directory (items.jsonl, model.safetensors, config.json).")
     var checkpoint: String
 
@@ -38,6 +41,7 @@ struct Ingest: ParsableCommand {
 
     func run() throws {
         do {
+            let data = try DataDirectory.collection(collection, in: self.data)
             let storePath = DataDirectory.storePath(data)
             try? FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
             let store = try ItemStore(options: .init(path: storePath))
