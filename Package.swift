@@ -140,11 +140,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A shard's write log on NATS JetStream: stream names, message bodies, publishing (docs/scaling.md),
+        // shared by `steer serve --follow` and `steer route --follow`.
+        .target(
+            name: "SteerWriteLog",
+            dependencies: ["SteerCore", "SteerProtocol", "SteerNATS"],
+            swiftSettings: swiftSettings
+        ),
         // `steer route`: fans requests out to shard servers (docs/scaling.md).
         .target(
             name: "SteerRouter",
             dependencies: [
-                "SteerCore", "SteerEngine", "SteerProtocol", "SteerService", "SteerServer", "SteerClient",
+                "SteerCore", "SteerEngine", "SteerProtocol", "SteerService", "SteerServer", "SteerClient", "SteerWriteLog",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -159,7 +166,8 @@ let package = Package(
             name: "steer",
             dependencies: [
                 "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerData", "SteerEngine", "SteerBuilder",
-                "SteerProtocol", "SteerService", "SteerServer", "SteerRouter", "SteerNATS", "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerProtocol", "SteerService", "SteerServer", "SteerRouter", "SteerNATS", "SteerWriteLog", "CBLAS", "CFaissKernels",
+                "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -281,7 +289,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SteerBenchKitTests", dependencies: ["SteerBenchKit", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerWriteLog", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),
     ],

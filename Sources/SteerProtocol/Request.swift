@@ -142,13 +142,18 @@ public struct Request: Sendable {
     /// `min_sequence`: run only once the server applied this write-log sequence (read-your-writes on a
     /// server that follows a stream; docs/scaling.md); past the deadline the answer is `unavailable`.
     public var minSequence: UInt64?
+    /// `min_sequences`: `min_sequence` per shard, for a router whose shards follow streams (`steer route
+    /// --follow`): entry `i` is for shard `i`'s stream, 0 for none (docs/scaling.md). Only a router takes it.
+    public var minSequences: [UInt64]?
+    /// Most entries of `min_sequences`.
+    public static let maxShardSequences = 4096
     /// `collection`: the collection or alias an item, search or generation op addresses; nil: the
     /// server's default collection (validated by `CollectionName.validate`; ops in
     /// `Request.collectionOperations` only).
     public var collection: String?
 
     public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil, fairQueue: UInt64? = nil,
-                minSequence: UInt64? = nil, collection: String? = nil) {
+                minSequence: UInt64? = nil, collection: String? = nil, minSequences: [UInt64]? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
@@ -156,6 +161,7 @@ public struct Request: Sendable {
         self.fairQueue = fairQueue
         self.minSequence = minSequence
         self.collection = collection
+        self.minSequences = minSequences
     }
 
     /// The ops that take an optional `collection`.
@@ -226,6 +232,7 @@ public struct RequestDecoder: Sendable {
             guard value >= 0 else { throw SteerError.invalid("min_sequence must be at least 0, got \(value)") }
             minSequence = UInt64(value)
         }
+        let minSequences = try Self.decodeSequences(object["min_sequences"])
         var collection: String?
         if let name = try fields.string("collection") {
             guard Request.collectionOperations.contains(op) || op == "alias" else {
@@ -290,7 +297,28 @@ public struct RequestDecoder: Sendable {
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
         return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue,
-                       minSequence: minSequence, collection: collection)
+                       minSequence: minSequence, collection: collection, minSequences: minSequences)
+    }
+
+    /// `min_sequences`: an array of 1...`Request.maxShardSequences` integers ≥ 0; nil when absent or null.
+    static func decodeSequences(_ value: JSONValue?) throws(SteerError) -> [UInt64]? {
+        guard let value, value != .null else { return nil }
+        guard case .array(let elements) = value else {
+            throw SteerError.invalid("min_sequences must be an array of integers (one per shard), got \(value.typeName)")
+        }
+        guard !elements.isEmpty else { throw SteerError.invalid("min_sequences must not be empty") }
+        guard elements.count <= Request.maxShardSequences else {
+            throw SteerError(.tooLarge, "min_sequences has \(elements.count) entries, limit is \(Request.maxShardSequences)")
+        }
+        var sequences: [UInt64] = []
+        sequences.reserveCapacity(elements.count)
+        for (index, element) in elements.enumerated() {
+            guard case .int(let number) = element, number >= 0 else {
+                throw SteerError.invalid("min_sequences[\(index)] must be an integer at least 0")
+            }
+            sequences.append(UInt64(number))
+        }
+        return sequences
     }
 
     /// Longest `index_spec` or `embedding_version` of `create_collection`, in bytes.
@@ -640,12 +668,12 @@ struct Fields {
     let op: String
 
     /// Fields every op accepts.
-    static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue", "min_sequence"]
+    static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue", "min_sequence", "min_sequences"]
 
     func allow(_ names: Set<String>) throws(SteerError) {
         for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key)
             && !(field.key == "collection" && Request.collectionOperations.contains(op)) {
-            let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue, min_sequence" : names.sorted().joined(separator: ", ")
+            let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue, min_sequence, min_sequences" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }
     }

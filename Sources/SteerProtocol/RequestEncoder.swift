@@ -5,7 +5,7 @@ import SteerCore
 /// client sends and what the router forwards are the lines `RequestDecoder` reads back as the same
 /// request (`RequestEncoderTests` checks encode → decode for every op).
 ///
-/// Layout: `{"id":…,"op":…,<the op's fields>,"collection":…,"token":…,"timeout_ms":…,"fair_queue":…,"min_sequence":…}`;
+/// Layout: `{"id":…,"op":…,<the op's fields>,"collection":…,"token":…,"timeout_ms":…,"fair_queue":…,"min_sequence":…,"min_sequences":[…]}`;
 /// optional fields are left out when nil (or, for a filter, empty), and values equal to the decoder's
 /// defaults (`exclude_history: true`, `constraints: soft`) are left out too. Strings go through
 /// `JSONWriter.string`, so a hostile token or tag stays one JSON string.
@@ -44,6 +44,14 @@ public enum RequestEncoder {
         if let minSequence = request.minSequence {
             writer.raw(",\"min_sequence\":")
             writer.int(Int64(bitPattern: minSequence & UInt64(Int64.max)))
+        }
+        if let minSequences = request.minSequences {
+            writer.raw(",\"min_sequences\":[")
+            for (index, sequence) in minSequences.enumerated() {
+                if index > 0 { writer.raw(",") }
+                writer.int(Int64(bitPattern: sequence & UInt64(Int64.max)))
+            }
+            writer.raw("]")
         }
         writer.raw("}")
         return writer.bytes

@@ -18,6 +18,12 @@ struct ReplicaHealth: Sendable {
     var requests = 0
     var failures = 0
     var lastError: String?
+    /// The write-log sequence it reported applied (`applied_sequence`) at its last health check; 0 when
+    /// it follows no stream.
+    var appliedSequence: UInt64 = 0
+    /// Its vectors' dimension and whether its metric is cosine, from its last health check (nil before).
+    var dimension: Int?
+    var cosine = false
     /// Health checks in a row that timed out (a busy replica is slow, not gone; see
     /// `Router.missedChecksBeforeDown`).
     var missedChecks = 0

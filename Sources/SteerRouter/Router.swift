@@ -8,6 +8,7 @@ import SteerEngine
 import SteerProtocol
 import SteerService
 import SteerServer
+import SteerWriteLog
 
 /// `steer route`: speaks the line protocol to clients and forwards each request to shard servers
 /// (`steer serve`) that each hold the items the sharding function assigns to them (docs/scaling.md).
@@ -26,15 +27,19 @@ import SteerServer
 /// - `recommend`/`encode`: the query is encoded once here (the DPR model of `--checkpoint`, or the mean of
 ///   the history's vectors fetched from their shards), then searched like `search`, with the history and
 ///   the clause constraints applied as a single server applies them.
-/// - `upsert`/`delete`/`get`: split by `Sharding`; writes go to every live replica of the owning shard.
+/// - `upsert`/`delete`/`get`: split by `Sharding`; writes go to every live replica of the owning shard, or,
+///   with a `shardLog` (`steer route --follow`), to each owning shard's stream (`RouterStreams.swift`),
+///   and reads with `min_sequence(s)` go to replicas that applied them.
 /// - Generations: every read is answered by shards of one generation, the router's; `swap` fans out to
 ///   every replica behind a gate that holds reads (docs/scaling.md).
 public final class Router: RequestService {
     public let configuration: RouterConfiguration
     public let stats = OperationStats()
     let replicas: [[Replica]]
+    /// The shards' write logs (`steer route --follow`); nil: writes go to the replicas themselves.
+    let shardLog: (any ShardLog)?
     private let decoder: RequestDecoder
-    private let sharding: Sharding
+    let sharding: Sharding
     private let group: MultiThreadedEventLoopGroup
     private let pool: NIOThreadPool
     private let encoder: Locked<(any QueryEncoder)?>
@@ -42,11 +47,11 @@ public final class Router: RequestService {
     private let generation = Locked<String?>(nil)
     private let gate = GenerationGate()
     private let swapping = Locked(false)
-    private let counters = Locked(Counters())
+    let counters = Locked(Counters())
     private let roundRobin: Locked<[Int]>
     private let serverStats = Locked<(@Sendable () -> JSONObject)?>(nil)
     private let healthTask = Locked<Task<Void, Never>?>(nil)
-    private let logger: Logger
+    let logger: Logger
 
     struct Counters {
         var partialResponses = 0
@@ -54,6 +59,8 @@ public final class Router: RequestService {
         var generationMismatches = 0
         var swaps = 0
         var divergedReplicas = 0
+        /// Shard parts of writes appended to a stream (`shardLog`).
+        var appendedWrites = 0
     }
 
     /// - Parameters:
@@ -62,10 +69,12 @@ public final class Router: RequestService {
     ///     from the shards.
     ///   - loadEncoder: loads the encoder of a checkpoint named by `swap`; nil → `swap` with a checkpoint
     ///     is refused.
+    ///   - shardLog: the shards' write logs (`steer route --follow`); its streams are numbered like
+    ///     `configuration.shards`. nil: writes go to every live replica.
     ///   - logger: health changes and swaps.
     public init(configuration: RouterConfiguration, encoder: (any QueryEncoder)? = nil,
                 loadEncoder: (@Sendable (String) throws(SteerError) -> any QueryEncoder)? = nil,
-                logger: Logger) throws(SteerError) {
+                shardLog: (any ShardLog)? = nil, logger: Logger) throws(SteerError) {
         try RouterConfiguration.validate(configuration.shards)
         self.configuration = configuration
         self.decoder = RequestDecoder(limits: configuration.limits)
@@ -74,6 +83,7 @@ public final class Router: RequestService {
         self.pool = NIOThreadPool(numberOfThreads: max(1, System.coreCount))
         self.encoder = Locked(encoder)
         self.loadEncoder = loadEncoder
+        self.shardLog = shardLog
         self.logger = logger
         let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
         let group = self.group
@@ -112,6 +122,7 @@ public final class Router: RequestService {
             task = nil
         }
         for replica in replicas.joined() { replica.closeConnections() }
+        await shardLog?.close()
         try? await pool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
@@ -135,6 +146,7 @@ public final class Router: RequestService {
                             state.up = true
                             state.generation = served
                             state.missedChecks = 0
+                            Self.recordShardFacts(answer, into: &state)
                         }
                         if !wasUp { self.logger.info("replica up", metadata: ["steer.replica": "\(replica.endpoint)", "steer.shard": "\(replica.shard)"]) }
                     } catch let failure as ReplicaFailure where failure.kind == .timeout {
@@ -196,12 +208,16 @@ public final class Router: RequestService {
         /// do not hold every worker of a shard while other clients wait; nil without a shard key (the
         /// shards accept `fair_queue` only with an admin key).
         let fairQueue: UInt64?
+        /// The request's `min_sequences` (or its `min_sequence` as a one-shard list): the stream sequence
+        /// each shard's replica must have applied before it answers (`RouterStreams.swift`).
+        var minSequences: [UInt64]?
 
         init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration, client: UInt64? = nil) {
             budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.defaultRequestTimeoutMillis
             uptimeNanos = startedNanos &+ UInt64(budgetMillis) * 1_000_000
             explicit = request.timeoutMillis != nil
             fairQueue = configuration.shardKey != nil ? client : nil
+            minSequences = request.minSequences ?? request.minSequence.map { [$0] }
         }
 
         private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool, fairQueue: UInt64?) {
@@ -214,8 +230,10 @@ public final class Router: RequestService {
         /// The deadline after a wait at the gate: unchanged when explicit, else the default budget from now.
         func afterGate() -> Deadline {
             guard !explicit else { return self }
-            return Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
-                            explicit: false, fairQueue: fairQueue)
+            var later = Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
+                                 explicit: false, fairQueue: fairQueue)
+            later.minSequences = minSequences
+            return later
         }
 
         /// What is left, in whole milliseconds; nil when less than one is.
@@ -263,7 +281,7 @@ public final class Router: RequestService {
         // A small search is merged on the event loop (no hop to the task executor); a large one's shard
         // answers are parsed and merged off the loop, so that it cannot stall the loop's other clients.
         if case .search(let queries, let options, let batch) = request.operation, queries.count * options.k <= Self.maxHitsMergedOnLoop,
-           gate.tryEnter() {
+           request.minSequence == nil, request.minSequences == nil, gate.tryEnter() {
             return searchOnLoop(request, queries: queries, options: options, batch: batch, startedNanos: startedNanos,
                                 client: context.connection, on: eventLoop)
         }
@@ -296,8 +314,10 @@ public final class Router: RequestService {
         var output: [UInt8]
         var failure: SteerError.Code?
         do {
-            output = try await run(request, deadline: Deadline(request: request, startedNanos: startedNanos, configuration: configuration,
-                                                               client: client))
+            var deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration, client: client)
+            // Without streams the router passes no min_sequence on (the shards follow no log it writes).
+            if shardLog == nil { deadline.minSequences = nil }
+            output = try await run(request, deadline: deadline)
             try requireRoom(output)
         } catch {
             let steer = error as? SteerError ?? SteerError.internalError(Self.describe(error))
@@ -318,6 +338,7 @@ public final class Router: RequestService {
     }
 
     private func run(_ request: Request, deadline: Deadline) async throws -> [UInt8] {
+        try checkSequences(request)
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
         writer.requestIDField(request.id)
@@ -337,6 +358,10 @@ public final class Router: RequestService {
             try await encode(recommendation, token: request.token, deadline: deadline, &writer)
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
+        case .upsert(let items) where shardLog != nil:
+            try await appendToStreams(.upsert(items), countField: "upserted", deadline: deadline, &writer)
+        case .delete(let ids) where shardLog != nil:
+            try await appendToStreams(.delete(ids), countField: "deleted", deadline: deadline, &writer)
         case .upsert(let items):
             let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id)) { indices in
                 .upsert(indices.map { items[$0] })
@@ -375,7 +400,7 @@ public final class Router: RequestService {
     /// Replicas that are up but were last seen on another generation come last: their answer is checked
     /// anyway, and a health check that read a replica's generation just before a swap moved it must not
     /// turn a shard into a missing one.
-    private func readable(_ shard: Int) -> [Replica] {
+    func readable(_ shard: Int) -> [Replica] {
         let expected = generation.get()
         var candidates: [Replica] = []
         var lastResort: [Replica] = []
@@ -399,7 +424,7 @@ public final class Router: RequestService {
 
     /// Records the generation an answer names for its replica; false (the answer must not be used) when
     /// it is not the router's.
-    private func servesRouterGeneration(_ replica: Replica, _ answer: JSONObject) -> Bool {
+    func servesRouterGeneration(_ replica: Replica, _ answer: JSONObject) -> Bool {
         guard case .string(let served)? = answer["generation"] else { return true }
         replica.health.withLock { health in
             if health.generation != served { health.generation = served }
@@ -414,7 +439,7 @@ public final class Router: RequestService {
 
     /// What a failed attempt on one replica means for the read (see the type's "Failures"): nil → try
     /// the next replica (after a transport failure the replica is marked down first).
-    private func readFailure(_ error: any Error, replica: Replica, deadline: Deadline) -> ShardAnswer? {
+    func readFailure(_ error: any Error, replica: Replica, deadline: Deadline) -> ShardAnswer? {
         if let steer = error as? SteerError { return .refused(steer) }
         let failure = error as? ReplicaFailure ?? ReplicaFailure(.transport, message: "\(error)")
         switch failure.kind {
@@ -435,6 +460,9 @@ public final class Router: RequestService {
     /// Sends a read to one replica of `shard`, trying the next one after a transport failure, an error
     /// that blames the replica, or an answer from another generation than the router's.
     private func read(shard: Int, line: [UInt8], token: String?, deadline: Deadline) async -> ShardAnswer {
+        if let wanted = deadline.minSequences?[shard], wanted > 0 {
+            return await readApplied(wanted, shard: shard, line: line, token: token, deadline: deadline)
+        }
         for replica in readable(shard) {
             guard let left = deadline.remainingMillis else { return .refused(deadline.exceeded("shard \(shard)")) }
             do {
@@ -748,7 +776,7 @@ public final class Router: RequestService {
     // MARK: get
 
     /// Positions of `keys` grouped by owning shard, in input order.
-    private func byShard(_ keys: [ItemID]) -> [Int: [Int]] {
+    func byShard(_ keys: [ItemID]) -> [Int: [Int]] {
         var groups: [Int: [Int]] = [:]
         for (index, id) in keys.enumerated() { groups[sharding.shard(of: id), default: []].append(index) }
         return groups
@@ -1058,6 +1086,8 @@ public final class Router: RequestService {
         if let name = generation.get() { writer.string(name) } else { writer.raw("null") }
         writer.raw(",\"sharding\":")
         writer.string(sharding.description)
+        writer.raw(",\"writes\":")
+        writer.string(shardLog == nil ? "replicas" : "streams")
         writer.raw(",\"encoder\":")
         if let encoder = encoder.get() { writer.string(String(describing: type(of: encoder))) } else { writer.raw("\"mean-of-history (shards)\"") }
         writer.raw(",\"shards\":[")
@@ -1082,6 +1112,8 @@ public final class Router: RequestService {
                 if let name = health.generation { writer.string(name) } else { writer.raw("null") }
                 writer.raw(",\"diverged\":")
                 writer.bool(health.diverged)
+                writer.raw(",\"applied_sequence\":")
+                writer.int(Int64(clamping: health.appliedSequence))
                 writer.raw(",\"requests\":")
                 writer.int(health.requests)
                 writer.raw(",\"failures\":")
@@ -1107,6 +1139,8 @@ public final class Router: RequestService {
         writer.int(counts.swaps)
         writer.raw(",\"diverged_replicas\":")
         writer.int(counts.divergedReplicas)
+        writer.raw(",\"appended_writes\":")
+        writer.int(counts.appendedWrites)
         writer.raw(",\"held_by_swap\":")
         writer.int(gate.heldCount)
         writer.raw("}")

@@ -332,6 +332,9 @@ public final class RequestHandler: Sendable {
     /// - Throws: the key check's errors; `.unavailable` when the sequence was not applied in time.
     func authorizeAndWait(_ request: Request, deadlineNanos: UInt64?) throws(SteerError) {
         try accessKeys?.authorize(request)
+        if request.minSequences != nil {
+            throw SteerError.invalid("min_sequences (one sequence per shard) is for a router that follows streams (steer route --follow); a server takes min_sequence")
+        }
         guard let wanted = request.minSequence else { return }
         if writeLog == nil {
             // Nothing will apply more: answer at once.

@@ -388,6 +388,15 @@ public final class ItemStore: @unchecked Sendable {
         return SteerError.internalError("unexpected error: \(error)")
     }
 
+    /// Writes a consistent copy of the store to `path` (a RocksDB checkpoint; `path` must not exist): the
+    /// items, their vectors and `appliedStreamSequence` as of one moment (docs/operations.md, "Backup
+    /// and restore"). Writes may go on meanwhile; the copy has each batch whole or not at all.
+    ///
+    /// - Throws: `.io` when RocksDB cannot write it; `.unavailable` when the store is closed.
+    public func checkpoint(to path: String) throws(SteerError) {
+        try withDatabase { database throws(SteerError) in try database.checkpoint(to: path) }
+    }
+
     /// Runs `body` with the open database, holding the lifecycle lock shared.
     private func withDatabase<T>(_ body: (RocksDatabase) throws(SteerError) -> T) throws(SteerError) -> T {
         try lifecycle.withReadLock { () throws(SteerError) -> T in

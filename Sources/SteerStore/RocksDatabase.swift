@@ -96,6 +96,21 @@ final class RocksDatabase: @unchecked Sendable {
         self.defaultReadOptions = rocksdb_readoptions_create()
     }
 
+    /// Writes a RocksDB checkpoint of the open database to `path` (which must not exist): a consistent
+    /// copy of every column family as of one moment, memtables flushed first, SST files hard-linked when
+    /// `path` is on the same file system.
+    ///
+    /// - Throws: `.io` when RocksDB cannot create it.
+    func checkpoint(to path: String) throws(SteerError) {
+        var errptr: UnsafeMutablePointer<CChar>?
+        let checkpoint = rocksdb_checkpoint_object_create(db, &errptr)
+        if let error = takeError(errptr, "cannot start a checkpoint of the item store") { throw error }
+        guard let checkpoint else { throw SteerError(.io, "cannot start a checkpoint of the item store") }
+        defer { rocksdb_checkpoint_object_destroy(checkpoint) }
+        rocksdb_checkpoint_create(checkpoint, path, 0, &errptr)
+        if let error = takeError(errptr, "cannot write a checkpoint of the item store to \(path)") { throw error }
+    }
+
     /// Column-family names of the database at `path`, or nil when there is none to list.
     static func listFamilies(path: String) throws(SteerError) -> [String] {
         let options = rocksdb_options_create()

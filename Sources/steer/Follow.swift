@@ -1,30 +1,33 @@
 import Dispatch
 import Foundation
 import Logging
+import SteerBuilder
 import SteerCore
 import SteerEngine
 import SteerNATS
 import SteerProtocol
 import SteerService
+import SteerWriteLog
 
 /// `steer serve --follow`: this server is one replica of a shard whose writes live in a NATS JetStream
 /// stream (docs/scaling.md, "Following a stream").
 ///
-/// - **Stream**: subject `steer.<cluster>.shard.<i>`, stream name `steer-<cluster>-shard-<i>` (stream
-///   names may not contain dots), file storage, `--stream-replicas` copies, 2-minute duplicate window.
-///   Created when missing; an existing one is used as it is.
-/// - **Applying**: a durable pull consumer named `replica-<store id>` (one per data directory). Each
+/// - **Stream**: `ShardStream` (subject `steer.<cluster>.shard.<i>`, stream `steer-<cluster>-shard-<i>`),
+///   file storage, `--stream-replicas` copies, 2-minute duplicate window. Created when missing; an
+///   existing one is used as it is. `--follow` may list several NATS nodes; each new session connects to
+///   the next one that answers, starting after the one it lost.
+/// - **Applying**: a durable pull consumer named `replica-<id>` (one per data directory: the store id, or
+///   the `replica_id` a snapshot restore wrote). Each
 ///   (re)connection deletes it and creates it again with `deliver_policy` `by_start_sequence` from
 ///   `RetrievalEngine.appliedSequence` + 1, so the store, not the server's consumer state, says where a
 ///   replica resumes. Messages are applied one at a time in stream order (`RetrievalEngine.apply`, which
 ///   stores the sequence in the items' RocksDB batch and skips a redelivered one), on `applyQueue`, then
 ///   acknowledged.
-/// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with a fresh
-///   `Nats-Msg-Id`, waits for the PubAck, then for this replica to apply that sequence, and answers with
-///   the apply's outcome.
-/// - **Message body**: the protocol's own request line, `{"op":"upsert","items":[…]}` (vectors as
-///   `vector_b64`, exact bits) or `{"op":"delete","ids":[…]}`, decoded with the server's `RequestDecoder`:
-///   the stream's bytes are as hostile as a client's.
+/// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with
+///   `StreamPublisher` (a fresh `Nats-Msg-Id`, the PubAck), then waits for this replica to apply that
+///   sequence, and answers with the apply's outcome.
+/// - **Message body**: `WriteLogMessage` (the protocol's own request line), decoded with the server's
+///   `RequestDecoder`: the stream's bytes are as hostile as a client's.
 /// - **Failures**: a lost connection or a failed apply ends the session; the loop connects again after
 ///   `retryDelay` and resumes from the stored sequence. While disconnected, writes answer `unavailable`
 ///   and reads go on.
@@ -33,8 +36,7 @@ import SteerService
 /// `NSCondition`, to wait on the table); `run` is one task; engine calls run on `applyQueue`.
 final class StreamFollower: WriteLog, Sendable {
     struct Settings: Sendable {
-        var host: String
-        var port: Int
+        var addresses: NATSAddresses
         var cluster: String
         var shard: Int
         var streamReplicas: Int = 1
@@ -46,8 +48,6 @@ final class StreamFollower: WriteLog, Sendable {
     static let fetchExpiry: Duration = .seconds(1)
     /// Pause before connecting again after a failed session.
     static let retryDelay: Duration = .seconds(1)
-    /// The stream's de-duplication window for `Nats-Msg-Id`.
-    static let duplicateWindow: Duration = .seconds(120)
     /// Apply outcomes kept for writers waiting on their sequence (oldest dropped past this many).
     static let maxOutcomes = 65_536
 
@@ -55,10 +55,13 @@ final class StreamFollower: WriteLog, Sendable {
     let engine: RetrievalEngine
     let decoder: RequestDecoder
     let logger: Logger
-    let subject: String
-    let streamName: String
+    let stream: ShardStream
+    var subject: String { stream.subject }
+    var streamName: String { stream.name }
     let durable: String
     private let connection = Locked<NATSConnection?>(nil)
+    /// The `settings.addresses` index the next session tries first.
+    private let nextAddress = Locked(0)
     /// Apply outcomes by sequence, and the sequence through which outcomes are recorded (`recorded`,
     /// broadcast on each record), for writers waiting in `append`.
     private let outcomes = Locked<(bySequence: [UInt64: ApplyOutcome], through: UInt64)>(([:], 0))
@@ -67,34 +70,18 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// - Throws: `ValidationError`-style `SteerError.invalidRequest` for a bad cluster name.
     init(settings: Settings, engine: RetrievalEngine, limits: ProtocolLimits, logger: Logger) throws(SteerError) {
-        let cluster = settings.cluster
-        guard (1...64).contains(cluster.utf8.count),
-              cluster.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F })
-        else {
-            throw SteerError.invalid("cluster name must be 1-64 letters, digits or '_', got '\(cluster)'")
-        }
+        stream = try ShardStream(cluster: settings.cluster, shard: settings.shard)
         guard let storeID = engine.store.storeID else { throw SteerError(.corrupt, "the store has no store id") }
+        // A directory restored from a snapshot shares its store id with its source: its `replica_id` keeps
+        // the two replicas' consumers apart.
+        let replicaID = try Snapshot.replicaID(data: engine.configuration.dataDirectory) ?? storeID
         self.settings = settings
         self.engine = engine
         self.decoder = RequestDecoder(limits: limits)
         self.logger = logger
-        subject = "steer.\(cluster).shard.\(settings.shard)"
-        streamName = "steer-\(cluster)-shard-\(settings.shard)"
-        durable = "replica-\(storeID)"
+        durable = "replica-\(replicaID)"
         let applied = engine.appliedSequence
         outcomes.withLock { $0.through = applied }
-    }
-
-    /// `nats://host:port`, `host:port` or `host` (port 4222).
-    static func parseURL(_ text: String) -> (host: String, port: Int)? {
-        var rest = Substring(text)
-        if rest.hasPrefix("nats://") { rest = rest.dropFirst(7) }
-        if rest.hasSuffix("/") { rest = rest.dropLast() }
-        guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@") else { return nil }
-        guard let colon = rest.lastIndex(of: ":") else { return (String(rest), 4222) }
-        let host = rest[..<colon]
-        guard !host.isEmpty, let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else { return nil }
-        return (String(host), port)
     }
 
     // MARK: Following
@@ -104,20 +91,23 @@ final class StreamFollower: WriteLog, Sendable {
     /// - Throws: `NATSError` when NATS cannot be reached or refuses; `SteerError.unavailable` when the
     ///   stream no longer holds the next sequence this replica needs (it needs a snapshot).
     func connect() async throws -> NATSConnection {
-        let nats = try await NATSConnection.connect(host: settings.host, port: settings.port)
+        let (nats, reached) = try await settings.addresses.connect(startingAt: nextAddress.get())
+        // A session that ends moves to the next node (this one may be the one that failed).
+        nextAddress.withLock { $0 = (reached + 1) % settings.addresses.addresses.count }
         do {
             let jetStream = JetStreamContext(connection: nats)
             let info = try await ensureStream(jetStream)
             let next = engine.appliedSequence + 1
             if info.state.firstSeq > next && info.state.lastSeq >= next {
-                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): it needs a snapshot (not implemented)")
+                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): start a new replica from a snapshot (steer snapshot, steer serve --restore)")
             }
             try await deleteConsumerIfPresent(jetStream)
             var config = ConsumerConfig(durableName: durable, deliverPolicy: .byStartSequence, optStartSeq: next, ackPolicy: .explicit)
             config.ackWaitNanos = 30_000_000_000
             try await jetStream.createDurableConsumer(stream: streamName, config: config)
             connection.withLock { $0 = nats }
-            logger.info("following", metadata: ["steer.stream": "\(streamName)", "steer.from": "\(next)", "steer.consumer": "\(durable)"])
+            logger.info("following", metadata: ["steer.stream": "\(streamName)", "steer.from": "\(next)", "steer.consumer": "\(durable)",
+                                                "steer.nats": "\(settings.addresses.addresses[reached].host):\(settings.addresses.addresses[reached].port)"])
             return nats
         } catch {
             await nats.close()
@@ -127,19 +117,11 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// The shard's stream, created when missing.
     private func ensureStream(_ jetStream: JetStreamContext) async throws(NATSError) -> StreamInfo {
-        let found: StreamInfo?
-        do {
-            found = try await jetStream.streamInfo(streamName)
-        } catch {
-            guard Self.isJetStreamError(error, JetStreamAPIError.streamNotFound) else { throw error }
-            found = nil
+        let (info, created) = try await stream.ensure(jetStream, replicas: settings.streamReplicas)
+        if created {
+            logger.info("created the shard's stream", metadata: ["steer.stream": "\(streamName)", "steer.replicas": "\(settings.streamReplicas)"])
         }
-        if let found { return found }
-        let created = try await jetStream.createStream(StreamConfig(
-            name: streamName, subjects: [subject], storage: .file, replicas: settings.streamReplicas,
-            duplicateWindow: Self.duplicateWindow))
-        logger.info("created the shard's stream", metadata: ["steer.stream": "\(streamName)", "steer.replicas": "\(settings.streamReplicas)"])
-        return created
+        return info
     }
 
     /// Deletes this replica's consumer; one that does not exist is fine.
@@ -147,13 +129,8 @@ final class StreamFollower: WriteLog, Sendable {
         do {
             try await jetStream.deleteConsumer(stream: streamName, consumer: durable)
         } catch {
-            guard Self.isJetStreamError(error, JetStreamAPIError.consumerNotFound) else { throw error }
+            guard ShardStream.isJetStreamError(error, JetStreamAPIError.consumerNotFound) else { throw error }
         }
-    }
-
-    static func isJetStreamError(_ error: any Error, _ code: Int) -> Bool {
-        if case .jetStream(let api)? = error as? NATSError { return api.errCode == code }
-        return false
     }
 
     /// Applies the stream until cancelled: one session per connection, a new one after a failure.
@@ -209,7 +186,7 @@ final class StreamFollower: WriteLog, Sendable {
                 do throws(SteerError) {
                     let operation: WriteOperation
                     do throws(SteerError) {
-                        operation = try Self.decode(payload, decoder: decoder)
+                        operation = try WriteLogMessage.decode(payload, decoder: decoder)
                     } catch {
                         // Every replica refuses the same bytes alike: move past them once.
                         logger.error("refused a stream message", metadata: ["steer.sequence": "\(sequence)", "steer.error": "\(error)"])
@@ -260,28 +237,6 @@ final class StreamFollower: WriteLog, Sendable {
         }
     }
 
-    // MARK: Message bodies
-
-    /// The body of a write: a request line the protocol's decoder reads back.
-    static func encode(_ operation: WriteOperation) -> [UInt8] {
-        switch operation {
-        case .upsert(let items): return RequestEncoder.encode(Request(operation: .upsert(items)))
-        case .delete(let ids): return RequestEncoder.encode(Request(operation: .delete(ids)))
-        }
-    }
-
-    /// Reads a message body back; anything but an `upsert` or `delete` line is refused.
-    ///
-    /// - Throws: the decoder's errors; `.invalidRequest` for another op.
-    static func decode(_ payload: [UInt8], decoder: RequestDecoder) throws(SteerError) -> WriteOperation {
-        let request = try decoder.decode(try JSONParser.parse(payload))
-        switch request.operation {
-        case .upsert(let items): return .upsert(items)
-        case .delete(let ids): return .delete(ids)
-        default: throw SteerError.invalid("stream message is a '\(request.operation.name)', not an upsert or delete")
-        }
-    }
-
     // MARK: WriteLog
 
     func append(_ operation: WriteOperation, deadlineNanos: UInt64) throws(SteerError) -> (sequence: UInt64, count: Int) {
@@ -290,35 +245,24 @@ final class StreamFollower: WriteLog, Sendable {
         }
         let now = DispatchTime.now().uptimeNanoseconds
         guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
-        let payload = Self.encode(operation)
-        let jetStream = JetStreamContext(connection: nats, timeout: .nanoseconds(Int64(deadlineNanos - now)))
-        let subject = self.subject
-        let messageID = UUID().uuidString
-        let result = Locked<Result<PubAck, NATSError>?>(nil)
+        let stream = self.stream
+        let result = Locked<Result<UInt64, SteerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
-            do throws(NATSError) {
-                let ack = try await jetStream.publish(subject, payload: payload, messageID: messageID)
-                result.withLock { $0 = .success(ack) }
+            do throws(SteerError) {
+                let sequence = try await StreamPublisher.publish(operation, to: stream, on: nats, deadlineNanos: deadlineNanos)
+                result.withLock { $0 = .success(sequence) }
             } catch {
                 result.withLock { $0 = .failure(error) }
             }
             done.signal()
         }
-        guard done.wait(timeout: DispatchTime(uptimeNanoseconds: deadlineNanos)) == .success, let outcome = result.get() else {
-            throw SteerError(.unavailable, "NATS did not confirm the write before the deadline; it may still be appended (message id \(messageID))")
+        guard done.wait(timeout: DispatchTime(uptimeNanoseconds: deadlineNanos)) == .success, let published = result.get() else {
+            throw SteerError(.unavailable, "NATS did not confirm the write before the deadline; it may still be appended to \(streamName)")
         }
-        let ack: PubAck
-        switch outcome {
-        case .success(let value):
-            ack = value
-        case .failure(.invalidArgument(let why)):
-            throw SteerError(.tooLarge, "the write cannot be published: \(why)")
-        case .failure(let error):
-            throw SteerError(.unavailable, "NATS refused the write: \(error)")
-        }
-        guard let outcome = awaitOutcome(ack.seq, deadlineNanos: deadlineNanos) else {
-            throw SteerError(.unavailable, "the write is stored as sequence \(ack.seq) of \(streamName) but this replica had not applied it by the deadline (applied through \(engine.appliedSequence))")
+        let sequence = try published.get()
+        guard let outcome = awaitOutcome(sequence, deadlineNanos: deadlineNanos) else {
+            throw SteerError(.unavailable, "the write is stored as sequence \(sequence) of \(streamName) but this replica had not applied it by the deadline (applied through \(engine.appliedSequence))")
         }
         let given: Int
         switch operation {
@@ -326,10 +270,10 @@ final class StreamFollower: WriteLog, Sendable {
         case .delete(let ids): given = ids.count
         }
         switch outcome {
-        case .applied(let count)?: return (ack.seq, count)
+        case .applied(let count)?: return (sequence, count)
         case .rejected(let error)?: throw error
         // A duplicate message id (the same write appended before): its first outcome went to that writer.
-        case .alreadyApplied?, nil: return (ack.seq, given)
+        case .alreadyApplied?, nil: return (sequence, given)
         }
     }
 }

@@ -9,6 +9,7 @@ import SteerProtocol
 import SteerService
 import SteerRouter
 import SteerServer
+import SteerWriteLog
 
 /// `steer route`: a router in front of shard servers (docs/scaling.md).
 struct Route: AsyncParsableCommand {
@@ -71,6 +72,10 @@ struct Route: AsyncParsableCommand {
     var logLevel: String = "info"
     @Option(name: .customLong("max-running-per-connection"), help: "Most requests of one client connection forwarded at once (1...1024); the rest wait in order.")
     var maxRunningPerConnection: Int = 4
+    @Option(help: "The shards follow NATS JetStream streams (steer serve --follow): write to the streams on these NATS servers (nats://host:port, several nodes separated by commas) instead of to the replicas (docs/scaling.md).")
+    var follow: String?
+    @Option(help: "Cluster name of the streams steer.<cluster>.shard.<i> (with --follow).")
+    var cluster: String?
     @OptionGroup var requestLimits: RequestLimitOptions
 
     func validate() throws {
@@ -95,6 +100,13 @@ struct Route: AsyncParsableCommand {
             throw ValidationError("max-connections, max-in-flight and event-loop-threads must be at least 1, idle-timeout at least 0")
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("give --tls-cert and --tls-key together") }
+        guard (follow == nil) == (cluster == nil) else { throw ValidationError("give --follow and --cluster together") }
+        if let follow, NATSAddresses(follow) == nil {
+            throw ValidationError("--follow must be nats://host:port (or host:port), several separated by commas, got '\(follow)'")
+        }
+        if let cluster {
+            do throws(SteerError) { try ShardStream.validate(cluster: cluster) } catch { throw ValidationError(error.message) }
+        }
         guard Logger.Level(rawValue: logLevel.lowercased()) != nil else {
             throw ValidationError("log-level must be trace, debug, info, notice, warning, error or critical, got '\(logLevel)'")
         }
@@ -166,11 +178,23 @@ struct Route: AsyncParsableCommand {
         let loadEncoder: @Sendable (String) throws(SteerError) -> any QueryEncoder = { path throws(SteerError) in
             DPRQueryEncoder(model: try DPRModel.load(checkpoint: path, minilm: minilmDirectory))
         }
+        var shardLog: NATSShardLog?
+        if let follow, let cluster, let addresses = NATSAddresses(follow) {
+            do {
+                let log = try NATSShardLog(addresses: addresses, cluster: cluster, shardCount: shardSets.count)
+                try await log.connect()
+                shardLog = log
+                logger.info("writes go to the shards' streams", metadata: ["steer.nats": "\(addresses)", "steer.cluster": "\(cluster)"])
+            } catch {
+                logger.error("cannot reach NATS for the shards' streams", metadata: ["steer.error": "\(error)", "steer.nats": "\(follow)"])
+                throw ExitCode(2)
+            }
+        }
         let router: Router
         do {
             var encoder: (any QueryEncoder)?
             if let checkpoint { encoder = try loadEncoder(checkpoint) }
-            router = try Router(configuration: routerConfiguration, encoder: encoder, loadEncoder: loadEncoder, logger: logger)
+            router = try Router(configuration: routerConfiguration, encoder: encoder, loadEncoder: loadEncoder, shardLog: shardLog, logger: logger)
         } catch {
             logger.error("cannot start the router", metadata: ["steer.error": "\(error)"])
             throw ExitCode(2)

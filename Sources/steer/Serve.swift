@@ -5,12 +5,14 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import SteerCore
+import SteerBuilder
 import SteerData
 import SteerEngine
 import SteerNATS
 import SteerProtocol
 import SteerService
 import SteerServer
+import SteerWriteLog
 
 /// `steer serve`: the TCP server. Settings come from flags, then `STEER_*` environment variables, then
 /// an optional JSON config file (`--config`), then defaults (docs/configuration.md has the table).
@@ -91,7 +93,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (default info). Env: STEER_LOG_LEVEL.")
     var logLevel: String?
 
-    @Option(help: "Follow the shard's write log on this NATS JetStream server (nats://host:port): writes go through the stream, every replica applies it in order (docs/scaling.md). Env: STEER_FOLLOW.")
+    @Option(help: "Follow the shard's write log on this NATS JetStream server (nats://host:port; several nodes of one NATS cluster separated by commas): writes go through the stream, every replica applies it in order (docs/scaling.md). Env: STEER_FOLLOW.")
     var follow: String?
     @Option(help: "Cluster name of the stream steer.<cluster>.shard.<i> (letters, digits, _; with --follow). Env: STEER_CLUSTER.")
     var cluster: String?
@@ -99,6 +101,8 @@ struct Serve: AsyncParsableCommand {
     var shard: Int?
     @Option(name: .customLong("stream-replicas"), help: "Copies of the stream when this server creates it (1 = one NATS node; 3 in a 3-node cluster; default 1). Env: STEER_STREAM_REPLICAS.")
     var streamReplicas: Int?
+    @Option(help: "Start from this snapshot (steer snapshot): its files are checked and copied into --data, which must be new or empty (docs/operations.md). Env: STEER_RESTORE.")
+    var restore: String?
 }
 
 /// The request-cost and connection-budget settings (docs/security.md) of `steer serve` and `steer route`,
@@ -182,7 +186,7 @@ struct SettingSource {
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "max_collections", "loop_spin_us", "checkpoint_root",
-            "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas",
+            "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -244,6 +248,17 @@ extension Serve {
 
         guard let dataDirectory = try source.string(data, env: "STEER_DATA", key: "data") else {
             throw ValidationError("give the data directory with --data (or STEER_DATA)")
+        }
+        if let snapshot = try source.string(restore, env: "STEER_RESTORE", key: "restore") {
+            do {
+                let manifest = try Snapshot.restore(snapshot, into: dataDirectory)
+                logger.info("restored a snapshot", metadata: [
+                    "steer.snapshot": "\(snapshot)", "steer.applied_sequence": "\(manifest.appliedSequence)", "steer.store": "\(manifest.storeID)",
+                ])
+            } catch {
+                logger.error("cannot restore the snapshot", metadata: ["steer.error": "\(error)", "steer.snapshot": "\(snapshot)"])
+                throw ExitCode(2)
+            }
         }
         var metricValue: Metric?
         if let text = try source.string(metric, env: "STEER_METRIC", key: "metric") {
@@ -417,14 +432,14 @@ extension Serve {
     /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
     func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, limits: ProtocolLimits,
                                logger: Logger) async throws -> (StreamFollower, NATSConnection) {
-        guard let address = StreamFollower.parseURL(url) else {
-            throw ValidationError("--follow must be nats://host:port (or host:port), got '\(url)'")
+        guard let addresses = NATSAddresses(url) else {
+            throw ValidationError("--follow must be nats://host:port (or host:port), several separated by commas, got '\(url)'")
         }
         guard let clusterName = try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") else {
             throw ValidationError("--follow needs --cluster NAME")
         }
         let settings = StreamFollower.Settings(
-            host: address.host, port: address.port, cluster: clusterName,
+            addresses: addresses, cluster: clusterName,
             shard: try source.int(shard, env: "STEER_SHARD", key: "shard", range: 0...65535) ?? 0,
             streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
         let follower: StreamFollower

@@ -8,10 +8,11 @@ import Testing
 /// `steer serve --follow` (docs/scaling.md, "Following a stream"): replicas of one shard applying the
 /// shard's NATS JetStream stream, against a real `nats-server` this file starts.
 
-/// One `nats-server -js` on a free loopback port with its own store directory, stopped on deinit.
+/// One `nats-server -js` on a free loopback port with its own store directory, stopped on deinit (also
+/// used by RouteFollowEndToEndTests).
 /// (SteerNATSTests has a fuller helper with clusters; test targets cannot share code, and these tests
 /// need only this.)
-private final class NATSNode {
+final class NATSNode {
     let process = Process()
     let port: Int
     let directory = NSTemporaryDirectory() + "steer-follow-nats-" + UUID().uuidString
@@ -46,7 +47,7 @@ private final class NATSNode {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-private func freeTCPPort() throws -> Int {
+func freeTCPPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SteerError(.io, "socket failed") }
     defer { close(fd) }

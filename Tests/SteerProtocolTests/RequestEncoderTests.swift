@@ -46,6 +46,16 @@ import Testing
         }
     }
 
+    @Test func minSequencesRoundTrip_andAreValidated() throws {
+        let decoded = try roundTrip(Request(operation: .get([.int(1)]), minSequences: [0, 7, 1 << 40]), vectors: .base64)
+        #expect(decoded.minSequences == [0, 7, 1 << 40])
+        for bad in [#"[]"#, #"[-1]"#, #"[1.5]"#, #""x""#, "[" + Array(repeating: "1", count: Request.maxShardSequences + 1).joined(separator: ",") + "]"] {
+            #expect(throws: SteerError.self) {
+                _ = try decoder.decode(try JSONParser.parse(#"{"op":"ping","min_sequences":\#(bad)}"#))
+            }
+        }
+    }
+
     @Test func valuesSurviveExactly() throws {
         let upsert = try roundTrip(Request(operation: Self.operations[2]), vectors: .base64)
         guard case .upsert(let items) = upsert.operation else { Issue.record("not an upsert"); return }

@@ -1,0 +1,364 @@
+import Foundation
+import SteerCore
+import SteerIndex
+import SteerStore
+
+/// A snapshot of a data directory (docs/operations.md, "Backup and restore"; docs/scaling.md): what a
+/// new replica starts from instead of replaying a shard's whole stream, and a single server's backup.
+///
+/// ## Layout of `SNAP/`
+/// | path | content |
+/// |---|---|
+/// | `snapshot.json` | the manifest below, written last (its presence means the snapshot is complete) |
+/// | `store/…` | a RocksDB checkpoint of `DIR/store` (`ItemStore.checkpoint`) |
+/// | `steer.json` | the data directory's settings |
+/// | `generations/<id>/…` | the generation directory `steer.json` serves, when it serves one |
+///
+/// Manifest (`format` 1): `store_id`, `applied_sequence` (the write-log sequence the store contains,
+/// read from the checkpoint itself), `store_sequence`, `generation` (the directory name or null),
+/// `created_at`, and `files`: [{`path`, `bytes`, `checksum`}] for every file above (FNV-1a-64,
+/// `ShardChecksum`: integrity against accidents, not an adversary who can rewrite the manifest too).
+/// The engine's own saved index (`DIR/index`) is not copied: a restored directory rebuilds it from the
+/// store.
+///
+/// ## Restoring
+/// A snapshot is hostile input: `restore` reads a manifest of at most `maxManifestBytes`, accepts only
+/// relative paths under `store/`, `generations/` or `steer.json` with no empty, `.` or `..` component,
+/// at most `maxFiles` files, each a regular file (no symbolic link) whose size and checksum match, and
+/// copies only the listed files into a new data directory; then it checks that the copied store's id and
+/// applied sequence are the manifest's. Any failure removes what it copied and names the file at fault.
+/// The restored directory gets a fresh `replica_id` file, so that a following replica made from it
+/// consumes the stream under its own name (`steer serve --follow`), not its source's.
+public enum Snapshot {
+    public struct Manifest: Sendable, Equatable {
+        public var storeID: String
+        public var appliedSequence: UInt64
+        public var storeSequence: UInt64
+        public var generation: String?
+        public var createdAt: String
+        public var files: [File]
+    }
+
+    public struct File: Sendable, Equatable {
+        public var path: String
+        public var bytes: Int64
+        public var checksum: String
+    }
+
+    public static let manifestName = "snapshot.json"
+    /// Largest manifest read, in bytes.
+    public static let maxManifestBytes = 16 << 20
+    /// Most files a snapshot may list.
+    public static let maxFiles = 100_000
+    /// Longest listed path, in bytes.
+    public static let maxPathBytes = 1024
+    /// The file holding a data directory's replica identity (the follow consumer's name), when it has one.
+    public static let replicaIDName = "replica_id"
+
+    // MARK: Writing
+
+    /// Writes a snapshot of the open `store` and the data directory `data` to `out` (which must not
+    /// exist). The store may take writes meanwhile: the checkpoint is one consistent moment.
+    ///
+    /// - Returns: the manifest written.
+    /// - Throws: `.invalidRequest` when `out` exists; `.io` for file errors; the store's errors.
+    @discardableResult
+    public static func write(store: ItemStore, data: String, to out: String) throws(SteerError) -> Manifest {
+        let files = FileManager.default
+        guard !files.fileExists(atPath: out) else { throw SteerError.invalid("snapshot destination '\(out)' already exists") }
+        do {
+            try files.createDirectory(atPath: out, withIntermediateDirectories: true)
+        } catch {
+            throw SteerError(.io, "cannot create '\(out)': \(error.localizedDescription)")
+        }
+        do throws(SteerError) {
+            try store.checkpoint(to: out + "/store")
+            // Read what the checkpoint holds, not the live store (which may have moved on).
+            let copy = try ItemStore(options: ItemStore.Options(path: out + "/store", createIfMissing: false, readOnly: true))
+            let storeID = copy.storeID
+            let applied = copy.appliedStreamSequence
+            let sequence = copy.latestSequence
+            copy.close()
+            guard let storeID else { throw SteerError(.corrupt, "the store has no store id") }
+            var generation: String?
+            let settings = data + "/steer.json"
+            if files.fileExists(atPath: settings) {
+                try copyFile(settings, to: out + "/steer.json")
+                if let served = try servedGeneration(settingsFile: settings, data: data) {
+                    try copyTree(data + "/generations/" + served, to: out + "/generations/" + served)
+                    generation = served
+                }
+            }
+            var listed: [File] = []
+            for path in try regularFiles(under: out) {
+                let (checksum, bytes) = try ShardChecksum.compute(path: out + "/" + path)
+                listed.append(File(path: path, bytes: bytes, checksum: checksum))
+            }
+            let manifest = Manifest(storeID: storeID, appliedSequence: applied, storeSequence: sequence, generation: generation,
+                                    createdAt: ISO8601DateFormatter().string(from: Date()), files: listed)
+            try AtomicFile.write(try encode(manifest), to: out + "/" + manifestName)
+            return manifest
+        } catch {
+            try? files.removeItem(atPath: out)
+            throw error
+        }
+    }
+
+    /// The generation directory name `steer.json` serves (`generation_directory`), or nil.
+    static func servedGeneration(settingsFile: String, data: String) throws(SteerError) -> String? {
+        guard let object = try readJSONObject(settingsFile, limit: 1 << 20, what: "steer.json"),
+              let recorded = object["generation_directory"] as? String else { return nil }
+        let name = (recorded as NSString).lastPathComponent
+        guard isSafeComponent(name), FileManager.default.fileExists(atPath: data + "/generations/" + name) else { return nil }
+        return name
+    }
+
+    static func encode(_ manifest: Manifest) throws(SteerError) -> [UInt8] {
+        let object: [String: Any] = [
+            "format": 1, "store_id": manifest.storeID, "applied_sequence": manifest.appliedSequence,
+            "store_sequence": manifest.storeSequence, "generation": manifest.generation ?? NSNull(),
+            "created_at": manifest.createdAt,
+            "files": manifest.files.map { ["path": $0.path, "bytes": $0.bytes, "checksum": $0.checksum] as [String: Any] },
+        ]
+        do {
+            return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) + [0x0A]
+        } catch {
+            throw SteerError.internalError("cannot encode the snapshot manifest: \(error)")
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads and checks `SNAP/snapshot.json` (see "Restoring"), without reading the files it lists.
+    ///
+    /// - Throws: `.notFound` without a manifest; `.corrupt` naming what is wrong with it.
+    public static func readManifest(_ snapshot: String) throws(SteerError) -> Manifest {
+        let path = snapshot + "/" + manifestName
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw SteerError.notFound("'\(snapshot)' is not a snapshot: it has no \(manifestName) (an unfinished snapshot has none)")
+        }
+        guard let object = try readJSONObject(path, limit: maxManifestBytes, what: manifestName) else {
+            throw SteerError(.corrupt, "snapshot manifest \(path) is not a JSON object")
+        }
+        func fail(_ why: String) -> SteerError { SteerError(.corrupt, "snapshot manifest \(path): \(why)") }
+        guard let format = object["format"] as? Int, format == 1 else { throw fail("format must be 1") }
+        guard let storeID = object["store_id"] as? String, !storeID.isEmpty, storeID.utf8.count <= 128 else { throw fail("store_id is missing") }
+        guard let applied = object["applied_sequence"] as? Int, applied >= 0,
+              let sequence = object["store_sequence"] as? Int, sequence >= 0 else {
+            throw fail("applied_sequence and store_sequence must be integers at least 0")
+        }
+        var generation: String?
+        if let value = object["generation"], !(value is NSNull) {
+            guard let name = value as? String, isSafeComponent(name) else { throw fail("generation must be a directory name") }
+            generation = name
+        }
+        guard let list = object["files"] as? [Any] else { throw fail("files must be an array") }
+        guard list.count <= maxFiles else { throw fail("lists \(list.count) files, at most \(maxFiles) are accepted") }
+        var files: [File] = []
+        var seen = Set<String>()
+        for (index, entry) in list.enumerated() {
+            guard let entry = entry as? [String: Any], let path = entry["path"] as? String,
+                  let bytes = entry["bytes"] as? Int, bytes >= 0,
+                  let checksum = entry["checksum"] as? String, ShardChecksum.parse(checksum) != nil else {
+                throw fail("files[\(index)] needs a path, bytes ≥ 0 and an fnv1a64 checksum")
+            }
+            guard isSafeRelativePath(path) else { throw fail("files[\(index)].path '\(path)' is not a path inside the snapshot (store/…, generations/…, steer.json)") }
+            guard seen.insert(path).inserted else { throw fail("files[\(index)].path '\(path)' is listed twice") }
+            files.append(File(path: path, bytes: Int64(bytes), checksum: checksum))
+        }
+        guard files.contains(where: { $0.path == "store/CURRENT" }) else { throw fail("lists no store (store/CURRENT)") }
+        return Manifest(storeID: storeID, appliedSequence: UInt64(applied), storeSequence: UInt64(sequence), generation: generation,
+                        createdAt: object["created_at"] as? String ?? "", files: files)
+    }
+
+    /// Checks every listed file of `snapshot` (regular file, size, checksum).
+    ///
+    /// - Throws: `.corrupt` naming the first file that is missing, not a regular file, or differs.
+    public static func verify(_ snapshot: String, _ manifest: Manifest) throws(SteerError) {
+        for file in manifest.files {
+            let path = snapshot + "/" + file.path
+            try requireRegularFile(path, within: snapshot)
+            let (checksum, bytes) = try ShardChecksum.compute(path: path)
+            guard bytes == file.bytes else { throw SteerError(.corrupt, "snapshot file \(file.path) has \(bytes) bytes, the manifest says \(file.bytes)") }
+            guard checksum == file.checksum else { throw SteerError(.corrupt, "snapshot file \(file.path) has checksum \(checksum), the manifest says \(file.checksum)") }
+        }
+    }
+
+    /// Restores `snapshot` into the data directory `data`, which must not exist or be empty (see
+    /// "Restoring"). Files are checked as they are copied (the copy is what gets checksummed).
+    ///
+    /// - Returns: the manifest.
+    /// - Throws: `.invalidRequest` when `data` holds anything; `.notFound`/`.corrupt` for a bad snapshot
+    ///   (nothing is left in `data`); `.io` for file errors.
+    @discardableResult
+    public static func restore(_ snapshot: String, into data: String) throws(SteerError) -> Manifest {
+        let files = FileManager.default
+        let manifest = try readManifest(snapshot)
+        if let existing = try? files.contentsOfDirectory(atPath: data), !existing.isEmpty {
+            throw SteerError.invalid("cannot restore into '\(data)': it is not empty (restore into a new data directory)")
+        }
+        let createdDirectory = !files.fileExists(atPath: data)
+        do throws(SteerError) {
+            do {
+                try files.createDirectory(atPath: data, withIntermediateDirectories: true)
+            } catch {
+                throw SteerError(.io, "cannot create '\(data)': \(error.localizedDescription)")
+            }
+            for file in manifest.files {
+                let source = snapshot + "/" + file.path
+                try requireRegularFile(source, within: snapshot)
+                let target = data + "/" + file.path
+                do {
+                    try files.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                } catch {
+                    throw SteerError(.io, "cannot create the directory of '\(target)': \(error.localizedDescription)")
+                }
+                try copyFile(source, to: target)
+                let (checksum, bytes) = try ShardChecksum.compute(path: target)
+                guard bytes == file.bytes, checksum == file.checksum else {
+                    throw SteerError(.corrupt, "snapshot file \(file.path) does not match the manifest (\(bytes) bytes, \(checksum); expected \(file.bytes) bytes, \(file.checksum))")
+                }
+            }
+            try rewriteSettings(data: data, generation: manifest.generation)
+            let store = try ItemStore(options: ItemStore.Options(path: data + "/store", createIfMissing: false, readOnly: true))
+            let storeID = store.storeID
+            let applied = store.appliedStreamSequence
+            store.close()
+            guard storeID == manifest.storeID, applied == manifest.appliedSequence else {
+                throw SteerError(.corrupt, "the snapshot's store is \(storeID ?? "unidentified") at applied sequence \(applied); the manifest says \(manifest.storeID) at \(manifest.appliedSequence)")
+            }
+            try AtomicFile.write(Array((UUID().uuidString.lowercased() + "\n").utf8), to: data + "/" + replicaIDName)
+            AtomicFile.syncDirectory(data)
+            return manifest
+        } catch {
+            if createdDirectory {
+                try? files.removeItem(atPath: data)
+            } else {
+                for name in (try? files.contentsOfDirectory(atPath: data)) ?? [] { try? files.removeItem(atPath: data + "/" + name) }
+            }
+            throw error
+        }
+    }
+
+    /// Points a restored `steer.json`'s `generation_directory` at the copied generation (by name, inside
+    /// the new data directory), or drops it when the snapshot has none.
+    static func rewriteSettings(data: String, generation: String?) throws(SteerError) {
+        let path = data + "/steer.json"
+        guard FileManager.default.fileExists(atPath: path),
+              var object = try readJSONObject(path, limit: 1 << 20, what: "steer.json") else { return }
+        guard object["generation_directory"] != nil || generation != nil else { return }
+        // A relative reference is resolved inside DIR/generations (`PathRoot`), wherever DIR now is.
+        if let generation { object["generation_directory"] = generation } else { object.removeValue(forKey: "generation_directory") }
+        do {
+            try AtomicFile.write(Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])), to: path)
+        } catch let error as SteerError {
+            throw error
+        } catch {
+            throw SteerError(.corrupt, "cannot rewrite steer.json: \(error)")
+        }
+    }
+
+    /// The replica identity of a data directory: its `replica_id` file (written by `restore`), else nil.
+    ///
+    /// - Throws: `.corrupt` for a file that is not one short line of letters, digits and '-'.
+    public static func replicaID(data: String) throws(SteerError) -> String? {
+        let path = data + "/" + replicaIDName
+        guard let contents = FileManager.default.contents(atPath: path) else { return nil }
+        let text = String(decoding: contents.prefix(256), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...64).contains(text.utf8.count), text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }) else {
+            throw SteerError(.corrupt, "\(path) must hold one id of lower-case letters, digits and '-'")
+        }
+        return text
+    }
+
+    // MARK: Paths and files
+
+    static func isSafeComponent(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && name.utf8.count <= 255
+            && name.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F && $0 != UInt8(ascii: "\\") }
+    }
+
+    static func isSafeRelativePath(_ path: String) -> Bool {
+        guard (1...maxPathBytes).contains(path.utf8.count), !path.hasPrefix("/") else { return false }
+        let components = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard components.allSatisfy(isSafeComponent) else { return false }
+        if components == ["steer.json"] { return true }
+        return components.count >= 2 && (components[0] == "store" || (components[0] == "generations" && components.count >= 3))
+    }
+
+    /// `path` is a regular file (not a link) and no directory on the way from `root` is a link.
+    static func requireRegularFile(_ path: String, within root: String) throws(SteerError) {
+        var current = root
+        let relative = String(path.dropFirst(root.count + 1))
+        let parts = relative.split(separator: "/").map(String.init)
+        for (index, part) in parts.enumerated() {
+            current += "/" + part
+            var info = stat()
+            guard lstat(current, &info) == 0 else { throw SteerError(.corrupt, "snapshot file \(relative) is missing") }
+            let kind = info.st_mode & S_IFMT
+            if index == parts.count - 1 {
+                guard kind == S_IFREG else { throw SteerError(.corrupt, "snapshot file \(relative) is not a regular file") }
+            } else {
+                guard kind == S_IFDIR else { throw SteerError(.corrupt, "snapshot path \(relative): '\(part)' is not a directory") }
+            }
+        }
+    }
+
+    /// Relative paths of the regular files under `root`, sorted; links are refused.
+    static func regularFiles(under root: String) throws(SteerError) -> [String] {
+        guard let walker = FileManager.default.enumerator(atPath: root) else { throw SteerError(.io, "cannot list '\(root)'") }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            var info = stat()
+            guard lstat(root + "/" + relative, &info) == 0 else { throw SteerError(.io, "cannot read '\(root)/\(relative)'") }
+            switch info.st_mode & S_IFMT {
+            case S_IFREG: found.append(relative)
+            case S_IFDIR: continue
+            default: throw SteerError(.io, "'\(root)/\(relative)' is neither a file nor a directory")
+            }
+        }
+        return found.sorted()
+    }
+
+    static func copyFile(_ source: String, to target: String) throws(SteerError) {
+        do {
+            try FileManager.default.copyItem(atPath: source, toPath: target)
+        } catch {
+            throw SteerError(.io, "cannot copy '\(source)' to '\(target)': \(error.localizedDescription)")
+        }
+    }
+
+    static func copyTree(_ source: String, to target: String) throws(SteerError) {
+        do {
+            try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        } catch {
+            throw SteerError(.io, "cannot create the directory of '\(target)': \(error.localizedDescription)")
+        }
+        for relative in try regularFiles(under: source) {
+            let destination = target + "/" + relative
+            do {
+                try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            } catch {
+                throw SteerError(.io, "cannot create the directory of '\(destination)': \(error.localizedDescription)")
+            }
+            try copyFile(source + "/" + relative, to: destination)
+        }
+    }
+
+    /// A JSON object read from `path` with at most `limit` bytes; nil when the file holds another JSON value.
+    ///
+    /// - Throws: `.corrupt` for a larger file or one that is not JSON; `.io` when it cannot be read.
+    static func readJSONObject(_ path: String, limit: Int, what: String) throws(SteerError) -> [String: Any]? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw SteerError(.io, "cannot read \(path)") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw SteerError(.corrupt, "\(what) is not a regular file") }
+        guard info.st_size <= limit else { throw SteerError(.corrupt, "\(what) has \(info.st_size) bytes, at most \(limit) are read") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw SteerError(.io, "cannot read \(path)") }
+        guard data.count <= limit else { throw SteerError(.corrupt, "\(what) has more than \(limit) bytes") }
+        do {
+            return try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        } catch {
+            throw SteerError(.corrupt, "\(what) is not JSON: \(error.localizedDescription)")
+        }
+    }
+}

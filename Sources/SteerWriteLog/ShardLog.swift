@@ -1,0 +1,180 @@
+import Dispatch
+import Foundation
+import SteerCore
+import SteerNATS
+
+/// Publishes one write to a shard's stream (docs/scaling.md, "Following a stream"): the body is
+/// `WriteLogMessage.encode(operation)`, the `Nats-Msg-Id` a fresh UUID (so a publish the client library
+/// repeats inside the stream's duplicate window is stored once), and the answer is the stream sequence
+/// JetStream acknowledged (the message is persisted: with R=3 a quorum stored it).
+public enum StreamPublisher {
+    /// - Parameter deadlineNanos: `DispatchTime` uptime nanoseconds by which the PubAck must come.
+    /// - Returns: the message's stream sequence.
+    /// - Throws: `.tooLarge` when the body exceeds the server's `max_payload`; `.unavailable` when NATS
+    ///   refused or did not confirm in time (the write may still be in the stream: the message names its
+    ///   message id).
+    public static func publish(_ operation: WriteOperation, to stream: ShardStream, on connection: NATSConnection,
+                               deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
+        let jetStream = JetStreamContext(connection: connection, timeout: .nanoseconds(Int64(deadlineNanos - now)))
+        let messageID = UUID().uuidString
+        let ack: PubAck
+        do {
+            ack = try await jetStream.publish(stream.subject, payload: WriteLogMessage.encode(operation), messageID: messageID)
+        } catch {
+            throw mapped(error, messageID: messageID, stream: stream)
+        }
+        guard ack.stream == stream.name, ack.seq > 0 else {
+            throw SteerError(.unavailable, "NATS acknowledged the write on stream '\(ack.stream)' sequence \(ack.seq), not on \(stream.name)")
+        }
+        return ack.seq
+    }
+
+    /// The Steer error a failed publish answers.
+    static func mapped(_ error: NATSError, messageID: String, stream: ShardStream) -> SteerError {
+        switch error {
+        case .invalidArgument(let why):
+            return SteerError(.tooLarge, "the write cannot be published: \(why)")
+        case .timeout:
+            return SteerError(.unavailable, "NATS did not confirm the write before the deadline; it may still be appended to \(stream.name) (message id \(messageID))")
+        case .noResponders:
+            return SteerError(.unavailable, "no JetStream stream takes \(stream.subject) (start a replica with --follow first, or NATS lost its quorum)")
+        default:
+            return SteerError(.unavailable, "NATS refused the write to \(stream.name): \(error)")
+        }
+    }
+}
+
+/// Where a router appends the writes of each shard: the seam `Router` writes through when it routes to a
+/// cluster that follows NATS streams (`steer route --follow`), so its logic can be tested without NATS.
+public protocol ShardLog: Sendable {
+    /// Appends `operation` to shard `shard`'s log and waits until the log persisted it.
+    ///
+    /// - Returns: the write's sequence in that shard's stream.
+    /// - Throws: `.unavailable` when the log did not persist it by `deadlineNanos` (it may still appear),
+    ///   `.tooLarge` when it cannot be appended at all.
+    func append(_ operation: WriteOperation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64
+
+    /// Closes the log's connections.
+    func close() async
+}
+
+/// `ShardLog` over NATS JetStream: one connection shared by all shards, to the first of `addresses` that
+/// answers; a connection that closed (the node died, the network failed) is replaced by one to the next
+/// address at the next append. Streams are not created here: the replicas create them
+/// (`steer serve --follow`), so a router cannot create one with the wrong number of copies.
+///
+/// Thread safety: the connection state sits behind `Locked`; a connection attempt in progress is shared
+/// by every caller that needs one (one attempt at a time).
+public final class NATSShardLog: ShardLog {
+    public let addresses: NATSAddresses
+    public let streams: [ShardStream]
+    private let options: NATSConnectOptions
+    private struct State {
+        var connection: NATSConnection?
+        var connecting: Task<Result<(NATSConnection, Int), NATSError>, Never>?
+        /// The address index the next connection attempt starts at.
+        var next = 0
+    }
+    private let state = Locked(State())
+
+    /// How long one connection attempt to one address may take.
+    public static let connectTimeout: Duration = .seconds(2)
+
+    /// - Throws: `.invalidRequest` for a bad cluster name or a shard count below 1.
+    public init(addresses: NATSAddresses, cluster: String, shardCount: Int) throws(SteerError) {
+        guard shardCount >= 1 else { throw SteerError.invalid("shard count must be at least 1, got \(shardCount)") }
+        var streams: [ShardStream] = []
+        for shard in 0..<shardCount { streams.append(try ShardStream(cluster: cluster, shard: shard)) }
+        self.addresses = addresses
+        self.streams = streams
+        var options = NATSConnectOptions()
+        options.name = "steer-route"
+        options.connectTimeout = Self.connectTimeout
+        self.options = options
+    }
+
+    /// Connects now (the router does this before it listens, to report a NATS it cannot reach).
+    ///
+    /// - Throws: `.unavailable` when no address answered.
+    public func connect() async throws(SteerError) {
+        _ = try await connection()
+    }
+
+    public func append(_ operation: WriteOperation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        guard streams.indices.contains(shard) else { throw SteerError.internalError("no stream for shard \(shard)") }
+        let nats = try await connection()
+        do {
+            return try await StreamPublisher.publish(operation, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
+        } catch {
+            if nats.closedError != nil { drop(nats) }
+            throw error
+        }
+    }
+
+    public func close() async {
+        let open = state.withLock { state -> NATSConnection? in
+            defer { state.connection = nil }
+            return state.connection
+        }
+        await open?.close()
+    }
+
+    /// The open connection, or a new one (to the next address after a closed one).
+    private func connection() async throws(SteerError) -> NATSConnection {
+        let (existing, attempt) = state.withLock { state -> (NATSConnection?, Task<Result<(NATSConnection, Int), NATSError>, Never>?) in
+            if let open = state.connection {
+                if open.closedError == nil { return (open, nil) }
+                state.connection = nil
+            }
+            if state.connecting == nil {
+                let start = state.next
+                let addresses = self.addresses
+                let options = self.options
+                state.connecting = Task {
+                    do throws(NATSError) {
+                        return .success(try await addresses.connect(startingAt: start, options: options))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            return (nil, state.connecting)
+        }
+        if let existing { return existing }
+        guard let attempt else { throw SteerError.internalError("no NATS connection attempt") }
+        let result = await attempt.value
+        let connected: NATSConnection? = state.withLock { state in
+            if state.connecting == attempt { state.connecting = nil }
+            switch result {
+            case .success(let (connection, index)):
+                if state.connection == nil || state.connection?.closedError != nil {
+                    state.connection = connection
+                    state.next = index
+                }
+                return state.connection
+            case .failure:
+                state.next = (state.next + 1) % max(1, addresses.addresses.count)
+                return nil
+            }
+        }
+        switch result {
+        case .success: break
+        case .failure(let error): throw SteerError(.unavailable, "cannot reach NATS at \(addresses): \(error)")
+        }
+        guard let connected else { throw SteerError(.unavailable, "the NATS connection closed while it opened") }
+        return connected
+    }
+
+    /// Forgets a connection that closed; the next connection starts at the next address.
+    private func drop(_ connection: NATSConnection) {
+        let dropped = state.withLock { state -> Bool in
+            guard let current = state.connection, current === connection else { return false }
+            state.connection = nil
+            state.next = (state.next + 1) % max(1, addresses.addresses.count)
+            return true
+        }
+        if dropped { Task { await connection.close() } }
+    }
+}
