@@ -142,8 +142,25 @@ public enum ConstraintMode: String, Sendable, Hashable, CaseIterable {
 
 /// A `recommend` or `encode` request.
 public struct RecommendRequest: Sendable {
-    /// Item ids, oldest first.
+    /// Item ids, oldest first. With `user`, they follow the stored history (the most recent items).
     public var history: [ItemID]
+    /// A user whose stored history (`UserHistoryStore`) is read: its most recent `maxHistory` items come
+    /// before `history`, and with `excludeHistory` all of its stored items are left out of the results.
+    public var user: UserID?
+    /// Most stored events read for `user`.
+    public var maxHistory: Int = RecommendRequest.defaultMaxHistory
+    /// More items to leave out with `excludeHistory`, beside `history` (filled from the stored history).
+    public var seen: [ItemID] = []
+
+    /// Example items the results should resemble (`recommend` only; see `ExampleStrategy`).
+    public var positive: [ItemID] = []
+    /// Example items the results should not resemble.
+    public var negative: [ItemID] = []
+    /// How `positive` and `negative` make the ranking.
+    public var strategy: ExampleStrategy = .averageVector
+
+    /// `maxHistory` when a request names none.
+    public static let defaultMaxHistory = 50
     public var prompt: String?
     public var k: Int
     /// Leave the history's items out of the results (default true).
@@ -164,6 +181,18 @@ public struct RecommendRequest: Sendable {
         self.nprobe = nprobe
         self.efSearch = efSearch
     }
+}
+
+/// How `recommend` ranks with example items (`positive`/`negative`), with the semantics of Qdrant's
+/// Recommend API strategies. The query the encoder makes from a history, a user or a prompt, when the
+/// request has one, counts as one more positive example.
+public enum ExampleStrategy: String, Sendable, CaseIterable {
+    /// One query vector, `2·mean(positives) − mean(negatives)` (`mean(positives)` without negatives),
+    /// searched like any query.
+    case averageVector = "average_vector"
+    /// Each candidate is scored against every example: with `p` its best score against a positive and
+    /// `n` against a negative, its score is `p` when `p > n`, else `−n²`.
+    case bestScore = "best_score"
 }
 
 /// What `recommend` returns.

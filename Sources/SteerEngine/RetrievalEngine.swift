@@ -58,6 +58,8 @@ public final class RetrievalEngine: Sendable {
         /// The directory a `swap`'s `checkpoint` must lie inside (`PathRoot` rules); nil refuses every
         /// swap that names a checkpoint.
         public var checkpointRoot: String?
+        /// Most events kept per user in the store's histories (`ItemStore.Options.maxEventsPerUser`).
+        public var maxEventsPerUser: Int = 200
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -141,7 +143,8 @@ public final class RetrievalEngine: Sendable {
 
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
                                                          maxBatchItems: configuration.maxBatchItems,
-                                                         recordCacheBytes: configuration.recordCacheBytes))
+                                                         recordCacheBytes: configuration.recordCacheBytes,
+                                                         maxEventsPerUser: configuration.maxEventsPerUser))
         applied = Locked(store.appliedStreamSequence)
         do throws(SteerError) {
             try store.createVersion(config.embeddingVersion, dimension: config.dimension)
@@ -528,7 +531,7 @@ public final class RetrievalEngine: Sendable {
         return try swap(to: newest)
     }
 
-    private func requireOpen() throws(SteerError) {
+    func requireOpen() throws(SteerError) {
         if closed.get() { throw SteerError(.unavailable, "the engine is shut down") }
     }
 
@@ -803,7 +806,7 @@ public final class RetrievalEngine: Sendable {
 
     /// Turns a tag filter (plus clause constraints) into a required label set (nil: no requirement) and
     /// an excluded label set.
-    private func resolveFilter(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> (Set<Int64>?, Set<Int64>) {
+    func resolveFilter(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> (Set<Int64>?, Set<Int64>) {
         var required: Set<Int64>?
         var groups = extraRequired + filter.tagGroups
         if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
@@ -819,7 +822,7 @@ public final class RetrievalEngine: Sendable {
 
     /// Searches with a required set (searched through `AllowedLabels`) and an excluded set (subtracted from
     /// the required set, or over-fetched by its size and post-filtered when there is no required set).
-    private func searchLabels(_ generation: Generation, _ queries: [Float], k: Int, nprobe: Int?, efSearch: Int?,
+    func searchLabels(_ generation: Generation, _ queries: [Float], k: Int, nprobe: Int?, efSearch: Int?,
                               required: Set<Int64>?, excluded: Set<Int64>) throws(SteerError) -> [[ScoredLabel]] {
         guard k >= 1 else { throw SteerError.invalid("k must be at least 1, got \(k)") }
         guard k <= VectorIndex.maxK else { throw SteerError(.tooLarge, "k is \(k), limit is \(VectorIndex.maxK)") }
@@ -844,7 +847,7 @@ public final class RetrievalEngine: Sendable {
         return raw.map { list in Array(list.lazy.filter { !excluded.contains($0.label) }.prefix(k)) }
     }
 
-    private func hydrate(_ results: [[ScoredLabel]]) throws(SteerError) -> [[Hit]] {
+    func hydrate(_ results: [[ScoredLabel]]) throws(SteerError) -> [[Hit]] {
         let labels = results.flatMap { $0.map(\.label) }
         if labels.isEmpty { return results.map { _ in [] } }
         let records = try store.records(internalIDs: labels)
@@ -865,7 +868,7 @@ public final class RetrievalEngine: Sendable {
 
     // MARK: Recommend and encode
 
-    private func encoder(_ generation: Generation) throws(SteerError) -> any QueryEncoder {
+    func encoder(_ generation: Generation) throws(SteerError) -> any QueryEncoder {
         guard let encoder = generation.encoder else {
             throw SteerError(.unavailable, "generation \(generation.id) has no query encoder: recommend and encode are unavailable")
         }
@@ -875,13 +878,16 @@ public final class RetrievalEngine: Sendable {
     /// Encodes a history and prompt with the encoder of `pinned` (nil = the current generation).
     public func encode(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> EncodedQuery {
         try requireOpen()
+        let request = try withStoredHistory(request)
         return try encoder(pinned ?? generation).encode(history: request.history, prompt: request.prompt)
     }
 
     /// Recommends items for a history and an optional prompt, with `pinned` (nil = the current generation).
     public func recommend(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> Recommendation {
         try requireOpen()
+        let request = try withStoredHistory(request)
         let generation = pinned ?? generation
+        if !request.positive.isEmpty || !request.negative.isEmpty { return try recommendFromExamples(request, in: generation) }
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
         guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
             throw SteerError.internalError("query encoder returned \(encoded.vector.count)-d vector, expected \(generation.dimension)")
@@ -899,7 +905,7 @@ public final class RetrievalEngine: Sendable {
         var (required, excluded) = try resolveFilter(request.filter, extraRequired: requiredGroups, extraExcluded: excludedTags)
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
-            let known = request.history.filter { !unknown.contains($0) }
+            let known = (request.history + request.seen).filter { !unknown.contains($0) }
             for internalID in try store.internalIDs(of: known) {
                 if let internalID { excluded.insert(internalID) }
             }

@@ -20,6 +20,8 @@ public struct ProtocolLimits: Sendable {
     public var maxPromptBytes: Int
     /// Most ids in a `history`.
     public var maxHistory: Int
+    /// Most ids in each of `recommend`'s `positive` and `negative`.
+    public var maxExamples: Int
     /// Largest `ef_search`.
     public var maxEfSearch: Int
     /// Largest `nprobe`.
@@ -36,7 +38,8 @@ public struct ProtocolLimits: Sendable {
 
     public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
                 maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
-                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20) {
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxExamples: Int = 64) {
+        self.maxExamples = maxExamples
         self.maxLineBytes = maxLineBytes
         self.maxK = maxK
         self.maxBatch = maxBatch
@@ -77,6 +80,12 @@ public struct Request: Sendable {
         /// A generation (a name or path inside `DIR/generations/`) and an optional checkpoint directory
         /// (inside the checkpoint root); the engine resolves both with `PathRoot`.
         case swap(generation: String, checkpoint: String?)
+        /// Events for users' histories (`event`; one or a batch), timestamps filled in.
+        case event([UserEvent])
+        /// A user's stored history (`get_user`): the most recent `limit` events, or all.
+        case getUser(UserID, limit: Int?)
+        /// Deletes a user's history (`delete_user`).
+        case deleteUser(UserID)
 
         public var name: String {
             switch self {
@@ -89,12 +98,17 @@ public struct Request: Sendable {
             case .recommend: return "recommend"
             case .encode: return "encode"
             case .swap: return "swap"
+            case .event: return "event"
+            case .getUser: return "get_user"
+            case .deleteUser: return "delete_user"
             }
         }
 
+        /// Whether the op writes (the server runs it alone in its connection's lane and never abandons it
+        /// once started); `requiredScope` says which key it needs.
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap: return true
+            case .upsert, .delete, .swap, .event, .deleteUser: return true
             default: return false
             }
         }
@@ -124,7 +138,8 @@ public struct Request: Sendable {
 }
 
 /// Every op the protocol knows, in documentation order.
-public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap"]
+public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap", "event", "get_user",
+                               "delete_user"]
 
 // MARK: - Decoding
 
@@ -206,13 +221,25 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter"])
             operation = try decodeSearch(fields)
         case "recommend", "encode":
-            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search"])
+            let examples: Set<String> = op == "recommend" ? ["positive", "negative", "strategy"] : []
+            try fields.allow(examples.union(["history", "user", "max_history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe",
+                                             "ef_search"]))
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
             try fields.allow(["generation", "checkpoint"])
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
+        case "event":
+            try fields.allow(["user", "item", "kind", "ts", "events"])
+            operation = .event(try decodeEvents(fields))
+        case "get_user":
+            try fields.allow(["user", "limit"])
+            operation = .getUser(try decodeUser(fields, required: true)!,
+                                 limit: try decodePositive(fields, "limit", limit: UserEvent.maxEventsPerUserLimit, limitName: "the largest per-user cap"))
+        case "delete_user":
+            try fields.allow(["user"])
+            operation = .deleteUser(try decodeUser(fields, required: true)!)
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
@@ -376,9 +403,15 @@ public struct RequestDecoder: Sendable {
     }
 
     private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
-        guard fields.object["history"] != nil else { throw SteerError.invalid("\(fields.op): missing field 'history'") }
+        let user = try decodeUser(fields, required: false)
+        let hasExamples = fields.object["positive"] != nil || fields.object["negative"] != nil
+        guard fields.object["history"] != nil || user != nil || hasExamples else {
+            throw SteerError.invalid("\(fields.op): missing field 'history' (or 'user', 'positive', 'negative')")
+        }
         // An empty history is the encoder's call: DPR answers a prompt alone (h = 0), the mean encoder cannot.
-        let history = try decodeIDs(fields, "history", limit: limits.maxHistory, allowEmpty: true)
+        let history = fields.object["history"] == nil ? [] : try decodeIDs(fields, "history", limit: limits.maxHistory, allowEmpty: true)
+        let maxHistory = try decodePositive(fields, "max_history", limit: limits.maxHistory, limitName: "maxHistory")
+        if maxHistory != nil && user == nil { throw SteerError.invalid("\(fields.op): max_history needs 'user'") }
         var prompt: String?
         if let text = try fields.string("prompt") {
             guard text.utf8.count <= limits.maxPromptBytes else {
@@ -393,10 +426,31 @@ public struct RequestDecoder: Sendable {
             }
             constraints = mode
         }
-        let request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
+        var request = RecommendRequest(history: history, prompt: prompt, k: try decodeK(fields, required: false),
                                        excludeHistory: try fields.bool("exclude_history") ?? true, constraints: constraints,
                                        filter: try decodeFilter(fields), nprobe: try decodeNprobe(fields),
                                        efSearch: try decodeEfSearch(fields))
+        request.user = user
+        request.maxHistory = maxHistory ?? RecommendRequest.defaultMaxHistory
+        if fields.object["strategy"] != nil && !hasExamples { throw SteerError.invalid("\(fields.op): strategy needs 'positive' or 'negative'") }
+        if hasExamples {
+            request.positive = fields.object["positive"] == nil ? [] : try decodeIDs(fields, "positive", limit: limits.maxExamples, allowEmpty: true)
+            request.negative = fields.object["negative"] == nil ? [] : try decodeIDs(fields, "negative", limit: limits.maxExamples, allowEmpty: true)
+            if let text = try fields.string("strategy") {
+                guard let strategy = ExampleStrategy(rawValue: text) else {
+                    throw SteerError.invalid("strategy must be 'average_vector' or 'best_score', got '\(text)'")
+                }
+                request.strategy = strategy
+            }
+            if request.strategy == .bestScore {
+                // Every positive (and the encoded query) searches bestScoreCandidates items, each rescored against every example.
+                let positives = request.positive.count + 1
+                let examples = request.positive.count + request.negative.count + 1
+                let fetch = RetrievalEngine.bestScoreCandidates(k: request.k)
+                try requireAffordable(queries: positives, k: fetch * examples, efSearch: request.efSearch, nprobe: request.nprobe)
+                return request
+            }
+        }
         try requireAffordable(queries: 1, k: request.k, efSearch: request.efSearch, nprobe: request.nprobe)
         return request
     }

@@ -422,6 +422,8 @@ public final class RequestHandler: Sendable {
             writer.string(result.previous)
             writer.raw(",\"replayed\":")
             writer.int(result.replayed)
+        case .event, .getUser, .deleteUser:
+            try runHistoryOperation(request.operation, &writer)
         }
         writer.raw("}\n")
         try requireRoom(writer)
@@ -451,7 +453,7 @@ public final class RequestHandler: Sendable {
     }
 
     /// Stops building an answer that has grown past `maxResponseBytes`.
-    private func requireRoom(_ writer: JSONWriter) throws(SteerError) {
+    func requireRoom(_ writer: JSONWriter) throws(SteerError) {
         let limit = decoder.limits.maxResponseBytes
         guard writer.bytes.count <= limit else {
             throw SteerError(.tooLarge, "the answer exceeds \(limit) bytes (maxResponseBytes); ask for fewer ids, queries or a smaller k")

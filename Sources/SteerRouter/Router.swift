@@ -377,6 +377,8 @@ public final class Router: RequestService {
             writer.int(count)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
+        case .event, .getUser, .deleteUser:
+            try await history(request.operation, token: request.token, deadline: deadline, &writer)
         }
         writer.raw("}\n")
         return writer.bytes
@@ -710,6 +712,9 @@ public final class Router: RequestService {
     /// Encodes a history and prompt: with the router's model, or as the mean of the history items'
     /// vectors read from their shards (what `MeanHistoryEncoder` does on a single server).
     private func encodeQuery(_ request: RecommendRequest, token: String?, deadline: Deadline) async throws -> EncodedQuery {
+        if request.user != nil || !request.positive.isEmpty || !request.negative.isEmpty {
+            throw SteerError.invalid("'user', 'positive' and 'negative' are not supported by steer route: send the history, or ask the shard server")
+        }
         if let encoder = encoder.get() {
             let history = request.history
             let prompt = request.prompt
