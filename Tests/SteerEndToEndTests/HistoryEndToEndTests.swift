@@ -187,3 +187,86 @@ private func upsertCatalog(_ connection: SteerConnection) throws {
         #expect(events(answer).isEmpty)
     }
 }
+
+/// User histories through `steer route`: events land on every replica of the user's shard and nowhere
+/// else; `recommend` by user through the router answers as one server does with the same history.
+@Suite(.serialized) struct RouteHistoryEndToEndTests {
+    @Test func eventsAreRoutedByUserAndRecommendReadsTheHistoryThere() throws {
+        let shardCount = 2
+        let sharding = try Sharding(shardCount: shardCount)
+        var generator = SeededGenerator(seed: 33)
+        let items: [[String: Any]] = (0..<120).map { index in
+            ["id": index, "vector": (0..<4).map { _ in Double(Float.random(in: -1...1, using: &generator)) }]
+        }
+        let arguments = ["--dimension", "4", "--sync-writes", "false"]
+        let reference = try ServerProcess(arguments: arguments)
+        defer {
+            reference.terminate()
+            reference.removeData()
+        }
+        // Shard 0 has two replicas, shard 1 one.
+        let servers = try (0..<3).map { _ in try ServerProcess(arguments: arguments) }
+        defer {
+            for server in servers {
+                server.terminate()
+                server.removeData()
+            }
+        }
+        let owners = [[servers[0], servers[1]], [servers[2]]]
+        _ = try call(try reference.connection(), ["op": "upsert", "items": items])
+        for (shard, replicas) in owners.enumerated() {
+            let mine = items.filter { sharding.shard(of: .int(Int64($0["id"] as! Int))) == shard }
+            for server in replicas { _ = try call(try server.connection(), ["op": "upsert", "items": mine]) }
+        }
+        let shardFlags = owners.flatMap { replicas in ["--shard", replicas.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")] }
+        let router = try ServerProcess(arguments: shardFlags + ["--health-interval-ms", "100"], route: true)
+        defer { router.terminate() }
+        let connection = try router.connection()
+        let referenceConnection = try reference.connection()
+
+        // Users of both shards; one batch with events of several users.
+        let users = (0..<6).map { "user-\($0)" }
+        #expect(Set(users.map { sharding.shard(of: .string($0)) }).count == shardCount)
+        var expected: [String: [[Int]]] = [:]
+        var entries: [[String: Any]] = []
+        for (number, user) in users.enumerated() {
+            for step in 0..<4 {
+                let item = (number * 17 + step * 5) % 120
+                entries.append(["user": user, "item": item, "ts": 100 + step])
+                expected[user, default: []].append([item, 100 + step])
+            }
+        }
+        let recorded = try call(connection, ["op": "event", "events": entries])
+        #expect(recorded["recorded"] as? Int == entries.count, "\(recorded)")
+        let single = try call(connection, ["op": "event", "user": "user-0", "item": 7, "ts": 200])
+        #expect(single["recorded"] as? Int == 1, "\(single)")
+        expected["user-0", default: []].append([7, 200])
+
+        for user in users {
+            let shard = sharding.shard(of: .string(user))
+            #expect(events(try call(connection, ["op": "get_user", "user": user])) == expected[user], "\(user) through the router")
+            // On every replica of its shard, on no other server.
+            for (owner, replicas) in owners.enumerated() {
+                for server in replicas {
+                    let stored = events(try call(try server.connection(), ["op": "get_user", "user": user]))
+                    #expect(stored == (owner == shard ? expected[user]! : []), "\(user) on shard \(owner)")
+                }
+            }
+            // recommend by user through the router = one server with the same explicit history.
+            let history = expected[user]!.map { $0[0] }
+            let mine = try call(connection, ["op": "recommend", "user": user, "k": 6])
+            let theirs = try call(referenceConnection, ["op": "recommend", "history": history, "k": 6])
+            #expect(mine["ok"] as? Bool == true, "\(mine)")
+            #expect(hitIDs(mine) == hitIDs(theirs), "\(user)")
+            #expect(Set(hitIDs(mine)).isDisjoint(with: history))
+            let encoded = try call(connection, ["op": "encode", "user": user, "max_history": 2, "history": [1]])
+            let explicit = try call(referenceConnection, ["op": "encode", "history": Array(history.suffix(2)) + [1]])
+            #expect((encoded["vector"] as? [NSNumber])?.map(\.floatValue) == (explicit["vector"] as? [NSNumber])?.map(\.floatValue))
+        }
+
+        // delete_user through the router empties every replica of the shard.
+        let deleted = try call(connection, ["op": "delete_user", "user": "user-0"])
+        #expect(deleted["deleted"] as? Int == expected["user-0"]!.count, "\(deleted)")
+        for server in servers { #expect(events(try call(try server.connection(), ["op": "get_user", "user": "user-0"])).isEmpty) }
+    }
+}
