@@ -99,7 +99,7 @@ public final class RetrievalEngine: Sendable {
     public let configuration: Configuration
     public let store: ItemStore
     private let current: Locked<Generation>
-    private let writeLock = NSLock()
+    let writeLock = NSLock()
     private let closed = Locked(false)
     private let indexDirectory: String
     /// Serialises swaps (loading and catching up happen outside `writeLock`).

@@ -327,7 +327,7 @@ extension Request.Operation {
         switch self {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get: return .read
-        case .upsert, .delete, .swap, .event, .getUser, .deleteUser: return .admin
+        case .upsert, .delete, .swap, .event, .getUser, .deleteUser, .ingestVectors: return .admin
         }
     }
 }

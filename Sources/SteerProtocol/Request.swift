@@ -86,6 +86,8 @@ public struct Request: Sendable {
         case getUser(UserID, limit: Int?)
         /// Deletes a user's history (`delete_user`).
         case deleteUser(UserID)
+        /// One chunk of a new embedding version (`ingest_vectors`; `RetrievalEngine.ingestVectors`).
+        case ingestVectors(version: String, dimension: Int, checkpointHash: String, items: [VersionItem], complete: Bool)
 
         public var name: String {
             switch self {
@@ -101,6 +103,7 @@ public struct Request: Sendable {
             case .event: return "event"
             case .getUser: return "get_user"
             case .deleteUser: return "delete_user"
+            case .ingestVectors: return "ingest_vectors"
             }
         }
 
@@ -108,7 +111,7 @@ public struct Request: Sendable {
         /// once started); `requiredScope` says which key it needs.
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap, .event, .deleteUser: return true
+            case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors: return true
             default: return false
             }
         }
@@ -139,7 +142,7 @@ public struct Request: Sendable {
 
 /// Every op the protocol knows, in documentation order.
 public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap", "event", "get_user",
-                               "delete_user"]
+                               "delete_user", "ingest_vectors"]
 
 // MARK: - Decoding
 
@@ -240,6 +243,9 @@ public struct RequestDecoder: Sendable {
         case "delete_user":
             try fields.allow(["user"])
             operation = .deleteUser(try decodeUser(fields, required: true)!)
+        case "ingest_vectors":
+            try fields.allow(["version", "dimension", "checkpoint_hash", "items", "complete"])
+            operation = try decodeIngestVectors(fields)
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }

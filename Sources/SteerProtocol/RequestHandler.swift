@@ -424,6 +424,8 @@ public final class RequestHandler: Sendable {
             writer.int(result.replayed)
         case .event, .getUser, .deleteUser:
             try runHistoryOperation(request.operation, &writer)
+        case .ingestVectors(let version, let dimension, let checkpointHash, let items, let complete):
+            try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete, &writer)
         }
         writer.raw("}\n")
         try requireRoom(writer)

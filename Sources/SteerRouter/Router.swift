@@ -381,6 +381,8 @@ public final class Router: RequestService {
             try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
         case .event, .getUser, .deleteUser:
             try await history(request.operation, token: request.token, deadline: deadline, &writer)
+        case .ingestVectors:
+            throw SteerError.invalid("ingest_vectors is not supported by steer route: send it to every shard server")
         }
         writer.raw("}\n")
         return writer.bytes
