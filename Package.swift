@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 // Steer: a promptable retrieval server. Layering (lower never imports higher):
-// C modules → SteerCore → {SteerStore, SteerIndex, SteerModel} → SteerEngine
-//   → {SteerProtocol, SteerServer, SteerClient} → executables.
+// C modules → SteerCore → {SteerStore, SteerIndex, SteerModel, SteerProtocol} → SteerData → {SteerBuilder, SteerEngine}
+//   → SteerService → SteerServer → SteerRouter → executables; SteerClient → SteerProtocol only
+//   (docs/architecture.md).
 import PackageDescription
 
 // MARK: - Shared settings
@@ -88,23 +89,30 @@ let package = Package(
         .target(name: "SteerModel", dependencies: ["SteerCore", "CBLAS", "CModelKernels"], swiftSettings: swiftSettings),
         .target(
             name: "SteerEngine",
-            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerBuilder"],
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerData"],
             swiftSettings: swiftSettings
         ),
+        // The data directory's owner: its layout, the version registry, the collection catalog, and catching
+        // a loaded generation up with the store (used by the engine's swap and by `steer-index verify`).
+        .target(name: "SteerData", dependencies: ["SteerCore", "SteerStore", "SteerIndex"], swiftSettings: swiftSettings),
         // Index builder and checkpoint ingest logic (Tools/steer-index, `steer ingest`), kept in a library for tests.
         .target(
             name: "SteerBuilder",
-            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel"],
+            dependencies: ["SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerData"],
             swiftSettings: swiftSettings
         ),
 
         // MARK: Server, protocol and client
 
-        .target(name: "SteerProtocol", dependencies: ["SteerCore", "SteerEngine"], swiftSettings: swiftSettings),
+        // The wire codec: JSON, request decoding and encoding, answer fragments. Imports SteerCore only, so the
+        // client and the fuzz target link neither FAISS nor RocksDB.
+        .target(name: "SteerProtocol", dependencies: ["SteerCore"], swiftSettings: swiftSettings),
+        // Request handling over the engine: authorisation, execution, answers, per-op statistics, write log.
+        .target(name: "SteerService", dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"], swiftSettings: swiftSettings),
         .target(
             name: "SteerServer",
             dependencies: [
-                "SteerCore", "SteerEngine", "SteerProtocol",
+                "SteerCore", "SteerEngine", "SteerProtocol", "SteerService",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -130,7 +138,7 @@ let package = Package(
         .target(
             name: "SteerRouter",
             dependencies: [
-                "SteerCore", "SteerEngine", "SteerProtocol", "SteerServer", "SteerClient",
+                "SteerCore", "SteerEngine", "SteerProtocol", "SteerService", "SteerServer", "SteerClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -144,8 +152,8 @@ let package = Package(
         .executableTarget(
             name: "steer",
             dependencies: [
-                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerEngine", "SteerBuilder",
-                "SteerProtocol", "SteerServer", "SteerRouter", "SteerNATS", "CBLAS", "CFaissKernels", "CRocksDB",
+                "SteerCore", "SteerStore", "SteerIndex", "SteerModel", "SteerData", "SteerEngine", "SteerBuilder",
+                "SteerProtocol", "SteerService", "SteerServer", "SteerRouter", "SteerNATS", "CBLAS", "CFaissKernels", "CRocksDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -158,7 +166,7 @@ let package = Package(
         .executableTarget(
             name: "steer-index",
             dependencies: [
-                "SteerCore", "SteerStore", "SteerIndex", "SteerBuilder",
+                "SteerCore", "SteerStore", "SteerIndex", "SteerData", "SteerBuilder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/steer-index",
@@ -234,12 +242,13 @@ let package = Package(
         ),
         .testTarget(
             name: "SteerBuilderTests",
-            dependencies: ["SteerBuilder", "SteerIndex", "SteerStore", "SteerCore"],
+            dependencies: ["SteerBuilder", "SteerData", "SteerIndex", "SteerStore", "SteerCore"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerData", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServiceTests", dependencies: ["SteerService", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerService", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs against real `nats-server` processes (one node and a 3-node cluster on loopback ports).
         .testTarget(
             name: "SteerNATSTests",
@@ -265,7 +274,7 @@ if Context.environment["STEER_FUZZ"] == "1" {
     package.targets.append(
         .executableTarget(
             name: "steer-fuzz-request",
-            dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"],
+            dependencies: ["SteerCore", "SteerProtocol"],
             path: "Tests/Fuzz/RequestFuzz",
             swiftSettings: swiftSettings
         )

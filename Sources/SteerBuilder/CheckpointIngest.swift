@@ -1,5 +1,6 @@
 import Foundation
 import SteerCore
+import SteerData
 import SteerIndex
 import SteerModel
 import SteerStore

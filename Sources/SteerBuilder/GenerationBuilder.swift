@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import SteerCore
+import SteerData
 import SteerIndex
 import SteerStore
 
@@ -298,12 +299,8 @@ public enum GenerationBuilder {
         try manifest.validate()
         try AtomicFile.write([UInt8](try manifest.encoded()), to: (temp as NSString).appendingPathComponent(GenerationManifest.fileName))
         for shard in shards { try AtomicFile.syncFile((temp as NSString).appendingPathComponent(shard.file)) }
-        AtomicFile.syncDirectory(temp)
-        guard rename(temp, output) == 0 else {
-            throw SteerError(.io, "cannot rename '\(temp)' to '\(output)': \(String(cString: strerror(errno)))")
-        }
+        try AtomicFile.publishDirectory(temp, as: output)
         succeeded = true
-        AtomicFile.syncDirectory(parent)
         log("wrote generation \(manifest.generationID) to \(output) in \(format(timings["total"]!)), peak memory \(GenerationSummary.formatBytes(peak))")
         return manifest
     }

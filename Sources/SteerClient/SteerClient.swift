@@ -264,7 +264,7 @@ public final class SteerClient: @unchecked Sendable {
         return try ClientHit.list(response["hits"])
     }
 
-    public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: String? = nil,
+    public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: ConstraintMode? = nil,
                           excludeHistory: Bool? = nil) async throws -> JSONObject {
         try await request(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k,
                                                 constraints: constraints, excludeHistory: excludeHistory))
@@ -322,134 +322,37 @@ public struct ClientHit: Sendable, Equatable {
     }
 }
 
-/// Builders of request lines (without the newline).
+/// Builders of request lines (without the newline): `Request` values written by the protocol's one
+/// encoder (`RequestEncoder`), the same one the router uses for its shard lines.
 public enum RequestLine {
     public static func ping(id: Int64? = nil) -> [UInt8] {
-        var writer = JSONWriter(capacity: 32)
-        writer.raw("{")
-        if let id {
-            writer.raw("\"id\":")
-            writer.int(id)
-            writer.raw(",")
-        }
-        writer.raw("\"op\":\"ping\"}")
-        return writer.bytes
+        RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .ping))
     }
 
-    public static func stats() -> [UInt8] { Array(#"{"op":"stats"}"#.utf8) }
+    public static func stats() -> [UInt8] { RequestEncoder.encode(Request(operation: .stats)) }
 
     public static func upsert(_ items: [ClientItem], token: String? = nil) -> [UInt8] {
-        var writer = JSONWriter(capacity: 64 + items.count * 64)
-        writer.raw("{\"op\":\"upsert\",")
-        if let token {
-            writer.raw("\"token\":")
-            writer.string(token)
-            writer.raw(",")
-        }
-        writer.raw("\"items\":[")
-        for (index, item) in items.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.raw("{\"id\":")
-            writer.itemID(item.id)
-            writer.raw(",\"vector\":")
-            writer.floats(item.vector)
-            if !item.tags.isEmpty {
-                writer.raw(",\"tags\":[")
-                for (tagIndex, tag) in item.tags.enumerated() {
-                    if tagIndex > 0 { writer.raw(",") }
-                    writer.string(tag)
-                }
-                writer.raw("]")
-            }
-            if let title = item.title {
-                writer.raw(",\"title\":")
-                writer.string(title)
-            }
-            writer.raw("}")
-        }
-        writer.raw("]}")
-        return writer.bytes
+        let inputs = items.map { ItemInput(id: $0.id, vector: $0.vector, title: $0.title, tags: $0.tags) }
+        return RequestEncoder.encode(Request(operation: .upsert(inputs), token: token), vectors: .json)
     }
 
     public static func delete(_ ids: [ItemID], token: String? = nil) -> [UInt8] {
-        var writer = JSONWriter(capacity: 64)
-        writer.raw("{\"op\":\"delete\",")
-        if let token {
-            writer.raw("\"token\":")
-            writer.string(token)
-            writer.raw(",")
-        }
-        writer.raw("\"ids\":[")
-        for (index, id) in ids.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.itemID(id)
-        }
-        writer.raw("]}")
-        return writer.bytes
+        RequestEncoder.encode(Request(operation: .delete(ids), token: token))
     }
 
     public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
                               nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil) -> [UInt8] {
-        var writer = JSONWriter(capacity: 64 + vector.count * 12)
-        writer.raw("{")
-        if let id {
-            writer.raw("\"id\":")
-            writer.int(id)
-            writer.raw(",")
-        }
-        writer.raw("\"op\":\"search\",\"k\":")
-        writer.int(k)
-        if base64 {
-            writer.raw(",\"vector_b64\":")
-            writer.string(Base64Floats.encode(vector))
-        } else {
-            writer.raw(",\"vector\":")
-            writer.floats(vector)
-        }
-        if let nprobe {
-            writer.raw(",\"nprobe\":")
-            writer.int(nprobe)
-        }
-        if let efSearch {
-            writer.raw(",\"ef_search\":")
-            writer.int(efSearch)
-        }
-        if let filter {
-            writer.raw(",\"filter\":{\"tags_any\":")
-            writer.value(.array(filter.any.map { .string($0) }))
-            writer.raw(",\"tags_none\":")
-            writer.value(.array(filter.none.map { .string($0) }))
-            writer.raw("}")
-        }
-        writer.raw("}")
-        return writer.bytes
+        let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch,
+                                    filter: TagFilter(tagsAny: filter?.any ?? [], tagsNone: filter?.none ?? []))
+        return RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .search(queries: [vector], options: options, batch: false)),
+                                     vectors: base64 ? .base64 : .json)
     }
 
-    public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: String?, excludeHistory: Bool?) -> [UInt8] {
-        var writer = JSONWriter(capacity: 128)
-        writer.raw("{\"op\":")
-        writer.string(op)
-        writer.raw(",\"k\":")
-        writer.int(k)
-        writer.raw(",\"history\":[")
-        for (index, id) in history.enumerated() {
-            if index > 0 { writer.raw(",") }
-            writer.itemID(id)
-        }
-        writer.raw("]")
-        if let prompt {
-            writer.raw(",\"prompt\":")
-            writer.string(prompt)
-        }
-        if let constraints {
-            writer.raw(",\"constraints\":")
-            writer.string(constraints)
-        }
-        if let excludeHistory {
-            writer.raw(",\"exclude_history\":")
-            writer.bool(excludeHistory)
-        }
-        writer.raw("}")
-        return writer.bytes
+    /// A `recommend` (`op` "recommend") or `encode` (any other `op`) line.
+    public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: ConstraintMode?,
+                                 excludeHistory: Bool?) -> [UInt8] {
+        let request = RecommendRequest(history: history, prompt: prompt, k: k, excludeHistory: excludeHistory ?? true,
+                                       constraints: constraints ?? .soft)
+        return RequestEncoder.encode(Request(operation: op == "recommend" ? .recommend(request) : .encode(request)))
     }
 }

@@ -5,8 +5,9 @@ import Darwin
 #endif
 
 /// Steer's one durable-replace helper: every file that must never be seen torn (`steer.json`,
-/// `index/index.json`, `index/index.bin`, generation manifests, the version registry) is written
-/// through it.
+/// `index/index.json`, `index/index.bin`, generation manifests, the version registry, the collection
+/// catalog) is written through it, and every directory published whole (a generation) goes through
+/// `publishDirectory`.
 ///
 /// Steps: create `PATH.tmp-<pid>-<random>` beside the target (`O_EXCL`, so two writers never share a
 /// temporary), write every byte, `fsync` it, `rename` it over `PATH`, then `fsync` the directory so the
@@ -45,6 +46,19 @@ public enum AtomicFile {
         guard rename(temporary, path) == 0 else { throw failure("rename") }
         renamed = true
         syncDirectory(containing: path)
+    }
+
+    /// Publishes a directory written under a temporary name (its files already synced): fsyncs it, renames
+    /// it to `final` (which must not exist, or be an empty directory), then fsyncs the parent so the
+    /// rename survives a crash. Readers see no directory or the whole one.
+    ///
+    /// - Throws: `io_error` naming both paths when the rename is refused.
+    public static func publishDirectory(_ temporary: String, as final: String) throws(SteerError) {
+        syncDirectory(temporary)
+        guard rename(temporary, final) == 0 else {
+            throw SteerError(.io, "cannot rename '\(temporary)' to '\(final)': \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(containing: final)
     }
 
     /// Fsyncs the directory holding `path` (best effort: some file systems refuse directory fsync).

@@ -4,9 +4,8 @@ import SteerIndex
 /// `recommend` with example items (`positive`/`negative`, docs/protocol.md "Recommend from examples"):
 /// Qdrant's Recommend API strategies over the generation's embedding version.
 extension RetrievalEngine {
-    /// Candidates each positive example's index search returns for `best_score` rescoring, for `k` hits:
-    /// `4k + 32`, at most `VectorIndex.maxK`. The decoder charges the request this many units per positive.
-    public static func bestScoreCandidates(k: Int) -> Int { min(VectorIndex.maxK, 4 * k + 32) }
+    /// Candidates per positive for `best_score` (`ExampleStrategy.bestScoreCandidates`).
+    public static func bestScoreCandidates(k: Int) -> Int { min(VectorIndex.maxK, ExampleStrategy.bestScoreCandidates(k: k)) }
 
     /// Ranks with the examples (see `ExampleStrategy`). The encoder's query (from `history`/`prompt`,
     /// when the request has either) is one more positive; the tag filter, the prompt's clause

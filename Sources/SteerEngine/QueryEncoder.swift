@@ -1,28 +1,6 @@
 import SteerCore
 import SteerStore
 
-/// One clause of a prompt, as the encoder understood it ("more comedies, but no horror" →
-/// (+ "comedies", tags ["Comedy"]), (− "horror", tags ["Horror"])).
-public struct QueryClause: Sendable, Hashable {
-    public enum Polarity: String, Sendable, Hashable {
-        case positive
-        case negative
-    }
-
-    /// The clause's text as it appeared in the prompt.
-    public var text: String
-    public var polarity: Polarity
-    /// Catalog tags the clause maps to (empty when it maps to none); `hybrid` and `hard` constraints
-    /// filter on them.
-    public var tags: [String]
-
-    public init(text: String, polarity: Polarity, tags: [String] = []) {
-        self.text = text
-        self.polarity = polarity
-        self.tags = tags
-    }
-}
-
 /// What a `QueryEncoder` produces for one history and prompt.
 public struct EncodedQuery: Sendable {
     /// The (steered) query vector, `dimension` floats.

@@ -1,6 +1,6 @@
 import Foundation
 import SteerCore
-import SteerBuilder
+import SteerData
 import SteerIndex
 import SteerModel
 import SteerStore

@@ -1,29 +1,8 @@
 import Foundation
-import SteerBuilder
+import SteerData
 import SteerCore
 import SteerIndex
 import SteerStore
-
-/// One item of an `ingest_vectors` chunk: its vector of the version being ingested, and optionally a
-/// new title and tags (kept as stored when nil).
-public struct VersionItem: Sendable {
-    public var id: ItemID
-    public var vector: [Float]
-    public var title: String?
-    public var tags: [String]?
-
-    /// Longest embedding-version name (and `checkpoint_hash` label), in UTF-8 bytes.
-    public static let maxVersionNameBytes = ItemStore.maxVersionNameBytes
-    /// Largest dimension of a version.
-    public static let maxDimension = ItemStore.maxDimension
-
-    public init(id: ItemID, vector: [Float], title: String? = nil, tags: [String]? = nil) {
-        self.id = id
-        self.vector = vector
-        self.title = title
-        self.tags = tags
-    }
-}
 
 /// What one `ingestVectors` chunk did.
 public struct VersionIngestResult: Sendable, Equatable {

@@ -40,16 +40,6 @@ public struct DPRQuery: Sendable {
     public let timings: EncodeTimings
 }
 
-/// How a prompt acts on the ranking (docs/checkpoint-format.md §3).
-public enum ConstraintMode: String, Sendable, CaseIterable {
-    /// Rank by the steered query, no filter.
-    case soft
-    /// Rank by the steered query, keep only items that pass every mapped clause's tag filter.
-    case hybrid
-    /// Rank by the no-prompt query h⁺, with the same filters.
-    case hard
-}
-
 /// One ranked item.
 public struct ScoredItem: Sendable, Equatable {
     public let row: Int

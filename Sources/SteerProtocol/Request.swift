@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 
 /// Limits the protocol enforces (the server adds connection-level ones). Every limit is documented in
 /// docs/protocol.md and docs/security.md and tested at its boundary.
@@ -452,7 +451,7 @@ public struct RequestDecoder: Sendable {
                 // Every positive (and the encoded query) searches bestScoreCandidates items, each rescored against every example.
                 let positives = request.positive.count + 1
                 let examples = request.positive.count + request.negative.count + 1
-                let fetch = RetrievalEngine.bestScoreCandidates(k: request.k)
+                let fetch = ExampleStrategy.bestScoreCandidates(k: request.k)
                 try requireAffordable(queries: positives, k: fetch * examples, efSearch: request.efSearch, nprobe: request.nprobe)
                 return request
             }

@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 
 /// Response fragments written the same way by the engine's `RequestHandler` and by the router.
 extension JSONWriter {

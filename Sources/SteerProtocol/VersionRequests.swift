@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 
 /// `ingest_vectors`: one chunk of a new embedding version streamed into a running server
 /// (docs/operations.md, "The retraining loop").
@@ -73,29 +72,5 @@ extension RequestDecoder {
             items.append(VersionItem(id: id, vector: vector, title: title, tags: tags))
         }
         return .ingestVectors(version: version, dimension: dimension, checkpointHash: hash, items: items, complete: complete)
-    }
-}
-
-extension RequestHandler {
-    /// Runs one `ingest_vectors` chunk: `written`, `total`, `complete`, `sequence`.
-    ///
-    /// - Throws: the engine's errors; `.invalidRequest` on a server that follows a write log.
-    func runIngestVectors(version: String, dimension: Int, checkpointHash: String, items: [VersionItem], complete: Bool,
-                          _ writer: inout JSONWriter) throws(SteerError) {
-        if writeLog != nil {
-            throw SteerError.invalid("ingest_vectors is not available on a server that follows a write log (steer serve --follow)")
-        }
-        let result = try engine.ingestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items,
-                                              complete: complete)
-        writer.raw(",\"version\":")
-        writer.string(version)
-        writer.raw(",\"written\":")
-        writer.int(result.written)
-        writer.raw(",\"total\":")
-        writer.int(result.total)
-        writer.raw(",\"complete\":")
-        writer.bool(result.complete)
-        writer.raw(",\"sequence\":")
-        writer.int(Int64(clamping: result.sequence))
     }
 }

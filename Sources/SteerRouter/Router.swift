@@ -6,6 +6,7 @@ import SteerClient
 import SteerCore
 import SteerEngine
 import SteerProtocol
+import SteerService
 import SteerServer
 
 /// `steer route`: speaks the line protocol to clients and forwards each request to shard servers
@@ -120,7 +121,7 @@ public final class Router: RequestService {
 
     /// Health checks every replica once with `stats`.
     public func checkHealth() async {
-        let line = Self.shardLine(Array(#"{"op":"stats"}"#.utf8), token: configuration.shardKey, timeoutMillis: nil)
+        let line = RequestEncoder.encode(Request(operation: .stats, token: configuration.shardKey))
         let timeout = shardTimeout
         await withTaskGroup(of: Void.self) { tasks in
             for replica in replicas.joined() {
@@ -233,29 +234,7 @@ public final class Router: RequestService {
     /// `line` (a JSON object the router wrote) with the shard credential, the remaining deadline and the
     /// client's queue appended as `token`, `timeout_ms` and `fair_queue`.
     static func shardLine(_ line: [UInt8], token: String?, timeoutMillis: Int?, fairQueue: UInt64? = nil) -> [UInt8] {
-        guard token != nil || timeoutMillis != nil || fairQueue != nil, line.last == UInt8(ascii: "}") else { return line }
-        var writer = JSONWriter(capacity: line.count + 96 + (token?.utf8.count ?? 0))
-        writer.bytes.append(contentsOf: line.dropLast())
-        var first = line.count == 2
-        func field(_ name: StaticString) {
-            writer.raw(first ? "" : ",")
-            writer.raw(name)
-            first = false
-        }
-        if let token {
-            field("\"token\":")
-            writer.string(token)
-        }
-        if let timeoutMillis {
-            field("\"timeout_ms\":")
-            writer.int(timeoutMillis)
-        }
-        if let fairQueue {
-            field("\"fair_queue\":")
-            writer.int(Int64(bitPattern: fairQueue & UInt64(Int64.max)))
-        }
-        writer.raw("}")
-        return writer.bytes
+        RequestEncoder.appendingCommonFields(to: line, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue)
     }
 
     /// The token the shards get for a request of a caller who sent `callerToken`.
@@ -356,24 +335,14 @@ public final class Router: RequestService {
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
         case .upsert(let items):
-            let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id)) { indices, writer in
-                writer.raw("\"items\":[")
-                for (position, index) in indices.enumerated() {
-                    if position > 0 { writer.raw(",") }
-                    Self.writeItem(items[index], &writer)
-                }
-                writer.raw("]")
+            let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id)) { indices in
+                .upsert(indices.map { items[$0] })
             }
             writer.raw(",\"upserted\":")
             writer.int(count)
         case .delete(let ids):
-            let count = try await write(op: "delete", countField: "deleted", token: request.token, deadline: deadline, keys: ids) { indices, writer in
-                writer.raw("\"ids\":[")
-                for (position, index) in indices.enumerated() {
-                    if position > 0 { writer.raw(",") }
-                    writer.itemID(ids[index])
-                }
-                writer.raw("]")
+            let count = try await write(op: "delete", countField: "deleted", token: request.token, deadline: deadline, keys: ids) { indices in
+                .delete(indices.map { ids[$0] })
             }
             writer.raw(",\"deleted\":")
             writer.int(count)
@@ -549,46 +518,8 @@ public final class Router: RequestService {
 
     /// A shard `search` line: base64 vectors (cheap to write and to parse), the options unchanged.
     static func searchLine(_ queries: [[Float]], k: Int, nprobe: Int?, efSearch: Int?, filter: TagFilter, batch: Bool) -> [UInt8] {
-        var writer = JSONWriter(capacity: 64 + queries.count * ((queries.first?.count ?? 0) * 16 / 3 + 8))
-        writer.raw("{\"op\":\"search\",")
-        if batch {
-            writer.raw("\"vectors\":[")
-            for (index, query) in queries.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.string(Base64Floats.encode(query))
-            }
-            writer.raw("]")
-        } else {
-            writer.raw("\"vector_b64\":")
-            writer.string(Base64Floats.encode(queries[0]))
-        }
-        writer.raw(",\"k\":")
-        writer.int(k)
-        if let nprobe {
-            writer.raw(",\"nprobe\":")
-            writer.int(nprobe)
-        }
-        if let efSearch {
-            writer.raw(",\"ef_search\":")
-            writer.int(efSearch)
-        }
-        if !filter.isEmpty {
-            writer.raw(",\"filter\":{\"tags_any\":")
-            writer.strings(filter.tagsAny)
-            writer.raw(",\"tags_none\":")
-            writer.strings(filter.tagsNone)
-            if !filter.tagGroups.isEmpty {
-                writer.raw(",\"tag_groups\":[")
-                for (index, group) in filter.tagGroups.enumerated() {
-                    if index > 0 { writer.raw(",") }
-                    writer.strings(group)
-                }
-                writer.raw("]")
-            }
-            writer.raw("}")
-        }
-        writer.raw("}")
-        return writer.bytes
+        let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch, filter: filter)
+        return RequestEncoder.encode(Request(operation: .search(queries: queries, options: options, batch: batch)))
     }
 
     private func allShards(_ line: [UInt8]) -> [Int: [UInt8]] {
@@ -820,23 +751,10 @@ public final class Router: RequestService {
         return groups
     }
 
-    private static func idsLine(op: StaticString, _ ids: [ItemID], _ indices: [Int]) -> [UInt8] {
-        var writer = JSONWriter(capacity: 32 + indices.count * 12)
-        writer.raw("{\"op\":")
-        writer.raw(op)
-        writer.raw(",\"ids\":[")
-        for (position, index) in indices.enumerated() {
-            if position > 0 { writer.raw(",") }
-            writer.itemID(ids[index])
-        }
-        writer.raw("]}")
-        return writer.bytes
-    }
-
     /// The items each id names, read from their shards (every shard must answer).
     private func getItems(_ ids: [ItemID], token: String?, deadline: Deadline) async throws -> [ItemID: JSONObject] {
         var lines: [Int: [UInt8]] = [:]
-        for (shard, indices) in byShard(ids) { lines[shard] = Self.idsLine(op: "\"get\"", ids, indices) }
+        for (shard, indices) in byShard(ids) { lines[shard] = RequestEncoder.encode(Request(operation: .get(indices.map { ids[$0] }))) }
         let (answers, _) = try await readShards(lines, token: token, deadline: deadline, allowPartial: false)
         var found: [ItemID: JSONObject] = [:]
         for (shard, answer) in answers {
@@ -878,26 +796,6 @@ public final class Router: RequestService {
 
     // MARK: upsert and delete
 
-    static func writeItem(_ item: ItemInput, _ writer: inout JSONWriter) {
-        writer.raw("{\"id\":")
-        writer.itemID(item.id)
-        writer.raw(",\"vector_b64\":")
-        writer.string(Base64Floats.encode(item.vector))
-        if let title = item.title {
-            writer.raw(",\"title\":")
-            writer.string(title)
-        }
-        if !item.tags.isEmpty {
-            writer.raw(",\"tags\":")
-            writer.strings(item.tags)
-        }
-        if let attributes = item.attributesJSON {
-            writer.raw(",\"attributes\":")
-            writer.bytes.append(contentsOf: attributes.utf8)
-        }
-        writer.raw("}")
-    }
-
     /// Outcome of a write on one replica.
     private enum WriteOutcome: Sendable {
         case applied(Int)
@@ -909,24 +807,20 @@ public final class Router: RequestService {
     ///
     /// - Parameters:
     ///   - keys: the ids that choose the shards.
-    ///   - body: writes the op's fields for the given positions of `keys`.
+    ///   - operation: the shard's part of the write, for the given positions of `keys`.
     /// - Returns: the sum over shards of the count the replicas answered.
     /// - Throws: a replica's refusal (the request's fault); `.unavailable` naming the shards without a live
     ///   replica that applied the write (the other shards applied it: writes are not atomic across shards).
     func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID],
-                       body: ([Int], inout JSONWriter) -> Void) async throws -> Int {
+               operation: ([Int]) -> Request.Operation) async throws -> Int {
         guard let left = deadline.remainingMillis else { throw deadline.exceeded("\(op): no shard") }
         let timeout = TimeAmount.milliseconds(Int64(left))
         let shardToken = shardToken(token)
         var lines: [Int: [UInt8]] = [:]
         for (shard, indices) in byShard(keys) {
-            var writer = JSONWriter(capacity: 256)
-            writer.raw("{\"op\":\"")
-            writer.raw(op)
-            writer.raw("\",")
-            body(indices, &writer)
-            writer.raw("}")
-            lines[shard] = Self.shardLine(writer.bytes, token: shardToken, timeoutMillis: left, fairQueue: deadline.fairQueue)
+            let line = RequestEncoder.encode(Request(operation: operation(indices), token: shardToken, timeoutMillis: left,
+                                                     fairQueue: deadline.fairQueue))
+            lines[shard] = line
         }
         var results: [Int: [(Replica, WriteOutcome)]] = [:]
         await withTaskGroup(of: (Int, Replica, WriteOutcome).self) { tasks in
@@ -1031,19 +925,7 @@ public final class Router: RequestService {
     private static let requestErrors: Set<SteerError.Code> = [.invalidRequest, .notFound, .corrupt, .dimensionMismatch, .unauthorized]
 
     private static func swapLine(generation: String, checkpoint: String?, token: String?) -> [UInt8] {
-        var writer = JSONWriter(capacity: 128)
-        writer.raw("{\"op\":\"swap\",\"generation\":")
-        writer.string(generation)
-        if let checkpoint {
-            writer.raw(",\"checkpoint\":")
-            writer.string(checkpoint)
-        }
-        if let token {
-            writer.raw(",\"token\":")
-            writer.string(token)
-        }
-        writer.raw("}")
-        return writer.bytes
+        RequestEncoder.encode(Request(operation: .swap(generation: generation, checkpoint: checkpoint), token: token))
     }
 
     /// Swaps every replica to `target` while reads are held; the router switches only when every shard

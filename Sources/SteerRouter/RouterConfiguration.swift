@@ -1,6 +1,7 @@
 import Foundation
 import SteerCore
 import SteerProtocol
+import SteerService
 
 /// One shard server's address.
 public struct ShardEndpoint: Sendable, Hashable, CustomStringConvertible {

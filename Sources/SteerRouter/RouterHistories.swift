@@ -16,13 +16,8 @@ extension Router {
         switch operation {
         case .event(let events):
             // Timestamps were filled in when the router decoded the line, so every replica stores the same ones.
-            let recorded = try await write(op: "event", countField: "recorded", token: token, deadline: deadline, keys: events.map(\.user)) { indices, writer in
-                writer.raw("\"events\":[")
-                for (position, index) in indices.enumerated() {
-                    if position > 0 { writer.raw(",") }
-                    Self.writeEvent(events[index], &writer)
-                }
-                writer.raw("]")
+            let recorded = try await write(op: "event", countField: "recorded", token: token, deadline: deadline, keys: events.map(\.user)) { indices in
+                .event(indices.map { events[$0] })
             }
             writer.raw(",\"recorded\":")
             writer.int(recorded)
@@ -33,9 +28,8 @@ extension Router {
             writer.raw(",\"events\":")
             writer.value(.array(events))
         case .deleteUser(let user):
-            let deleted = try await write(op: "delete_user", countField: "deleted", token: token, deadline: deadline, keys: [user]) { _, writer in
-                writer.raw("\"user\":")
-                writer.itemID(user)
+            let deleted = try await write(op: "delete_user", countField: "deleted", token: token, deadline: deadline, keys: [user]) { _ in
+                .deleteUser(user)
             }
             writer.raw(",\"deleted\":")
             writer.int(deleted)
@@ -44,31 +38,11 @@ extension Router {
         }
     }
 
-    /// `{"user":…,"item":…,"kind":…,"ts":…}`
-    static func writeEvent(_ event: UserEvent, _ writer: inout JSONWriter) {
-        writer.raw("{\"user\":")
-        writer.itemID(event.user)
-        writer.raw(",\"item\":")
-        writer.itemID(event.item)
-        writer.raw(",\"kind\":")
-        writer.string(event.kind)
-        writer.raw(",\"ts\":")
-        writer.int(event.timestampMillis)
-        writer.raw("}")
-    }
-
     /// The `events` array of `get_user` from one replica of the user's shard.
     private func storedEvents(_ user: UserID, limit: Int?, token: String?, deadline: Deadline) async throws -> [JSONValue] {
-        var line = JSONWriter(capacity: 64)
-        line.raw("{\"op\":\"get_user\",\"user\":")
-        line.itemID(user)
-        if let limit {
-            line.raw(",\"limit\":")
-            line.int(limit)
-        }
-        line.raw("}")
+        let line = RequestEncoder.encode(Request(operation: .getUser(user, limit: limit)))
         let shard = sharding.shard(of: user)
-        let (answers, _) = try await readShards([shard: line.bytes], token: token, deadline: deadline, allowPartial: false)
+        let (answers, _) = try await readShards([shard: line], token: token, deadline: deadline, allowPartial: false)
         guard let answer = answers[shard], case .array(let events)? = answer["events"] else {
             throw SteerError(.unavailable, "get_user: shard \(shard) answered without 'events'")
         }

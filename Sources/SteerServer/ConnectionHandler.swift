@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import SteerCore
 import SteerProtocol
+import SteerService
 
 /// A mutable flag confined to one event loop, with the request's deadline timer.
 final class Flag {

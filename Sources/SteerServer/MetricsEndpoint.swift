@@ -8,6 +8,7 @@ import Prometheus
 import SteerCore
 import SteerEngine
 import SteerProtocol
+import SteerService
 
 /// Prometheus metrics through swift-metrics: requests and latency histograms per op, errors per code,
 /// items, indexed vectors and connections. Served as text on `GET /metrics` of an optional HTTP port.

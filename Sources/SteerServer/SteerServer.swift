@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SteerCore
 import SteerEngine
 import SteerProtocol
+import SteerService
 import Synchronization
 
 /// Settings of the TCP server. Every limit is documented in docs/configuration.md.

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import SteerBuilder
+import SteerData
 import SteerCore
 import SteerIndex
 import SteerProtocol

@@ -5,6 +5,7 @@ import SteerCore
 import SteerEngine
 import SteerNATS
 import SteerProtocol
+import SteerService
 
 /// `steer serve --follow`: this server is one replica of a shard whose writes live in a NATS JetStream
 /// stream (docs/scaling.md, "Following a stream").

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SteerBuilder
 import SteerCore
+import SteerData
 import SteerStore
 
 /// `steer ingest`: a checkpoint's item embeddings and metadata into the store as an embedding version.

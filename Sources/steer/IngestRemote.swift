@@ -34,41 +34,20 @@ enum RemoteIngest {
         var start = 0
         repeat {
             let end = min(contents.rows.count, start + batchSize)
-            var line = JSONWriter(capacity: 256 + (end - start) * (dimension * 6 + 96))
-            line.raw("{\"op\":\"ingest_vectors\",\"version\":")
-            line.string(contents.version)
-            line.raw(",\"dimension\":")
-            line.int(dimension)
-            line.raw(",\"checkpoint_hash\":")
-            line.string(contents.checkpointHash)
-            if let token {
-                line.raw(",\"token\":")
-                line.string(token)
-            }
-            line.raw(",\"complete\":")
-            line.bool(end == contents.rows.count)
-            line.raw(",\"items\":[")
+            var items: [VersionItem] = []
+            items.reserveCapacity(end - start)
             for row in start..<end {
-                if row > start { line.raw(",") }
                 let item = contents.rows[row]
-                line.raw("{\"id\":")
-                line.itemID(item.id)
-                line.raw(",\"vector_b64\":")
-                line.string(Base64Floats.encode(Array(contents.embeddings[(row * dimension)..<((row + 1) * dimension)])))
-                if let title = item.title {
-                    line.raw(",\"title\":")
-                    line.string(title)
-                }
-                if let tags = item.tags {
-                    line.raw(",\"tags\":")
-                    line.strings(tags)
-                }
-                line.raw("}")
+                items.append(VersionItem(id: item.id, vector: Array(contents.embeddings[(row * dimension)..<((row + 1) * dimension)]),
+                                         title: item.title, tags: item.tags))
             }
-            line.raw("]}")
+            let line = RequestEncoder.encode(Request(operation: .ingestVectors(version: contents.version, dimension: dimension,
+                                                                               checkpointHash: contents.checkpointHash, items: items,
+                                                                               complete: end == contents.rows.count),
+                                                     token: token))
             let answer: JSONObject
             do {
-                answer = try SteerClient.check(try connection.roundTrip(line.bytes))
+                answer = try SteerClient.check(try connection.roundTrip(line))
             } catch {
                 throw SteerError(error.code, "rows \(start + 1)-\(end) of '\(checkpoint)/items.jsonl': \(error.message)")
             }

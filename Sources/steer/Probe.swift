@@ -3,6 +3,7 @@ import Foundation
 import SteerClient
 import SteerCore
 import SteerProtocol
+import SteerService
 
 /// `steer probe`: a readiness/liveness check for Kubernetes exec probes (deploy/). Exits 0 when the
 /// server (or router) at HOST:PORT answers `stats` with `ok: true` within the timeout and, for a

@@ -6,6 +6,7 @@ import SteerCore
 import SteerEngine
 import SteerModel
 import SteerProtocol
+import SteerService
 import SteerRouter
 import SteerServer
 

@@ -8,6 +8,7 @@ import SteerCore
 import SteerEngine
 import SteerNATS
 import SteerProtocol
+import SteerService
 import SteerServer
 
 /// `steer serve`: the TCP server. Settings come from flags, then `STEER_*` environment variables, then

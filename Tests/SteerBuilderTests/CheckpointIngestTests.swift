@@ -1,6 +1,7 @@
 import Foundation
 import SteerBuilder
 import SteerCore
+import SteerData
 import SteerIndex
 import SteerStore
 import Testing

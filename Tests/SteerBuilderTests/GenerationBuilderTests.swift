@@ -1,5 +1,6 @@
 import Foundation
 import SteerBuilder
+import SteerData
 import SteerCore
 import SteerIndex
 import SteerStore

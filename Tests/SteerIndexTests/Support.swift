@@ -2,6 +2,7 @@
 import Glibc
 #endif
 @testable import SteerIndex
+import Foundation
 import SteerCore
 import Testing
 
@@ -75,8 +76,9 @@ func expectSteerError(_ code: SteerError.Code, sourceLocation: SourceLocation = 
     return nil
 }
 
+/// A path no other test uses: tests of one suite run in parallel, so the name alone is not enough.
 func temporaryPath(_ name: String) -> String {
-    "/tmp/steer-index-tests-\(getpid())-\(name)"
+    "/tmp/steer-index-tests-\(getpid())-\(name)-\(UUID().uuidString)"
 }
 
 import CFaissShim

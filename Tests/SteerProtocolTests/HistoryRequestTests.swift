@@ -1,6 +1,5 @@
 import Foundation
 import SteerCore
-import SteerEngine
 import Testing
 @testable import SteerProtocol
 
@@ -35,10 +34,7 @@ import Testing
         #expect(batch.map(\.user) == [.int(1), .string("1")])
         #expect(batch[0] == UserEvent(user: .int(1), item: .string("a"), kind: "buy", timestampMillis: -5))
         #expect(try decode(#"{"op":"event","user":"u","item":1}"#).operation.isAdmin)
-        #expect(try decode(#"{"op":"event","user":"u","item":1}"#).operation.requiredScope == .admin)
-        #expect(try decode(#"{"op":"get_user","user":"u"}"#).operation.requiredScope == .admin)
         #expect(try !decode(#"{"op":"get_user","user":"u"}"#).operation.isAdmin)
-        #expect(try decode(#"{"op":"delete_user","user":"u"}"#).operation.requiredScope == .admin)
         #expect(code(#"{"op":"event","events":[{"user":"u","item":1},{"user":"u","item":2},{"user":"u","item":3},{"user":"u","item":4}]}"#) == "too_large")
         #expect(code(#"{"op":"event","user":"u","item":1,"ts":"now"}"#) == "invalid_request")
     }
@@ -72,5 +68,38 @@ import Testing
             _ = try tight.decode(try JSONParser.parse(#"{"op":"recommend","positive":[1,2],"negative":[3,4],"strategy":"best_score","k":100}"#))
         }
         _ = try tight.decode(try JSONParser.parse(#"{"op":"recommend","positive":[1,2],"negative":[3,4],"k":100}"#))
+    }
+
+    @Test func theEncoderWritesLinesTheDecoderReadsBack() throws {
+        let decoder = RequestDecoder(limits: ProtocolLimits())
+        func roundTrip(_ operation: Request.Operation) throws -> Request.Operation {
+            try decoder.decode(try JSONParser.parse(RequestEncoder.encode(Request(operation: operation)))).operation
+        }
+        let events = [UserEvent(user: .string("u"), item: .int(3), kind: "buy", timestampMillis: -4),
+                      UserEvent(user: .int(7), item: .string("x"), kind: "view", timestampMillis: 9)]
+        guard case .event(let decoded) = try roundTrip(.event(events)) else { Issue.record("not an event"); return }
+        #expect(decoded == events)
+        guard case .getUser(let user, let limit) = try roundTrip(.getUser(.int(5), limit: 3)) else { Issue.record("not get_user"); return }
+        #expect(user == .int(5) && limit == 3)
+        guard case .deleteUser(let deleted) = try roundTrip(.deleteUser(.string("z"))) else { Issue.record("not delete_user"); return }
+        #expect(deleted == .string("z"))
+        let items = [VersionItem(id: .int(1), vector: [0.5, -2], title: "t", tags: ["a"]), VersionItem(id: .string("s"), vector: [1, 2])]
+        guard case .ingestVectors(let version, let dimension, let hash, let decodedItems, let complete) =
+            try roundTrip(.ingestVectors(version: "v2", dimension: 2, checkpointHash: "h", items: items, complete: true)) else {
+            Issue.record("not ingest_vectors")
+            return
+        }
+        #expect(version == "v2" && dimension == 2 && hash == "h" && complete)
+        #expect(decodedItems.map(\.id) == [.int(1), .string("s")] && decodedItems.map(\.vector) == [[0.5, -2], [1, 2]])
+        #expect(decodedItems.map(\.title) == ["t", nil] && decodedItems.map(\.tags) == [["a"], nil])
+        var recommend = RecommendRequest(history: [.int(1)], k: 4)
+        recommend.user = .string("u")
+        recommend.maxHistory = 7
+        recommend.positive = [.int(2)]
+        recommend.negative = [.string("n")]
+        recommend.strategy = .bestScore
+        guard case .recommend(let back) = try roundTrip(.recommend(recommend)) else { Issue.record("not recommend"); return }
+        #expect(back.user == .string("u") && back.maxHistory == 7 && back.positive == [.int(2)] && back.negative == [.string("n")])
+        #expect(back.strategy == .bestScore && back.history == [.int(1)])
     }
 }

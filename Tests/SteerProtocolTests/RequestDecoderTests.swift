@@ -1,6 +1,5 @@
 import Foundation
 import SteerCore
-import SteerEngine
 import Testing
 @testable import SteerProtocol
 
@@ -128,17 +127,6 @@ import Testing
         }
         #expect(long == [.string(longestID)])
         #expect(throws: SteerError.self) { _ = try decode(#"{"op":"get","ids":["\#(longestID)i"]}"#) }
-    }
-
-    @Test func tokenComparisonIsExact() {
-        #expect(AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8)))
-        #expect(!AccessKeys.constantTimeEqual(Array("secreT".utf8), Array("secret".utf8)))
-        #expect(!AccessKeys.constantTimeEqual(Array("secret1".utf8), Array("secret".utf8)))
-        #expect(!AccessKeys.constantTimeEqual(Array("".utf8), Array("secret".utf8)))
-        // The length difference counts in full: 256 (or 65,536) extra bytes are not a match.
-        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0, count: 256), Array("secret".utf8)))
-        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0x41, count: 65_536), Array("secret".utf8)))
-        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8) + [UInt8](repeating: 0, count: 256)))
     }
 
     @Test func timeoutMsIsDecodedOnEveryOpAndBounded() throws {

@@ -1,6 +1,5 @@
 import Foundation
 import SteerCore
-import SteerEngine
 import Testing
 @testable import SteerProtocol
 

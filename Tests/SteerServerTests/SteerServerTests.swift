@@ -6,6 +6,7 @@ import SteerClient
 import SteerCore
 import SteerEngine
 import SteerProtocol
+import SteerService
 import Testing
 @testable import SteerServer
 

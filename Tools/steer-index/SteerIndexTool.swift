@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SteerBuilder
 import SteerCore
+import SteerData
 import SteerIndex
 import SteerStore
 

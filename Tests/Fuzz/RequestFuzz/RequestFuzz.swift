@@ -8,7 +8,6 @@
 // - a decoded request respects every limit: k, batch sizes, history and prompt lengths, non-empty
 //   finite vectors, no duplicate ids in an upsert.
 import SteerCore
-import SteerEngine
 import SteerProtocol
 
 private let limits = ProtocolLimits(maxLineBytes: 1 << 20, maxK: 50, maxBatch: 8, maxPromptBytes: 256, maxHistory: 16,

@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import SteerCore
-import SteerEngine
+import SteerProtocol
 
 /// Who may run which op: the keys of `--admin-token`/`--admin-token-file` and `--keys-file`, and the one
 /// check every request passes before it does anything (`steer serve`'s `RequestHandler` and `steer route`

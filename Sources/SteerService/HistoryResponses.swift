@@ -1,5 +1,6 @@
 import SteerCore
 import SteerEngine
+import SteerProtocol
 
 /// Answers of the user-history ops (docs/protocol.md, "User histories"), written after `"ok":true`.
 extension RequestHandler {

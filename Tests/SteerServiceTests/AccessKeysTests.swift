@@ -1,8 +1,8 @@
 import Foundation
 import SteerCore
-import SteerEngine
+import SteerProtocol
 import Testing
-@testable import SteerProtocol
+@testable import SteerService
 
 /// `AccessKeys`: scopes per op, the admin token, keys files as hostile input, reload keeping the old keys.
 @Suite struct AccessKeysTests {
@@ -151,5 +151,16 @@ import Testing
         try Data(#"{"keys":[{"name":"broken"#.utf8).write(to: URL(fileURLWithPath: path))
         #expect(throws: SteerError.self) { try keys.reload() }
         #expect(code(keys, writes[0], token: writer) == "ok")
+    }
+
+    @Test func tokenComparisonIsExact() {
+        #expect(AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secreT".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret1".utf8), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("".utf8), Array("secret".utf8)))
+        // The length difference counts in full: 256 (or 65,536) extra bytes are not a match.
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0, count: 256), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8) + [UInt8](repeating: 0x41, count: 65_536), Array("secret".utf8)))
+        #expect(!AccessKeys.constantTimeEqual(Array("secret".utf8), Array("secret".utf8) + [UInt8](repeating: 0, count: 256)))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import SteerCore
 import SteerEngine
+import SteerProtocol
 
 /// Per-op latency and error counters for `stats`: a log-bucketed histogram (4% buckets) per op.
 public final class OperationStats: Sendable {

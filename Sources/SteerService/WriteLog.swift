@@ -1,5 +1,4 @@
 import SteerCore
-import SteerEngine
 
 /// Where a server that follows a shard's write log sends client writes (docs/scaling.md, "Following a
 /// stream"): instead of writing its own store, the `RequestHandler` appends the write to the log and
