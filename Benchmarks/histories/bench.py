@@ -80,17 +80,24 @@ def main() -> None:
         server = Server(
             binary,
             str(Path(root) / "data"),
-            ["--dimension", str(DIMENSION), "--admin-token", DEFAULT_TOKEN],
+            [
+                "--dimension",
+                str(DIMENSION),
+                "--admin-token",
+                DEFAULT_TOKEN,
+                "--public-reads",
+                "true",
+            ],
         )
         try:
             with Connection(server.port, timeout=120.0) as connection:
-                for start in range(0, ITEMS, 1000):
+                for start in range(0, ITEMS, 250):
                     items = [
                         {
                             "id": n,
                             "vector": [rng.uniform(-1, 1) for _ in range(DIMENSION)],
                         }
-                        for n in range(start, start + 1000)
+                        for n in range(start, start + 250)
                     ]
                     assert connection.call(
                         {"op": "upsert", "token": DEFAULT_TOKEN, "items": items}

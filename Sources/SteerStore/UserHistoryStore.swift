@@ -103,10 +103,11 @@ public struct UserHistoryStore: Sendable {
         guard let time = keyReader.read(bigEndian: UInt64.self), let arrival = keyReader.read(bigEndian: UInt64.self),
               keyReader.isAtEnd
         else { return nil }
-        var reader = ByteReader(Array(value))
+        let bytes = Array(value)
+        var reader = ByteReader(bytes)
         guard let length = reader.readByte(), let kindBytes = reader.readBytes(Int(length)),
               let kind = String(validating: kindBytes, as: UTF8.self),
-              let itemBytes = reader.readBytes(Array(value).count - 1 - Int(length)),
+              let itemBytes = reader.readBytes(bytes.count - 1 - Int(length)),
               let item = ItemID(keyBytes: itemBytes)
         else { return nil }
         return StoredEvent(item: item, kind: kind, timestampMillis: Int64(bitPattern: time ^ (1 << 63)), arrival: arrival)
