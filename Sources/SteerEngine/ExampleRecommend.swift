@@ -70,7 +70,7 @@ extension RetrievalEngine {
         excluded.formUnion(exampleLabels)
         if request.excludeHistory {
             let unknown = Set(unknownHistory)
-            for internalID in try store.internalIDs(of: (request.history + request.seen).filter { !unknown.contains($0) }) {
+            for internalID in try store.internalIDs(of: Array(Set(request.history + request.seen).subtracting(unknown))) {
                 if let internalID { excluded.insert(internalID) }
             }
         }

@@ -905,8 +905,8 @@ public final class RetrievalEngine: Sendable {
         var (required, excluded) = try resolveFilter(request.filter, extraRequired: requiredGroups, extraExcluded: excludedTags)
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
-            let known = (request.history + request.seen).filter { !unknown.contains($0) }
-            for internalID in try store.internalIDs(of: known) {
+            let known = Set(request.history + request.seen).subtracting(unknown)
+            for internalID in try store.internalIDs(of: Array(known)) {
                 if let internalID { excluded.insert(internalID) }
             }
         }
