@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server
+APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server libhdf5-dev
 
 .PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor clean
 
@@ -20,6 +20,7 @@ setup-system:
 setup-python:
 	bash scripts/fetch-minilm.sh
 	bash Tools/train/setup.sh
+	$(PYTHON) -m pip install -q -r Benchmarks/datasets/requirements.txt
 
 build:
 	$(SWIFT) build
@@ -34,9 +35,9 @@ test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test --skip-build
 
-## test-python: the trainer's tests, the Python client's and the reliability harnesses' short runs (which run the debug `steer` built by test-swift)
+## test-python: the trainer's tests, the Python client's, the reliability harnesses' short runs and the benchmark data tools' (which run the debug `steer` and `steer-bench` built by test-swift)
 test-python:
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability -q
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability Benchmarks/datasets/tests Benchmarks/steer-bench/tests -q
 
 ## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
 test-fuzz:

@@ -48,6 +48,12 @@ let package = Package(
             pkgConfig: "rocksdb",
             providers: [.apt(["librocksdb-dev"])]
         ),
+        // HDF5 (ann-benchmarks files) for the benchmark tools only: Benchmarks/steer-bench/Kit.
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
         .systemLibrary(
             name: "CBLAS",
             providers: [.apt(["libopenblas-dev"])]
@@ -201,11 +207,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The load generator's testable parts: arrival schedules, process CPU accounting, ann-benchmarks HDF5 files.
+        .target(
+            name: "SteerBenchKit",
+            dependencies: ["SteerCore", "CHDF5"],
+            path: "Benchmarks/steer-bench/Kit",
+            swiftSettings: swiftSettings
+        ),
         // The load generator (Benchmarks/steer-bench/run.sh, docs/benchmarks.md): closed/open loop, recall, JSON reports.
         .executableTarget(
             name: "steer-bench",
             dependencies: [
-                "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
+                "SteerBenchKit", "SteerClient", "SteerProtocol", "SteerModel", "SteerCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
@@ -259,6 +272,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "SteerBenchKitTests", dependencies: ["SteerBenchKit", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),

@@ -37,7 +37,8 @@ def machine(load_start: str) -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
             "load_average_start": [float(v) for v in load_start.split()],
-            "load_average_end": [float(v) for v in open("/proc/loadavg").read().split()[:3]]}
+            "load_average_end": [float(v) for v in open("/proc/loadavg").read().split()[:3]],
+            "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
 
 
 def main() -> None:
@@ -54,9 +55,14 @@ def main() -> None:
         "command": args.command.strip(),
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "machine": machine(args.load_start),
-        "threads": {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
-        "data": {"directory": args.data, "meta": json.load(open(os.path.join(args.data, "meta.json")))},
-        "method": "one query per call on one thread, k=10, after 50 warm-up queries; Chroma through its HTTP client",
+        "threads": {k: os.environ.get(k, "unset")
+                    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GLIBC_TUNABLES")},
+        "transparent_huge_pages": open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip(),
+        "data": {"directory": args.data, "meta": json.load(open(os.path.join(args.data, "meta.json")))}
+        if os.path.isdir(args.data) else {"file": args.data},
+        "method": "one query per call on one thread, k=10, after 50 warm-up queries; Chroma through its HTTP client "
+        "(answers parsed inside the timing); in-process peers also all queries in one call on `threads` threads "
+        "(saturation_qps)",
         "rows": rows,
         "matched_recall": matched(rows),
     }

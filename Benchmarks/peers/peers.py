@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Issue 7's peers on a steer-bench data set: in-process FAISS (whichever `faiss` this interpreter
 imports: Debian's python3-faiss or pip faiss-cpu), hnswlib, and Chroma's server driven through its own
-HTTP client. Prints one JSON object per (engine, index, parameter): build seconds, recall@k against the
-data set's exact truth, and one-query-per-call latency (p50/p99 µs) and QPS on one thread.
+HTTP client, and usearch. Prints one JSON object per (engine, index, parameter): build seconds, recall@k
+against the data set's exact truth, one-query-per-call latency (p50/p99 µs) and QPS on one thread, and
+for the in-process engines the saturation QPS of all queries searched with `--threads` threads (the
+same cores a Steer server gets; recorded as `threads`).
 
     peers.py --data DIR --engine faiss --label "pip faiss-cpu" [--ef 16,32,64] [--nprobe 1,4,16] [--lists 2048]
     peers.py --data DIR --engine hnswlib --ef 16,32,64
     peers.py --data DIR --engine chroma --ef 16,32,64 --chroma /path/to/venv/bin/chroma
+    peers.py --data FILE.hdf5 --engine usearch --ef 16,32,64 --threads 2
 
 Reads DIR/base.f32, DIR/queries.f32, DIR/truth.i64 and DIR/meta.json (steer-bench generate), the same
-files steer-bench drives the server with.
+files steer-bench drives the server with, or an ann-benchmarks HDF5 file (h5py; `angular` sets are
+normalised and searched by inner product, `euclidean` ones by L2, as steer-bench does).
 """
 
 from __future__ import annotations
@@ -30,6 +34,23 @@ import numpy as np
 
 
 def load(data: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    if data.is_file():
+        import h5py  # type: ignore[import-untyped]
+
+        with h5py.File(data, "r") as f:
+            distance = f.attrs["distance"]
+            distance = distance.decode() if isinstance(distance, bytes) else str(distance)
+            base = np.ascontiguousarray(f["train"][:], dtype=np.float32)
+            queries = np.ascontiguousarray(f["test"][:], dtype=np.float32)
+            truth = f["neighbors"][:].astype(np.int64)
+        if distance == "angular":
+            base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+            queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        elif distance != "euclidean":
+            sys.exit(f"{data}: distance {distance!r} is not supported (angular, euclidean)")
+        metric = "ip" if distance == "angular" else "l2"
+        meta = {"count": len(base), "dimension": base.shape[1], "metric": metric, "source": "hdf5", "file": str(data)}
+        return meta, base, queries, truth
     meta = json.loads((data / "meta.json").read_text())
     d = int(meta["dimension"])
     base = np.fromfile(data / "base.f32", dtype="<f4").reshape(-1, d)
@@ -65,6 +86,17 @@ def measure(search: Callable[[np.ndarray], list[int]], queries: np.ndarray, trut
     }
 
 
+def saturation(search_all: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth: np.ndarray, k: int,
+               threads: int) -> dict[str, float]:
+    """All queries in one call spread over `threads` threads by the engine itself: QPS at saturation."""
+    search_all(queries[: min(50, len(queries))])  # warm-up
+    t0 = time.perf_counter()
+    found = search_all(queries)
+    secs = time.perf_counter() - t0
+    return {"threads": threads, "saturation_qps": round(len(queries) / secs, 1),
+            "saturation_recall_at_k": round(recall_at([list(r) for r in found], truth, k), 4)}
+
+
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
@@ -78,21 +110,31 @@ def run_faiss(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, 
 
     faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     d = base.shape[1]
+    metric = faiss.METRIC_L2 if meta.get("metric") == "l2" else faiss.METRIC_INNER_PRODUCT
     common = {"engine": args.label, "version": faiss.__version__, "n": len(base), "d": d}
+
+    def both(index: Any) -> dict[str, float]:
+        faiss.omp_set_num_threads(1)
+        row = measure(lambda q: index.search(q[None, :], args.k)[1][0].tolist(), queries, truth, args.k)
+        faiss.omp_set_num_threads(args.threads)
+        row.update(saturation(lambda qs: index.search(qs, args.k)[1], queries, truth, args.k, args.threads))
+        faiss.omp_set_num_threads(1)
+        return row
+
     if args.ef:
         t0 = time.perf_counter()
-        index = faiss.IndexHNSWFlat(d, args.m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(d, args.m, metric)
         index.hnsw.efConstruction = args.efc
         index.add(base)
         build = time.perf_counter() - t0
         for ef in ints(args.ef):
             index.hnsw.efSearch = ef
-            row = measure(lambda q: index.search(q[None, :], args.k)[1][0].tolist(), queries, truth, args.k)
+            row = both(index)
             emit({**common, "index": f"HNSW{args.m},efC{args.efc}", "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
     if args.nprobe:
         t0 = time.perf_counter()
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, args.lists, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, args.lists, metric)
         rng = np.random.default_rng(42)
         sample = base[rng.choice(len(base), size=min(len(base), 40 * args.lists), replace=False)]
         index.train(sample)
@@ -100,7 +142,7 @@ def run_faiss(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, 
         build = time.perf_counter() - t0
         for nprobe in ints(args.nprobe):
             index.nprobe = nprobe
-            row = measure(lambda q: index.search(q[None, :], args.k)[1][0].tolist(), queries, truth, args.k)
+            row = both(index)
             emit({**common, "index": f"IVF{args.lists},Flat", "param": "nprobe", "value": nprobe, "build_s": round(build, 2), **row})
 
 
@@ -109,7 +151,7 @@ def run_hnswlib(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray
 
     d = base.shape[1]
     t0 = time.perf_counter()
-    index = hnswlib.Index(space="ip", dim=d)
+    index = hnswlib.Index(space="l2" if meta.get("metric") == "l2" else "ip", dim=d)
     index.init_index(max_elements=len(base), M=args.m, ef_construction=args.efc, random_seed=100)
     index.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     index.add_items(base, np.arange(len(base)))
@@ -122,9 +164,32 @@ def run_hnswlib(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray
         version = package_version("hnswlib")
     for ef in ints(args.ef):
         index.set_ef(max(ef, args.k))
+        index.set_num_threads(1)
         row = measure(lambda q: index.knn_query(q[None, :], k=args.k)[0][0].tolist(), queries, truth, args.k)
+        index.set_num_threads(args.threads)
+        row.update(saturation(lambda qs: index.knn_query(qs, k=args.k)[0], queries, truth, args.k, args.threads))
         emit({"engine": "hnswlib", "version": version, "n": len(base), "d": d, "index": f"M{args.m},efC{args.efc}",
               "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
+
+
+def run_usearch(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+    from importlib.metadata import version as package_version
+
+    from usearch.index import Index  # type: ignore[import-untyped]
+
+    d = base.shape[1]
+    t0 = time.perf_counter()
+    index = Index(ndim=d, metric="l2sq" if meta.get("metric") == "l2" else "ip", dtype="f32",
+                  connectivity=args.m, expansion_add=args.efc)
+    index.add(np.arange(len(base)), base, threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    build = time.perf_counter() - t0
+    for ef in ints(args.ef):
+        index.expansion_search = max(ef, args.k)
+        row = measure(lambda q: index.search(q, args.k, threads=1).keys.tolist(), queries, truth, args.k)
+        row.update(saturation(lambda qs: index.search(qs, args.k, threads=args.threads).keys, queries, truth, args.k,
+                              args.threads))
+        emit({"engine": "usearch", "version": package_version("usearch"), "n": len(base), "d": d,
+              "index": f"HNSW M{args.m},efC{args.efc}", "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
 
 
 def free_port() -> int:
@@ -171,7 +236,7 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
         server = ChromaServer(args.chroma, path)
         t0 = time.perf_counter()
         collection = server.client.create_collection(
-            "bench", configuration={"hnsw": {"space": "ip", "max_neighbors": args.m, "ef_construction": args.efc, "ef_search": efs[0]}})
+            "bench", configuration={"hnsw": {"space": "l2" if meta.get("metric") == "l2" else "ip", "max_neighbors": args.m, "ef_construction": args.efc, "ef_search": efs[0]}})
         ids = [str(i) for i in range(len(base))]
         batch = 5000
         for start in range(0, len(base), batch):
@@ -201,7 +266,7 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--engine", choices=["faiss", "hnswlib", "chroma"], required=True)
+    ap.add_argument("--engine", choices=["faiss", "hnswlib", "chroma", "usearch"], required=True)
     ap.add_argument("--label", default="faiss")
     ap.add_argument("--ef", default="")
     ap.add_argument("--nprobe", default="")
@@ -211,12 +276,17 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--queries", type=int, default=1000, help="use the first Q queries")
     ap.add_argument("--chroma", default="chroma", help="the chroma executable")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads of the saturation measurement (give the Steer server's core count)")
     args = ap.parse_args()
+    if args.threads <= 0:
+        sys.exit("--threads must be positive")
     meta, base, queries, truth = load(args.data)
     queries, truth = queries[: args.queries], truth[: args.queries]
     if truth.shape[1] < args.k:
         sys.exit(f"--k {args.k} exceeds the data set's truth depth {truth.shape[1]}")
-    {"faiss": run_faiss, "hnswlib": run_hnswlib, "chroma": run_chroma}[args.engine](args, meta, base, queries, truth)
+    engines = {"faiss": run_faiss, "hnswlib": run_hnswlib, "chroma": run_chroma, "usearch": run_usearch}
+    engines[args.engine](args, meta, base, queries, truth)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@
 #
 # Environment: DURATION / WARMUP (seconds per level, default 10 / 2), DATA_ROOT (default
 # /tmp/steer-bench-data), SCRATCH (build folder, default .build), KINDS (default "hnsw ivf load mix";
-# "hnsw recommend" for the checkpoint set), CHECKPOINT (default demo-data/checkpoint).
+# "hnsw recommend" for the checkpoint set; add "poisson" and "poisson-nospin" for issue 18's random
+# arrivals with server CPU per request), POISSON_DURATION (seconds per Poisson level, default 60),
+# CHECKPOINT (default demo-data/checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SET=${1:-1m64}
@@ -87,6 +89,14 @@ for kind in $KINDS; do
       rates=$(python3 -c "import sys; m=float(sys.argv[1]); print(','.join(str(int(m*f)) for f in (0.1,0.25,0.5,0.75,0.9,1.0,1.1)))" "$max")
       run $BENCH run "${common[@]}" --spec "$HNSW" --ef-search "$ef" --mode open --rate "$rates" --connections 4 \
         --label "$SET latency vs offered load (max closed-loop QPS $max at ef $ef)" --out "$OUT/$SET-load.json" ;;
+    poisson|poisson-nospin) # Poisson arrivals at 10/50/90 % of a closed-loop maximum measured first (4 connections),
+      # at the efSearch that passes recall 0.95; server CPU per answered request at every level. poisson-nospin
+      # turns the worker and event-loop spins off, so the two files decide the spin defaults (docs/benchmarks.md).
+      ef=$(python3 Benchmarks/steer-bench/pick.py "$OUT/$SET-hnsw.json" --recall 0.95 --field value)
+      spin=(); [ "$kind" = poisson-nospin ] && spin=(--server-arg --worker-spin-us --server-arg 0 --server-arg --loop-spin-us --server-arg 0)
+      run $BENCH run --data "$DATA" --steer "$BIN/steer" --server-data "$SERVER_DATA" --warmup "$WARMUP" --duration "${POISSON_DURATION:-60}" \
+        --spec "$HNSW" --ef-search "$ef" --mode open --arrivals poisson --load-fractions 0.1,0.5,0.9 --connections 4 "${spin[@]}" \
+        --label "$SET Poisson arrivals at fractions of the maximum ($kind, ef $ef)" --out "$OUT/$SET-$kind.json" ;;
     mix) # reads with 10% writes (re-upserts of existing items with their own vectors: truth unchanged)
       ef=$(python3 Benchmarks/steer-bench/pick.py "$OUT/$SET-hnsw.json" --recall 0.95 --field value)
       run $BENCH run "${common[@]}" --spec "$HNSW" --ef-search "$ef" --mix search=0.9,upsert=0.1 --concurrency 1,4 \

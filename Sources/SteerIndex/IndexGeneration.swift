@@ -181,13 +181,35 @@ public final class IndexGeneration: @unchecked Sendable {
     ///   - k: results per query, 0 to `VectorIndex.maxK`.
     ///   - parameters: passed to every shard unchanged (nprobe, efSearch and the allowed labels).
     /// - Returns: n lists, each at most k results, best first; equal scores are ordered by the lower label.
+    ///   - fanOut: the gate that says how many other threads the shards may use now (`ShardFanOut`):
+    ///     while cores are idle the shards are searched side by side, else one after another here.
     /// - Throws: what `VectorIndex.search` throws (dimension, k).
     /// - Complexity: one search per shard, then an O(shards × k × log k) merge per query.
-    public func search(_ queries: [Float], k: Int, parameters: SearchParameters = .init()) throws(SteerError) -> [[ScoredLabel]] {
+    public func search(_ queries: [Float], k: Int, parameters: SearchParameters = .init(),
+                       fanOut: ShardFanOut = .shared) throws(SteerError) -> [[ScoredLabel]] {
         if shards.count == 1 { return try shards[0].search(queries, k: k, parameters: parameters) }
+        let granted = fanOut.enter(wanted: shards.count - 1)
+        defer { fanOut.leave(granted: granted) }
         var perShard: [[[ScoredLabel]]] = []
-        perShard.reserveCapacity(shards.count)
-        for shard in shards { perShard.append(try shard.search(queries, k: k, parameters: parameters)) }
+        if granted == 0 {
+            perShard.reserveCapacity(shards.count)
+            for shard in shards { perShard.append(try shard.search(queries, k: k, parameters: parameters)) }
+        } else {
+            // granted + 1 threads (this one included), each taking every (granted + 1)-th shard.
+            let results = Locked<[Result<[[ScoredLabel]], SteerError>?]>(Array(repeating: nil, count: shards.count))
+            let width = granted + 1
+            let shards = self.shards
+            DispatchQueue.concurrentPerform(iterations: width) { lane in
+                for position in stride(from: lane, to: shards.count, by: width) {
+                    let result = Result { () throws(SteerError) in try shards[position].search(queries, k: k, parameters: parameters) }
+                    results.withLock { $0[position] = result }
+                }
+            }
+            for result in results.withLock({ $0 }) {
+                guard let result else { throw SteerError(.internal, "a shard search did not run") }
+                perShard.append(try result.get())
+            }
+        }
         let n = perShard.first?.count ?? 0
         var merged: [[ScoredLabel]] = []
         merged.reserveCapacity(n)

@@ -1,4 +1,5 @@
 import Foundation
+import SteerBenchKit
 import SteerCore
 import SteerModel
 
@@ -31,6 +32,49 @@ struct DataSet: Sendable {
     }
 
     // MARK: Files
+
+    /// A directory in this layout, or an ann-benchmarks HDF5 file (a regular file named *.hdf5 or *.h5).
+    static func load(_ path: String) throws(SteerError) -> DataSet {
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        if exists && !isDirectory.boolValue || path.hasSuffix(".hdf5") || path.hasSuffix(".h5") {
+            return try annBenchmarks(path: path)
+        }
+        return try read(directory: path)
+    }
+
+    /// An ann-benchmarks file (`train`, `test`, `neighbors`, the `distance` attribute; ANNBenchmarksFile
+    /// checks shapes and bounds). `angular` sets are L2-normalised here and searched by inner product
+    /// (the same order as the file's cosine distance); `euclidean` sets are searched with the l2 metric.
+    /// The file's `neighbors` are the ground truth.
+    static func annBenchmarks(path: String) throws(SteerError) -> DataSet {
+        let file = try ANNBenchmarksFile.read(path: path)
+        var train = file.train, test = file.test
+        let metric: String
+        switch file.metric {
+        case .cosine:
+            normalize(&train, dimension: file.dimension)
+            normalize(&test, dimension: file.dimension)
+            metric = "ip"
+        case .l2: metric = "l2"
+        case .innerProduct: metric = "ip"
+        }
+        let meta = DataSetMeta(count: file.count, dimension: file.dimension, queries: file.queries, truthK: file.truthK, metric: metric,
+                               normalized: file.metric == .cosine, source: "hdf5", clusters: nil, spread: nil, seed: nil, checkpoint: nil,
+                               historyLength: nil, file: path, distance: file.distance)
+        return DataSet(meta: meta, base: train, queries: test, truth: file.neighbors, ids: nil)
+    }
+
+    /// Scales every row to unit length (zero rows stay zero).
+    static func normalize(_ values: inout [Float], dimension: Int) {
+        for row in 0..<(values.count / dimension) {
+            var sum: Float = 0
+            for i in (row * dimension)..<((row + 1) * dimension) { sum += values[i] * values[i] }
+            guard sum > 0 else { continue }
+            let scale = 1 / sum.squareRoot()
+            for i in (row * dimension)..<((row + 1) * dimension) { values[i] *= scale }
+        }
+    }
 
     static func read(directory: String) throws(SteerError) -> DataSet {
         let metaPath = directory + "/meta.json"
@@ -131,7 +175,8 @@ struct DataSet: Sendable {
         let qs = Array(all.values[(count * dimension)...])
         let truth = exactTruth(base: base, queries: qs, dimension: dimension, k: truthK, metric: .innerProduct)
         let meta = DataSetMeta(count: count, dimension: dimension, queries: queries, truthK: truthK, metric: "ip", normalized: true,
-                               source: "synthetic", clusters: clusters, spread: Double(spread), seed: Int(seed), checkpoint: nil, historyLength: nil)
+                               source: "synthetic", clusters: clusters, spread: Double(spread), seed: Int(seed), checkpoint: nil, historyLength: nil,
+                               file: nil, distance: nil)
         return DataSet(meta: meta, base: base, queries: qs, truth: truth, ids: nil)
     }
 
@@ -150,7 +195,8 @@ struct DataSet: Sendable {
         }
         let truth = exactTruth(base: model.itemEmbeddings, queries: qs, dimension: dimension, k: min(truthK, count), metric: .innerProduct)
         let meta = DataSetMeta(count: count, dimension: dimension, queries: queries, truthK: min(truthK, count), metric: "ip", normalized: false,
-                               source: "checkpoint", clusters: nil, spread: nil, seed: Int(seed), checkpoint: directory, historyLength: historyLength)
+                               source: "checkpoint", clusters: nil, spread: nil, seed: Int(seed), checkpoint: directory, historyLength: historyLength,
+                               file: nil, distance: nil)
         return DataSet(meta: meta, base: model.itemEmbeddings, queries: qs, truth: truth, ids: model.catalog.map(\.id))
     }
 }
@@ -169,6 +215,9 @@ struct DataSetMeta: Codable, Sendable {
     var seed: Int?
     var checkpoint: String?
     var historyLength: Int?
+    /// ann-benchmarks sets: the HDF5 file and its `distance` attribute.
+    var file: String?
+    var distance: String?
 }
 
 func readArray<T: BitwiseCopyable>(_ path: String, expected: Int) throws(SteerError) -> [T] {

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import SteerBenchKit
 import SteerClient
 import SteerCore
 import SteerProtocol
@@ -83,46 +84,67 @@ struct Mix: Sendable, CustomStringConvertible {
     }
 }
 
-/// Pre-built request lines for one setting (search parameters fixed), so the load loop only picks lines.
+/// One request the load loop chose, before its line is built.
+struct Request: Sendable {
+    let op: Operation
+    /// Search: the query index; recommend: the history's index in the pool; upsert: the base row.
+    let index: Int
+}
+
+/// The result of parsing one answer inside the timed window: what a client would have in hand.
+enum Outcome {
+    /// A search answer's hits as base rows (unknown ids are skipped).
+    case hits([Int64])
+    case ok
+    case failed(String)
+}
+
+/// The requests of one setting (search parameters fixed). Lines are built when a request is sent and
+/// answers parsed when they arrive, both inside the timed interval, as any client of the server must do
+/// (docs/benchmarks.md "Load, recall and peers end to end").
 struct Workload: Sendable {
     let mix: Mix
     let k: Int
-    /// One search line per query (index = query index).
-    let searchLines: [[UInt8]]
-    let recommendLines: [[UInt8]]
-    let upsertLines: [[UInt8]]
+    let nprobe: Int?
+    let efSearch: Int?
+    let base64: Bool
+    let prompt: String?
+    let token: String?
+    /// Recommend histories (external ids), chosen once from the seed.
+    let histories: [[ItemID]]
+    /// Rows that upserts re-write with their own vectors.
+    let upsertRows: [Int]
     let data: DataSet
-    /// External id → base row, for recall on checkpoint sets (nil: integer ids are rows).
+    /// External id → base row, for recall on sets with explicit ids (nil: integer ids are rows).
     let rowsByID: [ItemID: Int64]?
 
     /// - Parameters:
-    ///   - upsertPool: how many distinct upsert lines; each re-writes an existing item with its own vector,
-    ///     so the index content (and the ground truth) stays the same while the write path is exercised.
+    ///   - pool: how many distinct recommend histories and upsert rows; each upsert re-writes an existing
+    ///     item with its own vector, so the index content (and the ground truth) stays the same while the
+    ///     write path is exercised.
     init(data: DataSet, mix: Mix, k: Int, nprobe: Int?, efSearch: Int?, base64: Bool, prompt: String?,
          historyLength: Int, seed: UInt64, token: String?, pool: Int = 1000) {
         self.data = data
         self.mix = mix
         self.k = k
-        searchLines = (0..<data.queryCount).map {
-            RequestLine.search(data.query($0), k: k, base64: base64, nprobe: nprobe, efSearch: efSearch)
-        }
+        self.nprobe = nprobe
+        self.efSearch = efSearch
+        self.base64 = base64
+        self.prompt = prompt
+        self.token = token
         var rng = SeededGenerator(seed: seed)
-        var recommend: [[UInt8]] = []
-        var upsert: [[UInt8]] = []
+        var histories: [[ItemID]] = []
+        var rows: [Int] = []
         if mix.fractions[Operation.recommend.rawValue] > 0 {
             for _ in 0..<pool {
-                let history = (0..<historyLength).map { _ in data.itemID(row: Int(rng.next() % UInt64(data.count))) }
-                recommend.append(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k, constraints: nil, excludeHistory: nil))
+                histories.append((0..<historyLength).map { _ in data.itemID(row: Int(rng.next() % UInt64(data.count))) })
             }
         }
         if mix.fractions[Operation.upsert.rawValue] > 0 {
-            for _ in 0..<pool {
-                let row = Int(rng.next() % UInt64(data.count))
-                upsert.append(RequestLine.upsert([ClientItem(id: data.itemID(row: row), vector: data.baseRow(row), title: "item \(row)")], token: token))
-            }
+            for _ in 0..<pool { rows.append(Int(rng.next() % UInt64(data.count))) }
         }
-        recommendLines = recommend
-        upsertLines = upsert
+        self.histories = histories
+        upsertRows = rows
         if let ids = data.ids {
             var map: [ItemID: Int64] = [:]
             for (row, id) in ids.enumerated() { map[id] = Int64(row) }
@@ -132,37 +154,57 @@ struct Workload: Sendable {
         }
     }
 
-    /// Chooses the next request: its operation, the line, and the query index for searches.
-    func next(_ rng: inout SeededGenerator) -> (Operation, [UInt8], Int) {
+    /// Chooses the next request.
+    func next(_ rng: inout SeededGenerator) -> Request {
         let op = mix.pick(Double(rng.nextUnit()))
         switch op {
-        case .search:
-            let q = Int(rng.next() % UInt64(searchLines.count))
-            return (op, searchLines[q], q)
-        case .recommend:
-            return (op, recommendLines[Int(rng.next() % UInt64(recommendLines.count))], -1)
-        case .upsert:
-            return (op, upsertLines[Int(rng.next() % UInt64(upsertLines.count))], -1)
+        case .search: return Request(op: op, index: Int(rng.next() % UInt64(data.queryCount)))
+        case .recommend: return Request(op: op, index: Int(rng.next() % UInt64(histories.count)))
+        case .upsert: return Request(op: op, index: upsertRows[Int(rng.next() % UInt64(upsertRows.count))])
         }
     }
 
-    /// recall@k of one search response against the exact truth; nil when the response is not a hit list.
-    func recall(response: JSONObject, query: Int) -> Double? {
-        guard case .array(let hits)? = response["hits"] else { return nil }
-        let truth = data.truth(query, k: min(k, data.meta.truthK))
-        guard !truth.isEmpty else { return 1 }
-        var found = Set<Int64>()
+    /// The request's line (built at send time: encoding the vector is part of the client's cost).
+    func line(_ request: Request) -> [UInt8] {
+        switch request.op {
+        case .search:
+            return RequestLine.search(data.query(request.index), k: k, base64: base64, nprobe: nprobe, efSearch: efSearch)
+        case .recommend:
+            return RequestLine.recommend(op: "recommend", history: histories[request.index], prompt: prompt, k: k, constraints: nil, excludeHistory: nil)
+        case .upsert:
+            let row = request.index
+            return RequestLine.upsert([ClientItem(id: data.itemID(row: row), vector: data.baseRow(row), title: "item \(row)")], token: token)
+        }
+    }
+
+    /// Parses an answer (the whole JSON line, then the hits' ids), as a client does before using it.
+    func parse(_ response: [UInt8], _ request: Request) -> Outcome {
+        let object: JSONObject
+        do throws(SteerError) { object = try SteerClient.check(response) } catch { return .failed(error.code.rawValue) }
+        guard request.op == .search else { return .ok }
+        guard case .array(let hits)? = object["hits"] else { return .failed("bad_response") }
+        var rows: [Int64] = []
+        rows.reserveCapacity(hits.count)
         for hit in hits {
-            guard case .object(let object) = hit else { continue }
-            switch object["id"] {
+            guard case .object(let fields) = hit else { return .failed("bad_response") }
+            switch fields["id"] {
             case .int(let value)?:
-                if let rowsByID { if let row = rowsByID[.int(value)] { found.insert(row) } } else { found.insert(value) }
+                if let rowsByID { if let row = rowsByID[.int(value)] { rows.append(row) } } else { rows.append(value) }
             case .string(let text)?:
-                if let row = rowsByID?[.string(text)] { found.insert(row) }
-            default: continue
+                if let row = rowsByID?[.string(text)] { rows.append(row) }
+            default: return .failed("bad_response")
             }
         }
-        return Double(truth.filter { found.contains($0) }.count) / Double(truth.count)
+        return .hits(rows)
+    }
+
+    /// recall@k of a search answer's rows against the exact truth (k ≤ truth depth; no allocation).
+    func recall(rows: [Int64], query: Int) -> Double {
+        let truth = data.truth(query, k: min(k, data.meta.truthK))
+        guard !truth.isEmpty else { return 1 }
+        var found = 0
+        for row in truth where rows.contains(row) { found += 1 }
+        return Double(found) / Double(truth.count)
     }
 }
 
@@ -179,39 +221,25 @@ struct Tally: Sendable {
     var recallSum = 0.0
     var recallCount = 0
     var sent = 0
+    /// Answers (of any request, warm-up included) that arrived inside the measured window: the
+    /// denominator of the server's CPU per request.
+    var completedInWindow = 0
     /// Monotonic time of the last recorded answer (ns).
     var lastAnswer: UInt64 = 0
 
-    /// Answers kept for checking after the window, so that parsing them (recall, error codes) never
-    /// delays the next request or the next read.
-    private var unchecked: [(op: Operation, query: Int, response: [UInt8])] = []
-
-    mutating func record(_ op: Operation, nanos: UInt64, response: [UInt8], query: Int) {
-        lastAnswer = Swift.max(lastAnswer, nowNanos())
+    /// Records one parsed answer: its latency, then (outside the timed interval) its error code or recall.
+    mutating func record(_ request: Request, nanos: UInt64, outcome: Outcome, answeredAt: UInt64, workload: Workload) {
+        lastAnswer = Swift.max(lastAnswer, answeredAt)
         let value = min(nanos, 60_000_000_000)
         _ = all.record(value)
-        _ = byOperation[op.rawValue].record(value)
-        unchecked.append((op, query, response))
-    }
-
-    /// Checks the kept answers: errors by code, recall of every search answer.
-    mutating func settle(_ workload: Workload) {
-        for (op, query, response) in unchecked {
-            do {
-                let object = try SteerClient.check(response)
-                if op == .search {
-                    if let recall = workload.recall(response: object, query: query) {
-                        recallSum += recall
-                        recallCount += 1
-                    } else {
-                        errors["bad_response", default: 0] += 1
-                    }
-                }
-            } catch {
-                errors[error.code.rawValue, default: 0] += 1
-            }
+        _ = byOperation[request.op.rawValue].record(value)
+        switch outcome {
+        case .hits(let rows):
+            recallSum += workload.recall(rows: rows, query: request.index)
+            recallCount += 1
+        case .ok: break
+        case .failed(let code): errors[code, default: 0] += 1
         }
-        unchecked = []
     }
 
     mutating func merge(_ other: Tally) {
@@ -222,6 +250,7 @@ struct Tally: Sendable {
         recallSum += other.recallSum
         recallCount += other.recallCount
         sent += other.sent
+        completedInWindow += other.completedInWindow
         lastAnswer = Swift.max(lastAnswer, other.lastAnswer)
     }
 }
@@ -232,15 +261,58 @@ struct Window: Sendable {
     let durationNanos: UInt64
 }
 
+/// CPU seconds of the server and of this load generator at the start and the end of a measured window,
+/// read by a thread of their own at those two instants (`ProcessCPU`, /proc/<pid>/stat).
+final class CPUSampler: @unchecked Sendable {
+    // @unchecked Sendable: `readings` is written by the sampling thread before `done` is signalled and
+    // read only after `wait()`.
+    private let done = DispatchSemaphore(value: 0)
+    private var readings: (server: [Double], client: [Double]) = ([], [])
+
+    /// Starts sampling `serverPID` (nil: only this process) at `start` and `end` (monotonic ns).
+    init(serverPID: Int32?, start: UInt64, end: UInt64) {
+        let thread = Thread { [self] in
+            for instant in [start, end] {
+                sleep(until: instant)
+                if let serverPID, let seconds = try? ProcessCPU.seconds(pid: serverPID) { readings.server.append(seconds) }
+                if let seconds = try? ProcessCPU.seconds(pid: getpid()) { readings.client.append(seconds) }
+            }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Waits for the second reading; the server's and the client's accounts over the window.
+    func wait(answered: Int, seconds: Double) -> (server: CPUAccount?, client: CPUAccount?) {
+        done.wait()
+        func account(_ values: [Double]) -> CPUAccount? {
+            values.count == 2 ? CPUAccount(before: values[0], after: values[1], answered: answered, wallSeconds: seconds) : nil
+        }
+        return (account(readings.server), account(readings.client))
+    }
+}
+
+/// What one level measured.
+struct LevelResult {
+    var tally: Tally
+    /// Seconds the level's throughput is computed over.
+    var seconds: Double
+    var serverCPU: CPUAccount?
+    var clientCPU: CPUAccount?
+}
+
 enum LoadRunner {
     /// Closed loop: `connections` threads, each sending its next request when the previous one is answered.
-    /// Latency is send → answer. Only requests sent inside the measured window count.
-    static func closed(host: String, port: Int, connections: Int, window: Window, workload: Workload, seed: UInt64) throws(SteerError) -> (Tally, Double) {
+    /// Latency runs from just before the request line is built to just after the answer is parsed. Only
+    /// requests sent inside the measured window count.
+    static func closed(host: String, port: Int, connections: Int, window: Window, workload: Workload, seed: UInt64,
+                       serverPID: Int32?) throws(SteerError) -> LevelResult {
         let clients = try (0..<connections).map { _ throws(SteerError) in try SteerConnection(host: host, port: port) }
         nonisolated(unsafe) let pool = clients // each thread uses only its own connection
         let start = nowNanos()
         let measureStart = start + window.warmupNanos
         let end = measureStart + window.durationNanos
+        let sampler = CPUSampler(serverPID: serverPID, start: measureStart, end: end)
         let tallies = Locked<[Tally]>([])
         let failure = Locked<SteerError?>(nil)
         runThreads(connections) { worker in
@@ -250,40 +322,46 @@ enum LoadRunner {
             while true {
                 let sendTime = nowNanos()
                 if sendTime >= end { break }
-                let (op, line, query) = workload.next(&rng)
+                let request = workload.next(&rng)
                 do throws(SteerError) {
-                    let response = try connection.roundTrip(line)
+                    let response = try connection.roundTrip(workload.line(request))
+                    let outcome = workload.parse(response, request)
+                    let answered = nowNanos()
+                    if answered >= measureStart && answered < end { tally.completedInWindow += 1 }
                     if sendTime >= measureStart {
                         tally.sent += 1
-                        tally.record(op, nanos: nowNanos() - sendTime, response: response, query: query)
+                        tally.record(request, nanos: answered - sendTime, outcome: outcome, answeredAt: answered, workload: workload)
                     }
                 } catch {
                     failure.withLock { $0 = error }
                     break
                 }
             }
-            tally.settle(workload)
             tallies.withLock { $0.append(tally) }
         }
         if let error = failure.get() { throw error }
         var total = Tally()
         for tally in tallies.get() { total.merge(tally) }
-        return (total, Double(window.durationNanos) / 1e9)
+        let seconds = Double(window.durationNanos) / 1e9
+        let cpu = sampler.wait(answered: total.completedInWindow, seconds: seconds)
+        return LevelResult(tally: total, seconds: seconds, serverCPU: cpu.server, clientCPU: cpu.client)
     }
 
     /// Open loop at `rate` requests per second in total, spread over `connections` pipelined connections.
-    /// Each request has a scheduled send time (a fixed interval per connection, phases staggered); its
-    /// latency runs from that scheduled time to the answer, so a stalled server or a blocked sender is
-    /// charged for every request that should have gone out meanwhile (no coordinated omission).
-    /// Requests still unanswered `drainNanos` after the window are counted as `unanswered` errors.
-    static func open(host: String, port: Int, connections: Int, rate: Double, window: Window, workload: Workload,
-                     seed: UInt64, drainNanos: UInt64 = 10_000_000_000) throws(SteerError) -> (Tally, Double) {
+    /// Each request has a scheduled send time — exponential gaps (`.poisson`, each connection an
+    /// independent stream at rate/connections, so the total is Poisson at `rate`) or a fixed interval per
+    /// connection with staggered phases (`.grid`) — and its latency runs from that scheduled time to the
+    /// parsed answer, so a stalled server or a blocked sender is charged for every request that should
+    /// have gone out meanwhile (no coordinated omission). Requests still unanswered `drainNanos` after
+    /// the window are counted as `unanswered` errors.
+    static func open(host: String, port: Int, connections: Int, rate: Double, arrivals: ArrivalProcess, window: Window,
+                     workload: Workload, seed: UInt64, serverPID: Int32?, drainNanos: UInt64 = 10_000_000_000) throws(SteerError) -> LevelResult {
         let clients = try (0..<connections).map { _ throws(SteerError) in try SteerConnection(host: host, port: port) }
         nonisolated(unsafe) let pool = clients // each connection: one sender thread writes, one reader thread reads
-        let interval = Double(connections) / rate * 1e9
         let start = nowNanos() + 1_000_000
         let measureStart = start + window.warmupNanos
         let end = measureStart + window.durationNanos
+        let sampler = CPUSampler(serverPID: serverPID, start: measureStart, end: end)
         let tallies = Locked<[Tally]>([])
         let failure = Locked<SteerError?>(nil)
         let queues = (0..<connections).map { _ in PendingQueue() }
@@ -294,15 +372,15 @@ enum LoadRunner {
             if job % 2 == 0 {
                 // Sender.
                 var rng = SeededGenerator(seed: seed &+ UInt64(worker) &* 7919)
-                let phase = interval * Double(worker) / Double(connections)
-                var i = 0.0
+                var schedule = ArrivalSchedule(process: arrivals, rate: rate / Double(connections), phase: Double(worker) / Double(connections),
+                                               seed: seed &+ 0x5EED &+ UInt64(worker) &* 104_729)
                 while true {
-                    let scheduled = start + UInt64(phase + i * interval)
+                    let scheduled = start + schedule.next()
                     if scheduled >= end { break }
-                    i += 1
                     sleep(until: scheduled)
-                    let (op, line, query) = workload.next(&rng)
-                    queue.push(Pending(op: op, scheduled: scheduled, sent: nowNanos(), query: query))
+                    let request = workload.next(&rng)
+                    let line = workload.line(request)
+                    queue.push(Pending(request: request, scheduled: scheduled, sent: nowNanos()))
                     do throws(SteerError) {
                         try connection.writeLine(line)
                     } catch {
@@ -321,10 +399,13 @@ enum LoadRunner {
                         break
                     }
                     guard let line else { break }
+                    let outcome = workload.parse(line, pending.request)
+                    let answered = nowNanos()
+                    if answered >= measureStart && answered < end { tally.completedInWindow += 1 }
                     if pending.scheduled >= measureStart {
                         tally.sent += 1
                         _ = tally.sendLag.record(min(pending.sent &- pending.scheduled, 60_000_000_000))
-                        tally.record(pending.op, nanos: nowNanos() - pending.scheduled, response: line, query: pending.query)
+                        tally.record(pending.request, nanos: answered - pending.scheduled, outcome: outcome, answeredAt: answered, workload: workload)
                     }
                 }
                 let left = queue.remaining(after: measureStart)
@@ -333,8 +414,7 @@ enum LoadRunner {
                     tally.sent += left
                     connection.shutdownWrite()
                 }
-                tally.settle(workload)
-            tallies.withLock { $0.append(tally) }
+                tallies.withLock { $0.append(tally) }
             }
         }
         if let error = failure.get() { throw error }
@@ -343,16 +423,17 @@ enum LoadRunner {
         // Achieved throughput: answers over the time from the window's start to the last answer (an
         // overloaded server answers the window's requests late, so this is below the offered rate).
         let answered = total.lastAnswer > measureStart ? Double(total.lastAnswer - measureStart) / 1e9 : 0
-        return (total, Swift.max(Double(window.durationNanos) / 1e9, answered))
+        let windowSeconds = Double(window.durationNanos) / 1e9
+        let cpu = sampler.wait(answered: total.completedInWindow, seconds: windowSeconds)
+        return LevelResult(tally: total, seconds: Swift.max(windowSeconds, answered), serverCPU: cpu.server, clientCPU: cpu.client)
     }
 }
 
 struct Pending: Sendable {
-    let op: Operation
+    let request: Request
     let scheduled: UInt64
-    /// When the sender got to it (≥ scheduled).
+    /// When the sender had built the line and was about to write it (≥ scheduled).
     let sent: UInt64
-    let query: Int
 }
 
 /// The sent-but-unanswered requests of one open-loop connection, in send order.

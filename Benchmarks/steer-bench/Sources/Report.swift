@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import SteerBenchKit
 
 /// The JSON report of one `steer-bench run` (docs/benchmarks.md describes the fields).
 struct Report: Encodable {
@@ -13,6 +14,8 @@ struct Report: Encodable {
     var data: DataInfo
     var server: ServerInfo
     var settings: Settings
+    /// Open loop with --load-fractions: the closed-loop maximum each setting's levels are fractions of.
+    var maxLoad: [MaxLoad]
     var levels: [Level]
 
     static let threadVariables = ["OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"]
@@ -40,7 +43,21 @@ struct Report: Encodable {
         return process.terminationStatus == 0 ? text.trimmingCharacters(in: .whitespacesAndNewlines) : "unknown"
     }
 
-    static func machine(loadStart: [Double], loadEnd: [Double]) -> Machine {
+    /// The output of `uptime` (load averages and the time), or "unknown".
+    static func uptime() -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["uptime"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return "unknown" }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func machine(loadStart: [Double], loadEnd: [Double], uptimeStart: String, uptimeEnd: String) -> Machine {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let cpu = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String($0.split(separator: ":", maxSplits: 1)[1]).trimmingCharacters(in: .whitespaces) } ?? "unknown"
@@ -48,7 +65,9 @@ struct Report: Encodable {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         return Machine(cpu: cpu, cores: ProcessInfo.processInfo.activeProcessorCount, kernel: kernel,
                        memoryGib: Double(ProcessInfo.processInfo.physicalMemory) / Double(1 << 30),
-                       loadAverageStart: loadStart, loadAverageEnd: loadEnd)
+                       loadAverageStart: loadStart, loadAverageEnd: loadEnd, uptimeStart: uptimeStart, uptimeEnd: uptimeEnd,
+                       transparentHugePages: ((try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? "unknown")
+                           .trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
 
@@ -67,6 +86,20 @@ struct Machine: Encodable {
     var memoryGib: Double
     var loadAverageStart: [Double]
     var loadAverageEnd: [Double]
+    /// `uptime` before and after the run: the load other work put on the machine meanwhile.
+    var uptimeStart: String
+    var uptimeEnd: String
+    /// /sys/kernel/mm/transparent_hugepage/enabled (the bracketed word is in force).
+    var transparentHugePages: String
+}
+
+/// The closed-loop maximum that open-loop levels given as --load-fractions are fractions of.
+struct MaxLoad: Encodable {
+    var param: String
+    var value: Int?
+    var concurrency: Int
+    var seconds: Double
+    var qps: Double
 }
 
 struct DataInfo: Encodable {
@@ -77,6 +110,8 @@ struct DataInfo: Encodable {
 struct ServerInfo: Encodable {
     var mode: String
     var address: String
+    /// The process whose CPU time the levels' `server_cpu` counts.
+    var pid: Int?
     var binary: String?
     var requestedSpec: String?
     var indexSpec: String?
@@ -94,6 +129,8 @@ struct Settings: Encodable {
     var durationSeconds: Double
     var encoding: String
     var openLoopConnections: Int?
+    /// Open loop: `poisson` or `grid`.
+    var arrivals: String?
     var seed: Int
 }
 
@@ -125,6 +162,10 @@ struct Level: Encodable {
     var value: Int?
     var concurrency: Int
     var offeredRate: Double?
+    /// Open loop: `poisson` or `grid`.
+    var arrivals: String?
+    /// The offered rate as a fraction of `max_load` (1 for the closed loop that measured it).
+    var loadFraction: Double?
     var requests: Int
     var qps: Double
     var errors: Int
@@ -135,14 +176,24 @@ struct Level: Encodable {
     var byOperation: [String: Latency]
     /// Open loop: the sender's lag behind the schedule (part of `latency_us`).
     var sendLagUs: Latency?
+    /// The server's CPU time over the measured window divided by the requests answered in it
+    /// (/proc/<pid>/stat, user + system, 10 ms ticks); nil without a server pid.
+    var serverCpu: CPUAccount?
+    /// The same for this load generator (which shares the machine with the server).
+    var clientCpu: CPUAccount?
     /// (latency µs, percentile) pairs for CDF plots.
     var cdf: [[Double]]
 
-    init(param: String, value: Int?, concurrency: Int, offeredRate: Double?, tally: Tally, seconds: Double, k: Int) {
+    init(param: String, value: Int?, concurrency: Int, offeredRate: Double?, arrivals: String?, loadFraction: Double?, result: LevelResult, k: Int) {
+        let tally = result.tally, seconds = result.seconds
         self.param = param
         self.value = value
         self.concurrency = concurrency
         self.offeredRate = offeredRate
+        self.arrivals = arrivals
+        self.loadFraction = loadFraction
+        serverCpu = result.serverCPU
+        clientCpu = result.clientCPU
         self.k = k
         requests = Int(tally.all.totalCount)
         qps = (Double(requests) / seconds * 10).rounded() / 10
@@ -167,8 +218,9 @@ struct Level: Encodable {
 
     var summary: String {
         let setting = value.map { "\(param)=\($0) " } ?? ""
-        let load = offeredRate.map { "rate \(Int($0))/s over \(concurrency) conn" } ?? "concurrency \(concurrency)"
+        let load = offeredRate.map { "rate \(Int($0))/s (\(arrivals ?? "grid")) over \(concurrency) conn" } ?? "concurrency \(concurrency)"
         let recall = recallAtK.map { String(format: " recall@%d %.4f", k, $0) } ?? ""
-        return "  \(setting)\(load): \(String(format: "%.0f", qps)) QPS p50 \(latencyUs.p50) µs p99 \(latencyUs.p99) µs p99.9 \(latencyUs.p999) µs max \(latencyUs.max) µs errors \(errors)\(recall)"
+        let cpu = serverCpu?.cpuPerRequestUs.map { " server CPU \($0) µs/req" } ?? ""
+        return "  \(setting)\(load): \(String(format: "%.0f", qps)) QPS p50 \(latencyUs.p50) µs p99 \(latencyUs.p99) µs p99.9 \(latencyUs.p999) µs max \(latencyUs.max) µs errors \(errors)\(recall)\(cpu)"
     }
 }

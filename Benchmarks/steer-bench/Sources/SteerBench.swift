@@ -6,11 +6,18 @@
 //   steer-bench generate --out DIR --checkpoint demo-data/checkpoint        # item embeddings of a model
 //   steer-bench run --data DIR --steer .build/release/steer --spec HNSW32,efC100 \
 //       --mode closed --concurrency 1,2,4 --ef-search 16,32,64 --out results.json
-//   steer-bench run --data DIR --server 127.0.0.1:7878 --mode open --rate 1000,2000,4000
+//   steer-bench run --data DIR --server 127.0.0.1:7878 --server-pid PID --mode open --rate 1000,2000,4000
+//   steer-bench run --data DIR --steer … --mode open --load-fractions 0.1,0.5,0.9 --duration 60   # Poisson arrivals
+//   steer-bench run --data glove-100-angular.hdf5 --steer …                                       # ann-benchmarks files
 import ArgumentParser
 import Foundation
+import SteerBenchKit
 import SteerCore
 import SteerProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct SteerBench: ParsableCommand {
@@ -71,10 +78,14 @@ struct Run: ParsableCommand {
             targets a running server that already holds the data set (with --load to upload it).
             """)
 
-    @Option(help: "The data set directory (steer-bench generate).") var data: String
+    @Option(help: "The data set: a directory from steer-bench generate, or an ann-benchmarks HDF5 file (*.hdf5, *.h5).") var data: String
     @Option(help: "Path of the steer binary to start.") var steer: String?
     @Option(help: "HOST:PORT of a running server.") var server: String?
+    @Option(name: .customLong("server-pid"), help: "Process id of the --server target, for its CPU time per request (/proc/PID/stat).")
+    var serverPID: Int32?
     @Option(help: "Index spec of a started server (built by steer-index from the uploaded store).") var spec = "HNSW32,efC100"
+    @Option(name: .customLong("index-shards"), help: "Shards of the generation steer-index builds for a started server (searched side by side while cores are idle).")
+    var indexShards = 1
     @Option(name: .customLong("server-data"), help: "Data directory of a started server (kept, reused when it holds the set; default: a temporary one).")
     var serverData: String?
     @Option(name: .customLong("server-arg"), help: "Extra argument for steer serve (repeatable).") var serverArgs: [String] = []
@@ -85,6 +96,14 @@ struct Run: ParsableCommand {
     @Option(help: "closed or open.") var mode = "closed"
     @Option(help: "Closed loop: connections per level (comma-separated).") var concurrency = "1"
     @Option(help: "Open loop: offered requests per second per level (comma-separated).") var rate = ""
+    @Option(name: .customLong("load-fractions"),
+            help: "Open loop: offered load as fractions of a maximum measured first by a closed loop at --max-concurrency (e.g. 0.1,0.5,0.9).")
+    var loadFractions = ""
+    @Option(name: .customLong("max-concurrency"), help: "Connections of the closed loop that measures the maximum (default: --connections).")
+    var maxConcurrency: Int?
+    @Option(name: .customLong("max-duration"), help: "Measured seconds of that closed loop (default: --duration, at most 10).")
+    var maxDuration: Double?
+    @Option(help: "Open loop: poisson (exponential gaps) or grid (fixed interval).") var arrivals = "poisson"
     @Option(help: "Open loop: pipelined connections carrying the offered load.") var connections = 4
     @Option(help: "Operation fractions, e.g. search=0.9,upsert=0.1 or search=0.5,recommend=0.5.") var mix = "search=1"
     @Option(help: "Results per query.") var k = 10
@@ -104,12 +123,20 @@ struct Run: ParsableCommand {
         guard (steer == nil) != (server == nil) else { throw ValidationError("give exactly one of --steer PATH or --server HOST:PORT") }
         guard mode == "closed" || mode == "open" else { throw ValidationError("--mode must be closed or open") }
         guard k > 0 else { throw ValidationError("--k must be positive") }
-        guard warmup >= 0, duration > 0 else { throw ValidationError("--warmup must be ≥ 0 and --duration > 0") }
+        guard warmup >= 0, duration > 0, warmup.isFinite, duration.isFinite else { throw ValidationError("--warmup must be ≥ 0 and --duration > 0") }
+        guard ArrivalProcess(rawValue: arrivals) != nil else { throw ValidationError("--arrivals must be poisson or grid") }
+        if let maxConcurrency, maxConcurrency <= 0 { throw ValidationError("--max-concurrency must be positive") }
+        if let maxDuration, !(maxDuration > 0 && maxDuration.isFinite) { throw ValidationError("--max-duration must be positive") }
+        if let serverPID, serverPID <= 0 { throw ValidationError("--server-pid must be positive") }
+        guard (1...64).contains(indexShards) else { throw ValidationError("--index-shards must be 1 to 64") }
         _ = try Self.ints(concurrency, "--concurrency")
         _ = try Self.ints(nprobe, "--nprobe")
         _ = try Self.ints(efSearch, "--ef-search")
+        let fractions = try Self.doubles(loadFractions, "--load-fractions")
         if mode == "open" {
-            guard !(try Self.doubles(rate, "--rate")).isEmpty else { throw ValidationError("--mode open needs --rate") }
+            guard (try Self.doubles(rate, "--rate")).isEmpty != fractions.isEmpty else {
+                throw ValidationError("--mode open needs one of --rate or --load-fractions")
+            }
             guard connections > 0 else { throw ValidationError("--connections must be positive") }
         }
         if let server {
@@ -137,7 +164,8 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let loadStart = LoadAverage.read()
-        let set = try DataSet.read(directory: data)
+        let uptimeStart = Report.uptime()
+        let set = try DataSet.load(data)
         guard k <= set.meta.truthK else { throw ValidationError("--k \(k) exceeds the data set's truth depth \(set.meta.truthK)") }
         let mix = try Mix(parsing: self.mix)
         note("data: \(set.count) × \(set.dimension), \(set.queryCount) queries (\(set.meta.source ?? "synthetic")); \(Report.threadLine())")
@@ -152,7 +180,7 @@ struct Run: ParsableCommand {
                 directory = NSTemporaryDirectory() + "steer-bench-" + UUID().uuidString
                 temporary = directory
             }
-            let prepared = try PreparedServer.start(binary: steer, directory: directory, data: set, spec: spec, minilm: minilm,
+            let prepared = try PreparedServer.start(binary: steer, directory: directory, data: set, spec: spec, shards: indexShards, minilm: minilm,
                                                     extra: serverArgs, token: token)
             started = prepared
             host = "127.0.0.1"
@@ -175,6 +203,10 @@ struct Run: ParsableCommand {
             note("warning: the server holds \(items) items, the data set \(set.count): recall will be low")
         }
 
+        let serverPID = started?.pid ?? self.serverPID
+        if serverPID == nil { note("no --server-pid: the report has no server CPU per request") }
+        let arrivalProcess = ArrivalProcess(rawValue: arrivals) ?? .poisson
+
         // Levels: every search setting × every load level.
         var settings: [(String, Int?)] = []
         for value in try Self.ints(nprobe, "--nprobe") { settings.append(("nprobe", value)) }
@@ -182,21 +214,38 @@ struct Run: ParsableCommand {
         if settings.isEmpty { settings = [("none", nil)] }
         let window = Window(warmupNanos: UInt64(warmup * 1e9), durationNanos: UInt64(duration * 1e9))
         var levels: [Level] = []
+        var maxLoads: [MaxLoad] = []
         for (param, value) in settings {
             let workload = Workload(data: set, mix: mix, k: k, nprobe: param == "nprobe" ? value : nil,
                                     efSearch: param == "ef_search" ? value : nil, base64: base64, prompt: prompt,
                                     historyLength: historyLength, seed: seed, token: token)
             if mode == "closed" {
                 for c in try Self.ints(concurrency, "--concurrency") {
-                    let (tally, seconds) = try LoadRunner.closed(host: host, port: port, connections: c, window: window, workload: workload, seed: seed)
-                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, tally: tally, seconds: seconds, k: k)
+                    let result = try LoadRunner.closed(host: host, port: port, connections: c, window: window, workload: workload, seed: seed, serverPID: serverPID)
+                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: nil, result: result, k: k)
                     note(level.summary)
                     levels.append(level)
                 }
             } else {
-                for r in try Self.doubles(rate, "--rate") {
-                    let (tally, seconds) = try LoadRunner.open(host: host, port: port, connections: connections, rate: r, window: window, workload: workload, seed: seed)
-                    let level = Level(param: param, value: value, concurrency: connections, offeredRate: r, tally: tally, seconds: seconds, k: k)
+                var rates = try Self.doubles(rate, "--rate").map { ($0, Double?.none) }
+                let fractions = try Self.doubles(loadFractions, "--load-fractions")
+                if !fractions.isEmpty {
+                    // The maximum: a closed loop at --max-concurrency; the open-loop levels offer fractions of it.
+                    let c = maxConcurrency ?? connections
+                    let maxWindow = Window(warmupNanos: UInt64(warmup * 1e9), durationNanos: UInt64((maxDuration ?? min(duration, 10)) * 1e9))
+                    let result = try LoadRunner.closed(host: host, port: port, connections: c, window: maxWindow, workload: workload, seed: seed, serverPID: serverPID)
+                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: 1, result: result, k: k)
+                    note("maximum (closed loop, \(c) connections):" + level.summary)
+                    levels.append(level)
+                    guard level.qps > 0 else { throw SteerError(.unavailable, "the closed loop measuring the maximum answered nothing") }
+                    maxLoads.append(MaxLoad(param: param, value: value, concurrency: c, seconds: result.seconds, qps: level.qps))
+                    rates = fractions.map { ($0 * level.qps, $0) }
+                }
+                for (r, fraction) in rates {
+                    let result = try LoadRunner.open(host: host, port: port, connections: connections, rate: r, arrivals: arrivalProcess, window: window,
+                                                     workload: workload, seed: seed, serverPID: serverPID)
+                    let level = Level(param: param, value: value, concurrency: connections, offeredRate: (r * 10).rounded() / 10,
+                                      arrivals: arrivalProcess.rawValue, loadFraction: fraction, result: result, k: k)
                     note(level.summary)
                     levels.append(level)
                 }
@@ -206,15 +255,18 @@ struct Run: ParsableCommand {
         let report = Report(
             tool: "steer-bench", label: label, date: ISO8601DateFormatter().string(from: Date()),
             command: CommandLine.arguments.joined(separator: " "), commit: commit ?? Report.gitCommit(),
-            machine: Report.machine(loadStart: loadStart, loadEnd: LoadAverage.read()), threads: Report.threads(),
+            machine: Report.machine(loadStart: loadStart, loadEnd: LoadAverage.read(), uptimeStart: uptimeStart, uptimeEnd: Report.uptime()),
+            threads: Report.threads(),
             data: DataInfo(directory: data, meta: set.meta),
-            server: ServerInfo(mode: steer == nil ? "external" : "started", address: "\(host):\(port)", binary: steer, requestedSpec: steer == nil ? nil : spec,
+            server: ServerInfo(mode: steer == nil ? "external" : "started", address: "\(host):\(port)", pid: serverPID.map(Int.init),
+                               binary: steer, requestedSpec: steer == nil ? nil : spec,
                                indexSpec: stringField(serverStats, "index_spec"), items: intField(serverStats, "items"),
                                shards: intField(serverStats, "shards"), generation: stringField(serverStats, "generation"),
                                arguments: serverArgs),
             settings: Settings(mode: mode, mix: mix.description, k: k, warmupSeconds: warmup, durationSeconds: duration,
-                               encoding: base64 ? "vector_b64" : "json", openLoopConnections: mode == "open" ? connections : nil, seed: Int(seed)),
-            levels: levels)
+                               encoding: base64 ? "vector_b64" : "json", openLoopConnections: mode == "open" ? connections : nil,
+                               arrivals: mode == "open" ? arrivalProcess.rawValue : nil, seed: Int(seed)),
+            maxLoad: maxLoads, levels: levels)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -231,7 +283,7 @@ struct Run: ParsableCommand {
 
 /// Starts `steer serve` on a data directory holding the data set and an index of the wanted spec.
 enum PreparedServer {
-    static func start(binary: String, directory: String, data: DataSet, spec: String, minilm: String,
+    static func start(binary: String, directory: String, data: DataSet, spec: String, shards: Int, minilm: String,
                       extra: [String], token: String?) throws(SteerError) -> ServerProcess {
         // Requests are single queries: OpenMP and OpenBLAS threads beyond one per request only contend
         // (docs/dependencies.md); the run scripts set these, the defaults here match them when unset.
@@ -242,7 +294,8 @@ enum PreparedServer {
                                                                  "--index-spec", spec] + common, environment: [:])
         }
         let fresh = !FileManager.default.fileExists(atPath: directory)
-        var server = try ServerProcess(binary: binary, arguments: ["--data", directory] + (fresh ? ["--dimension", String(data.dimension), "--index-spec", "Flat"] : []) + common,
+        let creation = ["--dimension", String(data.dimension), "--index-spec", "Flat", "--metric", data.meta.metric]
+        var server = try ServerProcess(binary: binary, arguments: ["--data", directory] + (fresh ? creation : []) + common,
                                        environment: [:])
         var stats = try request(host: "127.0.0.1", port: server.port, Array(#"{"op":"stats"}"#.utf8))
         if intField(stats, "items") != data.count {
@@ -251,12 +304,12 @@ enum PreparedServer {
             stats = try request(host: "127.0.0.1", port: server.port, Array(#"{"op":"stats"}"#.utf8))
         }
         let wanted = IndexSpecName.canonical(spec)
-        if let current = stringField(stats, "index_spec"), IndexSpecName.canonical(current) == wanted {
+        if shards == 1, let current = stringField(stats, "index_spec"), IndexSpecName.canonical(current) == wanted, intField(stats, "shards") ?? 1 == 1 {
             return server
         }
         // Build a generation of the wanted spec from the store (trained on a sample of all vectors, as a
         // production index is built), then swap to it.
-        let name = "bench-" + wanted.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+        let name = "bench-" + wanted.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() + (shards > 1 ? "-\(shards)shards" : "")
         let generation = directory + "/generations/" + name
         if !FileManager.default.fileExists(atPath: generation) {
             let version = stringField(stats, "embedding_version") ?? "v1"
@@ -265,7 +318,7 @@ enum PreparedServer {
             note("building \(spec) with \(tool) (all cores)")
             let cores = String(ProcessInfo.processInfo.activeProcessorCount)
             let before = nowNanos()
-            try runTool(tool, ["build", "--data", directory, "--version", version, "--spec", spec, "--out", generation,
+            try runTool(tool, ["build", "--data", directory, "--version", version, "--spec", spec, "--metric", data.meta.metric, "--shards", String(shards), "--out", generation,
                                "--allow-incomplete", "--quiet", "--generation-id", name],
                         environment: ["OMP_NUM_THREADS": cores])
             note("  built in \(String(format: "%.1f", Double(nowNanos() - before) / 1e9)) s")
