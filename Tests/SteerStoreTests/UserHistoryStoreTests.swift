@@ -1,3 +1,4 @@
+import CRocksDB
 import Foundation
 import SteerCore
 import Testing
@@ -236,5 +237,53 @@ private func sstFiles(in path: String, containing marker: String) -> [String] {
         let refused = #expect(throws: SteerError.self) { try reader.histories.record([event(.string("u"), 2, ts: 2)]) }
         #expect(refused?.code == .invalidRequest)
         #expect(throws: SteerError.self) { try reader.histories.deleteUser(.string("u")) }
+    }
+
+    /// A store written before histories existed has no `events` family: a read-only open (which cannot
+    /// create one) still opens it and finds no histories; the next writable open adds the family.
+    @Test func aStoreWithoutTheEventsFamilyOpensReadOnlyAndGainsItWhenWritable() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            let store = try ItemStore(options: .init(path: path, syncWrites: false))
+            try store.createVersion("v1", dimension: 2)
+            _ = try store.upsert([ItemStore.ItemWrite(id: .int(1), title: "one", vectors: ["v1": [1, 2]])])
+            store.close()
+        }
+        // Drop the family with RocksDB's C API, as if the store predated it.
+        let names = Family.allCases.map(\.name)
+        let options = rocksdb_options_create()!
+        defer { rocksdb_options_destroy(options) }
+        var cNames: [UnsafePointer<CChar>?] = names.map { UnsafePointer(strdup($0)) }
+        defer { for name in cNames { free(UnsafeMutableRawPointer(mutating: name)) } }
+        let familyOptions: [OpaquePointer?] = Array(repeating: options, count: names.count)
+        var handles = [OpaquePointer?](repeating: nil, count: names.count)
+        var errptr: UnsafeMutablePointer<CChar>?
+        let db = cNames.withUnsafeMutableBufferPointer { namesBuffer in
+            rocksdb_open_column_families(options, path, Int32(names.count), namesBuffer.baseAddress, familyOptions, &handles, &errptr)
+        }
+        #expect(errptr == nil)
+        rocksdb_drop_column_family(db, handles[Family.events.rawValue], &errptr)
+        #expect(errptr == nil)
+        for handle in handles { rocksdb_column_family_handle_destroy(handle) }
+        rocksdb_close(db)
+        #expect(try !RocksDatabase.listFamilies(path: path).contains("events"))
+
+        let reader = try ItemStore(options: .init(path: path, readOnly: true))
+        #expect(try reader.get([.int(1)]).first??.title == "one")
+        #expect(try reader.histories.events(of: .string("u")).isEmpty)
+        var visited = 0
+        try reader.histories.forEachEvent { _, _ in
+            visited += 1
+            return true
+        }
+        #expect(visited == 0)
+        reader.close()
+
+        let writer = try ItemStore(options: .init(path: path, syncWrites: false))
+        defer { writer.close() }
+        #expect(try RocksDatabase.listFamilies(path: path).contains("events"))
+        _ = try writer.histories.record([event(.string("u"), 1, ts: 1)])
+        #expect(try writer.histories.events(of: .string("u")).count == 1)
     }
 }
