@@ -114,7 +114,7 @@ let package = Package(
         // client and the fuzz target link neither FAISS nor RocksDB.
         .target(name: "SteerProtocol", dependencies: ["SteerCore"], swiftSettings: swiftSettings),
         // Request handling over the engine: authorisation, execution, answers, per-op statistics, write log.
-        .target(name: "SteerService", dependencies: ["SteerCore", "SteerEngine", "SteerProtocol"], swiftSettings: swiftSettings),
+        .target(name: "SteerService", dependencies: ["SteerCore", "SteerData", "SteerEngine", "SteerProtocol"], swiftSettings: swiftSettings),
         .target(
             name: "SteerServer",
             dependencies: [
@@ -260,7 +260,7 @@ let package = Package(
         ),
         .testTarget(name: "SteerEngineTests", dependencies: ["SteerEngine", "SteerBuilder", "SteerData", "SteerStore", "SteerIndex", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerProtocolTests", dependencies: ["SteerProtocol", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerServiceTests", dependencies: ["SteerService", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerServiceTests", dependencies: ["SteerService", "SteerData", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SteerServerTests", dependencies: ["SteerServer", "SteerService", "SteerClient", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
         // Runs against real `nats-server` processes (one node and a 3-node cluster on loopback ports).
         .testTarget(

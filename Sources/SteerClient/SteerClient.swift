@@ -240,34 +240,37 @@ public final class SteerClient: @unchecked Sendable {
         _ = try await request(RequestLine.ping())
     }
 
-    public func stats() async throws -> JSONObject {
-        try await request(RequestLine.stats())
+    /// - Parameter collection: the collection or alias (nil: the server's default collection), as for
+    ///   every op below.
+    public func stats(collection: String? = nil) async throws -> JSONObject {
+        try await request(RequestLine.stats(collection: collection))
     }
 
     /// - Returns: the number of items upserted.
-    public func upsert(_ items: [ClientItem], token: String? = nil) async throws -> Int {
-        let response = try await request(RequestLine.upsert(items, token: token))
+    public func upsert(_ items: [ClientItem], token: String? = nil, collection: String? = nil) async throws -> Int {
+        let response = try await request(RequestLine.upsert(items, token: token, collection: collection))
         guard case .int(let count)? = response["upserted"] else { throw SteerError(.internal, "upsert response lacks 'upserted'") }
         return Int(count)
     }
 
-    public func delete(_ ids: [ItemID], token: String? = nil) async throws -> Int {
-        let response = try await request(RequestLine.delete(ids, token: token))
+    public func delete(_ ids: [ItemID], token: String? = nil, collection: String? = nil) async throws -> Int {
+        let response = try await request(RequestLine.delete(ids, token: token, collection: collection))
         guard case .int(let count)? = response["deleted"] else { throw SteerError(.internal, "delete response lacks 'deleted'") }
         return Int(count)
     }
 
     /// Searches one vector; `base64` sends it as `vector_b64`.
     public func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
-                       nprobe: Int? = nil, efSearch: Int? = nil) async throws -> [ClientHit] {
-        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, nprobe: nprobe, efSearch: efSearch))
+                       nprobe: Int? = nil, efSearch: Int? = nil, collection: String? = nil) async throws -> [ClientHit] {
+        let response = try await request(RequestLine.search(vector, k: k, base64: base64, filter: filter, nprobe: nprobe, efSearch: efSearch,
+                                                            collection: collection))
         return try ClientHit.list(response["hits"])
     }
 
     public func recommend(history: [ItemID], prompt: String? = nil, k: Int = 10, constraints: ConstraintMode? = nil,
-                          excludeHistory: Bool? = nil) async throws -> JSONObject {
+                          excludeHistory: Bool? = nil, collection: String? = nil) async throws -> JSONObject {
         try await request(RequestLine.recommend(op: "recommend", history: history, prompt: prompt, k: k,
-                                                constraints: constraints, excludeHistory: excludeHistory))
+                                                constraints: constraints, excludeHistory: excludeHistory, collection: collection))
     }
 }
 
@@ -329,30 +332,38 @@ public enum RequestLine {
         RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .ping))
     }
 
-    public static func stats() -> [UInt8] { RequestEncoder.encode(Request(operation: .stats)) }
-
-    public static func upsert(_ items: [ClientItem], token: String? = nil) -> [UInt8] {
-        let inputs = items.map { ItemInput(id: $0.id, vector: $0.vector, title: $0.title, tags: $0.tags) }
-        return RequestEncoder.encode(Request(operation: .upsert(inputs), token: token), vectors: .json)
+    public static func stats(collection: String? = nil) -> [UInt8] {
+        RequestEncoder.encode(Request(operation: .stats, collection: collection))
     }
 
-    public static func delete(_ ids: [ItemID], token: String? = nil) -> [UInt8] {
-        RequestEncoder.encode(Request(operation: .delete(ids), token: token))
+    public static func upsert(_ items: [ClientItem], token: String? = nil, collection: String? = nil) -> [UInt8] {
+        let inputs = items.map { ItemInput(id: $0.id, vector: $0.vector, title: $0.title, tags: $0.tags) }
+        return RequestEncoder.encode(Request(operation: .upsert(inputs), token: token, collection: collection), vectors: .json)
+    }
+
+    public static func delete(_ ids: [ItemID], token: String? = nil, collection: String? = nil) -> [UInt8] {
+        RequestEncoder.encode(Request(operation: .delete(ids), token: token, collection: collection))
     }
 
     public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,
-                              nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil) -> [UInt8] {
+                              nprobe: Int? = nil, efSearch: Int? = nil, id: Int64? = nil, collection: String? = nil) -> [UInt8] {
         let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch,
                                     filter: TagFilter(tagsAny: filter?.any ?? [], tagsNone: filter?.none ?? []))
-        return RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .search(queries: [vector], options: options, batch: false)),
+        return RequestEncoder.encode(Request(id: id.map { .int($0) }, operation: .search(queries: [vector], options: options, batch: false),
+                                             collection: collection),
                                      vectors: base64 ? .base64 : .json)
     }
 
     /// A `recommend` (`op` "recommend") or `encode` (any other `op`) line.
     public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: ConstraintMode?,
-                                 excludeHistory: Bool?) -> [UInt8] {
+                                 excludeHistory: Bool?, collection: String? = nil) -> [UInt8] {
         let request = RecommendRequest(history: history, prompt: prompt, k: k, excludeHistory: excludeHistory ?? true,
                                        constraints: constraints ?? .soft)
-        return RequestEncoder.encode(Request(operation: op == "recommend" ? .recommend(request) : .encode(request)))
+        return RequestEncoder.encode(Request(operation: op == "recommend" ? .recommend(request) : .encode(request), collection: collection))
+    }
+
+    /// An admin or listing line of the collection ops (`create_collection`, `alias`, …).
+    public static func collections(_ operation: Request.Operation, token: String? = nil) -> [UInt8] {
+        RequestEncoder.encode(Request(operation: operation, token: token))
     }
 }

@@ -18,6 +18,8 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
             case corrupt = "corrupt"
             case io = "io_error"
             case deadlineExceeded = "deadline_exceeded"
+            case alreadyExists = "already_exists"
+            case inUse = "in_use"
         }
 
         private let kind: Kind
@@ -48,6 +50,10 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The request's deadline (`timeout_ms`, or the server's default) passed before it finished; the
         /// request alone failed, and nothing about the replica that ran it is implied.
         public static let deadlineExceeded = Code(.deadlineExceeded)
+        /// `create_collection` or `alias` with a name a collection or alias already has.
+        public static let alreadyExists = Code(.alreadyExists)
+        /// `drop_collection` of a collection that an alias points to (move or delete the alias first).
+        public static let inUse = Code(.inUse)
 
         /// The code with this wire spelling; unknown spellings (from a newer peer) map to `.internal`.
         public init(wire: String) {

@@ -87,6 +87,13 @@ public struct Request: Sendable {
         case deleteUser(UserID)
         /// One chunk of a new embedding version (`ingest_vectors`; `RetrievalEngine.ingestVectors`).
         case ingestVectors(version: String, dimension: Int, checkpointHash: String, items: [VersionItem], complete: Bool)
+        /// Collections and aliases (docs/protocol.md "Collections and aliases").
+        case createCollection(CollectionSettings)
+        case listCollections
+        case describeCollection(String)
+        case dropCollection(String)
+        case alias(alias: String, collection: String)
+        case deleteAlias(String)
 
         public var name: String {
             switch self {
@@ -103,6 +110,12 @@ public struct Request: Sendable {
             case .getUser: return "get_user"
             case .deleteUser: return "delete_user"
             case .ingestVectors: return "ingest_vectors"
+            case .createCollection: return "create_collection"
+            case .listCollections: return "list_collections"
+            case .describeCollection: return "describe_collection"
+            case .dropCollection: return "drop_collection"
+            case .alias: return "alias"
+            case .deleteAlias: return "delete_alias"
             }
         }
 
@@ -110,7 +123,7 @@ public struct Request: Sendable {
         /// once started); `requiredScope` says which key it needs.
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors: return true
+            case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors, .createCollection, .dropCollection, .alias, .deleteAlias: return true
             default: return false
             }
         }
@@ -127,21 +140,31 @@ public struct Request: Sendable {
     /// `min_sequence`: run only once the server applied this write-log sequence (read-your-writes on a
     /// server that follows a stream; docs/scaling.md); past the deadline the answer is `unavailable`.
     public var minSequence: UInt64?
+    /// `collection`: the collection or alias an item, search or generation op addresses; nil: the
+    /// server's default collection (validated by `CollectionName.validate`; ops in
+    /// `Request.collectionOperations` only).
+    public var collection: String?
 
     public init(id: RequestID? = nil, operation: Operation, token: String? = nil, timeoutMillis: Int? = nil, fairQueue: UInt64? = nil,
-                minSequence: UInt64? = nil) {
+                minSequence: UInt64? = nil, collection: String? = nil) {
         self.id = id
         self.operation = operation
         self.token = token
         self.timeoutMillis = timeoutMillis
         self.fairQueue = fairQueue
         self.minSequence = minSequence
+        self.collection = collection
     }
+
+    /// The ops that take an optional `collection`.
+    public static let collectionOperations: Set<String> = ["stats", "upsert", "delete", "get", "search", "recommend", "encode", "swap",
+                                                           "event", "get_user", "delete_user", "ingest_vectors"]
 }
 
 /// Every op the protocol knows, in documentation order.
-public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap", "event", "get_user",
-                               "delete_user", "ingest_vectors"]
+public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap",
+                              "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias",
+                              "event", "get_user", "delete_user", "ingest_vectors"]
 
 // MARK: - Decoding
 
@@ -202,6 +225,14 @@ public struct RequestDecoder: Sendable {
             guard value >= 0 else { throw SteerError.invalid("min_sequence must be at least 0, got \(value)") }
             minSequence = UInt64(value)
         }
+        var collection: String?
+        if let name = try fields.string("collection") {
+            guard Request.collectionOperations.contains(op) || op == "alias" else {
+                throw SteerError.invalid("op '\(op)' takes no 'collection' (it is taken by \(Request.collectionOperations.sorted().joined(separator: ", ")))")
+            }
+            try CollectionName.validate(name, field: "collection")
+            collection = name
+        }
         let operation: Request.Operation
         switch op {
         case "ping":
@@ -245,11 +276,72 @@ public struct RequestDecoder: Sendable {
         case "ingest_vectors":
             try fields.allow(["version", "dimension", "checkpoint_hash", "items", "complete"])
             operation = try decodeIngestVectors(fields)
+        case "create_collection":
+            try fields.allow(["name", "dimension", "metric", "index_spec", "embedding_version", "checkpoint"])
+            operation = .createCollection(try decodeCollectionSettings(fields))
+        case "list_collections":
+            try fields.allow([])
+            operation = .listCollections
+        case "describe_collection", "drop_collection":
+            try fields.allow(["name"])
+            let name = try requiredName(fields, "name")
+            operation = op == "drop_collection" ? .dropCollection(name) : .describeCollection(name)
+        case "alias":
+            try fields.allow(["alias", "collection"])
+            let alias = try requiredName(fields, "alias")
+            guard let target = collection else { throw SteerError.invalid("alias: missing field 'collection'") }
+            collection = nil
+            operation = .alias(alias: alias, collection: target)
+        case "delete_alias":
+            try fields.allow(["alias"])
+            operation = .deleteAlias(try requiredName(fields, "alias"))
         default:
             throw SteerError(.unknownOp, "unknown op '\(op)' (known: \(knownOperations.joined(separator: ", ")))")
         }
         return Request(id: id, operation: operation, token: token, timeoutMillis: timeoutMillis, fairQueue: fairQueue,
-                       minSequence: minSequence)
+                       minSequence: minSequence, collection: collection)
+    }
+
+    /// Longest `index_spec` or `embedding_version` of `create_collection`, in bytes.
+    public static let maxCollectionSettingBytes = 256
+
+    /// A required collection or alias name field.
+    private func requiredName(_ fields: Fields, _ name: String) throws(SteerError) -> String {
+        guard let value = try fields.string(name) else { throw SteerError.invalid("\(fields.op): missing field '\(name)'") }
+        try CollectionName.validate(value, field: name)
+        return value
+    }
+
+    private func decodeCollectionSettings(_ fields: Fields) throws(SteerError) -> CollectionSettings {
+        let name = try requiredName(fields, "name")
+        guard name != CollectionName.defaultName else {
+            throw SteerError.invalid("'\(name)' is the default collection's name and cannot be created")
+        }
+        var checkpoint: String?
+        if let text = try fields.string("checkpoint") {
+            guard !text.isEmpty, text.utf8.count <= PathRoot.maxReferenceBytes else {
+                throw SteerError.invalid("checkpoint must be 1 to \(PathRoot.maxReferenceBytes) bytes")
+            }
+            checkpoint = text
+        }
+        let dimension = try fields.int("dimension")
+        if dimension == nil, checkpoint == nil { throw SteerError.invalid("create_collection: missing field 'dimension' (or 'checkpoint')") }
+        if let dimension, !(1...65536).contains(dimension) { throw SteerError.invalid("dimension must be 1 to 65536, got \(dimension)") }
+        var metric: Metric?
+        if let text = try fields.string("metric") {
+            guard text.utf8.count <= 16 else { throw SteerError.invalid("metric must be 'ip', 'l2' or 'cosine'") }
+            metric = try Metric(parsing: text)
+        }
+        func bounded(_ field: String) throws(SteerError) -> String? {
+            guard let text = try fields.string(field) else { return nil }
+            guard !text.isEmpty else { throw SteerError.invalid("\(field) must not be empty") }
+            guard text.utf8.count <= Self.maxCollectionSettingBytes else {
+                throw SteerError(.tooLarge, "\(field) is \(text.utf8.count) bytes, limit is \(Self.maxCollectionSettingBytes)")
+            }
+            return text
+        }
+        return CollectionSettings(name: name, dimension: dimension, metric: metric, indexSpec: try bounded("index_spec"),
+                                  embeddingVersion: try bounded("embedding_version"), checkpoint: checkpoint)
     }
 
     private func decodeK(_ fields: Fields, required: Bool) throws(SteerError) -> Int {
@@ -569,7 +661,8 @@ struct Fields {
     static let common: Set<String> = ["id", "op", "token", "timeout_ms", "fair_queue", "min_sequence"]
 
     func allow(_ names: Set<String>) throws(SteerError) {
-        for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key) {
+        for field in object.fields where !names.contains(field.key) && !Self.common.contains(field.key)
+            && !(field.key == "collection" && Request.collectionOperations.contains(op)) {
             let known = names.isEmpty ? "none besides id, op, token, timeout_ms, fair_queue, min_sequence" : names.sorted().joined(separator: ", ")
             throw SteerError.invalid("unknown field '\(field.key)' for op '\(op)' (known: \(known))")
         }

@@ -5,7 +5,7 @@ import SteerCore
 /// client sends and what the router forwards are the lines `RequestDecoder` reads back as the same
 /// request (`RequestEncoderTests` checks encode → decode for every op).
 ///
-/// Layout: `{"id":…,"op":…,<the op's fields>,"token":…,"timeout_ms":…,"fair_queue":…,"min_sequence":…}`;
+/// Layout: `{"id":…,"op":…,<the op's fields>,"collection":…,"token":…,"timeout_ms":…,"fair_queue":…,"min_sequence":…}`;
 /// optional fields are left out when nil (or, for a filter, empty), and values equal to the decoder's
 /// defaults (`exclude_history: true`, `constraints: soft`) are left out too. Strings go through
 /// `JSONWriter.string`, so a hostile token or tag stays one JSON string.
@@ -25,6 +25,10 @@ public enum RequestEncoder {
         writer.raw("\"op\":")
         writer.string(request.operation.name)
         writeFields(request.operation, vectors: vectors, &writer)
+        if let collection = request.collection {
+            writer.raw(",\"collection\":")
+            writer.string(collection)
+        }
         if let token = request.token {
             writer.raw(",\"token\":")
             writer.string(token)
@@ -229,6 +233,42 @@ public enum RequestEncoder {
             }
         case .event, .getUser, .deleteUser, .ingestVectors:
             writeHistoryFields(operation, vectors: vectors, &writer)
+        case .createCollection(let settings):
+            writer.raw(",\"name\":")
+            writer.string(settings.name)
+            if let dimension = settings.dimension {
+                writer.raw(",\"dimension\":")
+                writer.int(dimension)
+            }
+            if let metric = settings.metric {
+                writer.raw(",\"metric\":")
+                writer.string(metric.rawValue)
+            }
+            if let indexSpec = settings.indexSpec {
+                writer.raw(",\"index_spec\":")
+                writer.string(indexSpec)
+            }
+            if let embeddingVersion = settings.embeddingVersion {
+                writer.raw(",\"embedding_version\":")
+                writer.string(embeddingVersion)
+            }
+            if let checkpoint = settings.checkpoint {
+                writer.raw(",\"checkpoint\":")
+                writer.string(checkpoint)
+            }
+        case .listCollections:
+            break
+        case .describeCollection(let name), .dropCollection(let name):
+            writer.raw(",\"name\":")
+            writer.string(name)
+        case .alias(let alias, let collection):
+            writer.raw(",\"alias\":")
+            writer.string(alias)
+            writer.raw(",\"collection\":")
+            writer.string(collection)
+        case .deleteAlias(let alias):
+            writer.raw(",\"alias\":")
+            writer.string(alias)
         }
     }
 }

@@ -272,11 +272,14 @@ public final class Router: RequestService {
         return promise.futureResult
     }
 
-    /// The error line (recorded in `stats`) of a request the keys refuse; nil when it may run.
+    /// The error line (recorded in `stats`) of a request the keys refuse, or one naming a collection
+    /// (the router serves the shards' default collections only); nil when it may run.
     private func refusal(_ request: Request, startedNanos: UInt64) -> [UInt8]? {
-        guard let keys = configuration.accessKeys else { return nil }
-        do {
-            try keys.authorize(request)
+        do throws(SteerError) {
+            if let collection = request.collection {
+                throw SteerError.invalid("the router serves the shards' default collection only; send requests for '\(collection)' to the shard servers")
+            }
+            try configuration.accessKeys?.authorize(request)
             return nil
         } catch {
             let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
@@ -322,6 +325,8 @@ public final class Router: RequestService {
         switch request.operation {
         case .ping:
             break
+        case .createCollection, .listCollections, .describeCollection, .dropCollection, .alias, .deleteAlias:
+            throw SteerError.invalid("\(request.operation.name) is not routed: manage collections and aliases on each shard server")
         case .stats:
             writeStats(&writer)
         case .search(let queries, let options, let batch):

@@ -30,6 +30,9 @@ final class ServerMetrics: Sendable {
     private let indexed = Gauge(label: "steer_index_vectors")
     private let tombstones = Gauge(label: "steer_index_tombstones")
     private let connections = Gauge(label: "steer_connections")
+    /// `steer_collection_items{collection}` and `steer_collection_index_vectors{collection}` of every
+    /// collection served (at most `--max-collections` + 1 label values; a dropped collection's are removed).
+    private let perCollection = Locked<[String: (items: Metrics.Gauge, indexed: Metrics.Gauge)]>([:])
 
     init() {
         var requests: [String: Metrics.Counter] = [:]
@@ -58,13 +61,31 @@ final class ServerMetrics: Sendable {
         }
     }
 
-    /// Refreshes the gauges (called before each scrape).
-    func refresh(engine: RetrievalEngine, connections count: Int) {
+    /// Refreshes the gauges (called before each scrape): the unlabelled ones are the default
+    /// collection's, the labelled ones every collection's.
+    func refresh(engine: RetrievalEngine, collections: CollectionSet?, connections count: Int) {
         let stats = engine.stats()
         items.record(stats.items)
         indexed.record(stats.indexed)
         tombstones.record(stats.tombstones)
         connections.record(count)
+        var served: [(String, EngineStats)] = [(CollectionName.defaultName, stats)]
+        for (name, named) in collections?.namedEngines ?? [] { served.append((name, named.stats())) }
+        perCollection.withLock { table in
+            let names = Set(served.map(\.0))
+            for (name, gauges) in table where !names.contains(name) {
+                gauges.items.destroy()
+                gauges.indexed.destroy()
+                table[name] = nil
+            }
+            for (name, stats) in served {
+                let gauges = table[name] ?? (Metrics.Gauge(label: "steer_collection_items", dimensions: [("collection", name)]),
+                                             Metrics.Gauge(label: "steer_collection_index_vectors", dimensions: [("collection", name)]))
+                table[name] = gauges
+                gauges.items.record(stats.items)
+                gauges.indexed.record(stats.indexed)
+            }
+        }
     }
 }
 

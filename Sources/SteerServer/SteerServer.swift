@@ -329,11 +329,13 @@ public final class SteerServer: Service, Sendable {
     ///   - metricsRegistry: the registry swift-metrics was bootstrapped with (`PrometheusMetricsFactory`);
     ///     needed for the metrics port.
     ///   - onListening: called with host and port once listening.
+    ///   - collections: the collections served besides `engine` (`CollectionSet`, whose default is
+    ///     `engine`); the server closes them on shutdown. nil: `engine` alone.
     public convenience init(configuration: ServerConfiguration, engine: RetrievalEngine, logger: Logger,
-                metricsRegistry: PrometheusCollectorRegistry? = nil,
+                metricsRegistry: PrometheusCollectorRegistry? = nil, collections: CollectionSet? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
         let handler = RequestHandler(engine: engine, limits: configuration.limits, accessKeys: configuration.accessKeys,
-                                     writeLog: configuration.writeLog)
+                                     writeLog: configuration.writeLog, collections: collections)
         let openMPThreads = configuration.openMPThreadsPerWorker
         let pool = WorkerPool(threads: configuration.workerThreads, spinMicroseconds: configuration.workerSpinMicroseconds) {
             RetrievalEngine.setOpenMPThreadsForCurrentThread(openMPThreads)
@@ -487,8 +489,9 @@ public final class SteerServer: Service, Sendable {
         }
         let metrics = self.metrics
         let shared = self.shared
+        let handler = self.handler
         let refresh: @Sendable () -> Void = {
-            metrics.refresh(engine: engine, connections: shared.connections.withLock { $0.count })
+            metrics.refresh(engine: engine, collections: handler?.collections, connections: shared.connections.withLock { $0.count })
         }
         let configuration = self.configuration
         let open = Locked(0)
@@ -547,6 +550,13 @@ public final class SteerServer: Service, Sendable {
         if let channel = serverChannel.get() { try? await channel.close() }
         await pool?.shutdown()
         await shared.shutdownParsePool()
+        if let handler {
+            do {
+                try handler.collections.closeNamed()
+            } catch {
+                shared.logger.error("closing a collection failed", metadata: ["steer.error": "\(error)"])
+            }
+        }
         if let engine {
             do {
                 try engine.close()

@@ -326,8 +326,9 @@ extension Request.Operation {
     public var requiredScope: AccessKeys.Scope? {
         switch self {
         case .ping: return nil
-        case .stats, .search, .recommend, .encode, .get: return .read
-        case .upsert, .delete, .swap, .event, .getUser, .deleteUser, .ingestVectors: return .admin
+        case .stats, .search, .recommend, .encode, .get, .listCollections, .describeCollection: return .read
+        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .event, .getUser, .deleteUser, .ingestVectors:
+            return .admin
         }
     }
 }

@@ -4,10 +4,10 @@ import SteerProtocol
 
 /// Answers of the user-history ops (docs/protocol.md, "User histories"), written after `"ok":true`.
 extension RequestHandler {
-    /// Runs `event`, `get_user` or `delete_user` against the engine and writes its fields.
+    /// Runs `event`, `get_user` or `delete_user` against the engine of the request's collection and writes its fields.
     ///
     /// - Throws: the engine's errors; `.tooLarge` when a `get_user` answer outgrows `maxResponseBytes`.
-    func runHistoryOperation(_ operation: Request.Operation, _ writer: inout JSONWriter) throws(SteerError) {
+    func runHistoryOperation(_ operation: Request.Operation, engine: RetrievalEngine, _ writer: inout JSONWriter) throws(SteerError) {
         if writeLog != nil, operation.name != "get_user" {
             // A follower applies only what the stream carries; events written here would live on this replica alone.
             throw SteerError.invalid("\(operation.name) is not available on a server that follows a write log (steer serve --follow): histories are not replicated through the stream")

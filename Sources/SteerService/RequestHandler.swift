@@ -96,7 +96,10 @@ public final class OperationStats: Sendable {
 /// Executes request lines against an engine and produces response lines. Pure (no I/O besides the
 /// engine's), thread-safe, called from worker threads; the server only frames and orders.
 public final class RequestHandler: Sendable {
+    /// The default collection's engine (requests without `collection`).
     public let engine: RetrievalEngine
+    /// Every collection served (the default one included) and the aliases (`CollectionSet`).
+    public let collections: CollectionSet
     public let decoder: RequestDecoder
     public let stats = OperationStats()
     /// The keys requests must carry; nil (or none configured) → every op is open.
@@ -110,9 +113,11 @@ public final class RequestHandler: Sendable {
     ///   - limits: protocol limits.
     ///   - accessKeys: the keys and scopes every request is checked against (`AccessKeys.authorize`).
     ///   - writeLog: the write log client writes are appended to (`steer serve --follow`); nil: none.
+    ///   - collections: the collections served; nil: `engine` alone (`CollectionSet(defaultOnly:)`).
     public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil,
-                writeLog: (any WriteLog)? = nil) {
+                writeLog: (any WriteLog)? = nil, collections: CollectionSet? = nil) {
         self.engine = engine
+        self.collections = collections ?? CollectionSet(defaultOnly: engine)
         self.decoder = RequestDecoder(limits: limits)
         self.accessKeys = accessKeys
         self.writeLog = writeLog
@@ -215,6 +220,8 @@ public final class RequestHandler: Sendable {
         private let startedNanos: UInt64
         private let deadlineNanos: UInt64?
         private var pinned: Generation?
+        /// The collection the steps search, held from the first step to the answer.
+        private var lease: CollectionSet.Lease?
         private var results: [[Hit]] = []
         private var next = 0
 
@@ -236,13 +243,19 @@ public final class RequestHandler: Sendable {
             if next == 0 && queries.count <= slice {
                 return handler.execute(request, startedNanos: startedNanos, deadlineNanos: deadlineNanos)
             }
+            defer { if next >= queries.count { lease?.release() } }
             do throws(SteerError) {
                 let generation: Generation
-                if let pinned {
+                let engine: RetrievalEngine
+                if let pinned, let lease {
                     generation = pinned
+                    engine = lease.engine
                 } else {
                     try handler.authorizeAndWait(request, deadlineNanos: deadlineNanos)
-                    generation = handler.engine.generation
+                    let held = try handler.collections.lease(request.collection)
+                    lease = held
+                    engine = held.engine
+                    generation = engine.generation
                     pinned = generation
                     // Dimensions are checked for the whole batch first, so an error names its real position.
                     for (position, query) in queries.enumerated() where query.count != generation.dimension {
@@ -251,19 +264,21 @@ public final class RequestHandler: Sendable {
                     results.reserveCapacity(queries.count)
                 }
                 let end = min(queries.count, next + slice)
-                results += try handler.engine.search(Array(queries[next..<end]), options: options, in: generation)
+                results += try engine.search(Array(queries[next..<end]), options: options, in: generation)
                 next = end
                 if next < queries.count { return nil }
                 var writer = JSONWriter(capacity: 512)
                 writer.raw("{")
                 writer.requestIDField(request.id)
                 writer.raw("\"ok\":true")
+                RequestHandler.writeCollection(lease?.name ?? CollectionName.defaultName, &writer)
                 try handler.writeSearch(results, batch: batch, generation: generation, &writer)
                 writer.raw("}\n")
                 try handler.requireRoom(writer)
                 handler.stats.record(op: request.operation.name, micros: micros, error: nil)
                 return writer.bytes
             } catch {
+                next = queries.count
                 handler.stats.record(op: request.operation.name, micros: micros, error: error.code)
                 return RequestHandler.errorLine(id: request.id, error)
             }
@@ -331,11 +346,24 @@ public final class RequestHandler: Sendable {
         writer.raw("{")
         writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
+        if try runCollectionAdmin(request.operation, &writer) {
+            writer.raw("}\n")
+            try requireRoom(writer)
+            return writer.bytes
+        }
+        // Every other op runs on one collection, held (`CollectionSet.Lease`) until its answer is written.
+        let lease = try collections.lease(request.collection)
+        defer { lease.release() }
+        let engine = lease.engine
+        if writeLog != nil, lease.name != CollectionName.defaultName, request.operation.isAdmin {
+            throw SteerError.invalid("this server follows a write log for its default collection only; write to '\(lease.name)' on a server without --follow")
+        }
+        if case .ping = request.operation {} else { Self.writeCollection(lease.name, &writer) }
         switch request.operation {
-        case .ping:
+        case .ping, .createCollection, .listCollections, .describeCollection, .dropCollection, .alias, .deleteAlias:
             break
         case .stats:
-            writeStats(&writer)
+            writeStats(engine, &writer)
         case .upsert(let items):
             if let writeLog {
                 let logged = try writeLog.append(.upsert(items), deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
@@ -424,9 +452,10 @@ public final class RequestHandler: Sendable {
             writer.raw(",\"replayed\":")
             writer.int(result.replayed)
         case .event, .getUser, .deleteUser:
-            try runHistoryOperation(request.operation, &writer)
+            try runHistoryOperation(request.operation, engine: engine, &writer)
         case .ingestVectors(let version, let dimension, let checkpointHash, let items, let complete):
-            try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete, &writer)
+            try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete,
+                                 engine: engine, &writer)
         }
         writer.raw("}\n")
         try requireRoom(writer)
@@ -485,7 +514,90 @@ public final class RequestHandler: Sendable {
         writer.raw("]")
     }
 
-    private func writeStats(_ writer: inout JSONWriter) {
+    /// Runs `create_collection`, `list_collections`, `describe_collection`, `drop_collection`, `alias`
+    /// and `delete_alias` (writing their fields); false for every other op.
+    private func runCollectionAdmin(_ operation: Request.Operation, _ writer: inout JSONWriter) throws(SteerError) -> Bool {
+        switch operation {
+        case .createCollection(let settings):
+            writeDescription(try collections.create(settings), &writer)
+        case .listCollections:
+            writer.raw(",\"collections\":[")
+            for (index, description) in collections.list().enumerated() {
+                if index > 0 { writer.raw(",") }
+                writer.raw("{")
+                writeDescription(description, &writer, leadingComma: false)
+                writer.raw("}")
+            }
+            writer.raw("],\"aliases\":{")
+            for (index, (alias, target)) in collections.aliases.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { writer.raw(",") }
+                writer.string(alias)
+                writer.raw(":")
+                writer.string(target)
+            }
+            writer.raw("}")
+        case .describeCollection(let name):
+            writeDescription(try collections.describe(name), &writer)
+        case .dropCollection(let name):
+            try collections.drop(name)
+            writer.raw(",\"dropped\":")
+            writer.string(name)
+        case .alias(let alias, let collection):
+            let previous = try collections.setAlias(alias, to: collection)
+            writer.raw(",\"alias\":")
+            writer.string(alias)
+            Self.writeCollection(collection, &writer)
+            writer.raw(",\"previous\":")
+            if let previous { writer.string(previous) } else { writer.raw("null") }
+        case .deleteAlias(let alias):
+            let target = try collections.deleteAlias(alias)
+            writer.raw(",\"alias\":")
+            writer.string(alias)
+            Self.writeCollection(target, &writer)
+        default:
+            return false
+        }
+        return true
+    }
+
+    /// A collection's fields in `create_collection`, `list_collections` and `describe_collection` answers.
+    private func writeDescription(_ description: CollectionSet.Description, _ writer: inout JSONWriter, leadingComma: Bool = true) {
+        let stats = description.stats
+        writer.raw(leadingComma ? ",\"name\":" : "\"name\":")
+        writer.string(description.name)
+        writer.raw(",\"dimension\":")
+        writer.int(stats.dimension)
+        writer.raw(",\"metric\":")
+        writer.string(stats.metric.rawValue)
+        writer.raw(",\"index_spec\":")
+        writer.string(stats.indexSpec)
+        writer.raw(",\"embedding_version\":")
+        writer.string(stats.embeddingVersion)
+        writer.raw(",\"generation\":")
+        writer.string(stats.generation)
+        writer.raw(",\"items\":")
+        writer.int(stats.items)
+        writer.raw(",\"indexed\":")
+        writer.int(stats.indexed)
+        writer.raw(",\"aliases\":")
+        writer.strings(description.aliases)
+        if let createdAt = description.createdAt {
+            writer.raw(",\"created_at\":")
+            writer.string(createdAt)
+        }
+        if let checkpoint = description.checkpoint {
+            writer.raw(",\"checkpoint\":")
+            writer.string(checkpoint)
+        }
+    }
+
+    /// `,"collection":"<name>"`: the collection (an alias resolved) that produced the answer.
+    static func writeCollection(_ name: String, _ writer: inout JSONWriter) {
+        writer.raw(",\"collection\":")
+        writer.string(name)
+    }
+
+    private func writeStats(_ engine: RetrievalEngine, _ writer: inout JSONWriter) {
         let engineStats = engine.stats()
         writer.raw(",\"generation\":")
         writer.string(engineStats.generation)

@@ -8,7 +8,7 @@ extension RequestHandler {
     ///
     /// - Throws: the engine's errors; `.invalidRequest` on a server that follows a write log.
     func runIngestVectors(version: String, dimension: Int, checkpointHash: String, items: [VersionItem], complete: Bool,
-                          _ writer: inout JSONWriter) throws(SteerError) {
+                          engine: RetrievalEngine, _ writer: inout JSONWriter) throws(SteerError) {
         if writeLog != nil {
             throw SteerError.invalid("ingest_vectors is not available on a server that follows a write log (steer serve --follow)")
         }

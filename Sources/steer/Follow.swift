@@ -264,38 +264,10 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// The body of a write: a request line the protocol's decoder reads back.
     static func encode(_ operation: WriteOperation) -> [UInt8] {
-        var writer = JSONWriter(capacity: 1024)
         switch operation {
-        case .upsert(let items):
-            writer.raw("{\"op\":\"upsert\",\"items\":[")
-            for (index, item) in items.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.raw("{\"id\":")
-                writer.itemID(item.id)
-                writer.raw(",\"vector_b64\":")
-                writer.string(Base64Floats.encode(item.vector))
-                if let title = item.title {
-                    writer.raw(",\"title\":")
-                    writer.string(title)
-                }
-                writer.raw(",\"tags\":")
-                writer.strings(item.tags)
-                if let attributes = item.attributesJSON {
-                    writer.raw(",\"attributes\":")
-                    writer.bytes.append(contentsOf: attributes.utf8)
-                }
-                writer.raw("}")
-            }
-            writer.raw("]}")
-        case .delete(let ids):
-            writer.raw("{\"op\":\"delete\",\"ids\":[")
-            for (index, id) in ids.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.itemID(id)
-            }
-            writer.raw("]}")
+        case .upsert(let items): return RequestEncoder.encode(Request(operation: .upsert(items)))
+        case .delete(let ids): return RequestEncoder.encode(Request(operation: .delete(ids)))
         }
-        return writer.bytes
     }
 
     /// Reads a message body back; anything but an `upsert` or `delete` line is refused.

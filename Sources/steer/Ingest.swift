@@ -26,6 +26,9 @@ struct Ingest: ParsableCommand {
     @Option(name: .customLong("token-file"), help: "With --server: a file holding the server's admin key (trailing whitespace ignored).")
     var tokenFile: String?
 
+    @Option(name: .long, help: "A named collection of --data (its directory DIR/collections/NAME; the server must be stopped; with --server: the collection of that server). Default: the data directory's own.")
+    var collection: String?
+
     @Option(name: .long, help: "The checkpoint directory (items.jsonl, model.safetensors, config.json).")
     var checkpoint: String
 
@@ -56,7 +59,7 @@ struct Ingest: ParsableCommand {
                 }
                 let quiet = self.quiet
                 nonisolated(unsafe) var bar: ProgressLine?
-                let report = try RemoteIngest.run(server: server, token: token, checkpoint: checkpoint, version: version,
+                let report = try RemoteIngest.run(server: server, token: token, collection: collection, checkpoint: checkpoint, version: version,
                                                   batchSize: batchSize ?? 256) { done, total in
                     if bar == nil { bar = ProgressLine("ingest", total: total, enabled: !quiet) }
                     bar?.update(done)
@@ -70,6 +73,7 @@ struct Ingest: ParsableCommand {
         }
         guard let data else { throw ValidationError("give --data or --server") }
         do {
+            let data = try DataDirectory.collection(collection, in: data)
             let storePath = DataDirectory.storePath(data)
             try? FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
             let store = try ItemStore(options: .init(path: storePath))

@@ -21,7 +21,7 @@ enum RemoteIngest {
     ///
     /// - Throws: the checkpoint's validation errors; the server's refusal of a chunk (with its code and
     ///   the rows it covered); connection errors.
-    static func run(server: String, token: String?, checkpoint: String, version: String?, batchSize: Int,
+    static func run(server: String, token: String?, collection: String?, checkpoint: String, version: String?, batchSize: Int,
                     progress: (_ done: Int, _ total: Int) -> Void) throws(SteerError) -> Report {
         let contents = try CheckpointIngest.read(checkpoint: checkpoint, version: version, options: ItemStore.Options(path: "-"))
         let parts = server.split(separator: ":", omittingEmptySubsequences: false)
@@ -44,7 +44,7 @@ enum RemoteIngest {
             let line = RequestEncoder.encode(Request(operation: .ingestVectors(version: contents.version, dimension: dimension,
                                                                                checkpointHash: contents.checkpointHash, items: items,
                                                                                complete: end == contents.rows.count),
-                                                     token: token))
+                                                     token: token, collection: collection))
             let answer: JSONObject
             do {
                 answer = try SteerClient.check(try connection.roundTrip(line))

@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import SteerCore
+import SteerData
 import SteerEngine
 import SteerNATS
 import SteerProtocol
@@ -68,6 +69,8 @@ struct Serve: AsyncParsableCommand {
     var recordCacheMB: Int?
     @Option(name: .customLong("history-cap"), help: "Most events kept per user in the stored histories (the most recent ones; default 200; docs/protocol.md). Env: STEER_HISTORY_CAP.")
     var historyCap: Int?
+    @Option(name: .customLong("max-collections"), help: "Most named collections (and, separately, aliases) besides the default one (1 … 4096, default 64). Env: STEER_MAX_COLLECTIONS.")
+    var maxCollections: Int?
     @Option(name: .customLong("omp-threads-per-worker"), help: "OpenMP threads FAISS may use per request (default 1). Env: STEER_OMP_THREADS_PER_WORKER.")
     var ompThreadsPerWorker: Int?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics on GET /metrics of this port (0 = free port; default off). Env: STEER_METRICS_PORT.")
@@ -178,7 +181,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
@@ -334,6 +337,21 @@ extension Serve {
             throw ExitCode(2)
         }
         for warning in engine.openingWarnings { logger.warning("\(warning)") }
+        let collections: CollectionSet
+        do {
+            collections = try CollectionSet(
+                defaultEngine: engine,
+                maxCollections: try source.int(maxCollections, env: "STEER_MAX_COLLECTIONS", key: "max_collections",
+                                               range: 1...CollectionCatalog.maxCollectionsLimit) ?? CollectionSet.defaultMaxCollections,
+                makeEngine: Self.collectionFactory(base: engineConfiguration, minilm: minilmDirectory, logger: logger))
+        } catch {
+            logger.error("cannot open the data directory's collections", metadata: ["steer.error": "\(error)"])
+            try? engine.close()
+            throw ExitCode(2)
+        }
+        for (name, named) in collections.namedEngines {
+            for warning in named.openingWarnings { logger.warning("collection \(name): \(warning)") }
+        }
         let stats = engine.stats()
         logger.info("engine ready", metadata: [
             "steer.items": "\(stats.items)", "steer.dimension": "\(stats.dimension)", "steer.index": "\(stats.indexSpec)",
@@ -349,7 +367,8 @@ extension Serve {
             throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
         }
         defer { followTask?.cancel() }
-        let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry) { host, port in
+        let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry,
+                                 collections: collections) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
         }
         let hangup = Self.swapOnHangup(engine: engine, accessKeys: serverConfiguration.accessKeys, logger: logger)
@@ -366,6 +385,27 @@ extension Serve {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+
+    /// Opens a named collection: the default engine's settings with the collection's own; a collection
+    /// made from a checkpoint ingests it into its store (a no-op once complete, as `--checkpoint` does)
+    /// and answers `recommend`/`encode` with its DPR model.
+    static func collectionFactory(base: RetrievalEngine.Configuration, minilm: String, logger: Logger) -> CollectionSet.EngineFactory {
+        let make: CollectionSet.EngineFactory = { entry, path throws(SteerError) in
+            var configuration = CollectionSet.configuration(base: base, entry: entry, directory: path)
+            if let checkpoint = entry.checkpoint {
+                let serving = try CheckpointServing.prepare(checkpoint: checkpoint, minilm: minilm, dataDirectory: path, logger: logger)
+                if entry.dimension > 0, entry.dimension != serving.dimension {
+                    throw SteerError(.dimensionMismatch, "collection '\(entry.name)': dimension \(entry.dimension) conflicts with the checkpoint's \(serving.dimension)-d item table")
+                }
+                configuration.dimension = serving.dimension
+                configuration.embeddingVersion = serving.version
+                let model = serving.model
+                configuration.encoderFactory = { _, _, _ in DPRQueryEncoder(model: model) }
+            }
+            return try RetrievalEngine(configuration: configuration)
+        }
+        return make
     }
 
     /// `--follow`: connects to NATS, makes sure the shard's stream exists and creates this replica's

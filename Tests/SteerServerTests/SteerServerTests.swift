@@ -292,6 +292,16 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         }
         let stats = try await client.stats()
         #expect(stats["items"] == .int(50))
+        #expect(try await client.stats(collection: "default")["collection"] == .string("default"))
+        // A server over a bare engine has only the default collection and refuses the catalog ops.
+        do {
+            _ = try await client.search([0, 1], k: 1, collection: "other")
+            Issue.record("searched a collection that does not exist")
+        } catch let error as SteerError {
+            #expect(error.code == .notFound, "\(error)")
+        }
+        let create = try await client.send(RequestLine.collections(.createCollection(CollectionSettings(name: "c", dimension: 2))))
+        #expect(String(decoding: create, as: UTF8.self).contains("invalid_request"))
         client.close()
         await server.stop()
     }
@@ -308,6 +318,7 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         while let line = try http.readLine() { lines.append(text(line).trimmingCharacters(in: .whitespaces)) }
         #expect(lines.first?.hasPrefix("HTTP/1.1 200") == true)
         #expect(lines.contains("steer_items 3.0"))
+        #expect(lines.contains("steer_collection_items{collection=\"default\"} 3.0"), "\(lines.filter { $0.contains("collection") })")
         #expect(lines.contains { $0.hasPrefix("steer_requests_total{op=\"search\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_errors_total{code=\"invalid_request\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_request_duration_seconds_bucket{op=\"search\",le=\"0.0001\"}") })

@@ -71,6 +71,8 @@ struct Build: ParsableCommand {
 
     @Option(name: .long, help: "The data directory (its store is DIR/store) or a bare store directory.")
     var data: String
+    @Option(name: .long, help: "A named collection of --data (its directory DIR/collections/NAME); default: the data directory's own.")
+    var collection: String?
     @Option(name: .long, help: "The embedding version to index.")
     var version: String
     @Option(name: .long, help: "Index factory string: Flat, HNSW32[,efC100], IVF4096,Flat, IVF256,SQ8, IVF256,PQ16.")
@@ -107,6 +109,7 @@ struct Build: ParsableCommand {
             let spec = try IndexSpec(parsing: self.spec)
             let metric = try Metric(parsing: self.metric)
             if let generationId { try GenerationManifest.validateGenerationID(generationId) }
+            let data = try DataDirectory.collection(collection, in: self.data)
             let store = try openStore(data)
             defer { store.close() }
             let options = GenerationBuilder.Options(
@@ -173,6 +176,8 @@ struct Verify: ParsableCommand {
     var generation: String
     @Option(name: .long, help: "The data directory (or bare store): check placement, completeness and recall@k against exact search.")
     var data: String?
+    @Option(name: .long, help: "A named collection of --data (its directory DIR/collections/NAME).")
+    var collection: String?
     @Option(name: .long, help: "Query vectors sampled from the store.")
     var sample: Int = 200
     @Option(name: .long, help: "k of recall@k.")
@@ -191,7 +196,7 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         do {
-            let store = try data.map { (path) throws(SteerError) in try openStore(path) }
+            let store = try data.map { (path) throws(SteerError) in try openStore(try DataDirectory.collection(collection, in: path)) }
             defer { store?.close() }
             let report = try GenerationVerifier.verify(directory: generation, store: store, sample: sample, k: k,
                                                        parameters: SearchParameters(nprobe: nprobe, efSearch: efSearch))

@@ -5,7 +5,9 @@
         steer.upsert([{"id": 1, "vector": [0.1, 0.2], "tags": ["comedy"], "title": "A"}])
         hits = steer.search([0.1, 0.2], k=5)
 
-Errors from the server raise `SteerError` with the wire `code` and `message`.
+Errors from the server raise `SteerError` with the wire `code` and `message`. `collection=` (on the
+client or per call through `request`) addresses a collection or an alias (docs/protocol.md
+"Collections and aliases"); without it the server's default collection answers.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ __all__ = ["Hits", "SteerClient", "SteerError", "encode_vector_b64"]
 
 class Hits(list):
     """A search answer: a list of hits (dicts with `id`, `score`, `title`, `tags`) that also carries
-    what the response said about itself: `generation` (the index generation that answered), and, through
-    a router (`steer route`), `partial` and `missing_shards` when some shard did not answer."""
+    what the response said about itself: `generation` (the index generation that answered),
+    `collection` (the collection that answered, an alias resolved), and, through a router
+    (`steer route`), `partial` and `missing_shards` when some shard did not answer."""
 
     generation: str | None
+    collection: str | None
     partial: bool
     missing_shards: list[int]
 
     def __init__(self, hits: Iterable[dict], response: dict):
         super().__init__(hits)
         self.generation = response.get("generation")
+        self.collection = response.get("collection")
         self.partial = bool(response.get("partial", False))
         self.missing_shards = list(response.get("missing_shards", []))
 
@@ -51,9 +56,14 @@ def encode_vector_b64(vector: Sequence[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
+# Ops that take `collection` (docs/protocol.md).
+COLLECTION_OPS = frozenset({"stats", "upsert", "delete", "get", "search", "recommend", "encode", "swap"})
+
+
 class SteerClient:
     """One TCP connection. Not thread-safe: use one client per thread. `pipeline` sends many requests
-    before reading their responses (they come back in request order)."""
+    before reading their responses (they come back in request order). `collection`: the collection (or
+    alias) every item, search, stats and swap op addresses unless a call names another."""
 
     def __init__(
         self,
@@ -62,10 +72,12 @@ class SteerClient:
         timeout: float = 30.0,
         token: str | None = None,
         tls: ssl.SSLContext | bool = False,
+        collection: str | None = None,
     ):
         """`tls`: True for the system's trusted certificates, or an `ssl.SSLContext` (for example
         `ssl.create_default_context(cafile="cert.pem")` for a server started with `--tls-cert`)."""
         self.token = token
+        self.collection = collection
         raw = socket.create_connection((host, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
@@ -120,6 +132,8 @@ class SteerClient:
         # The key goes with every op: with keys configured, reads need a read (or admin) key too.
         if self.token is not None and "token" not in request:
             request["token"] = self.token
+        if self.collection is not None and op in COLLECTION_OPS and "collection" not in request:
+            request["collection"] = self.collection
         self._sock.sendall(self._line(request))
         return self._check(self._read())
 
@@ -215,3 +229,44 @@ class SteerClient:
         self, history: Sequence[int | str], prompt: str | None = None, constraints: str | None = None
     ) -> list[float]:
         return self.request("encode", history=list(history), prompt=prompt, constraints=constraints)["vector"]
+
+    # -- collections and aliases --------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        dimension: int | None = None,
+        *,
+        metric: str | None = None,
+        index_spec: str | None = None,
+        embedding_version: str | None = None,
+        checkpoint: str | None = None,
+    ) -> dict:
+        """Returns the new collection's description (`dimension`, `metric`, `index_spec`, …)."""
+        return self.request(
+            "create_collection",
+            name=name,
+            dimension=dimension,
+            metric=metric,
+            index_spec=index_spec,
+            embedding_version=embedding_version,
+            checkpoint=checkpoint,
+        )
+
+    def list_collections(self) -> dict:
+        """`collections` (the default first) and `aliases` ({alias: collection})."""
+        return self.request("list_collections")
+
+    def describe_collection(self, name: str) -> dict:
+        return self.request("describe_collection", name=name)
+
+    def drop_collection(self, name: str) -> None:
+        self.request("drop_collection", name=name)
+
+    def alias(self, alias: str, collection: str) -> str | None:
+        """Points `alias` at `collection`; returns the collection it pointed to before (None if new)."""
+        return self.request("alias", alias=alias, collection=collection)["previous"]
+
+    def delete_alias(self, alias: str) -> str:
+        """Removes `alias`; returns the collection it pointed to."""
+        return self.request("delete_alias", alias=alias)["collection"]

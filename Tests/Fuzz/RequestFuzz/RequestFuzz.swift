@@ -6,7 +6,7 @@
 // - a parse or validation failure carries one of the documented codes for bad input;
 // - a parsed document survives write → parse with the same value (numbers compared by value);
 // - a decoded request respects every limit: k, batch sizes, history and prompt lengths, non-empty
-//   finite vectors, no duplicate ids in an upsert.
+//   finite vectors, no duplicate ids in an upsert, valid collection and alias names.
 import SteerCore
 import SteerProtocol
 
@@ -171,5 +171,33 @@ private func checkLimits(_ request: Request) {
         require((1...VersionItem.maxDimension).contains(dimension), "dimension \(dimension)")
         require(items.count <= limits.maxBatch, "\(items.count) ingest items")
         require(Set(items.map(\.id)).count == items.count, "duplicate ids in an ingest chunk")
+    case .listCollections:
+        break
+    case .createCollection(let settings):
+        requireName(settings.name)
+        require(settings.name != CollectionName.defaultName, "create_collection of the default")
+        require(settings.dimension != nil || settings.checkpoint != nil, "create_collection without dimension or checkpoint")
+        if let dimension = settings.dimension { require((1...65536).contains(dimension), "dimension \(dimension)") }
+        for text in [settings.indexSpec, settings.embeddingVersion].compactMap({ $0 }) {
+            require(!text.isEmpty && text.utf8.count <= RequestDecoder.maxCollectionSettingBytes, "setting of \(text.utf8.count) bytes")
+        }
+    case .describeCollection(let name), .dropCollection(let name), .deleteAlias(let name):
+        requireName(name)
+    case .alias(let alias, let collection):
+        requireName(alias)
+        requireName(collection)
+    }
+    if let collection = request.collection {
+        requireName(collection)
+        require(Request.collectionOperations.contains(request.operation.name), "collection on \(request.operation.name)")
+    }
+}
+
+/// A collection or alias name the decoder let through passes the name rules.
+private func requireName(_ name: String) {
+    do {
+        try CollectionName.validate(name, field: "name")
+    } catch {
+        require(false, "name '\(name)' passed the decoder but breaks the name rules")
     }
 }

@@ -187,3 +187,29 @@ def test_search_answers_keep_partial_and_missing_shards():
         assert all(h.partial and h.missing_shards == [0] for h in batch)
     thread.join(timeout=5)
     listener.close()
+
+
+def test_collections_and_aliases(server):
+    _, port = server
+    with SteerClient(port=port, token=TOKEN) as admin:
+        created = admin.create_collection("books", 2, metric="l2")
+        assert (created["name"], created["dimension"], created["metric"]) == ("books", 2, "l2")
+        assert admin.alias("reading", "books") is None
+        with SteerClient(port=port, token=TOKEN, collection="reading") as reading:
+            assert reading.upsert([{"id": "b1", "vector": [3, 4], "title": "Dune"}]) == 1
+            hits = reading.search([3, 3], k=1)
+            assert [hit["id"] for hit in hits] == ["b1"]
+            assert hits.collection == "books"
+            assert reading.stats()["collection"] == "books"
+        assert admin.search([1, 0, 0], k=1).collection == "default"
+        listed = admin.list_collections()
+        assert [entry["name"] for entry in listed["collections"]] == ["default", "books"]
+        assert listed["aliases"] == {"reading": "books"}
+        with pytest.raises(SteerError) as refused:
+            admin.drop_collection("books")
+        assert refused.value.code == "in_use"
+        assert admin.delete_alias("reading") == "books"
+        admin.drop_collection("books")
+        with pytest.raises(SteerError) as gone:
+            admin.describe_collection("books")
+        assert gone.value.code == "not_found"
