@@ -625,30 +625,7 @@ public final class RetrievalEngine: Sendable {
     /// - Throws: anything else (`io_error`, `corrupt`, `unavailable`): nothing was applied, and the same
     ///   message must be applied again later.
     public func apply(sequence: UInt64, _ operation: WriteOperation) throws(SteerError) -> ApplyOutcome {
-        try requireOpen()
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        if sequence <= store.appliedStreamSequence { return .alreadyApplied }
-        let outcome: ApplyOutcome
-        do throws(SteerError) {
-            switch operation {
-            case .upsert(let items):
-                try validate(items, for: generation)
-                outcome = .applied(count: try upsertLocked(items, streamSequence: sequence))
-            case .delete(let ids):
-                outcome = .applied(count: try deleteLocked(ids, streamSequence: sequence))
-            }
-        } catch {
-            switch error.code {
-            case .invalidRequest, .dimensionMismatch, .notFound, .tooLarge:
-                try store.recordStreamSequence(sequence)
-                outcome = .rejected(error)
-            default:
-                throw error
-            }
-        }
-        markApplied(sequence)
-        return outcome
+        try apply(batch: [(sequence, .success(operation))])[0]
     }
 
     /// Records a write-log message that cannot even be decoded as a write (every replica refuses the same
@@ -657,13 +634,89 @@ public final class RetrievalEngine: Sendable {
     /// - Returns: `.rejected(error)`, or `.alreadyApplied`.
     /// - Throws: `io_error`/`unavailable` from the store: nothing was recorded.
     public func refuse(sequence: UInt64, _ error: SteerError) throws(SteerError) -> ApplyOutcome {
+        try apply(batch: [(sequence, .failure(error))])[0]
+    }
+
+    /// Applies consecutive messages of a shard's write log in one store batch and one index update
+    /// (docs/scaling.md, "Following a stream"): the items of every message and the last message's
+    /// sequence are stored in ONE RocksDB batch (`ItemStore.applyStream`), so after a crash the store has
+    /// all of them or none. The outcome of each message is what `apply(sequence:_:)` would give it alone,
+    /// applied in order: a message at or below `appliedSequence` (or not above the one before it) is
+    /// `.alreadyApplied`; one every replica refuses alike (a `.failure` given by the caller, who could not
+    /// decode it, or `invalid_request`, `dimension_mismatch`, `not_found`, `too_large`) is `.rejected`,
+    /// recorded as applied with no item change, and the others still apply; the same id written twice
+    /// ends with the later write. Wakes `waitForApplied` callers once, with the last sequence.
+    ///
+    /// - Parameter messages: sequence and decoded write (or the refusal of its bytes), in stream order.
+    /// - Returns: one outcome per message, in order.
+    /// - Throws: anything else (`io_error`, `corrupt`, `unavailable`): nothing of the batch was applied,
+    ///   and the same messages must be applied again later.
+    public func apply(batch messages: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)]) throws(SteerError) -> [ApplyOutcome] {
         try requireOpen()
         writeLock.lock()
         defer { writeLock.unlock() }
-        if sequence <= store.appliedStreamSequence { return .alreadyApplied }
-        try store.recordStreamSequence(sequence)
-        markApplied(sequence)
-        return .rejected(error)
+        let live = self.generation
+        var outcomes = [ApplyOutcome](repeating: .alreadyApplied, count: messages.count)
+        var writes: [(sequence: UInt64, write: ItemStore.StreamWrite)] = []
+        var positions: [Int] = []
+        var refusals: [Int: SteerError] = [:]
+        var last = store.appliedStreamSequence
+        for (position, message) in messages.enumerated() where message.sequence > last {
+            last = message.sequence
+            positions.append(position)
+            switch message.operation {
+            case .failure(let error):
+                refusals[position] = error
+                writes.append((message.sequence, .refused))
+            case .success(.delete(let ids)):
+                writes.append((message.sequence, .delete(ids)))
+            case .success(.upsert(let items)):
+                do throws(SteerError) {
+                    try validate(items, for: live)
+                } catch {
+                    refusals[position] = error
+                    writes.append((message.sequence, .refused))
+                    continue
+                }
+                writes.append((message.sequence, .upsert(items.map {
+                    ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
+                                        vectors: [live.embeddingVersion: $0.vector])
+                })))
+            }
+        }
+        if writes.isEmpty { return outcomes }
+        catchUpIndexLocked()
+        let before = store.latestSequence
+        let result = try store.applyStream(writes)
+        // Durable from here on: an index failure must not turn the answer into an error (see `upsert`).
+        let rows = result.written.compactMap { written in written.vectors[live.embeddingVersion].map { (written.internalID, $0, written.id) } }
+        if !result.removedInternalIDs.isEmpty || !rows.isEmpty {
+            do throws(SteerError) {
+                let index = live.index
+                var start = 0
+                let removed = result.removedInternalIDs
+                while start < removed.count && index.isTrained {
+                    let end = min(removed.count, start + Self.indexChunk)
+                    try index.remove(labels: Array(removed[start..<end]))
+                    start = end
+                }
+                if !rows.isEmpty { try indexAdd(live, rows: rows.map { ($0.0, $0.1) }, ids: rows.map(\.2)) }
+            } catch {
+                indexLag.withLock { $0 = $0 ?? before }
+            }
+        }
+        for (slot, position) in positions.enumerated() {
+            if let refusal = refusals[position] {
+                outcomes[position] = .rejected(refusal)
+                continue
+            }
+            switch result.outcomes[slot] {
+            case .success(let count): outcomes[position] = .applied(count: count)
+            case .failure(let error): outcomes[position] = .rejected(error)
+            }
+        }
+        markApplied(last)
+        return outcomes
     }
 
     /// Publishes a new applied sequence to `waitForApplied` callers; call holding `writeLock`.

@@ -800,6 +800,229 @@ public final class ItemStore: @unchecked Sendable {
         }
     }
 
+    // MARK: Stream batches
+
+    /// One message of a write log's batch (see `applyStream`).
+    public enum StreamWrite: Sendable {
+        /// Insert or replace items (at most `maxBatchItems`, distinct ids), as `upsert`.
+        case upsert([ItemWrite])
+        /// Delete items, as `delete` (unknown and repeated ids ignored).
+        case delete([ItemID])
+        /// A message refused before it reached the store: recorded as applied, no item change.
+        case refused
+    }
+
+    /// What `applyStream` did: per message, and the net index change of the whole batch.
+    public struct StreamBatchResult: Sendable {
+        /// Per message, in order: the count `upsert`/`delete` would answer, or the error that refused it
+        /// (`invalidRequest`, `tooLarge`, `notFound`, `dimensionMismatch`: nothing of that message was written).
+        public var outcomes: [Result<Int, SteerError>]
+        /// Internal ids that were live before the batch and are not (with that internal id) after it.
+        public var removedInternalIDs: [Int64]
+        /// Items live after the batch that the batch wrote: id, internal id, and every vector the batch
+        /// gave it under that internal id (later messages win per version).
+        public var written: [(id: ItemID, internalID: Int64, vectors: [String: [Float]])]
+    }
+
+    /// Applies consecutive write-log messages in ONE atomic RocksDB batch, with the last message's stream
+    /// sequence in `stream_applied_through` (see "Stream sequence"): after a crash the store has all of
+    /// them or none. Messages take effect in order, exactly as the same `upsert`/`delete` calls one after
+    /// the other would: the same id written twice in the batch ends with the later write; an id deleted
+    /// and written again gets a new internal id; a message refused by validation (or `.refused`) changes
+    /// nothing and the others still apply. Only the net result is written (one change-log entry).
+    ///
+    /// - Parameters:
+    ///   - messages: the messages, in stream order, with strictly increasing sequences all above
+    ///     `appliedStreamSequence`.
+    /// - Returns: per-message outcomes and the net index change.
+    /// - Throws: `.invalidRequest` for sequences that are not increasing or not above the stored one;
+    ///   `.io`/`.corrupt` from RocksDB. Nothing was written.
+    public func applyStream(_ messages: [(sequence: UInt64, write: StreamWrite)]) throws(SteerError) -> StreamBatchResult {
+        try withWriter { (database) throws(SteerError) -> StreamBatchResult in
+            guard let last = messages.last?.sequence else { return StreamBatchResult(outcomes: [], removedInternalIDs: [], written: []) }
+            var previous = withState { $0.appliedStreamSequence }
+            for message in messages {
+                guard message.sequence > previous else {
+                    throw SteerError.invalid("stream sequence \(message.sequence) is not above \(previous)")
+                }
+                previous = message.sequence
+            }
+            let (versions, firstNewID, liveCountBefore, payloads) = withState { ($0.versions, $0.nextInternalID, $0.liveCount, $0.payloads) }
+
+            // The state of each touched id before the batch, read once.
+            var touched: [ItemID] = []
+            var seen = Set<ItemID>()
+            for message in messages {
+                switch message.write {
+                case .upsert(let items): for item in items where seen.insert(item.id).inserted { touched.append(item.id) }
+                case .delete(let ids): for id in ids where seen.insert(id).inserted { touched.append(id) }
+                case .refused: break
+                }
+            }
+            let rawIDs = try database.multiGet(.ids, touched.map(\.keyBytes))
+            var original: [ItemID: Int64] = [:]
+            for (index, raw) in rawIDs.enumerated() {
+                guard let raw else { continue }
+                guard let internalID = StoreKey.decodeInternalID(raw) else {
+                    throw SteerError(.corrupt, "internal id of \(touched[index]) is unreadable")
+                }
+                original[touched[index]] = internalID
+            }
+            let originalKeys = touched.compactMap { original[$0] }
+            let originalRaw = try database.multiGet(.items, originalKeys.map { StoreKey.internalID($0) })
+            var originalRecords: [Int64: StoredRecord] = [:]
+            for (index, internalID) in originalKeys.enumerated() {
+                guard let raw = originalRaw[index], let record = StoredRecord(decoding: raw) else {
+                    throw SteerError(.corrupt, "record of internal id \(internalID) is missing or unreadable")
+                }
+                originalRecords[internalID] = record
+            }
+
+            // Fold the messages into each id's state after the batch.
+            struct Live {
+                var internalID: Int64
+                var record: StoredRecord
+                var vectors: [String: [Float]]
+            }
+            var current: [ItemID: Live?] = [:]
+            for id in touched {
+                if let internalID = original[id], let record = originalRecords[internalID] {
+                    current[id] = .some(Live(internalID: internalID, record: record, vectors: [:]))
+                } else {
+                    current[id] = .some(nil)
+                }
+            }
+            var nextID = firstNewID
+            var outcomes: [Result<Int, SteerError>] = []
+            outcomes.reserveCapacity(messages.count)
+            for message in messages {
+                switch message.write {
+                case .refused:
+                    outcomes.append(.success(0))
+                case .delete(let ids):
+                    guard ids.count <= options.maxBatchItems else {
+                        outcomes.append(.failure(SteerError(.tooLarge, "delete of \(ids.count) ids, limit is \(options.maxBatchItems)")))
+                        continue
+                    }
+                    var existed = 0
+                    var done = Set<ItemID>()
+                    for id in ids where done.insert(id).inserted {
+                        if case .some(.some) = current[id] { existed += 1 }
+                        current[id] = .some(nil)
+                    }
+                    outcomes.append(.success(existed))
+                case .upsert(let items):
+                    var tagLists: [[String]] = []
+                    do throws(SteerError) {
+                        guard items.count <= options.maxBatchItems else {
+                            throw SteerError(.tooLarge, "upsert of \(items.count) items, limit is \(options.maxBatchItems)")
+                        }
+                        var ids = [ItemID: Int]()
+                        for (index, item) in items.enumerated() {
+                            tagLists.append(try validate(item, at: index, versions: versions))
+                            if let first = ids.updateValue(index, forKey: item.id) {
+                                throw SteerError.invalid("items[\(index)] (id \(item.id)): duplicate of items[\(first)] in the same batch")
+                            }
+                        }
+                    } catch {
+                        outcomes.append(.failure(error))
+                        continue
+                    }
+                    for (index, item) in items.enumerated() {
+                        let record = StoredRecord(id: item.id, title: item.title, tags: tagLists[index], attributesJSON: item.attributesJSON)
+                        if case .some(.some(var live)) = current[item.id] {
+                            live.record = record
+                            live.vectors.merge(item.vectors) { _, new in new }
+                            current[item.id] = .some(live)
+                        } else {
+                            current[item.id] = .some(Live(internalID: nextID, record: record, vectors: item.vectors))
+                            nextID += 1
+                        }
+                    }
+                    outcomes.append(.success(items.count))
+                }
+            }
+
+            // Write the net change.
+            let batch = WriteBatch(database)
+            var tagDeltas: [String: Int64] = [:]
+            var entry = ChangeLogEntry()
+            var removed: [Int64] = []
+            var written: [(id: ItemID, internalID: Int64, vectors: [String: [Float]])] = []
+            var liveCount = liveCountBefore
+            let emptyValue: [UInt8] = []
+            let versionIDs = versions.values.map(\.versionID)
+            for id in touched {
+                let before = original[id].flatMap { internalID in originalRecords[internalID].map { (internalID, $0) } }
+                let after = current[id] ?? nil
+                if let (oldID, oldRecord) = before, after?.internalID != oldID {
+                    // Gone under its old internal id: as `delete`.
+                    batch.delete(.items, StoreKey.internalID(oldID))
+                    for versionID in versionIDs { batch.delete(.vectors, StoreKey.vector(version: versionID, internalID: oldID)) }
+                    for tag in oldRecord.tags {
+                        batch.delete(.postings, StoreKey.posting(tag: tag, internalID: oldID))
+                        tagDeltas[tag, default: 0] -= 1
+                    }
+                    for key in Self.payloadEntries(payloads, attributesJSON: oldRecord.attributesJSON, internalID: oldID) { batch.delete(.postings, key) }
+                    if after == nil { batch.delete(.ids, id.keyBytes) }
+                    removed.append(oldID)
+                    entry.deletes.append(oldID)
+                    liveCount -= 1
+                }
+                guard let after else { continue }
+                let kept = before?.0 == after.internalID
+                let oldTags = kept ? before!.1.tags : []
+                let oldAttributes = kept ? before!.1.attributesJSON : nil
+                if !kept {
+                    batch.put(.ids, id.keyBytes, StoreKey.internalID(after.internalID))
+                    liveCount += 1
+                }
+                let newTags = after.record.tags
+                let newSet = Set(newTags)
+                let oldSet = Set(oldTags)
+                for tag in oldTags where !newSet.contains(tag) {
+                    batch.delete(.postings, StoreKey.posting(tag: tag, internalID: after.internalID))
+                    tagDeltas[tag, default: 0] -= 1
+                }
+                for tag in newTags where !oldSet.contains(tag) {
+                    batch.put(.postings, StoreKey.posting(tag: tag, internalID: after.internalID), emptyValue)
+                    tagDeltas[tag, default: 0] += 1
+                }
+                if !payloads.isEmpty {
+                    let old = Self.payloadEntries(payloads, attributesJSON: oldAttributes, internalID: after.internalID)
+                    let new = Self.payloadEntries(payloads, attributesJSON: after.record.attributesJSON, internalID: after.internalID)
+                    for key in old.subtracting(new) { batch.delete(.postings, key) }
+                    for key in new.subtracting(old) { batch.put(.postings, key, emptyValue) }
+                }
+                batch.put(.items, StoreKey.internalID(after.internalID), after.record.encoded())
+                var versionsWritten: [UInt32] = []
+                for (name, vector) in after.vectors {
+                    let versionID = versions[name]!.versionID
+                    VectorBytes.withBytes(vector) { batch.put(.vectors, StoreKey.vector(version: versionID, internalID: after.internalID), $0) }
+                    versionsWritten.append(versionID)
+                }
+                // A kept item's record changed even when no message gave it a vector (never from the engine).
+                entry.upserts.append((after.internalID, versionsWritten.sorted()))
+                written.append((id, after.internalID, after.vectors))
+            }
+            try applyTagDeltas(tagDeltas, database: database, batch: batch)
+            entry.deletes.sort()
+            batch.put(.meta, StoreKey.nextInternalID, StoreKey.uint64(UInt64(nextID)))
+            batch.put(.meta, StoreKey.liveCount, StoreKey.uint64(UInt64(max(0, liveCount))))
+            if !entry.upserts.isEmpty || !entry.deletes.isEmpty {
+                batch.put(.changelog, StoreKey.changeLog(database.latestSequence + 1), entry.encoded())
+            }
+            batch.put(.meta, StoreKey.streamAppliedThrough, StoreKey.uint64(last))
+            defer { recordCache.invalidate(removed + written.map(\.internalID)) }
+            try database.write(batch)
+            withState {
+                $0.nextInternalID = nextID
+                $0.liveCount = max(0, liveCount)
+                $0.appliedStreamSequence = last
+            }
+            return StreamBatchResult(outcomes: outcomes, removedInternalIDs: removed, written: written)
+        }
+    }
     // MARK: Reads
 
     /// Records of external ids, in input order; nil for unknown ids.

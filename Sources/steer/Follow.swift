@@ -20,9 +20,10 @@ import SteerWriteLog
 ///   the `replica_id` a snapshot restore wrote). Each
 ///   (re)connection deletes it and creates it again with `deliver_policy` `by_start_sequence` from
 ///   `RetrievalEngine.appliedSequence` + 1, so the store, not the server's consumer state, says where a
-///   replica resumes. Messages are applied one at a time in stream order (`RetrievalEngine.apply`, which
-///   stores the sequence in the items' RocksDB batch and skips a redelivered one), on `applyQueue`, then
-///   acknowledged.
+///   replica resumes. Each fetched run of consecutive messages (up to `applyBatch` messages and
+///   `applyBatchBytes`) is applied in stream order in one engine call (`RetrievalEngine.apply(batch:)`,
+///   which stores the items and the last sequence in one RocksDB batch and skips redelivered ones), on
+///   `applyQueue`, then acknowledged.
 /// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with
 ///   `StreamPublisher` (a fresh `Nats-Msg-Id`, the PubAck), then waits for this replica to apply that
 ///   sequence, and answers with the apply's outcome.
@@ -44,6 +45,11 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// Messages per pull (well below the client's 64 MiB subscription buffer at 1 MiB `max_payload`).
     static let fetchBatch = 256
+    /// Most messages applied in one engine call and RocksDB write batch.
+    static let applyBatch = 256
+    /// Most payload bytes applied in one engine call and RocksDB write batch (a single larger message,
+    /// up to NATS's `max_payload`, is applied alone).
+    static let applyBatchBytes = 8 << 20
     /// How long one pull waits on the server for messages.
     static let fetchExpiry: Duration = .seconds(1)
     /// Pause before connecting again after a failed session.
@@ -167,37 +173,52 @@ final class StreamFollower: WriteLog, Sendable {
             if messages.isEmpty {
                 messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: 1, expires: Self.fetchExpiry)
             }
-            for message in messages {
-                let sequence = message.metadata.streamSequence
-                let outcome = try await apply(sequence: sequence, payload: message.payload)
-                record(outcome, for: sequence)
-                try await jetStream.ack(message)
+            // Consecutive messages in batches of at most `applyBatch` messages and `applyBatchBytes` bytes
+            // (one message is never split): one engine call and RocksDB batch each, then their acks.
+            var start = 0
+            while start < messages.count {
+                var end = start
+                var bytes = 0
+                while end < messages.count && end - start < Self.applyBatch
+                    && (end == start || bytes + messages[end].payload.count <= Self.applyBatchBytes) {
+                    bytes += messages[end].payload.count
+                    end += 1
+                }
+                let chunk = messages[start..<end]
+                let outcomes = try await apply(chunk.map { ($0.metadata.streamSequence, $0.payload) })
+                for (message, outcome) in zip(chunk, outcomes) {
+                    record(outcome, for: message.metadata.streamSequence)
+                }
+                for message in chunk { try await jetStream.ack(message) }
+                start = end
             }
         }
     }
 
-    /// Decodes and applies one message on `applyQueue` (engine calls block).
-    private func apply(sequence: UInt64, payload: [UInt8]) async throws -> ApplyOutcome {
+    /// Decodes and applies consecutive messages as one batch on `applyQueue` (engine calls block).
+    private func apply(_ messages: [(sequence: UInt64, payload: [UInt8])]) async throws -> [ApplyOutcome] {
         let engine = self.engine
         let decoder = self.decoder
         let logger = self.logger
         return try await withCheckedThrowingContinuation { continuation in
             applyQueue.async {
                 do throws(SteerError) {
-                    let operation: WriteOperation
-                    do throws(SteerError) {
-                        operation = try WriteLogMessage.decode(payload, decoder: decoder)
-                    } catch {
-                        // Every replica refuses the same bytes alike: move past them once.
-                        logger.error("refused a stream message", metadata: ["steer.sequence": "\(sequence)", "steer.error": "\(error)"])
-                        continuation.resume(returning: try engine.refuse(sequence: sequence, error))
-                        return
+                    let batch = messages.map { message -> (sequence: UInt64, operation: Result<WriteOperation, SteerError>) in
+                        do throws(SteerError) {
+                            return (message.sequence, .success(try WriteLogMessage.decode(message.payload, decoder: decoder)))
+                        } catch {
+                            // Every replica refuses the same bytes alike: move past them once.
+                            logger.error("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+                            return (message.sequence, .failure(error))
+                        }
                     }
-                    let outcome = try engine.apply(sequence: sequence, operation)
-                    if case .rejected(let error) = outcome {
-                        logger.warning("refused a stream write", metadata: ["steer.sequence": "\(sequence)", "steer.error": "\(error)"])
+                    let outcomes = try engine.apply(batch: batch)
+                    for (message, outcome) in zip(batch, outcomes) {
+                        if case .rejected(let error) = outcome, case .success = message.operation {
+                            logger.warning("refused a stream write", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+                        }
                     }
-                    continuation.resume(returning: outcome)
+                    continuation.resume(returning: outcomes)
                 } catch {
                     continuation.resume(throwing: error)
                 }

@@ -67,4 +67,54 @@ import Testing
         #expect(DispatchTime.now().uptimeNanoseconds - started < 5_000_000_000)
         #expect(engine.waitForApplied(0, deadlineNanos: 0))
     }
+
+    @Test func aBatchAppliesInOrder_laterWritesWin_refusalsAndRedeliveriesInside() throws {
+        let directory = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let engine = try Self.engine(directory)
+            defer { try? engine.close() }
+            guard case .applied(count: 2) = try engine.apply(sequence: 1, .upsert([
+                ItemInput(id: .int(1), vector: [1, 0, 0, 0], title: "one"), ItemInput(id: .int(2), vector: [0, 1, 0, 0], title: "two"),
+            ])) else { Issue.record("sequence 1 not applied"); return }
+            let outcomes = try engine.apply(batch: [
+                (1, .success(.upsert([ItemInput(id: .int(1), vector: [0, 0, 0, 1], title: "stale")]))),  // redelivered
+                (2, .success(.upsert([ItemInput(id: .int(1), vector: [0, 0, 1, 0], title: "one-b"), ItemInput(id: .int(3), vector: [1, 1, 0, 0], title: "three")]))),
+                (3, .failure(SteerError.invalid("not a write"))),  // bytes that did not decode
+                (4, .success(.upsert([ItemInput(id: .int(4), vector: [1, 2, 3])]))),  // wrong dimension
+                (5, .success(.delete([.int(2), .int(3)]))),
+                (5, .success(.delete([.int(1)]))),  // not above the one before it
+                (6, .success(.upsert([ItemInput(id: .int(1), vector: [0, 0, 0, 1], title: "one-c"), ItemInput(id: .int(2), vector: [0, 1, 1, 0], title: "two-b")]))),
+                (7, .success(.upsert([ItemInput(id: .int(5), vector: [0.5, 0, 0, 0.5], title: "five")]))),
+            ])
+            let described = outcomes.map { outcome -> String in
+                switch outcome {
+                case .applied(let count): return "applied \(count)"
+                case .rejected(let error): return "rejected \(error.code == .invalidRequest ? "invalid" : error.code == .dimensionMismatch ? "dimension" : "other")"
+                case .alreadyApplied: return "already"
+                }
+            }
+            #expect(described == ["already", "applied 2", "rejected invalid", "rejected dimension", "applied 2", "already", "applied 2", "applied 1"])
+            #expect(engine.appliedSequence == 7)
+            // The later write of 1 won, 2 came back after its delete, 3 is gone: in the store and in the index.
+            let items = try engine.get([.int(1), .int(2), .int(3), .int(4), .int(5)])
+            #expect(items.map { $0?.title } == ["one-c", "two-b", nil, nil, "five"])
+            #expect(items[0]?.vector == [0, 0, 0, 1])
+            let hits = try engine.search([[0, 0, 0, 1]], options: SearchOptions(k: 10)).first ?? []
+            #expect(Set(hits.map(\.id)) == Set([.int(1), .int(2), .int(5)]))
+            #expect(hits.first?.id == .int(1))
+            #expect(hits.count == 3)
+            #expect(engine.indexIsComplete)
+            // A batch entirely at or below the stored sequence changes nothing.
+            let again = try engine.apply(batch: [(6, .success(.delete([.int(1)]))), (7, .failure(SteerError.invalid("x")))])
+            #expect(again.allSatisfy { if case .alreadyApplied = $0 { true } else { false } })
+            #expect(try engine.get([.int(1)]).first??.title == "one-c")
+        }
+        let reopened = try Self.engine(directory)
+        defer { try? reopened.close() }
+        #expect(reopened.appliedSequence == 7)
+        #expect(try reopened.get([.int(1), .int(2), .int(3)]).map { $0?.title } == ["one-c", "two-b", nil])
+        let hits = try reopened.search([[0, 0, 0, 1]], options: SearchOptions(k: 10)).first ?? []
+        #expect(Set(hits.map(\.id)) == Set([.int(1), .int(2), .int(5)]))
+    }
 }
