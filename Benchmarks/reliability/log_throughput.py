@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -221,6 +222,7 @@ def main() -> None:
     )
     body: dict[str, Any] = {
         "load_average_start": os.getloadavg(),
+        "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "dimension": DIMENSION,
         "stream_replicas": 3,
     }
@@ -234,6 +236,7 @@ def main() -> None:
     finally:
         cluster.stop()
         body["load_average_end"] = os.getloadavg()
+        body["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         with contextlib.suppress(OSError):
             shutil.rmtree(root)
     out = (

@@ -31,7 +31,8 @@ import SteerCore
 ///
 /// ## Stream sequence
 /// A replica that follows a shard's write log (docs/scaling.md, "Following a stream") passes each
-/// message's stream sequence to `upsert`/`delete` (or `recordStreamSequence` for a write it rejects); the
+/// message's stream sequence to `upsert`/`delete` (or `recordStreamSequence` for a write it rejects), or a
+/// run of consecutive messages to `applyStream` (their net change and the last sequence in one batch); the
 /// sequence goes into `stream_applied_through` in the same `WriteBatch` as the items, so after a crash
 /// the store holds exactly the writes through `appliedStreamSequence` — never one applied without its
 /// sequence or the reverse. Sequences must increase: a sequence at or below the stored one is refused.

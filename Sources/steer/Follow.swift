@@ -23,7 +23,8 @@ import SteerWriteLog
 ///   replica resumes. Each fetched run of consecutive messages (up to `applyBatch` messages and
 ///   `applyBatchBytes`) is applied in stream order in one engine call (`RetrievalEngine.apply(batch:)`,
 ///   which stores the items and the last sequence in one RocksDB batch and skips redelivered ones), on
-///   `applyQueue`, then acknowledged.
+///   `applyQueue`, then acknowledged at once (the consumer's `ack_policy` is `all`: one ack of the
+///   batch's last message).
 /// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with
 ///   `StreamPublisher` (a fresh `Nats-Msg-Id`, the PubAck), then waits for this replica to apply that
 ///   sequence, and answers with the apply's outcome.
@@ -108,7 +109,9 @@ final class StreamFollower: WriteLog, Sendable {
                 throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): start a new replica from a snapshot (steer snapshot, steer serve --restore)")
             }
             try await deleteConsumerIfPresent(jetStream)
-            var config = ConsumerConfig(durableName: durable, deliverPolicy: .byStartSequence, optStartSeq: next, ackPolicy: .explicit)
+            // `ack_policy: all`: acknowledging a batch's last message acknowledges the batch (one write
+            // instead of one per message; messages are applied strictly in order by this one reader).
+            var config = ConsumerConfig(durableName: durable, deliverPolicy: .byStartSequence, optStartSeq: next, ackPolicy: .all)
             config.ackWaitNanos = 30_000_000_000
             try await jetStream.createDurableConsumer(stream: streamName, config: config)
             connection.withLock { $0 = nats }
@@ -174,7 +177,7 @@ final class StreamFollower: WriteLog, Sendable {
                 messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: 1, expires: Self.fetchExpiry)
             }
             // Consecutive messages in batches of at most `applyBatch` messages and `applyBatchBytes` bytes
-            // (one message is never split): one engine call and RocksDB batch each, then their acks.
+            // (one message is never split): one engine call and RocksDB batch each, then one ack for all.
             var start = 0
             while start < messages.count {
                 var end = start
@@ -189,7 +192,7 @@ final class StreamFollower: WriteLog, Sendable {
                 for (message, outcome) in zip(chunk, outcomes) {
                     record(outcome, for: message.metadata.streamSequence)
                 }
-                for message in chunk { try await jetStream.ack(message) }
+                if let last = chunk.last { try await jetStream.ack(last) }
                 start = end
             }
         }
