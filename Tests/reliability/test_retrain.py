@@ -183,11 +183,20 @@ def test_retrain_gates_resumes_and_swaps_under_load(binary: str) -> None:
                 assert versions.read_text() == versions_before  # no embedding version ingested
                 trained_at = (work / "train-results.json").stat().st_mtime_ns
 
-                # The rerun with a lenient margin continues at the gate: no second training.
-                passed = retrain(binary, [*common, "--margin", "1"])
-                assert passed.returncode == 0, passed.stdout + passed.stderr
+                # The rerun with a lenient margin continues at the gate (no second training), here up to
+                # the verified generation: still not serving.
+                partial = retrain(binary, [*common, "--margin", "1", "--stop-after", "verify"])
+                assert partial.returncode == 0, partial.stdout + partial.stderr
+                assert "stopped after verify" in partial.stdout
                 assert (work / "train-results.json").stat().st_mtime_ns == trained_at
                 name = state["name"]
+                assert (data / "generations" / name).is_dir()
+                assert admin.call({"op": "stats"})["generation"] == live_generation
+                # The next rerun swaps.
+                passed = retrain(binary, [*common, "--margin", "1"])
+                assert passed.returncode == 0, passed.stdout + passed.stderr
+                assert "resuming" in passed.stdout and "swap: starting" in passed.stdout
+                assert "train: starting" not in passed.stdout and "ingest: starting" not in passed.stdout
                 assert f"-> {name}" in passed.stdout and "retrain complete" in passed.stdout
                 state = json.loads((work / "state.json").read_text())
                 assert state["done"] == ["export", "train", "gate", "ingest", "build", "verify", "swap"]
