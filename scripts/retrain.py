@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -81,7 +82,10 @@ def call(
                     )
     except OSError as e:
         raise StepError(f"server {server}: {e}") from None
-    answer = json.loads(buf)
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise StepError(f"server {server}: response is not JSON") from None
     if not isinstance(answer, dict):
         raise StepError(f"server {server}: response is not an object")
     return answer
@@ -110,9 +114,35 @@ def metric(results_file: Path, path: str) -> float:
         raise StepError(f"{results_file} has no {path}") from e
 
 
+def load_state(path: Path) -> dict[str, Any]:
+    """A state file, checked: its name becomes a path component, its steps decide what runs."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StepError(
+            f"{path}: unreadable state ({e}); use another --work directory"
+        ) from None
+    ok = (
+        isinstance(state, dict)
+        and isinstance(state.get("name"), str)
+        and re.fullmatch(r"retrain-[0-9]{8}-[0-9]{6}", state["name"]) is not None
+        and isinstance(state.get("done"), list)
+        and state["done"] == STEPS[: len(state["done"])]
+        and isinstance(state.get("outputs"), dict)
+    )
+    if not ok:
+        raise StepError(
+            f"{path}: not a retrain state file; use another --work directory"
+        )
+    return state  # type: ignore[no-any-return]
+
+
 class Loop:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
+        self.swap_sent = (
+            False  # until a swap request was sent, the live generation serves untouched
+        )
         self.work = Path(a.work).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.state_file = self.work / "state.json"
@@ -133,7 +163,7 @@ class Loop:
             "shards": a.shards,
         }
         if self.state_file.exists():
-            self.state: dict[str, Any] = json.loads(self.state_file.read_text())
+            self.state: dict[str, Any] = load_state(self.state_file)
             if self.state.get("fingerprint") != fingerprint:
                 raise StepError(
                     f"{self.state_file} was started with other settings: {self.state.get('fingerprint')}; "
@@ -322,6 +352,7 @@ class Loop:
         name = self.state["name"]
         stats = self.server_call({"op": "stats"})
         if stats.get("generation") != name:
+            self.swap_sent = True
             answer = self.server_call(
                 {"op": "swap", "generation": name, "checkpoint": name}
             )
@@ -421,16 +452,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if len(a.metric.split(".", 2)) != 3:
+        p.error("--metric: TASK.METHOD.METRIC, e.g. standard.dpr_soft.ndcg@10")
+    if a.threads < 1 or a.shards < 1:
+        p.error("--threads and --shards: at least 1")
     if a.steer_index is None:
         a.steer_index = str(Path(a.steer).with_name("steer-index"))
+    loop: Loop | None = None
     try:
-        Loop(a).run()
+        loop = Loop(a)
+        loop.run()
     except GateRefused as e:
         print(f"retrain: {e}", file=sys.stderr, flush=True)
         return GATE_REFUSED
-    except StepError as e:
+    except (
+        StepError,
+        OSError,
+        ValueError,
+    ) as e:  # OSError, ValueError: an unreadable file or bad JSON
+        if loop is None:  # the work directory or an option was refused: nothing ran
+            print(f"retrain: {e}", file=sys.stderr)
+            return 1
+        serving = (
+            "check `stats`" if loop.swap_sent else "the live generation still serves"
+        )
         print(
-            f"retrain: {e}; the live generation still serves; rerun to continue",
+            f"retrain: {e}; {serving}; rerun with the same --work to continue",
             file=sys.stderr,
         )
         return 1

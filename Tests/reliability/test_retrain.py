@@ -105,6 +105,7 @@ class Live:
         token_file = root / "admin.token"
         token_file.write_text(TOKEN + "\n")
         self.work = root / "work"
+        self.histories: dict[str, list[int]] = {}
         self.server = Server(
             binary,
             str(self.data),
@@ -152,6 +153,7 @@ class Live:
             rng = random.Random(11)
             for user in range(120):
                 items = rng.sample(range(1, 401), 12)
+                self.histories[f"u{user}"] = items
                 events = [{"user": f"u{user}", "item": item, "ts": 1000 + t} for t, item in enumerate(items)]
                 answer = admin.call({"op": "event", "token": TOKEN, "events": events})
                 assert answer["ok"] and answer["recorded"] == 12, answer
@@ -225,6 +227,21 @@ def test_retrain_gates_resumes_and_swaps_under_load(binary: str) -> None:
                     assert same_ranking(got, case["top10"], case.get("top10_scores", [])), (got, case)
                     compared += 1
                 assert compared >= 8
+                # A golden case is a whole user's history: `recommend` by that user (the stored history)
+                # gives the trainer's ranking too.
+                by_user = 0
+                for case in golden["cases"]:
+                    for user, history in live.histories.items():
+                        if history == case.get("history"):
+                            request = {"op": "recommend", "user": user, "k": 10}
+                            if case.get("prompt") is not None:
+                                request["prompt"] = case["prompt"]
+                            answer = admin.call(request)
+                            got = [hit["id"] for hit in answer["hits"]]
+                            assert answer["generation"] == name
+                            assert same_ranking(got, case["top10"], case.get("top10_scores", [])), (got, case)
+                            by_user += 1
+                assert by_user >= 1
 
                 # A rerun of a finished loop changes nothing.
                 again = retrain(binary, [*common, "--margin", "1"])
@@ -256,3 +273,27 @@ def test_a_checkpoint_of_another_dimension_stops_before_the_server_sees_it(binar
                 assert not generations.exists() or not any(generations.iterdir())
         finally:
             live.server.terminate()
+
+
+def test_a_work_directory_started_with_other_settings_is_refused(binary: str) -> None:
+    with tempfile.TemporaryDirectory() as root_dir:
+        root = Path(root_dir)
+        (root / "key").write_text(TOKEN)
+        work = root / "work"
+        work.mkdir()
+        args = ["--server", "127.0.0.1:9", "--token-file", str(root / "key"), "--data", str(root / "data")]
+        args += ["--live-checkpoint", str(root / "c"), "--checkpoint-root", str(root), "--work", str(work)]
+        name = "retrain-20261207-120000"
+        other = {"fingerprint": {"server": "10.0.0.1:1"}, "name": name, "done": ["export"], "outputs": {}}
+        # A name that would leave the checkpoint root, and steps out of order, are refused too.
+        escaping = {**other, "name": "../../elsewhere"}
+        skipping = {**other, "done": ["export", "gate"]}
+        for state, message in [
+            (other, "was started with other settings"),
+            (escaping, "not a retrain state file"),
+            (skipping, "not a retrain state file"),
+        ]:
+            (work / "state.json").write_text(json.dumps(state))
+            result = retrain(binary, args)
+            assert result.returncode == 1 and message in result.stderr, result.stderr
+            assert json.loads((work / "state.json").read_text()) == state
