@@ -110,6 +110,33 @@ import Testing
         #expect(described["name"] as? String == "books_v2" && described["items"] as? Int == 40 && described["consistent"] as? Bool == true, "\(described)")
         #expect((described["aliases"] as? [String]) == ["books"])
 
+        // A generation of books_v2 built on each shard, swapped through the router by collection: the
+        // collection's answers move to it, the router's own (default) generation stays.
+        let routerGeneration = try ok(connection, ["op": "stats", "token": token])["generation"] as? String
+        let version = try #require(described["embedding_version"] as? String)
+        for shard in shards {
+            // A read-only open beside the server can meet a compaction that just deleted a file it listed
+            // (`corrupt`); the documented remedy is to run the build again.
+            var attempt = 0
+            while true {
+                do {
+                    try steerIndex(["build", "--data", shard.directory, "--collection", "books_v2", "--version", version, "--spec", "Flat", "--shards", "1",
+                                    "--out", shard.directory + "/collections/books_v2/generations/c2", "--generation-id", "c2", "--quiet"])
+                    break
+                } catch {
+                    attempt += 1
+                    if attempt == 5 { throw error }
+                    Thread.sleep(forTimeInterval: 0.5)
+                }
+            }
+        }
+        let swapped = try ok(connection, ["op": "swap", "generation": "c2", "collection": "books", "token": token])
+        #expect(swapped["generation"] as? String == "c2", "\(swapped)")
+        let onC2 = try ok(connection, ["op": "search", "collection": "books", "vector": vector(), "k": 10, "token": token])
+        #expect(onC2["generation"] as? String == "c2" && ids(onC2["hits"]).allSatisfy { (2000..<2040).contains($0) }, "\(onC2)")
+        #expect(try ok(connection, ["op": "stats", "token": token])["generation"] as? String == routerGeneration)
+        #expect(try ok(connection, ["op": "search", "vector": vector(), "k": 3, "token": token])["generation"] as? String == routerGeneration)
+
         // Drop books_v1 (no alias points at it); a retry finds it absent everywhere: not_found.
         #expect(try ok(connection, ["op": "drop_collection", "name": "books_v1", "token": token])["dropped"] as? String == "books_v1")
         #expect(code(try call(connection, ["op": "drop_collection", "name": "books_v1", "token": token])) == "not_found")
@@ -137,4 +164,18 @@ import Testing
         #expect(code(try call(connection, ["op": "alias", "alias": "strays", "collection": "nowhere", "token": token])) == "not_found")
         #expect(router.terminate() == 0)
     }
+}
+
+/// `steer-index` (built beside `steer`) with `arguments`.
+private func steerIndex(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try steerBinary()).deletingLastPathComponent().appendingPathComponent("steer-index")
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = Pipe()
+    try process.run()
+    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw SteerError(.internal, "steer-index \(arguments.first ?? "") exited \(process.terminationStatus): \(stderr)") }
 }
