@@ -164,6 +164,70 @@ import Testing
         #expect(code(try call(connection, ["op": "alias", "alias": "strays", "collection": "nowhere", "token": token])) == "not_found")
         #expect(router.terminate() == 0)
     }
+
+    /// An alias moved 30 times through the router while 4 connections search it: no request fails and
+    /// no answer mixes the two collections (the router holds reads while the shards move the alias).
+    @Test func aliasMovedThroughTheRouterUnderSearchLoad() throws {
+        let arguments = ["--dimension", String(Self.dimension), "--sync-writes", "false", "--admin-token", "tok", "--public-reads", "true"]
+        let shards = try (0..<2).map { _ in try ServerProcess(arguments: arguments) }
+        defer { for shard in shards { shard.removeData() } }
+        let router = try ServerProcess(arguments: shards.flatMap { ["--shard", "127.0.0.1:\($0.port)"] }
+            + ["--admin-token", "tok", "--public-reads", "true", "--health-interval-ms", "100"], route: true)
+        let admin = try router.connection()
+        var generator = SeededGenerator(seed: 31)
+        func vector() -> [Double] { (0..<Self.dimension).map { _ in Double(Float.random(in: -1...1, using: &generator)) } }
+        for (name, base) in [("a", 0), ("b", 1000)] {
+            _ = try ok(admin, ["op": "create_collection", "name": name, "dimension": Self.dimension, "token": "tok"])
+            _ = try ok(admin, ["op": "upsert", "collection": name, "items": (base..<base + 40).map { ["id": $0, "vector": vector()] }, "token": "tok"])
+        }
+        _ = try ok(admin, ["op": "alias", "alias": "live", "collection": "a", "token": "tok"])
+        let failures = Locked<[String]>([])
+        let stop = Locked(false)
+        let answered = Locked(0)
+        let group = DispatchGroup()
+        let port = router.port
+        for reader in 0..<4 {
+            let queries = (0..<16).map { index in (0..<Self.dimension).map { Double(($0 + index + reader) % 5) - 2 } }
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let connection = try? SteerConnection(host: "127.0.0.1", port: port) else {
+                    failures.withLock { $0.append("reader \(reader) cannot connect") }
+                    return
+                }
+                var round = 0
+                while !stop.get() {
+                    round += 1
+                    let answer: [String: Any]
+                    do {
+                        answer = try self.call(connection, ["op": "search", "collection": "live", "vector": queries[round % queries.count], "k": 10])
+                    } catch {
+                        failures.withLock { $0.append("search: \(error)") }
+                        continue
+                    }
+                    guard answer["ok"] as? Bool == true, let collection = answer["collection"] as? String else {
+                        failures.withLock { $0.append("search: \(answer)") }
+                        continue
+                    }
+                    let range = collection == "a" ? 0..<40 : 1000..<1040
+                    let found = self.ids(answer["hits"])
+                    if found.count != 10 || !found.allSatisfy({ range.contains($0) }) {
+                        failures.withLock { $0.append("\(collection) answered \(found)") }
+                    }
+                    answered.withLock { $0 += 1 }
+                }
+            }.start()
+        }
+        for move in 0..<30 {
+            let moved = try call(admin, ["op": "alias", "alias": "live", "collection": move % 2 == 0 ? "b" : "a", "token": "tok"])
+            if moved["ok"] as? Bool != true { failures.withLock { $0.append("move \(move): \(moved)") } }
+        }
+        stop.withLock { $0 = true }
+        group.wait()
+        #expect(failures.get().isEmpty, "\(failures.get().prefix(5))")
+        #expect(answered.get() > 0)
+        #expect(router.terminate() == 0)
+    }
 }
 
 /// `steer-index` (built beside `steer`) with `arguments`.
