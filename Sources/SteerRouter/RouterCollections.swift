@@ -34,6 +34,10 @@ extension Router {
     ///   they failed differently; `.partiallyApplied` naming the replicas that did not apply it when others
     ///   did; `.unavailable` when a swap or another alias move is running.
     func applyCollectionAdmin(_ request: Request, deadline: Deadline, _ writer: inout JSONWriter) async throws {
+        if case .createCollection(let settings) = request.operation, settings.checkpoint != nil {
+            // Each shard would ingest the checkpoint's whole item table, not its share of it.
+            throw SteerError.invalid("create_collection with 'checkpoint' is not routed: every shard would ingest all of the checkpoint's items; create the collection with 'dimension' and write its items through the router (docs/scaling.md \"Collections\")")
+        }
         var gated = false
         switch request.operation {
         case .alias, .deleteAlias:

@@ -50,6 +50,8 @@ import Testing
         // Retrying the same create is safe: both shards report it existed.
         let again = try ok(connection, ["op": "create_collection", "name": "books_v1", "dimension": Self.dimension, "metric": "ip", "token": token])
         #expect(((again["replicas"] as? [[String: Any]]) ?? []).map { $0["result"] as? String } == ["existed", "existed"], "\(again)")
+        // A checkpoint's item table is not sharded: refused at the router.
+        #expect(code(try call(connection, ["op": "create_collection", "name": "from_ckpt", "checkpoint": "x", "token": token])) == "invalid_request")
         // The same name with other settings is refused.
         let other = try call(connection, ["op": "create_collection", "name": "books_v1", "dimension": 8, "token": token])
         #expect(code(other) == "already_exists", "\(other)")
