@@ -17,10 +17,18 @@ from typing import Any
 PROMPTS: list[tuple[str, str | None, str]] = [
     ("no prompt", None, "soft"),
     ("positive", "more comedy please", "soft"),
-    ("positive in the user's own words (names no tag: the model alone steers)", "something to make me laugh", "soft"),
+    (
+        "positive in the user's own words (names no tag: the model alone steers)",
+        "something to make me laugh",
+        "soft",
+    ),
     ("negative", "no horror", "soft"),
     ("compound", "something with sci-fi, but no romance", "soft"),
-    ("compound, hybrid constraints (steering plus hard tag filters)", "something with sci-fi, but no romance", "hybrid"),
+    (
+        "compound, hybrid constraints (steering plus hard tag filters)",
+        "something with sci-fi, but no romance",
+        "hybrid",
+    ),
 ]
 SIGN = {"positive": "+", "negative": "−"}
 
@@ -31,7 +39,11 @@ def history_of(path: str, user: str, last: int) -> list[Any]:
     with open(path, newline="") as fh:
         for n, row in enumerate(csv.DictReader(fh)):
             if row["user"] == user:
-                item: Any = int(row["item"]) if row["item"].lstrip("-").isdigit() else row["item"]
+                item: Any = (
+                    int(row["item"])
+                    if row["item"].lstrip("-").isdigit()
+                    else row["item"]
+                )
                 rows.append((float(row["timestamp"]), n, item))
     if not rows:
         sys.exit(f"user {user!r} has no interactions in {path}")
@@ -59,12 +71,18 @@ class Connection:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--interactions", required=True, help="interactions.csv of the demo data")
+    ap.add_argument(
+        "--interactions", required=True, help="interactions.csv of the demo data"
+    )
     ap.add_argument("--user", default="u1")
-    ap.add_argument("--history", type=int, default=20, help="most recent items sent as the history")
+    ap.add_argument(
+        "--history", type=int, default=20, help="most recent items sent as the history"
+    )
     ap.add_argument("--k", type=int, default=10)
     a = ap.parse_args()
 
@@ -74,20 +92,30 @@ def main() -> None:
     print(f"user {a.user}: {len(history)} most recent items; the last five:")
     for item in items:
         if item:
-            print(f"    {item.get('title', item['id'])!s:<32} [{', '.join(item.get('tags', []))}]")
+            print(
+                f"    {item.get('title', item['id'])!s:<32} [{', '.join(item.get('tags', []))}]"
+            )
     for label, prompt, constraints in PROMPTS:
-        request: dict[str, Any] = {"op": "recommend", "history": history, "k": a.k, "constraints": constraints}
+        request: dict[str, Any] = {
+            "op": "recommend",
+            "history": history,
+            "k": a.k,
+            "constraints": constraints,
+        }
         if prompt is not None:
             request["prompt"] = prompt
         response = conn.call(request)
         heard = "; ".join(
-            f"{SIGN.get(c['polarity'], c['polarity'])}{c['text']} → {', '.join(c.get('tags') or []) or 'no tag'}" for c in response.get("clauses", [])
+            f"{SIGN.get(c['polarity'], c['polarity'])}{c['text']} → {', '.join(c.get('tags') or []) or 'no tag'}"
+            for c in response.get("clauses", [])
         )
         title = f"{label}" + (f': "{prompt}"' if prompt else "")
         print(f"\n{title}" + (f"   (heard: {heard})" if heard else ""))
         for rank, hit in enumerate(response["hits"], 1):
             tags = ", ".join(hit.get("tags", []))
-            print(f"  {rank:2}. {hit.get('title', hit['id'])!s:<32} {hit['score']:8.3f}  [{tags}]")
+            print(
+                f"  {rank:2}. {hit.get('title', hit['id'])!s:<32} {hit['score']:8.3f}  [{tags}]"
+            )
 
 
 if __name__ == "__main__":

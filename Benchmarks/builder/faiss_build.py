@@ -1,6 +1,7 @@
 """The same builds with faiss's Python API (Debian python3-faiss 1.7.3, the library Steer links):
 train once (IVF) on the same sample size, add to `shards` indexes sharing the quantizer, write them.
 Prints one JSON line with the timings; peak memory comes from /usr/bin/time around this process."""
+
 import json
 import os
 import sys
@@ -11,7 +12,13 @@ import numpy as np
 
 
 def main() -> None:
-    vectors, spec, shards, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    vectors, spec, shards, out, seed = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.argv[4],
+        int(sys.argv[5]),
+    )
     t0 = time.perf_counter()
     x = np.load(vectors)
     n, d = x.shape
@@ -31,7 +38,7 @@ def main() -> None:
         template.train(x[rows])
         timings["train"] = time.perf_counter() - t
         blob = faiss.serialize_index(template)
-        make = lambda: faiss.deserialize_index(blob)  # noqa: E731
+        make = lambda: faiss.deserialize_index(blob)
     else:
         m = int(spec[4:].split(",")[0])
         efc = 40
@@ -42,6 +49,7 @@ def main() -> None:
             index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = efc
             return faiss.IndexIDMap2(index)
+
     t = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     for s in range(shards):
@@ -51,7 +59,18 @@ def main() -> None:
         faiss.write_index(index, f"{out}/shard-{s:04d}.index")
     timings["add_save"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    print(json.dumps({"tool": "faiss-python", "spec": spec, "shards": shards, "n": int(n), "d": int(d), "timings_s": timings}))
+    print(
+        json.dumps(
+            {
+                "tool": "faiss-python",
+                "spec": spec,
+                "shards": shards,
+                "n": int(n),
+                "d": int(d),
+                "timings_s": timings,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Writes a synthetic checkpoint export (items.jsonl + model.safetensors with item_embeddings [N, D])
 and the same vectors as vectors.npy, for Benchmarks/builder/run.sh. Clustered, L2-normalised, seeded."""
+
 import json
 import struct
 import sys
@@ -17,14 +18,24 @@ def main() -> None:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     x = np.ascontiguousarray(x, dtype="<f4")
     np.save(f"{out}/vectors.npy", x)
-    header = json.dumps({"item_embeddings": {"dtype": "F32", "shape": [n, d], "data_offsets": [0, x.nbytes]}}).encode()
+    header = json.dumps(
+        {
+            "item_embeddings": {
+                "dtype": "F32",
+                "shape": [n, d],
+                "data_offsets": [0, x.nbytes],
+            }
+        }
+    ).encode()
     with open(f"{out}/model.safetensors", "wb") as f:
         f.write(struct.pack("<Q", len(header)))
         f.write(header)
         f.write(x.tobytes())
     with open(f"{out}/items.jsonl", "w") as f:
         for i in range(n):
-            f.write(f'{{"id": {i}, "title": "item {i}", "tags": ["c{assign[i] % 20}"]}}\n')
+            f.write(
+                f'{{"id": {i}, "title": "item {i}", "tags": ["c{assign[i] % 20}"]}}\n'
+            )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import sys
 import time
 
 import torch
-
 from steer_train.clauses import parse
 from steer_train.export import load_checkpoint
 from steer_train.minilm import MiniLM
@@ -27,12 +26,22 @@ def summary(samples_ns: list[int]) -> dict[str, float]:
     def pct(p: float) -> float:
         return round(s[min(len(s) - 1, round((len(s) - 1) * p))] / 1000, 1)
 
-    return {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": round(statistics.mean(s) / 1000, 1)}
+    return {
+        "p50": pct(0.5),
+        "p90": pct(0.9),
+        "p99": pct(0.99),
+        "mean": round(statistics.mean(s) / 1000, 1),
+    }
 
 
 @torch.no_grad()
 def main() -> None:
-    ckpt, minilm_dir, prompt, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ckpt, minilm_dir, prompt, repeat = (
+        sys.argv[1],
+        sys.argv[2],
+        sys.argv[3],
+        int(sys.argv[4]),
+    )
     history_ids = [int(x) if x.lstrip("-").isdigit() else x for x in sys.argv[5:]]
     model, items = load_checkpoint(ckpt)
     row = {it.id: r for r, it in enumerate(items)}
@@ -42,7 +51,9 @@ def main() -> None:
     texts = [c.text for c in clauses]
     negative = torch.tensor([c.polarity == "-" for c in clauses], dtype=torch.bool)
     owner = torch.zeros(len(clauses), dtype=torch.long)
-    stages: dict[str, list[int]] = {k: [] for k in ("parse", "tokenize", "minilm", "backbone", "head", "total")}
+    stages: dict[str, list[int]] = {
+        k: [] for k in ("parse", "tokenize", "minilm", "backbone", "head", "total")
+    }
     q = None
     for _ in range(repeat + 5):
         t0 = time.perf_counter_ns()
@@ -56,7 +67,9 @@ def main() -> None:
         t4 = time.perf_counter_ns()
         q = model.head.query(h, emb, negative, owner)
         t5 = time.perf_counter_ns()
-        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True):
+        for k, v in zip(
+            stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True
+        ):
             v_list = stages[k]
             v_list.append(v)
     out: dict[str, object] = {
@@ -86,8 +99,11 @@ def main() -> None:
             samples.append(time.perf_counter_ns() - t0)
         import sentence_transformers
 
-        out["sentence_transformers"] = {"version": sentence_transformers.__version__, "encode_us": summary(samples[5:])}
-    except Exception as exc:  # noqa: BLE001 - reported in the results
+        out["sentence_transformers"] = {
+            "version": sentence_transformers.__version__,
+            "encode_us": summary(samples[5:]),
+        }
+    except Exception as exc:
         out["sentence_transformers"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     print(json.dumps(out))
 

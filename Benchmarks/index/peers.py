@@ -51,7 +51,12 @@ def main() -> None:
     ap.add_argument("--nprobe", default="")
     ap.add_argument("--efc", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3, help="single-query passes; the fastest is reported")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="single-query passes; the fastest is reported",
+    )
     args = ap.parse_args()
 
     meta, base, queries, truth = load(args.data)
@@ -67,10 +72,14 @@ def main() -> None:
         index = faiss.index_factory(d, spec, metric)
         if not index.is_trained:
             rng = np.random.default_rng(1)
-            sample = base[rng.choice(len(base), size=min(len(base), 256 * 1024), replace=False)]
+            sample = base[
+                rng.choice(len(base), size=min(len(base), 256 * 1024), replace=False)
+            ]
             index.train(sample)
         # IVF: ids 0..n-1, the same labels the Swift side uses.
-        index.add_with_ids(base, np.arange(len(base), dtype=np.int64)) if spec.startswith("IVF") else index.add(base)
+        index.add_with_ids(
+            base, np.arange(len(base), dtype=np.int64)
+        ) if spec.startswith("IVF") else index.add(base)
     build_s = time.perf_counter() - t0
 
     settings: list[tuple[str, int | None]] = []

@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,9 @@ def load(data: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray
 
         with h5py.File(data, "r") as f:
             distance = f.attrs["distance"]
-            distance = distance.decode() if isinstance(distance, bytes) else str(distance)
+            distance = (
+                distance.decode() if isinstance(distance, bytes) else str(distance)
+            )
             base = np.ascontiguousarray(f["train"][:], dtype=np.float32)
             queries = np.ascontiguousarray(f["test"][:], dtype=np.float32)
             truth = f["neighbors"][:].astype(np.int64)
@@ -47,9 +50,17 @@ def load(data: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray
             base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
             queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
         elif distance != "euclidean":
-            sys.exit(f"{data}: distance {distance!r} is not supported (angular, euclidean)")
+            sys.exit(
+                f"{data}: distance {distance!r} is not supported (angular, euclidean)"
+            )
         metric = "ip" if distance == "angular" else "l2"
-        meta = {"count": len(base), "dimension": base.shape[1], "metric": metric, "source": "hdf5", "file": str(data)}
+        meta = {
+            "count": len(base),
+            "dimension": base.shape[1],
+            "metric": metric,
+            "source": "hdf5",
+            "file": str(data),
+        }
         return meta, base, queries, truth
     meta = json.loads((data / "meta.json").read_text())
     d = int(meta["dimension"])
@@ -66,7 +77,12 @@ def recall_at(found: list[list[int]], truth: np.ndarray, k: int) -> float:
     return hits / (k * len(truth))
 
 
-def measure(search: Callable[[np.ndarray], list[int]], queries: np.ndarray, truth: np.ndarray, k: int) -> dict[str, float]:
+def measure(
+    search: Callable[[np.ndarray], list[int]],
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+) -> dict[str, float]:
     """One query per call on this thread: latency of each call, recall of the answers."""
     for q in queries[: min(50, len(queries))]:  # warm-up
         search(q)
@@ -86,15 +102,25 @@ def measure(search: Callable[[np.ndarray], list[int]], queries: np.ndarray, trut
     }
 
 
-def saturation(search_all: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth: np.ndarray, k: int,
-               threads: int) -> dict[str, float]:
+def saturation(
+    search_all: Callable[[np.ndarray], np.ndarray],
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+    threads: int,
+) -> dict[str, float]:
     """All queries in one call spread over `threads` threads by the engine itself: QPS at saturation."""
     search_all(queries[: min(50, len(queries))])  # warm-up
     t0 = time.perf_counter()
     found = search_all(queries)
     secs = time.perf_counter() - t0
-    return {"threads": threads, "saturation_qps": round(len(queries) / secs, 1),
-            "saturation_recall_at_k": round(recall_at([list(r) for r in found], truth, k), 4)}
+    return {
+        "threads": threads,
+        "saturation_qps": round(len(queries) / secs, 1),
+        "saturation_recall_at_k": round(
+            recall_at([list(r) for r in found], truth, k), 4
+        ),
+    }
 
 
 def ints(text: str) -> list[int]:
@@ -105,19 +131,45 @@ def emit(row: dict[str, Any]) -> None:
     print(json.dumps(row), flush=True)
 
 
-def run_faiss(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+def run_faiss(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> None:
     import faiss  # type: ignore[import-untyped]
 
     faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     d = base.shape[1]
-    metric = faiss.METRIC_L2 if meta.get("metric") == "l2" else faiss.METRIC_INNER_PRODUCT
-    common = {"engine": args.label, "version": faiss.__version__, "n": len(base), "d": d}
+    metric = (
+        faiss.METRIC_L2 if meta.get("metric") == "l2" else faiss.METRIC_INNER_PRODUCT
+    )
+    common = {
+        "engine": args.label,
+        "version": faiss.__version__,
+        "n": len(base),
+        "d": d,
+    }
 
     def both(index: Any) -> dict[str, float]:
         faiss.omp_set_num_threads(1)
-        row = measure(lambda q: index.search(q[None, :], args.k)[1][0].tolist(), queries, truth, args.k)
+        row = measure(
+            lambda q: index.search(q[None, :], args.k)[1][0].tolist(),
+            queries,
+            truth,
+            args.k,
+        )
         faiss.omp_set_num_threads(args.threads)
-        row.update(saturation(lambda qs: index.search(qs, args.k)[1], queries, truth, args.k, args.threads))
+        row.update(
+            saturation(
+                lambda qs: index.search(qs, args.k)[1],
+                queries,
+                truth,
+                args.k,
+                args.threads,
+            )
+        )
         faiss.omp_set_num_threads(1)
         return row
 
@@ -130,29 +182,59 @@ def run_faiss(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, 
         for ef in ints(args.ef):
             index.hnsw.efSearch = ef
             row = both(index)
-            emit({**common, "index": f"HNSW{args.m},efC{args.efc}", "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
+            emit(
+                {
+                    **common,
+                    "index": f"HNSW{args.m},efC{args.efc}",
+                    "param": "ef_search",
+                    "value": ef,
+                    "build_s": round(build, 2),
+                    **row,
+                }
+            )
     if args.nprobe:
         t0 = time.perf_counter()
-        quantizer = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+        quantizer = (
+            faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+        )
         index = faiss.IndexIVFFlat(quantizer, d, args.lists, metric)
         rng = np.random.default_rng(42)
-        sample = base[rng.choice(len(base), size=min(len(base), 40 * args.lists), replace=False)]
+        sample = base[
+            rng.choice(len(base), size=min(len(base), 40 * args.lists), replace=False)
+        ]
         index.train(sample)
         index.add(base)
         build = time.perf_counter() - t0
         for nprobe in ints(args.nprobe):
             index.nprobe = nprobe
             row = both(index)
-            emit({**common, "index": f"IVF{args.lists},Flat", "param": "nprobe", "value": nprobe, "build_s": round(build, 2), **row})
+            emit(
+                {
+                    **common,
+                    "index": f"IVF{args.lists},Flat",
+                    "param": "nprobe",
+                    "value": nprobe,
+                    "build_s": round(build, 2),
+                    **row,
+                }
+            )
 
 
-def run_hnswlib(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+def run_hnswlib(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> None:
     import hnswlib  # type: ignore[import-untyped]
 
     d = base.shape[1]
     t0 = time.perf_counter()
     index = hnswlib.Index(space="l2" if meta.get("metric") == "l2" else "ip", dim=d)
-    index.init_index(max_elements=len(base), M=args.m, ef_construction=args.efc, random_seed=100)
+    index.init_index(
+        max_elements=len(base), M=args.m, ef_construction=args.efc, random_seed=100
+    )
     index.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     index.add_items(base, np.arange(len(base)))
     build = time.perf_counter() - t0
@@ -165,31 +247,91 @@ def run_hnswlib(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray
     for ef in ints(args.ef):
         index.set_ef(max(ef, args.k))
         index.set_num_threads(1)
-        row = measure(lambda q: index.knn_query(q[None, :], k=args.k)[0][0].tolist(), queries, truth, args.k)
+        row = measure(
+            lambda q: index.knn_query(q[None, :], k=args.k)[0][0].tolist(),
+            queries,
+            truth,
+            args.k,
+        )
         index.set_num_threads(args.threads)
-        row.update(saturation(lambda qs: index.knn_query(qs, k=args.k)[0], queries, truth, args.k, args.threads))
-        emit({"engine": "hnswlib", "version": version, "n": len(base), "d": d, "index": f"M{args.m},efC{args.efc}",
-              "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
+        row.update(
+            saturation(
+                lambda qs: index.knn_query(qs, k=args.k)[0],
+                queries,
+                truth,
+                args.k,
+                args.threads,
+            )
+        )
+        emit(
+            {
+                "engine": "hnswlib",
+                "version": version,
+                "n": len(base),
+                "d": d,
+                "index": f"M{args.m},efC{args.efc}",
+                "param": "ef_search",
+                "value": ef,
+                "build_s": round(build, 2),
+                **row,
+            }
+        )
 
 
-def run_usearch(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+def run_usearch(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> None:
     from importlib.metadata import version as package_version
 
     from usearch.index import Index  # type: ignore[import-untyped]
 
     d = base.shape[1]
     t0 = time.perf_counter()
-    index = Index(ndim=d, metric="l2sq" if meta.get("metric") == "l2" else "ip", dtype="f32",
-                  connectivity=args.m, expansion_add=args.efc)
-    index.add(np.arange(len(base)), base, threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    index = Index(
+        ndim=d,
+        metric="l2sq" if meta.get("metric") == "l2" else "ip",
+        dtype="f32",
+        connectivity=args.m,
+        expansion_add=args.efc,
+    )
+    index.add(
+        np.arange(len(base)), base, threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
+    )
     build = time.perf_counter() - t0
     for ef in ints(args.ef):
         index.expansion_search = max(ef, args.k)
-        row = measure(lambda q: index.search(q, args.k, threads=1).keys.tolist(), queries, truth, args.k)
-        row.update(saturation(lambda qs: index.search(qs, args.k, threads=args.threads).keys, queries, truth, args.k,
-                              args.threads))
-        emit({"engine": "usearch", "version": package_version("usearch"), "n": len(base), "d": d,
-              "index": f"HNSW M{args.m},efC{args.efc}", "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
+        row = measure(
+            lambda q: index.search(q, args.k, threads=1).keys.tolist(),
+            queries,
+            truth,
+            args.k,
+        )
+        row.update(
+            saturation(
+                lambda qs: index.search(qs, args.k, threads=args.threads).keys,
+                queries,
+                truth,
+                args.k,
+                args.threads,
+            )
+        )
+        emit(
+            {
+                "engine": "usearch",
+                "version": package_version("usearch"),
+                "n": len(base),
+                "d": d,
+                "index": f"HNSW M{args.m},efC{args.efc}",
+                "param": "ef_search",
+                "value": ef,
+                "build_s": round(build, 2),
+                **row,
+            }
+        )
 
 
 def free_port() -> int:
@@ -204,8 +346,20 @@ class ChromaServer:
     def __init__(self, binary: str, path: str) -> None:
         self.binary, self.path, self.port = binary, path, free_port()
         self.log = open(os.path.join(path + "-log.txt"), "ab")
-        self.proc = subprocess.Popen([binary, "run", "--path", path, "--host", "127.0.0.1", "--port", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "run",
+                "--path",
+                path,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         import chromadb  # type: ignore[import-untyped]
 
         deadline = time.time() + 60
@@ -225,7 +379,13 @@ class ChromaServer:
         self.log.close()
 
 
-def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+def run_chroma(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> None:
     from importlib.metadata import version as package_version
 
     d = base.shape[1]
@@ -236,11 +396,22 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
         server = ChromaServer(args.chroma, path)
         t0 = time.perf_counter()
         collection = server.client.create_collection(
-            "bench", configuration={"hnsw": {"space": "l2" if meta.get("metric") == "l2" else "ip", "max_neighbors": args.m, "ef_construction": args.efc, "ef_search": efs[0]}})
+            "bench",
+            configuration={
+                "hnsw": {
+                    "space": "l2" if meta.get("metric") == "l2" else "ip",
+                    "max_neighbors": args.m,
+                    "ef_construction": args.efc,
+                    "ef_search": efs[0],
+                }
+            },
+        )
         ids = [str(i) for i in range(len(base))]
         batch = 5000
         for start in range(0, len(base), batch):
-            collection.add(ids=ids[start:start + batch], embeddings=base[start:start + batch])
+            collection.add(
+                ids=ids[start : start + batch], embeddings=base[start : start + batch]
+            )
         build = time.perf_counter() - t0
         for ef in efs:
             collection = server.client.get_collection("bench")
@@ -252,12 +423,25 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
                 collection = server.client.get_collection("bench")
 
             def search(q: np.ndarray) -> list[int]:
-                result = collection.query(query_embeddings=q[None, :], n_results=args.k, include=[])
+                result = collection.query(
+                    query_embeddings=q[None, :], n_results=args.k, include=[]
+                )
                 return [int(i) for i in result["ids"][0]]
 
             row = measure(search, queries, truth, args.k)
-            emit({"engine": "chroma server", "version": package_version("chromadb"), "n": len(base), "d": d,
-                  "index": f"HNSW M{args.m},efC{args.efc}", "param": "ef_search", "value": ef, "build_s": round(build, 2), **row})
+            emit(
+                {
+                    "engine": "chroma server",
+                    "version": package_version("chromadb"),
+                    "n": len(base),
+                    "d": d,
+                    "index": f"HNSW M{args.m},efC{args.efc}",
+                    "param": "ef_search",
+                    "value": ef,
+                    "build_s": round(build, 2),
+                    **row,
+                }
+            )
         server.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -266,7 +450,9 @@ def run_chroma(args: argparse.Namespace, meta: dict[str, Any], base: np.ndarray,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--engine", choices=["faiss", "hnswlib", "chroma", "usearch"], required=True)
+    ap.add_argument(
+        "--engine", choices=["faiss", "hnswlib", "chroma", "usearch"], required=True
+    )
     ap.add_argument("--label", default="faiss")
     ap.add_argument("--ef", default="")
     ap.add_argument("--nprobe", default="")
@@ -276,8 +462,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--queries", type=int, default=1000, help="use the first Q queries")
     ap.add_argument("--chroma", default="chroma", help="the chroma executable")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="threads of the saturation measurement (give the Steer server's core count)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads of the saturation measurement (give the Steer server's core count)",
+    )
     args = ap.parse_args()
     if args.threads <= 0:
         sys.exit("--threads must be positive")
@@ -285,7 +475,12 @@ def main() -> None:
     queries, truth = queries[: args.queries], truth[: args.queries]
     if truth.shape[1] < args.k:
         sys.exit(f"--k {args.k} exceeds the data set's truth depth {truth.shape[1]}")
-    engines = {"faiss": run_faiss, "hnswlib": run_hnswlib, "chroma": run_chroma, "usearch": run_usearch}
+    engines = {
+        "faiss": run_faiss,
+        "hnswlib": run_hnswlib,
+        "chroma": run_chroma,
+        "usearch": run_usearch,
+    }
     engines[args.engine](args, meta, base, queries, truth)
 
 

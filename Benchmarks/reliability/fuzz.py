@@ -173,6 +173,34 @@ def valid_requests(rng: random.Random) -> list[dict[str, Any]]:
         {"id": 9, "op": "recommend", "history": ids, "prompt": "funny", "k": 3, "constraints": "hybrid"},
         {"id": 10, "op": "encode", "history": ids, "exclude_history": False},
         {"id": 11, "op": "swap", "token": DEFAULT_TOKEN, "generation": "g1"},
+        {
+            "id": 12,
+            "op": "event",
+            "token": DEFAULT_TOKEN,
+            "user": "u1",
+            "item": ids[0],
+            "kind": "view",
+            "ts": 5,
+        },
+        {"id": 13, "op": "event", "token": DEFAULT_TOKEN, "events": [{"user": 7, "item": ids[1]}]},
+        {"id": 14, "op": "get_user", "token": DEFAULT_TOKEN, "user": "u1", "limit": 3},
+        {
+            "id": 15,
+            "op": "recommend",
+            "user": "u1",
+            "max_history": 2,
+            "positive": ids[:1],
+            "strategy": "best_score",
+        },
+        {"id": 16, "op": "delete_user", "token": DEFAULT_TOKEN, "user": 7},
+        {
+            "id": 17,
+            "op": "ingest_vectors",
+            "token": DEFAULT_TOKEN,
+            "version": "fuzz-v2",
+            "dimension": DIMENSION,
+            "items": [{"id": ids[0], "vector_b64": b64}],
+        },
     ]
 
 
@@ -208,7 +236,21 @@ def interesting(rng: random.Random, scale: float) -> Any:
         lambda: [f"t{n}" for n in range(rng.randint(1, 2000))],
         lambda: {"tags_any": [], "tags_none": [None]},
         lambda: rng.choice(
-            ["ping", "upsert", "search", "get", "delete", "stats", "swap", "recommend", "encode"]
+            [
+                "ping",
+                "upsert",
+                "search",
+                "get",
+                "delete",
+                "stats",
+                "swap",
+                "recommend",
+                "encode",
+                "event",
+                "get_user",
+                "delete_user",
+                "ingest_vectors",
+            ]
         ),
     ]
     return rng.choice(choices)()

@@ -86,9 +86,19 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="steer-route-bench-")
     processes: list[Server] = []
     try:
-        common = ["--dimension", str(args.dimension), "--index-spec", args.spec, "--sync-writes", "false"]
+        common = [
+            "--dimension",
+            str(args.dimension),
+            "--index-spec",
+            args.spec,
+            "--sync-writes",
+            "false",
+        ]
         full = Server(binary, f"{workdir}/full", common)
-        shards = [Server(binary, f"{workdir}/shard{index}", common) for index in range(args.shards)]
+        shards = [
+            Server(binary, f"{workdir}/shard{index}", common)
+            for index in range(args.shards)
+        ]
         processes += [full, *shards]
         print(f"upload {args.items} x {args.dimension} ...", file=sys.stderr)
         upload_started = time.time()
@@ -110,20 +120,27 @@ def main() -> None:
                     answer = connection.call({"op": "upsert", "items": mine})
                     assert answer.get("ok"), answer
         upload_seconds = time.time() - upload_started
-        shard_flags = [flag for shard in shards for flag in ("--shard", f"127.0.0.1:{shard.port}")]
+        shard_flags = [
+            flag for shard in shards for flag in ("--shard", f"127.0.0.1:{shard.port}")
+        ]
         router = Router(
-            binary, f"{workdir}/router.stderr.log", [*shard_flags, "--health-interval-ms", "1000"]
+            binary,
+            f"{workdir}/router.stderr.log",
+            [*shard_flags, "--health-interval-ms", "1000"],
         )
         processes.append(router)
         router_connection = Connection(router.port, timeout=60)
 
         queries = [
-            b64([rng.gauss(0, 1) for _ in range(args.dimension)]) for _ in range(args.queries + args.warmup)
+            b64([rng.gauss(0, 1) for _ in range(args.dimension)])
+            for _ in range(args.queries + args.warmup)
         ]
         latencies: dict[str, list[float]] = {"server": [], "router": []}
         same_top = 0
         for index, query in enumerate(queries):
-            line = (json.dumps({"op": "search", "vector_b64": query, "k": args.k}) + "\n").encode()
+            line = (
+                json.dumps({"op": "search", "vector_b64": query, "k": args.k}) + "\n"
+            ).encode()
             order = [("server", full_connection), ("router", router_connection)]
             if index % 2:
                 order.reverse()
@@ -142,10 +159,14 @@ def main() -> None:
                 same_top += 1
         router_stats = router_connection.call({"op": "stats"})
         # Where the time goes: each process's own view of its searches (parse to response, 4 % buckets).
-        inside = {"server": full_connection.call({"op": "stats"})["ops"].get("search", {})}
+        inside = {
+            "server": full_connection.call({"op": "stats"})["ops"].get("search", {})
+        }
         inside["router"] = router_stats["ops"].get("search", {})
         for index, connection in enumerate(shard_connections):
-            inside[f"shard{index}"] = connection.call({"op": "stats"})["ops"].get("search", {})
+            inside[f"shard{index}"] = connection.call({"op": "stats"})["ops"].get(
+                "search", {}
+            )
         server_summary = summary(latencies["server"])
         router_summary = summary(latencies["router"])
         record = {
@@ -175,7 +196,8 @@ def main() -> None:
             "server": server_summary,
             "router": router_summary,
             "overhead_us": {
-                key: round(router_summary[key] - server_summary[key], 1) for key in server_summary
+                key: round(router_summary[key] - server_summary[key], 1)
+                for key in server_summary
             },
             "same_top1_share": round(same_top / args.queries, 3),
             "router_counters": router_stats.get("counters"),
@@ -184,18 +206,26 @@ def main() -> None:
             "rss_kib": {
                 "server": full.rss_kib(),
                 "router": router.rss_kib(),
-                **{f"shard{index}": shard.rss_kib() for index, shard in enumerate(shards)},
+                **{
+                    f"shard{index}": shard.rss_kib()
+                    for index, shard in enumerate(shards)
+                },
             },
         }
         out = (
             Path(args.out)
             if args.out
-            else Path(__file__).resolve().parent / f"results-{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+            else Path(__file__).resolve().parent
+            / f"results-{time.strftime('%Y-%m-%d', time.gmtime())}.json"
         )
         out.write_text(json.dumps(record, indent=2) + "\n")
         print(
             json.dumps(
-                {"server": server_summary, "router": router_summary, "overhead_us": record["overhead_us"]}
+                {
+                    "server": server_summary,
+                    "router": router_summary,
+                    "overhead_us": record["overhead_us"],
+                }
             )
         )
         print(f"wrote {out}", file=sys.stderr)

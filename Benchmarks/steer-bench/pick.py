@@ -21,7 +21,13 @@ def main() -> None:
     ap.add_argument("--field", choices=["value", "qps"], required=True)
     args = ap.parse_args()
     levels = json.load(open(args.report))["levels"]
-    passing = sorted({lv["value"] for lv in levels if (lv.get("recall_at_k") or 0) >= args.recall and lv["value"] is not None})
+    passing = sorted(
+        {
+            lv["value"]
+            for lv in levels
+            if (lv.get("recall_at_k") or 0) >= args.recall and lv["value"] is not None
+        }
+    )
     if not passing:
         sys.exit(f"{args.report}: no setting reaches recall {args.recall}")
     value = passing[0]

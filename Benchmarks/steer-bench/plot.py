@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -32,7 +32,9 @@ def load(path: Path) -> dict[str, Any] | None:
 def context(report: dict[str, Any]) -> str:
     m = report["machine"]
     load_avg = m.get("load_average_start", [])
-    return f"{m['cores']} cores, {m['cpu']}, load avg {load_avg[0] if load_avg else '?'}"
+    return (
+        f"{m['cores']} cores, {m['cpu']}, load avg {load_avg[0] if load_avg else '?'}"
+    )
 
 
 def recall_qps(name: str) -> Path | None:
@@ -43,12 +45,25 @@ def recall_qps(name: str) -> Path | None:
         if not report:
             continue
         ctx = context(report)
-        spec = report["server"].get("requested_spec") or report["server"].get("index_spec") or kind
+        spec = (
+            report["server"].get("requested_spec")
+            or report["server"].get("index_spec")
+            or kind
+        )
         for conc, style in ((1, "-"), (4, "--")):
-            levels = sorted((lv for lv in report["levels"] if lv["concurrency"] == conc), key=lambda lv: lv["value"] or 0)
+            levels = sorted(
+                (lv for lv in report["levels"] if lv["concurrency"] == conc),
+                key=lambda lv: lv["value"] or 0,
+            )
             if levels:
-                ax.plot([lv["recall_at_k"] for lv in levels], [lv["qps"] for lv in levels], style, marker=marker, linewidth=2,
-                        label=f"Steer {spec}, end to end, {conc} conn")
+                ax.plot(
+                    [lv["recall_at_k"] for lv in levels],
+                    [lv["qps"] for lv in levels],
+                    style,
+                    marker=marker,
+                    linewidth=2,
+                    label=f"Steer {spec}, end to end, {conc} conn",
+                )
     peers = load(PEERS / f"{name}.json")
     if peers:
         curves: dict[str, list[dict[str, Any]]] = {}
@@ -56,8 +71,15 @@ def recall_qps(name: str) -> Path | None:
             curves.setdefault(f"{row['engine']} {row['index']}", []).append(row)
         for label, rows in curves.items():
             rows.sort(key=lambda r: r["value"])
-            ax.plot([r["recall_at_k"] for r in rows], [r["qps"] for r in rows], ":", marker=".", label=f"{label} (in-process, 1 thread)"
-                    if "chroma" not in label else f"{label} (its HTTP client)")
+            ax.plot(
+                [r["recall_at_k"] for r in rows],
+                [r["qps"] for r in rows],
+                ":",
+                marker=".",
+                label=f"{label} (in-process, 1 thread)"
+                if "chroma" not in label
+                else f"{label} (its HTTP client)",
+            )
     if not ax.lines:
         plt.close(fig)
         return None
@@ -89,23 +111,41 @@ def cdfs(name: str) -> Path | None:
     if hnsw:
         ctx = context(hnsw)
         values = sorted({lv["value"] for lv in hnsw["levels"]})
-        picked = [v for v in values if any(lv["value"] == v and lv["recall_at_k"] >= 0.95 for lv in hnsw["levels"])][:1] or values[-1:]
+        picked = [
+            v
+            for v in values
+            if any(
+                lv["value"] == v and lv["recall_at_k"] >= 0.95 for lv in hnsw["levels"]
+            )
+        ][:1] or values[-1:]
         for lv in hnsw["levels"]:
             if lv["value"] in picked:
                 xs, ys = tail_points(lv["cdf"])
-                ax.plot(xs, ys, label=f"closed loop, ef {lv['value']}, {lv['concurrency']} conn ({lv['qps']:.0f} QPS)")
+                ax.plot(
+                    xs,
+                    ys,
+                    label=f"closed loop, ef {lv['value']}, {lv['concurrency']} conn ({lv['qps']:.0f} QPS)",
+                )
     load_report = load(RESULTS / f"{name}-load.json")
     if load_report:
         for lv in load_report["levels"]:
             xs, ys = tail_points(lv["cdf"])
-            ax.plot(xs, ys, "--", linewidth=1, label=f"open loop, {lv['offered_rate']:.0f}/s offered")
+            ax.plot(
+                xs,
+                ys,
+                "--",
+                linewidth=1,
+                label=f"open loop, {lv['offered_rate']:.0f}/s offered",
+            )
     if not ax.lines:
         plt.close(fig)
         return None
     ax.set_xscale("log")
     ax.set_yscale("logit")
     ax.set_xlabel("latency µs (log)")
-    ax.set_ylabel("fraction of requests at or below (logit scale: the tail is stretched)")
+    ax.set_ylabel(
+        "fraction of requests at or below (logit scale: the tail is stretched)"
+    )
     ax.set_title(f"{name}: search latency CDF through steer serve ({ctx})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
@@ -123,15 +163,32 @@ def latency_load(name: str) -> Path | None:
     levels = sorted(report["levels"], key=lambda lv: lv["offered_rate"])
     rates = [lv["offered_rate"] for lv in levels]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for key, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max")):
-        ax.plot(rates, [lv["latency_us"][key] / 1000 for lv in levels], marker="o", label=label)
+    for key, label in (
+        ("p50", "p50"),
+        ("p99", "p99"),
+        ("p999", "p99.9"),
+        ("max", "max"),
+    ):
+        ax.plot(
+            rates,
+            [lv["latency_us"][key] / 1000 for lv in levels],
+            marker="o",
+            label=label,
+        )
     ax.set_yscale("log")
-    ax.set_xlabel("offered load, requests/s (open loop, latency from the scheduled send time)")
+    ax.set_xlabel(
+        "offered load, requests/s (open loop, latency from the scheduled send time)"
+    )
     ax.set_ylabel("latency ms (log)")
     ef = levels[0]["value"]
-    ax.set_title(f"{name}: latency against offered load, HNSW ef {ef} ({context(report)})", fontsize=9)
+    ax.set_title(
+        f"{name}: latency against offered load, HNSW ef {ef} ({context(report)})",
+        fontsize=9,
+    )
     ax2 = ax.twinx()
-    ax2.plot(rates, [lv["qps"] for lv in levels], "k:", marker="x", label="achieved QPS")
+    ax2.plot(
+        rates, [lv["qps"] for lv in levels], "k:", marker="x", label="achieved QPS"
+    )
     ax2.set_ylabel("achieved QPS")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
@@ -146,28 +203,63 @@ def latency_load(name: str) -> Path | None:
 
 def matched_table(name: str) -> Path | None:
     """Markdown: at each target recall, the cheapest setting of every curve that reaches it."""
-    rows: list[tuple[float, str, str, float, float, float, float]] = []  # target, engine, setting, recall, qps, p50, p99
+    rows: list[
+        tuple[float, str, str, float, float, float, float]
+    ] = []  # target, engine, setting, recall, qps, p50, p99
     for kind in ("hnsw", "ivf"):
         report = load(RESULTS / f"{name}-{kind}.json")
         if not report:
             continue
-        spec = report["server"].get("requested_spec") or report["server"].get("index_spec") or kind
+        spec = (
+            report["server"].get("requested_spec")
+            or report["server"].get("index_spec")
+            or kind
+        )
         for conc in (1, 4):
-            levels = sorted((lv for lv in report["levels"] if lv["concurrency"] == conc), key=lambda lv: lv["value"] or 0)
+            levels = sorted(
+                (lv for lv in report["levels"] if lv["concurrency"] == conc),
+                key=lambda lv: lv["value"] or 0,
+            )
             for target in (0.90, 0.95, 0.99):
                 hit = next((lv for lv in levels if lv["recall_at_k"] >= target), None)
                 if hit:
-                    rows.append((target, f"Steer end to end, {conc} conn", f"{spec} {hit['param']} {hit['value']}", hit["recall_at_k"],
-                                 hit["qps"], hit["latency_us"]["p50"], hit["latency_us"]["p99"]))
+                    rows.append(
+                        (
+                            target,
+                            f"Steer end to end, {conc} conn",
+                            f"{spec} {hit['param']} {hit['value']}",
+                            hit["recall_at_k"],
+                            hit["qps"],
+                            hit["latency_us"]["p50"],
+                            hit["latency_us"]["p99"],
+                        )
+                    )
     peers = load(PEERS / f"{name}.json")
     if peers:
         for m in peers["matched_recall"]:
-            rows.append((m["target"], m["engine"], f"{m['index']} {m['param']} {m['value']}", m["recall_at_k"], m["qps"], m["p50_us"], m["p99_us"]))
+            rows.append(
+                (
+                    m["target"],
+                    m["engine"],
+                    f"{m['index']} {m['param']} {m['value']}",
+                    m["recall_at_k"],
+                    m["qps"],
+                    m["p50_us"],
+                    m["p99_us"],
+                )
+            )
     if not rows:
         return None
-    lines = ["| target | engine | setting | recall@10 | QPS | p50 µs | p99 µs |", "|---|---|---|---|---|---|---|"]
-    for target, engine, setting, recall, qps, p50, p99 in sorted(rows, key=lambda r: (r[0], -r[4])):
-        lines.append(f"| {target:.2f} | {engine} | {setting} | {recall:.3f} | {qps:,.0f} | {p50:,.0f} | {p99:,.0f} |")
+    lines = [
+        "| target | engine | setting | recall@10 | QPS | p50 µs | p99 µs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for target, engine, setting, recall, qps, p50, p99 in sorted(
+        rows, key=lambda r: (r[0], -r[4])
+    ):
+        lines.append(
+            f"| {target:.2f} | {engine} | {setting} | {recall:.3f} | {qps:,.0f} | {p50:,.0f} | {p99:,.0f} |"
+        )
     path = PLOTS / f"{name}-matched.md"
     path.write_text("\n".join(lines) + "\n")
     return path

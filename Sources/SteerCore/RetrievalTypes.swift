@@ -112,8 +112,24 @@ public enum ConstraintMode: String, Sendable, Hashable, CaseIterable {
 
 /// A `recommend` or `encode` request.
 public struct RecommendRequest: Sendable {
-    /// Item ids, oldest first.
+    /// Item ids, oldest first. With `user`, they follow the stored history (the most recent items).
     public var history: [ItemID]
+    /// A user whose stored history (`UserHistoryStore`) is read: its most recent `maxHistory` items come
+    /// before `history`, and with `excludeHistory` all of its stored items are left out of the results.
+    public var user: UserID?
+    /// Most stored events read for `user`.
+    public var maxHistory: Int = RecommendRequest.defaultMaxHistory
+    /// More items to leave out with `excludeHistory`, beside `history` (filled from the stored history).
+    public var seen: [ItemID] = []
+    /// Example items the results should resemble (`recommend` only; see `ExampleStrategy`).
+    public var positive: [ItemID] = []
+    /// Example items the results should not resemble.
+    public var negative: [ItemID] = []
+    /// How `positive` and `negative` make the ranking.
+    public var strategy: ExampleStrategy = .averageVector
+
+    /// `maxHistory` when a request names none.
+    public static let defaultMaxHistory = 50
     public var prompt: String?
     public var k: Int
     /// Leave the history's items out of the results (default true).

@@ -61,6 +61,8 @@ public final class RetrievalEngine: Sendable {
         /// Payload indexes to declare on open (attribute path → kind); those missing are built over the
         /// existing items (`ItemStore.declarePayloadIndex`). Declared ones stay declared.
         public var payloadIndexes: [String: PayloadKind] = [:]
+        /// Most events kept per user in the store's histories (`ItemStore.Options.maxEventsPerUser`).
+        public var maxEventsPerUser: Int = 200
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -96,7 +98,7 @@ public final class RetrievalEngine: Sendable {
     /// Chooses and counts the plan of every search and recommend (`FilterPlanner`).
     public let filterPlanner = FilterPlanner()
     private let current: Locked<Generation>
-    private let writeLock = NSLock()
+    let writeLock = NSLock()
     private let closed = Locked(false)
     private let indexDirectory: String
     /// Serialises swaps (loading and catching up happen outside `writeLock`).
@@ -140,7 +142,8 @@ public final class RetrievalEngine: Sendable {
 
         store = try ItemStore(options: ItemStore.Options(path: directory + "/store", syncWrites: configuration.syncWrites,
                                                          maxBatchItems: configuration.maxBatchItems,
-                                                         recordCacheBytes: configuration.recordCacheBytes))
+                                                         recordCacheBytes: configuration.recordCacheBytes,
+                                                         maxEventsPerUser: configuration.maxEventsPerUser))
         for (name, kind) in configuration.payloadIndexes.sorted(by: { $0.key < $1.key }) {
             do {
                 try store.declarePayloadIndex(name, kind: kind)
@@ -518,7 +521,7 @@ public final class RetrievalEngine: Sendable {
         return try swap(to: newest)
     }
 
-    private func requireOpen() throws(SteerError) {
+    func requireOpen() throws(SteerError) {
         if closed.get() { throw SteerError(.unavailable, "the engine is shut down") }
     }
 
@@ -796,7 +799,7 @@ public final class RetrievalEngine: Sendable {
         return (try hydrate(results), plan)
     }
 
-    private func hydrate(_ results: [[ScoredLabel]]) throws(SteerError) -> [[Hit]] {
+    func hydrate(_ results: [[ScoredLabel]]) throws(SteerError) -> [[Hit]] {
         let labels = results.flatMap { $0.map(\.label) }
         if labels.isEmpty { return results.map { _ in [] } }
         let records = try store.records(internalIDs: labels)
@@ -817,7 +820,7 @@ public final class RetrievalEngine: Sendable {
 
     // MARK: Recommend and encode
 
-    private func encoder(_ generation: Generation) throws(SteerError) -> any QueryEncoder {
+    func encoder(_ generation: Generation) throws(SteerError) -> any QueryEncoder {
         guard let encoder = generation.encoder else {
             throw SteerError(.unavailable, "generation \(generation.id) has no query encoder: recommend and encode are unavailable")
         }
@@ -827,13 +830,16 @@ public final class RetrievalEngine: Sendable {
     /// Encodes a history and prompt with the encoder of `pinned` (nil = the current generation).
     public func encode(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> EncodedQuery {
         try requireOpen()
+        let request = try withStoredHistory(request)
         return try encoder(pinned ?? generation).encode(history: request.history, prompt: request.prompt)
     }
 
     /// Recommends items for a history and an optional prompt, with `pinned` (nil = the current generation).
     public func recommend(_ request: RecommendRequest, in pinned: Generation? = nil) throws(SteerError) -> Recommendation {
         try requireOpen()
+        let request = try withStoredHistory(request)
         let generation = pinned ?? generation
+        if !request.positive.isEmpty || !request.negative.isEmpty { return try recommendFromExamples(request, in: generation) }
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
         guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
             throw SteerError.internalError("query encoder returned \(encoded.vector.count)-d vector, expected \(generation.dimension)")
@@ -851,8 +857,8 @@ public final class RetrievalEngine: Sendable {
         var resolved = try resolveFilter(request.filter, extraRequired: requiredGroups, extraExcluded: excludedTags)
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
-            let known = request.history.filter { !unknown.contains($0) }
-            for internalID in try store.internalIDs(of: known) {
+            let known = Set(request.history + request.seen).subtracting(unknown)
+            for internalID in try store.internalIDs(of: Array(known)) {
                 if let internalID { resolved.excluded.insert(internalID) }
             }
         }

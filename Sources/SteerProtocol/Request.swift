@@ -20,6 +20,8 @@ public struct ProtocolLimits: Sendable {
     public var maxPromptBytes: Int
     /// Most ids in a `history`.
     public var maxHistory: Int
+    /// Most ids in each of `recommend`'s `positive` and `negative`.
+    public var maxExamples: Int
     /// Largest `ef_search`.
     public var maxEfSearch: Int
     /// Largest `nprobe`.
@@ -43,7 +45,9 @@ public struct ProtocolLimits: Sendable {
 
     public init(maxLineBytes: Int = 1 << 20, maxK: Int = 1000, maxBatch: Int = 1024, maxPromptBytes: Int = 4096, maxHistory: Int = 1000,
                 maxEfSearch: Int = 4096, maxNprobe: Int = 4096, maxQueryCost: Int = 262_144, maxFilterTerms: Int = 64,
-                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256, maxOversample: Int = 64) {
+                maxTimeoutMillis: Int = 60_000, maxResponseBytes: Int = 16 << 20, maxFilterDepth: Int = 16, maxFilterNodes: Int = 256, maxOversample: Int = 64,
+                maxExamples: Int = 64) {
+        self.maxExamples = maxExamples
         self.maxOversample = maxOversample
         self.maxFilterDepth = maxFilterDepth
         self.maxFilterNodes = maxFilterNodes
@@ -92,6 +96,14 @@ public struct Request: Sendable {
         /// A generation (a name or path inside `DIR/generations/`) and an optional checkpoint directory
         /// (inside the checkpoint root); the engine resolves both with `PathRoot`.
         case swap(generation: String, checkpoint: String?)
+        /// Events for users' histories (`event`; one or a batch), timestamps filled in.
+        case event([UserEvent])
+        /// A user's stored history (`get_user`): the most recent `limit` events, or all.
+        case getUser(UserID, limit: Int?)
+        /// Deletes a user's history (`delete_user`).
+        case deleteUser(UserID)
+        /// One chunk of a new embedding version (`ingest_vectors`; `RetrievalEngine.ingestVectors`).
+        case ingestVectors(version: String, dimension: Int, checkpointHash: String, items: [VersionItem], complete: Bool)
         /// Collections and aliases (docs/protocol.md "Collections and aliases").
         case createCollection(CollectionSettings)
         case listCollections
@@ -113,6 +125,10 @@ public struct Request: Sendable {
             case .recommend: return "recommend"
             case .encode: return "encode"
             case .swap: return "swap"
+            case .event: return "event"
+            case .getUser: return "get_user"
+            case .deleteUser: return "delete_user"
+            case .ingestVectors: return "ingest_vectors"
             case .createCollection: return "create_collection"
             case .listCollections: return "list_collections"
             case .describeCollection: return "describe_collection"
@@ -123,9 +139,12 @@ public struct Request: Sendable {
             }
         }
 
+        /// Whether the op writes (the server runs it alone in its connection's lane and never abandons it
+        /// once started); `requiredScope` says which key it needs.
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .declareIndex: return true
+            case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors, .createCollection, .dropCollection, .alias, .deleteAlias,
+                 .declareIndex: return true
             default: return false
             }
         }
@@ -165,13 +184,14 @@ public struct Request: Sendable {
     }
 
     /// The ops that take an optional `collection`.
-    public static let collectionOperations: Set<String> = ["stats", "upsert", "delete", "get", "search", "recommend", "encode", "swap"]
+    public static let collectionOperations: Set<String> = ["stats", "upsert", "delete", "get", "search", "recommend", "encode", "swap",
+                                                           "event", "get_user", "delete_user", "ingest_vectors"]
 }
 
 /// Every op the protocol knows, in documentation order.
 public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap",
                               "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias",
-                              "declare_index"]
+                              "declare_index", "event", "get_user", "delete_user", "ingest_vectors"]
 
 // MARK: - Decoding
 
@@ -262,13 +282,28 @@ public struct RequestDecoder: Sendable {
             try fields.allow(["vector", "vector_b64", "vectors", "k", "nprobe", "ef_search", "filter", "explain", "oversample"])
             operation = try decodeSearch(fields)
         case "recommend", "encode":
-            try fields.allow(["history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe", "ef_search", "explain", "oversample"])
+            let examples: Set<String> = op == "recommend" ? ["positive", "negative", "strategy"] : []
+            try fields.allow(examples.union(["history", "user", "max_history", "prompt", "k", "exclude_history", "constraints", "filter", "nprobe",
+                                             "ef_search", "explain", "oversample"]))
             let request = try decodeRecommend(fields, needsK: op == "recommend")
             operation = op == "recommend" ? .recommend(request) : .encode(request)
         case "swap":
             try fields.allow(["generation", "checkpoint"])
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
+        case "event":
+            try fields.allow(["user", "item", "kind", "ts", "events"])
+            operation = .event(try decodeEvents(fields))
+        case "get_user":
+            try fields.allow(["user", "limit"])
+            operation = .getUser(try decodeUser(fields, required: true)!,
+                                 limit: try decodePositive(fields, "limit", limit: UserEvent.maxEventsPerUserLimit, limitName: "the largest per-user cap"))
+        case "delete_user":
+            try fields.allow(["user"])
+            operation = .deleteUser(try decodeUser(fields, required: true)!)
+        case "ingest_vectors":
+            try fields.allow(["version", "dimension", "checkpoint_hash", "items", "complete"])
+            operation = try decodeIngestVectors(fields)
         case "create_collection":
             try fields.allow(["name", "dimension", "metric", "index_spec", "embedding_version", "checkpoint"])
             operation = .createCollection(try decodeCollectionSettings(fields))
@@ -534,9 +569,15 @@ public struct RequestDecoder: Sendable {
     }
 
     private func decodeRecommend(_ fields: Fields, needsK: Bool) throws(SteerError) -> RecommendRequest {
-        guard fields.object["history"] != nil else { throw SteerError.invalid("\(fields.op): missing field 'history'") }
+        let user = try decodeUser(fields, required: false)
+        let hasExamples = fields.object["positive"] != nil || fields.object["negative"] != nil
+        guard fields.object["history"] != nil || user != nil || hasExamples else {
+            throw SteerError.invalid("\(fields.op): missing field 'history' (or 'user', 'positive', 'negative')")
+        }
         // An empty history is the encoder's call: DPR answers a prompt alone (h = 0), the mean encoder cannot.
-        let history = try decodeIDs(fields, "history", limit: limits.maxHistory, allowEmpty: true)
+        let history = fields.object["history"] == nil ? [] : try decodeIDs(fields, "history", limit: limits.maxHistory, allowEmpty: true)
+        let maxHistory = try decodePositive(fields, "max_history", limit: limits.maxHistory, limitName: "maxHistory")
+        if maxHistory != nil && user == nil { throw SteerError.invalid("\(fields.op): max_history needs 'user'") }
         var prompt: String?
         if let text = try fields.string("prompt") {
             guard text.utf8.count <= limits.maxPromptBytes else {
@@ -557,6 +598,28 @@ public struct RequestDecoder: Sendable {
                                        efSearch: try decodeEfSearch(fields))
         request.explain = try fields.bool("explain") ?? false
         request.oversample = try decodePositive(fields, "oversample", limit: limits.maxOversample, limitName: "maxOversample")
+        request.user = user
+        request.maxHistory = maxHistory ?? RecommendRequest.defaultMaxHistory
+        if fields.object["strategy"] != nil && !hasExamples { throw SteerError.invalid("\(fields.op): strategy needs 'positive' or 'negative'") }
+        if hasExamples {
+            request.positive = fields.object["positive"] == nil ? [] : try decodeIDs(fields, "positive", limit: limits.maxExamples, allowEmpty: true)
+            request.negative = fields.object["negative"] == nil ? [] : try decodeIDs(fields, "negative", limit: limits.maxExamples, allowEmpty: true)
+            if let text = try fields.string("strategy") {
+                guard let strategy = ExampleStrategy(rawValue: text) else {
+                    throw SteerError.invalid("strategy must be 'average_vector' or 'best_score', got '\(text)'")
+                }
+                request.strategy = strategy
+            }
+            if request.strategy == .bestScore {
+                // Every positive (and the encoded query) searches bestScoreCandidates items, each rescored against every example.
+                let positives = request.positive.count + 1
+                let examples = request.positive.count + request.negative.count + 1
+                let fetch = ExampleStrategy.bestScoreCandidates(k: request.k)
+                try requireAffordable(queries: positives, k: fetch * examples * (request.oversample ?? 1), efSearch: request.efSearch,
+                                      nprobe: request.nprobe, filter: request.filter)
+                return request
+            }
+        }
         try requireAffordable(queries: 1, k: request.k * (request.oversample ?? 1), efSearch: request.efSearch, nprobe: request.nprobe,
                               filter: request.filter)
         return request

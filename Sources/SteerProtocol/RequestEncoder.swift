@@ -236,6 +236,7 @@ public enum RequestEncoder {
                        explain: options.explain, oversample: options.oversample, &writer)
         case .recommend(let request), .encode(let request):
             writeIDs("history", request.history, &writer)
+            writeHistorySource(request, &writer)
             if let prompt = request.prompt {
                 writer.raw(",\"prompt\":")
                 writer.string(prompt)
@@ -261,6 +262,8 @@ public enum RequestEncoder {
                 writer.raw(",\"checkpoint\":")
                 writer.string(checkpoint)
             }
+        case .event, .getUser, .deleteUser, .ingestVectors:
+            writeHistoryFields(operation, vectors: vectors, &writer)
         case .createCollection(let settings):
             writer.raw(",\"name\":")
             writer.string(settings.name)

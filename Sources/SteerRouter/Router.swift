@@ -353,9 +353,11 @@ public final class Router: RequestService {
         case .search(let queries, let options, let batch):
             try await search(queries, options: options, batch: batch, token: request.token, deadline: deadline, &writer)
         case .recommend(let recommendation):
-            try await recommend(recommendation, token: request.token, deadline: deadline, &writer)
+            try await recommend(try await withStoredHistory(recommendation, token: request.token, deadline: deadline), token: request.token,
+                                deadline: deadline, &writer)
         case .encode(let recommendation):
-            try await encode(recommendation, token: request.token, deadline: deadline, &writer)
+            try await encode(try await withStoredHistory(recommendation, token: request.token, deadline: deadline), token: request.token,
+                             deadline: deadline, &writer)
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
         case .upsert(let items) where shardLog != nil:
@@ -378,6 +380,10 @@ public final class Router: RequestService {
             try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
         case .declareIndex:
             throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
+        case .event, .getUser, .deleteUser:
+            try await history(request.operation, token: request.token, deadline: deadline, &writer)
+        case .ingestVectors:
+            throw SteerError.invalid("ingest_vectors is not supported by steer route: send it to every shard server")
         }
         writer.raw("}\n")
         return writer.bytes
@@ -481,7 +487,7 @@ public final class Router: RequestService {
     /// - Returns: the answers by shard and the shards that had no replica to answer, ascending.
     /// - Throws: the first refusal (the request's own error); `.unavailable` when no shard answered or
     ///   the answers name different generations.
-    private func readShards(_ lines: [Int: [UInt8]], token: String?, deadline: Deadline, allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
+    func readShards(_ lines: [Int: [UInt8]], token: String?, deadline: Deadline, allowPartial: Bool) async throws -> (answers: [Int: JSONObject], missing: [Int]) {
         var results: [(Int, ShardAnswer)] = []
         let token = shardToken(token)
         await withTaskGroup(of: (Int, ShardAnswer).self) { tasks in
@@ -680,6 +686,9 @@ public final class Router: RequestService {
     /// Encodes a history and prompt: with the router's model, or as the mean of the history items'
     /// vectors read from their shards (what `MeanHistoryEncoder` does on a single server).
     private func encodeQuery(_ request: RecommendRequest, token: String?, deadline: Deadline) async throws -> EncodedQuery {
+        if !request.positive.isEmpty || !request.negative.isEmpty {
+            throw SteerError.invalid("'positive' and 'negative' are not supported by steer route: ask a shard server")
+        }
         if let encoder = encoder.get() {
             let history = request.history
             let prompt = request.prompt
@@ -738,7 +747,7 @@ public final class Router: RequestService {
         var excluded = Set<ItemID>()
         if request.excludeHistory {
             let unknown = Set(encoded.unknownHistory)
-            for id in request.history where !unknown.contains(id) { excluded.insert(id) }
+            for id in request.history + request.seen where !unknown.contains(id) { excluded.insert(id) }
         }
         // Each shard returns k + |history| so that k remain after the history is dropped (a single server
         // over-fetches the same way); the union of the shards' lists holds the global top.
@@ -842,8 +851,8 @@ public final class Router: RequestService {
     /// - Returns: the sum over shards of the count the replicas answered.
     /// - Throws: a replica's refusal (the request's fault); `.unavailable` naming the shards without a live
     ///   replica that applied the write (the other shards applied it: writes are not atomic across shards).
-    private func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID],
-                       operation: ([Int]) -> Request.Operation) async throws -> Int {
+    func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID],
+               operation: ([Int]) -> Request.Operation) async throws -> Int {
         guard let left = deadline.remainingMillis else { throw deadline.exceeded("\(op): no shard") }
         let timeout = TimeAmount.milliseconds(Int64(left))
         let shardToken = shardToken(token)

@@ -11,7 +11,8 @@ import SteerProtocol
 /// both call `authorize`). docs/protocol.md "Keys and scopes" is the user-facing description.
 ///
 /// - Scopes: `ping` is always public. `search`, `recommend`, `encode`, `get` and `stats` need a read or an
-///   admin key; `upsert`, `delete` and `swap` need an admin key. With no key configured at all every op
+///   admin key; `upsert`, `delete`, `swap` and the user-history ops `event`, `get_user` and `delete_user`
+///   need an admin key (docs/protocol.md, "User histories", says why). With no key configured at all every op
 ///   is open (the server binds 127.0.0.1 by default); with any key configured a request without a valid
 ///   key is refused `unauthorized`, reads included, unless `publicReads` keeps reads open.
 /// - The key travels in the request's `token` field. It is compared with every configured key in time
@@ -326,7 +327,9 @@ extension Request.Operation {
         switch self {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get, .listCollections, .describeCollection: return .read
-        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .declareIndex: return .admin
+        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .event, .getUser, .deleteUser, .ingestVectors,
+             .declareIndex:
+            return .admin
         }
     }
 }

@@ -469,6 +469,11 @@ public final class RequestHandler: Sendable {
             writer.string(result.previous)
             writer.raw(",\"replayed\":")
             writer.int(result.replayed)
+        case .event, .getUser, .deleteUser:
+            try runHistoryOperation(request.operation, engine: engine, &writer)
+        case .ingestVectors(let version, let dimension, let checkpointHash, let items, let complete):
+            try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete,
+                                 engine: engine, &writer)
         }
         writer.raw("}\n")
         try requireRoom(writer)
@@ -498,7 +503,7 @@ public final class RequestHandler: Sendable {
     }
 
     /// Stops building an answer that has grown past `maxResponseBytes`.
-    private func requireRoom(_ writer: JSONWriter) throws(SteerError) {
+    func requireRoom(_ writer: JSONWriter) throws(SteerError) {
         let limit = decoder.limits.maxResponseBytes
         guard writer.bytes.count <= limit else {
             throw SteerError(.tooLarge, "the answer exceeds \(limit) bytes (maxResponseBytes); ask for fewer ids, queries or a smaller k")

@@ -22,6 +22,7 @@ import SteerCore
 /// | `postings` | 0x00 · payload index key (see `PayloadKind`): declared attribute, value, internal id | empty |
 /// | `meta` | `payload/` + attribute path | payload index kind, 1 byte (1 keyword, 2 numeric) |
 /// | `changelog` | first sequence number of the batch, 8 bytes | upserted ids (with the versions they wrote) and deleted ids |
+/// | `events` | user histories: see `UserHistoryStore` (`histories`) | |
 ///
 /// Internal ids are dense (0, 1, 2, …), allocated from `next_internal_id` in the same batch that uses
 /// them, and never reused: deleting an item and upserting its external id again gives a new internal id.
@@ -81,6 +82,9 @@ public final class ItemStore: @unchecked Sendable {
         /// Estimated heap bytes of item records kept in memory for `records(internalIDs:)` (search
         /// hydration); 0 (the default) reads every record from RocksDB. See `RecordCache`.
         public var recordCacheBytes: Int
+        /// Most events kept per user in `histories` (the most recent ones), 1 to
+        /// `UserHistoryStore.maxEventsPerUserLimit`; default 200.
+        public var maxEventsPerUser: Int
 
         /// - Parameters:
         ///   - path: directory of the store.
@@ -93,11 +97,13 @@ public final class ItemStore: @unchecked Sendable {
         ///   - createIfMissing: create a new store when none exists at `path`.
         ///   - readOnly: open without RocksDB's lock, beside a process that writes (see `readOnly`).
         ///   - recordCacheBytes: memory for cached item records (0: no cache).
+        ///   - maxEventsPerUser: most events kept per user (see `UserHistoryStore`).
         public init(
             path: String, syncWrites: Bool = true, maxTitleBytes: Int = 4096, maxTags: Int = 256,
             maxTagBytes: Int = 128, maxAttributesBytes: Int = 65536, maxBatchItems: Int = 100_000,
-            createIfMissing: Bool = true, readOnly: Bool = false, recordCacheBytes: Int = 0
+            createIfMissing: Bool = true, readOnly: Bool = false, recordCacheBytes: Int = 0, maxEventsPerUser: Int = 200
         ) {
+            self.maxEventsPerUser = maxEventsPerUser
             self.readOnly = readOnly
             self.recordCacheBytes = recordCacheBytes
             self.path = path
@@ -213,6 +219,11 @@ public final class ItemStore: @unchecked Sendable {
     private let writeLock = NSLock()
     private let stateLock = NSLock()
     private let recordCache: RecordCache
+    /// `UserHistoryStore`'s writer locks, one per stripe of users (a user's stripe is a hash of its key).
+    let historyLocks: [NSLock] = (0..<UserHistoryStore.lockStripes).map { _ in NSLock() }
+
+    /// The users' event histories kept in this store (`UserHistoryStore`).
+    public var histories: UserHistoryStore { UserHistoryStore(store: self) }
 
     // MARK: Opening and closing
 
@@ -227,6 +238,9 @@ public final class ItemStore: @unchecked Sendable {
         self.recordCache = RecordCache(capacityBytes: options.recordCacheBytes)
         let path = options.path
         guard !path.isEmpty else { throw SteerError.invalid("store path must not be empty") }
+        guard (1...UserHistoryStore.maxEventsPerUserLimit).contains(options.maxEventsPerUser) else {
+            throw SteerError.invalid("the per-user event cap must be 1 to \(UserHistoryStore.maxEventsPerUserLimit), got \(options.maxEventsPerUser)")
+        }
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         var fresh = !exists
@@ -383,7 +397,7 @@ public final class ItemStore: @unchecked Sendable {
 
     // MARK: Helpers
 
-    private static func steerError(_ error: any Error) -> SteerError {
+    static func steerError(_ error: any Error) -> SteerError {
         if let error = error as? SteerError { return error }
         return SteerError.internalError("unexpected error: \(error)")
     }
@@ -398,7 +412,7 @@ public final class ItemStore: @unchecked Sendable {
     }
 
     /// Runs `body` with the open database, holding the lifecycle lock shared.
-    private func withDatabase<T>(_ body: (RocksDatabase) throws(SteerError) -> T) throws(SteerError) -> T {
+    func withDatabase<T>(_ body: (RocksDatabase) throws(SteerError) -> T) throws(SteerError) -> T {
         try lifecycle.withReadLock { () throws(SteerError) -> T in
             guard let database else { throw SteerError(.unavailable, "the item store at '\(options.path)' is closed") }
             return try body(database)
@@ -420,8 +434,10 @@ public final class ItemStore: @unchecked Sendable {
         }
     }
 
-    /// A snapshot and its sequence number. Taken under the write lock, so no batch is half-way between
-    /// the snapshot and the sequence read; every write goes through that lock.
+    /// A snapshot and its sequence number. Taken under the write lock, so no item batch is half-way
+    /// between the snapshot and the sequence read; every write of items, vectors and the change log goes
+    /// through that lock. (`UserHistoryStore` batches take their own locks: they touch only the `events`
+    /// family, which no snapshot's sequence speaks for.)
     private func snapshot(_ database: RocksDatabase) -> (OpaquePointer, UInt64) {
         writeLock.lock()
         defer { writeLock.unlock() }

@@ -4,9 +4,10 @@ import SteerCore
 
 /// The column families of a Steer store, in the order they are opened.
 ///
-/// RocksDB requires the `default` family to be opened; Steer keeps nothing in it.
+/// RocksDB requires the `default` family to be opened; Steer keeps nothing in it. `events` holds user
+/// histories (`UserHistoryStore`); a store written before it existed gains it at its first writable open.
 enum Family: Int, CaseIterable {
-    case `default`, meta, ids, items, vectors, postings, changelog
+    case `default`, meta, ids, items, vectors, postings, changelog, events
 
     var name: String {
         switch self {
@@ -17,6 +18,7 @@ enum Family: Int, CaseIterable {
         case .vectors: return "vectors"
         case .postings: return "postings"
         case .changelog: return "changelog"
+        case .events: return "events"
         }
     }
 }
@@ -37,7 +39,8 @@ private func takeError(_ errptr: UnsafeMutablePointer<CChar>?, _ context: String
 /// other call is in flight (its lifecycle lock).
 final class RocksDatabase: @unchecked Sendable {
     private let db: OpaquePointer
-    private let handles: [OpaquePointer]
+    /// One per `Family` case, by raw value; nil only for a family a read-only open did not find on disk.
+    private let handles: [OpaquePointer?]
     private let options: OpaquePointer
     private let writeOptions: OpaquePointer
     private let defaultReadOptions: OpaquePointer
@@ -47,7 +50,9 @@ final class RocksDatabase: @unchecked Sendable {
 
     /// Opens (or creates) the database at `path` with every family in `Family` plus any `extraFamilies`
     /// already on disk (RocksDB refuses to open a database without naming all of its families).
-    /// With `readOnly`, the database is opened without its lock, beside a process that may be writing it.
+    /// With `readOnly`, the database is opened without its lock, beside a process that may be writing it;
+    /// a family of `Family` that is not on disk then stays closed (`has(_:)` is false: reads of it find
+    /// nothing), since a read-only open cannot create one.
     init(path: String, create: Bool, syncWrites: Bool, extraFamilies: [String], readOnly: Bool = false) throws(SteerError) {
         let options = rocksdb_options_create()!
         rocksdb_options_set_create_if_missing(options, create ? 1 : 0)
@@ -60,7 +65,12 @@ final class RocksDatabase: @unchecked Sendable {
         // Without it each of the 7 families may hold up to two 64 MiB write buffers before flushing.
         rocksdb_options_set_db_write_buffer_size(options, Self.memtableBudgetBytes)
 
-        let names = Family.allCases.map(\.name) + extraFamilies
+        var ours = Family.allCases
+        if readOnly {
+            let onDisk = Set(try Self.listFamilies(path: path))
+            ours = ours.filter { onDisk.contains($0.name) }
+        }
+        let names = ours.map(\.name) + extraFamilies
         var cNames: [UnsafePointer<CChar>?] = names.map { UnsafePointer(strdup($0)) }
         defer { for name in cNames { free(UnsafeMutableRawPointer(mutating: name)) } }
         let familyOptions: [OpaquePointer?] = Array(repeating: options, count: names.count)
@@ -89,7 +99,10 @@ final class RocksDatabase: @unchecked Sendable {
         }
         self.db = opened
         self.readOnly = readOnly
-        self.handles = rawHandles.map { $0! }
+        var handles = [OpaquePointer?](repeating: nil, count: Family.allCases.count)
+        for (position, family) in ours.enumerated() { handles[family.rawValue] = rawHandles[position] }
+        self.handles = handles
+        self.extraHandles = rawHandles.dropFirst(ours.count).compactMap { $0 }
         self.options = options
         self.writeOptions = rocksdb_writeoptions_create()
         rocksdb_writeoptions_set_sync(writeOptions, syncWrites ? 1 : 0)
@@ -124,7 +137,18 @@ final class RocksDatabase: @unchecked Sendable {
         return (0..<count).compactMap { list[$0].map { String(cString: $0) } }
     }
 
-    func handle(_ family: Family) -> OpaquePointer { handles[family.rawValue] }
+    /// Handles of the families Steer does not know (opened because RocksDB requires it, never used).
+    private let extraHandles: [OpaquePointer]
+
+    /// The handle of an open family; only `has(family)` families may be passed (every family when the
+    /// database is writable).
+    func handle(_ family: Family) -> OpaquePointer {
+        guard let handle = handles[family.rawValue] else { preconditionFailure("column family \(family.name) is not open") }
+        return handle
+    }
+
+    /// Whether `family` is open (always, unless a read-only open found a store without it).
+    func has(_ family: Family) -> Bool { handles[family.rawValue] != nil }
 
     /// Most bytes all memtables together hold before RocksDB flushes one (`db_write_buffer_size`).
     static let memtableBudgetBytes = 64 << 20
@@ -136,7 +160,7 @@ final class RocksDatabase: @unchecked Sendable {
     /// `rocksdb.cur-size-all-mem-tables`); families that do not report it count 0.
     func integerProperty(_ name: String) -> UInt64 {
         var total: UInt64 = 0
-        for handle in handles {
+        for handle in handles.compactMap({ $0 }) {
             var value: UInt64 = 0
             if rocksdb_property_int_cf(db, handle, name, &value) == 0 { total &+= value }
         }
@@ -147,7 +171,7 @@ final class RocksDatabase: @unchecked Sendable {
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        for handle in handles { rocksdb_column_family_handle_destroy(handle) }
+        for handle in handles.compactMap({ $0 }) + extraHandles { rocksdb_column_family_handle_destroy(handle) }
         rocksdb_close(db)
         rocksdb_readoptions_destroy(defaultReadOptions)
         rocksdb_writeoptions_destroy(writeOptions)
@@ -196,6 +220,7 @@ final class RocksDatabase: @unchecked Sendable {
     /// Values for many keys of one family in one call, in key order; nil where a key is absent.
     func multiGet(_ family: Family, _ keys: [[UInt8]], snapshot: OpaquePointer? = nil) throws(SteerError) -> [[UInt8]?] {
         if keys.isEmpty { return [] }
+        if !has(family) { return Array(repeating: nil, count: keys.count) }
         // One contiguous buffer for all keys, so every key pointer stays valid during the call.
         var joined: [UInt8] = []
         joined.reserveCapacity(keys.reduce(0) { $0 + $1.count })
@@ -248,6 +273,7 @@ final class RocksDatabase: @unchecked Sendable {
         _ family: Family, from start: [UInt8], to end: [UInt8]?, snapshot: OpaquePointer? = nil,
         _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
     ) throws {
+        if !has(family) { return }
         try withReadOptions(snapshot: snapshot, upperBound: end) { readOptions throws in
             let iterator = rocksdb_create_iterator_cf(db, readOptions, handle(family))!
             defer { rocksdb_iter_destroy(iterator) }
@@ -268,6 +294,59 @@ final class RocksDatabase: @unchecked Sendable {
             var errptr: UnsafeMutablePointer<CChar>?
             rocksdb_iter_get_error(iterator, &errptr)
             if let error = takeError(errptr, "scan of \(family.name) failed") { throw error }
+        }
+    }
+
+    /// Visits keys of one family that start with `prefix`, in descending key order, beginning at the
+    /// greatest key below `end` (`end` must be above every key with the prefix). `body` gets views valid
+    /// only for the call; it returns false to stop early.
+    func scanBackward(
+        _ family: Family, prefix: [UInt8], below end: [UInt8],
+        _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
+        if !has(family) { return }
+        let iterator = rocksdb_create_iterator_cf(db, defaultReadOptions, handle(family))!
+        defer { rocksdb_iter_destroy(iterator) }
+        end.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { rocksdb_iter_seek_for_prev(iterator, $0.baseAddress, $0.count) }
+        }
+        while rocksdb_iter_valid(iterator) != 0 {
+            var keyLength = 0
+            var valueLength = 0
+            let key = UnsafeRawBufferPointer(start: rocksdb_iter_key(iterator, &keyLength), count: keyLength)
+            guard key.count >= prefix.count, key.prefix(prefix.count).elementsEqual(prefix) else { break }
+            // `seek_for_prev` lands on `end` itself when that key exists: it is not below `end`.
+            if key.elementsEqual(end) {
+                rocksdb_iter_prev(iterator)
+                continue
+            }
+            let value = rocksdb_iter_value(iterator, &valueLength)
+            if !(try body(key, UnsafeRawBufferPointer(start: value, count: valueLength))) { break }
+            rocksdb_iter_prev(iterator)
+        }
+        var errptr: UnsafeMutablePointer<CChar>?
+        rocksdb_iter_get_error(iterator, &errptr)
+        if let error = takeError(errptr, "scan of \(family.name) failed") { throw error }
+    }
+
+    /// Compacts the keys in `[start, end)` of one family down to the last level, the bottommost level
+    /// included, so that data deleted there leaves the SST files (a flush of the family's memtable comes
+    /// first when it overlaps the range). Synchronous; errors are not reported by RocksDB's C API.
+    func compactRange(_ family: Family, from start: [UInt8], to end: [UInt8]) {
+        guard !readOnly, has(family) else { return }
+        let options = rocksdb_compactoptions_create()!
+        defer { rocksdb_compactoptions_destroy(options) }
+        // 2 = BottommostLevelCompaction::kForce.
+        rocksdb_compactoptions_set_bottommost_level_compaction(options, 2)
+        start.withUnsafeBufferPointer { startBuffer in
+            end.withUnsafeBufferPointer { endBuffer in
+                startBuffer.withMemoryRebound(to: CChar.self) { startChars in
+                    endBuffer.withMemoryRebound(to: CChar.self) { endChars in
+                        rocksdb_compact_range_cf_opt(db, handle(family), options, startChars.baseAddress, startChars.count,
+                                                     endChars.baseAddress, endChars.count)
+                    }
+                }
+            }
         }
     }
 

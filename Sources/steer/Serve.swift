@@ -71,6 +71,8 @@ struct Serve: AsyncParsableCommand {
     var payloadIndex: [String] = []
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
+    @Option(name: .customLong("history-cap"), help: "Most events kept per user in the stored histories (the most recent ones; default 200; docs/protocol.md). Env: STEER_HISTORY_CAP.")
+    var historyCap: Int?
     @Option(name: .customLong("max-collections"), help: "Most named collections (and, separately, aliases) besides the default one (1 … 4096, default 64). Env: STEER_MAX_COLLECTIONS.")
     var maxCollections: Int?
     @Option(name: .customLong("omp-threads-per-worker"), help: "OpenMP threads FAISS may use per request (default 1). Env: STEER_OMP_THREADS_PER_WORKER.")
@@ -185,7 +187,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "max_collections", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
@@ -278,6 +280,9 @@ extension Serve {
             let parts = declaration.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 2 else { throw ValidationError("--payload-index takes ATTR:keyword or ATTR:numeric, got '\(declaration)'") }
             do { engineConfiguration.payloadIndexes[String(parts[0])] = try PayloadKind(parsing: String(parts[1])) } catch { throw ValidationError(error.message) }
+        }
+        if let cap = try source.int(historyCap, env: "STEER_HISTORY_CAP", key: "history_cap", range: 1...UserEvent.maxEventsPerUserLimit) {
+            engineConfiguration.maxEventsPerUser = cap
         }
         let minilmDirectory = try source.string(minilm, env: "STEER_MINILM_DIR", key: "minilm") ?? CheckpointServing.defaultMiniLM
         engineConfiguration.miniLMDirectory = minilmDirectory

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SteerBuilder
 import SteerCore
+import SteerData
 import SteerStore
 
 /// `steer snapshot`: a consistent, checksummed copy of a stopped server's data directory (`Snapshot`;
@@ -13,7 +14,9 @@ struct SnapshotCommand: ParsableCommand {
         discussion: """
             The server using DIR must be stopped (RocksDB allows one writer): a running one keeps the store \
             locked and this command refuses. Prints the manifest's applied_sequence (the write-log sequence \
-            the snapshot contains) and store id. `steer serve --restore SNAP --data NEW_DIR` starts from it.
+            the snapshot contains) and store id. `steer serve --restore SNAP --data NEW_DIR` starts from it. \
+            A snapshot holds one collection: the data directory's own (default) or, with --collection, a named \
+            one; a snapshot of a named collection restores as the default collection of a new data directory.
             """
     )
 
@@ -23,9 +26,13 @@ struct SnapshotCommand: ParsableCommand {
     @Option(name: .long, help: "Where to write the snapshot (must not exist).")
     var out: String
 
+    @Option(name: .long, help: "A named collection of --data (DIR/collections/NAME) instead of the data directory's own.")
+    var collection: String?
+
     func run() throws {
         do {
-            let store = try ItemStore(options: .init(path: data + "/store", createIfMissing: false))
+            let data = try DataDirectory.collection(collection, in: self.data)
+            let store = try ItemStore(options: .init(path: DataDirectory.storePath(data), createIfMissing: false))
             defer { store.close() }
             let manifest = try Snapshot.write(store: store, data: data, to: out)
             print("snapshot \(out): store \(manifest.storeID), applied_sequence \(manifest.appliedSequence), "

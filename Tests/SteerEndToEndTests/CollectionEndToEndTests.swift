@@ -307,4 +307,33 @@ private func steerIndex(_ arguments: [String]) throws {
         let listed = try object(connection.roundTrip(line(.listCollections)))
         #expect(listed["aliases"] as? [String: String] == ["reading": "books"])
     }
+
+    @Test func aSnapshotOfANamedCollectionRestoresItsItems() throws {
+        let first = try ServerProcess(arguments: ["--dimension", "3"])
+        defer { first.removeData() }
+        let data = first.directory
+        let connection = try first.connection()
+        let create = RequestEncoder.encode(Request(operation: .createCollection(CollectionSettings(name: "books", dimension: 2, metric: .l2))))
+        #expect(try object(connection.roundTrip(create))["ok"] as? Bool == true)
+        let items = [ItemInput(id: .int(1), vector: [3, 4], title: "Dune"), ItemInput(id: .int(2), vector: [-1, 0])]
+        #expect(try object(connection.roundTrip(RequestEncoder.encode(Request(operation: .upsert(items), collection: "books"))))["ok"] as? Bool == true)
+        let intoDefault = RequestEncoder.encode(Request(operation: .upsert([ItemInput(id: .int(9), vector: [1, 1, 1])])))
+        #expect(try object(connection.roundTrip(intoDefault))["ok"] as? Bool == true)
+        first.terminate()
+
+        let snapshot = NSTemporaryDirectory() + "steer-collection-snapshot-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: snapshot) }
+        #expect(try steer(["snapshot", "--data", data, "--collection", "nope", "--out", snapshot]).status == 1)
+        #expect(!FileManager.default.fileExists(atPath: snapshot))
+        let written = try steer(["snapshot", "--data", data, "--collection", "books", "--out", snapshot])
+        #expect(written.status == 0, "\(written.output)")
+
+        // The restored directory serves the collection's items (2-d, l2) as its default collection.
+        let restored = try ServerProcess(arguments: ["--restore", snapshot])
+        defer { restored.terminate(); restored.removeData() }
+        let answer = try object(restored.connection().roundTrip(RequestEncoder.encode(Request(operation: .get([.int(1), .int(2), .int(9)])))))
+        let found = (answer["items"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
+        #expect(found.sorted() == [1, 2], "\(answer)")
+        #expect((answer["missing"] as? [Int]) == [9], "\(answer)")
+    }
 }

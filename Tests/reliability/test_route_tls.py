@@ -13,9 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from test_tls import make_certificate
-
 from harness import DEFAULT_TOKEN, REPO, HarnessError, Router, Server
+from test_tls import make_certificate
 
 sys.path.insert(0, str(REPO / "clients" / "python"))
 from steer_client import SteerClient

@@ -289,6 +289,7 @@ class SteerClient:
         """Removes `alias`; returns the collection it pointed to."""
         return self.request("delete_alias", alias=alias)["collection"]
 
+
 class Filter:
     """Builders for filter expression nodes (docs/protocol.md, "Filter expressions").
 

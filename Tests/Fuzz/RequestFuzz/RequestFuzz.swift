@@ -154,8 +154,23 @@ private func checkLimits(_ request: Request) {
         let cost = ProtocolLimits.cost(queries: 1, k: recommend.k, efSearch: recommend.efSearch, nprobe: recommend.nprobe)
         require(cost <= limits.maxQueryCost, "recommend cost \(cost)")
         checkFilter(recommend.filter)
+        require(recommend.positive.count <= limits.maxExamples && recommend.negative.count <= limits.maxExamples, "too many examples")
     case .swap(let generation, _):
         require(!generation.isEmpty, "empty generation")
+    case .event(let events):
+        require((1...limits.maxBatch).contains(events.count), "\(events.count) events")
+        for event in events {
+            require((1...UserEvent.maxKindBytes).contains(event.kind.utf8.count), "event kind of \(event.kind.utf8.count) bytes")
+        }
+    case .getUser(_, let limit):
+        if let limit { require((1...UserEvent.maxEventsPerUserLimit).contains(limit), "get_user limit \(limit)") }
+    case .deleteUser:
+        break
+    case .ingestVectors(let version, let dimension, _, let items, _):
+        require(!version.isEmpty && version.utf8.count <= VersionItem.maxVersionNameBytes, "version name")
+        require((1...VersionItem.maxDimension).contains(dimension), "dimension \(dimension)")
+        require(items.count <= limits.maxBatch, "\(items.count) ingest items")
+        require(Set(items.map(\.id)).count == items.count, "duplicate ids in an ingest chunk")
     case .listCollections:
         break
     case .createCollection(let settings):
