@@ -5,7 +5,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server libhdf5-dev
 
-.PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor clean
+.PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor retrain clean
 
 ## setup: install system packages, Python tooling and resolve Swift packages (idempotent)
 setup: setup-system setup-python
@@ -47,6 +47,11 @@ test-fuzz:
 demo: setup
 	$(SWIFT) build -c release --product steer
 	bash scripts/demo.sh
+
+## retrain: the retraining loop against a live server (scripts/retrain.py; docs/operations.md), e.g.
+##   make retrain ARGS="--server 127.0.0.1:7878 --token-file KEY --data DIR --live-checkpoint CKPT --checkpoint-root ROOT --work WORK"
+retrain:
+	$(PYTHON) scripts/retrain.py $(ARGS)
 
 doctor: release
 	.build/release/steer doctor

@@ -1,5 +1,6 @@
 import Foundation
 import SteerCore
+import SteerData
 import SteerIndex
 import SteerStore
 
@@ -81,10 +82,9 @@ public enum Snapshot {
             copy.close()
             guard let storeID else { throw SteerError(.corrupt, "the store has no store id") }
             var generation: String?
-            let settings = data + "/steer.json"
-            if files.fileExists(atPath: settings) {
-                try copyFile(settings, to: out + "/steer.json")
-                if let served = try servedGeneration(settingsFile: settings, data: data) {
+            if let config = try DataDirectoryConfig.read(dataDirectory: data) {
+                try copyFile(DataDirectoryConfig.path(dataDirectory: data), to: DataDirectoryConfig.path(dataDirectory: out))
+                if let served = servedGeneration(config, data: data) {
                     try copyTree(data + "/generations/" + served, to: out + "/generations/" + served)
                     generation = served
                 }
@@ -105,9 +105,8 @@ public enum Snapshot {
     }
 
     /// The generation directory name `steer.json` serves (`generation_directory`), or nil.
-    static func servedGeneration(settingsFile: String, data: String) throws(SteerError) -> String? {
-        guard let object = try readJSONObject(settingsFile, limit: 1 << 20, what: "steer.json"),
-              let recorded = object["generation_directory"] as? String else { return nil }
+    static func servedGeneration(_ config: DataDirectoryConfig, data: String) -> String? {
+        guard let recorded = config.generationDirectory else { return nil }
         let name = (recorded as NSString).lastPathComponent
         guard isSafeComponent(name), FileManager.default.fileExists(atPath: data + "/generations/" + name) else { return nil }
         return name
@@ -243,19 +242,12 @@ public enum Snapshot {
     /// Points a restored `steer.json`'s `generation_directory` at the copied generation (by name, inside
     /// the new data directory), or drops it when the snapshot has none.
     static func rewriteSettings(data: String, generation: String?) throws(SteerError) {
-        let path = data + "/steer.json"
-        guard FileManager.default.fileExists(atPath: path),
-              var object = try readJSONObject(path, limit: 1 << 20, what: "steer.json") else { return }
-        guard object["generation_directory"] != nil || generation != nil else { return }
+        // The copied file is untrusted: `DataDirectoryConfig.read` refuses a damaged one (`.corrupt`).
+        guard var config = try DataDirectoryConfig.read(dataDirectory: data) else { return }
+        guard config.generationDirectory != nil || generation != nil else { return }
         // A relative reference is resolved inside DIR/generations (`PathRoot`), wherever DIR now is.
-        if let generation { object["generation_directory"] = generation } else { object.removeValue(forKey: "generation_directory") }
-        do {
-            try AtomicFile.write(Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])), to: path)
-        } catch let error as SteerError {
-            throw error
-        } catch {
-            throw SteerError(.corrupt, "cannot rewrite steer.json: \(error)")
-        }
+        config.generationDirectory = generation
+        try config.write(dataDirectory: data)
     }
 
     /// The replica identity of a data directory: its `replica_id` file (written by `restore`), else nil.

@@ -20,6 +20,7 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
             case deadlineExceeded = "deadline_exceeded"
             case alreadyExists = "already_exists"
             case inUse = "in_use"
+            case partiallyApplied = "partially_applied"
         }
 
         private let kind: Kind
@@ -54,6 +55,9 @@ public struct SteerError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let alreadyExists = Code(.alreadyExists)
         /// `drop_collection` of a collection that an alias points to (move or delete the alias first).
         public static let inUse = Code(.inUse)
+        /// A collection admin op through a router applied on some shard replicas and not on others (the
+        /// message names them); retrying the same request completes it (docs/scaling.md "Collections").
+        public static let partiallyApplied = Code(.partiallyApplied)
 
         /// The code with this wire spelling; unknown spellings (from a newer peer) map to `.internal`.
         public init(wire: String) {

@@ -87,16 +87,8 @@ public final class RetrievalEngine: Sendable {
         public static let defaultRecordCacheBytes = 256 << 20
     }
 
-    /// What `DIR/steer.json` holds.
-    struct DirectoryConfig: Equatable, Sendable {
-        var dimension: Int
-        var indexSpec: String
-        var metric: Metric
-        var embeddingVersion: String
-        var generation: String
-        /// The generation directory `swap` switched to; nil while the engine serves its own index.
-        var generationDirectory: String? = nil
-    }
+    /// What `DIR/steer.json` holds (its owner, fields and checks: `DataDirectoryConfig`).
+    typealias DirectoryConfig = DataDirectoryConfig
 
     /// Vectors per index update while holding the index's writer lock.
     public static let indexChunk = 1024
@@ -171,7 +163,7 @@ public final class RetrievalEngine: Sendable {
                 } catch {
                     warnings.append("generation directory '\(recorded)' recorded in steer.json cannot be served (\(error.message)); rebuilding the index from the store")
                     config.generationDirectory = nil
-                    config.generation = "g1"
+                    config.generation = DataDirectoryConfig.ownGeneration
                     try Self.writeConfig(config, directory: directory)
                 }
             }
@@ -202,27 +194,15 @@ public final class RetrievalEngine: Sendable {
     }
 
     private static func resolveConfig(_ configuration: Configuration) throws(SteerError) -> DirectoryConfig {
-        let path = configuration.dataDirectory + "/steer.json"
-        if FileManager.default.fileExists(atPath: path) {
-            guard let data = FileManager.default.contents(atPath: path),
-                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let dimension = object["dimension"] as? Int, let spec = object["index_spec"] as? String,
-                  let metricText = object["metric"] as? String, let metric = try? Metric(parsing: metricText),
-                  let version = object["embedding_version"] as? String
-            else {
-                throw SteerError(.corrupt, "'\(path)' is not a valid Steer data-directory config (dimension, index_spec, metric, embedding_version)")
+        if let config = try DataDirectoryConfig.read(dataDirectory: configuration.dataDirectory) {
+            if let wanted = configuration.dimension, wanted != config.dimension {
+                throw SteerError(.dimensionMismatch, "data directory '\(configuration.dataDirectory)' holds \(config.dimension)-d vectors; --dimension \(wanted) conflicts")
             }
-            let config = DirectoryConfig(dimension: dimension, indexSpec: spec, metric: metric, embeddingVersion: version,
-                                         generation: object["generation"] as? String ?? "g1",
-                                         generationDirectory: object["generation_directory"] as? String)
-            if let wanted = configuration.dimension, wanted != dimension {
-                throw SteerError(.dimensionMismatch, "data directory '\(configuration.dataDirectory)' holds \(dimension)-d vectors; --dimension \(wanted) conflicts")
+            if let wanted = configuration.metric, wanted != config.metric {
+                throw SteerError.invalid("data directory '\(configuration.dataDirectory)' uses metric \(config.metric.rawValue); --metric \(wanted.rawValue) conflicts")
             }
-            if let wanted = configuration.metric, wanted != metric {
-                throw SteerError.invalid("data directory '\(configuration.dataDirectory)' uses metric \(metric.rawValue); --metric \(wanted.rawValue) conflicts")
-            }
-            if let wanted = configuration.embeddingVersion, wanted != version {
-                throw SteerError.invalid("data directory '\(configuration.dataDirectory)' serves embedding version '\(version)'; '\(wanted)' conflicts")
+            if let wanted = configuration.embeddingVersion, wanted != config.embeddingVersion {
+                throw SteerError.invalid("data directory '\(configuration.dataDirectory)' serves embedding version '\(config.embeddingVersion)'; '\(wanted)' conflicts")
             }
             return config
         }
@@ -234,16 +214,11 @@ public final class RetrievalEngine: Sendable {
         }
         let spec = try IndexSpec(parsing: configuration.indexSpec ?? "Flat")
         return DirectoryConfig(dimension: dimension, indexSpec: spec.factoryString, metric: configuration.metric ?? .innerProduct,
-                               embeddingVersion: configuration.embeddingVersion ?? "v1", generation: "g1")
+                               embeddingVersion: configuration.embeddingVersion ?? "v1")
     }
 
     private static func writeConfig(_ config: DirectoryConfig, directory: String) throws(SteerError) {
-        var object: [String: Any] = [
-            "format": 1, "dimension": config.dimension, "index_spec": config.indexSpec, "metric": config.metric.rawValue,
-            "embedding_version": config.embeddingVersion, "generation": config.generation,
-        ]
-        if let generationDirectory = config.generationDirectory { object["generation_directory"] = generationDirectory }
-        try writeJSON(object, to: directory + "/steer.json")
+        try config.write(dataDirectory: directory)
     }
 
     private static func writeJSON(_ object: [String: Any], to path: String) throws(SteerError) {

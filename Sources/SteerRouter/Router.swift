@@ -45,8 +45,8 @@ public final class Router: RequestService {
     private let encoder: Locked<(any QueryEncoder)?>
     private let loadEncoder: (@Sendable (_ checkpoint: String) throws(SteerError) -> any QueryEncoder)?
     private let generation = Locked<String?>(nil)
-    private let gate = GenerationGate()
-    private let swapping = Locked(false)
+    let gate = GenerationGate()
+    let swapping = Locked(false)
     let counters = Locked(Counters())
     private let roundRobin: Locked<[Int]>
     private let serverStats = Locked<(@Sendable () -> JSONObject)?>(nil)
@@ -211,6 +211,9 @@ public final class Router: RequestService {
         /// The request's `min_sequences` (or its `min_sequence` as a one-shard list): the stream sequence
         /// each shard's replica must have applied before it answers (`RouterStreams.swift`).
         var minSequences: [UInt64]?
+        /// The request's `collection` (nil: the shards' default collection). The shards' answers for a
+        /// named collection carry that collection's generation, not the router's.
+        var collection: String?
 
         init(request: Request, startedNanos: UInt64, configuration: RouterConfiguration, client: UInt64? = nil) {
             budgetMillis = request.timeoutMillis.map { min($0, configuration.maxRequestTimeoutMillis) } ?? configuration.defaultRequestTimeoutMillis
@@ -218,6 +221,7 @@ public final class Router: RequestService {
             explicit = request.timeoutMillis != nil
             fairQueue = configuration.shardKey != nil ? client : nil
             minSequences = request.minSequences ?? request.minSequence.map { [$0] }
+            collection = request.collection
         }
 
         private init(budgetMillis: Int, uptimeNanos: UInt64, explicit: Bool, fairQueue: UInt64?) {
@@ -233,6 +237,7 @@ public final class Router: RequestService {
             var later = Deadline(budgetMillis: budgetMillis, uptimeNanos: DispatchTime.now().uptimeNanoseconds &+ UInt64(budgetMillis) * 1_000_000,
                                  explicit: false, fairQueue: fairQueue)
             later.minSequences = minSequences
+            later.collection = collection
             return later
         }
 
@@ -256,7 +261,7 @@ public final class Router: RequestService {
     }
 
     /// The token the shards get for a request of a caller who sent `callerToken`.
-    private func shardToken(_ callerToken: String?) -> String? { configuration.shardKey ?? callerToken }
+    func shardToken(_ callerToken: String?) -> String? { configuration.shardKey ?? callerToken }
 
     static func describe(_ error: any Error) -> String {
         if let failure = error as? ReplicaFailure { return failure.message }
@@ -290,13 +295,9 @@ public final class Router: RequestService {
         return promise.futureResult
     }
 
-    /// The error line (recorded in `stats`) of a request the keys refuse, or one naming a collection
-    /// (the router serves the shards' default collections only); nil when it may run.
+    /// The error line (recorded in `stats`) of a request the keys refuse; nil when it may run.
     private func refusal(_ request: Request, startedNanos: UInt64) -> [UInt8]? {
         do throws(SteerError) {
-            if let collection = request.collection {
-                throw SteerError.invalid("the router serves the shards' default collection only; send requests for '\(collection)' to the shard servers")
-            }
             try configuration.accessKeys?.authorize(request)
             return nil
         } catch {
@@ -346,8 +347,12 @@ public final class Router: RequestService {
         switch request.operation {
         case .ping:
             break
-        case .createCollection, .listCollections, .describeCollection, .dropCollection, .alias, .deleteAlias:
-            throw SteerError.invalid("\(request.operation.name) is not routed: manage collections and aliases on each shard server")
+        case .createCollection, .dropCollection, .alias, .deleteAlias:
+            try await applyCollectionAdmin(request, deadline: deadline, &writer)
+        case .listCollections, .describeCollection:
+            try await readCollectionAdmin(request, deadline: deadline, &writer)
+        case .stats where request.collection != nil:
+            try await collectionStats(request, deadline: deadline, &writer)
         case .stats:
             writeStats(&writer)
         case .search(let queries, let options, let batch):
@@ -360,24 +365,26 @@ public final class Router: RequestService {
                              deadline: deadline, &writer)
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
+        case .upsert where shardLog != nil && request.collection != nil, .delete where shardLog != nil && request.collection != nil:
+            throw SteerError.invalid("this router writes through the shards' streams (--follow), which carry the default collection only; write to '\(request.collection ?? "")' through a router without --follow")
         case .upsert(let items) where shardLog != nil:
             try await appendToStreams(.upsert(items), countField: "upserted", deadline: deadline, &writer)
         case .delete(let ids) where shardLog != nil:
             try await appendToStreams(.delete(ids), countField: "deleted", deadline: deadline, &writer)
         case .upsert(let items):
-            let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id)) { indices in
+            let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id), &writer) { indices in
                 .upsert(indices.map { items[$0] })
             }
             writer.raw(",\"upserted\":")
             writer.int(count)
         case .delete(let ids):
-            let count = try await write(op: "delete", countField: "deleted", token: request.token, deadline: deadline, keys: ids) { indices in
+            let count = try await write(op: "delete", countField: "deleted", token: request.token, deadline: deadline, keys: ids, &writer) { indices in
                 .delete(indices.map { ids[$0] })
             }
             writer.raw(",\"deleted\":")
             writer.int(count)
         case .swap(let target, let checkpoint):
-            try await swap(to: target, checkpoint: checkpoint, token: request.token, &writer)
+            try await swap(to: target, checkpoint: checkpoint, collection: request.collection, token: request.token, &writer)
         case .declareIndex:
             throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
         case .event, .getUser, .deleteUser:
@@ -465,7 +472,7 @@ public final class Router: RequestService {
 
     /// Sends a read to one replica of `shard`, trying the next one after a transport failure, an error
     /// that blames the replica, or an answer from another generation than the router's.
-    private func read(shard: Int, line: [UInt8], token: String?, deadline: Deadline) async -> ShardAnswer {
+    func read(shard: Int, line: [UInt8], token: String?, deadline: Deadline) async -> ShardAnswer {
         if let wanted = deadline.minSequences?[shard], wanted > 0 {
             return await readApplied(wanted, shard: shard, line: line, token: token, deadline: deadline)
         }
@@ -473,7 +480,7 @@ public final class Router: RequestService {
             guard let left = deadline.remainingMillis else { return .refused(deadline.exceeded("shard \(shard)")) }
             do {
                 let answer = try await replica.request(Self.shardLine(line, token: token, timeoutMillis: left, fairQueue: deadline.fairQueue), timeout: .milliseconds(Int64(left)))
-                guard servesRouterGeneration(replica, answer) else { continue }
+                guard deadline.collection != nil || servesRouterGeneration(replica, answer) else { continue }
                 return .answer(answer)
             } catch {
                 if let answer = readFailure(error, replica: replica, deadline: deadline) { return answer }
@@ -519,6 +526,7 @@ public final class Router: RequestService {
                 throw SteerError(.unavailable, "no replica of shard\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) is available")
             }
         }
+        try Self.requireOneCollection(answers.values)
         var served = Set<String>()
         for answer in answers.values { if case .string(let name)? = answer["generation"] { served.insert(name) } }
         if served.count > 1 {
@@ -528,7 +536,7 @@ public final class Router: RequestService {
         return (answers, missing)
     }
 
-    private func writePartial(_ missing: [Int], _ writer: inout JSONWriter) {
+    func writePartial(_ missing: [Int], _ writer: inout JSONWriter) {
         guard !missing.isEmpty else { return }
         counters.withLock { $0.partialResponses += 1 }
         writer.raw(",\"partial\":true,\"missing_shards\":[")
@@ -540,6 +548,7 @@ public final class Router: RequestService {
     }
 
     private func writeGeneration(_ answers: [Int: JSONObject], _ writer: inout JSONWriter) {
+        Self.writeCollection(answers.values, &writer)
         let name: String? = answers.values.lazy.compactMap { answer -> String? in
             if case .string(let text)? = answer["generation"] { return text }
             return nil
@@ -553,10 +562,10 @@ public final class Router: RequestService {
 
     /// A shard `search` line: base64 vectors (cheap to write and to parse), the options unchanged.
     static func searchLine(_ queries: [[Float]], k: Int, nprobe: Int?, efSearch: Int?, filter: TagFilter, batch: Bool,
-                           oversample: Int? = nil) -> [UInt8] {
+                           oversample: Int? = nil, collection: String? = nil) -> [UInt8] {
         var options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch, filter: filter)
         options.oversample = oversample
-        return RequestEncoder.encode(Request(operation: .search(queries: queries, options: options, batch: batch)))
+        return RequestEncoder.encode(Request(operation: .search(queries: queries, options: options, batch: batch), collection: collection))
     }
 
     private func allShards(_ line: [UInt8]) -> [Int: [UInt8]] {
@@ -570,7 +579,7 @@ public final class Router: RequestService {
         defer { gate.leave() }
         let deadline = deadline.afterGate()
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch,
-                                   oversample: options.oversample)
+                                   oversample: options.oversample, collection: deadline.collection)
         let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         try writeSearch(answers: answers, missing: missing, queries: queries.count, k: options.k, batch: batch, &writer)
     }
@@ -581,7 +590,7 @@ public final class Router: RequestService {
     private func searchOnLoop(_ request: Request, queries: [[Float]], options: SearchOptions, batch: Bool,
                               startedNanos: UInt64, client: UInt64, on loop: any EventLoop) -> EventLoopFuture<[UInt8]> {
         let line = Self.searchLine(queries, k: options.k, nprobe: options.nprobe, efSearch: options.efSearch, filter: options.filter, batch: batch,
-                                   oversample: options.oversample)
+                                   oversample: options.oversample, collection: request.collection)
         let deadline = Deadline(request: request, startedNanos: startedNanos, configuration: configuration, client: client)
         let token = shardToken(request.token)
         let futures = (0..<replicas.count).map { shard in
@@ -625,7 +634,7 @@ public final class Router: RequestService {
         replica.request(Self.shardLine(line, token: token, timeoutMillis: left, fairQueue: deadline.fairQueue), timeout: .milliseconds(Int64(left)), on: loop).whenComplete { result in
             switch result {
             case .success(let answer):
-                if self.servesRouterGeneration(replica, answer) {
+                if deadline.collection != nil || self.servesRouterGeneration(replica, answer) {
                     promise.succeed((shard, .answer(answer)))
                 } else {
                     promise.completeWith(next())
@@ -689,7 +698,9 @@ public final class Router: RequestService {
         if !request.positive.isEmpty || !request.negative.isEmpty {
             throw SteerError.invalid("'positive' and 'negative' are not supported by steer route: ask a shard server")
         }
-        if let encoder = encoder.get() {
+        // The router's model is the default collection's; a named collection's query is the mean of its
+        // history items' vectors (docs/scaling.md "Collections").
+        if deadline.collection == nil, let encoder = encoder.get() {
             let history = request.history
             let prompt = request.prompt
             return try await pool.runIfActive { () throws -> EncodedQuery in try encoder.encode(history: history, prompt: prompt) }
@@ -754,7 +765,7 @@ public final class Router: RequestService {
         let fetch = min(configuration.limits.maxK, request.k + excluded.count)
         let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
         let line = Self.searchLine([vector], k: fetch, nprobe: request.nprobe, efSearch: request.efSearch, filter: filter, batch: false,
-                                   oversample: request.oversample)
+                                   oversample: request.oversample, collection: deadline.collection)
         let (answers, missing) = try await readShards(allShards(line), token: token, deadline: deadline, allowPartial: true)
         var lists: [[ShardHit]] = []
         for (shard, answer) in answers { lists.append(try ShardHit.list(answer["hits"], shard: shard)) }
@@ -772,7 +783,9 @@ public final class Router: RequestService {
         defer { gate.leave() }
         let deadline = deadline.afterGate()
         let encoded = try await encodeQuery(request, token: token, deadline: deadline)
-        if let name = generation.get() {
+        writer.raw(",\"collection\":")
+        writer.string(deadline.collection ?? CollectionName.defaultName)
+        if deadline.collection == nil, let name = generation.get() {
             writer.raw(",\"generation\":")
             writer.string(name)
         }
@@ -793,8 +806,13 @@ public final class Router: RequestService {
 
     /// The items each id names, read from their shards (every shard must answer).
     private func getItems(_ ids: [ItemID], token: String?, deadline: Deadline) async throws -> [ItemID: JSONObject] {
+        try await getItemsNamingCollection(ids, token: token, deadline: deadline).items
+    }
+
+    /// The items each id names and the collection the shards read them from (nil when no shard was asked).
+    private func getItemsNamingCollection(_ ids: [ItemID], token: String?, deadline: Deadline) async throws -> (items: [ItemID: JSONObject], collection: String?) {
         var lines: [Int: [UInt8]] = [:]
-        for (shard, indices) in byShard(ids) { lines[shard] = RequestEncoder.encode(Request(operation: .get(indices.map { ids[$0] }))) }
+        for (shard, indices) in byShard(ids) { lines[shard] = RequestEncoder.encode(Request(operation: .get(indices.map { ids[$0] }), collection: deadline.collection)) }
         let (answers, _) = try await readShards(lines, token: token, deadline: deadline, allowPartial: false)
         var found: [ItemID: JSONObject] = [:]
         for (shard, answer) in answers {
@@ -811,11 +829,13 @@ public final class Router: RequestService {
                 }
             }
         }
-        return found
+        return (found, Self.collectionName(answers.values))
     }
 
     private func get(_ ids: [ItemID], token: String?, deadline: Deadline, _ writer: inout JSONWriter) async throws {
-        let found = try await getItems(ids, token: token, deadline: deadline)
+        let (found, collection) = try await getItemsNamingCollection(ids, token: token, deadline: deadline)
+        writer.raw(",\"collection\":")
+        writer.string(collection ?? deadline.collection ?? CollectionName.defaultName)
         writer.raw(",\"items\":[")
         var first = true
         for id in ids {
@@ -838,7 +858,8 @@ public final class Router: RequestService {
 
     /// Outcome of a write on one replica.
     private enum WriteOutcome: Sendable {
-        case applied(Int)
+        /// The count the replica answered and the collection it wrote to (an alias resolved).
+        case applied(Int, collection: String?)
         case refused(SteerError)
         case failed(ReplicaFailure)
     }
@@ -847,11 +868,12 @@ public final class Router: RequestService {
     ///
     /// - Parameters:
     ///   - keys: the ids that choose the shards.
+    ///   - writer: gets `"collection"`, the collection the replicas wrote to (an alias resolved).
     ///   - operation: the shard's part of the write, for the given positions of `keys`.
     /// - Returns: the sum over shards of the count the replicas answered.
     /// - Throws: a replica's refusal (the request's fault); `.unavailable` naming the shards without a live
     ///   replica that applied the write (the other shards applied it: writes are not atomic across shards).
-    func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID],
+    func write(op: StaticString, countField: String, token: String?, deadline: Deadline, keys: [ItemID], _ writer: inout JSONWriter,
                operation: ([Int]) -> Request.Operation) async throws -> Int {
         guard let left = deadline.remainingMillis else { throw deadline.exceeded("\(op): no shard") }
         let timeout = TimeAmount.milliseconds(Int64(left))
@@ -859,7 +881,7 @@ public final class Router: RequestService {
         var lines: [Int: [UInt8]] = [:]
         for (shard, indices) in byShard(keys) {
             let line = RequestEncoder.encode(Request(operation: operation(indices), token: shardToken, timeoutMillis: left,
-                                                     fairQueue: deadline.fairQueue))
+                                                     fairQueue: deadline.fairQueue, collection: deadline.collection))
             lines[shard] = line
         }
         var results: [Int: [(Replica, WriteOutcome)]] = [:]
@@ -874,7 +896,9 @@ public final class Router: RequestService {
                             guard case .int(let count)? = answer[countField] else {
                                 return (shard, replica, .failed(ReplicaFailure(.transport, message: "\(replica.endpoint) answered \(op) without '\(countField)'")))
                             }
-                            return (shard, replica, .applied(Int(count)))
+                            var collection: String?
+                            if case .string(let name)? = answer["collection"] { collection = name }
+                            return (shard, replica, .applied(Int(count), collection: collection))
                         } catch let error as SteerError {
                             return (shard, replica, .refused(error))
                         } catch {
@@ -889,12 +913,15 @@ public final class Router: RequestService {
         var failedShards: [Int] = []
         var timedOut = false
         var refusal: SteerError?
+        var wroteTo: [String: Set<Int>] = [:]
         for shard in lines.keys.sorted() {
             let outcomes = results[shard] ?? []
             var applied: Int?
             for (_, outcome) in outcomes {
                 switch outcome {
-                case .applied(let count): applied = max(applied ?? 0, count)
+                case .applied(let count, let collection):
+                    applied = max(applied ?? 0, count)
+                    if let collection { wroteTo[collection, default: []].insert(shard) }
                 case .refused(let error): if refusal == nil { refusal = error }
                 case .failed: break
                 }
@@ -928,6 +955,13 @@ public final class Router: RequestService {
             throw SteerError(.unavailable, "\(op): no live replica of shard\(failedShards.count == 1 ? "" : "s") \(failedShards.map(String.init).joined(separator: ", ")) applied it"
                 + (applied.isEmpty ? "" : "; shard\(applied.count == 1 ? "" : "s") \(applied.map(String.init).joined(separator: ", ")) did (writes are not atomic across shards; retrying is safe)"))
         }
+        // An alias moved while the write ran: its parts landed in different collections.
+        guard wroteTo.count <= 1 else {
+            let parts = wroteTo.sorted { $0.key < $1.key }.map { "'\($0.key)' on shard\($0.value.count == 1 ? "" : "s") \($0.value.sorted().map(String.init).joined(separator: ", "))" }
+            throw SteerError(.unavailable, "\(op): the shards wrote to different collections (\(parts.joined(separator: "; "))): an alias moved during the write; retry it once the move has finished (retrying is safe)")
+        }
+        writer.raw(",\"collection\":")
+        writer.string(wroteTo.keys.first ?? deadline.collection ?? CollectionName.defaultName)
         return total
     }
 
@@ -962,16 +996,19 @@ public final class Router: RequestService {
     static let maxHitsMergedOnLoop = 1024
 
     /// Codes a replica answers when the request itself is wrong (not the replica).
-    private static let requestErrors: Set<SteerError.Code> = [.invalidRequest, .notFound, .corrupt, .dimensionMismatch, .unauthorized]
+    static let requestErrors: Set<SteerError.Code> = [.invalidRequest, .notFound, .corrupt, .dimensionMismatch, .unauthorized]
 
-    private static func swapLine(generation: String, checkpoint: String?, token: String?) -> [UInt8] {
-        RequestEncoder.encode(Request(operation: .swap(generation: generation, checkpoint: checkpoint), token: token))
+    private static func swapLine(generation: String, checkpoint: String?, collection: String?, token: String?) -> [UInt8] {
+        RequestEncoder.encode(Request(operation: .swap(generation: generation, checkpoint: checkpoint), token: token, collection: collection))
     }
 
     /// Swaps every replica to `target` while reads are held; the router switches only when every shard
     /// has at least one replica on the new generation and all of them name the same one. Otherwise the
     /// replicas that swapped are asked to swap back and the router keeps its generation.
-    private func swap(to target: String, checkpoint: String?, token: String?, _ writer: inout JSONWriter) async throws {
+    ///
+    /// With `collection` the shards swap that collection the same way (all or rolled back); the router's
+    /// own generation and model (the default collection's) stay as they are.
+    private func swap(to target: String, checkpoint: String?, collection: String?, token: String?, _ writer: inout JSONWriter) async throws {
         let already = swapping.withLock { value -> Bool in
             defer { value = true }
             return value
@@ -979,7 +1016,7 @@ public final class Router: RequestService {
         if already { throw SteerError(.unavailable, "a swap is already in progress") }
         defer { swapping.withLock { $0 = false } }
         var newEncoder: (any QueryEncoder)?
-        if let checkpoint {
+        if let checkpoint, collection == nil {
             guard let loadEncoder else {
                 throw SteerError.invalid("swap: this router was started without a model (--checkpoint), so it cannot load checkpoint '\(checkpoint)'")
             }
@@ -989,7 +1026,7 @@ public final class Router: RequestService {
         defer { gate.open() }
         let previousGeneration = generation.get()
         let token = shardToken(token)
-        let line = Self.swapLine(generation: target, checkpoint: checkpoint, token: token)
+        let line = Self.swapLine(generation: target, checkpoint: checkpoint, collection: collection, token: token)
         let timeout = TimeAmount.seconds(Int64(configuration.swapTimeoutSeconds))
         var outcomes: [(Replica, SwapOutcome)] = []
         await withTaskGroup(of: (Replica, SwapOutcome).self) { tasks in
@@ -1020,11 +1057,13 @@ public final class Router: RequestService {
             if case .swapped(let name, _) = outcome {
                 names.insert(name)
                 shardsSwapped.insert(replica.shard)
-                replica.health.withLock { $0.generation = name }
+                if collection == nil { replica.health.withLock { $0.generation = name } }
             }
         }
         let committed = names.count == 1 && shardsSwapped.count == replicas.count
-        if committed, let name = names.first {
+        if committed, let name = names.first, collection != nil {
+            logger.info("swapped a collection on every shard", metadata: ["steer.collection": "\(collection ?? "")", "steer.generation": "\(name)"])
+        } else if committed, let name = names.first {
             generation.withLock { $0 = name }
             if let newEncoder { encoder.withLock { $0 = newEncoder } }
             counters.withLock { $0.swaps += 1 }
@@ -1034,8 +1073,8 @@ public final class Router: RequestService {
             for (replica, outcome) in outcomes {
                 guard case .swapped(_, let previous) = outcome, !previous.isEmpty else { continue }
                 do {
-                    let answer = try await replica.request(Self.swapLine(generation: previous, checkpoint: nil, token: token), timeout: timeout)
-                    if case .string(let name)? = answer["generation"] { replica.health.withLock { $0.generation = name } }
+                    let answer = try await replica.request(Self.swapLine(generation: previous, checkpoint: nil, collection: collection, token: token), timeout: timeout)
+                    if collection == nil, case .string(let name)? = answer["generation"] { replica.health.withLock { $0.generation = name } }
                 } catch {
                     logger.error("swap rollback failed; the replica is not routed to until it serves the router's generation", metadata: [
                         "steer.replica": "\(replica.endpoint)", "steer.error": "\(Self.describe(error))",
@@ -1062,10 +1101,20 @@ public final class Router: RequestService {
             if names.count > 1 { refusal = SteerError(.unavailable, "swap: replicas named different generations (\(names.sorted().joined(separator: ", "))); rolled back") }
             throw refusal ?? SteerError(.unavailable, "swap: not every shard loaded '\(target)' (\(failures.joined(separator: "; "))); rolled back, the router keeps \(previousGeneration ?? "its generation")")
         }
+        if let collection {
+            writer.raw(",\"collection\":")
+            writer.string(collection)
+        }
         writer.raw(",\"generation\":")
         writer.string(names.first ?? target)
         writer.raw(",\"previous\":")
-        if let previousGeneration { writer.string(previousGeneration) } else { writer.raw("null") }
+        if collection != nil {
+            let previous = outcomes.lazy.compactMap { _, outcome -> String? in
+                if case .swapped(_, let previous) = outcome { return previous }
+                return nil
+            }.first
+            if let previous { writer.string(previous) } else { writer.raw("null") }
+        } else if let previousGeneration { writer.string(previousGeneration) } else { writer.raw("null") }
         writer.raw(",\"replicas\":[")
         for (index, (replica, outcome)) in outcomes.enumerated() {
             if index > 0 { writer.raw(",") }

@@ -16,19 +16,21 @@ extension Router {
         switch operation {
         case .event(let events):
             // Timestamps were filled in when the router decoded the line, so every replica stores the same ones.
-            let recorded = try await write(op: "event", countField: "recorded", token: token, deadline: deadline, keys: events.map(\.user)) { indices in
+            let recorded = try await write(op: "event", countField: "recorded", token: token, deadline: deadline, keys: events.map(\.user), &writer) { indices in
                 .event(indices.map { events[$0] })
             }
             writer.raw(",\"recorded\":")
             writer.int(recorded)
         case .getUser(let user, let limit):
-            let events = try await storedEvents(user, limit: limit, token: token, deadline: deadline)
+            let (events, collection) = try await storedEventsNamingCollection(user, limit: limit, token: token, deadline: deadline)
+            writer.raw(",\"collection\":")
+            writer.string(collection ?? deadline.collection ?? CollectionName.defaultName)
             writer.raw(",\"user\":")
             writer.itemID(user)
             writer.raw(",\"events\":")
             writer.value(.array(events))
         case .deleteUser(let user):
-            let deleted = try await write(op: "delete_user", countField: "deleted", token: token, deadline: deadline, keys: [user]) { _ in
+            let deleted = try await write(op: "delete_user", countField: "deleted", token: token, deadline: deadline, keys: [user], &writer) { _ in
                 .deleteUser(user)
             }
             writer.raw(",\"deleted\":")
@@ -40,13 +42,19 @@ extension Router {
 
     /// The `events` array of `get_user` from one replica of the user's shard.
     private func storedEvents(_ user: UserID, limit: Int?, token: String?, deadline: Deadline) async throws -> [JSONValue] {
-        let line = RequestEncoder.encode(Request(operation: .getUser(user, limit: limit)))
+        try await storedEventsNamingCollection(user, limit: limit, token: token, deadline: deadline).events
+    }
+
+    /// The `events` array of `get_user` and the collection the shard read it from (the request's
+    /// `collection`, an alias resolved).
+    private func storedEventsNamingCollection(_ user: UserID, limit: Int?, token: String?, deadline: Deadline) async throws -> (events: [JSONValue], collection: String?) {
+        let line = RequestEncoder.encode(Request(operation: .getUser(user, limit: limit), collection: deadline.collection))
         let shard = sharding.shard(of: user)
         let (answers, _) = try await readShards([shard: line], token: token, deadline: deadline, allowPartial: false)
         guard let answer = answers[shard], case .array(let events)? = answer["events"] else {
             throw SteerError(.unavailable, "get_user: shard \(shard) answered without 'events'")
         }
-        return events
+        return (events, Self.collectionName([answer]))
     }
 
     /// `request` with its `user`'s stored history read from the user's shard, as a server resolves it

@@ -33,6 +33,11 @@ final class ServerMetrics: Sendable {
     /// `steer_collection_items{collection}` and `steer_collection_index_vectors{collection}` of every
     /// collection served (at most `--max-collections` + 1 label values; a dropped collection's are removed).
     private let perCollection = Locked<[String: (items: Metrics.Gauge, indexed: Metrics.Gauge)]>([:])
+    /// `steer_collection_requests_total{collection}` and `steer_collection_errors_total{collection}`: the
+    /// requests (and the failed ones) of the item, search and generation ops per served collection, an
+    /// alias counted under its collection. Label values come only from `CollectionSet.servedName` (at most
+    /// `--max-collections` + 1); a dropped collection's counters are removed at the next scrape.
+    private let collectionRequests = Locked<[String: (requests: Metrics.Counter, errors: Metrics.Counter)]>([:])
 
     init() {
         var requests: [String: Metrics.Counter] = [:]
@@ -45,7 +50,18 @@ final class ServerMetrics: Sendable {
         self.durations = durations
     }
 
-    func record(op: String?, micros: Double?, error: SteerError.Code?) {
+    func record(op: String?, micros: Double?, error: SteerError.Code?, collection: String? = nil) {
+        if let collection {
+            let counters = collectionRequests.withLock { table in
+                if let existing = table[collection] { return existing }
+                let made = (Metrics.Counter(label: "steer_collection_requests_total", dimensions: [("collection", collection)]),
+                            Metrics.Counter(label: "steer_collection_errors_total", dimensions: [("collection", collection)]))
+                table[collection] = made
+                return made
+            }
+            counters.requests.increment()
+            if error != nil { counters.errors.increment() }
+        }
         if let op {
             requests[op]?.increment()
             if let micros { durations[op]?.recordNanoseconds(Int64(micros * 1000)) }
@@ -84,6 +100,15 @@ final class ServerMetrics: Sendable {
                 table[name] = gauges
                 gauges.items.record(stats.items)
                 gauges.indexed.record(stats.indexed)
+            }
+        }
+        // Only a collection `servedName` no longer knows is removed: one counted between this list and
+        // here is kept.
+        collectionRequests.withLock { table in
+            for (name, counters) in table where collections.map({ $0.servedName(name) != name }) ?? (name != CollectionName.defaultName) {
+                counters.requests.destroy()
+                counters.errors.destroy()
+                table[name] = nil
             }
         }
     }

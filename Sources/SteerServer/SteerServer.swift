@@ -371,7 +371,7 @@ public final class SteerServer: Service, Sendable {
         self.onListening = onListening
         let shared = self.shared
         let metrics = self.metrics
-        service.stats.setObserver { op, micros, error in metrics.record(op: op, micros: micros, error: error) }
+        service.stats.setObserver { op, micros, error, collection in metrics.record(op: op, micros: micros, error: error, collection: collection) }
         let environment = ProcessInfo.processInfo.environment
         service.setServerStats {
             let counters = shared.counters.get()

@@ -193,6 +193,14 @@ public final class CollectionSet: Sendable {
         return Lease(served: served)
     }
 
+    /// The served collection `name` resolves to (a collection, an alias, or nil for the default), without
+    /// holding it; nil when it names neither. Its answers are at most `maxCollections` + 1 names, so they
+    /// may label metrics.
+    public func servedName(_ name: String?) -> String? {
+        let wanted = name ?? CollectionName.defaultName
+        return state.withLock { table in table.served[table.aliases[wanted] ?? wanted]?.name }
+    }
+
     /// The engines of the named collections (not the default), for shutdown and metrics.
     public var namedEngines: [(name: String, engine: RetrievalEngine)] {
         state.withLock { table in

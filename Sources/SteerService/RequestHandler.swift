@@ -43,18 +43,19 @@ public final class OperationStats: Sendable {
 
     private let state = Locked<[String: Histogram]>([:])
     private let errorCodes = Locked<[String: Int]>([:])
-    private let observer = Locked<(@Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void)?>(nil)
+    private let observer = Locked<(@Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?, _ collection: String?) -> Void)?>(nil)
 
     public init() {}
 
     /// Installs a callback that sees every record (the server feeds its metrics from it). `op` and
-    /// `micros` are nil for errors that belong to no op.
-    public func setObserver(_ body: @escaping @Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?) -> Void) {
+    /// `micros` are nil for errors that belong to no op; `collection` is the served collection the request
+    /// addressed (an alias resolved, see `RequestHandler.servedCollection`), nil when it addressed none.
+    public func setObserver(_ body: @escaping @Sendable (_ op: String?, _ micros: Double?, _ error: SteerError.Code?, _ collection: String?) -> Void) {
         observer.withLock { $0 = body }
     }
 
-    /// Records one request.
-    public func record(op: String, micros: Double, error: SteerError.Code?) {
+    /// Records one request (`collection`: see `setObserver`).
+    public func record(op: String, micros: Double, error: SteerError.Code?, collection: String? = nil) {
         state.withLock { table in
             var histogram = table[op] ?? Histogram()
             histogram.buckets[Histogram.bucket(micros)] += 1
@@ -64,13 +65,13 @@ public final class OperationStats: Sendable {
             table[op] = histogram
         }
         if let error { errorCodes.withLock { $0[error.rawValue, default: 0] += 1 } }
-        observer.get()?(op, micros, error)
+        observer.get()?(op, micros, error, collection)
     }
 
     /// Counts an error that belongs to no op (unparsable lines, over-long lines).
     public func recordError(_ code: SteerError.Code) {
         errorCodes.withLock { $0[code.rawValue, default: 0] += 1 }
-        observer.get()?(nil, nil, code)
+        observer.get()?(nil, nil, code, nil)
     }
 
     public func summaries() -> [String: Summary] {
@@ -199,7 +200,7 @@ public final class RequestHandler: Sendable {
             output = Self.errorLine(id: request.id, error)
         }
         let micros = Double(DispatchTime.now().uptimeNanoseconds &- startedNanos) / 1000
-        stats.record(op: request.operation.name, micros: micros, error: failure)
+        stats.record(op: request.operation.name, micros: micros, error: failure, collection: servedCollection(request))
         return output
     }
 
@@ -279,11 +280,11 @@ public final class RequestHandler: Sendable {
                 if options.explain, let plan { writer.explainField(plan) }
                 writer.raw("}\n")
                 try handler.requireRoom(writer)
-                handler.stats.record(op: request.operation.name, micros: micros, error: nil)
+                handler.stats.record(op: request.operation.name, micros: micros, error: nil, collection: lease?.name)
                 return writer.bytes
             } catch {
                 next = queries.count
-                handler.stats.record(op: request.operation.name, micros: micros, error: error.code)
+                handler.stats.record(op: request.operation.name, micros: micros, error: error.code, collection: handler.servedCollection(request))
                 return RequestHandler.errorLine(id: request.id, error)
             }
         }

@@ -36,7 +36,7 @@ struct Collections: ParsableCommand {
             configuration.miniLMDirectory = minilm
             var failed = false
             do throws(SteerError) {
-                guard FileManager.default.fileExists(atPath: data + "/steer.json") else {
+                guard DataDirectoryConfig.exists(dataDirectory: data) else {
                     throw SteerError.notFound("'\(data)' is not a Steer data directory (no steer.json)")
                 }
                 let engine = try RetrievalEngine(configuration: configuration)

@@ -1,5 +1,6 @@
 import Foundation
 import SteerCore
+import SteerData
 import SteerStore
 import Testing
 
@@ -17,8 +18,8 @@ import Testing
         let data = root.file("data")
         try FileManager.default.createDirectory(atPath: data + "/generations/g7", withIntermediateDirectories: true)
         try Data("index bytes".utf8).write(to: URL(fileURLWithPath: data + "/generations/g7/shard-0.index"))
-        try Data(#"{"dimension":4,"generation":"g7","generation_directory":"/somewhere/else/generations/g7"}"#.utf8)
-            .write(to: URL(fileURLWithPath: data + "/steer.json"))
+        try DataDirectoryConfig(dimension: 4, indexSpec: "Flat", metric: .innerProduct, embeddingVersion: "v1", generation: "g7",
+                                generationDirectory: "/somewhere/else/generations/g7").write(dataDirectory: data)
         let store = try ItemStore(options: .init(path: data + "/store", syncWrites: false))
         try store.createVersion("v1", dimension: 4)
         for id in 0..<count {

@@ -297,13 +297,12 @@ private func buildGeneration(data: String, id: String) throws {
         let probe: [String: Any] = ["op": "search", "vector": [0.5, -0.1, 0.3, 0.9], "k": 5]
         let before = try call(connection, probe)
         #expect(before["generation"] as? String == "g1")
-        // Collections are served by the shard servers, not routed (docs/protocol.md): refused, never dropped silently.
+        // A collection the shards do not hold is their `not_found`, never the default collection's answer.
         var named = probe
         named["collection"] = "other"
-        for request in [named, ["op": "create_collection", "name": "c", "dimension": 4, "token": "tok"], ["op": "list_collections"]] {
-            let answer = try call(connection, request)
-            #expect((answer["error"] as? [String: Any])?["code"] as? String == "invalid_request", "\(answer)")
-        }
+        let unknown = try call(connection, named)
+        #expect((unknown["error"] as? [String: Any])?["code"] as? String == "not_found", "\(unknown)")
+        #expect(try call(connection, ["op": "list_collections"])["consistent"] as? Bool == true)
 
         let unauthorized = try call(connection, ["op": "swap", "generation": "gA"])
         #expect(unauthorized["ok"] as? Bool == false)

@@ -39,14 +39,16 @@ private final class TestServer: Sendable {
     let server: SteerServer
     let port: Int
 
-    init(configure: (inout ServerConfiguration) -> Void = { _ in }, encoder: GatedEncoder? = nil) async throws {
+    /// - Parameter collections: serve the data directory's named collections too (`CollectionSet`).
+    init(configure: (inout ServerConfiguration) -> Void = { _ in }, encoder: GatedEncoder? = nil, collections: Bool = false) async throws {
         var configuration = ServerConfiguration(port: 0, workerThreads: 4)
         configure(&configuration)
         let engineConfiguration = RetrievalEngine.Configuration(
             dataDirectory: directory, dimension: 2, syncWrites: false,
             encoderFactory: encoder.map { gated in { @Sendable _, _, _ in gated } })
         let engine = try RetrievalEngine(configuration: engineConfiguration)
-        server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"), metricsRegistry: testRegistry)
+        server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"), metricsRegistry: testRegistry,
+                             collections: collections ? try CollectionSet(defaultEngine: engine) : nil)
         port = try await server.start()
     }
 
@@ -322,6 +324,40 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         #expect(lines.contains { $0.hasPrefix("steer_requests_total{op=\"search\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_errors_total{code=\"invalid_request\"}") })
         #expect(lines.contains { $0.hasPrefix("steer_request_duration_seconds_bucket{op=\"search\",le=\"0.0001\"}") })
+        await server.stop()
+    }
+
+    /// The metrics text of a server's `/metrics`, lines trimmed.
+    private func scrape(_ server: TestServer) throws -> [String] {
+        let http = try SteerConnection(host: "127.0.0.1", port: try #require(server.server.metricsPort))
+        try http.write(Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        var lines: [String] = []
+        while let line = try http.readLine() { lines.append(text(line).trimmingCharacters(in: .whitespaces)) }
+        return lines
+    }
+
+    @Test func requestAndErrorCountersAreLabelledByServedCollection() async throws {
+        let server = try await TestServer(configure: { $0.metricsPort = 0 }, collections: true)
+        let connection = try server.connection()
+        func call(_ line: String) throws -> String { text(try connection.roundTrip(Array(line.utf8))) }
+        #expect(try call(#"{"op":"create_collection","token":"admin","name":"metered","dimension":3}"#).contains(#""ok":true"#))
+        #expect(try call(#"{"op":"alias","token":"admin","alias":"meter","collection":"metered"}"#).contains(#""ok":true"#))
+        #expect(try call(#"{"op":"upsert","collection":"metered","items":[{"id":1,"vector":[1,0,0]}]}"#).contains(#""ok":true"#))
+        #expect(try call(#"{"op":"search","collection":"meter","vector":[1,0,0],"k":1}"#).contains(#""collection":"metered""#))
+        #expect(try call(#"{"op":"search","collection":"metered","vector":[1,0],"k":1}"#).contains("dimension_mismatch"))
+        // Names that resolve to nothing are counted per op and code only, never as a label.
+        #expect(try call(#"{"op":"search","collection":"ghost1","vector":[1,0,0],"k":1}"#).contains("not_found"))
+        #expect(try call(#"{"op":"search","collection":"ghost2","vector":[1,0,0],"k":1}"#).contains("not_found"))
+        var lines = try scrape(server)
+        let labelled = lines.filter { $0.hasPrefix("steer_collection_requests_total") || $0.hasPrefix("steer_collection_errors_total") }
+        #expect(labelled.contains("steer_collection_requests_total{collection=\"metered\"} 3"), "\(labelled)")
+        #expect(labelled.contains("steer_collection_errors_total{collection=\"metered\"} 1"), "\(labelled)")
+        #expect(!labelled.contains { $0.contains("ghost") || $0.contains("\"meter\"") }, "\(labelled)")
+        // Dropping the collection removes its series at the next scrape (the label set stays bounded).
+        #expect(try call(#"{"op":"delete_alias","token":"admin","alias":"meter"}"#).contains(#""ok":true"#))
+        #expect(try call(#"{"op":"drop_collection","token":"admin","name":"metered"}"#).contains(#""ok":true"#))
+        lines = try scrape(server)
+        #expect(!lines.contains { $0.contains("collection=\"metered\"") }, "\(lines.filter { $0.contains("metered") })")
         await server.stop()
     }
 }

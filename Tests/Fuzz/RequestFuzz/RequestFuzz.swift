@@ -121,6 +121,9 @@ private func checkFilter(_ filter: TagFilter) {
     require(distinct.count <= limits.maxFilterTerms, "\(distinct.count) filter tags")
     require(Set(filter.tagsAny).count == filter.tagsAny.count && Set(filter.tagsNone).count == filter.tagsNone.count,
             "repeated filter tags were not collapsed")
+    if let expression = filter.expression {
+        require(expression.nodeCount <= limits.maxFilterNodes, "filter of \(expression.nodeCount) nodes")
+    }
 }
 
 private func checkLimits(_ request: Request) {
@@ -144,19 +147,25 @@ private func checkLimits(_ request: Request) {
         }
         if let nprobe = options.nprobe { require((1...limits.maxNprobe).contains(nprobe), "nprobe \(nprobe)") }
         if let ef = options.efSearch { require((1...limits.maxEfSearch).contains(ef), "ef_search \(ef)") }
-        let cost = ProtocolLimits.cost(queries: queries.count, k: options.k, efSearch: options.efSearch, nprobe: options.nprobe)
+        let nodes = options.filter.expression?.nodeCount ?? 0
+        let cost = ProtocolLimits.cost(queries: queries.count, k: options.k * (options.oversample ?? 1), efSearch: options.efSearch,
+                                       nprobe: options.nprobe, filterNodes: nodes)
         require(cost <= limits.maxQueryCost, "cost \(cost)")
+        if let oversample = options.oversample { require((1...limits.maxOversample).contains(oversample), "oversample \(oversample)") }
         checkFilter(options.filter)
     case .recommend(let recommend), .encode(let recommend):
         require(recommend.history.count <= limits.maxHistory, "history of \(recommend.history.count)")
         require((recommend.prompt?.utf8.count ?? 0) <= limits.maxPromptBytes, "prompt over the limit")
         require((1...limits.maxK).contains(recommend.k), "k \(recommend.k)")
-        let cost = ProtocolLimits.cost(queries: 1, k: recommend.k, efSearch: recommend.efSearch, nprobe: recommend.nprobe)
+        let cost = ProtocolLimits.cost(queries: 1, k: recommend.k * (recommend.oversample ?? 1), efSearch: recommend.efSearch,
+                                       nprobe: recommend.nprobe, filterNodes: recommend.filter.expression?.nodeCount ?? 0)
         require(cost <= limits.maxQueryCost, "recommend cost \(cost)")
         checkFilter(recommend.filter)
         require(recommend.positive.count <= limits.maxExamples && recommend.negative.count <= limits.maxExamples, "too many examples")
     case .swap(let generation, _):
         require(!generation.isEmpty, "empty generation")
+    case .declareIndex(let attribute, _):
+        require(!attribute.isEmpty, "declare_index of an empty attribute path")
     case .event(let events):
         require((1...limits.maxBatch).contains(events.count), "\(events.count) events")
         for event in events {
