@@ -92,11 +92,16 @@ public enum ANNBenchmarksFile {
 
         let distance = try stringAttribute(file: file, name: "distance", path: path)
         _ = try metric(distance)
+        // Each dataset is closed by its own defer, so one that fails to open leaves none of the others open
+        // (an open dataset keeps the file open past H5Fclose).
         let train = try Dataset(file: file, name: "train", path: path)
+        defer { train.close() }
         let test = try Dataset(file: file, name: "test", path: path)
+        defer { test.close() }
         let neighbors = try Dataset(file: file, name: "neighbors", path: path)
+        defer { neighbors.close() }
         let distances = H5Lexists(file, "distances", steer_h5p_default()) > 0 ? try Dataset(file: file, name: "distances", path: path) : nil
-        defer { train.close(); test.close(); neighbors.close(); distances?.close() }
+        defer { distances?.close() }
 
         try train.require(kind: .float, path: path)
         try test.require(kind: .float, path: path)
