@@ -500,6 +500,19 @@ public struct RequestDecoder: Sendable {
         return tags.filter { seen.insert($0).inserted }
     }
 
+    /// An item's vector: exactly one of `vector` (a JSON array) or `vector_b64` (a base64 string);
+    /// errors name the field under `prefix` (`items[3].vector_b64`).
+    static func itemVector(_ object: JSONObject, prefix: String) throws(SteerError) -> [Float] {
+        switch (object["vector"], object["vector_b64"]) {
+        case (let json?, nil): return try vector(json, field: "\(prefix).vector")
+        case (nil, let b64?):
+            guard case .string(let text) = b64 else { throw SteerError.invalid("\(prefix).vector_b64 must be a string, got \(b64.typeName)") }
+            return try Base64Floats.decode(text, field: "\(prefix).vector_b64")
+        case (nil, nil): throw SteerError.invalid("\(prefix): missing field 'vector' (or 'vector_b64')")
+        case (_?, _?): throw SteerError.invalid("\(prefix): give 'vector' or 'vector_b64', not both")
+        }
+    }
+
     /// A vector from a JSON array of numbers or a base64 string.
     static func vector(_ value: JSONValue, field: String) throws(SteerError) -> [Float] {
         switch value {
@@ -680,15 +693,7 @@ public struct RequestDecoder: Sendable {
             if let first = seen.updateValue(index, forKey: id) {
                 throw SteerError.invalid("\(prefix).id \(id) duplicates items[\(first)].id")
             }
-            let vector: [Float]
-            switch (object["vector"], object["vector_b64"]) {
-            case (let json?, nil): vector = try Self.vector(json, field: "\(prefix).vector")
-            case (nil, let b64?):
-                guard case .string(let text) = b64 else { throw SteerError.invalid("\(prefix).vector_b64 must be a string, got \(b64.typeName)") }
-                vector = try Base64Floats.decode(text, field: "\(prefix).vector_b64")
-            case (nil, nil): throw SteerError.invalid("\(prefix): missing field 'vector' (or 'vector_b64')")
-            case (_?, _?): throw SteerError.invalid("\(prefix): give 'vector' or 'vector_b64', not both")
-            }
+            let vector = try Self.itemVector(object, prefix: prefix)
             try Vectors.requireFinite(vector, field: "\(prefix).vector")
             var tags: [String] = []
             if let value = object["tags"] {

@@ -43,15 +43,7 @@ extension RequestDecoder {
             if let first = seen.updateValue(index, forKey: id) {
                 throw SteerError.invalid("\(prefix).id \(id) duplicates items[\(first)].id")
             }
-            let vector: [Float]
-            switch (object["vector"], object["vector_b64"]) {
-            case (let json?, nil): vector = try Self.vector(json, field: "\(prefix).vector")
-            case (nil, let b64?):
-                guard case .string(let text) = b64 else { throw SteerError.invalid("\(prefix).vector_b64 must be a string, got \(b64.typeName)") }
-                vector = try Base64Floats.decode(text, field: "\(prefix).vector_b64")
-            case (nil, nil): throw SteerError.invalid("\(prefix): missing field 'vector' (or 'vector_b64')")
-            case (_?, _?): throw SteerError.invalid("\(prefix): give 'vector' or 'vector_b64', not both")
-            }
+            let vector = try Self.itemVector(object, prefix: prefix)
             var title: String?
             if let value = object["title"] {
                 guard case .string(let text) = value else { throw SteerError.invalid("\(prefix).title must be a string, got \(value.typeName)") }
