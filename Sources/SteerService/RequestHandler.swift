@@ -373,29 +373,9 @@ public final class RequestHandler: Sendable {
         case .stats:
             writeStats(engine, &writer)
         case .upsert(let items):
-            if let writeLog {
-                let logged = try writeLog.append(.upsert(items), deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
-                writer.raw(",\"upserted\":")
-                writer.int(logged.count)
-                writer.raw(",\"sequence\":")
-                writer.int(Int64(clamping: logged.sequence))
-            } else {
-                let count = try engine.upsert(items)
-                writer.raw(",\"upserted\":")
-                writer.int(count)
-            }
+            try write(.upsert(items), countField: ",\"upserted\":", engine: engine, deadlineNanos: deadlineNanos, &writer)
         case .delete(let ids):
-            if let writeLog {
-                let logged = try writeLog.append(.delete(ids), deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
-                writer.raw(",\"deleted\":")
-                writer.int(logged.count)
-                writer.raw(",\"sequence\":")
-                writer.int(Int64(clamping: logged.sequence))
-            } else {
-                let count = try engine.delete(ids)
-                writer.raw(",\"deleted\":")
-                writer.int(count)
-            }
+            try write(.delete(ids), countField: ",\"deleted\":", engine: engine, deadlineNanos: deadlineNanos, &writer)
         case .get(let ids):
             let items = try engine.get(ids)
             writer.raw(",\"items\":[")
@@ -606,6 +586,29 @@ public final class RequestHandler: Sendable {
         if let checkpoint = description.checkpoint {
             writer.raw(",\"checkpoint\":")
             writer.string(checkpoint)
+        }
+    }
+
+    /// An upsert or delete: through the write log when the server follows one (the answer adds the stream
+    /// `sequence`), else straight to the engine; writes `countField` (`,"upserted":`) and the count.
+    private func write(_ operation: WriteOperation, countField: StaticString, engine: RetrievalEngine, deadlineNanos: UInt64?,
+                       _ writer: inout JSONWriter) throws(SteerError) {
+        let count: Int
+        var sequence: UInt64?
+        if let writeLog {
+            let logged = try writeLog.append(operation, deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
+            (count, sequence) = (logged.count, logged.sequence)
+        } else {
+            switch operation {
+            case .upsert(let items): count = try engine.upsert(items)
+            case .delete(let ids): count = try engine.delete(ids)
+            }
+        }
+        writer.raw(countField)
+        writer.int(count)
+        if let sequence {
+            writer.raw(",\"sequence\":")
+            writer.int(Int64(clamping: sequence))
         }
     }
 
