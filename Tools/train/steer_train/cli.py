@@ -19,7 +19,7 @@ import torch
 from steer_train.data import TIE_ORDERS, Dataset, leave_one_out, load_dataset
 from steer_train.minilm import shared_encoder
 from steer_train.models import DPR, ModelConfig
-from steer_train.prompts import PromptBank
+from steer_train.prompts import TRAINVAL_PHRASES, PromptBank
 from steer_train.synth import SynthConfig, generate, write_generic
 from steer_train.train import TrainConfig, train_all
 
@@ -83,8 +83,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="stage 1 time budget in minutes: stop after the epoch that exceeds it (0: no limit)",
     )
-    p.add_argument("--epochs2", type=int, default=6)
-    p.add_argument("--epochs3", type=int, default=8)
+    p.add_argument(
+        "--epochs2", type=int, default=15, help="stage 2 epochs at most (early stopping: --head-patience)"
+    )
+    p.add_argument("--epochs3", type=int, default=20, help="stage 3 epochs at most")
     p.add_argument("--lr23", type=float, default=1e-3)
     p.add_argument("--sup-weight", type=float, default=1.0)
     p.add_argument("--max-samples", type=int, default=0)
@@ -92,8 +94,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="directory to cache/reuse stage-1 backbones")
     p.add_argument(
         "--train-phrases",
-        default=None,
-        help="phrase file whose phrasings stages 2-3 use besides the templates (never the test file)",
+        default=str(TRAINVAL_PHRASES),
+        help="phrase file whose phrasings stages 2-3 use besides the templates (never the test file; "
+        "default: the shipped phrases-trainval.json; 'none': templates only)",
     )
     p.add_argument(
         "--phrase-prob",
@@ -118,18 +121,36 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clause-noise",
         type=float,
-        default=0.0,
+        default=0.3,
         help="relative Gaussian noise on training clause embeddings (0: off)",
+    )
+    p.add_argument(
+        "--aux-net",
+        type=int,
+        default=0,
+        help="prompt-only item dimensions = MLP(collaborative item vector), this hidden width (0: a table)",
+    )
+    p.add_argument(
+        "--aux-features",
+        action="store_true",
+        help="with --aux-net: the net also reads item tags and their co-occurrence propagation",
+    )
+    p.add_argument(
+        "--tag-dropout",
+        type=float,
+        default=0.0,
+        help="with --aux-features: probability of zeroing a visible tag indicator per training step",
     )
     p.add_argument(
         "--head-patience",
         type=int,
-        default=0,
+        default=3,
         help="validate stages 2-3 every epoch, keep the best head, stop after N epochs without gain (0: off)",
     )
     p.add_argument(
         "--tune",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="tune the soft scale and the hybrid blend on validation (written to steering.json)",
     )
 
@@ -171,6 +192,9 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         clause_noise=getattr(a, "clause_noise", 0.0),
         head_patience=getattr(a, "head_patience", 0),
         tune=getattr(a, "tune", False),
+        aux_net=getattr(a, "aux_net", 0),
+        aux_features=getattr(a, "aux_features", False),
+        tag_dropout=getattr(a, "tag_dropout", 0.0),
     )
     return mc, tc
 
@@ -218,6 +242,8 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
     phrases = None
+    if getattr(a, "train_phrases", None) in ("none", ""):
+        a.train_phrases = None
     if getattr(a, "train_phrases", None):
         from steer_train.prompts import PhraseError, load_phrases
 
@@ -460,6 +486,49 @@ def cmd_export(a: argparse.Namespace) -> None:
     log.info("exported %d items to %s", len(items), a.out)
 
 
+def cmd_diagnose_hidden(a: argparse.Namespace) -> None:
+    """Separability of hidden tag members and the membership bound (steer_train/diagnose.py)."""
+    from steer_train.diagnose import membership_bound, separability
+    from steer_train.evaluate import build_tasks
+    from steer_train.export import load_checkpoint
+    from steer_train.train import propagation
+
+    ds, truth = _load(a)
+    model, items = load_checkpoint(a.checkpoint)
+    if [i.tags for i in items] != [i.tags for i in ds.items]:
+        raise SystemExit("checkpoint item tags differ from the visible tags (same --hide-tags/--hide-seed?)")
+    split = leave_one_out(ds)
+    bank = PromptBank(shared_encoder(a.minilm))
+    tasks = build_tasks(truth, leave_one_out(truth).test, truth.prompt_tags(), seed=a.eval_seed, v1=False)
+    doc = {
+        "command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        "commit": git_commit(),
+        "machine": machine(),
+        "checkpoint": a.checkpoint,
+        "dataset": ds.name,
+        "hide_tags": a.hide_tags,
+        "hide_seed": a.hide_seed,
+        "separability_auc": separability(model, ds, truth, split, bank),
+        "membership_bound": membership_bound(
+            model, ds, split, tasks["positive"], propagation(split.train, ds.tag_matrix())
+        ),
+    }
+    Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.results).write_text(json.dumps(doc, indent=1) + "\n")
+    log.info("diagnosis written to %s", a.results)
+
+
+def cmd_steering(a: argparse.Namespace) -> None:
+    """Set a checkpoint's λ and β by hand (steering.json + golden-steering.json)."""
+    from steer_train.export import set_steering
+
+    try:
+        set_steering(a.checkpoint, a.soft_scale, a.hybrid_blend, shared_encoder(a.minilm))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    log.info("%s: soft scale %g, hybrid blend %g", a.checkpoint, a.soft_scale, a.hybrid_blend)
+
+
 DEMO = dict(d=32, d_aux=8, max_len=30, layers=2, heads=1, dropout=0.2, experts=2, fusion_hidden=64,
             expert_hidden=64,
             epochs1=40, lr1=3e-3, batch1=128, eval_every=10, patience=2, epochs2=3, epochs3=4, lr23=2e-3,
@@ -471,8 +540,11 @@ def cmd_demo(a: argparse.Namespace) -> None:
     ds = generate(SynthConfig(seed=a.seed))
     out = Path(a.out)
     write_generic(ds, out / "data")
+    # the demo's prompts include one that names no tag ("something to make me laugh"): train with the
+    # shipped training phrasings and clause noise (docs/results.md), no validation or tuning
     ns = argparse.Namespace(**DEMO, backbone=a.backbone, seed=a.seed, out=str(out), minilm=a.minilm,
-                            no_progress=a.no_progress, cache=None)  # fmt: skip
+                            no_progress=a.no_progress, cache=None, train_phrases=str(TRAINVAL_PHRASES),
+                            clause_noise=0.3)  # fmt: skip
     _train(ns, ds)
 
 
@@ -566,6 +638,22 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("--out", required=True)
     _data_args(x)
     x.set_defaults(fn=cmd_export)
+
+    dg = sub.add_parser("diagnose-hidden", help="why soft steering misses hidden tag members (--hide-tags)")
+    dg.add_argument("--checkpoint", required=True)
+    dg.add_argument("--dataset", required=True, help=ds_help)
+    dg.add_argument("--results", required=True)
+    dg.add_argument("--eval-seed", type=int, default=0)
+    dg.add_argument("--threads", type=int, default=1)
+    _data_args(dg)
+    dg.set_defaults(fn=cmd_diagnose_hidden)
+
+    st = sub.add_parser("steering", help="set a checkpoint's soft scale and hybrid blend by hand")
+    st.add_argument("--checkpoint", required=True)
+    st.add_argument("--soft-scale", type=float, required=True)
+    st.add_argument("--hybrid-blend", type=float, required=True)
+    st.add_argument("--minilm", default=None)
+    st.set_defaults(fn=cmd_steering)
 
     dm = sub.add_parser("demo-checkpoint", help="small synthetic checkpoint for the demo")
     dm.add_argument("--out", required=True)

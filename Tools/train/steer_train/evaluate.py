@@ -264,6 +264,17 @@ def hide_tags(ds: Dataset, fraction: float, seed: int) -> Dataset:
     return Dataset(ds.name, items, list(ds.user_ids), [list(s) for s in ds.sequences], list(ds.tag_vocab))
 
 
+def visibility_labels(tagmat_t: torch.Tensor, task: Task) -> list[str]:
+    """Per case (under ``--hide-tags``; ``tagmat_t`` ``[T, N]`` the *visible* tags): whether the
+    system sees the prompted (positive) tag on the target — ``visible``, ``hidden`` (the target
+    carries it only in the full metadata, so no visible-tag filter can return it) or ``none`` (the
+    case has no positive tag)."""
+    return [
+        "none" if t < 0 else "visible" if bool(tagmat_t[t, c.target]) else "hidden"
+        for c, t in zip(task.cases, task.pos_tag, strict=True)
+    ]
+
+
 # ---------------------------------------------------------------------------- filters and metrics
 
 
@@ -660,6 +671,8 @@ class Evaluator:
                 continue
             if task.exact_prompts is not None:
                 task.labels["mapper"] = self.mapper_labels(task)
+            if self.truth is not self.ds and any(t >= 0 for t in task.pos_tag):
+                task.labels["tag_visibility"] = visibility_labels(self.tagmat_t, task)
             pc = self.evaluate_task(task)
             per_case[name] = pc
             groups[name] = [c.user for c in task.cases]

@@ -26,6 +26,8 @@ STEERING_FILE = "steering.json"
 STEERING_FORMAT = "steer-dpr-steering"
 STEERING_VERSION = 1
 STEERING_MAX_BYTES = 64 * 1024
+#: the golden cases answered with the tuned λ and β (written beside ``steering.json``)
+STEERING_GOLDEN_FILE = "golden-steering.json"
 
 
 def _backbone_name(key: str) -> str | None:
@@ -90,8 +92,18 @@ def config_json(model: DPR, ds_name: str, extra: dict[str, Any]) -> dict[str, An
 
 @torch.no_grad()
 def golden_cases(
-    model: DPR, ds: Dataset, encoder: MiniLM, cases: list[tuple[list[int], str | None]]
+    model: DPR,
+    ds: Dataset,
+    encoder: MiniLM,
+    cases: list[tuple[list[int], str | None]],
+    steered: bool = False,
 ) -> list[dict[str, Any]]:
+    """The golden cases: λ = β = 1 (the checkpoint's forward computation), or with ``steered`` the
+    model's tuned λ (``soft_scale``: query and soft ranking) and β (``hybrid_blend``: the hybrid
+    ranking by ``β · soft + (1 − β) · backbone`` inside the filters; ``hybrid_query`` =
+    ``h⁺ + β · λ · Σ Δ``, whose inner products are those blended scores)."""
+    lam = model.soft_scale if steered else 1.0
+    beta = model.hybrid_blend if steered else 1.0
     model.eval()
     bank = PromptBank(encoder)
     mapper = TagMapper(model.tags, encoder.encode(model.tags))
@@ -101,8 +113,12 @@ def golden_cases(
     for hist, prompt in cases:
         h = model.backbone.user_vector(pad_left([hist], model.cfg.max_len))
         cb = bank.batch([prompt])
-        q = model.head.query(h, cb.emb, cb.negative, cb.owner)[0]
+        q = model.head.query(h, cb.emb, cb.negative, cb.owner, scale=lam)[0]
+        hq = model.head.query(h, cb.emb, cb.negative, cb.owner, scale=lam * beta)[0]
         scores = q @ V.T
+        hscores = hq @ V.T
+        if hist:
+            hscores[hist] = -math.inf
         if hist:
             scores[hist] = -math.inf
         keep = torch.ones(V.shape[0], dtype=torch.bool)
@@ -121,7 +137,7 @@ def golden_cases(
                 }
             )
         top = torch.topk(scores, 10).indices.tolist()
-        hyb = torch.where(keep, scores, torch.tensor(-math.inf))
+        hyb = torch.where(keep, hscores, torch.tensor(-math.inf))
         hv, hi = torch.topk(hyb, 10)
         out.append(
             {
@@ -137,6 +153,9 @@ def golden_cases(
                 ],
             }
         )
+        if steered:
+            out[-1]["hybrid_query"] = [float(x) for x in hq]
+            out[-1]["top10_hybrid_scores"] = [float(v) for v in hv if math.isfinite(float(v))]
     return out
 
 
@@ -189,13 +208,44 @@ def write_checkpoint(
     }
     (d / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
     steering = d / STEERING_FILE
+    steered_golden = d / STEERING_GOLDEN_FILE
     if model.soft_scale != 1.0 or model.hybrid_blend != 1.0:
         doc = {"format": STEERING_FORMAT, "version": STEERING_VERSION,
                "soft_scale": model.soft_scale, "hybrid_blend": model.hybrid_blend}  # fmt: skip
         steering.write_text(json.dumps(doc, indent=1) + "\n")
-    elif steering.exists():
-        steering.unlink()  # a re-export with the defaults must not keep an older tuning
+        write_steering_golden(model, ds, encoder, d, golden_seed)
+    else:
+        for path in (steering, steered_golden):
+            if path.exists():
+                path.unlink()  # a re-export with the defaults must not keep an older tuning
     return d
+
+
+def write_steering_golden(
+    model: DPR,
+    ds: Dataset,
+    encoder: MiniLM,
+    out: str | Path,
+    golden_seed: int = 0,
+    inputs: list[tuple[list[int], str | None]] | None = None,
+) -> Path:
+    """``golden-steering.json``: the golden inputs (``inputs``, default those of ``golden.json``)
+    answered with the model's λ and β (what a reader of ``steering.json`` must reproduce;
+    docs/checkpoint-format.md)."""
+    if inputs is None:
+        inputs = default_golden_inputs(ds, model, golden_seed)
+    doc = {
+        "description": "golden.json's inputs with steering.json's soft_scale and hybrid_blend applied",
+        "soft_scale": model.soft_scale,
+        "hybrid_blend": model.hybrid_blend,
+        "k": 10,
+        "exclude_history": True,
+        "atol": 1e-4,
+        "cases": golden_cases(model, ds, encoder, inputs, steered=True),
+    }
+    path = Path(out) / STEERING_GOLDEN_FILE
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 def read_steering(directory: str | Path) -> tuple[float, float]:
@@ -259,3 +309,38 @@ def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
             o = json.loads(line)
             items.append(Item(id=o["id"], title=o["title"], tags=list(o["tags"])))
     return model, items
+
+
+def set_steering(directory: str | Path, soft_scale: float, hybrid_blend: float, encoder: MiniLM) -> None:
+    """Sets a checkpoint's λ and β by hand: writes ``steering.json`` and ``golden-steering.json``
+    (the inputs of its ``golden.json``, answered with λ and β) into ``directory``; (1, 1) removes both.
+
+    - Throws: ``ValueError`` for λ ≤ 0, β outside [0, 1], non-finite values, or golden inputs that
+      name items the checkpoint lacks.
+    """
+    if not (math.isfinite(soft_scale) and math.isfinite(hybrid_blend)) or soft_scale <= 0:
+        raise ValueError("soft_scale must be a finite number > 0")
+    if not 0 <= hybrid_blend <= 1:
+        raise ValueError("hybrid_blend must be in [0, 1]")
+    d = Path(directory)
+    model, items = load_checkpoint(d)
+    model.soft_scale, model.hybrid_blend = float(soft_scale), float(hybrid_blend)
+    ds = Dataset(d.name, items, [], [], list(model.tags))
+    rows = {str(it.id): r for r, it in enumerate(items)}
+    golden = json.loads((d / "golden.json").read_text(encoding="utf-8"))
+    inputs: list[tuple[list[int], str | None]] = []
+    for case in golden["cases"]:
+        missing = [i for i in case["history"] if str(i) not in rows]
+        if missing:
+            raise ValueError(f"{d}/golden.json: history ids {missing[:3]} are not in items.jsonl")
+        inputs.append(([rows[str(i)] for i in case["history"]], case["prompt"]))
+    steering = d / STEERING_FILE
+    if model.soft_scale == 1.0 and model.hybrid_blend == 1.0:
+        for path in (steering, d / STEERING_GOLDEN_FILE):
+            if path.exists():
+                path.unlink()
+        return
+    doc = {"format": STEERING_FORMAT, "version": STEERING_VERSION,
+           "soft_scale": model.soft_scale, "hybrid_blend": model.hybrid_blend}  # fmt: skip
+    steering.write_text(json.dumps(doc, indent=1) + "\n")
+    write_steering_golden(model, ds, encoder, d, inputs=inputs)

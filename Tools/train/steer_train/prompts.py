@@ -58,6 +58,9 @@ def fill(template: str, a: str = "", b: str = "") -> str:
 PHRASE_FILE_MAX_BYTES = 4 * 1024 * 1024
 PHRASE_MAX_CHARS = 200
 PHRASES_PER_TAG_MAX = 256
+#: the shipped training/validation phrase file (disjoint from ``phrases-test.json``); the default of
+#: ``--train-phrases`` (docs/results.md, "Model and training changes")
+TRAINVAL_PHRASES = Path(__file__).resolve().parent.parent / "phrases" / "phrases-trainval.json"
 
 
 class PhraseError(ValueError):

@@ -78,6 +78,20 @@ class TrainConfig:
     head_patience: int = 0
     #: tune the soft scale λ and the hybrid blend β on validation after stage 3
     tune: bool = False
+    #: > 0: the prompt-only item dimensions ``A`` are computed from the frozen collaborative item
+    #: vectors by an MLP with this hidden width, ``A = g(E)``, trained in stages 2–3 (then written
+    #: into the item table, so checkpoints and the server are unchanged); 0: ``A`` is a free
+    #: per-item table. A free table can memorise which items carry a *visible* tag, so under
+    #: ``--hide-tags`` it ranks the hidden members of a tag down; ``g(E)`` can only give items with
+    #: similar collaborative vectors similar prompt-only coordinates (docs/results.md, "Incomplete
+    #: metadata")
+    aux_net: int = 0
+    #: with ``aux_net``: the net also reads each item's visible tags and their co-occurrence
+    #: propagation (:func:`propagation`), fixed features of the catalog
+    aux_features: bool = False
+    #: with ``aux_features``: the probability that a visible tag indicator is zeroed in a training
+    #: step (simulates missing tags, so tag members without the tag are learnt from the other inputs)
+    tag_dropout: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -504,6 +518,79 @@ class HeadValidator:
         }
 
 
+#: neighbours of the co-occurrence tag propagation (:func:`propagation`)
+PROPAGATION_K = 100
+
+
+def propagation(train: list[list[int]], visible: npt.NDArray[np.bool_], k: int = PROPAGATION_K) -> np.ndarray:
+    """``[N, T]``: per item, the visible tag shares of its ``k`` most similar other items (cosine of
+    their user columns over the training sequences), weighted by the similarity — a collaborative
+    estimate of an item's tags that does not read the item's own tags. Memory: ``N × N`` floats."""
+    n = visible.shape[0]
+    x = np.zeros((len(train), n), np.float32)
+    for u, seq in enumerate(train):
+        x[u, seq] = 1.0
+    xn = x / np.sqrt(x.sum(0, keepdims=True) + 1e-9)
+    sim = xn.T @ xn
+    np.fill_diagonal(sim, 0.0)
+    k = max(1, min(k, n - 1))
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    w = np.take_along_axis(sim, idx, 1)
+    out: np.ndarray = (w[:, :, None] * visible.astype(np.float32)[idx]).sum(1) / (
+        w.sum(1, keepdims=True) + 1e-9
+    )
+    return out
+
+
+class AuxNet(torch.nn.Module):
+    """``A = g([E ; F])``: the prompt-only item dimensions as a function of the frozen collaborative
+    item vectors ``E`` and, optionally, fixed item features ``F`` (``TrainConfig.aux_net`` /
+    ``aux_features``): ``fc2(relu(fc1(·)))`` → ``[N, d_aux]``, initialised so that it starts small.
+
+    ``F``'s first ``tag_cols`` columns are the item's visible tag indicators; with ``tag_dropout``
+    and a generator (training) each indicator is zeroed with that probability, so the net also sees
+    tag members whose tag is missing — the situation of a hidden tag — and must place them by ``E``
+    and the other features (e.g. :func:`propagation`). Without a generator (validation, export) the
+    full visible indicators are used."""
+
+    features: torch.Tensor | None
+
+    def __init__(
+        self,
+        d: int,
+        hidden: int,
+        d_aux: int,
+        seed: int,
+        features: torch.Tensor | None = None,
+        tag_cols: int = 0,
+        tag_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d_in = d + (features.shape[1] if features is not None else 0)
+        self.fc1 = torch.nn.Linear(d_in, hidden)
+        self.fc2 = torch.nn.Linear(hidden, d_aux)
+        self.register_buffer("features", features.float() if features is not None else None, persistent=False)
+        self.tag_cols = tag_cols
+        self.tag_dropout = tag_dropout
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.randn(hidden, d_in, generator=g) / math.sqrt(d_in))
+            self.fc1.bias.zero_()
+            self.fc2.weight.copy_(torch.randn(d_aux, hidden, generator=g) * (0.1 / math.sqrt(hidden)))
+            self.fc2.bias.zero_()
+
+    def forward(self, E: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = E
+        if self.features is not None:
+            f = self.features
+            if gen is not None and self.tag_dropout > 0 and self.tag_cols > 0:
+                keep = torch.rand((f.shape[0], self.tag_cols), generator=gen) >= self.tag_dropout
+                f = torch.cat([f[:, : self.tag_cols] * keep, f[:, self.tag_cols :]], 1)
+            x = torch.cat([E, f], 1)
+        out: torch.Tensor = self.fc2(F.relu(self.fc1(x)))
+        return out
+
+
 def _within_tag(logits: torch.Tensor, carries: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per row: cross-entropy of ``target`` among the items ``carries`` marks (the prompt tag's
     items; the target must be one of them) — the order inside the tag, whatever the tag's mass."""
@@ -532,15 +619,20 @@ def train_head(
     phrases: Phrases | None = None,
     validator: HeadValidator | None = None,
     valid_log: list[float] | None = None,
+    aux_net: AuxNet | None = None,
 ) -> list[float]:
     """Stage 2 (``stage=2``: positive prompts, positive experts) or 3 (everything). With a
     ``validator`` and ``tc.head_patience > 0`` the head is validated after every epoch (scores go
-    to ``valid_log``), the best validated head is kept and the stage stops early."""
+    to ``valid_log``), the best validated head is kept and the stage stops early. With ``aux_net``
+    the prompt-only dimensions are ``aux_net(E)`` (trained here) instead of the free table; the
+    table then holds ``aux_net(E)`` of the kept head when the stage ends."""
     seed_all(tc.seed + stage)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: thread synchronisation costs more than it gains
     try:
-        return _train_head(model, ds, smp, bank, prompt_tags, tc, stage, phrases, validator, valid_log)
+        return _train_head(
+            model, ds, smp, bank, prompt_tags, tc, stage, phrases, validator, valid_log, aux_net
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -556,6 +648,7 @@ def _train_head(
     phrases: Phrases | None,
     validator: HeadValidator | None,
     valid_log: list[float] | None,
+    aux_net: AuxNet | None = None,
 ) -> list[float]:
     head = model.head
     head.train()
@@ -569,9 +662,19 @@ def _train_head(
         kinds = ["pos", "neg", "compound"]
         epochs = tc.epochs3
     aux = model.backbone.aux_emb
-    if aux is not None:  # the prompt-only item dimensions train with the head
+    E = model.backbone.base_table().detach()
+    if aux is not None and aux_net is not None:  # A = g(E): g trains with the head
+        params.extend(aux_net.parameters())
+    elif aux is not None:  # the prompt-only item dimensions train with the head
         aux.requires_grad_(True)
         params.append(aux)
+
+    def sync_aux() -> None:
+        """Write ``g(E)`` into the item table (what validation, export and the server read)."""
+        if aux is not None and aux_net is not None:
+            with torch.no_grad():
+                aux.copy_(aux_net(E))
+
     pools = {"pos": sampler.pos_ok, "neg": sampler.neg_ok, "compound": sampler.both_ok}
     kinds = [k for k in kinds if len(pools[k]) > 0]
     if not kinds or epochs <= 0:
@@ -582,19 +685,18 @@ def _train_head(
     losses: list[float] = []
     check = validator is not None and tc.head_patience > 0
     vkinds = ["positive"] if stage == 2 else ["positive", "negative", "compound"]
-    best: tuple[float, dict[str, torch.Tensor], torch.Tensor | None] | None = None
+    best: (
+        tuple[float, dict[str, torch.Tensor], torch.Tensor | None, dict[str, torch.Tensor] | None] | None
+    ) = None
     bad = 0
     noise_gen = torch.Generator().manual_seed(tc.seed + 100 + stage)
+    drop_gen = torch.Generator().manual_seed(tc.seed + 300 + stage)
     bar = tqdm(range(epochs), desc=f"stage {stage}", disable=not tc.progress, unit="epoch")
     for _ in bar:
         tot = 0.0
         for _ in range(steps):
             loss = torch.zeros(())
-            V = (
-                torch.cat([model.backbone.base_table().detach(), aux], 1)
-                if aux is not None
-                else (model.backbone.base_table().detach())
-            )
+            V = E if aux is None else torch.cat([E, aux_net(E, drop_gen) if aux_net is not None else aux], 1)
             for kind in kinds:
                 idx = sampler.draw(pools[kind], per_kind)
                 prompts, wanted, negated = sampler.prompts_tags(kind, idx)
@@ -617,6 +719,7 @@ def _train_head(
         losses.append(tot / steps)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         log.info("stage %d epoch %d: loss %.4f (%d steps)", stage, len(losses), losses[-1], steps)
+        sync_aux()
         if check:
             assert validator is not None
             head.eval()
@@ -630,6 +733,7 @@ def _train_head(
                     v,
                     copy.deepcopy(head.state_dict()),
                     aux.detach().clone() if aux is not None else None,
+                    copy.deepcopy(aux_net.state_dict()) if aux_net is not None else None,
                 )
                 bad = 0
             else:
@@ -642,6 +746,8 @@ def _train_head(
         if aux is not None and best[2] is not None:
             with torch.no_grad():
                 aux.copy_(best[2])
+        if aux_net is not None and best[3] is not None:
+            aux_net.load_state_dict(best[3])
     head.eval()
     if aux is not None:
         aux.requires_grad_(False)
@@ -717,9 +823,22 @@ def train_all(
         validator = HeadValidator(model, ds, full_split.valid, bank, prompt_tags, tc.seed)
     v2: list[float] = []
     v3: list[float] = []
-    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, 2, phrases, validator, v2)
+    aux_net = None
+    if tc.aux_net > 0 and model.backbone.aux_emb is not None:
+        feats = None
+        if tc.aux_features:
+            vis = ds.tag_matrix()
+            feats = torch.from_numpy(
+                np.concatenate([vis.astype(np.float32), propagation(split.train, vis)], 1)
+            )
+        aux_net = AuxNet(model.cfg.d, tc.aux_net, model.cfg.d_aux, tc.seed + 200, feats,
+                         tag_cols=ds.tag_matrix().shape[1] if feats is not None else 0,
+                         tag_dropout=tc.tag_dropout)  # fmt: skip
+        with torch.no_grad():
+            model.backbone.aux_emb.copy_(aux_net(model.backbone.base_table()))
+    l2 = train_head(model, ds, smp, bank, prompt_tags, tc, 2, phrases, validator, v2, aux_net)
     t2 = time.time()
-    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, 3, phrases, validator, v3)
+    l3 = train_head(model, ds, smp, bank, prompt_tags, tc, 3, phrases, validator, v3, aux_net)
     t3 = time.time()
     model.tags = list(ds.tag_vocab)
     valid: dict[str, Any] = {"head_samples": int(smp.h.shape[0]), "held_out": bool(held), "samples": kind}

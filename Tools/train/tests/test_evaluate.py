@@ -29,6 +29,7 @@ from steer_train.evaluate import (
     retrieve_then_filter,
     tag_filter,
     top_k_only,
+    visibility_labels,
 )
 from steer_train.prompts import EVAL_COMPOUND, EVAL_NEG, EVAL_POS, PhraseError, Phrases, fill, load_phrases
 
@@ -235,6 +236,22 @@ def test_hide_tags() -> None:
     assert [it.tags for it in hide_tags(ds, 0.0, seed=0).items] == TAGS
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         hide_tags(ds, 1.0, seed=0)
+
+
+def test_visibility_labels_say_whether_the_prompted_tag_is_visible_on_the_target() -> None:
+    ds = _ds(TAGS, [[0, 1, 2, 3, 4, 5]])
+    seen = _ds([["comedy"], [], ["drama"], ["drama"], ["horror"], ["sci-fi"], [], []], [[0]])
+    cases = [EvalCase(0, [3], 0), EvalCase(0, [3], 1), EvalCase(0, [3], 2), EvalCase(0, [3], 2),
+             EvalCase(0, [3], 5)]  # fmt: skip
+    task = ev.Task("positive")
+    for c, tag in zip(cases, ["comedy", "comedy", "comedy", "drama", "comedy"], strict=True):
+        task.add(c, "p", pos=VOCAB.index(tag))
+    task.add(EvalCase(0, [3], 4), "p", neg=VOCAB.index("horror"))
+    tm_t = torch.from_numpy(seen.tag_matrix()).T.contiguous()
+    assert visibility_labels(tm_t, task) == ["visible", "hidden", "hidden", "visible", "hidden", "none"]
+    # with the full metadata every prompted tag is visible
+    full = torch.from_numpy(ds.tag_matrix()).T.contiguous()
+    assert visibility_labels(full, task) == ["visible"] * 5 + ["none"]
 
 
 def test_filters_and_budgets() -> None:

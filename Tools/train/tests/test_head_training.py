@@ -25,6 +25,7 @@ from steer_train.synth import SynthConfig, generate
 from steer_train.train import (
     BETAS,
     LAMBDAS,
+    AuxNet,
     HeadValidator,
     PromptSampler,
     TrainConfig,
@@ -386,3 +387,52 @@ def test_holdout_mix_trains_on_in_sample_windows_and_the_held_out_transitions() 
         counts[mix] = res.valid["head_samples"]
     assert counts == {False: len(held), True: in_sample + len(held)}
     assert len(held) == 3 * 60
+
+
+# ---------------------------------------------------------------------------- prompt-only dims from E
+
+
+def _twin_items_model() -> tuple[DPR, torch.Tensor]:
+    """A copy of the tiny model in which item 2's collaborative vector equals item 1's."""
+    model = copy.deepcopy(tiny("sasrec").model)
+    with torch.no_grad():
+        model.backbone.item_emb.weight[3] = model.backbone.item_emb.weight[2]  # token = row + 1
+    return model, model.backbone.base_table().detach().clone()
+
+
+def test_aux_net_gives_items_with_equal_vectors_equal_prompt_dimensions() -> None:
+    """With ``aux_net`` the prompt-only dimensions are ``g(E)``: two items with the same collaborative
+    vector cannot be told apart by a prompt (so a hidden tag member is not singled out); the free
+    table (the default) learns them apart."""
+    t = tiny("sasrec")
+    smp = build_samples(t.model, t.split, t.ds.tag_matrix(), 0, 0)
+    bank = PromptBank(shared_encoder())
+    tc = TrainConfig(seed=0, epochs3=2, lr23=3e-3, batch23=128, progress=False)
+    free, _ = _twin_items_model()
+    train_head(free, t.ds, smp, bank, t.ds.prompt_tags(), tc, 3)
+    assert free.backbone.aux_emb is not None
+    assert not torch.allclose(free.backbone.aux_emb[1], free.backbone.aux_emb[2], atol=1e-4)
+    model, E = _twin_items_model()
+    net = AuxNet(model.cfg.d, 16, model.cfg.d_aux, seed=0)
+    before = net.fc2.weight.detach().clone()
+    train_head(model, t.ds, smp, bank, t.ds.prompt_tags(), tc, 3, aux_net=net)
+    aux = model.backbone.aux_emb
+    assert aux is not None and not aux.requires_grad
+    assert not torch.equal(net.fc2.weight, before)  # g trained
+    assert torch.allclose(aux, net(E), atol=1e-6)  # the table the server indexes is g(E)
+    assert torch.equal(aux[1], aux[2])
+    assert torch.equal(model.backbone.base_table(), E)  # the backbone stays frozen
+
+
+def test_aux_net_early_stopping_restores_the_best_epochs_net() -> None:
+    t = tiny("sasrec")
+    model, E = _twin_items_model()
+    smp = build_samples(model, t.split, t.ds.tag_matrix(), 0, 0)
+    tc = TrainConfig(seed=0, epochs3=6, lr23=3e-3, batch23=128, progress=False, head_patience=2)
+    fake = _ScriptedValidator(model, [0.5, 0.9, 0.3, 0.2, 0.95, 0.99])
+    net = AuxNet(model.cfg.d, 16, model.cfg.d_aux, seed=0)
+    bank = PromptBank(shared_encoder())
+    train_head(model, t.ds, smp, bank, t.ds.prompt_tags(), tc, 3, None, fake, None, net)  # type: ignore[arg-type]
+    assert len(fake.aux) == 4
+    assert model.backbone.aux_emb is not None and torch.equal(model.backbone.aux_emb, fake.aux[1])
+    assert torch.allclose(net(E), fake.aux[1], atol=1e-6)  # the net of the kept epoch, not the last
