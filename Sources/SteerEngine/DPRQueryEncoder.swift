@@ -27,7 +27,8 @@ public struct DPRQueryEncoder: QueryEncoder {
         let clauses = query.clauses.map { clause in
             QueryClause(text: clause.text, polarity: clause.polarity == .positive ? .positive : .negative, tags: clause.tags)
         }
-        return EncodedQuery(vector: query.query, baseVector: query.userVector, clauses: clauses, unknownHistory: unknown)
+        return EncodedQuery(vector: query.query, baseVector: query.userVector, hybridVector: query.hybridQuery, clauses: clauses,
+                            unknownHistory: unknown)
     }
 
     /// The clause-embedding cache's counters, reported by `stats` under `encoder_stats`.

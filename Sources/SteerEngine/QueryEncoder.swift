@@ -7,14 +7,19 @@ public struct EncodedQuery: Sendable {
     public var vector: [Float]
     /// The vector without the prompt (`q = h`); `constraints: hard` searches with it.
     public var baseVector: [Float]
+    /// The vector `constraints: hybrid` searches with (inside its filters): `vector` unless the encoder blends
+    /// (DPR with a tuned hybrid blend β: `h⁺ + β · (vector − h⁺)`).
+    public var hybridVector: [Float]
     /// The prompt's clauses (empty without a prompt or for encoders that ignore prompts).
     public var clauses: [QueryClause]
     /// History ids the encoder did not know; they were skipped.
     public var unknownHistory: [ItemID]
 
-    public init(vector: [Float], baseVector: [Float], clauses: [QueryClause] = [], unknownHistory: [ItemID] = []) {
+    public init(vector: [Float], baseVector: [Float], hybridVector: [Float]? = nil, clauses: [QueryClause] = [],
+                unknownHistory: [ItemID] = []) {
         self.vector = vector
         self.baseVector = baseVector
+        self.hybridVector = hybridVector ?? vector
         self.clauses = clauses
         self.unknownHistory = unknownHistory
     }

@@ -894,7 +894,8 @@ public final class RetrievalEngine: Sendable {
         let generation = pinned ?? generation
         if !request.positive.isEmpty || !request.negative.isEmpty { return try recommendFromExamples(request, in: generation) }
         let encoded = try encoder(generation).encode(history: request.history, prompt: request.prompt)
-        guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension else {
+        guard encoded.vector.count == generation.dimension, encoded.baseVector.count == generation.dimension,
+              encoded.hybridVector.count == generation.dimension else {
             throw SteerError.internalError("query encoder returned \(encoded.vector.count)-d vector, expected \(generation.dimension)")
         }
         var requiredGroups: [[String]] = []
@@ -915,7 +916,11 @@ public final class RetrievalEngine: Sendable {
                 if let internalID { resolved.excluded.insert(internalID) }
             }
         }
-        let vector = request.constraints == .hard ? encoded.baseVector : encoded.vector
+        let vector = switch request.constraints {
+        case .hard: encoded.baseVector
+        case .hybrid: encoded.hybridVector
+        case .soft: encoded.vector
+        }
         let (results, plan) = try searchPlanned(generation, vector, k: request.k, nprobe: request.nprobe, efSearch: request.efSearch,
                                                 oversample: request.oversample, filter: resolved)
         return Recommendation(hits: try hydrate(results)[0], clauses: encoded.clauses, unknownHistory: encoded.unknownHistory, plan: plan)

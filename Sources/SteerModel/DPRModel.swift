@@ -30,8 +30,11 @@ public struct EncodeTimings: Sendable, Equatable {
 
 /// The result of `DPRModel.encode`.
 public struct DPRQuery: Sendable {
-    /// q ∈ R^D: the vector to search with (inner product over `itemEmbeddings`).
+    /// q ∈ R^D: the vector to search with (inner product over `itemEmbeddings`): `h⁺ + λ · Σ_c Δ_c`.
     public let query: [Float]
+    /// The hybrid mode's vector, `h⁺ + β · λ · Σ_c Δ_c` (its inner products are `β · q · V + (1 − β) · h⁺ · V`);
+    /// equals `query` when β = 1 and `userVector` when β = 0 or without clauses.
+    public let hybridQuery: [Float]
     /// h⁺ ∈ R^D: the backbone's user vector padded with `dAux` zeros (the no-prompt query).
     public let userVector: [Float]
     public let clauses: [ParsedClause]
@@ -64,6 +67,8 @@ public final class DPRModel: Sendable {
     public let encoder: MiniLMEncoder
     public let tagMapper: TagMapper
     public let checkpointPath: String
+    /// λ and β from the checkpoint's optional `steering.json` (identity without it).
+    public let steering: DPRSteering
     /// Per row, the indices into `config.tags` of the item's tags (ascending).
     public let itemTagIndices: [[Int]]
     let rowsByID: [ItemID: Int]
@@ -76,7 +81,8 @@ public final class DPRModel: Sendable {
     ///   - checkpoint: the directory with `config.json`, `model.safetensors`, `items.jsonl`.
     ///   - minilm: the folder with MiniLM's `model.safetensors` and `vocab.txt`.
     ///   - cacheCapacity: clause embeddings kept in the LRU cache (0 disables it).
-    /// - Throws: `.notFound` for a missing file, `.corrupt` naming the file and tensor or key that is wrong.
+    /// - Throws: `.notFound` for a missing file, `.corrupt` naming the file and tensor or key that is wrong
+    ///   (also for an invalid optional `steering.json`).
     public static func load(checkpoint: String, minilm: String, cacheCapacity: Int = 4096) throws(SteerError) -> DPRModel {
         try DPRModel(checkpoint: checkpoint, encoder: try MiniLMEncoder(directory: minilm), cacheCapacity: cacheCapacity)
     }
@@ -86,6 +92,7 @@ public final class DPRModel: Sendable {
         checkpointPath = checkpoint
         let config = try DPRConfiguration(directory: checkpoint)
         self.config = config
+        steering = try DPRSteering(directory: checkpoint)
         self.encoder = encoder
         let itemsPath = checkpoint + "/items.jsonl"
         let catalog = try CatalogItem.parseCatalog(try readFile(itemsPath), path: itemsPath)
@@ -223,15 +230,31 @@ public final class DPRModel: Sendable {
         timings.backbone = t1 - t0
         var hPlus = h
         hPlus.append(contentsOf: repeatElement(0, count: config.dAux))
+        // λ = 1 adds each Δ to h⁺ in clause order, the computation of a checkpoint without steering.json
+        let (lambda, beta) = (steering.softScale, steering.hybridBlend)
         var query = hPlus
+        var sum = [Float](repeating: 0, count: hPlus.count)
         for clause in clauses {
             let delta = head.delta(h: h, embedding: clause.embedding, polarity: clause.polarity)
-            for c in query.indices { query[c] += delta[c] }
+            for c in sum.indices {
+                sum[c] += delta[c]
+                if lambda == 1 { query[c] += delta[c] }
+            }
+        }
+        if lambda != 1, !clauses.isEmpty {
+            for c in query.indices { query[c] += lambda * sum[c] }
+        }
+        var hybridQuery = hPlus
+        if beta == 1 {
+            hybridQuery = query
+        } else if beta > 0, !clauses.isEmpty {
+            for c in hybridQuery.indices { hybridQuery[c] += beta * lambda * sum[c] }
         }
         let t2 = monotonicNanoseconds()
         timings.head = t2 - t1
         timings.total = t2 - start
-        return DPRQuery(query: query, userVector: hPlus, clauses: clauses, historyRows: rows, timings: timings)
+        return DPRQuery(query: query, hybridQuery: hybridQuery, userVector: hPlus, clauses: clauses, historyRows: rows,
+                        timings: timings)
     }
 
     /// `encode` for external ids, with the `recommend` op's rules: unknown ids are skipped and returned,
@@ -307,7 +330,7 @@ public final class DPRModel: Sendable {
         case .soft:
             hits = try topK(query: encoded.query, k: k, excluding: excluded)
         case .hybrid:
-            hits = try topK(query: encoded.query, k: k, excluding: excluded) { self.passesFilters(row: $0, clauses: clauses) }
+            hits = try topK(query: encoded.hybridQuery, k: k, excluding: excluded) { self.passesFilters(row: $0, clauses: clauses) }
         case .hard:
             hits = try topK(query: encoded.userVector, k: k, excluding: excluded) { self.passesFilters(row: $0, clauses: clauses) }
         }

@@ -36,9 +36,10 @@ private struct FixedEncoder: QueryEncoder {
     let vector: [Float]
     let base: [Float]
     let clauses: [QueryClause]
+    var hybrid: [Float]? = nil
 
     func encode(history: [ItemID], prompt: String?) throws(SteerError) -> EncodedQuery {
-        EncodedQuery(vector: vector, baseVector: base, clauses: clauses, unknownHistory: [])
+        EncodedQuery(vector: vector, baseVector: base, hybridVector: hybrid, clauses: clauses, unknownHistory: [])
     }
 }
 
@@ -200,6 +201,28 @@ private struct FixedEncoder: QueryEncoder {
         let filtered = try engine.recommend(RecommendRequest(history: [items[0].id], k: 10, excludeHistory: false, constraints: .hybrid,
                                                              filter: TagFilter(tagsNone: ["drama"])))
         #expect(filtered.hits.map(\.id) == bruteForce(items, query: steered, k: 10, metric: .innerProduct) { allowed($0) && !$0.tags.contains("drama") })
+    }
+
+    @Test func hybridSearchesWithTheEncodersHybridVector() throws {
+        // DPR with a tuned blend β gives hybrid its own vector (h⁺ + β · λ · Σ Δ): soft, hybrid and hard differ
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (steered, base, blended): ([Float], [Float], [Float]) = ([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0])
+        let clauses = [QueryClause(text: "comedies", polarity: .positive, tags: ["comedy"])]
+        let engine = try RetrievalEngine(configuration: .init(dataDirectory: directory, dimension: 4, syncWrites: false) { _, _, dimension in
+            FixedEncoder(dimension: dimension, vector: steered, base: base, clauses: clauses, hybrid: blended)
+        })
+        defer { try? engine.close() }
+        let items = catalogue(count: 300, dimension: 4, seed: 7)
+        _ = try engine.upsert(items)
+        let comedy: (ItemInput) -> Bool = { $0.tags.contains("comedy") }
+        let hybrid = try engine.recommend(RecommendRequest(history: [items[0].id], k: 10, excludeHistory: false, constraints: .hybrid))
+        #expect(hybrid.hits.map(\.id) == bruteForce(items, query: blended, k: 10, metric: .innerProduct, where: comedy))
+        #expect(hybrid.hits.map(\.id) != bruteForce(items, query: steered, k: 10, metric: .innerProduct, where: comedy))
+        let soft = try engine.recommend(RecommendRequest(history: [items[0].id], k: 10, excludeHistory: false))
+        #expect(soft.hits.map(\.id) == bruteForce(items, query: steered, k: 10, metric: .innerProduct))
+        let hard = try engine.recommend(RecommendRequest(history: [items[0].id], k: 10, excludeHistory: false, constraints: .hard))
+        #expect(hard.hits.map(\.id) == bruteForce(items, query: base, k: 10, metric: .innerProduct, where: comedy))
     }
 
     @Test func withoutAnEncoderRecommendIsUnavailable() throws {
