@@ -105,6 +105,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="with --train-phrases: share of clauses worded by a phrase",
     )
     p.add_argument(
+        "--carrier-prob",
+        type=float,
+        default=0.0,
+        help="with --train-phrases: share of positive phrases wrapped in a carrier ('something to ...')",
+    )
+    p.add_argument(
         "--holdout",
         type=int,
         default=0,
@@ -186,6 +192,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         progress=progress,
         max_minutes1=getattr(a, "max_minutes1", 0.0),
         phrase_prob=getattr(a, "phrase_prob", 0.5),
+        carrier_prob=getattr(a, "carrier_prob", 0.0),
         holdout=getattr(a, "holdout", 0),
         holdout_mix=getattr(a, "holdout_mix", False),
         rank_weight=getattr(a, "rank_weight", 0.0),

@@ -58,6 +58,21 @@ def fill(template: str, a: str = "", b: str = "") -> str:
 PHRASE_FILE_MAX_BYTES = 4 * 1024 * 1024
 PHRASE_MAX_CHARS = 200
 PHRASES_PER_TAG_MAX = 256
+#: wrappers around a positive training phrase (``--carrier-prob``): the ways users embed a phrasing
+#: in a request; none is an evaluation template (``EVAL_*``)
+CARRIERS = (
+    "something to {p}",
+    "something that will {p}",
+    "i want something to {p}",
+    "anything to {p}",
+    "i'd like {p}",
+    "give me {p}",
+    "{p} please",
+    "show me {p}",
+    "just {p}",
+    "i feel like {p}",
+)
+
 #: the shipped training/validation phrase file (disjoint from ``phrases-test.json``); the default of
 #: ``--train-phrases`` (docs/results.md, "Model and training changes")
 TRAINVAL_PHRASES = Path(__file__).resolve().parent.parent / "phrases" / "phrases-trainval.json"

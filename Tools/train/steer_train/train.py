@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from steer_train.data import Dataset, EvalCase, Split
 from steer_train.models import DPR
-from steer_train.prompts import TEMPLATES, Phrases, PromptBank, fill
+from steer_train.prompts import CARRIERS, TEMPLATES, Phrases, PromptBank, fill
 
 log = logging.getLogger("steer_train.train")
 
@@ -59,6 +59,9 @@ class TrainConfig:
     #: with a phrase file (``train_all(phrases=...)``): the probability that a clause of a training
     #: prompt is a phrase of its tag (when the file has one) instead of a template
     phrase_prob: float = 0.5
+    #: with a phrase file: the probability that a positive phrase is wrapped in a carrier
+    #: (``prompts.CARRIERS``, e.g. "something to <phrase>")
+    carrier_prob: float = 0.0
     #: hold out the last ``holdout`` transitions of every training user from stage 1; stages 2–3
     #: then learn from those transitions only, on user states the backbone never fitted (0: stages
     #: 2–3 learn from stage 1's own training windows)
@@ -330,6 +333,7 @@ class PromptSampler:
     """Chooses training prompts for samples: the tags (weighted towards intent shifts for positive
     clauses, towards the user's frequent tags for negative ones) and their wording — a training
     template, or with ``phrases`` and probability ``phrase_prob`` per clause, a phrase of the tag
+    (a positive phrase wrapped, with probability ``carrier_prob``, in one of :data:`CARRIERS`)
     (compound prompts then join the two clauses as ``"<positive>, <negative>"``). Without phrases the
     random stream is the one of earlier versions (no extra draws)."""
 
@@ -341,9 +345,11 @@ class PromptSampler:
         seed: int,
         phrases: Phrases | None = None,
         phrase_prob: float = 0.0,
+        carrier_prob: float = 0.0,
     ) -> None:
         self.phrases = phrases if phrases is not None and phrase_prob > 0 else None
         self.phrase_prob = phrase_prob
+        self.carrier_prob = carrier_prob
         self.vocab = ds.tag_vocab
         tagmat = torch.from_numpy(ds.tag_matrix())
         eligible = torch.tensor([t in set(prompt_tags) for t in ds.tag_vocab])
@@ -389,6 +395,8 @@ class PromptSampler:
                 out.append(fill(t, ta, tb))
                 continue
             pa = self._phrase(self.phrases.positive, ta) if a is not None else None
+            if pa is not None and self.carrier_prob > 0 and self.rng.random() < self.carrier_prob:
+                pa = self.rng.choice(CARRIERS).format(p=pa)
             pb = self._phrase(self.phrases.negative, tb) if b is not None else None
             if pa is None and pb is None:
                 out.append(fill(t, ta, tb))
@@ -652,7 +660,7 @@ def _train_head(
 ) -> list[float]:
     head = model.head
     head.train()
-    sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage, phrases, tc.phrase_prob)
+    sampler = PromptSampler(ds, prompt_tags, smp, tc.seed + stage, phrases, tc.phrase_prob, tc.carrier_prob)
     if stage == 2:
         params = [p for n, p in head.named_parameters() if not n.startswith("neg.")]
         kinds = ["pos"]

@@ -84,3 +84,29 @@ def test_cli_refuses_training_on_the_evaluation_phrasings(tmp_path: Path) -> Non
     with pytest.raises(SystemExit, match=r"bad\.json: expected a JSON object"):
         main(["--no-progress", "train", "--dataset", f"generic:{inter},{items}", "--d", "16", "--epochs1",
               "1", "--threads", "1", "--train-phrases", str(bad), "--out", str(tmp_path / "c")])  # fmt: skip
+
+
+def test_carriers_wrap_positive_phrases_and_keep_their_polarity() -> None:
+    from steer_train.clauses import parse
+    from steer_train.prompts import CARRIERS, EVAL_POS, TRAINVAL_PHRASES, load_phrases
+
+    s = _sampler(PHRASES, 1.0)
+    s.carrier_prob = 1.0
+    pos = _draw(s, "pos")
+    wrapped = [p for p in pos if "sci-fi" not in p]
+    assert wrapped and all(
+        any(
+            c.format(p=x) == p
+            for c in CARRIERS
+            for x in PHRASES.positive["comedy"] + PHRASES.positive["horror"]
+        )
+        for p in wrapped
+    )
+    neg = _draw(s, "neg")  # negative phrases are never wrapped
+    assert {p for p in neg if "sci-fi" not in p} <= {"nothing funny", "nothing scary"}
+    assert not set(CARRIERS) & set(EVAL_POS)
+    for group in load_phrases(TRAINVAL_PHRASES).positive.values():
+        for p in group:
+            for c in CARRIERS:
+                cl = parse(c.format(p=p))
+                assert cl and all(x.polarity == "+" for x in cl), (c, p)
