@@ -548,10 +548,11 @@ def cmd_demo(a: argparse.Namespace) -> None:
     out = Path(a.out)
     write_generic(ds, out / "data")
     # the demo's prompts include one that names no tag ("something to make me laugh"): train with the
-    # shipped training phrasings and clause noise (docs/results.md), no validation or tuning
+    # shipped training phrasings, carriers and clause noise (docs/results.md, "The demo checkpoint"),
+    # no validation or tuning; the carrier "something to {p}" makes that prompt a training wording
     ns = argparse.Namespace(**DEMO, backbone=a.backbone, seed=a.seed, out=str(out), minilm=a.minilm,
                             no_progress=a.no_progress, cache=None, train_phrases=str(TRAINVAL_PHRASES),
-                            clause_noise=0.3)  # fmt: skip
+                            clause_noise=0.3, carrier_prob=0.5)  # fmt: skip
     _train(ns, ds)
 
 
