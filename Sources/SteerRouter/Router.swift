@@ -365,12 +365,14 @@ public final class Router: RequestService {
                              deadline: deadline, &writer)
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
-        case .upsert where shardLog != nil && request.collection != nil, .delete where shardLog != nil && request.collection != nil:
-            throw SteerError.invalid("this router writes through the shards' streams (--follow), which carry the default collection only; write to '\(request.collection ?? "")' through a router without --follow")
         case .upsert(let items) where shardLog != nil:
-            try await appendToStreams(.upsert(items), countField: "upserted", deadline: deadline, &writer)
+            try await appendToStreams(.upsert(items), collection: request.collection, countField: "upserted", deadline: deadline, &writer)
         case .delete(let ids) where shardLog != nil:
-            try await appendToStreams(.delete(ids), countField: "deleted", deadline: deadline, &writer)
+            try await appendToStreams(.delete(ids), collection: request.collection, countField: "deleted", deadline: deadline, &writer)
+        case .event(let events) where shardLog != nil:
+            try await appendToStreams(.events(events), collection: request.collection, countField: "recorded", deadline: deadline, &writer)
+        case .deleteUser(let user) where shardLog != nil:
+            try await appendToStreams(.deleteUser(user), collection: request.collection, countField: "deleted", deadline: deadline, &writer)
         case .upsert(let items):
             let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id), &writer) { indices in
                 .upsert(indices.map { items[$0] })

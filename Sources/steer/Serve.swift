@@ -381,7 +381,8 @@ extension Serve {
         ])
         var followTask: Task<Void, Never>?
         if let followURL = try source.string(follow, env: "STEER_FOLLOW", key: "follow") {
-            let follower = try await startFollowing(url: followURL, source: source, engine: engine, limits: limits, logger: logger)
+            let follower = try await startFollowing(url: followURL, source: source, engine: engine, collections: collections, limits: limits,
+                                                  logger: logger)
             serverConfiguration.writeLog = follower.0
             let first = follower.1
             followTask = Task { await follower.0.run(first: first) }
@@ -435,7 +436,7 @@ extension Serve {
     /// the start with exit code 2).
     ///
     /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
-    func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, limits: ProtocolLimits,
+    func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, collections: CollectionSet, limits: ProtocolLimits,
                                logger: Logger) async throws -> (StreamFollower, NATSConnection) {
         guard let addresses = NATSAddresses(url) else {
             throw ValidationError("--follow must be nats://host:port (or host:port), several separated by commas, got '\(url)'")
@@ -449,7 +450,7 @@ extension Serve {
             streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
         let follower: StreamFollower
         do {
-            follower = try StreamFollower(settings: settings, engine: engine, limits: limits, logger: logger)
+            follower = try StreamFollower(settings: settings, engine: engine, collections: collections, limits: limits, logger: logger)
         } catch {
             throw ValidationError(error.message)
         }
