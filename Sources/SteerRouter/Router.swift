@@ -393,6 +393,8 @@ public final class Router: RequestService {
             try await history(request.operation, token: request.token, deadline: deadline, &writer)
         case .ingestVectors:
             throw SteerError.invalid("ingest_vectors is not supported by steer route: send it to every shard server")
+        case .snapshot:
+            throw SteerError.invalid("snapshot is not routed: send it to a shard server")
         }
         writer.raw("}\n")
         return writer.bytes

@@ -107,6 +107,8 @@ public final class RequestHandler: Sendable {
     public let accessKeys: AccessKeys?
     /// Where `upsert`/`delete` go when the server follows a write log; nil: straight to the engine.
     public let writeLog: (any WriteLog)?
+    /// Where the admin op `snapshot` writes (`steer serve --snapshot-dir`); nil: `snapshot` is refused.
+    public let snapshots: (any ServerSnapshots)?
     private let serverStats: Locked<(@Sendable () -> JSONObject)?>
 
     /// - Parameters:
@@ -115,13 +117,15 @@ public final class RequestHandler: Sendable {
     ///   - accessKeys: the keys and scopes every request is checked against (`AccessKeys.authorize`).
     ///   - writeLog: the write log client writes are appended to (`steer serve --follow`); nil: none.
     ///   - collections: the collections served; nil: `engine` alone (`CollectionSet(defaultOnly:)`).
+    ///   - snapshots: what the admin op `snapshot` writes with; nil: it is refused.
     public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil,
-                writeLog: (any WriteLog)? = nil, collections: CollectionSet? = nil) {
+                writeLog: (any WriteLog)? = nil, collections: CollectionSet? = nil, snapshots: (any ServerSnapshots)? = nil) {
         self.engine = engine
         self.collections = collections ?? CollectionSet(defaultOnly: engine)
         self.decoder = RequestDecoder(limits: limits)
         self.accessKeys = accessKeys
         self.writeLog = writeLog
+        self.snapshots = snapshots
         self.serverStats = Locked(nil)
     }
 
@@ -451,6 +455,8 @@ public final class RequestHandler: Sendable {
             writer.int(result.replayed)
         case .event, .getUser, .deleteUser:
             try runHistoryOperation(request.operation, lease: lease, deadlineNanos: deadlineNanos, &writer)
+        case .snapshot(let name):
+            try runSnapshot(name: name, collection: lease.name, &writer)
         case .ingestVectors(let version, let dimension, let checkpointHash, let items, let complete):
             try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete,
                                  engine: engine, &writer)

@@ -86,6 +86,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "DPR checkpoint directory (Tools/train export): recommend/encode use its model; its catalog is ingested into the data directory. Env: STEER_CHECKPOINT.")
     var checkpoint: String?
 
+    @Option(name: .customLong("snapshot-dir"), help: "Directory the admin op 'snapshot' writes snapshots into (created when missing); without it the op is refused. Env: STEER_SNAPSHOT_DIR.")
+    var snapshotDir: String?
+
     @Option(name: .customLong("checkpoint-root"), help: "Directory that swap's 'checkpoint' must lie inside (symlinks resolved); default: the directory holding --checkpoint, or checkpoint swaps are refused. Env: STEER_CHECKPOINT_ROOT.")
     var checkpointRoot: String?
 
@@ -189,6 +192,7 @@ struct SettingSource {
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
+            "snapshot_dir",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -390,6 +394,14 @@ extension Serve {
             throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
         }
         defer { followTask?.cancel() }
+        if let snapshotDirectory = try source.string(snapshotDir, env: "STEER_SNAPSHOT_DIR", key: "snapshot_dir") {
+            do {
+                serverConfiguration.snapshots = try ServeSnapshots(directory: snapshotDirectory, engine: engine)
+            } catch {
+                logger.error("cannot use the snapshot directory", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+        }
         let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry,
                                  collections: collections) { host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
