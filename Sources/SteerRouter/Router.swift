@@ -35,7 +35,12 @@ import SteerWriteLog
 public final class Router: RequestService {
     public let configuration: RouterConfiguration
     public let stats = OperationStats()
-    let replicas: [[Replica]]
+    /// The replicas of each shard now (a snapshot: membership changes replace the table,
+    /// `RouterMembership.swift`).
+    var replicas: [[Replica]] { replicaTable.get() }
+    let replicaTable: Locked<[[Replica]]>
+    /// Makes the replica of a shard's endpoint with the router's connection settings.
+    let makeReplica: @Sendable (_ shard: Int, _ endpoint: ShardEndpoint) -> Replica
     /// The shards' write logs (`steer route --follow`); nil: writes go to the replicas themselves.
     let shardLog: (any ShardLog)?
     private let decoder: RequestDecoder
@@ -88,12 +93,14 @@ public final class Router: RequestService {
         let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
         let group = self.group
         let tls = try configuration.shardTLSCertificateAuthority.map { path throws(SteerError) in try ShardConnection.tlsContext(caFile: path) }
-        self.replicas = configuration.shards.enumerated().map { shard, endpoints in
-            endpoints.map { endpoint in
-                Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
-                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
-            }
+        let makeReplica: @Sendable (Int, ShardEndpoint) -> Replica = { shard, endpoint in
+            Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
+                    connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
         }
+        self.makeReplica = makeReplica
+        self.replicaTable = Locked(configuration.shards.enumerated().map { shard, endpoints in
+            endpoints.map { makeReplica(shard, $0) }
+        })
         self.roundRobin = Locked(Array(repeating: 0, count: configuration.shards.count))
     }
 
