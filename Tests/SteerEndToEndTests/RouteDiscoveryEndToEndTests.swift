@@ -70,6 +70,17 @@ private func getCount(_ server: ServerProcess) throws -> Int64 {
                 server.removeData()
             }
         }
+        // The recorded shard count holds: a replica that names another one does not start.
+        do {
+            let wrong = try ServerProcess(arguments: [
+                "--dimension", "4", "--admin-token", token, "--follow", nats.url, "--cluster", cluster, "--shard", "0", "--shard-count", "3",
+            ])
+            wrong.terminate()
+            wrong.removeData()
+            Issue.record("a replica with another --shard-count started")
+        } catch {
+            #expect("\(error)".contains("shard count"), "\(error)")
+        }
         // No --shard flags: the shard count and the replicas come from the cluster's buckets.
         let router = try ServerProcess(arguments: [
             "--admin-token", token, "--shard-key-file", try keyFile(), "--follow", nats.url, "--cluster", cluster,
