@@ -104,6 +104,9 @@ final class StreamFollower: WriteLog, Sendable {
         outcomes.withLock { $0.through = applied }
     }
 
+    /// Whether a session follows the stream now (connected, consumer created); false while reconnecting.
+    var isFollowing: Bool { connection.get() != nil }
+
     // MARK: Following
 
     /// Connects, makes sure the stream exists and creates the consumer at the stored sequence.

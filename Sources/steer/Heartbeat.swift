@@ -8,8 +8,10 @@ import SteerWriteLog
 /// metadata"): every `ClusterDirectory.heartbeatInterval` it puts `{"address","shard"}` under
 /// `shard.<i>.<replica id>` in the replicas bucket, whose values expire after
 /// `ClusterDirectory.heartbeatTTL`, so routers that discover replicas there stop reading from one that
-/// stopped (crashed, frozen, cut off from NATS). Its own NATS connection, to the next node after a
-/// failure; a failed put is logged once per failure streak and retried at the next beat.
+/// stopped (crashed, frozen, cut off from NATS). It beats only while `isFollowing` says the replica
+/// follows its stream (not while it reconnects or refuses to follow, for example when it fell behind
+/// the stream's retention). Its own NATS connection, to the next node after a failure; a failed put is
+/// logged once per failure streak and retried at the next beat.
 ///
 /// Thread safety: `run` is one task; nothing else is mutable.
 struct ReplicaHeartbeat: Sendable {
@@ -19,6 +21,8 @@ struct ReplicaHeartbeat: Sendable {
     let replicaID: String
     let bucketReplicas: Int
     let logger: Logger
+    /// Whether the replica follows its stream now (`StreamFollower.isFollowing`).
+    let isFollowing: @Sendable () -> Bool
 
     /// Puts heartbeats for `address` until cancelled.
     func run(address: ClusterDirectory.Address) async {
@@ -33,6 +37,10 @@ struct ReplicaHeartbeat: Sendable {
                 defer { Task { await nats.close() } }
                 let bucket = try await ClusterDirectory.replicas(JetStreamContext(connection: nats), cluster: cluster, replicas: bucketReplicas)
                 while !Task.isCancelled {
+                    guard isFollowing() else {
+                        try? await Task.sleep(for: ClusterDirectory.heartbeatInterval)
+                        continue
+                    }
                     _ = try await bucket.put(key, value)
                     if failing {
                         failing = false

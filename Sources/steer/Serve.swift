@@ -512,7 +512,8 @@ extension Serve {
             }
         }
         let beat = ReplicaHeartbeat(addresses: settings.addresses, cluster: settings.cluster, shard: settings.shard,
-                                    replicaID: follower.durable, bucketReplicas: settings.streamReplicas, logger: logger)
+                                    replicaID: follower.durable, bucketReplicas: settings.streamReplicas, logger: logger,
+                                    isFollowing: { follower.isFollowing })
         return (beat, advertised)
     }
 
