@@ -233,21 +233,53 @@ final class StreamFollower: WriteLog, Sendable {
     ///   messages are applied again after reconnecting, and collections skip what they stored).
     private func applyNow(_ messages: [(sequence: UInt64, payload: [UInt8])]) throws(SteerError) -> [ApplyOutcome] {
         var base: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)] = []
-        var named: [(collection: String, positions: [Int])] = []
+        // Named collections by their own name (aliases resolved, so that two names of one collection
+        // apply as one run in stream order), with the lease that keeps each open until the batch is done.
+        var named: [(lease: CollectionSet.Lease, positions: [Int])] = []
+        var resolved: [String: Result<Int, SteerError>] = [:]
+        defer { for group in named { group.lease.release() } }
         var namedOperations: [Int: WriteOperation] = [:]
+        var elsewhere: [Int: ApplyOutcome] = [:]
+        let appliedBefore = engine.appliedSequence
         for (position, message) in messages.enumerated() {
             do throws(SteerError) {
                 let entry = try WriteLogMessage.decode(message.payload, decoder: decoder)
-                if let collection = entry.collection, collection != CollectionName.defaultName {
-                    if let slot = named.firstIndex(where: { $0.collection == collection }) {
-                        named[slot].positions.append(position)
-                    } else {
-                        named.append((collection, [position]))
+                guard let collection = entry.collection, collection != CollectionName.defaultName else {
+                    base.append((message.sequence, .success(entry.operation)))
+                    continue
+                }
+                if resolved[collection] == nil {
+                    do {
+                        let lease = try collections.lease(collection)
+                        if lease.name == CollectionName.defaultName {
+                            lease.release()
+                            resolved[collection] = .success(-1)
+                        } else if let slot = named.firstIndex(where: { $0.lease.name == lease.name }) {
+                            lease.release()
+                            resolved[collection] = .success(slot)
+                        } else {
+                            named.append((lease, []))
+                            resolved[collection] = .success(named.count - 1)
+                        }
+                    } catch {
+                        resolved[collection] = .failure(error)
                     }
-                    namedOperations[position] = entry.operation
+                }
+                switch resolved[collection] {
+                case .success(let slot)? where slot >= 0:
+                    // Only what the default engine has not passed: a collection made after a message was
+                    // applied (dropped and created again) must not take it again when it is redelivered.
+                    if message.sequence > appliedBefore {
+                        named[slot].positions.append(position)
+                        namedOperations[position] = entry.operation
+                    }
                     // Applied to its collection below; recorded here with no change.
-                    base.append((message.sequence, .failure(SteerError.invalid("applied to collection '\(collection)'"))))
-                } else {
+                    base.append((message.sequence, .failure(SteerError.invalid("applied to collection '\(named[slot].lease.name)'"))))
+                case .failure(let error)?:
+                    elsewhere[position] = .rejected(error)
+                    base.append((message.sequence, .failure(error)))
+                default:
+                    // An alias of the default collection.
                     base.append((message.sequence, .success(entry.operation)))
                 }
             } catch {
@@ -256,26 +288,12 @@ final class StreamFollower: WriteLog, Sendable {
                 base.append((message.sequence, .failure(error)))
             }
         }
-        var elsewhere: [Int: ApplyOutcome] = [:]
-        let appliedBefore = engine.appliedSequence
-        for (collection, positions) in named {
-            // Only what the default engine has not passed: a collection made after a message was applied
-            // (dropped and created again) must not take that message again when it is redelivered.
-            let fresh = positions.filter { messages[$0].sequence > appliedBefore }
-            if fresh.isEmpty { continue }
-            let lease: CollectionSet.Lease
-            do {
-                lease = try collections.lease(collection)
-            } catch {
-                for position in fresh { elsewhere[position] = .rejected(error) }
-                continue
-            }
-            defer { lease.release() }
-            let batch = fresh.compactMap { position in
+        for group in named where !group.positions.isEmpty {
+            let batch = group.positions.compactMap { position in
                 namedOperations[position].map { (sequence: messages[position].sequence, operation: Result<WriteOperation, SteerError>.success($0)) }
             }
-            let outcomes = try lease.engine.apply(batch: batch)
-            for (position, outcome) in zip(fresh, outcomes) { elsewhere[position] = outcome }
+            let outcomes = try group.lease.engine.apply(batch: batch)
+            for (position, outcome) in zip(group.positions, outcomes) { elsewhere[position] = outcome }
         }
         var outcomes = try engine.apply(batch: base)
         for (position, outcome) in elsewhere {

@@ -189,3 +189,46 @@ private func state(_ connection: SteerConnection, minSequence: UInt64) throws ->
         }
     }
 }
+
+@Suite(.serialized) struct FollowAliasEndToEndTests {
+    /// Messages naming a collection by its aliases, and the default collection by an alias, in one batch:
+    /// each lands in its collection, in stream order, none skipped as a redelivery.
+    @Test func aliasesInOneBatch_applyToTheirCollectionsInStreamOrder() async throws {
+        let nats = try NATSNode()
+        var a = try replica(nats, cluster: "h3")
+        let directory = a.directory
+        defer { a.terminate(); a.removeData() }
+        let admin = try a.connection()
+        _ = try ok(admin, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+        _ = try ok(admin, #"{"op":"alias","token":"tok","alias":"shelf","collection":"books"}"#)
+        _ = try ok(admin, #"{"op":"alias","token":"tok","alias":"main","collection":"default"}"#)
+        #expect(a.terminate() == 0)
+        // Published while the replica is stopped, so that it fetches and applies them as one batch.
+        let client = try await NATSConnection.connect(host: "127.0.0.1", port: nats.port)
+        let jetStream = JetStreamContext(connection: client)
+        let bodies = [
+            #"{"op":"upsert","collection":"books","items":[{"id":1,"vector":[1,0,0,0],"title":"b1"}]}"#,
+            #"{"op":"upsert","collection":"shelf","items":[{"id":2,"vector":[0,1,0,0],"title":"b2"}]}"#,
+            #"{"op":"upsert","collection":"books","items":[{"id":5,"vector":[0,0,1,0],"title":"b5"}]}"#,
+            #"{"op":"upsert","items":[{"id":4,"vector":[0,0,0,1],"title":"d4"}]}"#,
+            #"{"op":"upsert","collection":"main","items":[{"id":3,"vector":[1,1,0,0],"title":"d3"}]}"#,
+            #"{"op":"event","collection":"shelf","user":"u","item":2,"ts":9}"#,
+        ]
+        var last: UInt64 = 0
+        for (index, body) in bodies.enumerated() {
+            last = try await jetStream.publish("steer.h3.shard.0", payload: Array(body.utf8), messageID: "alias-\(index)").seq
+        }
+        await client.close()
+        a = try replica(nats, cluster: "h3", directory: directory)
+        let connection = try a.connection()
+        let books = try ok(connection, #"{"op":"get","token":"tok","collection":"books","ids":[1,2,3,4,5],"min_sequence":\#(last),"timeout_ms":20000}"#)
+        #expect(books["missing"] == .array([.int(3), .int(4)]), "\(books)")
+        let defaults = try ok(connection, #"{"op":"get","token":"tok","ids":[1,2,3,4,5]}"#)
+        #expect(defaults["missing"] == .array([.int(1), .int(2), .int(5)]), "\(defaults)")
+        let events = try ok(connection, #"{"op":"get_user","token":"tok","collection":"books","user":"u"}"#)
+        #expect(events["events"] != .array([]))
+        let stats = try ok(connection, #"{"op":"stats","token":"tok"}"#)
+        #expect(stats["refused_messages"] == .int(0))
+        #expect(stats["applied_sequence"] == .int(Int64(last)))
+    }
+}
