@@ -21,7 +21,7 @@ from steer_train.minilm import shared_encoder
 from steer_train.models import DPR, ModelConfig
 from steer_train.prompts import TRAINVAL_PHRASES, PromptBank
 from steer_train.synth import SynthConfig, generate, write_generic
-from steer_train.train import TrainConfig, train_all
+from steer_train.train import TrainConfig, pad_left, train_all
 
 log = logging.getLogger("steer_train")
 
@@ -525,6 +525,44 @@ def cmd_diagnose_hidden(a: argparse.Namespace) -> None:
     log.info("diagnosis written to %s", a.results)
 
 
+def cmd_top10(a: argparse.Namespace) -> None:
+    """A user's soft top 10 per prompt (λ = 1 and the checkpoint's λ), and how many carry ``--tag``:
+    the check behind the demo's prompts (docs/results.md, "The demo checkpoint")."""
+    from steer_train.export import load_checkpoint
+
+    ds, _ = _load(a)
+    model, items = load_checkpoint(a.checkpoint)
+    if [str(i.id) for i in items] != [str(i.id) for i in ds.items]:
+        raise SystemExit("checkpoint items do not match the dataset's items")
+    if a.user not in [str(u) for u in ds.user_ids]:
+        raise SystemExit(f"user {a.user!r} is not in {ds.name}")
+    seq = ds.sequences[[str(u) for u in ds.user_ids].index(a.user)]
+    history = seq[-a.history :]
+    bank = PromptBank(shared_encoder(a.minilm))
+    V = model.backbone.item_table()
+    rows = []
+    with torch.no_grad():
+        h = model.backbone.user_vector(pad_left([history], model.cfg.max_len))
+        for prompt in a.prompt:
+            cb = bank.batch([prompt])
+            for lam in sorted({1.0, model.soft_scale}):
+                sc = (model.head.query(h, cb.emb, cb.negative, cb.owner, scale=lam) @ V.T)[0]
+                sc[history] = -float("inf")
+                top = torch.topk(sc, 10).indices.tolist()
+                rows.append({"prompt": prompt, "soft_scale": lam, "clauses": [c.text for c in cb.clauses[0]],
+                             "top10": [items[r].id for r in top],
+                             "with_tag": sum(a.tag in items[r].tags for r in top)})  # fmt: skip
+    doc = {"command": "steer-train " + " ".join(shlex.quote(x) for x in sys.argv[1:]), "commit": git_commit(),
+           "machine": machine(), "checkpoint": a.checkpoint, "dataset": ds.name, "user": a.user,
+           "history": len(history), "tag": a.tag, "rows": rows}  # fmt: skip
+    text = json.dumps(doc, indent=1) + "\n"
+    if a.results:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(text)
+    else:
+        print(text, end="")
+
+
 def cmd_steering(a: argparse.Namespace) -> None:
     """Set a checkpoint's λ and β by hand (steering.json + golden-steering.json)."""
     from steer_train.export import set_steering
@@ -655,6 +693,18 @@ def main(argv: list[str] | None = None) -> None:
     dg.add_argument("--threads", type=int, default=1)
     _data_args(dg)
     dg.set_defaults(fn=cmd_diagnose_hidden)
+
+    tt = sub.add_parser("top10", help="a user's soft top 10 per prompt and how many carry a tag")
+    tt.add_argument("--checkpoint", required=True)
+    tt.add_argument("--dataset", required=True, help=ds_help)
+    tt.add_argument("--user", required=True)
+    tt.add_argument("--history", type=int, default=20, help="most recent items used as the history")
+    tt.add_argument("--prompt", action="append", required=True)
+    tt.add_argument("--tag", required=True)
+    tt.add_argument("--results", default=None)
+    tt.add_argument("--threads", type=int, default=1)
+    _data_args(tt)
+    tt.set_defaults(fn=cmd_top10)
 
     st = sub.add_parser("steering", help="set a checkpoint's soft scale and hybrid blend by hand")
     st.add_argument("--checkpoint", required=True)

@@ -188,3 +188,28 @@ def test_aux_net_features_and_tag_dropout() -> None:
     half = AuxNet(4, 8, 3, seed=0, features=torch.cat([tags, prop], 1), tag_cols=2, tag_dropout=0.5)
     outs = {tuple(half(E, torch.Generator().manual_seed(s)).flatten().tolist()) for s in range(6)}
     assert len(outs) > 1  # the mask is drawn per step
+
+
+def test_cli_top10_counts_the_tag_in_a_users_top10(tmp_path: Path) -> None:
+    from steer_train.synth import write_generic
+
+    t = tiny("sasrec")
+    ckpt = write_checkpoint(t.model, t.ds, shared_encoder(), tmp_path / "ckpt")
+    inter, items = write_generic(t.ds, tmp_path / "data")
+    tag = t.ds.prompt_tags()[0]
+    out = tmp_path / "top.json"
+    user = str(t.ds.user_ids[0])
+    cli.main(["--no-progress", "top10", "--checkpoint", str(ckpt), "--dataset", f"generic:{inter},{items}",
+              "--user", user, "--history", "5", "--prompt", f"more {tag}", "--prompt", f"no {tag}",
+              "--tag", tag, "--results", str(out)])  # fmt: skip
+    doc = json.loads(out.read_text())
+    rows = {r["prompt"]: r for r in doc["rows"]}
+    assert doc["user"] == user and doc["history"] == 5 and len(doc["rows"]) == 2  # λ = 1 only
+    more, less = rows[f"more {tag}"], rows[f"no {tag}"]
+    assert more["clauses"] == [tag] and len(more["top10"]) == 10
+    hist_ids = {str(t.ds.items[r].id) for r in t.ds.sequences[0][-5:]}
+    assert not hist_ids & {str(i) for i in more["top10"]}
+    assert more["with_tag"] >= 8 and less["with_tag"] <= 2
+    with pytest.raises(SystemExit, match="not in"):
+        cli.main(["--no-progress", "top10", "--checkpoint", str(ckpt), "--dataset",
+                  f"generic:{inter},{items}", "--user", "nobody", "--prompt", "x", "--tag", tag])  # fmt: skip
