@@ -305,6 +305,7 @@ extension RetrievalEngine {
         if !index.isTrained {
             throw SteerError(.unavailable, "index \(index.spec) is not trained yet: it needs \(Self.minimumTrainingVectors(index.spec)) items, the store has \(store.count)")
         }
+        recallCalibrator.calibrateIfDue(generation, store: store)
         var prepared = queries
         if generation.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: generation.dimension) }
         let settings = filterPlanner.settings.get()

@@ -41,4 +41,27 @@ extension JSONWriter {
         }
         raw("}")
     }
+
+    /// `,"recall_calibration":{"target":…,"parameter":"ef_search"|"nprobe","value":…,"recall":…,"reached":…,"queries":…}`
+    /// for `stats`, or `null` when no calibration ran (`RecallCalibration`).
+    public mutating func recallCalibrationField(_ calibration: RecallCalibration?) {
+        raw(",\"recall_calibration\":")
+        guard let calibration else {
+            raw("null")
+            return
+        }
+        raw("{\"target\":")
+        value(.double(calibration.target))
+        raw(",\"parameter\":")
+        string(calibration.parameter.rawValue)
+        raw(",\"value\":")
+        int(calibration.value)
+        raw(",\"recall\":")
+        value(.double((calibration.recall * 1000).rounded() / 1000))
+        raw(",\"reached\":")
+        raw(calibration.reached ? "true" : "false")
+        raw(",\"queries\":")
+        int(calibration.queries)
+        raw("}")
+    }
 }
