@@ -66,6 +66,8 @@ public final class RetrievalEngine: Sendable {
         /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
         /// (`RecallCalibration`); nil keeps the index's own defaults.
         public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Memory for resolved filters kept between requests (`FilterCache`); 0 turns the cache off.
+        public var filterCacheBytes: Int = FilterCache.defaultCapacityBytes
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -102,6 +104,8 @@ public final class RetrievalEngine: Sendable {
     public let filterPlanner = FilterPlanner()
     /// Calibrates the default ef_search/nprobe of the serving generation to `Configuration.recallTarget`.
     public let recallCalibrator: RecallCalibrator
+    /// Filters resolved at the store's current sequence, kept for the next request (`FilterCache`).
+    public let filterCache: FilterCache
     private let current: Locked<Generation>
     let writeLock = NSLock()
     private let closed = Locked(false)
@@ -132,6 +136,7 @@ public final class RetrievalEngine: Sendable {
     public init(configuration: Configuration) throws(SteerError) {
         self.configuration = configuration
         recallCalibrator = RecallCalibrator(target: configuration.recallTarget)
+        filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
         do {

@@ -5,7 +5,7 @@ import SteerProtocol
 /// The planner's answer fragments (`explain` on search and recommend, `plans` in `stats`).
 extension JSONWriter {
     /// `,"explain":{"plan":…,"matches":…,"items":…,"selectivity":…,"exact_threshold":…,"widenings":…,
-    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…}` (`matches` and `selectivity` are null when unfiltered).
+    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…,"cached_filter":…}` (`matches` and `selectivity` are null when unfiltered).
     public mutating func explainField(_ plan: SearchPlan) {
         raw(",\"explain\":{\"plan\":")
         string(plan.kind.rawValue)
@@ -27,6 +27,8 @@ extension JSONWriter {
         int(plan.oversample)
         raw(",\"rescored\":")
         int(plan.rescored)
+        raw(",\"cached_filter\":")
+        raw(plan.cachedFilter ? "true" : "false")
         raw("}")
     }
 
