@@ -157,7 +157,7 @@ for spec in ["IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ16"] {
     try served.close()
 }
 
-print("## Recall calibration (target 0.95, 64 leave-one-out queries from the items)\n")
+print("## Recall calibration (target 0.95, 64 queries: midpoints of two items, both left out)\n")
 print("| spec | parameter | chosen | sample recall@10 | reached | trials (value: recall) | seconds |")
 print("|---|---|---|---|---|---|---|")
 for row in calibrations { print(row) }
