@@ -148,7 +148,7 @@ public struct RecallCalibration: Sendable, Equatable {
     }
 }
 
-/// When calibration runs: before the first search of a generation that holds more than
+/// When calibration runs: before the first search of a generation's index that holds more than
 /// 2 × `RecallCalibration.sampleQueries` vectors, and again whenever its live vectors have doubled since
 /// the last calibration. The searching thread that finds it due runs it (a worker, never an event
 /// loop); searches meanwhile use the defaults as they are. The defaults only grow (each run starts at
@@ -160,7 +160,8 @@ public final class RecallCalibrator: Sendable {
     public let target: Double?
 
     private struct State {
-        var generationID: String?
+        /// The index last calibrated (its identity: a rebuilt index under the same generation name counts as new).
+        var index: ObjectIdentifier?
         /// Live vectors when the last run started.
         var items = 0
         var running = false
@@ -186,10 +187,11 @@ public final class RecallCalibrator: Sendable {
         let items = generation.index.count
         let due = state.withLock { (value: inout State) -> Bool in
             guard !value.running, items > 2 * RecallCalibration.sampleQueries else { return false }
-            guard value.generationID != generation.id || items >= 2 * value.items else { return false }
+            let identity = ObjectIdentifier(generation.index)
+            guard value.index != identity || items >= 2 * value.items else { return false }
             value.running = true
-            if value.generationID != generation.id { value.last = nil }
-            value.generationID = generation.id
+            if value.index != identity { value.last = nil }
+            value.index = identity
             value.items = items
             return true
         }
