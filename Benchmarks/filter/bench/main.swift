@@ -81,35 +81,14 @@ let unfilteredTruth = queries.map { query in
     ExactSearch.topK(query: query, base: vectors, dimension: dimension, k: 10, metric: .innerProduct).map(\.label)
 }
 
-/// Resident set size of this process in bytes (/proc/self/statm). Heap freed but kept by the allocator
-/// still counts, so a growth is an upper bound on what the opened index holds.
-func residentBytes() -> Double {
-    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return .nan }
-    let fields = text.split(separator: " ")
-    guard fields.count > 1, let pages = Double(fields[1]) else { return .nan }
-    return pages * Double(sysconf(Int32(_SC_PAGESIZE)))
-}
-
-/// Memory rows: the layout estimate against the RSS growth from before opening to after the first search.
-var memory: [String] = []
-@MainActor func recordMemory(_ spec: String, before: Double) throws {
-    let after = residentBytes()
-    let estimate = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension)
-    let row = "| \(spec) | \(String(format: "%.0f", estimate.bytesPerVector)) | \(String(format: "%.1f", estimate.totalBytes(vectors: items) / 1_048_576)) | \(String(format: "%.1f", (after - before) / 1_048_576)) | \(String(format: "%.0f", (after - before) / Double(items))) |"
-    log(row)
-    memory.append(row)
-}
-
 var rows: [String] = []
 var calibrations: [String] = []
 for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
     let start = now()
-    let residentBefore = residentBytes()
     let served = try engine(spec: spec)
     log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
     let calibrationStart = now()
     _ = try served.search([queries[0]], options: SearchOptions(k: 10))
-    try recordMemory(spec, before: residentBefore)
     if let calibration = served.recallCalibrator.last {
         let trials = calibration.trials.map { "\($0.value): \(String(format: "%.3f", $0.recall))" }.joined(separator: ", ")
         let line = "| \(spec) | \(calibration.parameter.rawValue) | \(calibration.value) | \(String(format: "%.3f", calibration.recall)) | \(calibration.reached) | \(trials) | \(String(format: "%.1f", now() - calibrationStart)) |"
@@ -154,11 +133,9 @@ for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
 var quantized: [String] = []
 for spec in ["IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ16"] {
     let start = now()
-    let residentBefore = residentBytes()
     let served = try engine(spec: spec)
     log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
     _ = try served.search([queries[0]], options: SearchOptions(k: 10))
-    if spec != "IVF1024,Flat" { try recordMemory(spec, before: residentBefore) }
     let calibrated = served.recallCalibrator.last?.value ?? 0
     for nprobe in [64, calibrated] {
         for oversample in spec.hasSuffix("Flat") ? [1] : [1, 2, 4, 8, 16] {
@@ -193,8 +170,4 @@ print("\n## Quantized, unfiltered: recall@10 after rescoring vs nprobe and overs
 print("| spec | nprobe | oversample | recall@10 (exact truth) | QPS (1 thread) | bytes/vector (layout estimate) |")
 print("|---|---|---|---|---|---|")
 for row in quantized { print(row) }
-print("\n## Memory: layout estimate against resident growth (RSS after opening the spec and its first search, minus before opening; an upper bound: freed heap the allocator keeps counts)\n")
-print("| spec | estimate bytes/vector | estimate MiB | RSS growth MiB | RSS growth bytes/vector |")
-print("|---|---|---|---|---|")
-for row in memory { print(row) }
 try? FileManager.default.removeItem(atPath: workDirectory)
