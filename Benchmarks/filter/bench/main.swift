@@ -1,14 +1,36 @@
 // steer-filter-bench: filtered recall@10 against exact search over the matching items, per plan, and
 // recall after rescoring against oversample for quantized indexes (Benchmarks/filter/run.sh).
-// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR
+// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]
+// With `memory`: instead, the resident growth of a fresh process opening the data with each spec.
 import Foundation
 import SteerCore
 import SteerEngine
 import SteerIndex
 
+/// VmRSS of this process in bytes (/proc/self/status).
+func residentBytes() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kilobytes * 1024
+}
+
 let arguments = CommandLine.arguments
-guard arguments.count == 5, let items = Int(arguments[1]), let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR\n".utf8))
+// The memory mode's child: opens WORKDIR with SPEC (the index is rebuilt from the store, or loaded when
+// saved with this spec), searches once (recall calibration runs), prints "indexed growth-bytes".
+if arguments.count == 5 && arguments[1] == "memory-child", let dimension = Int(arguments[3]) {
+    let before = residentBytes()
+    let engine = try RetrievalEngine(configuration: .init(dataDirectory: arguments[2], dimension: dimension, indexSpec: arguments[4],
+                                                          syncWrites: false, payloadIndexes: ["bucket": .numeric]))
+    _ = try engine.search([[Float](repeating: 0.5, count: dimension)], options: SearchOptions(k: 10))
+    let after = residentBytes()
+    print("\(engine.stats().indexed) \(after - before)")
+    try engine.close()
+    exit(0)
+}
+let memoryMode = arguments.count == 6 && arguments[5] == "memory"
+guard arguments.count == 5 || memoryMode, let items = Int(arguments[1]), let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
+    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]\n".utf8))
     exit(2)
 }
 let workDirectory = arguments[4]
@@ -48,6 +70,33 @@ do {
     }
     try loader.close()
     log("loaded \(items) items in \(String(format: "%.1f", now() - start)) s")
+}
+
+if memoryMode {
+    print("## Memory: layout estimate against the resident growth of a fresh process opening the data with the spec\n")
+    print("| spec | estimate bytes/vector | estimate MiB | RSS growth MiB | RSS growth bytes/vector |")
+    print("|---|---|---|---|---|")
+    for spec in ["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,SQ8", "IVF1024,PQ16"] {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: arguments[0])
+        child.arguments = ["memory-child", workDirectory, String(dimension), spec]
+        let output = Pipe()
+        child.standardOutput = output
+        try child.run()
+        let answer = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        child.waitUntilExit()
+        let fields = answer.split(whereSeparator: \.isWhitespace)
+        guard child.terminationStatus == 0, fields.count == 2, let indexed = Double(fields[0]), let growth = Double(fields[1]) else {
+            log("\(spec): memory child failed (status \(child.terminationStatus)): \(answer)")
+            exit(1)
+        }
+        let estimate = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension)
+        let row = "| \(spec) | \(String(format: "%.0f", estimate.bytesPerVector)) | \(String(format: "%.1f", estimate.totalBytes(vectors: Int(indexed)) / 1_048_576)) | \(String(format: "%.1f", growth / 1_048_576)) | \(String(format: "%.0f", growth / indexed)) |"
+        log(row)
+        print(row)
+    }
+    try? FileManager.default.removeItem(atPath: workDirectory)
+    exit(0)
 }
 
 // Ground truth per kept share: the exact top 10 over the matching items.
