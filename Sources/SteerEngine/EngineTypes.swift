@@ -103,6 +103,8 @@ public struct EngineStats: Sendable {
 public enum ApplyOutcome: Sendable {
     /// Written; `count` is what `upsert`/`delete` would answer (items written, or ids that existed).
     case applied(count: Int)
+    /// Events recorded in users' histories (an `events` message).
+    case recorded(EventRecordResult)
     /// Refused alike on every replica (for example a vector of the wrong dimension); recorded as applied.
     case rejected(SteerError)
     /// The sequence was applied before (a redelivery); nothing changed.
