@@ -25,8 +25,9 @@ extension Router {
             case failed(String)
         }
         var outcomes: [(shard: Int, endpoint: String, outcome: Outcome)] = []
+        let table = replicas
         await withTaskGroup(of: (Int, String, Outcome).self) { tasks in
-            for replica in replicas.joined() {
+            for replica in table.joined() {
                 tasks.addTask {
                     let endpoint = replica.endpoint.description
                     guard replica.health.get().up else { return (replica.shard, endpoint, .failed("down")) }
@@ -48,7 +49,7 @@ extension Router {
         outcomes.sort { ($0.shard, $0.endpoint) < ($1.shard, $1.endpoint) }
         var entries = 0
         var declared = 0
-        var missing: [String] = []
+        var missing = table.indices.filter { shard in table[shard].isEmpty }.map { "shard \($0): no replica known" }
         for (shard, endpoint, outcome) in outcomes {
             switch outcome {
             case .declared(let count):
