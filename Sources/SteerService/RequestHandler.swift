@@ -358,6 +358,12 @@ public final class RequestHandler: Sendable {
         writer.raw("{")
         writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
+        if writeLog != nil, Self.isLoggedChange(request.operation) {
+            try runLoggedChange(request.operation, deadlineNanos: deadlineNanos, &writer)
+            writer.raw("}\n")
+            try requireRoom(writer)
+            return writer.bytes
+        }
         if try runCollectionAdmin(request.operation, &writer) {
             writer.raw("}\n")
             try requireRoom(writer)
@@ -565,7 +571,7 @@ public final class RequestHandler: Sendable {
     }
 
     /// A collection's fields in `create_collection`, `list_collections` and `describe_collection` answers.
-    private func writeDescription(_ description: CollectionSet.Description, _ writer: inout JSONWriter, leadingComma: Bool = true) {
+    func writeDescription(_ description: CollectionSet.Description, _ writer: inout JSONWriter, leadingComma: Bool = true) {
         let stats = description.stats
         writer.raw(leadingComma ? ",\"name\":" : "\"name\":")
         writer.string(description.name)
