@@ -386,7 +386,9 @@ final class StreamFollower: WriteLog, Sendable {
     ///
     /// - Returns: for `alias`/`delete_alias`, the alias's target before the change.
     /// - Throws: `CollectionSet`'s errors (a create of a name that holds another collection or an alias:
-    ///   `already_exists`; an alias to a missing collection: `not_found`; a drop of an aliased one: `in_use`).
+    ///   `already_exists`; an alias to a missing collection: `not_found`; a drop of an aliased one: `in_use`);
+    ///   `.io` for a create whose directory exists but is not in the catalog (left by a crash inside an
+    ///   earlier create): the session ends and retries until an operator moves the directory away.
     private func performChange(_ change: Request.Operation) throws(SteerError) -> String? {
         switch change {
         case .createCollection(let settings):
@@ -394,7 +396,13 @@ final class StreamFollower: WriteLog, Sendable {
                existing.name == settings.name, Self.matches(settings, existing.stats) {
                 return nil
             }
-            try collections.create(settings)
+            do {
+                try collections.create(settings)
+            } catch where error.code == .alreadyExists && collections.aliases[settings.name] == nil && (try? collections.describe(settings.name)) == nil {
+                // Neither a collection nor an alias: a directory the catalog does not list (a crash inside an
+                // earlier create). Not moved past: this replica would lack the collection.
+                throw SteerError(.io, "collection change: \(error.message); the replica stops applying its stream until it is moved away")
+            }
             return nil
         case .dropCollection(let name):
             do {

@@ -100,6 +100,10 @@ private func refusedMessages(_ replica: ServerProcess) throws -> JSONValue? {
                 #expect(described["dimension"] == .int(3))
             }
         }
+        // Through the router, with the create's sequences: every shard lists it.
+        let listed = try ok(client, #"{"op":"list_collections","token":"tok","min_sequences":[\#(latest[0]),\#(latest[1])],"timeout_ms":20000}"#)
+        #expect(listed["consistent"] == .bool(true), "\(listed)")
+        #expect("\(listed["collections"] ?? .null)".contains("books"))
         // A collection from a checkpoint cannot go through the stream: refused by the router and by a replica.
         for connection in [client, try cluster.replicas[0][0].connection()] {
             let refused = try call(connection, #"{"op":"create_collection","token":"tok","name":"ck","checkpoint":"ckpt"}"#)
