@@ -51,6 +51,8 @@ final class StreamFollower: WriteLog, Sendable {
         var cluster: String
         var shard: Int
         var streamReplicas: Int = 1
+        /// Limits set on the stream (`--stream-max-age`, `--stream-max-messages`); none: left as they are.
+        var retention = ShardStream.Retention()
     }
 
     /// Messages per pull (well below the client's 64 MiB subscription buffer at 1 MiB `max_payload`).
@@ -107,6 +109,23 @@ final class StreamFollower: WriteLog, Sendable {
         outcomes.withLock { $0.through = applied }
     }
 
+    /// The stream no longer holds the next message this replica needs: its retention
+    /// (`--stream-max-age`, `--stream-max-messages`) removed it before the replica applied it. The replica
+    /// cannot catch up from the stream; at start it exits with `exitCode`, while running it stops applying
+    /// (writes through it are `unavailable`, reads serve what it applied) and logs this each retry.
+    struct FellBehind: Error, CustomStringConvertible {
+        var stream: String
+        /// The stream's first sequence (or the first one delivered after the gap).
+        var first: UInt64
+        var needed: UInt64
+        /// `steer serve --follow` exits with this code when it starts behind its stream.
+        static let exitCode: Int32 = 3
+
+        var description: String {
+            "this replica fell behind its stream: \(stream) holds sequences from \(first) on but the replica needs \(needed) (its retention removed the messages in between); it cannot catch up from the stream: start a new replica from a snapshot of a peer (steer snapshot, then steer serve --restore SNAP --data NEW_DIR, docs/operations.md \"Backup and restore\")"
+        }
+    }
+
     /// Whether a session follows the stream now (connected, consumer created); false while reconnecting.
     var isFollowing: Bool { connection.get() != nil }
 
@@ -125,7 +144,7 @@ final class StreamFollower: WriteLog, Sendable {
             let info = try await ensureStream(jetStream)
             let next = engine.appliedSequence + 1
             if info.state.firstSeq > next && info.state.lastSeq >= next {
-                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): start a new replica from a snapshot (steer snapshot, steer serve --restore)")
+                throw FellBehind(stream: streamName, first: info.state.firstSeq, needed: next)
             }
             try await deleteConsumerIfPresent(jetStream)
             // `ack_policy: all`: acknowledging a batch's last message acknowledges the batch (one write
@@ -145,9 +164,15 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// The shard's stream, created when missing.
     private func ensureStream(_ jetStream: JetStreamContext) async throws(NATSError) -> StreamInfo {
-        let (info, created) = try await stream.ensure(jetStream, replicas: settings.streamReplicas)
-        if created {
-            logger.info("created the shard's stream", metadata: ["steer.stream": "\(streamName)", "steer.replicas": "\(settings.streamReplicas)"])
+        let (info, ensured) = try await stream.ensure(jetStream, replicas: settings.streamReplicas, retention: settings.retention)
+        let limits: Logger.Metadata = [
+            "steer.stream": "\(streamName)", "steer.max_age_s": "\(info.config.maxAgeNanos.map { $0 / 1_000_000_000 } ?? 0)",
+            "steer.max_messages": "\(info.config.maxMsgs ?? -1)",
+        ]
+        switch ensured {
+        case .created: logger.info("created the shard's stream", metadata: limits.merging(["steer.replicas": "\(settings.streamReplicas)"]) { $1 })
+        case .retentionUpdated: logger.notice("set the shard stream's retention", metadata: limits)
+        case .existed: break
         }
         return info
     }
@@ -178,6 +203,9 @@ final class StreamFollower: WriteLog, Sendable {
                     throw error
                 }
                 await nats.close()
+            } catch let behind as FellBehind {
+                if Task.isCancelled { break }
+                logger.critical("\(behind)")
             } catch {
                 if Task.isCancelled { break }
                 logger.warning("following the stream stopped; reconnecting", metadata: ["steer.error": "\(error)"])
@@ -194,6 +222,14 @@ final class StreamFollower: WriteLog, Sendable {
             var messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: Self.fetchBatch, noWait: true)
             if messages.isEmpty {
                 messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: 1, expires: Self.fetchExpiry)
+            }
+            // A gap: the stream's retention removed messages this replica had not applied yet (JetStream
+            // sequences of one stream have no other gaps; redeliveries come at or below the stored one).
+            var expected = engine.appliedSequence + 1
+            for message in messages {
+                let sequence = message.metadata.streamSequence
+                if sequence > expected { throw FellBehind(stream: streamName, first: sequence, needed: expected) }
+                expected = max(expected, sequence + 1)
             }
             // Consecutive messages in batches of at most `applyBatch` messages and `applyBatchBytes` bytes
             // (one message is never split): one engine call and RocksDB batch each, then one ack for all.
