@@ -374,7 +374,7 @@ public final class RequestHandler: Sendable {
         defer { lease.release() }
         let engine = lease.engine
         if writeLog != nil, lease.name != CollectionName.defaultName, request.operation.isAdmin, !Self.isLogged(request.operation) {
-            throw SteerError.invalid("\(request.operation.name) of a named collection is not available on a server that follows a write log (only upsert, delete, event and delete_user go through the stream)")
+            throw SteerError.invalid("\(request.operation.name) of a named collection is not available on a server that follows a write log (only writes, events and collection changes go through the stream)")
         }
         if case .ping = request.operation {} else { Self.writeCollection(lease.name, &writer) }
         switch request.operation {
