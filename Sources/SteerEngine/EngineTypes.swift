@@ -95,6 +95,8 @@ public struct EngineStats: Sendable {
     public var indexBytesPerVectorEstimate: Double = 0
     /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
+    /// What the serving generation's recall calibration chose (`RecallCalibration`), nil when none ran.
+    public var recallCalibration: RecallCalibration? = nil
 }
 
 /// What `RetrievalEngine.apply` did with a write-log message.

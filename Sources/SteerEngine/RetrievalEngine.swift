@@ -63,6 +63,11 @@ public final class RetrievalEngine: Sendable {
         public var payloadIndexes: [String: PayloadKind] = [:]
         /// Most events kept per user in the store's histories (`ItemStore.Options.maxEventsPerUser`).
         public var maxEventsPerUser: Int = 200
+        /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
+        /// (`RecallCalibration`); nil keeps the index's own defaults.
+        public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Memory for resolved filters kept between requests (`FilterCache`); 0 turns the cache off.
+        public var filterCacheBytes: Int = FilterCache.defaultCapacityBytes
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -97,6 +102,10 @@ public final class RetrievalEngine: Sendable {
     public let store: ItemStore
     /// Chooses and counts the plan of every search and recommend (`FilterPlanner`).
     public let filterPlanner = FilterPlanner()
+    /// Calibrates the default ef_search/nprobe of the serving generation to `Configuration.recallTarget`.
+    public let recallCalibrator: RecallCalibrator
+    /// Filters resolved at the store's current sequence, kept for the next request (`FilterCache`).
+    public let filterCache: FilterCache
     private let current: Locked<Generation>
     let writeLock = NSLock()
     private let closed = Locked(false)
@@ -126,6 +135,8 @@ public final class RetrievalEngine: Sendable {
     ///   unreadable `steer.json`, store errors.
     public init(configuration: Configuration) throws(SteerError) {
         self.configuration = configuration
+        recallCalibrator = RecallCalibrator(target: configuration.recallTarget)
+        filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
         do {
@@ -1000,6 +1011,7 @@ public final class RetrievalEngine: Sendable {
         stats.storeMemtableBytes = store.memtableBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
+        stats.recallCalibration = recallCalibrator.last
         let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
         stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
         stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector

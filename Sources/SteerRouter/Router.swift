@@ -398,8 +398,8 @@ public final class Router: RequestService {
             writer.int(count)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, collection: request.collection, token: request.token, &writer)
-        case .declareIndex:
-            throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
+        case .declareIndex(let attribute, let kind):
+            try await declareIndex(attribute: attribute, kind: kind, collection: request.collection, token: request.token, &writer)
         case .event, .getUser, .deleteUser:
             try await history(request.operation, token: request.token, deadline: deadline, &writer)
         case .ingestVectors:

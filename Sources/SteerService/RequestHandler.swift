@@ -718,6 +718,7 @@ public final class RequestHandler: Sendable {
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
         writer.plansField(engineStats.plans)
+        writer.recallCalibrationField(engineStats.recallCalibration)
         writer.raw(",\"index_bytes_estimate\":")
         writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
         writer.raw(",\"index_bytes_per_vector_estimate\":")

@@ -69,6 +69,10 @@ struct Serve: AsyncParsableCommand {
     var loopSpinMicroseconds: Int?
     @Option(name: .customLong("payload-index"), help: "Declare a payload index ATTR:keyword or ATTR:numeric (repeatable; built over existing items at start). Also the admin op declare_index.")
     var payloadIndex: [String] = []
+    @Option(name: .customLong("recall-target"), help: "Mean recall@10 the default ef_search/nprobe are calibrated to on the served index's own items (0 < T <= 1), or 'off' to keep the index defaults (default 0.95). Env: STEER_RECALL_TARGET.")
+    var recallTarget: String?
+    @Option(name: .customLong("filter-cache-mb"), help: "MiB of resolved filter match sets kept per store sequence, 0 = resolve every request's filter (default 64). Env: STEER_FILTER_CACHE_MB.")
+    var filterCacheMB: Int?
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
     @Option(name: .customLong("history-cap"), help: "Most events kept per user in the stored histories (the most recent ones; default 200; docs/protocol.md). Env: STEER_HISTORY_CAP.")
@@ -198,7 +202,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
             "stream_max_age", "stream_max_messages",
             "snapshot_dir", "shard_count", "advertise",
@@ -288,6 +292,19 @@ extension Serve {
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
         if let megabytes = try source.int(recordCacheMB, env: "STEER_RECORD_CACHE_MB", key: "record_cache_mb", range: 0...(1 << 20)) {
             engineConfiguration.recordCacheBytes = megabytes << 20
+        }
+        if let target = try source.string(recallTarget, env: "STEER_RECALL_TARGET", key: "recall_target") {
+            if target == "off" {
+                engineConfiguration.recallTarget = nil
+            } else {
+                guard let value = Double(target), value > 0, value <= 1 else {
+                    throw ValidationError("--recall-target takes a recall in (0, 1] or 'off', got '\(target)'")
+                }
+                engineConfiguration.recallTarget = value
+            }
+        }
+        if let megabytes = try source.int(filterCacheMB, env: "STEER_FILTER_CACHE_MB", key: "filter_cache_mb", range: 0...(1 << 20)) {
+            engineConfiguration.filterCacheBytes = megabytes << 20
         }
         for declaration in payloadIndex {
             let parts = declaration.split(separator: ":", omittingEmptySubsequences: false)
