@@ -423,8 +423,9 @@ final class StreamFollower: WriteLog, Sendable {
     /// - Returns: for `alias`/`delete_alias`, the alias's target before the change.
     /// - Throws: `CollectionSet`'s errors (a create of a name that holds another collection or an alias:
     ///   `already_exists`; an alias to a missing collection: `not_found`; a drop of an aliased one: `in_use`);
-    ///   `.io` for a create whose directory exists but is not in the catalog (left by a crash inside an
-    ///   earlier create): the session ends and retries until an operator moves the directory away.
+    ///   `.io` for a create whose directory exists but is not in the catalog (a collection of that name
+    ///   dropped just before whose directory is not deleted yet, or one left by a crash inside an earlier
+    ///   create): the session ends and retries each second until the directory is gone.
     private func performChange(_ change: Request.Operation) throws(SteerError) -> String? {
         switch change {
         case .createCollection(let settings):
@@ -435,9 +436,10 @@ final class StreamFollower: WriteLog, Sendable {
             do {
                 try collections.create(settings)
             } catch where error.code == .alreadyExists && collections.aliases[settings.name] == nil && (try? collections.describe(settings.name)) == nil {
-                // Neither a collection nor an alias: a directory the catalog does not list (a crash inside an
-                // earlier create). Not moved past: this replica would lack the collection.
-                throw SteerError(.io, "collection change: \(error.message); the replica stops applying its stream until it is moved away")
+                // Neither a collection nor an alias: a directory the catalog does not list (a collection of
+                // that name dropped just before, still being deleted once its requests end; or a crash inside
+                // an earlier create). Not moved past: this replica would lack the collection.
+                throw SteerError(.io, "collection change: \(error.message); this replica applies its stream again in a second (a collection of that name dropped just before is deleted by then) and stops here while the directory is there")
             }
             return nil
         case .dropCollection(let name):

@@ -162,6 +162,24 @@ private func refusedMessages(_ replica: ServerProcess) throws -> JSONValue? {
                 #expect(try refusedMessages(replica) == .int(1))
             }
         }
+        // Dropped and created again with another dimension right after, then written: every replica
+        // holds the new collection with the new items only.
+        latest = merged(latest, try sequences(of: try ok(client, #"{"op":"drop_collection","token":"tok","name":"books"}"#)))
+        latest = merged(latest, try sequences(of: try ok(client, #"{"op":"create_collection","token":"tok","name":"books","dimension":5}"#)))
+        let fresh = (0..<16).map { id in #"{"id":\#(id),"vector":[1,2,3,4,\#(id)],"title":"new\#(id)"}"# }
+        latest = merged(latest, try sequences(of: try ok(client, #"{"op":"upsert","token":"tok","collection":"books","items":[\#(fresh.joined(separator: ","))]}"#)))
+        for shard in 0..<2 {
+            let (books0, books1) = (try contents(cluster.replicas[shard][0], collection: "books", ids: 0..<16, minSequence: latest[shard], dimension: 5),
+                                    try contents(cluster.replicas[shard][1], collection: "books", ids: 0..<16, minSequence: latest[shard], dimension: 5))
+            #expect(books0 == books1, "shard \(shard) books after the re-create")
+            #expect(!books0.contains("b0-") && !books0.contains("b1-") && books0.contains("new"), "\(books0)")
+            for replica in cluster.replicas[shard] {
+                let described = try ok(try replica.connection(), #"{"op":"describe_collection","token":"tok","name":"books"}"#)
+                #expect(described["dimension"] == .int(5))
+                #expect(described["items"] == described["indexed"])
+                #expect(try refusedMessages(replica) == .int(1))
+            }
+        }
     }
 
     @Test func anAliasMovedThroughTheLog_splitsInFlightWritesAtTheSameStreamPositionOnEveryReplica() throws {
