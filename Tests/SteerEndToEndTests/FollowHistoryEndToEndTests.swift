@@ -87,10 +87,18 @@ private func state(_ connection: SteerConnection, minSequence: UInt64) throws ->
         defer { a.terminate(); b.terminate(); a.removeData(); b.removeData() }
         let toA = try a.connection()
         var toB = try b.connection()
-        // Collections are created on every replica (not through the stream).
+        // Collections go through the stream: the create through B is a no-op after A's, both answered.
         for connection in [toA, toB] {
-            _ = try ok(connection, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+            let created = try ok(connection, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+            #expect(created["dimension"] == .int(4) && created["sequence"] != nil, "\(created)")
         }
+        // An alias through one replica, its deletion through the other: answered with the targets.
+        let aliased = try ok(toA, #"{"op":"alias","token":"tok","alias":"shelf","collection":"books"}"#)
+        #expect(aliased["previous"] == .null && aliased["collection"] == .string("books"), "\(aliased)")
+        let unaliased = try ok(toB, #"{"op":"delete_alias","token":"tok","alias":"shelf"}"#)
+        #expect(unaliased["collection"] == .string("books"), "\(unaliased)")
+        let listed = try ok(toA, #"{"op":"list_collections","token":"tok","min_sequence":\#(try sequence(of: unaliased)),"timeout_ms":20000}"#)
+        #expect(listed["aliases"] == .object(JSONObject()))
 
         var last: UInt64 = 0
         // Writes through both replicas: events, a named collection's items, a user's deletion.
