@@ -3,8 +3,9 @@
 
 Steps (docs/operations.md, "The retraining loop"), each one a tool that already exists:
   export  `steer export --data DIR --out WORK/export` (the store opened read-only beside the server)
-  train   `steer-train run` on the export, the checkpoint written to WORK/checkpoint, then copied into
-          the checkpoint root as CHECKPOINT_ROOT/NAME (a temporary name renamed last)
+  train   `steer-train run` on the export (with --warm-start: `--init-from` the live checkpoint and
+          its model options), the checkpoint written to WORK/checkpoint, then copied into the
+          checkpoint root as CHECKPOINT_ROOT/NAME (a temporary name renamed last)
   gate    `steer-train evaluate` of the live checkpoint on the same export; the new model's metric is
           the one `run` measured with the same protocol (leave-one-out: each user's most recent event
           held out). New < live - margin stops the loop here: nothing reached the server.
@@ -43,6 +44,20 @@ STEPS = ["export", "train", "gate", "ingest", "build", "verify", "swap"]
 #: Longest response line read from the server, in bytes (stats and swap answers are a few KiB).
 MAX_RESPONSE_BYTES = 1 << 20
 GATE_REFUSED = 3
+#: Largest live `config.json` read for --warm-start, in bytes (the trainer checks the checkpoint fully).
+MAX_CONFIG_BYTES = 4 << 20
+#: The live checkpoint's `model_config` fields passed to `steer-train run` for --warm-start.
+ARCHITECTURE_OPTIONS = {
+    "backbone": "--backbone",
+    "d": "--d",
+    "d_aux": "--d-aux",
+    "max_len": "--max-len",
+    "n_layers": "--layers",
+    "n_heads": "--heads",
+    "n_experts": "--experts",
+    "fusion_hidden": "--fusion-hidden",
+    "expert_hidden": "--expert-hidden",
+}
 
 
 class StepError(Exception):
@@ -162,6 +177,9 @@ class Loop:
             "spec": a.spec,
             "shards": a.shards,
         }
+        # Only when set: work directories of earlier versions keep their fingerprint.
+        if a.warm_start:
+            fingerprint["warm_start"] = True
         if self.state_file.exists():
             self.state: dict[str, Any] = load_state(self.state_file)
             if self.state.get("fingerprint") != fingerprint:
@@ -216,6 +234,34 @@ class Loop:
         }
         log(f"export: {self.out['export']}")
 
+    def warm_start_args(self) -> list[str]:
+        """`--init-from` the live checkpoint, with its model options (a warm start needs the same
+        architecture; options in --train-args come later and win, and the trainer refuses a mismatch)."""
+        live = Path(self.a.live_checkpoint).resolve()
+        path = live / "config.json"
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise StepError(
+                    f"train: {path} is larger than {MAX_CONFIG_BYTES} bytes"
+                )
+            mc = json.loads(path.read_text()).get("model_config")
+        except (OSError, ValueError, AttributeError) as e:
+            raise StepError(f"train: --warm-start: cannot read {path} ({e})") from None
+        args = ["--init-from", str(live)]
+        for key, option in ARCHITECTURE_OPTIONS.items():
+            value = mc.get(key) if isinstance(mc, dict) else None
+            valid = (
+                value in ("sasrec", "gru4rec")
+                if key == "backbone"
+                else type(value) is int
+            )
+            if not valid:
+                raise StepError(
+                    f"train: --warm-start: {path} has no valid model_config.{key}"
+                )
+            args += [option, str(value)]
+        return args
+
     def step_train(self) -> None:
         ckpt = self.work / "checkpoint"
         if ckpt.exists():
@@ -232,9 +278,14 @@ class Loop:
             str(self.work / "train-results.json"),
             "--threads",
             str(self.a.threads),
+            *(self.warm_start_args() if self.a.warm_start else []),
             *shlex.split(self.a.train_args),
         ]
         run_tool("train", command, self.env)
+        if self.a.warm_start:
+            results = json.loads((self.work / "train-results.json").read_text())
+            self.out["warm_start"] = results.get("warm_start")
+            log(f"train: warm start {self.out['warm_start']}")
         target = self.root / self.state["name"]
         if not target.exists():
             tmp = self.root / (self.state["name"] + ".tmp")
@@ -389,6 +440,9 @@ class Loop:
             f"  checkpoint {self.a.live_checkpoint} -> {self.out.get('checkpoint')}",
             f"  embedding version {self.out.get('version')}",
             f"  {m.get('name')}: live {live:.4f} -> new {new:.4f}",
+            f"  warm start: {self.out['warm_start']}"
+            if self.out.get("warm_start")
+            else "  cold start",
             f"  items {self.out.get('items_before')} -> {self.out.get('items_after')};"
             f" export {self.out.get('export')}",
         ]
@@ -433,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--warm-start",
         action="store_true",
-        help="refused: the trainer has no warm start",
+        help="train from the live checkpoint's weights (steer-train run --init-from; same architecture)",
     )
     p.add_argument("--spec", default="Flat", help="steer-index build --spec (Flat)")
     p.add_argument("--shards", type=int, default=1)
@@ -446,12 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steer-train", default="steer-train", help="the trainer command")
     a = p.parse_args(argv)
-    if a.warm_start:
-        print(
-            "retrain: --warm-start: steer-train has no warm start from a checkpoint yet",
-            file=sys.stderr,
-        )
-        return 2
     if len(a.metric.split(".", 2)) != 3:
         p.error("--metric: TASK.METHOD.METRIC, e.g. standard.dpr_soft.ndcg@10")
     if a.threads < 1 or a.shards < 1:
