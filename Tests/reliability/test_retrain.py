@@ -333,3 +333,38 @@ def test_warm_start_trains_from_the_live_checkpoint_and_refuses_another_architec
             assert cold.returncode == 1 and "was started with other settings" in cold.stderr, cold.stderr
         finally:
             live.server.terminate()
+
+
+def test_accumulate_keeps_one_export_and_adds_increments(binary: str) -> None:
+    with tempfile.TemporaryDirectory() as root_dir:
+        root = Path(root_dir)
+        live = Live(binary, root)
+        try:
+            acc = root / "accumulated"
+            first = retrain(binary, [*live.args, "--accumulate", str(acc), "--stop-after", "export"])
+            assert first.returncode == 0, first.stdout + first.stderr
+            assert json.loads((acc / "export.json").read_text())["kind"] == "whole"
+            with Connection(live.server.port) as admin:
+                more = [{"user": "u0", "item": 5, "ts": 5000}, {"user": "new", "item": 6, "ts": 5000}]
+                assert admin.call({"op": "event", "token": TOKEN, "events": more})["ok"]
+                assert admin.call({"op": "delete_user", "token": TOKEN, "user": "u1"})["ok"]
+            work2 = root / "work2"
+            second = retrain(
+                binary, [*live.args, "--work", str(work2), "--accumulate", str(acc), "--stop-after", "export"]
+            )
+            assert second.returncode == 0, second.stdout + second.stderr
+            assert "--since" in second.stdout
+            increment = [json.loads(line) for line in (work2 / "increment" / "interactions.jsonl").open()]
+            assert sorted((o["user"], o["item"]) for o in increment) == [("new", 6), ("u0", 5)]
+            summary = json.loads((acc / "export.json").read_text())
+            assert summary["kind"] == "accumulated" and summary["interactions"] == 120 * 12 + 2 - 12
+            assert (acc / "interactions.jsonl").read_bytes() == (
+                work2 / "export" / "interactions.jsonl"
+            ).read_bytes()
+            assert not any(json.loads(line)["user"] == "u1" for line in (acc / "interactions.jsonl").open())
+            assert (
+                not acc.with_name("accumulated.old").exists()
+                and not acc.with_name("accumulated.tmp").exists()
+            )
+        finally:
+            live.server.terminate()
