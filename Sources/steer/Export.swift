@@ -56,7 +56,7 @@ struct Export: ParsableCommand {
         var capped: UInt64 = 0
     }
 
-    /// Writes the three files; see the command's discussion.
+    /// Writes the export files; see the command's discussion.
     ///
     /// - Throws: `.invalidRequest` when an integer id and a string id of the same text both exist (the
     ///   trainer matches ids as text), or `since` is an export of another store or `out` itself;
