@@ -68,7 +68,7 @@ if [ "${DEMO_RETRAIN:-1}" != 0 ]; then
   echo "== 6. a minute of events from simulated users, the retraining loop, the new generation"
   "$PY" scripts/demo_retrain.py --port "$port" --token-file "$DEMO/admin.token" --checkpoint "$CKPT" \
     --data "$DATA" --root "$DEMO" --steer "$BIN"
-  [ -f "$DEMO/serving-checkpoint" ] && serving=$(cat "$DEMO/serving-checkpoint")
+  if [ -f "$DEMO/serving-checkpoint" ]; then serving=$(cat "$DEMO/serving-checkpoint"); fi
 fi
 
 echo
