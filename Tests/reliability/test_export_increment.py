@@ -229,3 +229,25 @@ def test_a_damaged_or_edited_earlier_export_is_refused_before_anything_is_writte
             assert not (out / "interactions.jsonl").exists(), case
         same = export(binary, store.data, root / "A", since=root / "A")
         assert same.returncode == 1 and "the same directory" in same.stderr
+
+
+def test_an_interrupted_publish_of_the_accumulated_export_is_finished_by_the_next_run() -> None:
+    retrain = retrain_module()
+    with tempfile.TemporaryDirectory() as root_dir:
+        root = Path(root_dir)
+        export_dir, acc = root / "export", root / "acc"
+        export_dir.mkdir()
+        (export_dir / "export.json").write_text('{"n": 2}')
+        assert not retrain.recover_accumulated(acc)  # nothing yet: a whole export comes first
+        retrain.publish_accumulated(export_dir, acc)
+        assert (acc / "export.json").read_text() == '{"n": 2}'
+        # Interrupted between the two renames: acc moved aside, the complete copy beside it.
+        (export_dir / "export.json").write_text('{"n": 3}')
+        shutil.copytree(export_dir, root / "acc.tmp")
+        acc.rename(root / "acc.old")
+        assert retrain.recover_accumulated(acc)
+        assert (acc / "export.json").read_text() == '{"n": 3}'
+        assert not (root / "acc.old").exists() and not (root / "acc.tmp").exists()
+        # Interrupted after both renames: only the old copy is left to remove.
+        shutil.copytree(acc, root / "acc.old")
+        assert retrain.recover_accumulated(acc) and not (root / "acc.old").exists()
