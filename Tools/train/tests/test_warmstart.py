@@ -210,3 +210,20 @@ def test_the_cli_refuses_another_architecture_and_records_a_warm_start(
     doc = json.loads(results.read_text())
     assert doc["warm_start"] == {"checkpoint": str(ckpt), "shared": ds.n_items, "new": 0, "dropped": 0}
     assert doc["train_config"]["init_from"] == str(ckpt)
+
+
+def test_a_gru4rec_checkpoint_carries_every_weight(
+    live_ckpt: tuple[Dataset, DPR, Path], tmp_path: Path
+) -> None:
+    ds = live_ckpt[0]
+    src = DPR.create(config(ds, backbone="gru4rec", n_layers=1), seed=3)
+    src.tags = list(ds.tag_vocab)
+    write_checkpoint(src, ds, shared_encoder(), tmp_path / "gru")
+    model = DPR.create(config(ds, backbone="gru4rec", n_layers=1), seed=4)
+    report = warm_start(model, ds, tmp_path / "gru")
+    assert (report.shared, report.new, report.dropped) == (ds.n_items, 0, 0)
+    for part in ("backbone", "head"):
+        mine, theirs = getattr(model, part).state_dict(), getattr(src, part).state_dict()
+        assert mine.keys() == theirs.keys()
+        for k, v in theirs.items():
+            assert torch.equal(mine[k], v), k
