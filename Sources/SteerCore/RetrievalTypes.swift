@@ -183,4 +183,26 @@ public struct QueryClause: Sendable, Hashable {
 public enum WriteOperation: Sendable {
     case upsert([ItemInput])
     case delete([ItemID])
+    /// Events for users' histories (`event`), timestamps given.
+    case events([UserEvent])
+    /// A user's whole history deleted (`delete_user`).
+    case deleteUser(UserID)
+
+    /// Whether the write changes user histories rather than items.
+    public var isHistory: Bool {
+        switch self {
+        case .upsert, .delete: return false
+        case .events, .deleteUser: return true
+        }
+    }
+
+    /// The items, ids or events the write names (1 for `deleteUser`).
+    public var count: Int {
+        switch self {
+        case .upsert(let items): return items.count
+        case .delete(let ids): return ids.count
+        case .events(let events): return events.count
+        case .deleteUser: return 1
+        }
+    }
 }

@@ -95,12 +95,16 @@ public struct EngineStats: Sendable {
     public var indexBytesPerVectorEstimate: Double = 0
     /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
+    /// What the serving generation's recall calibration chose (`RecallCalibration`), nil when none ran.
+    public var recallCalibration: RecallCalibration? = nil
 }
 
 /// What `RetrievalEngine.apply` did with a write-log message.
 public enum ApplyOutcome: Sendable {
     /// Written; `count` is what `upsert`/`delete` would answer (items written, or ids that existed).
     case applied(count: Int)
+    /// Events recorded in users' histories (an `events` message).
+    case recorded(EventRecordResult)
     /// Refused alike on every replica (for example a vector of the wrong dimension); recorded as applied.
     case rejected(SteerError)
     /// The sequence was applied before (a redelivery); nothing changed.

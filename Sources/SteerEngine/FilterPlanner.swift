@@ -38,6 +38,8 @@ public struct SearchPlan: Sendable, Equatable {
     public var oversample: Int = 1
     /// Candidates rescored with float vectors from the store (quantized indexes).
     public var rescored: Int = 0
+    /// The filter's match set came from `FilterCache` (resolved by an earlier request at this store sequence).
+    public var cachedFilter = false
 
     public init(kind: Kind, matches: Int?, items: Int, exactThreshold: Int, widenings: Int = 0, exactFallbacks: Int = 0,
                 scannedRecords: Int = 0) {
@@ -116,11 +118,16 @@ public final class FilterPlanner: Sendable {
     }
 }
 
-/// A filter resolved against the store: the items required (nil: no requirement) and excluded.
+/// A filter resolved against the store: the items required (nil: no requirement) and excluded, and
+/// (from `FilterCache`) the sorted labels of required minus excluded, dropped whenever either changes.
 struct ResolvedFilter {
-    var required: Set<Int64>?
-    var excluded: Set<Int64>
+    var required: Set<Int64>? { didSet { allowed = nil } }
+    var excluded: Set<Int64> { didSet { allowed = nil } }
     var scannedRecords: Int
+    /// required − excluded, sorted; nil when not computed (or no requirement).
+    var allowed: AllowedLabels? = nil
+    /// Whether it came from `FilterCache` (nothing was resolved for this request).
+    var cached = false
 }
 
 /// A set of internal ids or its complement: tag-only expressions are evaluated on postings with this.
@@ -165,8 +172,24 @@ extension RetrievalEngine {
 
     // MARK: Resolving filters
 
-    /// Resolves the tag lists (plus clause constraints) and the expression of `filter` against the store.
+    /// Resolves the tag lists (plus clause constraints) and the expression of `filter` against the store,
+    /// or takes it from `filterCache` when it was resolved at the store's current sequence.
     func resolveFilter(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> ResolvedFilter {
+        if filter.tagsAny.isEmpty && filter.tagsNone.isEmpty && filter.tagGroups.isEmpty && filter.expression == nil
+            && extraRequired.isEmpty && extraExcluded.isEmpty {
+            return ResolvedFilter(required: nil, excluded: [], scannedRecords: 0)
+        }
+        let key = FilterCache.Key(filter: filter, extraRequired: extraRequired, extraExcluded: extraExcluded)
+        let sequence = store.latestSequence
+        if var hit = filterCache.lookup(key, sequence: sequence) {
+            hit.scannedRecords = 0
+            hit.cached = true
+            return hit
+        }
+        return filterCache.store(key, sequence: sequence, try resolveFilterUncached(filter, extraRequired: extraRequired, extraExcluded: extraExcluded))
+    }
+
+    private func resolveFilterUncached(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> ResolvedFilter {
         var required: Set<Int64>?
         var groups = extraRequired + filter.tagGroups
         if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
@@ -305,12 +328,14 @@ extension RetrievalEngine {
         if !index.isTrained {
             throw SteerError(.unavailable, "index \(index.spec) is not trained yet: it needs \(Self.minimumTrainingVectors(index.spec)) items, the store has \(store.count)")
         }
+        recallCalibrator.calibrateIfDue(generation, store: store)
         var prepared = queries
         if generation.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: generation.dimension) }
         let settings = filterPlanner.settings.get()
         let items = store.count
         var plan = SearchPlan(kind: .unfiltered, matches: nil, items: items, exactThreshold: settings.exactThreshold(items: items),
                               scannedRecords: filter.scannedRecords)
+        plan.cachedFilter = filter.cached
         defer { filterPlanner.record(plan) }
         // Quantized indexes (PQ, SQ8 codes) fetch k × oversample candidates and rescore them with the
         // float vectors from the store.
@@ -341,7 +366,8 @@ extension RetrievalEngine {
         guard let required else {
             return (try indexSearch(prepared, k: k, SearchParameters(nprobe: nprobe, efSearch: efSearch)), plan)
         }
-        let allowed = required.subtracting(excluded).sorted()
+        let allowedLabels = filter.allowed ?? AllowedLabels(sortedLabels: required.subtracting(excluded).sorted())
+        let allowed = allowedLabels.sortedLabels
         plan.matches = allowed.count
         if allowed.isEmpty {
             plan.kind = .empty
@@ -352,7 +378,6 @@ extension RetrievalEngine {
             return (try exactSearch(generation, prepared, count: count, k: k, labels: allowed), plan)
         }
         plan.kind = .index
-        let allowedLabels = AllowedLabels(sortedLabels: allowed)
         var results = try indexSearch(prepared, k: k, SearchParameters(
             nprobe: nprobe, efSearch: efSearch, allowed: allowedLabels, exactFilterThreshold: 0))
         let wanted = min(k, allowed.count)

@@ -63,6 +63,11 @@ public final class RetrievalEngine: Sendable {
         public var payloadIndexes: [String: PayloadKind] = [:]
         /// Most events kept per user in the store's histories (`ItemStore.Options.maxEventsPerUser`).
         public var maxEventsPerUser: Int = 200
+        /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
+        /// (`RecallCalibration`); nil keeps the index's own defaults.
+        public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Memory for resolved filters kept between requests (`FilterCache`); 0 turns the cache off.
+        public var filterCacheBytes: Int = FilterCache.defaultCapacityBytes
 
         public init(dataDirectory: String, dimension: Int? = nil, indexSpec: String? = nil, metric: Metric? = nil,
                     embeddingVersion: String? = nil, syncWrites: Bool = true, maxBatchItems: Int = 10_000,
@@ -97,6 +102,10 @@ public final class RetrievalEngine: Sendable {
     public let store: ItemStore
     /// Chooses and counts the plan of every search and recommend (`FilterPlanner`).
     public let filterPlanner = FilterPlanner()
+    /// Calibrates the default ef_search/nprobe of the serving generation to `Configuration.recallTarget`.
+    public let recallCalibrator: RecallCalibrator
+    /// Filters resolved at the store's current sequence, kept for the next request (`FilterCache`).
+    public let filterCache: FilterCache
     private let current: Locked<Generation>
     let writeLock = NSLock()
     private let closed = Locked(false)
@@ -126,6 +135,8 @@ public final class RetrievalEngine: Sendable {
     ///   unreadable `steer.json`, store errors.
     public init(configuration: Configuration) throws(SteerError) {
         self.configuration = configuration
+        recallCalibrator = RecallCalibrator(target: configuration.recallTarget)
+        filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
         do {
@@ -620,7 +631,10 @@ public final class RetrievalEngine: Sendable {
     /// `.alreadyApplied`; one every replica refuses alike (a `.failure` given by the caller, who could not
     /// decode it, or `invalid_request`, `dimension_mismatch`, `not_found`, `too_large`) is `.rejected`,
     /// recorded as applied with no item change, and the others still apply; the same id written twice
-    /// ends with the later write. Wakes `waitForApplied` callers once, with the last sequence.
+    /// ends with the later write. Wakes `waitForApplied` callers once, with the last sequence. A history
+    /// message (`events`, `deleteUser`) is applied alone, its change and its sequence in one batch of its
+    /// own (`UserHistoryStore.record`/`deleteUser` with `streamSequence`), between the runs of item
+    /// messages around it, so the stored sequence still advances in stream order.
     ///
     /// - Parameter messages: sequence and decoded write (or the refusal of its bytes), in stream order.
     /// - Returns: one outcome per message, in order.
@@ -630,6 +644,57 @@ public final class RetrievalEngine: Sendable {
         try requireOpen()
         writeLock.lock()
         defer { writeLock.unlock() }
+        // Runs of item messages share one store batch; each history message (`events`, `deleteUser`) is
+        // one batch of its own with its sequence (`applyHistoryLocked`).
+        var outcomes = [ApplyOutcome](repeating: .alreadyApplied, count: messages.count)
+        var start = 0
+        while start < messages.count {
+            if case .success(let operation) = messages[start].operation, operation.isHistory {
+                outcomes[start] = try applyHistoryLocked(sequence: messages[start].sequence, operation)
+                start += 1
+                continue
+            }
+            var end = start + 1
+            while end < messages.count {
+                if case .success(let operation) = messages[end].operation, operation.isHistory { break }
+                end += 1
+            }
+            outcomes.replaceSubrange(start..<end, with: try applyItemsLocked(Array(messages[start..<end])))
+            start = end
+        }
+        return outcomes
+    }
+
+    /// Error codes a write-log message is refused with alike on every replica (the message's own fault):
+    /// it is recorded as applied with no change.
+    static let refusedMessageCodes: Set<SteerError.Code> = [.invalidRequest, .tooLarge, .notFound, .dimensionMismatch]
+
+    /// Applies one history message (events or a user's deletion) with its sequence in the same store batch;
+    /// call holding `writeLock`. A message at or below the stored sequence is `.alreadyApplied`; one the
+    /// store refuses for its content is recorded as applied with no change (`.rejected`).
+    ///
+    /// - Throws: store failures (`io_error`, `corrupt`, `unavailable`): nothing was recorded.
+    private func applyHistoryLocked(sequence: UInt64, _ operation: WriteOperation) throws(SteerError) -> ApplyOutcome {
+        guard sequence > store.appliedStreamSequence else { return .alreadyApplied }
+        let outcome: ApplyOutcome
+        do throws(SteerError) {
+            switch operation {
+            case .events(let events): outcome = .recorded(try recordEvents(events, streamSequence: sequence))
+            case .deleteUser(let user): outcome = .applied(count: try store.histories.deleteUser(user, streamSequence: sequence))
+            case .upsert, .delete: throw SteerError.internalError("an item write is not a history message")
+            }
+        } catch where Self.refusedMessageCodes.contains(error.code) {
+            _ = try store.applyStream([(sequence, .refused)])
+            markApplied(sequence)
+            return .rejected(error)
+        }
+        markApplied(sequence)
+        return outcome
+    }
+
+    /// Applies a run of item messages (no history message) in one store batch and one index update; call
+    /// holding `writeLock` (see `apply(batch:)`).
+    private func applyItemsLocked(_ messages: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)]) throws(SteerError) -> [ApplyOutcome] {
         let live = self.generation
         var outcomes = [ApplyOutcome](repeating: .alreadyApplied, count: messages.count)
         var writes: [(sequence: UInt64, write: ItemStore.StreamWrite)] = []
@@ -657,6 +722,9 @@ public final class RetrievalEngine: Sendable {
                     ItemStore.ItemWrite(id: $0.id, title: $0.title, tags: $0.tags, attributesJSON: $0.attributesJSON,
                                         vectors: [live.embeddingVersion: $0.vector])
                 })))
+            case .success(.events), .success(.deleteUser):
+                refusals[position] = SteerError.internalError("a history message in a run of item messages")
+                writes.append((message.sequence, .refused))
             }
         }
         if writes.isEmpty { return outcomes }
@@ -943,6 +1011,7 @@ public final class RetrievalEngine: Sendable {
         stats.storeMemtableBytes = store.memtableBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
+        stats.recallCalibration = recallCalibrator.last
         let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
         stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
         stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector

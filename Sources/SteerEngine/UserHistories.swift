@@ -10,6 +10,12 @@ public struct EventRecordResult: Sendable, Equatable {
     /// Items named by the events that are not in the catalog (recorded all the same), each once, in
     /// order of first appearance.
     public var unknownItems: [ItemID]
+
+    public init(recorded: Int, dropped: Int, unknownItems: [ItemID]) {
+        self.recorded = recorded
+        self.dropped = dropped
+        self.unknownItems = unknownItems
+    }
 }
 
 /// User histories through the engine: events, reading and deleting a user's history, and the stored
@@ -22,8 +28,10 @@ extension RetrievalEngine {
     /// Records events in their users' histories in one atomic batch (see `UserHistoryStore.record`).
     /// Items need not exist: unknown ones are recorded and reported.
     ///
+    /// - Parameter streamSequence: the write log's sequence of these events, stored in the same batch
+    ///   (`apply(batch:)`); nil outside a write log.
     /// - Throws: what `UserHistoryStore.record` throws; `.unavailable` once closed.
-    public func recordEvents(_ events: [UserEvent]) throws(SteerError) -> EventRecordResult {
+    public func recordEvents(_ events: [UserEvent], streamSequence: UInt64? = nil) throws(SteerError) -> EventRecordResult {
         try requireOpen()
         var seen = Set<ItemID>()
         let items = events.map(\.item).filter { seen.insert($0).inserted }
@@ -36,7 +44,7 @@ extension RetrievalEngine {
             }
         }
         let known = try store.internalIDs(of: items)
-        let result = try store.histories.record(events)
+        let result = try store.histories.record(events, streamSequence: streamSequence)
         return EventRecordResult(recorded: result.recorded, dropped: result.dropped,
                                  unknownItems: zip(items, known).compactMap { $1 == nil ? $0 : nil })
     }

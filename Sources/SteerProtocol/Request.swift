@@ -113,6 +113,9 @@ public struct Request: Sendable {
         case deleteAlias(String)
         /// Declares a payload index on an attribute path and builds it over the existing items.
         case declareIndex(attribute: String, kind: PayloadKind)
+        /// A snapshot of the running server's default collection into its snapshot directory, under
+        /// `name` (`snapshot`; validated by `Request.validateSnapshotName`).
+        case snapshot(name: String)
 
         public var name: String {
             switch self {
@@ -136,6 +139,7 @@ public struct Request: Sendable {
             case .alias: return "alias"
             case .deleteAlias: return "delete_alias"
             case .declareIndex: return "declare_index"
+            case .snapshot: return "snapshot"
             }
         }
 
@@ -144,7 +148,7 @@ public struct Request: Sendable {
         public var isAdmin: Bool {
             switch self {
             case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors, .createCollection, .dropCollection, .alias, .deleteAlias,
-                 .declareIndex: return true
+                 .declareIndex, .snapshot: return true
             default: return false
             }
         }
@@ -183,6 +187,24 @@ public struct Request: Sendable {
         self.minSequences = minSequences
     }
 
+    /// Longest `snapshot` name, in bytes.
+    public static let maxSnapshotNameBytes = 64
+
+    /// Checks a `snapshot` name: it becomes a directory name inside the server's snapshot directory, so
+    /// it is 1-64 ASCII letters, digits, '-', '_' or '.', not starting with '.' (no separator, no `..`,
+    /// no hidden name).
+    ///
+    /// - Throws: `.invalidRequest` naming the rule.
+    public static func validateSnapshotName(_ name: String) throws(SteerError) {
+        let bytes = Array(name.utf8)
+        guard (1...maxSnapshotNameBytes).contains(bytes.count), bytes.first != UInt8(ascii: "."),
+              bytes.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                  || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") })
+        else {
+            throw SteerError.invalid("snapshot name must be 1-\(maxSnapshotNameBytes) letters, digits, '-', '_' or '.', not starting with '.'")
+        }
+    }
+
     /// The ops that take an optional `collection`.
     public static let collectionOperations: Set<String> = ["stats", "upsert", "delete", "get", "search", "recommend", "encode", "swap",
                                                            "event", "get_user", "delete_user", "ingest_vectors"]
@@ -191,7 +213,7 @@ public struct Request: Sendable {
 /// Every op the protocol knows, in documentation order.
 public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap",
                               "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias",
-                              "declare_index", "event", "get_user", "delete_user", "ingest_vectors"]
+                              "declare_index", "event", "get_user", "delete_user", "ingest_vectors", "snapshot"]
 
 // MARK: - Decoding
 
@@ -301,6 +323,11 @@ public struct RequestDecoder: Sendable {
         case "delete_user":
             try fields.allow(["user"])
             operation = .deleteUser(try decodeUser(fields, required: true)!)
+        case "snapshot":
+            try fields.allow(["name"])
+            guard let name = try fields.string("name") else { throw SteerError.invalid("snapshot: missing field 'name'") }
+            try Request.validateSnapshotName(name)
+            operation = .snapshot(name: name)
         case "ingest_vectors":
             try fields.allow(["version", "dimension", "checkpoint_hash", "items", "complete"])
             operation = try decodeIngestVectors(fields)

@@ -297,6 +297,9 @@ public enum RequestEncoder {
             writer.string(alias)
             writer.raw(",\"collection\":")
             writer.string(collection)
+        case .snapshot(let name):
+            writer.raw(",\"name\":")
+            writer.string(name)
         case .deleteAlias(let alias):
             writer.raw(",\"alias\":")
             writer.string(alias)

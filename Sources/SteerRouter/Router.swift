@@ -35,7 +35,12 @@ import SteerWriteLog
 public final class Router: RequestService {
     public let configuration: RouterConfiguration
     public let stats = OperationStats()
-    let replicas: [[Replica]]
+    /// The replicas of each shard now (a snapshot: membership changes replace the table,
+    /// `RouterMembership.swift`).
+    var replicas: [[Replica]] { replicaTable.get() }
+    let replicaTable: Locked<[[Replica]]>
+    /// Makes the replica of a shard's endpoint with the router's connection settings.
+    let makeReplica: @Sendable (_ shard: Int, _ endpoint: ShardEndpoint) -> Replica
     /// The shards' write logs (`steer route --follow`); nil: writes go to the replicas themselves.
     let shardLog: (any ShardLog)?
     private let decoder: RequestDecoder
@@ -88,12 +93,14 @@ public final class Router: RequestService {
         let timeout = TimeAmount.milliseconds(Int64(configuration.shardTimeoutMillis))
         let group = self.group
         let tls = try configuration.shardTLSCertificateAuthority.map { path throws(SteerError) in try ShardConnection.tlsContext(caFile: path) }
-        self.replicas = configuration.shards.enumerated().map { shard, endpoints in
-            endpoints.map { endpoint in
-                Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
-                        connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
-            }
+        let makeReplica: @Sendable (Int, ShardEndpoint) -> Replica = { shard, endpoint in
+            Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
+                    connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
         }
+        self.makeReplica = makeReplica
+        self.replicaTable = Locked(configuration.shards.enumerated().map { shard, endpoints in
+            endpoints.map { makeReplica(shard, $0) }
+        })
         self.roundRobin = Locked(Array(repeating: 0, count: configuration.shards.count))
     }
 
@@ -365,12 +372,14 @@ public final class Router: RequestService {
                              deadline: deadline, &writer)
         case .get(let ids):
             try await get(ids, token: request.token, deadline: deadline, &writer)
-        case .upsert where shardLog != nil && request.collection != nil, .delete where shardLog != nil && request.collection != nil:
-            throw SteerError.invalid("this router writes through the shards' streams (--follow), which carry the default collection only; write to '\(request.collection ?? "")' through a router without --follow")
         case .upsert(let items) where shardLog != nil:
-            try await appendToStreams(.upsert(items), countField: "upserted", deadline: deadline, &writer)
+            try await appendToStreams(.upsert(items), collection: request.collection, countField: "upserted", deadline: deadline, &writer)
         case .delete(let ids) where shardLog != nil:
-            try await appendToStreams(.delete(ids), countField: "deleted", deadline: deadline, &writer)
+            try await appendToStreams(.delete(ids), collection: request.collection, countField: "deleted", deadline: deadline, &writer)
+        case .event(let events) where shardLog != nil:
+            try await appendToStreams(.events(events), collection: request.collection, countField: "recorded", deadline: deadline, &writer)
+        case .deleteUser(let user) where shardLog != nil:
+            try await appendToStreams(.deleteUser(user), collection: request.collection, countField: "deleted", deadline: deadline, &writer)
         case .upsert(let items):
             let count = try await write(op: "upsert", countField: "upserted", token: request.token, deadline: deadline, keys: items.map(\.id), &writer) { indices in
                 .upsert(indices.map { items[$0] })
@@ -385,12 +394,14 @@ public final class Router: RequestService {
             writer.int(count)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, collection: request.collection, token: request.token, &writer)
-        case .declareIndex:
-            throw SteerError.invalid("declare_index is not routed: send it to every shard server (docs/protocol.md)")
+        case .declareIndex(let attribute, let kind):
+            try await declareIndex(attribute: attribute, kind: kind, collection: request.collection, token: request.token, &writer)
         case .event, .getUser, .deleteUser:
             try await history(request.operation, token: request.token, deadline: deadline, &writer)
         case .ingestVectors:
             throw SteerError.invalid("ingest_vectors is not supported by steer route: send it to every shard server")
+        case .snapshot:
+            throw SteerError.invalid("snapshot is not routed: send it to a shard server")
         }
         writer.raw("}\n")
         return writer.bytes

@@ -56,21 +56,30 @@ extension Router {
     /// - Throws: `.dimensionMismatch`/`.invalidRequest` for vectors the shards would refuse; the first
     ///   part's failure otherwise (`.tooLarge`, else `.unavailable`), naming the shards that did append
     ///   their part and its sequence (writes are not atomic across shards; retrying is safe).
-    func appendToStreams(_ operation: WriteOperation, countField: StaticString, deadline: Deadline, _ writer: inout JSONWriter) async throws {
+    func appendToStreams(_ operation: WriteOperation, collection: String?, countField: StaticString, deadline: Deadline,
+                         _ writer: inout JSONWriter) async throws {
         guard let shardLog else { throw SteerError.internalError("no shard log") }
+        // Items go to the shard of their id, events and a user's deletion to the shard of the user (as
+        // without --follow: RouterHistories.swift).
         let keys: [ItemID]
         switch operation {
         case .upsert(let items):
-            try checkVectors(items)
+            if collection == nil { try checkVectors(items) }
             keys = items.map(\.id)
         case .delete(let ids):
             keys = ids
+        case .events(let events):
+            keys = events.map(\.user)
+        case .deleteUser(let user):
+            keys = [user]
         }
         var parts: [(shard: Int, operation: WriteOperation)] = []
         for (shard, indices) in byShard(keys).sorted(by: { $0.key < $1.key }) {
             switch operation {
             case .upsert(let items): parts.append((shard, .upsert(indices.map { items[$0] })))
             case .delete(let ids): parts.append((shard, .delete(indices.map { ids[$0] })))
+            case .events(let events): parts.append((shard, .events(indices.map { events[$0] })))
+            case .deleteUser: parts.append((shard, operation))
             }
         }
         let deadlineNanos = deadline.uptimeNanos
@@ -79,7 +88,7 @@ extension Router {
             for part in parts {
                 tasks.addTask {
                     do throws(SteerError) {
-                        return (part.shard, .success(try await shardLog.append(part.operation, shard: part.shard, deadlineNanos: deadlineNanos)))
+                        return (part.shard, .success(try await shardLog.append(part.operation, collection: collection, shard: part.shard, deadlineNanos: deadlineNanos)))
                     } catch {
                         return (part.shard, .failure(error))
                     }

@@ -58,6 +58,8 @@ public struct ServerConfiguration: Sendable {
     public var requestTimeoutMillis: Int = 10_000
     /// The write log client writes go to (`steer serve --follow`, docs/scaling.md); nil: the engine's store.
     public var writeLog: (any WriteLog)?
+    /// What the admin op `snapshot` writes with (`steer serve --snapshot-dir`); nil: it is refused.
+    public var snapshots: (any ServerSnapshots)?
     /// A request line must end within this many seconds of its first byte (0 = no limit).
     public var requestLineTimeoutSeconds: Int = 10
     /// A client must take each answer within this many seconds of its writing, or it is closed (0 = no limit).
@@ -335,7 +337,8 @@ public final class SteerServer: Service, Sendable {
                 metricsRegistry: PrometheusCollectorRegistry? = nil, collections: CollectionSet? = nil,
                 onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) {
         let handler = RequestHandler(engine: engine, limits: configuration.limits, accessKeys: configuration.accessKeys,
-                                     writeLog: configuration.writeLog, collections: collections)
+                                     writeLog: configuration.writeLog, collections: collections,
+                                     snapshots: configuration.snapshots)
         let openMPThreads = configuration.openMPThreadsPerWorker
         let pool = WorkerPool(threads: configuration.workerThreads, spinMicroseconds: configuration.workerSpinMicroseconds) {
             RetrievalEngine.setOpenMPThreadsForCurrentThread(openMPThreads)

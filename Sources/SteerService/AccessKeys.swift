@@ -328,7 +328,7 @@ extension Request.Operation {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get, .listCollections, .describeCollection: return .read
         case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .event, .getUser, .deleteUser, .ingestVectors,
-             .declareIndex:
+             .declareIndex, .snapshot:
             return .admin
         }
     }

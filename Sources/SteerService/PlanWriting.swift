@@ -5,7 +5,7 @@ import SteerProtocol
 /// The planner's answer fragments (`explain` on search and recommend, `plans` in `stats`).
 extension JSONWriter {
     /// `,"explain":{"plan":…,"matches":…,"items":…,"selectivity":…,"exact_threshold":…,"widenings":…,
-    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…}` (`matches` and `selectivity` are null when unfiltered).
+    /// "exact_fallbacks":…,"scanned_records":…,"oversample":…,"rescored":…,"cached_filter":…}` (`matches` and `selectivity` are null when unfiltered).
     public mutating func explainField(_ plan: SearchPlan) {
         raw(",\"explain\":{\"plan\":")
         string(plan.kind.rawValue)
@@ -27,6 +27,8 @@ extension JSONWriter {
         int(plan.oversample)
         raw(",\"rescored\":")
         int(plan.rescored)
+        raw(",\"cached_filter\":")
+        raw(plan.cachedFilter ? "true" : "false")
         raw("}")
     }
 
@@ -39,6 +41,29 @@ extension JSONWriter {
             raw(":")
             int(entry.count)
         }
+        raw("}")
+    }
+
+    /// `,"recall_calibration":{"target":…,"parameter":"ef_search"|"nprobe","value":…,"recall":…,"reached":…,"queries":…}`
+    /// for `stats`, or `null` when no calibration ran (`RecallCalibration`).
+    public mutating func recallCalibrationField(_ calibration: RecallCalibration?) {
+        raw(",\"recall_calibration\":")
+        guard let calibration else {
+            raw("null")
+            return
+        }
+        raw("{\"target\":")
+        value(.double(calibration.target))
+        raw(",\"parameter\":")
+        string(calibration.parameter.rawValue)
+        raw(",\"value\":")
+        int(calibration.value)
+        raw(",\"recall\":")
+        value(.double((calibration.recall * 1000).rounded() / 1000))
+        raw(",\"reached\":")
+        raw(calibration.reached ? "true" : "false")
+        raw(",\"queries\":")
+        int(calibration.queries)
         raw("}")
     }
 }

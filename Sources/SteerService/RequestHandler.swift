@@ -107,6 +107,8 @@ public final class RequestHandler: Sendable {
     public let accessKeys: AccessKeys?
     /// Where `upsert`/`delete` go when the server follows a write log; nil: straight to the engine.
     public let writeLog: (any WriteLog)?
+    /// Where the admin op `snapshot` writes (`steer serve --snapshot-dir`); nil: `snapshot` is refused.
+    public let snapshots: (any ServerSnapshots)?
     private let serverStats: Locked<(@Sendable () -> JSONObject)?>
 
     /// - Parameters:
@@ -115,13 +117,15 @@ public final class RequestHandler: Sendable {
     ///   - accessKeys: the keys and scopes every request is checked against (`AccessKeys.authorize`).
     ///   - writeLog: the write log client writes are appended to (`steer serve --follow`); nil: none.
     ///   - collections: the collections served; nil: `engine` alone (`CollectionSet(defaultOnly:)`).
+    ///   - snapshots: what the admin op `snapshot` writes with; nil: it is refused.
     public init(engine: RetrievalEngine, limits: ProtocolLimits = ProtocolLimits(), accessKeys: AccessKeys? = nil,
-                writeLog: (any WriteLog)? = nil, collections: CollectionSet? = nil) {
+                writeLog: (any WriteLog)? = nil, collections: CollectionSet? = nil, snapshots: (any ServerSnapshots)? = nil) {
         self.engine = engine
         self.collections = collections ?? CollectionSet(defaultOnly: engine)
         self.decoder = RequestDecoder(limits: limits)
         self.accessKeys = accessKeys
         self.writeLog = writeLog
+        self.snapshots = snapshots
         self.serverStats = Locked(nil)
     }
 
@@ -363,8 +367,8 @@ public final class RequestHandler: Sendable {
         let lease = try collections.lease(request.collection)
         defer { lease.release() }
         let engine = lease.engine
-        if writeLog != nil, lease.name != CollectionName.defaultName, request.operation.isAdmin {
-            throw SteerError.invalid("this server follows a write log for its default collection only; write to '\(lease.name)' on a server without --follow")
+        if writeLog != nil, lease.name != CollectionName.defaultName, request.operation.isAdmin, !Self.isLogged(request.operation) {
+            throw SteerError.invalid("\(request.operation.name) of a named collection is not available on a server that follows a write log (only upsert, delete, event and delete_user go through the stream)")
         }
         if case .ping = request.operation {} else { Self.writeCollection(lease.name, &writer) }
         switch request.operation {
@@ -373,9 +377,9 @@ public final class RequestHandler: Sendable {
         case .stats:
             writeStats(engine, &writer)
         case .upsert(let items):
-            try write(.upsert(items), countField: ",\"upserted\":", engine: engine, deadlineNanos: deadlineNanos, &writer)
+            try write(.upsert(items), countField: ",\"upserted\":", lease: lease, deadlineNanos: deadlineNanos, &writer)
         case .delete(let ids):
-            try write(.delete(ids), countField: ",\"deleted\":", engine: engine, deadlineNanos: deadlineNanos, &writer)
+            try write(.delete(ids), countField: ",\"deleted\":", lease: lease, deadlineNanos: deadlineNanos, &writer)
         case .get(let ids):
             let items = try engine.get(ids)
             writer.raw(",\"items\":[")
@@ -450,7 +454,9 @@ public final class RequestHandler: Sendable {
             writer.raw(",\"replayed\":")
             writer.int(result.replayed)
         case .event, .getUser, .deleteUser:
-            try runHistoryOperation(request.operation, engine: engine, &writer)
+            try runHistoryOperation(request.operation, lease: lease, deadlineNanos: deadlineNanos, &writer)
+        case .snapshot(let name):
+            try runSnapshot(name: name, collection: lease.name, &writer)
         case .ingestVectors(let version, let dimension, let checkpointHash, let items, let complete):
             try runIngestVectors(version: version, dimension: dimension, checkpointHash: checkpointHash, items: items, complete: complete,
                                  engine: engine, &writer)
@@ -591,17 +597,18 @@ public final class RequestHandler: Sendable {
 
     /// An upsert or delete: through the write log when the server follows one (the answer adds the stream
     /// `sequence`), else straight to the engine; writes `countField` (`,"upserted":`) and the count.
-    private func write(_ operation: WriteOperation, countField: StaticString, engine: RetrievalEngine, deadlineNanos: UInt64?,
+    private func write(_ operation: WriteOperation, countField: StaticString, lease: CollectionSet.Lease, deadlineNanos: UInt64?,
                        _ writer: inout JSONWriter) throws(SteerError) {
         let count: Int
         var sequence: UInt64?
-        if let writeLog {
-            let logged = try writeLog.append(operation, deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
+        if writeLog != nil {
+            let logged = try appendToLog(operation, lease: lease, deadlineNanos: deadlineNanos)
             (count, sequence) = (logged.count, logged.sequence)
         } else {
             switch operation {
-            case .upsert(let items): count = try engine.upsert(items)
-            case .delete(let ids): count = try engine.delete(ids)
+            case .upsert(let items): count = try lease.engine.upsert(items)
+            case .delete(let ids): count = try lease.engine.delete(ids)
+            case .events, .deleteUser: throw SteerError.internalError("a history write is not an item write")
             }
         }
         writer.raw(countField)
@@ -610,6 +617,30 @@ public final class RequestHandler: Sendable {
             writer.raw(",\"sequence\":")
             writer.int(Int64(clamping: sequence))
         }
+    }
+
+    /// Whether `operation` goes through the write log on a server that follows one.
+    static func isLogged(_ operation: Request.Operation) -> Bool {
+        switch operation {
+        case .upsert, .delete, .event, .deleteUser: return true
+        default: return false
+        }
+    }
+
+    /// Appends a write to the write log for the lease's collection (nil for the default one: the message
+    /// names a collection only when it is a named one) and waits for this server to apply it.
+    ///
+    /// - Throws: what `WriteLog.append` throws.
+    func appendToLog(_ operation: WriteOperation, lease: CollectionSet.Lease, deadlineNanos: UInt64?) throws(SteerError) -> LoggedWrite {
+        guard let writeLog else { throw SteerError.internalError("no write log") }
+        let collection = lease.name == CollectionName.defaultName ? nil : lease.name
+        return try writeLog.append(operation, collection: collection, deadlineNanos: Self.waitLimit(deadlineNanos: deadlineNanos))
+    }
+
+    /// Adds `,"sequence":N` to a logged write's answer.
+    static func writeSequence(_ sequence: UInt64, _ writer: inout JSONWriter) {
+        writer.raw(",\"sequence\":")
+        writer.int(Int64(clamping: sequence))
     }
 
     /// `,"collection":"<name>"`: the collection (an alias resolved) that produced the answer.
@@ -646,6 +677,10 @@ public final class RequestHandler: Sendable {
         writer.int(Int64(truncatingIfNeeded: engineStats.storeSequence))
         writer.raw(",\"applied_sequence\":")
         writer.int(Int64(clamping: engine.appliedSequence))
+        if let writeLog {
+            writer.raw(",\"refused_messages\":")
+            writer.int(writeLog.refusedMessages)
+        }
         writer.raw(",\"store_memtable_bytes\":")
         writer.int(engineStats.storeMemtableBytes)
         let cache = engineStats.recordCache
@@ -677,6 +712,7 @@ public final class RequestHandler: Sendable {
         writer.raw(",\"omp_max_threads\":")
         writer.int(engineStats.openMPMaxThreads)
         writer.plansField(engineStats.plans)
+        writer.recallCalibrationField(engineStats.recallCalibration)
         writer.raw(",\"index_bytes_estimate\":")
         writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
         writer.raw(",\"index_bytes_per_vector_estimate\":")

@@ -698,6 +698,26 @@ public final class ItemStore: @unchecked Sendable {
         }
     }
 
+    /// Writes a `UserHistoryStore` batch, with `streamSequence` (when given) in `stream_applied_through`
+    /// of the same batch (see "Stream sequence"): then under the writer lock, refusing a sequence not above
+    /// the stored one, so history and item messages of one write log advance one sequence in order. The
+    /// caller holds its users' history stripes (lock order: stripes, then the writer lock).
+    ///
+    /// - Throws: `.invalidRequest` for a sequence not above `appliedStreamSequence`; `.io` from RocksDB.
+    ///   Nothing was written.
+    func commitHistory(_ batch: WriteBatch, database: RocksDatabase, streamSequence: UInt64?) throws(SteerError) {
+        guard let streamSequence else {
+            try database.write(batch)
+            return
+        }
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        try checkStreamSequence(streamSequence)
+        batch.put(.meta, StoreKey.streamAppliedThrough, StoreKey.uint64(streamSequence))
+        try database.write(batch)
+        withState { $0.appliedStreamSequence = streamSequence }
+    }
+
     /// Refuses a stream sequence that is not above the stored one (the caller holds the write lock).
     private func checkStreamSequence(_ sequence: UInt64?) throws(SteerError) {
         guard let sequence else { return }

@@ -163,10 +163,13 @@ public struct UserHistoryStore: Sendable {
     ///
     /// - Parameter events: events of any users in any order; at most `ItemStore.Options.maxBatchItems`.
     ///   Events of one user and one timestamp are stored in the order given.
+    /// - Parameter streamSequence: the write log's sequence of these events, stored in the same batch
+    ///   (`ItemStore.commitHistory`); nil outside a write log.
     /// - Returns: how many events are stored and how many the cap dropped (see "Cap").
-    /// - Throws: `.invalidRequest` for an empty kind, a read-only store, or too many events; `.tooLarge`
+    /// - Throws: `.invalidRequest` for an empty kind, a read-only store, too many events or a stream
+    ///   sequence not above the stored one; `.tooLarge`
     ///   for an over-long kind or id (checked for every event before anything is written); store errors.
-    public func record(_ events: [UserEvent]) throws(SteerError) -> RecordResult {
+    public func record(_ events: [UserEvent], streamSequence: UInt64? = nil) throws(SteerError) -> RecordResult {
         guard !store.options.readOnly else { throw SteerError.invalid("the item store is open read-only") }
         guard events.count <= store.options.maxBatchItems else {
             throw SteerError(.tooLarge, "\(events.count) events in one call, limit is \(store.options.maxBatchItems)")
@@ -191,6 +194,7 @@ public struct UserHistoryStore: Sendable {
             groups[key, default: []].append(event)
         }
         if events.isEmpty {
+            if let streamSequence { try store.recordStreamSequence(streamSequence) }
             return RecordResult(recorded: 0, dropped: 0, sequence: store.latestSequence)
         }
         let cap = UInt64(maxEventsPerUser)
@@ -246,7 +250,7 @@ public struct UserHistoryStore: Sendable {
                 let position = HistoryPosition(created: created, nextArrival: next)
                 batch.put(.events, Self.metaKey(user), Self.meta(count: total - UInt64(excess), position: position))
             }
-            try database.write(batch)
+            try store.commitHistory(batch, database: database, streamSequence: streamSequence)
             return RecordResult(recorded: recorded, dropped: dropped, sequence: database.latestSequence)
         }
     }
@@ -254,9 +258,11 @@ public struct UserHistoryStore: Sendable {
     /// Deletes a user's whole history (events and counters), then compacts the deleted key ranges so
     /// the data leaves the SST files (see "Durability").
     ///
+    /// - Parameter streamSequence: as for `record`.
     /// - Returns: how many events were deleted (0 for an unknown user).
-    /// - Throws: `.invalidRequest` for a bad id or a read-only store; store errors.
-    public func deleteUser(_ user: UserID) throws(SteerError) -> Int {
+    /// - Throws: `.invalidRequest` for a bad id, a read-only store or a stream sequence not above the
+    ///   stored one; store errors.
+    public func deleteUser(_ user: UserID, streamSequence: UInt64? = nil) throws(SteerError) -> Int {
         guard !store.options.readOnly else { throw SteerError.invalid("the item store is open read-only") }
         try Self.validate(user: user)
         let key = user.keyBytes
@@ -270,7 +276,7 @@ public struct UserHistoryStore: Sendable {
                 let batch = WriteBatch(database)
                 batch.deleteRange(.events, from: Self.eventPrefix(key), to: Self.eventEnd(key))
                 batch.delete(.events, metaKey)
-                try database.write(batch)
+                try store.commitHistory(batch, database: database, streamSequence: streamSequence)
                 return count
             }()
             database.compactRange(.events, from: Self.eventPrefix(key), to: Self.eventEnd(key))

@@ -4,16 +4,18 @@ import SteerCore
 import SteerNATS
 
 /// Publishes one write to a shard's stream (docs/scaling.md, "Following a stream"): the body is
-/// `WriteLogMessage.encode(operation)`, the `Nats-Msg-Id` a fresh UUID (so a publish the client library
+/// `WriteLogMessage.encode(operation, collection:)`, the `Nats-Msg-Id` a fresh UUID (so a publish the client library
 /// repeats inside the stream's duplicate window is stored once), and the answer is the stream sequence
 /// JetStream acknowledged (the message is persisted: with R=3 a quorum stored it).
 public enum StreamPublisher {
-    /// - Parameter deadlineNanos: `DispatchTime` uptime nanoseconds by which the PubAck must come.
+    /// - Parameters:
+    ///   - collection: the named collection the write is for; nil: the default collection.
+    ///   - deadlineNanos: `DispatchTime` uptime nanoseconds by which the PubAck must come.
     /// - Returns: the message's stream sequence.
     /// - Throws: `.tooLarge` when the body exceeds the server's `max_payload`; `.unavailable` when NATS
     ///   refused or did not confirm in time (the write may still be in the stream: the message names its
     ///   message id).
-    public static func publish(_ operation: WriteOperation, to stream: ShardStream, on connection: NATSConnection,
+    public static func publish(_ operation: WriteOperation, collection: String? = nil, to stream: ShardStream, on connection: NATSConnection,
                                deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         let now = DispatchTime.now().uptimeNanoseconds
         guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
@@ -21,7 +23,7 @@ public enum StreamPublisher {
         let messageID = UUID().uuidString
         let ack: PubAck
         do {
-            ack = try await jetStream.publish(stream.subject, payload: WriteLogMessage.encode(operation), messageID: messageID)
+            ack = try await jetStream.publish(stream.subject, payload: WriteLogMessage.encode(operation, collection: collection), messageID: messageID)
         } catch {
             throw mapped(error, messageID: messageID, stream: stream)
         }
@@ -49,12 +51,13 @@ public enum StreamPublisher {
 /// Where a router appends the writes of each shard: the seam `Router` writes through when it routes to a
 /// cluster that follows NATS streams (`steer route --follow`), so its logic can be tested without NATS.
 public protocol ShardLog: Sendable {
-    /// Appends `operation` to shard `shard`'s log and waits until the log persisted it.
+    /// Appends `operation` (for `collection`; nil: the default one) to shard `shard`'s log and waits until
+    /// the log persisted it.
     ///
     /// - Returns: the write's sequence in that shard's stream.
     /// - Throws: `.unavailable` when the log did not persist it by `deadlineNanos` (it may still appear),
     ///   `.tooLarge` when it cannot be appended at all.
-    func append(_ operation: WriteOperation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64
+    func append(_ operation: WriteOperation, collection: String?, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64
 
     /// Closes the log's connections.
     func close() async
@@ -102,11 +105,11 @@ public final class NATSShardLog: ShardLog {
         _ = try await connection()
     }
 
-    public func append(_ operation: WriteOperation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+    public func append(_ operation: WriteOperation, collection: String?, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         guard streams.indices.contains(shard) else { throw SteerError.internalError("no stream for shard \(shard)") }
         let nats = try await connection()
         do {
-            return try await StreamPublisher.publish(operation, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
+            return try await StreamPublisher.publish(operation, collection: collection, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
         } catch {
             if nats.closedError != nil { drop(nats) }
             throw error

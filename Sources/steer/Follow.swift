@@ -28,8 +28,17 @@ import SteerWriteLog
 /// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with
 ///   `StreamPublisher` (a fresh `Nats-Msg-Id`, the PubAck), then waits for this replica to apply that
 ///   sequence, and answers with the apply's outcome.
-/// - **Message body**: `WriteLogMessage` (the protocol's own request line), decoded with the server's
-///   `RequestDecoder`: the stream's bytes are as hostile as a client's.
+/// - **Message body**: `WriteLogMessage` (the protocol's own request line: items, deletions, events,
+///   a user's deletion, and the collection), decoded with the server's `RequestDecoder`: the stream's
+///   bytes are as hostile as a client's. A message refused alike everywhere (undecodable, a wrong
+///   dimension, a collection this server does not have) is recorded as applied with no change and
+///   counted (`refusedMessages`).
+/// - **Collections**: the messages of a batch that name a collection are applied first, to that
+///   collection's engine (its store keeps its own last sequence in the same RocksDB batch, so a
+///   redelivery is skipped there too), and only those above the default engine's sequence; then the
+///   default engine applies the whole batch, recording the others as applied with no change. So the
+///   default engine's sequence, where a replica resumes and what `min_sequence` waits for, passes a
+///   message only once it is applied wherever it belongs.
 /// - **Failures**: a lost connection or a failed apply ends the session; the loop connects again after
 ///   `retryDelay` and resumes from the stored sequence. While disconnected, writes answer `unavailable`
 ///   and reads go on.
@@ -60,6 +69,7 @@ final class StreamFollower: WriteLog, Sendable {
 
     let settings: Settings
     let engine: RetrievalEngine
+    let collections: CollectionSet
     let decoder: RequestDecoder
     let logger: Logger
     let stream: ShardStream
@@ -74,9 +84,11 @@ final class StreamFollower: WriteLog, Sendable {
     private let outcomes = Locked<(bySequence: [UInt64: ApplyOutcome], through: UInt64)>(([:], 0))
     private let recorded = NSCondition()
     private let applyQueue = DispatchQueue(label: "steer.follow.apply")
+    /// Messages applied as refused (see `refusedMessages`).
+    private let refused = Locked(0)
 
     /// - Throws: `ValidationError`-style `SteerError.invalidRequest` for a bad cluster name.
-    init(settings: Settings, engine: RetrievalEngine, limits: ProtocolLimits, logger: Logger) throws(SteerError) {
+    init(settings: Settings, engine: RetrievalEngine, collections: CollectionSet, limits: ProtocolLimits, logger: Logger) throws(SteerError) {
         stream = try ShardStream(cluster: settings.cluster, shard: settings.shard)
         guard let storeID = engine.store.storeID else { throw SteerError(.corrupt, "the store has no store id") }
         // A directory restored from a snapshot shares its store id with its source: its `replica_id` keeps
@@ -84,12 +96,16 @@ final class StreamFollower: WriteLog, Sendable {
         let replicaID = try Snapshot.replicaID(data: engine.configuration.dataDirectory) ?? storeID
         self.settings = settings
         self.engine = engine
+        self.collections = collections
         self.decoder = RequestDecoder(limits: limits)
         self.logger = logger
         durable = "replica-\(replicaID)"
         let applied = engine.appliedSequence
         outcomes.withLock { $0.through = applied }
     }
+
+    /// Whether a session follows the stream now (connected, consumer created); false while reconnecting.
+    var isFollowing: Bool { connection.get() != nil }
 
     // MARK: Following
 
@@ -200,33 +216,99 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// Decodes and applies consecutive messages as one batch on `applyQueue` (engine calls block).
     private func apply(_ messages: [(sequence: UInt64, payload: [UInt8])]) async throws -> [ApplyOutcome] {
-        let engine = self.engine
-        let decoder = self.decoder
-        let logger = self.logger
-        return try await withCheckedThrowingContinuation { continuation in
+        try await withCheckedThrowingContinuation { continuation in
             applyQueue.async {
                 do throws(SteerError) {
-                    let batch = messages.map { message -> (sequence: UInt64, operation: Result<WriteOperation, SteerError>) in
-                        do throws(SteerError) {
-                            return (message.sequence, .success(try WriteLogMessage.decode(message.payload, decoder: decoder)))
-                        } catch {
-                            // Every replica refuses the same bytes alike: move past them once.
-                            logger.error("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
-                            return (message.sequence, .failure(error))
-                        }
-                    }
-                    let outcomes = try engine.apply(batch: batch)
-                    for (message, outcome) in zip(batch, outcomes) {
-                        if case .rejected(let error) = outcome, case .success = message.operation {
-                            logger.warning("refused a stream write", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
-                        }
-                    }
-                    continuation.resume(returning: outcomes)
+                    continuation.resume(returning: try self.applyNow(messages))
                 } catch {
                     continuation.resume(throwing: error)
                 }
             }
         }
+    }
+
+    /// Decodes and applies consecutive messages (see the type's "Collections"); on `applyQueue`.
+    ///
+    /// - Throws: a store failure of any engine (nothing of the default engine's batch was recorded: the
+    ///   messages are applied again after reconnecting, and collections skip what they stored).
+    private func applyNow(_ messages: [(sequence: UInt64, payload: [UInt8])]) throws(SteerError) -> [ApplyOutcome] {
+        var base: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)] = []
+        // Named collections by their own name (aliases resolved, so that two names of one collection
+        // apply as one run in stream order), with the lease that keeps each open until the batch is done.
+        var named: [(lease: CollectionSet.Lease, positions: [Int])] = []
+        var resolved: [String: Result<Int, SteerError>] = [:]
+        defer { for group in named { group.lease.release() } }
+        var namedOperations: [Int: WriteOperation] = [:]
+        var elsewhere: [Int: ApplyOutcome] = [:]
+        let appliedBefore = engine.appliedSequence
+        for (position, message) in messages.enumerated() {
+            do throws(SteerError) {
+                let entry = try WriteLogMessage.decode(message.payload, decoder: decoder)
+                guard let collection = entry.collection, collection != CollectionName.defaultName else {
+                    base.append((message.sequence, .success(entry.operation)))
+                    continue
+                }
+                if resolved[collection] == nil {
+                    do {
+                        let lease = try collections.lease(collection)
+                        if lease.name == CollectionName.defaultName {
+                            lease.release()
+                            resolved[collection] = .success(-1)
+                        } else if let slot = named.firstIndex(where: { $0.lease.name == lease.name }) {
+                            lease.release()
+                            resolved[collection] = .success(slot)
+                        } else {
+                            named.append((lease, []))
+                            resolved[collection] = .success(named.count - 1)
+                        }
+                    } catch {
+                        resolved[collection] = .failure(error)
+                    }
+                }
+                switch resolved[collection] {
+                case .success(let slot)? where slot >= 0:
+                    // Only what the default engine has not passed: a collection made after a message was
+                    // applied (dropped and created again) must not take it again when it is redelivered.
+                    if message.sequence > appliedBefore {
+                        named[slot].positions.append(position)
+                        namedOperations[position] = entry.operation
+                    }
+                    // Applied to its collection below; recorded here with no change.
+                    base.append((message.sequence, .failure(SteerError.invalid("applied to collection '\(named[slot].lease.name)'"))))
+                case .failure(let error)?:
+                    elsewhere[position] = .rejected(error)
+                    base.append((message.sequence, .failure(error)))
+                default:
+                    // An alias of the default collection.
+                    base.append((message.sequence, .success(entry.operation)))
+                }
+            } catch {
+                // Every replica refuses the same bytes alike: move past them once.
+                logger.error("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+                base.append((message.sequence, .failure(error)))
+            }
+        }
+        for group in named where !group.positions.isEmpty {
+            let batch = group.positions.compactMap { position in
+                namedOperations[position].map { (sequence: messages[position].sequence, operation: Result<WriteOperation, SteerError>.success($0)) }
+            }
+            let outcomes = try group.lease.engine.apply(batch: batch)
+            for (position, outcome) in zip(group.positions, outcomes) { elsewhere[position] = outcome }
+        }
+        var outcomes = try engine.apply(batch: base)
+        for (position, outcome) in elsewhere {
+            if case .alreadyApplied = outcomes[position] { continue }
+            outcomes[position] = outcome
+        }
+        var rejected = 0
+        for (message, outcome) in zip(messages, outcomes) {
+            if case .rejected(let error) = outcome {
+                rejected += 1
+                logger.warning("refused a stream write", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+            }
+        }
+        if rejected > 0 { refused.withLock { $0 += rejected } }
+        return outcomes
     }
 
     private func record(_ outcome: ApplyOutcome, for sequence: UInt64) {
@@ -263,7 +345,9 @@ final class StreamFollower: WriteLog, Sendable {
 
     // MARK: WriteLog
 
-    func append(_ operation: WriteOperation, deadlineNanos: UInt64) throws(SteerError) -> (sequence: UInt64, count: Int) {
+    var refusedMessages: Int { refused.get() }
+
+    func append(_ operation: WriteOperation, collection: String?, deadlineNanos: UInt64) throws(SteerError) -> LoggedWrite {
         guard let nats = connection.get() else {
             throw SteerError(.unavailable, "not connected to NATS: writes are refused until this replica follows \(streamName) again")
         }
@@ -274,7 +358,7 @@ final class StreamFollower: WriteLog, Sendable {
         let done = DispatchSemaphore(value: 0)
         Task {
             do throws(SteerError) {
-                let sequence = try await StreamPublisher.publish(operation, to: stream, on: nats, deadlineNanos: deadlineNanos)
+                let sequence = try await StreamPublisher.publish(operation, collection: collection, to: stream, on: nats, deadlineNanos: deadlineNanos)
                 result.withLock { $0 = .success(sequence) }
             } catch {
                 result.withLock { $0 = .failure(error) }
@@ -288,16 +372,12 @@ final class StreamFollower: WriteLog, Sendable {
         guard let outcome = awaitOutcome(sequence, deadlineNanos: deadlineNanos) else {
             throw SteerError(.unavailable, "the write is stored as sequence \(sequence) of \(streamName) but this replica had not applied it by the deadline (applied through \(engine.appliedSequence))")
         }
-        let given: Int
-        switch operation {
-        case .upsert(let items): given = items.count
-        case .delete(let ids): given = ids.count
-        }
         switch outcome {
-        case .applied(let count)?: return (sequence, count)
+        case .applied(let count)?: return LoggedWrite(sequence: sequence, count: count)
+        case .recorded(let events)?: return LoggedWrite(sequence: sequence, count: events.recorded, events: events)
         case .rejected(let error)?: throw error
         // A duplicate message id (the same write appended before): its first outcome went to that writer.
-        case .alreadyApplied?, nil: return (sequence, given)
+        case .alreadyApplied?, nil: return LoggedWrite(sequence: sequence, count: operation.count)
         }
     }
 }

@@ -79,7 +79,10 @@ struct Route: AsyncParsableCommand {
     @OptionGroup var requestLimits: RequestLimitOptions
 
     func validate() throws {
-        if shards.isEmpty == (shardsFile == nil) { throw ValidationError("give the shards with --shard (once per shard) or --shards-file, not both") }
+        if !shards.isEmpty && shardsFile != nil { throw ValidationError("give the shards with --shard (once per shard) or --shards-file, not both") }
+        if shards.isEmpty && shardsFile == nil && follow == nil {
+            throw ValidationError("give the shards with --shard (once per shard) or --shards-file, or --follow and --cluster to read them from the cluster's metadata")
+        }
         guard (0...65535).contains(port) else { throw ValidationError("port must be in 0...65535, got \(port)") }
         guard (1...3_600_000).contains(shardTimeoutMillis) else { throw ValidationError("shard-timeout-ms must be in 1...3600000, got \(shardTimeoutMillis)") }
         guard (1024...(1 << 30)).contains(maxShardResponseBytes) else {
@@ -120,15 +123,28 @@ struct Route: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "steer.router")
-        let shardSets: [[ShardEndpoint]]
+        var shardSets: [[ShardEndpoint]]
+        var discovery: ClusterDiscovery?
         do throws(SteerError) {
             if let shardsFile {
                 shardSets = try RouterConfiguration.shards(fromFile: shardsFile)
-            } else {
+            } else if !shards.isEmpty {
                 shardSets = try RouterConfiguration.parseShards(shards)
+            } else {
+                shardSets = []
             }
         } catch {
             throw ValidationError(error.message)
+        }
+        if shardSets.isEmpty, let follow, let cluster, let addresses = NATSAddresses(follow) {
+            let found = ClusterDiscovery(addresses: addresses, cluster: cluster, logger: logger)
+            do {
+                shardSets = try await found.initialShards(timeout: .seconds(30))
+            } catch {
+                logger.error("cannot read the cluster's shard map and replicas", metadata: ["steer.error": "\(error)", "steer.nats": "\(follow)"])
+                throw ExitCode(2)
+            }
+            discovery = found
         }
         var limits = ProtocolLimits(maxLineBytes: maxLineBytes, maxK: maxK, maxBatch: maxBatch)
         let limitSource = try SettingSource(configPath: nil, readsConfigFile: false)
@@ -200,6 +216,11 @@ struct Route: AsyncParsableCommand {
             throw ExitCode(2)
         }
         await router.start()
+        let membership = Task { [discovery] in
+            guard let discovery else { return }
+            await discovery.follow(router, interval: .milliseconds(max(1000, healthIntervalMillis)))
+        }
+        defer { membership.cancel() }
         logger.info("router ready", metadata: [
             "steer.shards": "\(shardSets.count)", "steer.replicas": "\(shardSets.map(\.count).reduce(0, +))",
             "steer.generation": "\(router.currentGeneration ?? "unknown")",

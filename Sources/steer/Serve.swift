@@ -69,6 +69,10 @@ struct Serve: AsyncParsableCommand {
     var loopSpinMicroseconds: Int?
     @Option(name: .customLong("payload-index"), help: "Declare a payload index ATTR:keyword or ATTR:numeric (repeatable; built over existing items at start). Also the admin op declare_index.")
     var payloadIndex: [String] = []
+    @Option(name: .customLong("recall-target"), help: "Mean recall@10 the default ef_search/nprobe are calibrated to on the served index's own items (0 < T <= 1), or 'off' to keep the index defaults (default 0.95). Env: STEER_RECALL_TARGET.")
+    var recallTarget: String?
+    @Option(name: .customLong("filter-cache-mb"), help: "MiB of resolved filter match sets kept per store sequence, 0 = resolve every request's filter (default 64). Env: STEER_FILTER_CACHE_MB.")
+    var filterCacheMB: Int?
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
     @Option(name: .customLong("history-cap"), help: "Most events kept per user in the stored histories (the most recent ones; default 200; docs/protocol.md). Env: STEER_HISTORY_CAP.")
@@ -85,6 +89,9 @@ struct Serve: AsyncParsableCommand {
     var tlsKey: String?
     @Option(help: "DPR checkpoint directory (Tools/train export): recommend/encode use its model; its catalog is ingested into the data directory. Env: STEER_CHECKPOINT.")
     var checkpoint: String?
+
+    @Option(name: .customLong("snapshot-dir"), help: "Directory the admin op 'snapshot' writes snapshots into (created when missing); without it the op is refused. Env: STEER_SNAPSHOT_DIR.")
+    var snapshotDir: String?
 
     @Option(name: .customLong("checkpoint-root"), help: "Directory that swap's 'checkpoint' must lie inside (symlinks resolved); default: the directory holding --checkpoint, or checkpoint swaps are refused. Env: STEER_CHECKPOINT_ROOT.")
     var checkpointRoot: String?
@@ -103,6 +110,10 @@ struct Serve: AsyncParsableCommand {
     var shard: Int?
     @Option(name: .customLong("stream-replicas"), help: "Copies of the stream when this server creates it (1 = one NATS node; 3 in a 3-node cluster; default 1). Env: STEER_STREAM_REPLICAS.")
     var streamReplicas: Int?
+    @Option(name: .customLong("shard-count"), help: "The cluster's shard count, recorded in its metadata bucket steer_<cluster> when none is (a different recorded count stops the server; with --follow). Env: STEER_SHARD_COUNT.")
+    var shardCount: Int?
+    @Option(help: "HOST:PORT routers reach this replica at, put in the cluster's replicas bucket every second (with --follow; default: the address it listens on). Env: STEER_ADVERTISE.")
+    var advertise: String?
     @Option(help: "Start from this snapshot (steer snapshot): its files are checked and copied into --data, which must be new or empty (docs/operations.md). Env: STEER_RESTORE.")
     var restore: String?
 }
@@ -187,8 +198,9 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
+            "snapshot_dir", "shard_count", "advertise",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw ValidationError("config file '\(path)': unknown key '\(unknown)'")
@@ -275,6 +287,19 @@ extension Serve {
             syncWrites: try source.bool(syncWrites, env: "STEER_SYNC_WRITES", key: "sync_writes") ?? true)
         if let megabytes = try source.int(recordCacheMB, env: "STEER_RECORD_CACHE_MB", key: "record_cache_mb", range: 0...(1 << 20)) {
             engineConfiguration.recordCacheBytes = megabytes << 20
+        }
+        if let target = try source.string(recallTarget, env: "STEER_RECALL_TARGET", key: "recall_target") {
+            if target == "off" {
+                engineConfiguration.recallTarget = nil
+            } else {
+                guard let value = Double(target), value > 0, value <= 1 else {
+                    throw ValidationError("--recall-target takes a recall in (0, 1] or 'off', got '\(target)'")
+                }
+                engineConfiguration.recallTarget = value
+            }
+        }
+        if let megabytes = try source.int(filterCacheMB, env: "STEER_FILTER_CACHE_MB", key: "filter_cache_mb", range: 0...(1 << 20)) {
+            engineConfiguration.filterCacheBytes = megabytes << 20
         }
         for declaration in payloadIndex {
             let parts = declaration.split(separator: ":", omittingEmptySubsequences: false)
@@ -380,18 +405,35 @@ extension Serve {
             "steer.metric": "\(stats.metric.rawValue)", "steer.generation": "\(stats.generation)",
         ])
         var followTask: Task<Void, Never>?
+        var heartbeat: (beat: ReplicaHeartbeat, advertised: ClusterDirectory.Address?)?
         if let followURL = try source.string(follow, env: "STEER_FOLLOW", key: "follow") {
-            let follower = try await startFollowing(url: followURL, source: source, engine: engine, limits: limits, logger: logger)
+            let follower = try await startFollowing(url: followURL, source: source, engine: engine, collections: collections, limits: limits,
+                                                  logger: logger)
             serverConfiguration.writeLog = follower.0
             let first = follower.1
             followTask = Task { await follower.0.run(first: first) }
+            heartbeat = try await registerInCluster(follower: follower.0, source: source, logger: logger)
         } else if try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") != nil {
             throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
         }
         defer { followTask?.cancel() }
+        let heartbeatTask = Locked<Task<Void, Never>?>(nil)
+        defer { heartbeatTask.withLock { $0?.cancel() } }
+        if let snapshotDirectory = try source.string(snapshotDir, env: "STEER_SNAPSHOT_DIR", key: "snapshot_dir") {
+            do {
+                serverConfiguration.snapshots = try ServeSnapshots(directory: snapshotDirectory, engine: engine)
+            } catch {
+                logger.error("cannot use the snapshot directory", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+        }
         let server = SteerServer(configuration: serverConfiguration, engine: engine, logger: logger, metricsRegistry: registry,
-                                 collections: collections) { host, port in
+                                 collections: collections) { [heartbeat] host, port in
             FileHandle.standardOutput.write(Data("listening on \(host):\(port)\n".utf8))
+            if let heartbeat {
+                let address = heartbeat.advertised ?? ClusterDirectory.Address(host: host, port: port)
+                heartbeatTask.withLock { $0 = Task { await heartbeat.beat.run(address: address) } }
+            }
         }
         let hangup = Self.swapOnHangup(engine: engine, accessKeys: serverConfiguration.accessKeys, logger: logger)
         defer { hangup.cancel() }
@@ -435,7 +477,7 @@ extension Serve {
     /// the start with exit code 2).
     ///
     /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
-    func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, limits: ProtocolLimits,
+    func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, collections: CollectionSet, limits: ProtocolLimits,
                                logger: Logger) async throws -> (StreamFollower, NATSConnection) {
         guard let addresses = NATSAddresses(url) else {
             throw ValidationError("--follow must be nats://host:port (or host:port), several separated by commas, got '\(url)'")
@@ -449,7 +491,7 @@ extension Serve {
             streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
         let follower: StreamFollower
         do {
-            follower = try StreamFollower(settings: settings, engine: engine, limits: limits, logger: logger)
+            follower = try StreamFollower(settings: settings, engine: engine, collections: collections, limits: limits, logger: logger)
         } catch {
             throw ValidationError(error.message)
         }
@@ -459,6 +501,37 @@ extension Serve {
             logger.error("cannot follow the shard's stream", metadata: ["steer.error": "\(error)", "steer.nats": "\(url)"])
             throw ExitCode(2)
         }
+    }
+
+    /// Records `--shard-count` in the cluster's metadata bucket (or checks it against the recorded one)
+    /// and makes the heartbeat this replica puts once it listens (docs/scaling.md, "Cluster metadata").
+    ///
+    /// - Throws: `ValidationError` for a bad `--advertise` or `--shard-count`; `ExitCode(2)` when NATS
+    ///   refuses or another shard count is recorded.
+    func registerInCluster(follower: StreamFollower, source: SettingSource, logger: Logger) async throws
+        -> (beat: ReplicaHeartbeat, advertised: ClusterDirectory.Address?) {
+        let settings = follower.settings
+        var advertised: ClusterDirectory.Address?
+        if let text = try source.string(advertise, env: "STEER_ADVERTISE", key: "advertise") {
+            do throws(SteerError) { advertised = try ClusterDirectory.Address(parsing: text) } catch { throw ValidationError("--advertise: \(error.message)") }
+        }
+        if let count = try source.int(shardCount, env: "STEER_SHARD_COUNT", key: "shard_count", range: 1...Sharding.maxShardCount) {
+            guard settings.shard < count else { throw ValidationError("--shard \(settings.shard) is not below --shard-count \(count)") }
+            do {
+                let (nats, _) = try await settings.addresses.connect(startingAt: 0)
+                defer { Task { await nats.close() } }
+                let metadata = try await ClusterDirectory.metadata(JetStreamContext(connection: nats), cluster: settings.cluster,
+                                                                   replicas: settings.streamReplicas)
+                try await ClusterDirectory.registerShardCount(count, metadata)
+            } catch {
+                logger.error("cannot record the cluster's shard count", metadata: ["steer.error": "\(error)"])
+                throw ExitCode(2)
+            }
+        }
+        let beat = ReplicaHeartbeat(addresses: settings.addresses, cluster: settings.cluster, shard: settings.shard,
+                                    replicaID: follower.durable, bucketReplicas: settings.streamReplicas, logger: logger,
+                                    isFollowing: { follower.isFollowing })
+        return (beat, advertised)
     }
 
     /// The keys of `--admin-token` (or `--admin-token-file`) and `--keys-file`; nil when none is given.

@@ -124,6 +124,18 @@ import Testing
             #expect(same(hits(mine["hits"]), hits(theirs["hits"])), "router \(hits(mine["hits"])) vs one server \(hits(theirs["hits"]))")
             #expect(hits(mine["hits"]).allSatisfy { (Int($0.0) ?? -1) >= 100 && (Int($0.0) ?? -1) < 400 })
         }
+        // declare_index through the router reaches every replica (shard 0's two included); the filter
+        // then runs on the payload index and still answers as one server; declaring again writes nothing.
+        let declared = try ok(connection, ["op": "declare_index", "attr": "rank", "kind": "numeric"])
+        let shardZeroInts = try items.filter { try $0["id"] is Int && self.shard(of: $0) == 0 }.count
+        #expect(declared["replicas"] as? Int == 4 && declared["entries"] as? Int == 600 + shardZeroInts, "\(declared)")
+        for query in queries.prefix(2) {
+            let request: [String: Any] = ["op": "search", "vector": query.map { Double($0) }, "k": 10, "filter": expression]
+            #expect(same(hits(try ok(connection, request)["hits"]), hits(try ok(referenceConnection, request)["hits"])))
+        }
+        #expect(try ok(connection, ["op": "declare_index", "attr": "rank", "kind": "numeric"])["entries"] as? Int == 0)
+        let badDeclare = try call(connection, ["op": "declare_index", "attr": "", "kind": "numeric"])
+        #expect(badDeclare["ok"] as? Bool == false && (badDeclare["error"] as? [String: Any])?["code"] as? String == "invalid_request", "\(badDeclare)")
         let filteredRecommend: [String: Any] = ["op": "recommend", "history": [3, 40], "k": 8, "filter": ["attr": "rank", "lt": 50]]
         let filteredMine = try ok(connection, filteredRecommend)
         #expect(same(hits(filteredMine["hits"]), hits(try ok(referenceConnection, filteredRecommend)["hits"])))

@@ -92,6 +92,7 @@ import Testing
                 case .applied(let count): return "applied \(count)"
                 case .rejected(let error): return "rejected \(error.code == .invalidRequest ? "invalid" : error.code == .dimensionMismatch ? "dimension" : "other")"
                 case .alreadyApplied: return "already"
+                case .recorded(let result): return "recorded \(result.recorded)"
                 }
             }
             #expect(described == ["already", "applied 2", "rejected invalid", "rejected dimension", "applied 2", "already", "applied 2", "applied 1"])
@@ -116,5 +117,60 @@ import Testing
         #expect(try reopened.get([.int(1), .int(2), .int(3)]).map { $0?.title } == ["one-c", "two-b", nil])
         let hits = try reopened.search([[0, 0, 0, 1]], options: SearchOptions(k: 10)).first ?? []
         #expect(Set(hits.map(\.id)) == Set([.int(1), .int(2), .int(5)]))
+    }
+
+    @Test func historyMessages_applyInStreamOrderWithTheirSequence_refusalsAndRedeliveriesSkipped() throws {
+        let directory = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let alice = UserID.string("alice")
+        let bob = UserID.int(7)
+        func event(_ user: UserID, _ item: Int64, _ ts: Int64, kind: String = "view") -> UserEvent {
+            UserEvent(user: user, item: .int(item), kind: kind, timestampMillis: ts)
+        }
+        do {
+            let engine = try Self.engine(directory)
+            defer { try? engine.close() }
+            let outcomes = try engine.apply(batch: [
+                (1, .success(.upsert([ItemInput(id: .int(1), vector: [1, 0, 0, 0], title: "one")]))),
+                (2, .success(.events([event(alice, 1, 100), event(bob, 9, 50), event(alice, 2, 90)]))),
+                (3, .success(.upsert([ItemInput(id: .int(2), vector: [0, 1, 0, 0], title: "two")]))),
+                (4, .success(.events([event(alice, 3, 10, kind: "")]))),  // empty kind: refused alike everywhere
+                (5, .success(.deleteUser(bob))),
+                (6, .success(.events([event(bob, 4, 60)]))),
+                (7, .success(.delete([.int(1)]))),
+            ])
+            let described = outcomes.map { outcome -> String in
+                switch outcome {
+                case .applied(let count): return "applied \(count)"
+                case .recorded(let result): return "recorded \(result.recorded) unknown \(result.unknownItems.count)"
+                case .rejected(let error): return "rejected \(error.code.rawValue)"
+                case .alreadyApplied: return "already"
+                }
+            }
+            // Events name items 1, 9, 2 at sequence 2: item 1 exists then, 9 and 2 not yet.
+            #expect(described == ["applied 1", "recorded 3 unknown 2", "applied 1", "rejected invalid_request", "applied 1", "recorded 1 unknown 1", "applied 1"])
+            #expect(engine.appliedSequence == 7)
+            #expect(engine.store.appliedStreamSequence == 7)
+            #expect(try engine.userEvents(alice).map(\.item) == [.int(2), .int(1)])
+            #expect(try engine.userEvents(bob).map(\.item) == [.int(4)])
+            // Redelivered (a crash between applying and acknowledging): nothing is recorded twice.
+            let again = try engine.apply(batch: [(2, .success(.events([event(alice, 1, 100)]))), (5, .success(.deleteUser(alice)))])
+            #expect(again.allSatisfy { if case .alreadyApplied = $0 { true } else { false } })
+            #expect(try engine.userEvents(alice).count == 2)
+            // A history message alone advances the stored sequence in its own batch.
+            guard case .applied(count: 2) = try engine.apply(sequence: 8, .deleteUser(alice)) else {
+                Issue.record("delete_user at 8 not applied"); return
+            }
+            #expect(engine.store.appliedStreamSequence == 8)
+        }
+        let reopened = try Self.engine(directory)
+        defer { try? reopened.close() }
+        #expect(reopened.appliedSequence == 8)
+        #expect(try reopened.userEvents(alice).isEmpty)
+        #expect(try reopened.userEvents(bob).map(\.item) == [.int(4)])
+        guard case .alreadyApplied = try reopened.apply(sequence: 6, .events([event(bob, 5, 70)])) else {
+            Issue.record("a history message applied before the restart was applied again"); return
+        }
+        #expect(try reopened.userEvents(bob).count == 1)
     }
 }

@@ -21,9 +21,9 @@ private final class MemoryShardLog: ShardLog {
 
     init(failing: [Int: SteerError] = [:]) { self.failing = failing }
 
-    func append(_ operation: WriteOperation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+    func append(_ operation: WriteOperation, collection: String?, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         if let error = failing[shard] { throw error }
-        appends.withLock { $0.append(Append(shard: shard, body: WriteLogMessage.encode(operation))) }
+        appends.withLock { $0.append(Append(shard: shard, body: WriteLogMessage.encode(operation, collection: collection))) }
         return next.withLock { table in
             table[shard, default: 100 * UInt64(shard)] += 1
             return table[shard]!
@@ -57,6 +57,45 @@ private final class MemoryShardLog: ShardLog {
         return #"{"op":"upsert","items":[\#(items.joined(separator: ","))]}"#
     }
 
+    @Test func eventsGoToTheUsersShardStream_withTimestampsAndTheCollection() async throws {
+        let log = MemoryShardLog()
+        let router = try router(shards: 3, log: log)
+        defer { Task { await router.shutdown() } }
+        let users = (0..<12).map { "u\($0)" }
+        // Half without ts: the router's decoder fills them in, and the messages carry them.
+        let events = users.enumerated().map { index, user in
+            index % 2 == 0 ? #"{"user":"\#(user)","item":\#(index),"ts":\#(index * 10)}"# : #"{"user":"\#(user)","item":\#(index)}"#
+        }
+        let object = try await answer(router, #"{"op":"event","collection":"books","events":[\#(events.joined(separator: ","))]}"#)
+        #expect(object["ok"] == .bool(true), "\(object)")
+        #expect(object["recorded"] == .int(12))
+        let sharding = try Sharding(shardCount: 3)
+        let decoder = RequestDecoder(limits: ProtocolLimits())
+        var seen: [String] = []
+        for append in log.appends.get() {
+            let entry = try WriteLogMessage.decode(append.body, decoder: decoder)
+            #expect(entry.collection == "books")
+            guard case .events(let logged) = entry.operation else { Issue.record("not events"); continue }
+            for event in logged {
+                #expect(sharding.shard(of: event.user) == append.shard, "each user's events go to the user's shard")
+                guard case .string(let name) = event.user, case .int(let item) = event.item else { continue }
+                seen.append(name)
+                if item % 2 == 0 { #expect(event.timestampMillis == item * 10) } else { #expect(event.timestampMillis > 1_700_000_000_000) }
+            }
+        }
+        #expect(seen.sorted() == users.sorted())
+        guard case .array(let sequences)? = object["sequences"] else { Issue.record("no sequences"); return }
+        #expect(sequences.count == 3)
+
+        let deleted = try await answer(router, #"{"op":"delete_user","user":"u4"}"#)
+        #expect(deleted["ok"] == .bool(true), "\(deleted)")
+        guard let last = log.appends.get().last else { Issue.record("nothing appended"); return }
+        #expect(last.shard == sharding.shard(of: .string("u4")))
+        guard case .deleteUser(.string("u4")) = try WriteLogMessage.decode(last.body, decoder: decoder).operation else {
+            Issue.record("not a delete_user of u4"); return
+        }
+    }
+
     @Test func anUpsertIsSplitByShard_andAnsweredWithEachShardsSequence() async throws {
         let log = MemoryShardLog()
         let router = try router(shards: 3, log: log)
@@ -72,7 +111,7 @@ private final class MemoryShardLog: ShardLog {
         #expect(appends.count == touched.count, "one message per shard")
         let decoder = RequestDecoder(limits: ProtocolLimits())
         for append in appends {
-            guard case .upsert(let items) = try WriteLogMessage.decode(append.body, decoder: decoder) else {
+            guard case .upsert(let items) = try WriteLogMessage.decode(append.body, decoder: decoder).operation else {
                 Issue.record("not an upsert"); continue
             }
             #expect(items.allSatisfy { sharding.shard(of: $0.id) == append.shard }, "each shard's stream gets only its items")

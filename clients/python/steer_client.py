@@ -181,6 +181,12 @@ class SteerClient:
     def get(self, ids: Sequence[int | str]) -> list[dict]:
         return self.request("get", ids=list(ids))["items"]
 
+    def declare_index(self, attr: str, kind: str) -> dict:
+        """Declares a payload index (admin; `kind` is "keyword" or "numeric"). Through a router every
+        replica of every shard declares it. Returns the answer: `attr`, `kind`, `entries` (and `replicas`
+        through a router)."""
+        return self.request("declare_index", attr=attr, kind=kind, token=self.token)
+
     def search(
         self,
         vector: Sequence[float],

@@ -1,14 +1,36 @@
 // steer-filter-bench: filtered recall@10 against exact search over the matching items, per plan, and
 // recall after rescoring against oversample for quantized indexes (Benchmarks/filter/run.sh).
-// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR
+// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]
+// With `memory`: instead, the resident growth of a fresh process opening the data with each spec.
 import Foundation
 import SteerCore
 import SteerEngine
 import SteerIndex
 
+/// VmRSS of this process in bytes (/proc/self/status).
+func residentBytes() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kilobytes * 1024
+}
+
 let arguments = CommandLine.arguments
-guard arguments.count == 5, let items = Int(arguments[1]), let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR\n".utf8))
+// The memory mode's child: opens WORKDIR with SPEC (the index is rebuilt from the store, or loaded when
+// saved with this spec), searches once (recall calibration runs), prints "indexed growth-bytes".
+if arguments.count == 5 && arguments[1] == "memory-child", let dimension = Int(arguments[3]) {
+    let before = residentBytes()
+    let engine = try RetrievalEngine(configuration: .init(dataDirectory: arguments[2], dimension: dimension, indexSpec: arguments[4],
+                                                          syncWrites: false, payloadIndexes: ["bucket": .numeric]))
+    _ = try engine.search([[Float](repeating: 0.5, count: dimension)], options: SearchOptions(k: 10))
+    let after = residentBytes()
+    print("\(engine.stats().indexed) \(after - before)")
+    try engine.close()
+    exit(0)
+}
+let memoryMode = arguments.count == 6 && arguments[5] == "memory"
+guard arguments.count == 5 || memoryMode, let items = Int(arguments[1]), let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
+    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]\n".utf8))
     exit(2)
 }
 let workDirectory = arguments[4]
@@ -50,6 +72,33 @@ do {
     log("loaded \(items) items in \(String(format: "%.1f", now() - start)) s")
 }
 
+if memoryMode {
+    print("## Memory: layout estimate against the resident growth of a fresh process opening the data with the spec\n")
+    print("| spec | estimate bytes/vector | estimate MiB | RSS growth MiB | RSS growth bytes/vector |")
+    print("|---|---|---|---|---|")
+    for spec in ["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,SQ8", "IVF1024,PQ16"] {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: arguments[0])
+        child.arguments = ["memory-child", workDirectory, String(dimension), spec]
+        let output = Pipe()
+        child.standardOutput = output
+        try child.run()
+        let answer = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        child.waitUntilExit()
+        let fields = answer.split(whereSeparator: \.isWhitespace)
+        guard child.terminationStatus == 0, fields.count == 2, let indexed = Double(fields[0]), let growth = Double(fields[1]) else {
+            log("\(spec): memory child failed (status \(child.terminationStatus)): \(answer)")
+            exit(1)
+        }
+        let estimate = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension)
+        let row = "| \(spec) | \(String(format: "%.0f", estimate.bytesPerVector)) | \(String(format: "%.1f", estimate.totalBytes(vectors: Int(indexed)) / 1_048_576)) | \(String(format: "%.1f", growth / 1_048_576)) | \(String(format: "%.0f", growth / indexed)) |"
+        log(row)
+        print(row)
+    }
+    try? FileManager.default.removeItem(atPath: workDirectory)
+    exit(0)
+}
+
 // Ground truth per kept share: the exact top 10 over the matching items.
 let shares: [(filteredOut: String, below: Int)] = [("50%", 500), ("90%", 100), ("99%", 10), ("99.9%", 1)]
 var truths: [Int: [[Int64]]] = [:]
@@ -65,29 +114,64 @@ for (_, below) in shares {
 
 func ids(_ hits: [Hit]) -> [Int64] { hits.map { if case .int(let value) = $0.id { value } else { -1 } } }
 
+/// `fixed`: the breadth the results of main used (IVF nprobe 64, HNSW ef_search 64) named per request,
+/// filter cache off; `calibrated`: the engine's defaults after recall calibration (nothing named).
+struct Mode {
+    var name: String
+    var fixed: Bool
+    var cache: Bool
+    var indexOnly: Bool
+}
+let modes = [Mode(name: "fixed, no cache", fixed: true, cache: false, indexOnly: false),
+             Mode(name: "calibrated, no cache", fixed: false, cache: false, indexOnly: false),
+             Mode(name: "calibrated, cache", fixed: false, cache: true, indexOnly: false),
+             Mode(name: "calibrated, cache, index only", fixed: false, cache: true, indexOnly: true)]
+let unfilteredTruth = queries.map { query in
+    ExactSearch.topK(query: query, base: vectors, dimension: dimension, k: 10, metric: .innerProduct).map(\.label)
+}
+
 var rows: [String] = []
+var calibrations: [String] = []
 for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
     let start = now()
     let served = try engine(spec: spec)
     log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
-    for (mode, settings) in [("planner", FilterPlanner.Settings()), ("index only", FilterPlanner.Settings(exactMinimum: 0, exactFraction: 0, exactMaximum: 0))] {
-        served.filterPlanner.settings.withLock { $0 = settings }
-        for (filteredOut, below) in shares {
-            let filter = TagFilter(expression: .attribute(AttributePredicate(name: "bucket", conditions: [.lt(Double(below))])))
+    let calibrationStart = now()
+    _ = try served.search([queries[0]], options: SearchOptions(k: 10))
+    if let calibration = served.recallCalibrator.last {
+        let trials = calibration.trials.map { "\($0.value): \(String(format: "%.3f", $0.recall))" }.joined(separator: ", ")
+        let line = "| \(spec) | \(calibration.parameter.rawValue) | \(calibration.value) | \(String(format: "%.3f", calibration.recall)) | \(calibration.reached) | \(trials) | \(String(format: "%.1f", now() - calibrationStart)) |"
+        log(line)
+        calibrations.append(line)
+    }
+    for mode in modes {
+        served.filterPlanner.settings.withLock {
+            $0 = mode.indexOnly ? FilterPlanner.Settings(exactMinimum: 0, exactFraction: 0, exactMaximum: 0) : FilterPlanner.Settings()
+        }
+        served.filterCache.capacityBytes = mode.cache ? FilterCache.defaultCapacityBytes : 0
+        for (filteredOut, below) in [("0%", 1000)] + shares {
+            if mode.indexOnly && below == 1000 { continue }
+            let filter = below == 1000 ? TagFilter() : TagFilter(expression: .attribute(AttributePredicate(name: "bucket", conditions: [.lt(Double(below))])))
             var found: [[Int64]] = []
             var plans: [String: Int] = [:]
             var widenings = 0
+            var cached = 0
             let begin = now()
             for query in queries {
-                let nprobe = spec.hasPrefix("IVF") ? 64 : nil
-                let (hits, plan) = try served.searchExplained([query], options: SearchOptions(k: 10, nprobe: nprobe, filter: filter))
+                var options = SearchOptions(k: 10, filter: filter)
+                if mode.fixed {
+                    options.nprobe = spec.hasPrefix("IVF") ? 64 : nil
+                    options.efSearch = spec.hasPrefix("HNSW") ? 64 : nil
+                }
+                let (hits, plan) = try served.searchExplained([query], options: options)
                 found.append(ids(hits[0]))
                 plans[plan.kind.rawValue, default: 0] += 1
                 widenings += plan.widenings
+                if plan.cachedFilter { cached += 1 }
             }
             let seconds = now() - begin
-            let recall = ExactSearch.recall(found: found, truth: truths[below]!)
-            let row = "| \(spec) | \(mode) | \(filteredOut) | \(plans.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")) | \(String(format: "%.3f", recall)) | \(String(format: "%.0f", Double(queries.count) / seconds)) | \(widenings) |"
+            let recall = ExactSearch.recall(found: found, truth: below == 1000 ? unfilteredTruth : truths[below]!)
+            let row = "| \(spec) | \(mode.name) | \(filteredOut) | \(plans.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")) | \(String(format: "%.3f", recall)) | \(String(format: "%.1f", Double(queries.count) / seconds)) | \(cached) | \(widenings) |"
             log(row)
             rows.append(row)
         }
@@ -96,36 +180,43 @@ for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
 }
 
 var quantized: [String] = []
-for spec in ["IVF1024,SQ8", "IVF1024,PQ16"] {
+for spec in ["IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ16"] {
     let start = now()
     let served = try engine(spec: spec)
     log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
-    let truth = queries.map { query in
-        ExactSearch.topK(query: query, base: vectors, dimension: dimension, k: 10, metric: .innerProduct).map(\.label)
-    }
-    for oversample in [1, 2, 4, 8, 16] {
-        var found: [[Int64]] = []
-        let begin = now()
-        for query in queries {
-            var options = SearchOptions(k: 10, nprobe: 64)
-            options.oversample = oversample
-            found.append(ids(try served.search([query], options: options)[0]))
+    _ = try served.search([queries[0]], options: SearchOptions(k: 10))
+    let calibrated = served.recallCalibrator.last?.value ?? 0
+    for nprobe in [64, calibrated] {
+        for oversample in spec.hasSuffix("Flat") ? [1] : [1, 2, 4, 8, 16] {
+            var found: [[Int64]] = []
+            let begin = now()
+            for query in queries {
+                var options = SearchOptions(k: 10, nprobe: nprobe)
+                options.oversample = oversample
+                found.append(ids(try served.search([query], options: options)[0]))
+            }
+            let seconds = now() - begin
+            let bytes = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension).bytesPerVector
+            let label = nprobe == 64 ? "64" : "\(nprobe) (calibrated)"
+            let row = "| \(spec) | \(label) | \(oversample) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: unfilteredTruth))) | \(String(format: "%.0f", Double(queries.count) / seconds)) | \(String(format: "%.0f", bytes)) |"
+            log(row)
+            quantized.append(row)
         }
-        let seconds = now() - begin
-        let bytes = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension).bytesPerVector
-        let row = "| \(spec) | 64 | \(oversample) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: truth))) | \(String(format: "%.0f", Double(queries.count) / seconds)) | \(String(format: "%.0f", bytes)) |"
-        log(row)
-        quantized.append(row)
     }
     try served.close()
 }
 
-print("## Filtered recall@10 (exact truth over the matching items)\n")
-print("| spec (IVF: nprobe 64; HNSW: ef_search 64) | plans | filtered out | plans used (queries) | recall@10 | QPS (1 thread) | widenings |")
+print("## Recall calibration (target 0.95, 64 queries: midpoints of two items, both left out)\n")
+print("| spec | parameter | chosen | sample recall@10 | reached | trials (value: recall) | seconds |")
 print("|---|---|---|---|---|---|---|")
+for row in calibrations { print(row) }
+print("")
+print("## Filtered recall@10 (exact truth over the matching items; 0% = unfiltered, exact truth over all items)\n")
+print("| spec | mode | filtered out | plans used (queries) | recall@10 | QPS (1 thread) | filter from cache (queries) | widenings |")
+print("|---|---|---|---|---|---|---|---|")
 for row in rows { print(row) }
-print("\n## Quantized, unfiltered: recall@10 after rescoring vs oversample\n")
-print("| spec | nprobe | oversample | recall@10 | QPS (1 thread) | bytes/vector (layout estimate) |")
+print("\n## Quantized, unfiltered: recall@10 after rescoring vs nprobe and oversample\n")
+print("| spec | nprobe | oversample | recall@10 (exact truth) | QPS (1 thread) | bytes/vector (layout estimate) |")
 print("|---|---|---|---|---|---|")
 for row in quantized { print(row) }
 try? FileManager.default.removeItem(atPath: workDirectory)
