@@ -128,6 +128,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="validate stages 2-3 every epoch, keep the best head, stop after N epochs without gain (0: off)",
     )
     p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm start: initialise from this checkpoint (same model options; items matched by id)",
+    )
+    p.add_argument(
         "--tune",
         action="store_true",
         help="tune the soft scale and the hybrid blend on validation (written to steering.json)",
@@ -171,6 +176,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         clause_noise=getattr(a, "clause_noise", 0.0),
         head_patience=getattr(a, "head_patience", 0),
         tune=getattr(a, "tune", False),
+        init_from=getattr(a, "init_from", None),
     )
     return mc, tc
 
@@ -209,6 +215,23 @@ def _load(a: argparse.Namespace) -> tuple[Dataset, Dataset]:
     return full, full
 
 
+def _warm_start(a: argparse.Namespace, model: DPR, ds: Dataset) -> dict[str, Any] | None:
+    """``--init-from``: the checkpoint's weights into ``model`` (steer_train/warmstart.py)."""
+    if not getattr(a, "init_from", None):
+        return None
+    from steer_train.warmstart import WarmStartError, warm_start
+
+    if getattr(a, "cache", None):
+        raise SystemExit("--init-from and --cache: a cached stage-1 backbone would ignore the warm start")
+    try:
+        report = warm_start(model, ds, a.init_from)
+    except WarmStartError as e:
+        raise SystemExit(f"--init-from: {e}") from None
+    log.info("warm start from %s: %d items shared, %d new, %d dropped", report.checkpoint, report.shared,
+             report.new, report.dropped)  # fmt: skip
+    return report.to_json()
+
+
 def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     from steer_train.export import write_checkpoint
 
@@ -217,6 +240,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     enc = shared_encoder(a.minilm)
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
+    warm = _warm_start(a, model, ds)
     phrases = None
     if getattr(a, "train_phrases", None):
         from steer_train.prompts import PhraseError, load_phrases
@@ -239,6 +263,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
         "head_validation": res.valid,
         "model_config": mc.to_json(),
         "train_config": tc.to_json(),
+        **({"warm_start": warm} if warm else {}),
     }
     if getattr(a, "out", None):
         # the commit of the code that trained (read at start), not HEAD when training ends
