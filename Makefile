@@ -46,6 +46,7 @@ test-fuzz:
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup
 	$(SWIFT) build -c release --product steer
+	$(SWIFT) build -c release --product steer-index
 	bash scripts/demo.sh
 
 ## retrain: the retraining loop against a live server (scripts/retrain.py; docs/operations.md), e.g.

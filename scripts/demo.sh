@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: trains (or reuses) the small synthetic DPR checkpoint, ingests its
 # catalog and item embeddings into a Steer data directory, builds the index, starts the server, and
-# prints one user's top 10 with no prompt and with positive, negative and compound prompts.
-# The data directory stays in place for the README's `nc` examples.
+# prints one user's top 10 with no prompt and with positive, negative and compound prompts; then
+# simulated users send events for a minute, the retraining loop runs (scripts/retrain.py, warm-started)
+# and the new generation's answers for one user are explained (scripts/demo_retrain.py; DEMO_RETRAIN=0
+# skips that step). The data directory stays in place for the README's `nc` examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,11 +37,16 @@ else
 fi
 
 echo "== 3. ingest the catalog and item embeddings into $DATA"
+# A fresh data directory: an earlier run's retraining swapped it to another checkpoint and stored events.
+rm -rf "$DATA" "$DEMO"/retrain-* "$DEMO/serving-checkpoint"
 "$BIN" ingest --data "$DATA" --checkpoint "$CKPT" --quiet
 
 echo "== 4. start the server (index built from the store at start-up)"
 log=$DEMO/server.log
-"$BIN" serve --data "$DATA" --checkpoint "$CKPT" --host 127.0.0.1 --port 0 >"$log" 2>&1 &
+# The admin key is for step 6 (events, ingest, swap); reads stay open for step 5 and the `nc` examples.
+( umask 077; "$PY" -c 'import secrets; print(secrets.token_hex(16))' >"$DEMO/admin.token" )
+"$BIN" serve --data "$DATA" --checkpoint "$CKPT" --host 127.0.0.1 --port 0 \
+  --admin-token-file "$DEMO/admin.token" --public-reads true >"$log" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 port=""
@@ -55,7 +62,16 @@ echo "server on 127.0.0.1:$port (log: $log)"
 echo "== 5. one user's top 10, steered by prompts"
 "$PY" scripts/demo_queries.py --port "$port" --interactions "$CKPT/data/interactions.csv"
 
+serving=$CKPT
+if [ "${DEMO_RETRAIN:-1}" != 0 ]; then
+  echo
+  echo "== 6. a minute of events from simulated users, the retraining loop, the new generation"
+  "$PY" scripts/demo_retrain.py --port "$port" --token-file "$DEMO/admin.token" --checkpoint "$CKPT" \
+    --data "$DATA" --root "$DEMO" --steer "$BIN"
+  if [ -f "$DEMO/serving-checkpoint" ]; then serving=$(cat "$DEMO/serving-checkpoint"); fi
+fi
+
 echo
 echo "demo finished in $(( $(date +%s) - started )) s; data left in $DATA. Serve it again with:"
-echo "  $BIN serve --data $DATA --checkpoint $CKPT --port 7700"
+echo "  $BIN serve --data $DATA --checkpoint $serving --port 7700"
 echo "and talk to it:  echo '{\"op\":\"recommend\",\"history\":[19,321],\"prompt\":\"no horror\",\"k\":5}' | nc -q1 127.0.0.1 7700"

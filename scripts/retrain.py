@@ -3,8 +3,9 @@
 
 Steps (docs/operations.md, "The retraining loop"), each one a tool that already exists:
   export  `steer export --data DIR --out WORK/export` (the store opened read-only beside the server)
-  train   `steer-train run` on the export, the checkpoint written to WORK/checkpoint, then copied into
-          the checkpoint root as CHECKPOINT_ROOT/NAME (a temporary name renamed last)
+  train   `steer-train run` on the export (with --warm-start: `--init-from` the live checkpoint and
+          its model options), the checkpoint written to WORK/checkpoint, then copied into the
+          checkpoint root as CHECKPOINT_ROOT/NAME (a temporary name renamed last)
   gate    `steer-train evaluate` of the live checkpoint on the same export; the new model's metric is
           the one `run` measured with the same protocol (leave-one-out: each user's most recent event
           held out). New < live - margin stops the loop here: nothing reached the server.
@@ -37,12 +38,26 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 STEPS = ["export", "train", "gate", "ingest", "build", "verify", "swap"]
 #: Longest response line read from the server, in bytes (stats and swap answers are a few KiB).
 MAX_RESPONSE_BYTES = 1 << 20
 GATE_REFUSED = 3
+#: Largest live `config.json` read for --warm-start, in bytes (the trainer checks the checkpoint fully).
+MAX_CONFIG_BYTES = 4 << 20
+#: The live checkpoint's `model_config` fields passed to `steer-train run` for --warm-start.
+ARCHITECTURE_OPTIONS = {
+    "backbone": "--backbone",
+    "d": "--d",
+    "d_aux": "--d-aux",
+    "max_len": "--max-len",
+    "n_layers": "--layers",
+    "n_heads": "--heads",
+    "n_experts": "--experts",
+    "fusion_hidden": "--fusion-hidden",
+    "expert_hidden": "--expert-hidden",
+}
 
 
 class StepError(Exception):
@@ -137,6 +152,118 @@ def load_state(path: Path) -> dict[str, Any]:
     return state  # type: ignore[no-any-return]
 
 
+def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) of a JSONL file of an export; StepError naming the line if one is not JSON."""
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                yield n, json.loads(line)
+            except ValueError:
+                raise StepError(f"{path}:{n}: not JSON") from None
+
+
+def accumulate(acc: Path, increment: Path, out: Path) -> dict[str, Any]:
+    """Writes into `out` the export `acc` (a whole or accumulated export) brought up to date with
+    `increment` (`steer export --since acc`): `acc`'s interactions except those of removed users
+    (deleted or restarted histories) and of items no longer in the catalog, then the increment's; the
+    increment's catalog and positions, so `out` is itself a valid `--since` for the next increment.
+    Each event the store exported appears once: an increment holds only events after `acc`'s positions.
+    Files are written under temporary names and renamed, `export.json` last. Returns the counts.
+
+    Raises StepError when `increment` is not an increment of `acc` (its `since.checksum` is not
+    `acc`'s positions checksum) or of another store, or a line is not JSON."""
+    old = json.loads((acc / "export.json").read_text())
+    new = json.loads((increment / "export.json").read_text())
+    since = new.get("since") if isinstance(new, dict) else None
+    positions = old.get("positions") if isinstance(old, dict) else None
+    if (
+        new.get("kind") != "increment"
+        or not isinstance(since, dict)
+        or not isinstance(positions, dict)
+        or since.get("checksum") != positions.get("checksum")
+        or new.get("store_id") != old.get("store_id")
+    ):
+        raise StepError(
+            f"{increment} is not an increment of {acc} (positions checksum or store differ)"
+        )
+    catalog = {
+        str(o.get("id"))
+        for _, o in _jsonl(increment / "items.jsonl")
+        if isinstance(o, dict)
+    }
+    removed = {
+        json.dumps(o.get("user"))
+        for _, o in _jsonl(increment / "removed_users.jsonl")
+        if isinstance(o, dict)
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"kept": 0, "removed_users": 0, "items_gone": 0, "new": 0}
+    users: set[str] = set()
+    tmp = out / "interactions.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for source, is_new in ((acc, False), (increment, True)):
+            for n, o in _jsonl(source / "interactions.jsonl"):
+                if not isinstance(o, dict) or "user" not in o or "item" not in o:
+                    raise StepError(
+                        f"{source / 'interactions.jsonl'}:{n}: not an interaction"
+                    )
+                user = json.dumps(o["user"])
+                if not is_new and user in removed:
+                    counts["removed_users"] += 1
+                    continue
+                if not is_new and str(o["item"]) not in catalog:
+                    counts["items_gone"] += 1
+                    continue
+                counts["new" if is_new else "kept"] += 1
+                users.add(user)
+                fh.write(json.dumps(o) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out / "interactions.jsonl")
+    for name in ("items.jsonl", "positions.jsonl"):
+        shutil.copyfile(increment / name, out / (name + ".tmp"))
+        os.replace(out / (name + ".tmp"), out / name)
+    summary = {
+        **new,
+        "kind": "accumulated",
+        "interactions": counts["kept"] + counts["new"],
+        "users": len(users),
+        "capped": int(old.get("capped") or 0) + int(new.get("capped") or 0),
+        "increments": int(old.get("increments") or 0) + 1,
+        "dropped": {
+            "removed_users": counts["removed_users"],
+            "items_gone": counts["items_gone"],
+        },
+    }
+    for key in ("since", "removed_users"):
+        summary.pop(key, None)
+    write_json_atomically(out / "export.json", summary)
+    return counts
+
+
+def recover_accumulated(acc: Path) -> bool:
+    """Finishes an interrupted `publish_accumulated`; whether `acc` holds an export."""
+    old, tmp = acc.with_name(acc.name + ".old"), acc.with_name(acc.name + ".tmp")
+    if old.exists():
+        if not acc.exists():
+            os.replace(tmp, acc)  # tmp was complete before the first rename
+        shutil.rmtree(old)
+    return (acc / "export.json").is_file()
+
+
+def publish_accumulated(export: Path, acc: Path) -> None:
+    """Makes `acc` a copy of `export`: a complete copy beside it, then two renames."""
+    old, tmp = acc.with_name(acc.name + ".old"), acc.with_name(acc.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(export, tmp)
+    if acc.exists():
+        os.replace(acc, old)
+    os.replace(tmp, acc)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 class Loop:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
@@ -162,6 +289,11 @@ class Loop:
             "spec": a.spec,
             "shards": a.shards,
         }
+        # Only when set: work directories of earlier versions keep their fingerprint.
+        if a.warm_start:
+            fingerprint["warm_start"] = True
+        if a.accumulate:
+            fingerprint["accumulate"] = str(Path(a.accumulate).resolve())
         if self.state_file.exists():
             self.state: dict[str, Any] = load_state(self.state_file)
             if self.state.get("fingerprint") != fingerprint:
@@ -204,17 +336,53 @@ class Loop:
         self.out["live_generation"] = stats.get("generation")
         self.out["items_before"] = stats.get("items")
         export = self.work / "export"
-        run_tool(
-            "export",
-            [self.a.steer, "export", "--data", str(self.data), "--out", str(export)],
-            self.env,
-        )
+        command = [self.a.steer, "export", "--data", str(self.data), "--out"]
+        acc = Path(self.a.accumulate).resolve() if self.a.accumulate else None
+        if acc is not None and recover_accumulated(acc):
+            increment = self.work / "increment"
+            run_tool(
+                "export", [*command, str(increment), "--since", str(acc)], self.env
+            )
+            if export.exists():
+                shutil.rmtree(export)  # a partial one of an interrupted run
+            combined = accumulate(acc, increment, export)
+            log(f"export: {acc} + increment {increment}: {combined}")
+        else:
+            run_tool("export", [*command, str(export)], self.env)
+        if acc is not None:
+            publish_accumulated(export, acc)
         summary = json.loads((export / "export.json").read_text())
-        self.out["export"] = {
-            k: summary.get(k)
-            for k in ("items", "users", "interactions", "store_sequence")
-        }
+        keys = ("kind", "items", "users", "interactions", "store_sequence", "capped")
+        self.out["export"] = {k: summary.get(k) for k in keys}
         log(f"export: {self.out['export']}")
+
+    def warm_start_args(self) -> list[str]:
+        """`--init-from` the live checkpoint, with its model options (a warm start needs the same
+        architecture; options in --train-args come later and win, and the trainer refuses a mismatch)."""
+        live = Path(self.a.live_checkpoint).resolve()
+        path = live / "config.json"
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise StepError(
+                    f"train: {path} is larger than {MAX_CONFIG_BYTES} bytes"
+                )
+            mc = json.loads(path.read_text()).get("model_config")
+        except (OSError, ValueError, AttributeError) as e:
+            raise StepError(f"train: --warm-start: cannot read {path} ({e})") from None
+        args = ["--init-from", str(live)]
+        for key, option in ARCHITECTURE_OPTIONS.items():
+            value = mc.get(key) if isinstance(mc, dict) else None
+            valid = (
+                value in ("sasrec", "gru4rec")
+                if key == "backbone"
+                else type(value) is int
+            )
+            if not valid:
+                raise StepError(
+                    f"train: --warm-start: {path} has no valid model_config.{key}"
+                )
+            args += [option, str(value)]
+        return args
 
     def step_train(self) -> None:
         ckpt = self.work / "checkpoint"
@@ -232,9 +400,14 @@ class Loop:
             str(self.work / "train-results.json"),
             "--threads",
             str(self.a.threads),
+            *(self.warm_start_args() if self.a.warm_start else []),
             *shlex.split(self.a.train_args),
         ]
         run_tool("train", command, self.env)
+        if self.a.warm_start:
+            results = json.loads((self.work / "train-results.json").read_text())
+            self.out["warm_start"] = results.get("warm_start")
+            log(f"train: warm start {self.out['warm_start']}")
         target = self.root / self.state["name"]
         if not target.exists():
             tmp = self.root / (self.state["name"] + ".tmp")
@@ -389,6 +562,9 @@ class Loop:
             f"  checkpoint {self.a.live_checkpoint} -> {self.out.get('checkpoint')}",
             f"  embedding version {self.out.get('version')}",
             f"  {m.get('name')}: live {live:.4f} -> new {new:.4f}",
+            f"  warm start: {self.out['warm_start']}"
+            if self.out.get("warm_start")
+            else "  cold start",
             f"  items {self.out.get('items_before')} -> {self.out.get('items_after')};"
             f" export {self.out.get('export')}",
         ]
@@ -433,7 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--warm-start",
         action="store_true",
-        help="refused: the trainer has no warm start",
+        help="train from the live checkpoint's weights (steer-train run --init-from; same architecture)",
+    )
+    p.add_argument(
+        "--accumulate",
+        default=None,
+        help="keep an accumulated export in this directory and export only an increment since it",
     )
     p.add_argument("--spec", default="Flat", help="steer-index build --spec (Flat)")
     p.add_argument("--shards", type=int, default=1)
@@ -446,12 +627,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steer-train", default="steer-train", help="the trainer command")
     a = p.parse_args(argv)
-    if a.warm_start:
-        print(
-            "retrain: --warm-start: steer-train has no warm start from a checkpoint yet",
-            file=sys.stderr,
-        )
-        return 2
     if len(a.metric.split(".", 2)) != 3:
         p.error("--metric: TASK.METHOD.METRIC, e.g. standard.dpr_soft.ndcg@10")
     if a.threads < 1 or a.shards < 1:

@@ -42,15 +42,19 @@ public enum ExactSearch {
 
     /// recall@k: the share of `truth`'s labels found in `found`, averaged over queries.
     public static func recall(found: [[Int64]], truth: [[Int64]]) -> Double {
+        let each = recallPerQuery(found: found, truth: truth)
+        guard !each.isEmpty else { return 1 }
+        return each.reduce(0, +) / Double(each.count)
+    }
+
+    /// The recall of each query (1 for a query whose truth is empty), in order.
+    public static func recallPerQuery(found: [[Int64]], truth: [[Int64]]) -> [Double] {
         precondition(found.count == truth.count)
-        guard !truth.isEmpty else { return 1 }
-        var total = 0.0
-        for (f, t) in zip(found, truth) {
-            guard !t.isEmpty else { total += 1; continue }
+        return zip(found, truth).map { f, t in
+            guard !t.isEmpty else { return 1 }
             let set = Set(f)
-            total += Double(t.filter { set.contains($0) }.count) / Double(t.count)
+            return Double(t.filter { set.contains($0) }.count) / Double(t.count)
         }
-        return total / Double(truth.count)
     }
 }
 

@@ -36,8 +36,9 @@ public struct StoredEvent: Sendable, Equatable {
     public var item: ItemID
     public var kind: String
     public var timestampMillis: Int64
-    /// The user's arrival number of the event (0, 1, 2, … per user, never reused): orders events that
-    /// carry the same timestamp.
+    /// The user's arrival number of the event (0, 1, 2, … per user, never reused while the history
+    /// exists; a deleted history starts again at 0 with a new `HistoryPosition.created`): orders events
+    /// that carry the same timestamp.
     public var arrival: UInt64
 
     public init(item: ItemID, kind: String, timestampMillis: Int64, arrival: UInt64) {
@@ -45,6 +46,20 @@ public struct StoredEvent: Sendable, Equatable {
         self.kind = kind
         self.timestampMillis = timestampMillis
         self.arrival = arrival
+    }
+}
+
+/// Where a user's stored history stands: which history (`created`, the store sequence after the write
+/// that started it; a deleted and restarted history has a larger one) and the arrival number its next
+/// event gets. An export records it per user; a later `steer export --since` writes only the events of
+/// the same history with `arrival >= nextArrival`, and all events of a history that is new or restarted.
+public struct HistoryPosition: Sendable, Hashable {
+    public var created: UInt64
+    public var nextArrival: UInt64
+
+    public init(created: UInt64, nextArrival: UInt64) {
+        self.created = created
+        self.nextArrival = nextArrival
     }
 }
 

@@ -14,8 +14,10 @@ import SteerStore
 /// the exact top k + 2 over the whole index (HNSW: every live label allowed and searched by label
 /// lookup; IVF: every list probed, so over the index's codes for SQ8/PQ), without the two items it was
 /// made from; the approximate lists drop them too. The breadth starts at the shards' current default
-/// and doubles until the sample's mean recall@k reaches the target or the cap (`maxEfSearch` for HNSW,
-/// every list for IVF); the value reached (or the cap) becomes the default. Flat is exact, and indexes
+/// and doubles until the sample's recall@k reaches the target or the cap (`maxEfSearch` for HNSW,
+/// every list for IVF); the value reached (or the cap) becomes the default. "Reaches" means the one-sided
+/// 95 % lower confidence bound of the sample's mean (mean − 1.645 × standard deviation ÷ √queries) is at
+/// least the target, not the mean alone, so the noise of a 64-query sample does not stop one doubling short. Flat is exact, and indexes
 /// with at most 2 × `sampleQueries` live vectors are left as they are.
 ///
 /// Why filtered searches need nothing more: the IVF scan with an allowed set probes
@@ -51,7 +53,9 @@ public struct RecallCalibration: Sendable, Equatable {
     public var value: Int
     /// The sample's mean recall@k at `value`.
     public var recall: Double
-    /// Whether `recall` reached `target` (false: `value` is the cap).
+    /// The one-sided 95 % lower confidence bound of that mean.
+    public var recallLowerBound: Double
+    /// Whether `recallLowerBound` reached `target` (false: `value` is the cap).
     public var reached: Bool
     /// Queries in the sample.
     public var queries: Int
@@ -61,6 +65,17 @@ public struct RecallCalibration: Sendable, Equatable {
     public struct Trial: Sendable, Equatable {
         public var value: Int
         public var recall: Double
+        public var recallLowerBound: Double
+    }
+
+    /// The mean of `samples` and its one-sided 95 % lower confidence bound (normal approximation).
+    static func meanAndLowerBound(_ samples: [Double]) -> (mean: Double, lowerBound: Double) {
+        guard !samples.isEmpty else { return (1, 1) }
+        let n = Double(samples.count)
+        let mean = samples.reduce(0, +) / n
+        guard samples.count > 1 else { return (mean, mean) }
+        let variance = samples.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)
+        return (mean, mean - 1.645 * (variance / n).squareRoot())
     }
 
     /// Measures `index` on a sample of its items and sets the default breadth of every shard.
@@ -131,9 +146,9 @@ public struct RecallCalibration: Sendable, Equatable {
         while true {
             let parameters = parameter == .efSearch ? SearchParameters(efSearch: value) : SearchParameters(nprobe: value)
             let found = withoutSources(try index.search(queries, k: fetch, parameters: parameters))
-            let recall = ExactSearch.recall(found: found, truth: truth)
-            trials.append(Trial(value: value, recall: recall))
-            if recall >= target || value >= cap { break }
+            let (recall, lowerBound) = meanAndLowerBound(ExactSearch.recallPerQuery(found: found, truth: truth))
+            trials.append(Trial(value: value, recall: recall, recallLowerBound: lowerBound))
+            if lowerBound >= target || value >= cap { break }
             value = min(cap, value * 2)
         }
         let last = trials[trials.count - 1]
@@ -144,7 +159,8 @@ public struct RecallCalibration: Sendable, Equatable {
             }
         }
         return RecallCalibration(target: target, parameter: parameter, value: last.value, recall: last.recall,
-                                 reached: last.recall >= target, queries: sources.count, trials: trials)
+                                 recallLowerBound: last.recallLowerBound, reached: last.recallLowerBound >= target,
+                                 queries: sources.count, trials: trials)
     }
 }
 

@@ -355,7 +355,11 @@ public final class Router: RequestService {
         case .ping:
             break
         case .createCollection, .dropCollection, .alias, .deleteAlias:
-            try await applyCollectionAdmin(request, deadline: deadline, &writer)
+            if shardLog != nil {
+                try await appendChangeToStreams(request.operation, deadline: deadline, &writer)
+            } else {
+                try await applyCollectionAdmin(request, deadline: deadline, &writer)
+            }
         case .listCollections, .describeCollection:
             try await readCollectionAdmin(request, deadline: deadline, &writer)
         case .stats where request.collection != nil:

@@ -44,7 +44,7 @@ extension JSONWriter {
         raw("}")
     }
 
-    /// `,"recall_calibration":{"target":…,"parameter":"ef_search"|"nprobe","value":…,"recall":…,"reached":…,"queries":…}`
+    /// `,"recall_calibration":{"target":…,"parameter":"ef_search"|"nprobe","value":…,"recall":…,"recall_lower_bound":…,"reached":…,"queries":…}`
     /// for `stats`, or `null` when no calibration ran (`RecallCalibration`).
     public mutating func recallCalibrationField(_ calibration: RecallCalibration?) {
         raw(",\"recall_calibration\":")
@@ -60,6 +60,8 @@ extension JSONWriter {
         int(calibration.value)
         raw(",\"recall\":")
         value(.double((calibration.recall * 1000).rounded() / 1000))
+        raw(",\"recall_lower_bound\":")
+        value(.double((calibration.recallLowerBound * 1000).rounded() / 1000))
         raw(",\"reached\":")
         raw(calibration.reached ? "true" : "false")
         raw(",\"queries\":")

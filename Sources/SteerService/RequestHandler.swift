@@ -358,6 +358,12 @@ public final class RequestHandler: Sendable {
         writer.raw("{")
         writer.requestIDField(request.id)
         writer.raw("\"ok\":true")
+        if writeLog != nil, Self.isLoggedChange(request.operation) {
+            try runLoggedChange(request.operation, deadlineNanos: deadlineNanos, &writer)
+            writer.raw("}\n")
+            try requireRoom(writer)
+            return writer.bytes
+        }
         if try runCollectionAdmin(request.operation, &writer) {
             writer.raw("}\n")
             try requireRoom(writer)
@@ -368,7 +374,7 @@ public final class RequestHandler: Sendable {
         defer { lease.release() }
         let engine = lease.engine
         if writeLog != nil, lease.name != CollectionName.defaultName, request.operation.isAdmin, !Self.isLogged(request.operation) {
-            throw SteerError.invalid("\(request.operation.name) of a named collection is not available on a server that follows a write log (only upsert, delete, event and delete_user go through the stream)")
+            throw SteerError.invalid("\(request.operation.name) of a named collection is not available on a server that follows a write log (only writes, events and collection changes go through the stream)")
         }
         if case .ping = request.operation {} else { Self.writeCollection(lease.name, &writer) }
         switch request.operation {
@@ -565,7 +571,7 @@ public final class RequestHandler: Sendable {
     }
 
     /// A collection's fields in `create_collection`, `list_collections` and `describe_collection` answers.
-    private func writeDescription(_ description: CollectionSet.Description, _ writer: inout JSONWriter, leadingComma: Bool = true) {
+    func writeDescription(_ description: CollectionSet.Description, _ writer: inout JSONWriter, leadingComma: Bool = true) {
         let stats = description.stats
         writer.raw(leadingComma ? ",\"name\":" : "\"name\":")
         writer.string(description.name)

@@ -10,8 +10,13 @@ import SteerCore
 ///
 /// | key | value |
 /// |---|---|
-/// | 0x01 · len(U) · U | events stored, u64 · next arrival number, u64 (big-endian) |
+/// | 0x01 · len(U) · U | events stored, u64 · next arrival number, u64 · created, u64 (big-endian; `created` absent in histories written before it existed: 0) |
 /// | 0x02 · len(U) · U · timestamp (i64, sign bit flipped, big-endian) · arrival (u64 big-endian) | kind length, u8 · kind UTF-8 · the item's `keyBytes` |
+///
+/// `created` is the store's sequence number after the write that started this history (the first event
+/// after the user was new or deleted), so a history deleted and started again has a larger `created`
+/// while its arrival numbers restart at 0: (`created`, arrival) identifies an event for incremental
+/// exports (`HistoryPosition`, `steer export --since`).
 ///
 /// Key order is therefore (user, timestamp, arrival): a history reads oldest first with one range scan,
 /// and events of one timestamp keep their order of arrival. Items are stored by external id and need not
@@ -113,19 +118,23 @@ public struct UserHistoryStore: Sendable {
         return StoredEvent(item: item, kind: kind, timestampMillis: Int64(bitPattern: time ^ (1 << 63)), arrival: arrival)
     }
 
-    private static func decodeMeta(_ raw: [UInt8]?) throws(SteerError) -> (count: UInt64, nextArrival: UInt64) {
-        guard let raw else { return (0, 0) }
+    /// The counters of a user's history; nil for a user without one.
+    private static func decodeMeta(_ raw: [UInt8]?) throws(SteerError) -> (count: UInt64, position: HistoryPosition)? {
+        guard let raw else { return nil }
         var reader = ByteReader(raw)
-        guard let count = reader.read(bigEndian: UInt64.self), let next = reader.read(bigEndian: UInt64.self), reader.isAtEnd else {
+        guard let count = reader.read(bigEndian: UInt64.self), let next = reader.read(bigEndian: UInt64.self) else {
             throw SteerError(.corrupt, "a user's history counters are unreadable")
         }
-        return (count, next)
+        let created = reader.isAtEnd ? 0 : reader.read(bigEndian: UInt64.self)
+        guard let created, reader.isAtEnd else { throw SteerError(.corrupt, "a user's history counters are unreadable") }
+        return (count, HistoryPosition(created: created, nextArrival: next))
     }
 
-    private static func meta(count: UInt64, nextArrival: UInt64) -> [UInt8] {
+    private static func meta(count: UInt64, position: HistoryPosition) -> [UInt8] {
         var writer = ByteWriter()
         writer.append(bigEndian: count)
-        writer.append(bigEndian: nextArrival)
+        writer.append(bigEndian: position.nextArrival)
+        writer.append(bigEndian: position.created)
         return writer.bytes
     }
 
@@ -198,8 +207,11 @@ public struct UserHistoryStore: Sendable {
             var dropped = 0
             let metas = try database.multiGet(.events, order.map(Self.metaKey))
             for (user, rawMeta) in zip(order, metas) {
-                let (count, firstArrival) = try Self.decodeMeta(rawMeta)
-                var next = firstArrival
+                let stored = try Self.decodeMeta(rawMeta)
+                let count = stored?.count ?? 0
+                // A new history: `created` is the sequence this batch commits at or after.
+                let created = stored?.position.created ?? database.latestSequence + 1
+                var next = stored?.position.nextArrival ?? 0
                 var fresh: [(key: [UInt8], value: [UInt8])] = []
                 for event in groups[user] ?? [] {
                     fresh.append((Self.eventKey(user, timestamp: event.timestampMillis, arrival: next),
@@ -210,12 +222,12 @@ public struct UserHistoryStore: Sendable {
                 let total = count + UInt64(fresh.count)
                 let excess = total > cap ? Int(total - cap) : 0
                 // The `excess` oldest of (stored ∪ fresh) go: read only as many stored keys as could be among them.
-                var stored: [[UInt8]] = []
+                var oldest: [[UInt8]] = []
                 if excess > 0 {
                     do {
                         try database.scan(.events, from: Self.eventPrefix(user), to: Self.eventEnd(user)) { key, _ in
-                            stored.append(Array(key))
-                            return stored.count < excess
+                            oldest.append(Array(key))
+                            return oldest.count < excess
                         }
                     } catch {
                         throw ItemStore.steerError(error)
@@ -224,9 +236,9 @@ public struct UserHistoryStore: Sendable {
                 var storedNext = 0
                 var freshNext = 0
                 for _ in 0..<excess {
-                    if storedNext < stored.count,
-                       freshNext >= fresh.count || stored[storedNext].lexicographicallyPrecedes(fresh[freshNext].key) {
-                        batch.delete(.events, stored[storedNext])
+                    if storedNext < oldest.count,
+                       freshNext >= fresh.count || oldest[storedNext].lexicographicallyPrecedes(fresh[freshNext].key) {
+                        batch.delete(.events, oldest[storedNext])
                         storedNext += 1
                     } else {
                         freshNext += 1
@@ -235,7 +247,8 @@ public struct UserHistoryStore: Sendable {
                 for entry in fresh[freshNext...] { batch.put(.events, entry.key, entry.value) }
                 recorded += fresh.count - freshNext
                 dropped += excess
-                batch.put(.events, Self.metaKey(user), Self.meta(count: total - UInt64(excess), nextArrival: next))
+                let position = HistoryPosition(created: created, nextArrival: next)
+                batch.put(.events, Self.metaKey(user), Self.meta(count: total - UInt64(excess), position: position))
             }
             try store.commitHistory(batch, database: database, streamSequence: streamSequence)
             return RecordResult(recorded: recorded, dropped: dropped, sequence: database.latestSequence)
@@ -259,7 +272,7 @@ public struct UserHistoryStore: Sendable {
             let deleted = try { () throws(SteerError) -> UInt64 in
                 lock.lock()
                 defer { lock.unlock() }
-                let (count, _) = try Self.decodeMeta(try database.get(.events, metaKey))
+                let count = try Self.decodeMeta(try database.get(.events, metaKey))?.count ?? 0
                 let batch = WriteBatch(database)
                 batch.deleteRange(.events, from: Self.eventPrefix(key), to: Self.eventEnd(key))
                 batch.delete(.events, metaKey)
@@ -311,7 +324,29 @@ public struct UserHistoryStore: Sendable {
     public func eventCount(of user: UserID) throws(SteerError) -> Int {
         try Self.validate(user: user)
         return try store.withDatabase { (database) throws(SteerError) -> Int in
-            Int(clamping: try Self.decodeMeta(try database.get(.events, Self.metaKey(user.keyBytes))).count)
+            Int(clamping: try Self.decodeMeta(try database.get(.events, Self.metaKey(user.keyBytes)))?.count ?? 0)
+        }
+    }
+
+    /// Visits every user with a stored history in key order (the order of `forEachEvent`), with the
+    /// history's position, for incremental exports.
+    ///
+    /// - Parameter body: gets the user and its position; returns false to stop.
+    /// - Throws: `.corrupt` for an unreadable key or counters; what `body` throws; store errors.
+    public func forEachPosition(_ body: (_ user: UserID, _ position: HistoryPosition) throws(SteerError) -> Bool) throws(SteerError) {
+        try store.withDatabase { (database) throws(SteerError) in
+            do {
+                try database.scan(.events, from: [Self.metaTag], to: [Self.metaTag + 1]) { key, value in
+                    guard key.count >= 3 else { throw SteerError(.corrupt, "a history key is unreadable") }
+                    let length = Int(key[1]) << 8 | Int(key[2])
+                    guard key.count == 3 + length, let user = UserID(keyBytes: key[3...]),
+                          let meta = try Self.decodeMeta(Array(value))
+                    else { throw SteerError(.corrupt, "a history key is unreadable") }
+                    return try body(user, meta.position)
+                }
+            } catch {
+                throw ItemStore.steerError(error)
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import SteerCore
 import SteerNATS
+import SteerProtocol
 
 /// Publishes one write to a shard's stream (docs/scaling.md, "Following a stream"): the body is
 /// `WriteLogMessage.encode(operation, collection:)`, the `Nats-Msg-Id` a fresh UUID (so a publish the client library
@@ -17,13 +18,27 @@ public enum StreamPublisher {
     ///   message id).
     public static func publish(_ operation: WriteOperation, collection: String? = nil, to stream: ShardStream, on connection: NATSConnection,
                                deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        try await publish(body: WriteLogMessage.encode(operation, collection: collection), to: stream, on: connection, deadlineNanos: deadlineNanos)
+    }
+
+    /// Publishes a collection change (`CollectionChange`) like a write.
+    ///
+    /// - Throws: `CollectionChange.check`'s errors, then as the write's `publish`.
+    public static func publish(change: Request.Operation, to stream: ShardStream, on connection: NATSConnection,
+                               deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        try await publish(body: try CollectionChange.encode(change), to: stream, on: connection, deadlineNanos: deadlineNanos)
+    }
+
+    /// Publishes one message body with a fresh message id and waits for its PubAck.
+    private static func publish(body: [UInt8], to stream: ShardStream, on connection: NATSConnection,
+                                deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         let now = DispatchTime.now().uptimeNanoseconds
         guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
         let jetStream = JetStreamContext(connection: connection, timeout: .nanoseconds(Int64(deadlineNanos - now)))
         let messageID = UUID().uuidString
         let ack: PubAck
         do {
-            ack = try await jetStream.publish(stream.subject, payload: WriteLogMessage.encode(operation, collection: collection), messageID: messageID)
+            ack = try await jetStream.publish(stream.subject, payload: body, messageID: messageID)
         } catch {
             throw mapped(error, messageID: messageID, stream: stream)
         }
@@ -58,6 +73,13 @@ public protocol ShardLog: Sendable {
     /// - Throws: `.unavailable` when the log did not persist it by `deadlineNanos` (it may still appear),
     ///   `.tooLarge` when it cannot be appended at all.
     func append(_ operation: WriteOperation, collection: String?, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64
+
+    /// Appends a collection change (`CollectionChange`: `create_collection` without `checkpoint`,
+    /// `drop_collection`, `alias`, `delete_alias`) to shard `shard`'s log and waits until the log persisted it.
+    ///
+    /// - Returns: the change's sequence in that shard's stream.
+    /// - Throws: `CollectionChange.check`'s errors; else as `append`.
+    func appendChange(_ change: Request.Operation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64
 
     /// Closes the log's connections.
     func close() async
@@ -110,6 +132,18 @@ public final class NATSShardLog: ShardLog {
         let nats = try await connection()
         do {
             return try await StreamPublisher.publish(operation, collection: collection, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
+        } catch {
+            if nats.closedError != nil { drop(nats) }
+            throw error
+        }
+    }
+
+    public func appendChange(_ change: Request.Operation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        guard streams.indices.contains(shard) else { throw SteerError.internalError("no stream for shard \(shard)") }
+        try CollectionChange.check(change)
+        let nats = try await connection()
+        do {
+            return try await StreamPublisher.publish(change: change, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
         } catch {
             if nats.closedError != nil { drop(nats) }
             throw error

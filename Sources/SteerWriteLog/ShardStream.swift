@@ -39,19 +39,65 @@ public struct ShardStream: Sendable, Equatable {
         }
     }
 
-    /// The stream's information, creating the stream (file storage, `replicas` copies) when it is missing.
+    /// How long a shard stream keeps its messages and how many it keeps (`steer serve --stream-max-age`,
+    /// `--stream-max-messages`): JetStream removes the oldest messages past either limit (`discard: old`).
+    /// nil: no limit of that kind.
+    public struct Retention: Sendable, Equatable {
+        /// Seconds a message is kept.
+        public var maxAgeSeconds: Int64?
+        /// Messages kept (the newest).
+        public var maxMessages: Int64?
+
+        public init(maxAgeSeconds: Int64? = nil, maxMessages: Int64? = nil) {
+            self.maxAgeSeconds = maxAgeSeconds
+            self.maxMessages = maxMessages
+        }
+
+        /// Whether either limit is given.
+        public var isLimited: Bool { maxAgeSeconds != nil || maxMessages != nil }
+
+        private var maxAgeNanos: Int64? { maxAgeSeconds.map { $0 * 1_000_000_000 } }
+
+        /// Whether `config` has these limits (a limit not given here is not compared).
+        func holds(in config: StreamConfig) -> Bool {
+            if let maxAgeNanos, config.maxAgeNanos != maxAgeNanos { return false }
+            if let maxMessages, config.maxMsgs != maxMessages { return false }
+            return true
+        }
+
+        /// `config` with these limits (those not given are left as they are).
+        func applied(to config: StreamConfig) -> StreamConfig {
+            var config = config
+            if let maxAgeNanos { config.maxAgeNanos = maxAgeNanos }
+            if let maxMessages { config.maxMsgs = maxMessages }
+            config.discard = .old
+            return config
+        }
+    }
+
+    /// What `ensure` did to the stream.
+    public enum Ensured: Sendable, Equatable {
+        case existed, created, retentionUpdated
+    }
+
+    /// The stream's information, creating the stream (file storage, `replicas` copies, `retention`) when it
+    /// is missing, and setting `retention`'s limits on an existing stream that has others (limits not given
+    /// are left as the stream has them).
     ///
-    /// - Returns: the information and whether this call created it.
+    /// - Returns: the information and what this call did.
     /// - Throws: `NATSError` when JetStream cannot be reached or refuses.
-    public func ensure(_ jetStream: JetStreamContext, replicas: Int) async throws(NATSError) -> (info: StreamInfo, created: Bool) {
+    public func ensure(_ jetStream: JetStreamContext, replicas: Int, retention: Retention = Retention()) async throws(NATSError)
+        -> (info: StreamInfo, ensured: Ensured) {
         do {
-            return (try await jetStream.streamInfo(name), false)
+            let info = try await jetStream.streamInfo(name)
+            guard !retention.holds(in: info.config) else { return (info, .existed) }
+            return (try await jetStream.updateStream(retention.applied(to: info.config)), .retentionUpdated)
         } catch {
             guard Self.isJetStreamError(error, JetStreamAPIError.streamNotFound) else { throw error }
         }
-        let created = try await jetStream.createStream(StreamConfig(
-            name: name, subjects: [subject], storage: .file, replicas: replicas, duplicateWindow: Self.duplicateWindow))
-        return (created, true)
+        var config = StreamConfig(name: name, subjects: [subject], storage: .file, replicas: replicas, duplicateWindow: Self.duplicateWindow)
+        if retention.isLimited { config = retention.applied(to: config) }
+        return (try await jetStream.createStream(config), .created)
     }
 
     /// Whether `error` is the JetStream API error `code` (`JetStreamAPIError.streamNotFound`, ...).

@@ -40,6 +40,25 @@ public enum WriteLogMessage {
     /// - Throws: the decoder's errors; `.tooLarge` for an over-long body; `.invalidRequest` for another
     ///   op or field.
     public static func decode(_ payload: [UInt8], decoder: RequestDecoder) throws(SteerError) -> Entry {
+        switch try decodeMessage(payload, decoder: decoder) {
+        case .write(let entry): return entry
+        case .collectionChange(let change):
+            throw SteerError.invalid("stream message is a '\(change.name)', not an upsert, delete, event or delete_user")
+        }
+    }
+
+    /// A decoded message of either kind: a write, or a collection change (`CollectionChange`).
+    public enum Message: Sendable {
+        case write(Entry)
+        /// `create_collection` (never with `checkpoint`), `drop_collection`, `alias` or `delete_alias`.
+        case collectionChange(Request.Operation)
+    }
+
+    /// Reads a message body back, a write or a collection change, with `decode`'s checks; a collection
+    /// change is also refused with `checkpoint` or a `collection` field (an alias's target is its own field).
+    ///
+    /// - Throws: as `decode`.
+    public static func decodeMessage(_ payload: [UInt8], decoder: RequestDecoder) throws(SteerError) -> Message {
         guard payload.count <= decoder.limits.maxLineBytes else {
             throw SteerError(.tooLarge, "stream message of \(payload.count) bytes, limit is \(decoder.limits.maxLineBytes)")
         }
@@ -51,13 +70,20 @@ public enum WriteLogMessage {
             throw SteerError.invalid("stream message carries a token, timeout_ms, fair_queue or min_sequence")
         }
         switch request.operation {
-        case .upsert(let items): return Entry(operation: .upsert(items), collection: request.collection)
-        case .delete(let ids): return Entry(operation: .delete(ids), collection: request.collection)
+        case .upsert(let items): return .write(Entry(operation: .upsert(items), collection: request.collection))
+        case .delete(let ids): return .write(Entry(operation: .delete(ids), collection: request.collection))
         case .event(let events):
             try requireTimestamps(root)
-            return Entry(operation: .events(events), collection: request.collection)
-        case .deleteUser(let user): return Entry(operation: .deleteUser(user), collection: request.collection)
-        default: throw SteerError.invalid("stream message is a '\(request.operation.name)', not an upsert, delete, event or delete_user")
+            return .write(Entry(operation: .events(events), collection: request.collection))
+        case .deleteUser(let user): return .write(Entry(operation: .deleteUser(user), collection: request.collection))
+        case .createCollection, .dropCollection, .alias, .deleteAlias:
+            try CollectionChange.check(request.operation)
+            if request.collection != nil {
+                throw SteerError.invalid("stream message: a '\(request.operation.name)' carries a collection field")
+            }
+            return .collectionChange(request.operation)
+        default:
+            throw SteerError.invalid("stream message is a '\(request.operation.name)', not an upsert, delete, event, delete_user or a collection change")
         }
     }
 

@@ -51,6 +51,8 @@ final class StreamFollower: WriteLog, Sendable {
         var cluster: String
         var shard: Int
         var streamReplicas: Int = 1
+        /// Limits set on the stream (`--stream-max-age`, `--stream-max-messages`); none: left as they are.
+        var retention = ShardStream.Retention()
     }
 
     /// Messages per pull (well below the client's 64 MiB subscription buffer at 1 MiB `max_payload`).
@@ -86,6 +88,9 @@ final class StreamFollower: WriteLog, Sendable {
     private let applyQueue = DispatchQueue(label: "steer.follow.apply")
     /// Messages applied as refused (see `refusedMessages`).
     private let refused = Locked(0)
+    /// The alias targets before the `alias`/`delete_alias` changes applied by this process, by sequence,
+    /// for the writers waiting in `appendChange` (oldest dropped past `maxOutcomes`).
+    private let changePrevious = Locked<[UInt64: String]>([:])
 
     /// - Throws: `ValidationError`-style `SteerError.invalidRequest` for a bad cluster name.
     init(settings: Settings, engine: RetrievalEngine, collections: CollectionSet, limits: ProtocolLimits, logger: Logger) throws(SteerError) {
@@ -102,6 +107,23 @@ final class StreamFollower: WriteLog, Sendable {
         durable = "replica-\(replicaID)"
         let applied = engine.appliedSequence
         outcomes.withLock { $0.through = applied }
+    }
+
+    /// The stream no longer holds the next message this replica needs: its retention
+    /// (`--stream-max-age`, `--stream-max-messages`) removed it before the replica applied it. The replica
+    /// cannot catch up from the stream; at start it exits with `exitCode`, while running it stops applying
+    /// (writes through it are `unavailable`, reads serve what it applied) and logs this each retry.
+    struct FellBehind: Error, CustomStringConvertible {
+        var stream: String
+        /// The stream's first sequence (or the first one delivered after the gap).
+        var first: UInt64
+        var needed: UInt64
+        /// `steer serve --follow` exits with this code when it starts behind its stream.
+        static let exitCode: Int32 = 3
+
+        var description: String {
+            "this replica fell behind its stream: \(stream) holds sequences from \(first) on but the replica needs \(needed) (its retention removed the messages in between); it cannot catch up from the stream: start a new replica from a snapshot of a peer (steer snapshot, then steer serve --restore SNAP --data NEW_DIR, docs/operations.md \"Backup and restore\")"
+        }
     }
 
     /// Whether a session follows the stream now (connected, consumer created); false while reconnecting.
@@ -122,7 +144,7 @@ final class StreamFollower: WriteLog, Sendable {
             let info = try await ensureStream(jetStream)
             let next = engine.appliedSequence + 1
             if info.state.firstSeq > next && info.state.lastSeq >= next {
-                throw SteerError(.unavailable, "stream \(streamName) starts at sequence \(info.state.firstSeq) but this replica needs \(next): start a new replica from a snapshot (steer snapshot, steer serve --restore)")
+                throw FellBehind(stream: streamName, first: info.state.firstSeq, needed: next)
             }
             try await deleteConsumerIfPresent(jetStream)
             // `ack_policy: all`: acknowledging a batch's last message acknowledges the batch (one write
@@ -142,9 +164,15 @@ final class StreamFollower: WriteLog, Sendable {
 
     /// The shard's stream, created when missing.
     private func ensureStream(_ jetStream: JetStreamContext) async throws(NATSError) -> StreamInfo {
-        let (info, created) = try await stream.ensure(jetStream, replicas: settings.streamReplicas)
-        if created {
-            logger.info("created the shard's stream", metadata: ["steer.stream": "\(streamName)", "steer.replicas": "\(settings.streamReplicas)"])
+        let (info, ensured) = try await stream.ensure(jetStream, replicas: settings.streamReplicas, retention: settings.retention)
+        let limits: Logger.Metadata = [
+            "steer.stream": "\(streamName)", "steer.max_age_s": "\(info.config.maxAgeNanos.map { $0 / 1_000_000_000 } ?? 0)",
+            "steer.max_messages": "\(info.config.maxMsgs ?? -1)",
+        ]
+        switch ensured {
+        case .created: logger.info("created the shard's stream", metadata: limits.merging(["steer.replicas": "\(settings.streamReplicas)"]) { $1 })
+        case .retentionUpdated: logger.notice("set the shard stream's retention", metadata: limits)
+        case .existed: break
         }
         return info
     }
@@ -175,6 +203,9 @@ final class StreamFollower: WriteLog, Sendable {
                     throw error
                 }
                 await nats.close()
+            } catch let behind as FellBehind {
+                if Task.isCancelled { break }
+                logger.critical("\(behind)")
             } catch {
                 if Task.isCancelled { break }
                 logger.warning("following the stream stopped; reconnecting", metadata: ["steer.error": "\(error)"])
@@ -191,6 +222,14 @@ final class StreamFollower: WriteLog, Sendable {
             var messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: Self.fetchBatch, noWait: true)
             if messages.isEmpty {
                 messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: 1, expires: Self.fetchExpiry)
+            }
+            // A gap: the stream's retention removed messages this replica had not applied yet (JetStream
+            // sequences of one stream have no other gaps; redeliveries come at or below the stored one).
+            var expected = engine.appliedSequence + 1
+            for message in messages {
+                let sequence = message.metadata.streamSequence
+                if sequence > expected { throw FellBehind(stream: streamName, first: sequence, needed: expected) }
+                expected = max(expected, sequence + 1)
             }
             // Consecutive messages in batches of at most `applyBatch` messages and `applyBatchBytes` bytes
             // (one message is never split): one engine call and RocksDB batch each, then one ack for all.
@@ -227,11 +266,49 @@ final class StreamFollower: WriteLog, Sendable {
         }
     }
 
-    /// Decodes and applies consecutive messages (see the type's "Collections"); on `applyQueue`.
+    /// Decodes and applies consecutive messages (see the type's "Collections"): each run of writes in one
+    /// engine call per collection, each collection change alone between them; on `applyQueue`.
     ///
     /// - Throws: a store failure of any engine (nothing of the default engine's batch was recorded: the
     ///   messages are applied again after reconnecting, and collections skip what they stored).
     private func applyNow(_ messages: [(sequence: UInt64, payload: [UInt8])]) throws(SteerError) -> [ApplyOutcome] {
+        let decoded = messages.map { message -> Result<WriteLogMessage.Message, SteerError> in
+            do throws(SteerError) {
+                return .success(try WriteLogMessage.decodeMessage(message.payload, decoder: decoder))
+            } catch {
+                return .failure(error)
+            }
+        }
+        var outcomes: [ApplyOutcome] = []
+        var start = 0
+        while start < messages.count {
+            if case .success(.collectionChange(let change)) = decoded[start] {
+                outcomes.append(try applyChange(change, sequence: messages[start].sequence))
+                start += 1
+                continue
+            }
+            var end = start
+            while end < messages.count {
+                if case .success(.collectionChange) = decoded[end] { break }
+                end += 1
+            }
+            outcomes += try applyWrites(Array(messages[start..<end]), decoded: Array(decoded[start..<end]))
+            start = end
+        }
+        var rejected = 0
+        for (message, outcome) in zip(messages, outcomes) {
+            if case .rejected(let error) = outcome {
+                rejected += 1
+                logger.warning("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+            }
+        }
+        if rejected > 0 { refused.withLock { $0 += rejected } }
+        return outcomes
+    }
+
+    /// Applies a run of decoded write messages (no collection change among them).
+    private func applyWrites(_ messages: [(sequence: UInt64, payload: [UInt8])],
+                             decoded: [Result<WriteLogMessage.Message, SteerError>]) throws(SteerError) -> [ApplyOutcome] {
         var base: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)] = []
         // Named collections by their own name (aliases resolved, so that two names of one collection
         // apply as one run in stream order), with the lease that keeps each open until the batch is done.
@@ -243,7 +320,9 @@ final class StreamFollower: WriteLog, Sendable {
         let appliedBefore = engine.appliedSequence
         for (position, message) in messages.enumerated() {
             do throws(SteerError) {
-                let entry = try WriteLogMessage.decode(message.payload, decoder: decoder)
+                guard case .write(let entry) = try decoded[position].get() else {
+                    throw SteerError.internalError("a collection change among the writes of a run")
+                }
                 guard let collection = entry.collection, collection != CollectionName.defaultName else {
                     base.append((message.sequence, .success(entry.operation)))
                     continue
@@ -283,8 +362,7 @@ final class StreamFollower: WriteLog, Sendable {
                     base.append((message.sequence, .success(entry.operation)))
                 }
             } catch {
-                // Every replica refuses the same bytes alike: move past them once.
-                logger.error("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+                // Every replica refuses the same bytes alike: move past them once (logged by `applyNow`).
                 base.append((message.sequence, .failure(error)))
             }
         }
@@ -300,15 +378,97 @@ final class StreamFollower: WriteLog, Sendable {
             if case .alreadyApplied = outcomes[position] { continue }
             outcomes[position] = outcome
         }
-        var rejected = 0
-        for (message, outcome) in zip(messages, outcomes) {
-            if case .rejected(let error) = outcome {
-                rejected += 1
-                logger.warning("refused a stream write", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+        return outcomes
+    }
+
+    /// Applies one collection change (docs/scaling.md, "Collections in the stream") and records its
+    /// sequence in the default store. The change (the catalog file, the collection's directory) and the
+    /// sequence (RocksDB) are two writes, not one: a crash between them applies the change again after
+    /// the restart, which is a no-op (`performChange`), so the replica ends as if it applied it once.
+    ///
+    /// - Returns: `.applied(count: 0)`, `.rejected` when this replica refuses it (every replica with the
+    ///   same collections refuses it alike), `.alreadyApplied` at or below the stored sequence.
+    /// - Throws: a storage failure (`io_error`, `corrupt`, `internal`, `unavailable`): nothing recorded, the
+    ///   session ends and the change is applied again after reconnecting.
+    private func applyChange(_ change: Request.Operation, sequence: UInt64) throws(SteerError) -> ApplyOutcome {
+        if sequence <= engine.appliedSequence { return .alreadyApplied }
+        var refusal: SteerError?
+        var previous: String?
+        do {
+            previous = try performChange(change)
+        } catch {
+            guard ![.io, .corrupt, .internal, .unavailable].contains(error.code) else { throw error }
+            refusal = error
+        }
+        let recorded = try engine.refuse(sequence: sequence, refusal ?? SteerError.invalid("collection change applied to the catalog"))
+        if case .alreadyApplied = recorded { return .alreadyApplied }
+        if let refusal { return .rejected(refusal) }
+        logger.info("applied a collection change", metadata: ["steer.sequence": "\(sequence)", "steer.op": "\(change.name)"])
+        if let previous {
+            changePrevious.withLock { table in
+                table[sequence] = previous
+                if table.count > Self.maxOutcomes {
+                    let keep = sequence &- UInt64(Self.maxOutcomes / 2)
+                    table = table.filter { $0.key > keep }
+                }
             }
         }
-        if rejected > 0 { refused.withLock { $0 += rejected } }
-        return outcomes
+        return .applied(count: 0)
+    }
+
+    /// Makes a collection change take effect, idempotently: a create of a collection that exists with
+    /// every setting the message gives, a drop of a missing collection, an alias to its current target
+    /// and the deletion of a missing alias change nothing and succeed.
+    ///
+    /// - Returns: for `alias`/`delete_alias`, the alias's target before the change.
+    /// - Throws: `CollectionSet`'s errors (a create of a name that holds another collection or an alias:
+    ///   `already_exists`; an alias to a missing collection: `not_found`; a drop of an aliased one: `in_use`);
+    ///   `.io` for a create whose directory exists but is not in the catalog (a collection of that name
+    ///   dropped just before whose directory is not deleted yet, or one left by a crash inside an earlier
+    ///   create): the session ends and retries each second until the directory is gone.
+    private func performChange(_ change: Request.Operation) throws(SteerError) -> String? {
+        switch change {
+        case .createCollection(let settings):
+            if collections.aliases[settings.name] == nil, let existing = try? collections.describe(settings.name),
+               existing.name == settings.name, Self.matches(settings, existing.stats) {
+                return nil
+            }
+            do {
+                try collections.create(settings)
+            } catch where error.code == .alreadyExists && collections.aliases[settings.name] == nil && (try? collections.describe(settings.name)) == nil {
+                // Neither a collection nor an alias: a directory the catalog does not list (a collection of
+                // that name dropped just before, still being deleted once its requests end; or a crash inside
+                // an earlier create). Not moved past: this replica would lack the collection.
+                throw SteerError(.io, "collection change: \(error.message); this replica applies its stream again in a second (a collection of that name dropped just before is deleted by then) and stops here while the directory is there")
+            }
+            return nil
+        case .dropCollection(let name):
+            do {
+                try collections.drop(name)
+            } catch where error.code == .notFound {
+                return nil
+            }
+            return nil
+        case .alias(let alias, let collection):
+            return try collections.setAlias(alias, to: collection)
+        case .deleteAlias(let alias):
+            do {
+                return try collections.deleteAlias(alias)
+            } catch where error.code == .notFound {
+                return nil
+            }
+        default:
+            throw SteerError.invalid("'\(change.name)' is not a collection change")
+        }
+    }
+
+    /// Whether an existing collection has every setting a create gives (those it leaves out match any).
+    static func matches(_ settings: CollectionSettings, _ stats: EngineStats) -> Bool {
+        if let dimension = settings.dimension, stats.dimension != dimension { return false }
+        if let metric = settings.metric, stats.metric != metric { return false }
+        if let spec = settings.indexSpec, stats.indexSpec != spec { return false }
+        if let version = settings.embeddingVersion, stats.embeddingVersion != version { return false }
+        return settings.checkpoint == nil
     }
 
     private func record(_ outcome: ApplyOutcome, for sequence: UInt64) {
@@ -347,18 +507,50 @@ final class StreamFollower: WriteLog, Sendable {
 
     var refusedMessages: Int { refused.get() }
 
+    func appendChange(_ change: Request.Operation, deadlineNanos: UInt64) throws(SteerError) -> LoggedChange {
+        try CollectionChange.check(change)
+        let stream = self.stream
+        let (sequence, outcome) = try publishAndWait(deadlineNanos: deadlineNanos) { nats throws(SteerError) in
+            try await StreamPublisher.publish(change: change, to: stream, on: nats, deadlineNanos: deadlineNanos)
+        }
+        switch outcome {
+        case .rejected(let error)?: throw error
+        default: return LoggedChange(sequence: sequence, previous: changePrevious.withLock { $0.removeValue(forKey: sequence) })
+        }
+    }
+
     func append(_ operation: WriteOperation, collection: String?, deadlineNanos: UInt64) throws(SteerError) -> LoggedWrite {
+        let stream = self.stream
+        let (sequence, outcome) = try publishAndWait(deadlineNanos: deadlineNanos) { nats throws(SteerError) in
+            try await StreamPublisher.publish(operation, collection: collection, to: stream, on: nats, deadlineNanos: deadlineNanos)
+        }
+        switch outcome {
+        case .applied(let count)?: return LoggedWrite(sequence: sequence, count: count)
+        case .recorded(let events)?: return LoggedWrite(sequence: sequence, count: events.recorded, events: events)
+        case .rejected(let error)?: throw error
+        // A duplicate message id (the same write appended before): its first outcome went to that writer.
+        case .alreadyApplied?, nil: return LoggedWrite(sequence: sequence, count: operation.count)
+        }
+    }
+
+    /// Publishes with `publish` on the session's connection (blocking this worker thread), then waits until
+    /// this replica applied the message's sequence.
+    ///
+    /// - Returns: the sequence and its apply outcome (nil when unknown here).
+    /// - Throws: `.unavailable` when not connected, NATS did not confirm in time, or the message was not
+    ///   applied here by the deadline; `publish`'s errors.
+    private func publishAndWait(deadlineNanos: UInt64, _ publish: @escaping @Sendable (NATSConnection) async throws(SteerError) -> UInt64)
+        throws(SteerError) -> (UInt64, ApplyOutcome?) {
         guard let nats = connection.get() else {
             throw SteerError(.unavailable, "not connected to NATS: writes are refused until this replica follows \(streamName) again")
         }
         let now = DispatchTime.now().uptimeNanoseconds
         guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
-        let stream = self.stream
         let result = Locked<Result<UInt64, SteerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
             do throws(SteerError) {
-                let sequence = try await StreamPublisher.publish(operation, collection: collection, to: stream, on: nats, deadlineNanos: deadlineNanos)
+                let sequence = try await publish(nats)
                 result.withLock { $0 = .success(sequence) }
             } catch {
                 result.withLock { $0 = .failure(error) }
@@ -372,12 +564,6 @@ final class StreamFollower: WriteLog, Sendable {
         guard let outcome = awaitOutcome(sequence, deadlineNanos: deadlineNanos) else {
             throw SteerError(.unavailable, "the write is stored as sequence \(sequence) of \(streamName) but this replica had not applied it by the deadline (applied through \(engine.appliedSequence))")
         }
-        switch outcome {
-        case .applied(let count)?: return LoggedWrite(sequence: sequence, count: count)
-        case .recorded(let events)?: return LoggedWrite(sequence: sequence, count: events.recorded, events: events)
-        case .rejected(let error)?: throw error
-        // A duplicate message id (the same write appended before): its first outcome went to that writer.
-        case .alreadyApplied?, nil: return LoggedWrite(sequence: sequence, count: operation.count)
-        }
+        return (sequence, outcome)
     }
 }

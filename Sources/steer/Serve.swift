@@ -110,6 +110,10 @@ struct Serve: AsyncParsableCommand {
     var shard: Int?
     @Option(name: .customLong("stream-replicas"), help: "Copies of the stream when this server creates it (1 = one NATS node; 3 in a 3-node cluster; default 1). Env: STEER_STREAM_REPLICAS.")
     var streamReplicas: Int?
+    @Option(name: .customLong("stream-max-age"), help: "Seconds the shard's stream keeps a message (set when this server creates the stream, and on an existing stream with another limit; default: no limit). Env: STEER_STREAM_MAX_AGE.")
+    var streamMaxAge: Int?
+    @Option(name: .customLong("stream-max-messages"), help: "Messages the shard's stream keeps, the newest (set like --stream-max-age; default: no limit). Env: STEER_STREAM_MAX_MESSAGES.")
+    var streamMaxMessages: Int?
     @Option(name: .customLong("shard-count"), help: "The cluster's shard count, recorded in its metadata bucket steer_<cluster> when none is (a different recorded count stops the server; with --follow). Env: STEER_SHARD_COUNT.")
     var shardCount: Int?
     @Option(help: "HOST:PORT routers reach this replica at, put in the cluster's replicas bucket every second (with --follow; default: the address it listens on). Env: STEER_ADVERTISE.")
@@ -200,6 +204,7 @@ struct SettingSource {
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
+            "stream_max_age", "stream_max_messages",
             "snapshot_dir", "shard_count", "advertise",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
@@ -414,7 +419,7 @@ extension Serve {
             followTask = Task { await follower.0.run(first: first) }
             heartbeat = try await registerInCluster(follower: follower.0, source: source, logger: logger)
         } else if try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") != nil {
-            throw ValidationError("--cluster, --shard and --stream-replicas need --follow")
+            throw ValidationError("--cluster, --shard, --stream-replicas, --stream-max-age and --stream-max-messages need --follow")
         }
         defer { followTask?.cancel() }
         let heartbeatTask = Locked<Task<Void, Never>?>(nil)
@@ -476,7 +481,8 @@ extension Serve {
     /// consumer from the stored sequence, before the server listens (a NATS that cannot be reached stops
     /// the start with exit code 2).
     ///
-    /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses.
+    /// - Throws: `ValidationError` for bad settings; `ExitCode(2)` when NATS refuses; `ExitCode(3)` when
+    ///   the stream no longer holds the next message this replica needs (`StreamFollower.FellBehind`).
     func startFollowing(url: String, source: SettingSource, engine: RetrievalEngine, collections: CollectionSet, limits: ProtocolLimits,
                                logger: Logger) async throws -> (StreamFollower, NATSConnection) {
         guard let addresses = NATSAddresses(url) else {
@@ -488,7 +494,10 @@ extension Serve {
         let settings = StreamFollower.Settings(
             addresses: addresses, cluster: clusterName,
             shard: try source.int(shard, env: "STEER_SHARD", key: "shard", range: 0...65535) ?? 0,
-            streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1)
+            streamReplicas: try source.int(streamReplicas, env: "STEER_STREAM_REPLICAS", key: "stream_replicas", range: 1...5) ?? 1,
+            retention: ShardStream.Retention(
+                maxAgeSeconds: try source.int(streamMaxAge, env: "STEER_STREAM_MAX_AGE", key: "stream_max_age", range: 1...(100 * 365 * 86_400)).map(Int64.init),
+                maxMessages: try source.int(streamMaxMessages, env: "STEER_STREAM_MAX_MESSAGES", key: "stream_max_messages", range: 1...Int(Int32.max)).map(Int64.init)))
         let follower: StreamFollower
         do {
             follower = try StreamFollower(settings: settings, engine: engine, collections: collections, limits: limits, logger: logger)
@@ -497,6 +506,9 @@ extension Serve {
         }
         do {
             return (follower, try await follower.connect())
+        } catch let behind as StreamFollower.FellBehind {
+            logger.critical("\(behind)", metadata: ["steer.nats": "\(url)"])
+            throw ExitCode(StreamFollower.FellBehind.exitCode)
         } catch {
             logger.error("cannot follow the shard's stream", metadata: ["steer.error": "\(error)", "steer.nats": "\(url)"])
             throw ExitCode(2)

@@ -87,10 +87,18 @@ private func state(_ connection: SteerConnection, minSequence: UInt64) throws ->
         defer { a.terminate(); b.terminate(); a.removeData(); b.removeData() }
         let toA = try a.connection()
         var toB = try b.connection()
-        // Collections are created on every replica (not through the stream).
+        // Collections go through the stream: the create through B is a no-op after A's, both answered.
         for connection in [toA, toB] {
-            _ = try ok(connection, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+            let created = try ok(connection, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+            #expect(created["dimension"] == .int(4) && created["sequence"] != nil, "\(created)")
         }
+        // An alias through one replica, its deletion through the other: answered with the targets.
+        let aliased = try ok(toA, #"{"op":"alias","token":"tok","alias":"shelf","collection":"books"}"#)
+        #expect(aliased["previous"] == .null && aliased["collection"] == .string("books"), "\(aliased)")
+        let unaliased = try ok(toB, #"{"op":"delete_alias","token":"tok","alias":"shelf"}"#)
+        #expect(unaliased["collection"] == .string("books"), "\(unaliased)")
+        let listed = try ok(toA, #"{"op":"list_collections","token":"tok","min_sequence":\#(try sequence(of: unaliased)),"timeout_ms":20000}"#)
+        #expect(listed["aliases"] == .object(JSONObject()))
 
         var last: UInt64 = 0
         // Writes through both replicas: events, a named collection's items, a user's deletion.
@@ -171,6 +179,15 @@ private func state(_ connection: SteerConnection, minSequence: UInt64) throws ->
             #"{"op":"swap","collection":"books","generation":"g"}"#,
             #"{"op":"event","user":"x","item":1,"kind":"\#(String(repeating: "k", count: 65))","ts":1}"#,
             #"{"op":"upsert","collection":"../../etc","items":[]}"#,
+            // Collection changes: refused when decoded, or alike by every replica when applied.
+            #"{"op":"create_collection","name":"ck","checkpoint":"ckpt"}"#,  // a checkpoint is outside the stream
+            #"{"op":"create_collection","name":"../x","dimension":4}"#,
+            #"{"op":"create_collection","name":"books","dimension":7}"#,  // exists with another dimension
+            #"{"op":"drop_collection","name":"books","token":"tok"}"#,
+            #"{"op":"drop_collection","name":"books","collection":"books"}"#,
+            #"{"op":"alias","alias":"shelf","collection":"nowhere"}"#,  // no such collection
+            #"{"op":"list_collections"}"#,
+            #"{"op":"create_collection","name":"late","dimension":4}"#.replacingOccurrences(of: "4", with: "99999999999"),
         ]
         for (index, body) in hostile.enumerated() {
             _ = try await jetStream.publish(subject, payload: Array(body.utf8), messageID: "bad-\(index)")
@@ -183,6 +200,10 @@ private func state(_ connection: SteerConnection, minSequence: UInt64) throws ->
             #expect(answer["events"] == .array([.object(JSONObject([("item", .int(9)), ("kind", .string("view")), ("ts", .int(7))]))]))
             #expect(try ok(connection, #"{"op":"get_user","token":"tok","user":"x"}"#)["events"] == .array([]))
             #expect(try ok(connection, #"{"op":"get","token":"tok","collection":"books","ids":[1]}"#)["items"] == .array([]))
+            let listed = try ok(connection, #"{"op":"list_collections","token":"tok"}"#)
+            #expect(listed["aliases"] == .object(JSONObject()))
+            #expect("\(listed["collections"] ?? .null)".contains("\"late\"") == false)
+            #expect(try ok(connection, #"{"op":"describe_collection","token":"tok","name":"books"}"#)["dimension"] == .int(4))
             let stats = try ok(connection, #"{"op":"stats","token":"tok"}"#)
             #expect(stats["refused_messages"] == .int(Int64(hostile.count)))
             #expect(stats["applied_sequence"] == .int(Int64(good.seq)))

@@ -30,6 +30,16 @@ private final class MemoryShardLog: ShardLog {
         }
     }
 
+    func appendChange(_ change: Request.Operation, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
+        if let error = failing[shard] { throw error }
+        let body = try CollectionChange.encode(change)
+        appends.withLock { $0.append(Append(shard: shard, body: body)) }
+        return next.withLock { table in
+            table[shard, default: 100 * UInt64(shard)] += 1
+            return table[shard]!
+        }
+    }
+
     func close() async {}
 }
 
@@ -94,6 +104,47 @@ private final class MemoryShardLog: ShardLog {
         guard case .deleteUser(.string("u4")) = try WriteLogMessage.decode(last.body, decoder: decoder).operation else {
             Issue.record("not a delete_user of u4"); return
         }
+    }
+
+    @Test func collectionChangesGoToEveryShardsStream_checkpointRefused_aFailedShardNamed() async throws {
+        let log = MemoryShardLog()
+        let routed = try router(shards: 3, log: log)
+        defer { Task { await routed.shutdown() } }
+        let created = try await answer(routed, #"{"op":"create_collection","name":"books","dimension":4,"metric":"cosine"}"#)
+        #expect(created["ok"] == .bool(true), "\(created)")
+        #expect(created["name"] == .string("books"))
+        #expect(created["sequences"] == .array([.int(1), .int(101), .int(201)]))
+        let moved = try await answer(routed, #"{"op":"alias","alias":"shelf","collection":"books"}"#)
+        #expect(moved["collection"] == .string("books"))
+        let decoder = RequestDecoder(limits: ProtocolLimits())
+        let appends = log.appends.get()
+        #expect(appends.map(\.shard).sorted() == [0, 0, 1, 1, 2, 2])
+        for append in appends {
+            switch try WriteLogMessage.decodeMessage(append.body, decoder: decoder) {
+            case .collectionChange(.createCollection(let settings)):
+                #expect(settings == CollectionSettings(name: "books", dimension: 4, metric: .cosine))
+            case .collectionChange(.alias(let alias, let collection)):
+                #expect(alias == "shelf" && collection == "books")
+            default:
+                Issue.record("not a collection change: \(String(decoding: append.body, as: UTF8.self))")
+            }
+        }
+        // A change is not a write: the write decoder refuses it.
+        #expect(throws: SteerError.self) { try WriteLogMessage.decode(appends[0].body, decoder: decoder) }
+
+        let checkpoint = try await answer(routed, #"{"op":"create_collection","name":"ck","checkpoint":"ckpt"}"#)
+        guard case .object(let error)? = checkpoint["error"] else { Issue.record("not refused: \(checkpoint)"); return }
+        #expect(error["code"] == .string("invalid_request"))
+        #expect(log.appends.get().count == 6, "nothing appended for the refused create")
+
+        let failing = MemoryShardLog(failing: [1: SteerError(.unavailable, "quorum lost")])
+        let partial = try router(shards: 3, log: failing)
+        defer { Task { await partial.shutdown() } }
+        let dropped = try await answer(partial, #"{"op":"drop_collection","name":"books"}"#)
+        guard case .object(let failure)? = dropped["error"] else { Issue.record("not refused: \(dropped)"); return }
+        #expect(failure["code"] == .string("unavailable"))
+        let message = "\(failure["message"] ?? .null)"
+        #expect(message.contains("shard 1") && message.contains("0 (sequence 1)") && message.contains("2 (sequence 201)"), "\(message)")
     }
 
     @Test func anUpsertIsSplitByShard_andAnsweredWithEachShardsSequence() async throws {

@@ -286,4 +286,33 @@ private func sstFiles(in path: String, containing marker: String) -> [String] {
         _ = try writer.histories.record([event(.string("u"), 1, ts: 1)])
         #expect(try writer.histories.events(of: .string("u")).count == 1)
     }
+
+    @Test func positionsNameTheHistoryAndARestartedOneGetsALargerCreated() throws {
+        try withHistories { store, _ in
+            let histories = store.histories
+            let alice = UserID.string("alice")
+            _ = try histories.record([event(alice, 1, ts: 10), event(alice, 2, ts: 20), event(.int(7), 3, ts: 5)])
+            _ = try histories.record([event(alice, 4, ts: 15)])
+            var positions: [UserID: HistoryPosition] = [:]
+            try histories.forEachPosition { user, position in
+                positions[user] = position
+                return true
+            }
+            let first = try #require(positions[alice])
+            #expect(first.nextArrival == 3 && first.created > 0)
+            #expect(positions[.int(7)]?.nextArrival == 1 && positions.count == 2)
+            // The arrival numbers of the stored events are below the position.
+            #expect(try histories.events(of: alice).map(\.arrival).sorted() == [0, 1, 2])
+
+            _ = try histories.deleteUser(alice)
+            _ = try histories.record([event(alice, 5, ts: 1)])
+            positions = [:]
+            try histories.forEachPosition { user, position in
+                positions[user] = position
+                return true
+            }
+            let restarted = try #require(positions[alice])
+            #expect(restarted.nextArrival == 1 && restarted.created > first.created)
+        }
+    }
 }

@@ -297,3 +297,74 @@ def test_a_work_directory_started_with_other_settings_is_refused(binary: str) ->
             result = retrain(binary, args)
             assert result.returncode == 1 and message in result.stderr, result.stderr
             assert json.loads((work / "state.json").read_text()) == state
+
+
+def test_warm_start_trains_from_the_live_checkpoint_and_refuses_another_architecture(binary: str) -> None:
+    with tempfile.TemporaryDirectory() as root_dir:
+        live = Live(binary, Path(root_dir))
+        try:
+            short = "--epochs1 1 --eval-every 1 --epochs2 1 --epochs3 1 --max-samples 500"
+            # Options in --train-args that contradict the live checkpoint's architecture: the trainer refuses.
+            other = [*live.args, "--work", str(Path(root_dir) / "other"), "--warm-start"]
+            refused = retrain(binary, [*other, "--train-args", f"{short} --d 16", "--margin", "1"])
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "architecture differs from this run's: d 32 (this run 16)" in refused.stderr, (
+                refused.stderr
+            )
+            assert "the live generation still serves" in refused.stderr
+
+            result = retrain(
+                binary,
+                [*live.args, "--warm-start", "--train-args", short, "--margin", "1", "--stop-after", "gate"],
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert (
+                f"--init-from {live.checkpoint.resolve()} --backbone sasrec --d 32 --d-aux 8" in result.stdout
+            )
+            state = json.loads((live.work / "state.json").read_text())
+            assert state["fingerprint"]["warm_start"] is True
+            # every item of the export is the live checkpoint's: all rows carried over
+            warm = {"checkpoint": str(live.checkpoint.resolve()), "shared": 400, "new": 0, "dropped": 0}
+            assert state["outputs"]["warm_start"] == warm, state["outputs"]
+            results = json.loads((live.work / "train-results.json").read_text())
+            assert results["train_config"]["init_from"] == str(live.checkpoint.resolve())
+            # A rerun without --warm-start is another setting: refused.
+            cold = retrain(binary, [*live.args, "--train-args", short, "--margin", "1"])
+            assert cold.returncode == 1 and "was started with other settings" in cold.stderr, cold.stderr
+        finally:
+            live.server.terminate()
+
+
+def test_accumulate_keeps_one_export_and_adds_increments(binary: str) -> None:
+    with tempfile.TemporaryDirectory() as root_dir:
+        root = Path(root_dir)
+        live = Live(binary, root)
+        try:
+            acc = root / "accumulated"
+            first = retrain(binary, [*live.args, "--accumulate", str(acc), "--stop-after", "export"])
+            assert first.returncode == 0, first.stdout + first.stderr
+            assert json.loads((acc / "export.json").read_text())["kind"] == "whole"
+            with Connection(live.server.port) as admin:
+                more = [{"user": "u0", "item": 5, "ts": 5000}, {"user": "new", "item": 6, "ts": 5000}]
+                assert admin.call({"op": "event", "token": TOKEN, "events": more})["ok"]
+                assert admin.call({"op": "delete_user", "token": TOKEN, "user": "u1"})["ok"]
+            work2 = root / "work2"
+            second = retrain(
+                binary, [*live.args, "--work", str(work2), "--accumulate", str(acc), "--stop-after", "export"]
+            )
+            assert second.returncode == 0, second.stdout + second.stderr
+            assert "--since" in second.stdout
+            increment = [json.loads(line) for line in (work2 / "increment" / "interactions.jsonl").open()]
+            assert sorted((o["user"], o["item"]) for o in increment) == [("new", 6), ("u0", 5)]
+            summary = json.loads((acc / "export.json").read_text())
+            assert summary["kind"] == "accumulated" and summary["interactions"] == 120 * 12 + 2 - 12
+            assert (acc / "interactions.jsonl").read_bytes() == (
+                work2 / "export" / "interactions.jsonl"
+            ).read_bytes()
+            assert not any(json.loads(line)["user"] == "u1" for line in (acc / "interactions.jsonl").open())
+            assert (
+                not acc.with_name("accumulated.old").exists()
+                and not acc.with_name("accumulated.tmp").exists()
+            )
+        finally:
+            live.server.terminate()

@@ -154,6 +154,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="validate stages 2-3 every epoch, keep the best head, stop after N epochs without gain (0: off)",
     )
     p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm start: initialise from this checkpoint (same model options; items matched by id)",
+    )
+    p.add_argument(
         "--tune",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -202,6 +207,7 @@ def _configs(a: argparse.Namespace, ds: Dataset, progress: bool) -> tuple[ModelC
         aux_net=getattr(a, "aux_net", 0),
         aux_features=getattr(a, "aux_features", False),
         tag_dropout=getattr(a, "tag_dropout", 0.0),
+        init_from=getattr(a, "init_from", None),
     )
     return mc, tc
 
@@ -240,6 +246,23 @@ def _load(a: argparse.Namespace) -> tuple[Dataset, Dataset]:
     return full, full
 
 
+def _warm_start(a: argparse.Namespace, model: DPR, ds: Dataset) -> dict[str, Any] | None:
+    """``--init-from``: the checkpoint's weights into ``model`` (steer_train/warmstart.py)."""
+    if not getattr(a, "init_from", None):
+        return None
+    from steer_train.warmstart import WarmStartError, warm_start
+
+    if getattr(a, "cache", None):
+        raise SystemExit("--init-from and --cache: a cached stage-1 backbone would ignore the warm start")
+    try:
+        report = warm_start(model, ds, a.init_from)
+    except WarmStartError as e:
+        raise SystemExit(f"--init-from: {e}") from None
+    log.info("warm start from %s: %d items shared, %d new, %d dropped", report.checkpoint, report.shared,
+             report.new, report.dropped)  # fmt: skip
+    return report.to_json()
+
+
 def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     from steer_train.export import write_checkpoint
 
@@ -248,6 +271,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
     enc = shared_encoder(a.minilm)
     model = DPR.create(mc, a.seed)
     log.info("%s; %s backbone, d=%d, seed %d", ds.summary(), mc.backbone, mc.d, a.seed)
+    warm = _warm_start(a, model, ds)
     phrases = None
     if getattr(a, "train_phrases", None) in ("none", ""):
         a.train_phrases = None
@@ -272,6 +296,7 @@ def _train(a: argparse.Namespace, ds: Dataset) -> tuple[DPR, dict[str, Any]]:
         "head_validation": res.valid,
         "model_config": mc.to_json(),
         "train_config": tc.to_json(),
+        **({"warm_start": warm} if warm else {}),
     }
     if getattr(a, "out", None):
         # the commit of the code that trained (read at start), not HEAD when training ends

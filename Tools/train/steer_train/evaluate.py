@@ -21,6 +21,7 @@ import torch
 
 from steer_train.clauses import TagMapper
 from steer_train.data import Dataset, EvalCase, Item
+from steer_train.examples_baseline import examples_scores, training_popularity
 from steer_train.minilm import MiniLM
 from steer_train.models import DPR
 from steer_train.prompts import TEMPLATES, Phrases, PromptBank, fill
@@ -543,6 +544,7 @@ class Evaluator:
         eligible = set(prompt_tags)
         self.eligible = torch.tensor([t in eligible for t in ds.tag_vocab], dtype=torch.bool)
         self._item_emb: torch.Tensor | None = None
+        self._popularity: torch.Tensor | None = None  # the examples baseline's (examples_baseline.py)
 
     def item_text_embeddings(self) -> torch.Tensor:
         if self._item_emb is None:
@@ -618,6 +620,10 @@ class Evaluator:
         sq, mkeep, sem = self._steered(h, task.prompts, history)
         top = top_k_only(s0, TOP)
         out["dpr_soft"] = sq
+        if self._popularity is None:
+            self._popularity = training_popularity(self.ds)
+        out["examples"] = examples_scores(m.backbone.item_table(), m.backbone.pad(h), self.tagmat_t,
+                                          self._popularity, history, task.pos_tag, task.neg_tag)  # fmt: skip
         out["dpr_hybrid"] = torch.where(mkeep, blend(sq, s0, m.hybrid_blend), neg_inf)
         out["dpr_hard"] = torch.where(mkeep, s0, neg_inf)  # = the clause-mapper filter baseline
         # semantic re-ranking of the backbone's top 100: Σ_c sign(c) · cos(clause, item text); ties

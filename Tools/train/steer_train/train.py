@@ -56,6 +56,9 @@ class TrainConfig:
     #: stage 1 stops after the epoch in which this many minutes have passed (0: no limit); the
     #: stopping epoch is validated so the best checked weights are kept
     max_minutes1: float = 0.0
+    #: the checkpoint the model was warm-started from (``--init-from``; steer_train/warmstart.py):
+    #: stage 1 then validates the starting weights too, so it keeps them unless an epoch beats them
+    init_from: str | None = None
     #: with a phrase file (``train_all(phrases=...)``): the probability that a clause of a training
     #: prompt is a phrase of its tag (when the file has one) instead of a template
     phrase_prob: float = 0.5
@@ -182,6 +185,11 @@ def train_stage1(
     best = (-1.0, copy.deepcopy(bb.state_dict()))
     bad = 0
     valid = split.valid
+    if tc.init_from and valid and tc.eval_every > 0:
+        best = (quick_ndcg(model, valid, model.cfg.n_items), best[1])
+        if valid_log is not None:
+            valid_log.append((0, best[0]))
+        log.info("stage 1: warm-started from %s, valid NDCG@10 %.4f", tc.init_from, best[0])
     bar = tqdm(range(tc.epochs1), desc="stage 1", disable=not tc.progress, unit="epoch")
     for epoch in bar:
         bb.train()
