@@ -28,11 +28,15 @@ echo "== 1. the foundation on seeded vectors (store, index, search, recall)"
 "$BIN" demo --data "$DEMO/foundation" --count 20000
 
 echo "== 2. the DPR checkpoint (synthetic catalog, SASRec backbone, three training stages)"
-if [ -f "$CKPT/config.json" ] && [ -f "$CKPT/model.safetensors" ]; then
-  echo "reusing $CKPT"
+# Reused only when trained by the trainer as it is now (its sources and phrase files hashed), so a checkout
+# whose trainer changed does not keep demoing an older model.
+trainer=$(cat Tools/train/steer_train/*.py Tools/train/phrases/*.json | sha256sum | cut -d' ' -f1)
+if [ -f "$CKPT/config.json" ] && [ -f "$CKPT/model.safetensors" ] && [ "$(cat "$CKPT/trainer.sha256" 2>/dev/null)" = "$trainer" ]; then
+  echo "reusing $CKPT (trained by this trainer)"
 else
   rm -rf "$CKPT.tmp"
   "$PY" -m steer_train.cli --no-progress demo-checkpoint --out "$CKPT.tmp" --seed 0
+  echo "$trainer" > "$CKPT.tmp/trainer.sha256"
   rm -rf "$CKPT" && mv "$CKPT.tmp" "$CKPT"
 fi
 

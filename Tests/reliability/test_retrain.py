@@ -212,7 +212,11 @@ def test_retrain_gates_resumes_and_swaps_under_load(binary: str) -> None:
                 assert all(count > 0 for count in load.generations.values())
 
                 # After the swap the answers are the new checkpoint's, as the trainer scored them.
-                golden = json.loads((checkpoints / name / "golden.json").read_text())
+                # A checkpoint trained with λ/β tuning (the trainer's default) carries steering.json, which the
+                # server applies: its answers are golden-steering.json's; without it, golden.json's (λ = β = 1).
+                steered = (checkpoints / name / "steering.json").is_file()
+                golden_file = "golden-steering.json" if steered else "golden.json"
+                golden = json.loads((checkpoints / name / golden_file).read_text())
                 compared = 0
                 for case in golden["cases"]:
                     history = case.get("history") or []
