@@ -195,6 +195,12 @@ private func checkLimits(_ request: Request) {
     case .alias(let alias, let collection):
         requireName(alias)
         requireName(collection)
+    case .snapshot(let name):
+        // A directory name inside the snapshot directory: never a path, a hidden name or over the limit.
+        let bytes = Array(name.utf8)
+        require((1...Request.maxSnapshotNameBytes).contains(bytes.count), "snapshot name of \(bytes.count) bytes")
+        require(bytes.first != UInt8(ascii: ".") && !bytes.contains(UInt8(ascii: "/")) && !bytes.contains(0),
+                "snapshot name \(name.debugDescription)")
     }
     if let collection = request.collection {
         requireName(collection)
