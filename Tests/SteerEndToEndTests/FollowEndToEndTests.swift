@@ -71,25 +71,6 @@ private func replica(_ nats: NATSNode, cluster: String, directory: String? = nil
     ])
 }
 
-/// Sends one line and parses the answer.
-private func call(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer) else { throw SteerError(.internal, "answer is not an object") }
-    return object
-}
-
-/// `call` that requires `"ok": true`.
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let object = try call(connection, line)
-    guard object["ok"] == .bool(true) else { throw SteerError(.internal, "'\(line.prefix(200))' failed: \(object)") }
-    return object
-}
-
-private func sequence(of answer: JSONObject) throws -> UInt64 {
-    guard case .int(let value)? = answer["sequence"], value > 0 else { throw SteerError(.internal, "answer has no sequence: \(answer)") }
-    return UInt64(value)
-}
-
 /// Deterministic 4-d vectors.
 private func vector(_ id: Int, round: Int) -> String {
     var generator = SeededGenerator(seed: UInt64(id * 7919 + round * 104_729 + 1))

@@ -12,14 +12,6 @@ import Testing
 
 private let token = "tok"
 
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer), object["ok"] == .bool(true) else {
-        throw SteerError(.internal, "'\(line.prefix(200))' failed: \(String(decoding: answer, as: UTF8.self))")
-    }
-    return object
-}
-
 private func arguments(_ nats: NATSNode, cluster: String, extra: [String] = []) -> [String] {
     ["--dimension", "2", "--admin-token", token, "--follow", nats.url, "--cluster", cluster, "--shard", "0"] + extra
 }

@@ -12,14 +12,6 @@ import Testing
 
 private let token = "tok"
 
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer), object["ok"] == .bool(true) else {
-        throw SteerError(.internal, "'\(line.prefix(200))' failed: \(String(decoding: answer, as: UTF8.self))")
-    }
-    return object
-}
-
 /// The router's replica addresses per shard (its `stats`).
 private func membership(_ router: SteerConnection) throws -> [[String]] {
     guard case .array(let shards)? = try ok(router, #"{"op":"stats","token":"tok"}"#)["shards"] else { throw SteerError(.internal, "no shards") }

@@ -10,18 +10,6 @@ import Testing
 
 private let token = "tok"
 
-private func call(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer) else { throw SteerError(.internal, "answer is not an object") }
-    return object
-}
-
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let object = try call(connection, line)
-    guard object["ok"] == .bool(true) else { throw SteerError(.internal, "'\(line.prefix(200))' failed: \(object)") }
-    return object
-}
-
 private func vector(_ id: Int, round: Int) -> String {
     var generator = SeededGenerator(seed: UInt64(id * 7919 + round * 104_729 + 1))
     return "[" + (0..<4).map { _ in String(Float.random(in: -1...1, using: &generator)) }.joined(separator: ",") + "]"

@@ -11,14 +11,6 @@ import Testing
 
 private let token = "tok"
 
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer), object["ok"] == .bool(true) else {
-        throw SteerError(.internal, "'\(line.prefix(200))' failed: \(String(decoding: answer, as: UTF8.self))")
-    }
-    return object
-}
-
 private func sequences(of answer: JSONObject) throws -> [UInt64] {
     guard case .array(let values)? = answer["sequences"] else { throw SteerError(.internal, "answer has no sequences: \(answer)") }
     return try values.map { value in

@@ -11,18 +11,6 @@ import Testing
 
 private let token = "tok"
 
-private func call(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer) else { throw SteerError(.internal, "answer is not an object") }
-    return object
-}
-
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let object = try call(connection, line)
-    guard object["ok"] == .bool(true) else { throw SteerError(.internal, "'\(line.prefix(200))' failed: \(object)") }
-    return object
-}
-
 private func vector(_ id: Int, round: Int) -> String {
     var generator = SeededGenerator(seed: UInt64(id * 7919 + round * 104_729 + 1))
     return "[" + (0..<4).map { _ in String(Float.random(in: -1...1, using: &generator)) }.joined(separator: ",") + "]"
@@ -31,11 +19,6 @@ private func vector(_ id: Int, round: Int) -> String {
 private func upsertLine(_ ids: Range<Int>, round: Int) -> String {
     let items = ids.map { id in #"{"id":\#(id),"vector":\#(vector(id, round: round)),"title":"t\#(id)-r\#(round)","tags":["r\#(round % 3)"]}"# }
     return #"{"op":"upsert","token":"tok","items":[\#(items.joined(separator: ","))]}"#
-}
-
-private func sequence(of answer: JSONObject) throws -> UInt64 {
-    guard case .int(let value)? = answer["sequence"], value > 0 else { throw SteerError(.internal, "no sequence: \(answer)") }
-    return UInt64(value)
 }
 
 /// `get` of ids 0..<60 and `search` hits for a few queries, once `minSequence` is applied.

@@ -11,18 +11,6 @@ import Testing
 
 private let token = "tok"
 
-private func call(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let answer = try connection.roundTrip(Array(line.utf8))
-    guard case .object(let object) = try JSONParser.parse(answer) else { throw SteerError(.internal, "answer is not an object") }
-    return object
-}
-
-private func ok(_ connection: SteerConnection, _ line: String) throws -> JSONObject {
-    let object = try call(connection, line)
-    guard object["ok"] == .bool(true) else { throw SteerError(.internal, "'\(line.prefix(200))' failed: \(object)") }
-    return object
-}
-
 private func errorCode(_ answer: JSONObject) -> JSONValue? {
     guard case .object(let error)? = answer["error"] else { return nil }
     return error["code"]
@@ -36,11 +24,6 @@ private func vector(_ id: Int, round: Int) -> String {
 private func upsertLine(_ ids: Range<Int>, round: Int) -> String {
     let items = ids.map { id in #"{"id":\#(id),"vector":\#(vector(id, round: round)),"title":"t\#(id)-r\#(round)"}"# }
     return #"{"op":"upsert","token":"tok","items":[\#(items.joined(separator: ","))]}"#
-}
-
-private func sequence(of answer: JSONObject) throws -> UInt64 {
-    guard case .int(let value)? = answer["sequence"], value > 0 else { throw SteerError(.internal, "no sequence: \(answer)") }
-    return UInt64(value)
 }
 
 /// `get` of ids 0..<40, a user's history, a few searches and `applied_sequence`, once `minSequence` is applied.
