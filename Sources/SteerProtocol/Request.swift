@@ -312,6 +312,7 @@ public struct RequestDecoder: Sendable {
         case "swap":
             try fields.allow(["generation", "checkpoint"])
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
+            guard !generation.isEmpty else { throw SteerError.invalid("swap: 'generation' is empty") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
         case "event":
             try fields.allow(["user", "item", "kind", "ts", "events"])

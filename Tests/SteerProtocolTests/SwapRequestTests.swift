@@ -25,7 +25,8 @@ import Testing
         #expect(path == "/data/generations/g3" && directory == "/ckpt")
         for (line, field) in [(#"{"op":"swap","generation":"g","checkpoint":1}"#, "checkpoint"),
                               (#"{"op":"swap","generation":7}"#, "generation"),
-                              (#"{"op":"swap","generation":"g","model":"m"}"#, "model")] {
+                              (#"{"op":"swap","generation":"g","model":"m"}"#, "model"),
+                              (#"{"op":"swap","generation":""}"#, "'generation' is empty")] {
             do {
                 _ = try decode(line)
                 Issue.record("accepted \(line)")
