@@ -644,6 +644,43 @@ public final class RetrievalEngine: Sendable {
         try requireOpen()
         writeLock.lock()
         defer { writeLock.unlock() }
+        return try applyLocked(messages, partsShareSequence: false)
+    }
+
+    /// `apply(batch:)` for messages of several parts (a batch message of the write log, `WriteLogMessage`):
+    /// consecutive entries with the same sequence are the parts of one message. Each part takes effect
+    /// as if it were a message of its own, in order, with its own outcome; a message at or below
+    /// `appliedSequence` is skipped whole (`.alreadyApplied` for each part). A history part (`events`,
+    /// `deleteUser`) in a message of several parts is refused (`.rejected`, `invalid_request`): a history
+    /// message is applied alone with its own sequence, so it travels in a message of its own.
+    ///
+    /// - Parameter parts: sequence and decoded part (or the refusal of its bytes), in stream order.
+    /// - Returns: one outcome per part, in order.
+    /// - Throws: as `apply(batch:)`.
+    public func apply(parts: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)]) throws(SteerError) -> [ApplyOutcome] {
+        try requireOpen()
+        var messages = parts
+        var start = 0
+        while start < messages.count {
+            var end = start + 1
+            while end < messages.count && messages[end].sequence == messages[start].sequence { end += 1 }
+            if end - start > 1 {
+                for position in start..<end {
+                    if case .success(let operation) = messages[position].operation, operation.isHistory {
+                        messages[position].operation = .failure(SteerError.invalid("an event or delete_user in a stream message of several parts (it must be a message of its own)"))
+                    }
+                }
+            }
+            start = end
+        }
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        return try applyLocked(messages, partsShareSequence: true)
+    }
+
+    /// `apply(batch:)`/`apply(parts:)` holding `writeLock`.
+    private func applyLocked(_ messages: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)],
+                             partsShareSequence: Bool) throws(SteerError) -> [ApplyOutcome] {
         // Runs of item messages share one store batch; each history message (`events`, `deleteUser`) is
         // one batch of its own with its sequence (`applyHistoryLocked`).
         var outcomes = [ApplyOutcome](repeating: .alreadyApplied, count: messages.count)
@@ -659,7 +696,7 @@ public final class RetrievalEngine: Sendable {
                 if case .success(let operation) = messages[end].operation, operation.isHistory { break }
                 end += 1
             }
-            outcomes.replaceSubrange(start..<end, with: try applyItemsLocked(Array(messages[start..<end])))
+            outcomes.replaceSubrange(start..<end, with: try applyItemsLocked(Array(messages[start..<end]), partsShareSequence: partsShareSequence))
             start = end
         }
         return outcomes
@@ -694,14 +731,17 @@ public final class RetrievalEngine: Sendable {
 
     /// Applies a run of item messages (no history message) in one store batch and one index update; call
     /// holding `writeLock` (see `apply(batch:)`).
-    private func applyItemsLocked(_ messages: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)]) throws(SteerError) -> [ApplyOutcome] {
+    private func applyItemsLocked(_ messages: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)],
+                                  partsShareSequence: Bool) throws(SteerError) -> [ApplyOutcome] {
         let live = self.generation
         var outcomes = [ApplyOutcome](repeating: .alreadyApplied, count: messages.count)
         var writes: [(sequence: UInt64, write: ItemStore.StreamWrite)] = []
         var positions: [Int] = []
         var refusals: [Int: SteerError] = [:]
-        var last = store.appliedStreamSequence
-        for (position, message) in messages.enumerated() where message.sequence > last {
+        let stored = store.appliedStreamSequence
+        var last = stored
+        for (position, message) in messages.enumerated()
+        where message.sequence > last || (partsShareSequence && message.sequence == last && last > stored) {
             last = message.sequence
             positions.append(position)
             switch message.operation {
@@ -730,7 +770,7 @@ public final class RetrievalEngine: Sendable {
         if writes.isEmpty { return outcomes }
         catchUpIndexLocked()
         let before = store.latestSequence
-        let result = try store.applyStream(writes)
+        let result = try partsShareSequence ? store.applyStream(parts: writes) : store.applyStream(writes)
         // Durable from here on: an index failure must not turn the answer into an error (see `upsert`).
         let rows = result.written.compactMap { written in written.vectors[live.embeddingVersion].map { (written.internalID, $0, written.id) } }
         if !result.removedInternalIDs.isEmpty || !rows.isEmpty {

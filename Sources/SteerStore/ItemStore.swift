@@ -521,46 +521,51 @@ public final class ItemStore: @unchecked Sendable {
     // MARK: Validation
 
     private func validate(_ item: ItemWrite, at index: Int, versions: [String: StoredVersion]) throws(SteerError) -> [String] {
-        let label = "items[\(index)] (id \(item.id))"
+        // Built only for an error: this runs for every item of every write.
+        func label() -> String { "items[\(index)] (id \(item.id))" }
         do {
             try item.id.validate()
         } catch {
             throw SteerError(error.code, "items[\(index)]: \(error.message)")
         }
         if let title = item.title, title.utf8.count > options.maxTitleBytes {
-            throw SteerError(.tooLarge, "\(label): title is \(title.utf8.count) bytes, limit is \(options.maxTitleBytes)")
+            throw SteerError(.tooLarge, "\(label()): title is \(title.utf8.count) bytes, limit is \(options.maxTitleBytes)")
         }
         var tags: [String] = []
         var seen = Set<String>()
         for (tagIndex, tag) in item.tags.enumerated() {
-            if tag.isEmpty { throw SteerError.invalid("\(label): tags[\(tagIndex)] is empty") }
+            if tag.isEmpty { throw SteerError.invalid("\(label()): tags[\(tagIndex)] is empty") }
             if tag.utf8.count > options.maxTagBytes {
-                throw SteerError(.tooLarge, "\(label): tags[\(tagIndex)] is \(tag.utf8.count) bytes, limit is \(options.maxTagBytes)")
+                throw SteerError(.tooLarge, "\(label()): tags[\(tagIndex)] is \(tag.utf8.count) bytes, limit is \(options.maxTagBytes)")
             }
-            if tag.utf8.contains(0) { throw SteerError.invalid("\(label): tags[\(tagIndex)] contains a NUL character") }
+            if tag.utf8.contains(0) { throw SteerError.invalid("\(label()): tags[\(tagIndex)] contains a NUL character") }
             if seen.insert(tag).inserted { tags.append(tag) }
         }
         if tags.count > options.maxTags {
-            throw SteerError(.tooLarge, "\(label): \(tags.count) tags, limit is \(options.maxTags)")
+            throw SteerError(.tooLarge, "\(label()): \(tags.count) tags, limit is \(options.maxTags)")
         }
         if let attributes = item.attributesJSON {
             let size = attributes.utf8.count
             if size > options.maxAttributesBytes {
-                throw SteerError(.tooLarge, "\(label): attributes are \(size) bytes, limit is \(options.maxAttributesBytes)")
+                throw SteerError(.tooLarge, "\(label()): attributes are \(size) bytes, limit is \(options.maxAttributesBytes)")
             }
             let object = try? JSONSerialization.jsonObject(with: Data(attributes.utf8), options: [.fragmentsAllowed])
             if !(object is [String: Any]) {
-                throw SteerError.invalid("\(label): attributes must be a JSON object")
+                throw SteerError.invalid("\(label()): attributes must be a JSON object")
             }
         }
         for (name, vector) in item.vectors.sorted(by: { $0.key < $1.key }) {
             guard let version = versions[name] else {
-                throw SteerError.notFound("\(label): vectors[\"\(name)\"] names an unknown embedding version")
+                throw SteerError.notFound("\(label()): vectors[\"\(name)\"] names an unknown embedding version")
             }
             guard vector.count == version.dimension else {
-                throw SteerError(.dimensionMismatch, "\(label): vectors[\"\(name)\"] has \(vector.count) dimensions, expected \(version.dimension)")
+                throw SteerError(.dimensionMismatch, "\(label()): vectors[\"\(name)\"] has \(vector.count) dimensions, expected \(version.dimension)")
             }
-            try Vectors.requireFinite(vector, field: "\(label): vectors[\"\(name)\"]")
+            do {
+                try Vectors.requireFinite(vector)
+            } catch {
+                try Vectors.requireFinite(vector, field: "\(label()): vectors[\"\(name)\"]")
+            }
         }
         return tags
     }
@@ -859,11 +864,26 @@ public final class ItemStore: @unchecked Sendable {
     /// - Throws: `.invalidRequest` for sequences that are not increasing or not above the stored one;
     ///   `.io`/`.corrupt` from RocksDB. Nothing was written.
     public func applyStream(_ messages: [(sequence: UInt64, write: StreamWrite)]) throws(SteerError) -> StreamBatchResult {
+        try applyStream(messages, partsShareSequence: false)
+    }
+
+    /// `applyStream` for messages of several parts (a batch message of the write log, `WriteLogMessage`):
+    /// consecutive entries with the same sequence are the parts of one message, applied in order like
+    /// separate messages (each with its own outcome; a refused part changes nothing and the others apply).
+    ///
+    /// - Parameter parts: in stream order, sequences not decreasing, all above `appliedStreamSequence`.
+    /// - Throws: `.invalidRequest` for a decreasing sequence or one not above the stored one; as `applyStream`.
+    public func applyStream(parts: [(sequence: UInt64, write: StreamWrite)]) throws(SteerError) -> StreamBatchResult {
+        try applyStream(parts, partsShareSequence: true)
+    }
+
+    private func applyStream(_ messages: [(sequence: UInt64, write: StreamWrite)], partsShareSequence: Bool) throws(SteerError) -> StreamBatchResult {
         try withWriter { (database) throws(SteerError) -> StreamBatchResult in
             guard let last = messages.last?.sequence else { return StreamBatchResult(outcomes: [], removedInternalIDs: [], written: []) }
-            var previous = withState { $0.appliedStreamSequence }
+            let stored = withState { $0.appliedStreamSequence }
+            var previous = stored
             for message in messages {
-                guard message.sequence > previous else {
+                guard message.sequence > previous || (partsShareSequence && message.sequence == previous && previous > stored) else {
                     throw SteerError.invalid("stream sequence \(message.sequence) is not above \(previous)")
                 }
                 previous = message.sequence

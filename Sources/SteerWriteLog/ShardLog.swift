@@ -30,7 +30,7 @@ public enum StreamPublisher {
     }
 
     /// Publishes one message body with a fresh message id and waits for its PubAck.
-    private static func publish(body: [UInt8], to stream: ShardStream, on connection: NATSConnection,
+    static func publish(body: [UInt8], to stream: ShardStream, on connection: NATSConnection,
                                 deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         let now = DispatchTime.now().uptimeNanoseconds
         guard deadlineNanos > now else { throw SteerError(.unavailable, "no time left before the deadline to append the write") }
@@ -103,6 +103,10 @@ public final class NATSShardLog: ShardLog {
         var next = 0
     }
     private let state = Locked(State())
+    /// Group commit of item writes per shard (`AppendBatcher`); set once in `init`.
+    private let batcher = Locked<AppendBatcher?>(nil)
+    /// The connected server's `max_payload` (1 MiB, NATS's default, until connected).
+    private let maxPayload = Locked(1 << 20)
 
     /// How long one connection attempt to one address may take.
     public static let connectTimeout: Duration = .seconds(2)
@@ -118,6 +122,13 @@ public final class NATSShardLog: ShardLog {
         options.name = "steer-route"
         options.connectTimeout = Self.connectTimeout
         self.options = options
+        let maxPayload = self.maxPayload
+        batcher.withLock {
+            $0 = AppendBatcher(shards: shardCount, maxPayloadBytes: { maxPayload.get() }) { [weak self] shard, body, deadline throws(SteerError) in
+                guard let self else { throw SteerError(.unavailable, "the router's NATS log is closed") }
+                return try await self.publish(body: body, shard: shard, deadlineNanos: deadline)
+            }
+        }
     }
 
     /// Connects now (the router does this before it listens, to report a NATS it cannot reach).
@@ -127,11 +138,28 @@ public final class NATSShardLog: ShardLog {
         _ = try await connection()
     }
 
+    /// Item writes (`upsert`/`delete`) go through the shard's group commit (`AppendBatcher`: writes queued
+    /// behind publishes in flight share one batch message); events and user deletions are messages of
+    /// their own (a replica applies each alone with its own sequence).
     public func append(_ operation: WriteOperation, collection: String?, shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         guard streams.indices.contains(shard) else { throw SteerError.internalError("no stream for shard \(shard)") }
+        let body = WriteLogMessage.encode(operation, collection: collection)
+        switch operation {
+        case .upsert, .delete:
+            if !WriteLogMessage.containsLineSeparator(body), let batcher = batcher.get() {
+                return try await batcher.append(body, shard: shard, deadlineNanos: deadlineNanos)
+            }
+        case .events, .deleteUser: break
+        }
+        return try await publish(body: body, shard: shard, deadlineNanos: deadlineNanos)
+    }
+
+    /// Publishes one message body to shard `shard`'s stream on the open connection.
+    private func publish(body: [UInt8], shard: Int, deadlineNanos: UInt64) async throws(SteerError) -> UInt64 {
         let nats = try await connection()
+        maxPayload.withLock { $0 = nats.serverInfo.maxPayload }
         do {
-            return try await StreamPublisher.publish(operation, collection: collection, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
+            return try await StreamPublisher.publish(body: body, to: streams[shard], on: nats, deadlineNanos: deadlineNanos)
         } catch {
             if nats.closedError != nil { drop(nats) }
             throw error

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 import SteerCore
 import SteerProtocol
 
@@ -7,7 +12,89 @@ import SteerProtocol
 /// `{"op":"delete_user","user":…}`, with `"collection":"<name>"` for a named collection. Replicas read it
 /// back with the server's `RequestDecoder` and limits: the stream's bytes are as hostile as a client's.
 /// Written by replicas (writes sent to a following server) and routers (`steer route --follow`) alike.
+///
+/// **Batch messages**: a router that has several writes for one shard at once appends them as ONE message
+/// (`encodeBatch`): their bodies joined by `\n` (a JSON line never holds a raw newline), each line an
+/// `upsert` or `delete` with its own `collection`. The message has one stream sequence; every line is
+/// applied in order as a *part* of it, with its own outcome (`RetrievalEngine.apply(parts:)`). A message
+/// of one line is exactly a single write's body. Only item writes are batched: an `event`, `delete_user`
+/// or collection change line in a message of several lines is refused (alike on every replica).
 public enum WriteLogMessage {
+    /// The byte between the lines of a batch message.
+    public static let lineSeparator: UInt8 = 10
+
+    /// The body of a batch message: `bodies` (each from `encode`, without a newline) joined by `\n`.
+    public static func encodeBatch(_ bodies: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bodies.reduce(0) { $0 + $1.count + 1 })
+        for (index, body) in bodies.enumerated() {
+            if index > 0 { out.append(lineSeparator) }
+            out.append(contentsOf: body)
+        }
+        return out
+    }
+
+    /// Whether `body` holds a line separator (a body that does must not join a batch message).
+    public static func containsLineSeparator(_ body: [UInt8]) -> Bool {
+        body.withUnsafeBufferPointer { bytes in
+            guard let base = bytes.baseAddress else { return false }
+            return memchr(base, Int32(lineSeparator), bytes.count) != nil
+        }
+    }
+
+    /// The byte ranges of the lines of `payload` (empty lines included; one range for a body without a
+    /// separator). `memchr`: one pass over the bytes.
+    static func lineRanges(_ payload: [UInt8]) -> [Range<Int>] {
+        payload.withUnsafeBufferPointer { bytes -> [Range<Int>] in
+            guard let base = bytes.baseAddress else { return [0..<0] }
+            var ranges: [Range<Int>] = []
+            var start = 0
+            while start <= bytes.count {
+                guard start < bytes.count, let found = memchr(base + start, Int32(lineSeparator), bytes.count - start) else {
+                    ranges.append(start..<bytes.count)
+                    break
+                }
+                let end = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                ranges.append(start..<end)
+                start = end + 1
+            }
+            return ranges
+        }
+    }
+
+    /// Reads back each line of a message (one line: a single write) with `decodeMessage`'s checks; in a
+    /// message of several lines only `upsert`/`delete` lines are accepted. One bad line refuses that line
+    /// only. Cost linear in the payload (each line is bounded by the decoder's `maxLineBytes`).
+    ///
+    /// - Returns: one result per line, in order (at least one).
+    public static func decodeParts(_ payload: [UInt8], decoder: RequestDecoder) -> [Result<Message, SteerError>] {
+        let lines = lineRanges(payload)
+        guard lines.count > 1 else {
+            do throws(SteerError) {
+                return [.success(try decodeMessage(payload, decoder: decoder))]
+            } catch {
+                return [.failure(error)]
+            }
+        }
+        return lines.map { range -> Result<Message, SteerError> in
+            do throws(SteerError) {
+                let message = try decodeMessage(Array(payload[range]), decoder: decoder)
+                switch message {
+                case .write(let entry):
+                    switch entry.operation {
+                    case .upsert, .delete: return .success(message)
+                    case .events, .deleteUser:
+                        throw SteerError.invalid("stream message: an event or delete_user line in a batch message")
+                    }
+                case .collectionChange(let change):
+                    throw SteerError.invalid("stream message: a '\(change.name)' line in a batch message")
+                }
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
     /// A decoded message: the write and the collection it names (nil: the default collection).
     public struct Entry: Sendable {
         public var operation: WriteOperation

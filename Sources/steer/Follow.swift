@@ -55,10 +55,18 @@ final class StreamFollower: WriteLog, Sendable {
         var retention = ShardStream.Retention()
     }
 
-    /// Messages per pull (well below the client's 64 MiB subscription buffer at 1 MiB `max_payload`).
-    static let fetchBatch = 256
+    /// Most messages per pull.
+    static let fetchBatch = 2_048
+    /// Payload bytes a pull aims at (below the client's 64 MiB subscription buffer): the batch is cut to
+    /// `fetchBytes` / the largest payload of the previous pull.
+    static let fetchBytes = 16 << 20
+    /// The payload size assumed before a pull saw any message.
+    static let fetchAssumedMessageBytes = 64 << 10
+    /// Unacknowledged messages the consumer may hold out (`max_ack_pending`): a pull and the prefetched
+    /// one stay below it.
+    static let maxAckPending = 4 * fetchBatch
     /// Most messages applied in one engine call and RocksDB write batch.
-    static let applyBatch = 256
+    static let applyBatch = 2_048
     /// Most payload bytes applied in one engine call and RocksDB write batch (a single larger message,
     /// up to NATS's `max_payload`, is applied alone).
     static let applyBatchBytes = 8 << 20
@@ -151,6 +159,7 @@ final class StreamFollower: WriteLog, Sendable {
             // instead of one per message; messages are applied strictly in order by this one reader).
             var config = ConsumerConfig(durableName: durable, deliverPolicy: .byStartSequence, optStartSeq: next, ackPolicy: .all)
             config.ackWaitNanos = 30_000_000_000
+            config.maxAckPending = Self.maxAckPending
             try await jetStream.createDurableConsumer(stream: streamName, config: config)
             connection.withLock { $0 = nats }
             logger.info("following", metadata: ["steer.stream": "\(streamName)", "steer.from": "\(next)", "steer.consumer": "\(durable)",
@@ -216,16 +225,19 @@ final class StreamFollower: WriteLog, Sendable {
 
     private func follow(_ nats: NATSConnection) async throws {
         let jetStream = JetStreamContext(connection: nats)
+        // The next pull runs while the current batch is applied (NATS delivers while the store writes).
+        var expected = engine.appliedSequence + 1
+        var largest = Self.fetchAssumedMessageBytes
+        var next: Task<[JetStreamMessage], any Error>? = prefetch(jetStream, largest: largest)
+        defer { next?.cancel() }
         while !Task.isCancelled {
-            // What is there now, up to a batch; when nothing is, wait for the next one message (a pull
-            // asking for a whole batch would wait out its expiry unless the batch filled up).
-            var messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: Self.fetchBatch, noWait: true)
-            if messages.isEmpty {
-                messages = try await jetStream.fetch(stream: streamName, consumer: durable, batch: 1, expires: Self.fetchExpiry)
-            }
+            guard let pending = next else { break }
+            let messages = try await pending.value
+            largest = messages.reduce(0) { max($0, $1.payload.count) }
+            if messages.isEmpty { largest = Self.fetchAssumedMessageBytes }
+            next = prefetch(jetStream, largest: largest)
             // A gap: the stream's retention removed messages this replica had not applied yet (JetStream
-            // sequences of one stream have no other gaps; redeliveries come at or below the stored one).
-            var expected = engine.appliedSequence + 1
+            // sequences of one stream have no other gaps; redeliveries come at or below one already fetched).
             for message in messages {
                 let sequence = message.metadata.streamSequence
                 if sequence > expected { throw FellBehind(stream: streamName, first: sequence, needed: expected) }
@@ -253,6 +265,20 @@ final class StreamFollower: WriteLog, Sendable {
         }
     }
 
+    /// Starts the next pull: what is there now, up to `fetchBatch` messages and about `fetchBytes` (judged
+    /// by `largest`, the largest payload of the previous pull); when nothing is, waits for the next one
+    /// message (a pull asking for a whole batch would wait out its expiry unless the batch filled up).
+    private func prefetch(_ jetStream: JetStreamContext, largest: Int) -> Task<[JetStreamMessage], any Error> {
+        let stream = streamName
+        let consumer = durable
+        let batch = max(1, min(Self.fetchBatch, Self.fetchBytes / max(largest, 1024)))
+        return Task {
+            let messages = try await jetStream.fetch(stream: stream, consumer: consumer, batch: batch, noWait: true)
+            if !messages.isEmpty { return messages }
+            return try await jetStream.fetch(stream: stream, consumer: consumer, batch: 1, expires: Self.fetchExpiry)
+        }
+    }
+
     /// Decodes and applies consecutive messages as one batch on `applyQueue` (engine calls block).
     private func apply(_ messages: [(sequence: UInt64, payload: [UInt8])]) async throws -> [ApplyOutcome] {
         try await withCheckedThrowingContinuation { continuation in
@@ -272,42 +298,69 @@ final class StreamFollower: WriteLog, Sendable {
     /// - Throws: a store failure of any engine (nothing of the default engine's batch was recorded: the
     ///   messages are applied again after reconnecting, and collections skip what they stored).
     private func applyNow(_ messages: [(sequence: UInt64, payload: [UInt8])]) throws(SteerError) -> [ApplyOutcome] {
-        let decoded = messages.map { message -> Result<WriteLogMessage.Message, SteerError> in
-            do throws(SteerError) {
-                return .success(try WriteLogMessage.decodeMessage(message.payload, decoder: decoder))
-            } catch {
-                return .failure(error)
+        // Each message's parts (one for a single write; the lines of a batch message, `WriteLogMessage`).
+        var sequences: [UInt64] = []
+        var decoded: [Result<WriteLogMessage.Message, SteerError>] = []
+        var owner: [Int] = []
+        for (index, message) in messages.enumerated() {
+            for part in WriteLogMessage.decodeParts(message.payload, decoder: decoder) {
+                sequences.append(message.sequence)
+                decoded.append(part)
+                owner.append(index)
             }
         }
         var outcomes: [ApplyOutcome] = []
         var start = 0
-        while start < messages.count {
+        while start < decoded.count {
             if case .success(.collectionChange(let change)) = decoded[start] {
-                outcomes.append(try applyChange(change, sequence: messages[start].sequence))
+                outcomes.append(try applyChange(change, sequence: sequences[start]))
                 start += 1
                 continue
             }
             var end = start
-            while end < messages.count {
+            while end < decoded.count {
                 if case .success(.collectionChange) = decoded[end] { break }
                 end += 1
             }
-            outcomes += try applyWrites(Array(messages[start..<end]), decoded: Array(decoded[start..<end]))
+            outcomes += try applyWrites(Array(sequences[start..<end]), decoded: Array(decoded[start..<end]))
             start = end
         }
         var rejected = 0
-        for (message, outcome) in zip(messages, outcomes) {
+        for (position, outcome) in outcomes.enumerated() {
             if case .rejected(let error) = outcome {
                 rejected += 1
-                logger.warning("refused a stream message", metadata: ["steer.sequence": "\(message.sequence)", "steer.error": "\(error)"])
+                logger.warning("refused a stream message", metadata: ["steer.sequence": "\(sequences[position])", "steer.error": "\(error)"])
             }
         }
         if rejected > 0 { refused.withLock { $0 += rejected } }
-        return outcomes
+        // One outcome per message: its only part's, or for a batch message (written by routers, which do
+        // not wait for outcomes) the items applied by its parts.
+        var perMessage = [ApplyOutcome?](repeating: nil, count: messages.count)
+        var partCount = [Int](repeating: 0, count: messages.count)
+        var appliedCount = [Int](repeating: 0, count: messages.count)
+        var anyApplied = [Bool](repeating: false, count: messages.count)
+        for (position, outcome) in outcomes.enumerated() {
+            let index = owner[position]
+            partCount[index] += 1
+            perMessage[index] = outcome
+            switch outcome {
+            case .applied(let count):
+                appliedCount[index] += count
+                anyApplied[index] = true
+            case .recorded, .rejected:
+                anyApplied[index] = true
+            case .alreadyApplied: break
+            }
+        }
+        return (0..<messages.count).map { index in
+            if partCount[index] == 1, let only = perMessage[index] { return only }
+            return anyApplied[index] ? .applied(count: appliedCount[index]) : .alreadyApplied
+        }
     }
 
-    /// Applies a run of decoded write messages (no collection change among them).
-    private func applyWrites(_ messages: [(sequence: UInt64, payload: [UInt8])],
+    /// Applies a run of decoded write parts (no collection change among them), by sequence (the parts of
+    /// one batch message share its sequence).
+    private func applyWrites(_ sequences: [UInt64],
                              decoded: [Result<WriteLogMessage.Message, SteerError>]) throws(SteerError) -> [ApplyOutcome] {
         var base: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)] = []
         // Named collections by their own name (aliases resolved, so that two names of one collection
@@ -318,13 +371,13 @@ final class StreamFollower: WriteLog, Sendable {
         var namedOperations: [Int: WriteOperation] = [:]
         var elsewhere: [Int: ApplyOutcome] = [:]
         let appliedBefore = engine.appliedSequence
-        for (position, message) in messages.enumerated() {
+        for (position, sequence) in sequences.enumerated() {
             do throws(SteerError) {
                 guard case .write(let entry) = try decoded[position].get() else {
                     throw SteerError.internalError("a collection change among the writes of a run")
                 }
                 guard let collection = entry.collection, collection != CollectionName.defaultName else {
-                    base.append((message.sequence, .success(entry.operation)))
+                    base.append((sequence, .success(entry.operation)))
                     continue
                 }
                 if resolved[collection] == nil {
@@ -348,32 +401,32 @@ final class StreamFollower: WriteLog, Sendable {
                 case .success(let slot)? where slot >= 0:
                     // Only what the default engine has not passed: a collection made after a message was
                     // applied (dropped and created again) must not take it again when it is redelivered.
-                    if message.sequence > appliedBefore {
+                    if sequence > appliedBefore {
                         named[slot].positions.append(position)
                         namedOperations[position] = entry.operation
                     }
                     // Applied to its collection below; recorded here with no change.
-                    base.append((message.sequence, .failure(SteerError.invalid("applied to collection '\(named[slot].lease.name)'"))))
+                    base.append((sequence, .failure(SteerError.invalid("applied to collection '\(named[slot].lease.name)'"))))
                 case .failure(let error)?:
                     elsewhere[position] = .rejected(error)
-                    base.append((message.sequence, .failure(error)))
+                    base.append((sequence, .failure(error)))
                 default:
                     // An alias of the default collection.
-                    base.append((message.sequence, .success(entry.operation)))
+                    base.append((sequence, .success(entry.operation)))
                 }
             } catch {
                 // Every replica refuses the same bytes alike: move past them once (logged by `applyNow`).
-                base.append((message.sequence, .failure(error)))
+                base.append((sequence, .failure(error)))
             }
         }
         for group in named where !group.positions.isEmpty {
             let batch = group.positions.compactMap { position in
-                namedOperations[position].map { (sequence: messages[position].sequence, operation: Result<WriteOperation, SteerError>.success($0)) }
+                namedOperations[position].map { (sequence: sequences[position], operation: Result<WriteOperation, SteerError>.success($0)) }
             }
-            let outcomes = try group.lease.engine.apply(batch: batch)
+            let outcomes = try group.lease.engine.apply(parts: batch)
             for (position, outcome) in zip(group.positions, outcomes) { elsewhere[position] = outcome }
         }
-        var outcomes = try engine.apply(batch: base)
+        var outcomes = try engine.apply(parts: base)
         for (position, outcome) in elsewhere {
             if case .alreadyApplied = outcomes[position] { continue }
             outcomes[position] = outcome

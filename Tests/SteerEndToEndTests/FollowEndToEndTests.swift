@@ -253,6 +253,73 @@ private func appliedSequence(_ connection: SteerConnection) throws -> JSONValue?
         #expect(readB["items"] == read["items"])
     }
 
+    /// Batch messages (several writes in one message, as a router's group commit appends them:
+    /// `WriteLogMessage.encodeBatch`): each line applies in order; a batch published again with its
+    /// message id is stored once; a bad line is refused alone; a replica SIGKILLed while it applies a
+    /// backlog of batch messages (between a pull and its apply, or inside one) converges with a replica
+    /// that applied the whole stream once.
+    @Test func batchMessages_applyLineByLine_aRepublishedBatchIsStoredOnce_andAKilledReplicaConverges() async throws {
+        let nats = try NATSNode()
+        var a = try replica(nats, cluster: "t5")
+        let aDirectory = a.directory
+        defer { a.terminate(); a.removeData() }
+        let client = try await NATSConnection.connect(host: "127.0.0.1", port: nats.port)
+        let jetStream = JetStreamContext(connection: client)
+        let subject = "steer.t5.shard.0"
+        let batch = [
+            #"{"op":"upsert","items":[{"id":1,"vector":[1,0,0,0],"title":"a"}]}"#,
+            #"{"op":"delete","ids":[1]}"#,
+            #"{"op":"upsert","items":[{"id":1,"vector":[0,1,0,0],"title":"b"},{"id":2,"vector":[0,0,1,0],"title":"c"}]}"#,
+            #"{"op":"upsert","items":[{"id":3,"vector":[1,2,3]}]}"#,
+            #"{"op":"event","events":[{"user":"u","item":1,"kind":"click","ts":5}]}"#,
+            #"{"op":"upsert","items":[{"id":4,"vector":[0,0,0,1],"title":"d"}]}"#,
+        ].joined(separator: "\n")
+        let first = try await jetStream.publish(subject, payload: Array(batch.utf8), messageID: "batch-1")
+        let again = try await jetStream.publish(subject, payload: Array(batch.utf8), messageID: "batch-1")
+        #expect(again.isDuplicate)
+        #expect(again.seq == first.seq)
+        let toA = try a.connection()
+        let read = try ok(toA, #"{"op":"get","token":"tok","ids":[1,2,3,4],"min_sequence":\#(first.seq),"timeout_ms":10000}"#)
+        guard case .array(let items)? = read["items"] else { Issue.record("no items: \(read)"); return }
+        let titles = items.compactMap { item -> String? in
+            guard case .object(let fields) = item, case .string(let title)? = fields["title"] else { return nil }
+            return title
+        }
+        #expect(titles == ["b", "c", "d"])
+        #expect(read["missing"] == .array([.int(3)]))
+        let stats = try ok(toA, #"{"op":"stats","token":"tok"}"#)
+        #expect(stats["refused_messages"] == .int(2))
+        #expect(stats["applied_sequence"] == .int(Int64(first.seq)))
+
+        // A backlog of batch messages (overwrites and deletions of the same ids), A killed while applying it.
+        var last = first.seq
+        func publishRounds(_ rounds: Range<Int>) async throws {
+            for round in rounds {
+                var lines = (0..<8).map { part in upsertLine((part * 5)..<(part * 5 + 5), round: round * 8 + part).replacingOccurrences(of: #""token":"tok","#, with: "") }
+                lines.append(#"{"op":"delete","ids":[\#(round % 40),\#((round * 7) % 40)]}"#)
+                last = try await jetStream.publish(subject, payload: Array(lines.joined(separator: "\n").utf8), messageID: "round-\(round)").seq
+            }
+        }
+        try await publishRounds(0..<150)
+        a.kill()
+        try await publishRounds(150..<200)
+        await client.close()
+        a = try replica(nats, cluster: "t5", directory: aDirectory)
+        let b = try replica(nats, cluster: "t5")
+        defer { b.terminate(); b.removeData() }
+        let ids = 0..<40
+        let fromA = try contents(try a.connection(), ids: ids, minSequence: last)
+        let fromB = try contents(try b.connection(), ids: ids, minSequence: last)
+        #expect(fromA.0 != nil)
+        #expect(fromA.0 == fromB.0)
+        #expect(fromA.1 == fromB.1)
+        let statsA = try ok(try a.connection(), #"{"op":"stats","token":"tok"}"#)
+        let statsB = try ok(try b.connection(), #"{"op":"stats","token":"tok"}"#)
+        #expect(statsA["items"] == statsB["items"])
+        #expect(statsA["items"] == statsA["indexed"])
+        #expect(statsB["applied_sequence"] == .int(Int64(last)))
+    }
+
     @Test func withoutFollow_minSequenceIsUnavailableAtOnce_andWritesCarryNoSequence() throws {
         let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token])
         defer { server.terminate(); server.removeData() }

@@ -68,6 +68,79 @@ import Testing
         #expect(engine.waitForApplied(0, deadlineNanos: 0))
     }
 
+    /// Batch messages (`apply(parts:)`): the parts of one message share its sequence and take effect in
+    /// order exactly like separate messages; a redelivered message is skipped whole; a refused part or a
+    /// history part in a message of several parts changes nothing and the other parts apply.
+    @Test func partsOfOneMessage_applyInOrderLikeSeparateMessages_andARedeliveredMessageIsSkippedWhole() throws {
+        let parts: [(sequence: UInt64, operation: Result<WriteOperation, SteerError>)] = [
+            (1, .success(.upsert([ItemInput(id: .int(1), vector: [1, 0, 0, 0], title: "one")]))),
+            (2, .success(.upsert([ItemInput(id: .int(2), vector: [0, 1, 0, 0], title: "two")]))),
+            (2, .success(.delete([.int(1)]))),
+            (2, .success(.upsert([ItemInput(id: .int(1), vector: [0, 0, 1, 0], title: "one-b"), ItemInput(id: .int(3), vector: [1, 1, 0, 0], title: "three")]))),
+            (2, .success(.upsert([ItemInput(id: .int(4), vector: [1, 2, 3])]))),  // wrong dimension: this part only
+            (2, .failure(SteerError.invalid("a line that did not decode"))),
+            (2, .success(.deleteUser(.string("u")))),  // a history part in a message of several parts
+            (2, .success(.upsert([ItemInput(id: .int(2), vector: [0, 1, 1, 0], title: "two-b")]))),
+            (3, .success(.delete([.int(3)]))),
+        ]
+        let asMessages = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        let asParts = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
+        defer {
+            try? FileManager.default.removeItem(atPath: asMessages)
+            try? FileManager.default.removeItem(atPath: asParts)
+        }
+        // The reference: each part as a message of its own (sequences 1...9), the history part refused as
+        // it is in a message of several parts.
+        let reference = try Self.engine(asMessages)
+        defer { try? reference.close() }
+        var one: [ApplyOutcome] = []
+        for (index, part) in parts.enumerated() {
+            var operation = part.operation
+            if case .success(.deleteUser) = operation { operation = .failure(SteerError.invalid("history part")) }
+            one += try reference.apply(batch: [(UInt64(index + 1), operation)])
+        }
+        let engine = try Self.engine(asParts)
+        defer { try? engine.close() }
+        let outcomes = try engine.apply(parts: parts)
+        func described(_ outcomes: [ApplyOutcome]) -> [String] {
+            outcomes.map { outcome in
+                switch outcome {
+                case .applied(let count): return "applied \(count)"
+                case .rejected(let error): return "rejected \(error.code.rawValue)"
+                case .alreadyApplied: return "already"
+                case .recorded(let result): return "recorded \(result.recorded)"
+                }
+            }
+        }
+        #expect(described(outcomes) == described(one))
+        #expect(described(outcomes) == [
+            "applied 1", "applied 1", "applied 1", "applied 2", "rejected dimension_mismatch", "rejected invalid_request",
+            "rejected invalid_request", "applied 1", "applied 1",
+        ])
+        #expect(engine.appliedSequence == 3)
+        let ids: [ItemID] = [.int(1), .int(2), .int(3), .int(4)]
+        let items = try engine.get(ids)
+        #expect(items.map { $0?.title } == ["one-b", "two-b", nil, nil])
+        #expect(items.map { $0?.vector } == (try reference.get(ids)).map { $0?.vector })
+        #expect(engine.indexIsComplete)
+        let hits = try engine.search([[0, -1, 1, 0]], options: SearchOptions(k: 10)).first ?? []
+        #expect(hits.map(\.id) == [.int(1), .int(2)])
+        // Message 2 delivered again, and message 3 beside a new message 4 of two parts: 2 and 3 are skipped
+        // whole, 4 applies both parts.
+        let again = try engine.apply(parts: [
+            (2, .success(.delete([.int(2)]))), (2, .success(.delete([.int(1)]))), (3, .success(.delete([.int(1)]))),
+            (4, .success(.upsert([ItemInput(id: .int(5), vector: [0, 0, 0, 1], title: "five")]))), (4, .success(.delete([.int(2)]))),
+        ])
+        #expect(described(again) == ["already", "already", "already", "applied 1", "applied 1"])
+        #expect(try engine.get(ids + [.int(5)]).map { $0?.title } == ["one-b", nil, nil, nil, "five"])
+        #expect(engine.appliedSequence == 4)
+        // A sequence below the one before it is not a part of that message: skipped.
+        let back = try engine.apply(parts: [(6, .success(.delete([.int(1)]))), (5, .success(.delete([.int(5)])))])
+        #expect(described(back) == ["applied 1", "already"])
+        #expect(engine.appliedSequence == 6)
+        #expect(try engine.get([.int(1), .int(5)]).map { $0?.title } == [nil, "five"])
+    }
+
     @Test func aBatchAppliesInOrder_laterWritesWin_refusalsAndRedeliveriesInside() throws {
         let directory = NSTemporaryDirectory() + "steer-apply-test-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: directory) }

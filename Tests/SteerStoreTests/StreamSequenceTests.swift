@@ -177,6 +177,34 @@ import Testing
         #expect(result.written.first { $0.id == .int(1) }?.vectors["v1"] == [4, 0, 0, 0])
     }
 
+    /// `applyStream(parts:)`: entries sharing a sequence are the parts of one message (in order, each with
+    /// its outcome); a sequence at the stored one or decreasing still writes nothing.
+    @Test func partsShareTheirMessagesSequence_andBadSequencesStillWriteNothing() throws {
+        let path = NSTemporaryDirectory() + "steer-stream-parts-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try Self.open(path)
+        defer { store.close() }
+        let result = try store.applyStream(parts: [
+            (3, .upsert([Self.write(1, "a", [1, 2, 3, 4])])), (3, .delete([.int(1)])), (3, .upsert([Self.write(1, "b", [4, 3, 2, 1])])),
+            (4, .refused), (4, .upsert([Self.write(2, "c", [1, 1, 1, 1])])),
+        ])
+        #expect(result.outcomes.map { try? $0.get() } == [1, 1, 1, 0, 1])
+        #expect(store.appliedStreamSequence == 4)
+        #expect(try store.get([.int(1), .int(2)]).map { $0?.title } == ["b", "c"])
+        // The plain entry point still wants increasing sequences.
+        #expect(throws: SteerError.self) { _ = try store.applyStream([(5, .refused), (5, .refused)]) }
+        let before = store.latestSequence
+        for bad: [Message] in [
+            [(4, .upsert([Self.write(3, "stale", [1, 1, 1, 1])]))],  // at the stored sequence
+            [(4, .refused), (5, .upsert([Self.write(3, "x", [1, 1, 1, 1])]))],
+            [(6, .upsert([Self.write(3, "x", [1, 1, 1, 1])])), (5, .refused)],  // decreasing
+        ] {
+            #expect(throws: SteerError.self) { _ = try store.applyStream(parts: bad) }
+        }
+        #expect(store.latestSequence == before)
+        #expect(store.appliedStreamSequence == 4)
+    }
+
     @Test func aBatchSurvivesReopening_andBadSequencesWriteNothing() throws {
         let path = NSTemporaryDirectory() + "steer-stream-batch-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: path) }
