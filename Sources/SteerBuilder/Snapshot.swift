@@ -14,17 +14,28 @@ import SteerStore
 /// | `store/…` | a RocksDB checkpoint of `DIR/store` (`ItemStore.checkpoint`) |
 /// | `steer.json` | the data directory's settings |
 /// | `generations/<id>/…` | the generation directory `steer.json` serves, when it serves one |
+/// | `collections.json` | the collection catalog (`CollectionCatalog`), when the server has named collections or aliases |
+/// | `collections/<name>/store/…`, `…/steer.json`, `…/generations/<id>/…` | each named collection, as the default one above |
 ///
 /// Manifest (`format` 1): `store_id`, `applied_sequence` (the write-log sequence the store contains,
 /// read from the checkpoint itself), `store_sequence`, `generation` (the directory name or null),
-/// `created_at`, and `files`: [{`path`, `bytes`, `checksum`}] for every file above (FNV-1a-64,
+/// `created_at`, `collections` (only with named collections: [{`name`, `applied_sequence`,
+/// `generation`}]), and `files`: [{`path`, `bytes`, `checksum`}] for every file above (FNV-1a-64,
 /// `ShardChecksum`: integrity against accidents, not an adversary who can rewrite the manifest too).
 /// The engine's own saved index (`DIR/index`) is not copied: a restored directory rebuilds it from the
 /// store.
 ///
+/// Named collections are checkpointed after the default collection, while no collection change runs
+/// (`CollectionSet.withChangesHeld`): a following replica applies a named collection's messages before
+/// the default store records them, so each named store holds at least every message of its collection
+/// through the default store's `applied_sequence` (the one a restored replica resumes after); one it
+/// holds beyond that is skipped when it is delivered again (its own stored sequence). A collection change
+/// applied but not yet recorded by the default store is applied again after a restore, a no-op.
+///
 /// ## Restoring
 /// A snapshot is hostile input: `restore` reads a manifest of at most `maxManifestBytes`, accepts only
-/// relative paths under `store/`, `generations/` or `steer.json` with no empty, `.` or `..` component,
+/// relative paths under `store/`, `generations/`, `steer.json`, `collections.json` or
+/// `collections/<name>/` (a name the manifest's `collections` lists) with no empty, `.` or `..` component,
 /// at most `maxFiles` files, each a regular file (no symbolic link) whose size and checksum match, and
 /// copies only the listed files into a new data directory; then it checks that the copied store's id and
 /// applied sequence are the manifest's. Any failure removes what it copied and names the file at fault.
@@ -38,6 +49,17 @@ public enum Snapshot {
         public var generation: String?
         public var createdAt: String
         public var files: [File]
+        /// The named collections it holds (empty: the default collection only).
+        public var collections: [Collection] = []
+    }
+
+    /// One named collection of a snapshot.
+    public struct Collection: Sendable, Equatable {
+        public var name: String
+        /// The write-log sequence its store contains.
+        public var appliedSequence: UInt64
+        /// The generation directory it serves, if any.
+        public var generation: String?
     }
 
     public struct File: Sendable, Equatable {
@@ -63,8 +85,12 @@ public enum Snapshot {
     ///
     /// - Returns: the manifest written.
     /// - Throws: `.invalidRequest` when `out` exists; `.io` for file errors; the store's errors.
+    /// - Parameters:
+    ///   - catalog: the data directory's collection catalog, when it has one; written as `collections.json`.
+    ///   - named: the open store of every collection `catalog` lists (checkpointed after `store`).
     @discardableResult
-    public static func write(store: ItemStore, data: String, to out: String) throws(SteerError) -> Manifest {
+    public static func write(store: ItemStore, data: String, to out: String, catalog: CollectionCatalog? = nil,
+                             named: [(name: String, store: ItemStore)] = []) throws(SteerError) -> Manifest {
         let files = FileManager.default
         guard !files.fileExists(atPath: out) else { throw SteerError.invalid("snapshot destination '\(out)' already exists") }
         do {
@@ -89,19 +115,53 @@ public enum Snapshot {
                     generation = served
                 }
             }
+            var collections: [Collection] = []
+            if let catalog, !(catalog.collections.isEmpty && catalog.aliases.isEmpty) {
+                let stores = Dictionary(named.map { ($0.name, $0.store) }, uniquingKeysWith: { first, _ in first })
+                for name in catalog.collections.keys.sorted() {
+                    guard let namedStore = stores[name] else { throw SteerError.internalError("collection '\(name)' is in the catalog but not open") }
+                    collections.append(try writeCollection(name, store: namedStore, data: data, out: out))
+                }
+                try catalog.write(dataDirectory: out)
+            }
             var listed: [File] = []
             for path in try regularFiles(under: out) {
                 let (checksum, bytes) = try ShardChecksum.compute(path: out + "/" + path)
                 listed.append(File(path: path, bytes: bytes, checksum: checksum))
             }
             let manifest = Manifest(storeID: storeID, appliedSequence: applied, storeSequence: sequence, generation: generation,
-                                    createdAt: ISO8601DateFormatter().string(from: Date()), files: listed)
+                                    createdAt: ISO8601DateFormatter().string(from: Date()), files: listed, collections: collections)
             try AtomicFile.write(try encode(manifest), to: out + "/" + manifestName)
             return manifest
         } catch {
             try? files.removeItem(atPath: out)
             throw error
         }
+    }
+
+    /// Checkpoints one named collection's store into `out/collections/<name>/store` and copies its
+    /// `steer.json` and served generation.
+    private static func writeCollection(_ name: String, store: ItemStore, data: String, out: String) throws(SteerError) -> Collection {
+        let source = CollectionCatalog.directory(of: name, dataDirectory: data)
+        let target = CollectionCatalog.directory(of: name, dataDirectory: out)
+        do {
+            try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        } catch {
+            throw SteerError(.io, "cannot create '\(target)': \(error.localizedDescription)")
+        }
+        try store.checkpoint(to: target + "/store")
+        let copy = try ItemStore(options: ItemStore.Options(path: target + "/store", createIfMissing: false, readOnly: true))
+        let applied = copy.appliedStreamSequence
+        copy.close()
+        var generation: String?
+        if let config = try DataDirectoryConfig.read(dataDirectory: source) {
+            try copyFile(DataDirectoryConfig.path(dataDirectory: source), to: DataDirectoryConfig.path(dataDirectory: target))
+            if let served = servedGeneration(config, data: source) {
+                try copyTree(source + "/generations/" + served, to: target + "/generations/" + served)
+                generation = served
+            }
+        }
+        return Collection(name: name, appliedSequence: applied, generation: generation)
     }
 
     /// The generation directory name `steer.json` serves (`generation_directory`), or nil.
@@ -113,12 +173,17 @@ public enum Snapshot {
     }
 
     static func encode(_ manifest: Manifest) throws(SteerError) -> [UInt8] {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "format": 1, "store_id": manifest.storeID, "applied_sequence": manifest.appliedSequence,
             "store_sequence": manifest.storeSequence, "generation": manifest.generation ?? NSNull(),
             "created_at": manifest.createdAt,
             "files": manifest.files.map { ["path": $0.path, "bytes": $0.bytes, "checksum": $0.checksum] as [String: Any] },
         ]
+        if !manifest.collections.isEmpty {
+            object["collections"] = manifest.collections.map {
+                ["name": $0.name, "applied_sequence": $0.appliedSequence, "generation": $0.generation ?? NSNull()] as [String: Any]
+            }
+        }
         do {
             return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) + [0x0A]
         } catch {
@@ -151,6 +216,27 @@ public enum Snapshot {
             guard let name = value as? String, isSafeComponent(name) else { throw fail("generation must be a directory name") }
             generation = name
         }
+        var collections: [Collection] = []
+        if let value = object["collections"] {
+            guard let entries = value as? [Any], entries.count <= CollectionCatalog.maxCollectionsLimit else {
+                throw fail("collections must be an array of at most \(CollectionCatalog.maxCollectionsLimit) entries")
+            }
+            var names = Set<String>()
+            for (index, entry) in entries.enumerated() {
+                guard let entry = entry as? [String: Any], let name = entry["name"] as? String, (try? CollectionCatalog.validateName(name, field: "name")) != nil,
+                      name != CollectionCatalog.defaultName, isSafeComponent(name), names.insert(name).inserted,
+                      let applied = entry["applied_sequence"] as? Int, applied >= 0 else {
+                    throw fail("collections[\(index)] needs a distinct collection name and applied_sequence ≥ 0")
+                }
+                var generation: String?
+                if let value = entry["generation"], !(value is NSNull) {
+                    guard let name = value as? String, isSafeComponent(name) else { throw fail("collections[\(index)].generation must be a directory name") }
+                    generation = name
+                }
+                collections.append(Collection(name: name, appliedSequence: UInt64(applied), generation: generation))
+            }
+        }
+        let collectionNames = Set(collections.map(\.name))
         guard let list = object["files"] as? [Any] else { throw fail("files must be an array") }
         guard list.count <= maxFiles else { throw fail("lists \(list.count) files, at most \(maxFiles) are accepted") }
         var files: [File] = []
@@ -161,13 +247,22 @@ public enum Snapshot {
                   let checksum = entry["checksum"] as? String, ShardChecksum.parse(checksum) != nil else {
                 throw fail("files[\(index)] needs a path, bytes ≥ 0 and an fnv1a64 checksum")
             }
-            guard isSafeRelativePath(path) else { throw fail("files[\(index)].path '\(path)' is not a path inside the snapshot (store/…, generations/…, steer.json)") }
+            guard isSafeRelativePath(path, collections: collectionNames) else {
+                throw fail("files[\(index)].path '\(path)' is not a path inside the snapshot (store/…, generations/…, steer.json, collections.json, collections/<a listed collection>/…)")
+            }
             guard seen.insert(path).inserted else { throw fail("files[\(index)].path '\(path)' is listed twice") }
             files.append(File(path: path, bytes: Int64(bytes), checksum: checksum))
         }
         guard files.contains(where: { $0.path == "store/CURRENT" }) else { throw fail("lists no store (store/CURRENT)") }
+        for collection in collections {
+            let current = "\(CollectionCatalog.directoryName)/\(collection.name)/store/CURRENT"
+            guard files.contains(where: { $0.path == current }) else { throw fail("collection '\(collection.name)' lists no store (\(current))") }
+        }
+        if !collections.isEmpty, !files.contains(where: { $0.path == CollectionCatalog.fileName }) {
+            throw fail("lists collections but no \(CollectionCatalog.fileName)")
+        }
         return Manifest(storeID: storeID, appliedSequence: UInt64(applied), storeSequence: UInt64(sequence), generation: generation,
-                        createdAt: object["created_at"] as? String ?? "", files: files)
+                        createdAt: object["created_at"] as? String ?? "", files: files, collections: collections)
     }
 
     /// Checks every listed file of `snapshot` (regular file, size, checksum).
@@ -226,6 +321,7 @@ public enum Snapshot {
             guard storeID == manifest.storeID, applied == manifest.appliedSequence else {
                 throw SteerError(.corrupt, "the snapshot's store is \(storeID ?? "unidentified") at applied sequence \(applied); the manifest says \(manifest.storeID) at \(manifest.appliedSequence)")
             }
+            try restoreCollections(manifest, data: data)
             try AtomicFile.write(Array((UUID().uuidString.lowercased() + "\n").utf8), to: data + "/" + replicaIDName)
             AtomicFile.syncDirectory(data)
             return manifest
@@ -236,6 +332,29 @@ public enum Snapshot {
                 for name in (try? files.contentsOfDirectory(atPath: data)) ?? [] { try? files.removeItem(atPath: data + "/" + name) }
             }
             throw error
+        }
+    }
+
+    /// Checks the restored named collections: the copied catalog (hostile: `CollectionCatalog.read`
+    /// validates it) lists exactly the manifest's collections, each store opens with the manifest's
+    /// applied sequence, and each `steer.json` points at its copied generation.
+    ///
+    /// - Throws: `.corrupt` for a mismatch; the catalog's and store's errors.
+    private static func restoreCollections(_ manifest: Manifest, data: String) throws(SteerError) {
+        let catalog = try CollectionCatalog.read(dataDirectory: data)
+        let listed = Set(manifest.collections.map(\.name))
+        guard Set(catalog.collections.keys) == listed else {
+            throw SteerError(.corrupt, "the snapshot's \(CollectionCatalog.fileName) lists collections \(catalog.collections.keys.sorted()), the manifest \(listed.sorted())")
+        }
+        for collection in manifest.collections {
+            let directory = CollectionCatalog.directory(of: collection.name, dataDirectory: data)
+            try rewriteSettings(data: directory, generation: collection.generation)
+            let store = try ItemStore(options: ItemStore.Options(path: directory + "/store", createIfMissing: false, readOnly: true))
+            let applied = store.appliedStreamSequence
+            store.close()
+            guard applied == collection.appliedSequence else {
+                throw SteerError(.corrupt, "the snapshot's collection '\(collection.name)' is at applied sequence \(applied); the manifest says \(collection.appliedSequence)")
+            }
         }
     }
 
@@ -270,10 +389,20 @@ public enum Snapshot {
             && name.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F && $0 != UInt8(ascii: "\\") }
     }
 
-    static func isSafeRelativePath(_ path: String) -> Bool {
+    static func isSafeRelativePath(_ path: String, collections: Set<String> = []) -> Bool {
         guard (1...maxPathBytes).contains(path.utf8.count), !path.hasPrefix("/") else { return false }
         let components = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard components.allSatisfy(isSafeComponent) else { return false }
+        if components == [CollectionCatalog.fileName] { return true }
+        if components.count >= 3, components[0] == CollectionCatalog.directoryName {
+            guard collections.contains(components[1]) else { return false }
+            return isDataDirectoryPath(Array(components.dropFirst(2)))
+        }
+        return isDataDirectoryPath(components)
+    }
+
+    /// A data directory's file a snapshot may hold: `steer.json`, `store/…`, `generations/<id>/…`.
+    private static func isDataDirectoryPath(_ components: [String]) -> Bool {
         if components == ["steer.json"] { return true }
         return components.count >= 2 && (components[0] == "store" || (components[0] == "generations" && components.count >= 3))
     }

@@ -208,6 +208,18 @@ public final class CollectionSet: Sendable {
         }
     }
 
+    /// Runs `body` with no collection change (create, drop, alias, delete_alias) running or starting until
+    /// it returns, given the catalog and the named collections' engines as they are (a snapshot of every
+    /// collection, `steer serve --snapshot-dir`: the catalog it copies matches the stores it checkpoints).
+    ///
+    /// - Throws: what `body` throws.
+    public func withChangesHeld<T>(_ body: (_ catalog: CollectionCatalog, _ named: [(name: String, engine: RetrievalEngine)]) throws(SteerError) -> T)
+        throws(SteerError) -> T {
+        adminLock.lock()
+        defer { adminLock.unlock() }
+        return try body(catalog.get(), namedEngines)
+    }
+
     /// Saves and closes every named collection's engine (the server closes the default one itself).
     public func closeNamed() throws(SteerError) {
         waitForDrops()

@@ -5,7 +5,8 @@ import SteerProtocol
 /// restore"): `steer serve --snapshot-dir DIR` installs one that writes `Snapshot`s into `DIR` only.
 /// Without one, `snapshot` is `invalid_request`.
 public protocol ServerSnapshots: Sendable {
-    /// Writes a snapshot of the default collection under `name` (already checked by
+    /// Writes a snapshot of the server's collections (the default one, and the named ones with their
+    /// catalog) under `name` (already checked by
     /// `Request.validateSnapshotName`) in the snapshot directory. Blocks the calling worker thread while
     /// it copies.
     ///
@@ -43,14 +44,15 @@ extension RequestHandler {
     /// Runs `snapshot` and writes its fields: `path`, `checksum`, `applied_sequence`, `generation`,
     /// `files`, `bytes`.
     ///
-    /// - Throws: `.invalidRequest` without a snapshot directory or for a named collection; what
+    /// - Throws: `.invalidRequest` without a snapshot directory or with a `collection` (a snapshot holds
+    ///   them all); what
     ///   `ServerSnapshots.take` throws.
     func runSnapshot(name: String, collection: String, _ writer: inout JSONWriter) throws(SteerError) {
         guard let snapshots else {
             throw SteerError.invalid("snapshot needs a snapshot directory (steer serve --snapshot-dir DIR)")
         }
         guard collection == CollectionName.defaultName else {
-            throw SteerError.invalid("snapshot takes the default collection only (steer snapshot --collection for a stopped server's named one)")
+            throw SteerError.invalid("snapshot takes every collection of the server at once: send it without 'collection'")
         }
         let taken = try snapshots.take(name: name)
         writer.raw(",\"path\":")

@@ -426,7 +426,7 @@ extension Serve {
         defer { heartbeatTask.withLock { $0?.cancel() } }
         if let snapshotDirectory = try source.string(snapshotDir, env: "STEER_SNAPSHOT_DIR", key: "snapshot_dir") {
             do {
-                serverConfiguration.snapshots = try ServeSnapshots(directory: snapshotDirectory, engine: engine)
+                serverConfiguration.snapshots = try ServeSnapshots(directory: snapshotDirectory, engine: engine, collections: collections)
             } catch {
                 logger.error("cannot use the snapshot directory", metadata: ["steer.error": "\(error)"])
                 throw ExitCode(2)

@@ -8,7 +8,9 @@ import SteerService
 
 /// `steer serve --snapshot-dir DIR`: the admin op `snapshot` of a running server (docs/operations.md,
 /// "Backup and restore"). Each snapshot is `Snapshot.write` of the default collection's open store (a
-/// RocksDB checkpoint: one consistent moment, while writes go on) into `DIR/<name>`, where `name` passed
+/// RocksDB checkpoint: one consistent moment, while writes go on), then of every named collection's and
+/// the catalog, with collection changes held meanwhile (`CollectionSet.withChangesHeld`), into
+/// `DIR/<name>`, where `name` passed
 /// `Request.validateSnapshotName` (no separator, no `..`, at most 64 bytes), so nothing is written
 /// outside `DIR`. One snapshot at a time; it runs on the request's worker thread (never an event loop).
 ///
@@ -16,10 +18,12 @@ import SteerService
 final class ServeSnapshots: ServerSnapshots {
     let directory: String
     let engine: RetrievalEngine
+    /// The server's named collections (nil: the default collection only).
+    let collections: CollectionSet?
     private let busy = NSLock()
 
     /// - Throws: `.io` when `directory` cannot be created or is not a directory.
-    init(directory: String, engine: RetrievalEngine) throws(SteerError) {
+    init(directory: String, engine: RetrievalEngine, collections: CollectionSet? = nil) throws(SteerError) {
         var isDirectory: ObjCBool = false
         if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
             do {
@@ -32,6 +36,7 @@ final class ServeSnapshots: ServerSnapshots {
         }
         self.directory = (directory as NSString).standardizingPath
         self.engine = engine
+        self.collections = collections
     }
 
     func take(name: String) throws(SteerError) -> TakenSnapshot {
@@ -42,7 +47,16 @@ final class ServeSnapshots: ServerSnapshots {
         guard !FileManager.default.fileExists(atPath: out) else {
             throw SteerError(.alreadyExists, "snapshot '\(name)' already exists in \(directory)")
         }
-        let manifest = try Snapshot.write(store: engine.store, data: engine.configuration.dataDirectory, to: out)
+        let engine = self.engine
+        let manifest: Snapshot.Manifest
+        if let collections, collections.dataDirectory != nil {
+            manifest = try collections.withChangesHeld { (catalog, named) throws(SteerError) -> Snapshot.Manifest in
+                try Snapshot.write(store: engine.store, data: engine.configuration.dataDirectory, to: out, catalog: catalog,
+                                   named: named.map { ($0.name, $0.engine.store) })
+            }
+        } else {
+            manifest = try Snapshot.write(store: engine.store, data: engine.configuration.dataDirectory, to: out)
+        }
         let (checksum, _) = try ShardChecksum.compute(path: out + "/" + Snapshot.manifestName)
         return TakenSnapshot(path: out, checksum: checksum, appliedSequence: manifest.appliedSequence, generation: manifest.generation,
                              files: manifest.files.count, bytes: manifest.files.reduce(0) { $0 + $1.bytes })

@@ -1,6 +1,7 @@
 import Foundation
 import SteerCore
 import SteerData
+import SteerIndex
 import SteerStore
 import Testing
 
@@ -65,6 +66,109 @@ import Testing
         let replica = try Snapshot.replicaID(data: restored)
         #expect(replica != nil && replica != manifest.storeID)
         #expect(try Snapshot.replicaID(data: data) == nil)
+    }
+
+    /// Named collections: their stores, settings and catalog round-trip; a path under an unlisted
+    /// collection, a catalog that disagrees with the manifest and a lying collection sequence are refused.
+    @Test func namedCollectionsRoundTrip_andHostileCollectionEntriesAreRefused() throws {
+        let root = TemporaryDirectory("snapshot-collections")
+        defer { root.remove() }
+        let (data, store) = try makeData(root)
+        let booksDirectory = CollectionCatalog.directory(of: "books", dataDirectory: data)
+        try FileManager.default.createDirectory(atPath: booksDirectory, withIntermediateDirectories: true)
+        try DataDirectoryConfig(dimension: 4, indexSpec: "Flat", metric: .innerProduct, embeddingVersion: "v1", generation: "g1")
+            .write(dataDirectory: booksDirectory)
+        let books = try ItemStore(options: .init(path: booksDirectory + "/store", syncWrites: false))
+        try books.createVersion("v1", dimension: 4)
+        _ = try books.upsert([Write(id: .string("b1"), title: "book", vectors: ["v1": [1, 0, 0, 0]])], streamSequence: 17)
+        var catalog = CollectionCatalog()
+        catalog.collections["books"] = CollectionCatalog.Entry(name: "books", dimension: 4, metric: .innerProduct, indexSpec: "Flat",
+                                                                embeddingVersion: "v1", createdAt: "2026-12-07T00:00:00Z")
+        catalog.aliases["shelf"] = "books"
+        let snapshot = root.file("snap")
+        let manifest = try Snapshot.write(store: store, data: data, to: snapshot, catalog: catalog, named: [("books", books)])
+        store.close()
+        books.close()
+        #expect(manifest.collections == [Snapshot.Collection(name: "books", appliedSequence: 17, generation: nil)])
+        #expect(try Snapshot.readManifest(snapshot) == manifest)
+        let restored = root.file("restored")
+        try Snapshot.restore(snapshot, into: restored)
+        #expect(try CollectionCatalog.read(dataDirectory: restored) == catalog)
+        let copy = try ItemStore(options: .init(path: CollectionCatalog.directory(of: "books", dataDirectory: restored) + "/store",
+                                                createIfMissing: false, readOnly: true))
+        #expect(try copy.get([.string("b1")]).first??.title == "book")
+        #expect(copy.appliedStreamSequence == 17)
+        copy.close()
+        #expect(try contents(restored + "/store").count == 20)
+
+        func refusal(_ mutate: (String) throws -> Void) throws -> SteerError? {
+            let copy = root.file("copy-" + UUID().uuidString)
+            try FileManager.default.copyItem(atPath: snapshot, toPath: copy)
+            try mutate(copy)
+            let target = root.file("target-" + UUID().uuidString)
+            defer { #expect(!FileManager.default.fileExists(atPath: target), "a refused restore leaves nothing") }
+            do {
+                try Snapshot.restore(copy, into: target)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        func rewriteManifest(_ copy: String, _ change: (inout [String: Any]) -> Void) throws {
+            let path = copy + "/snapshot.json"
+            var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+            change(&object)
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        }
+        // A file under a collection the manifest does not list.
+        let unlisted = try refusal { copy in
+            try rewriteManifest(copy) { object in
+                var files = object["files"] as! [[String: Any]]
+                let index = files.firstIndex { ($0["path"] as! String).hasPrefix("collections/books/") }!
+                files[index]["path"] = (files[index]["path"] as! String).replacingOccurrences(of: "collections/books/", with: "collections/other/")
+                object["files"] = files
+            }
+        }
+        #expect(unlisted?.code == .corrupt && unlisted?.message.contains("not a path inside the snapshot") == true, "\(String(describing: unlisted))")
+        // Hostile collection names.
+        for name in ["..", "a/b", "default", ""] {
+            let hostile = try refusal { copy in
+                try rewriteManifest(copy) { object in
+                    object["collections"] = [["name": name, "applied_sequence": 17, "generation": NSNull()]]
+                }
+            }
+            #expect(hostile?.code == .corrupt, "name '\(name)': \(String(describing: hostile))")
+        }
+        // The catalog lists another collection than the manifest.
+        let disagreeing = try refusal { copy in
+            var other = catalog
+            other.collections["films"] = CollectionCatalog.Entry(name: "films", dimension: 4, metric: .innerProduct, indexSpec: "Flat",
+                                                                 embeddingVersion: "v1", createdAt: "2026-12-07T00:00:00Z")
+            try other.write(dataDirectory: copy)
+            try rewriteManifest(copy) { object in
+                var files = object["files"] as! [[String: Any]]
+                let index = files.firstIndex { ($0["path"] as! String) == "collections.json" }!
+                let (checksum, bytes) = try! ShardChecksum.compute(path: copy + "/collections.json")
+                files[index]["checksum"] = checksum
+                files[index]["bytes"] = Int(bytes)
+                object["files"] = files
+            }
+        }
+        #expect(disagreeing?.code == .corrupt && disagreeing?.message.contains("films") == true, "\(String(describing: disagreeing))")
+        // A collection whose sequence is not its store's.
+        let lying = try refusal { copy in
+            try rewriteManifest(copy) { object in
+                object["collections"] = [["name": "books", "applied_sequence": 3, "generation": NSNull()]]
+            }
+        }
+        #expect(lying?.code == .corrupt && lying?.message.contains("applied sequence 17") == true, "\(String(describing: lying))")
+        // Collections listed without the catalog file.
+        let noCatalog = try refusal { copy in
+            try rewriteManifest(copy) { object in
+                object["files"] = (object["files"] as! [[String: Any]]).filter { ($0["path"] as! String) != "collections.json" }
+            }
+        }
+        #expect(noCatalog?.code == .corrupt && noCatalog?.message.contains("collections.json") == true)
     }
 
     @Test func aDamagedOrHostileSnapshotIsRefused_andLeavesNothing() throws {

@@ -114,4 +114,71 @@ private func view(_ server: ServerProcess, minSequence: UInt64) throws -> [JSONV
         #expect(try view(c, minSequence: last) == expected, "the replica restored from a snapshot taken under load matches its peers")
         #expect(expected[expected.count - 3] == .int(Int64(last)))
     }
+
+    /// A snapshot holds the named collections and their catalog too: taken while a named collection and
+    /// the default one are written, it restores to a replica that has the collection and the alias and
+    /// ends identical to its peers in both collections.
+    @Test func aSnapshotWithNamedCollections_restoresThemAndTheReplicaConverges() throws {
+        let nats = try NATSNode()
+        let cluster = "sc" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let scratch = NSTemporaryDirectory() + "steer-snapshot-op-" + UUID().uuidString
+        let snapshots = scratch + "/snapshots"
+        let follow = ["--dimension", "4", "--admin-token", token, "--follow", nats.url, "--cluster", cluster, "--shard", "0"]
+        let a = try ServerProcess(arguments: follow + ["--snapshot-dir", snapshots])
+        let b = try ServerProcess(arguments: follow)
+        defer {
+            a.terminate(); b.terminate(); a.removeData(); b.removeData()
+            try? FileManager.default.removeItem(atPath: scratch)
+        }
+        let toA = try a.connection()
+        _ = try ok(toA, #"{"op":"create_collection","token":"tok","name":"books","dimension":4}"#)
+        _ = try ok(toA, #"{"op":"alias","token":"tok","alias":"shelf","collection":"books"}"#)
+        @Sendable func named(_ line: String) -> String { line.replacingOccurrences(of: #""op":"upsert","#, with: #""op":"upsert","collection":"shelf","#) }
+        _ = try ok(toA, named(upsertLine(0..<20, round: 0)))
+
+        let port = b.port
+        let done = Locked(0)
+        let stop = Locked(false)
+        let writer = Thread {
+            guard let connection = try? SteerConnection(host: "127.0.0.1", port: port) else { return }
+            var round = 1
+            while !stop.get() {
+                _ = try? connection.roundTrip(Array(named(upsertLine((round % 4) * 10..<(round % 4) * 10 + 10, round: round)).utf8))
+                _ = try? connection.roundTrip(Array(upsertLine((round % 4) * 10..<(round % 4) * 10 + 5, round: round).utf8))
+                _ = try? connection.roundTrip(Array(#"{"op":"delete","token":"tok","collection":"books","ids":[\#(round % 40)]}"#.utf8))
+                done.withLock { $0 += 1 }
+                round += 1
+            }
+        }
+        writer.start()
+        while done.get() < 10 { usleep(2_000) }
+        let taken = try ok(toA, #"{"op":"snapshot","token":"tok","name":"with-books"}"#)
+        let during = done.get()
+        while done.get() < during + 10 { usleep(2_000) }
+        stop.withLock { $0 = true }
+        while !writer.isFinished { usleep(20_000) }
+        #expect(errorCode(try call(toA, #"{"op":"snapshot","token":"tok","name":"one","collection":"books"}"#)) == .string("invalid_request"))
+        guard case .string(let path)? = taken["path"] else { Issue.record("no path: \(taken)"); return }
+        let manifest = try String(contentsOfFile: path + "/snapshot.json", encoding: .utf8)
+        #expect(manifest.contains("\"collections\""))
+        #expect(FileManager.default.fileExists(atPath: path + "/collections.json"))
+        #expect(FileManager.default.fileExists(atPath: path + "/collections/books/store/CURRENT"))
+
+        let c = try ServerProcess(arguments: follow + ["--restore", path])
+        defer { c.terminate(); c.removeData() }
+        let last = try sequence(of: try ok(toA, named(upsertLine(35..<40, round: 1000))))
+        func books(_ server: ServerProcess) throws -> [JSONValue?] {
+            let connection = try server.connection()
+            let ids = (0..<40).map(String.init).joined(separator: ",")
+            let got = try ok(connection, #"{"op":"get","token":"tok","collection":"shelf","ids":[\#(ids)],"min_sequence":\#(last),"timeout_ms":20000}"#)
+            let described = try ok(connection, #"{"op":"describe_collection","token":"tok","name":"books"}"#)
+            let search = try ok(connection, #"{"op":"search","token":"tok","collection":"books","vector":\#(vector(1, round: 99)),"k":8}"#)
+            return [got["items"], got["missing"], got["collection"], described["items"], described["aliases"], search["hits"]]
+        }
+        let expected = try books(a)
+        #expect(expected[0] != nil && expected[3] != .int(0))
+        #expect(try books(b) == expected)
+        #expect(try books(c) == expected, "the replica restored from a snapshot with a named collection matches its peers there")
+        #expect(try view(c, minSequence: last) == (try view(a, minSequence: last)))
+    }
 }
