@@ -57,6 +57,26 @@ def wait_applied(cluster: Cluster, targets: list[int], timeout: float = 600.0) -
     raise TimeoutError(f"replicas did not apply {targets} within {timeout:.0f} s")
 
 
+def cpu_seconds(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds (user + system) each process of the cluster and this tool used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    children = [
+        *cluster.nats,
+        *(r for row in cluster.replicas for r in row),
+        *cluster.routers,
+    ]
+    for child in children:
+        if child.process is None or child.process.poll() is not None:
+            continue
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[child.name] = (int(fields[11]) + int(fields[12])) / ticks
+    times = os.times()
+    out["writers (this tool)"] = times.user + times.system
+    return out
+
+
 def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> dict[str, Any]:
     stop = threading.Event()
     lock = threading.Lock()
@@ -89,6 +109,7 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
         connection.close()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(writers)]
+    cpu_before = cpu_seconds(cluster)
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -98,6 +119,7 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
         thread.join(timeout=120)
     elapsed = time.monotonic() - started
     drain = wait_applied(cluster, latest)
+    cpu_after = cpu_seconds(cluster)
     items_per_second = totals["items"] / elapsed
     return {
         "writers": writers,
@@ -112,6 +134,9 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
         "apply_items_per_second_per_replica": round(
             totals["items"] / len(cluster.replicas) / (elapsed + drain)
         ),
+        "cpu_seconds_during_the_run_and_drain": {
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
+        },
     }
 
 
@@ -212,6 +237,8 @@ def main() -> None:
         choices=["true", "false"],
         help="the replicas' --sync-writes (fsync per apply)",
     )
+    parser.add_argument("--label", default="loaded", help="recorded in the results (quiet or loaded)")
+    parser.add_argument("--no-catch-up", action="store_true", help="measure the throughput only")
     parser.add_argument("--binary")
     parser.add_argument("--out")
     arguments = parser.parse_args()
@@ -227,12 +254,17 @@ def main() -> None:
         "stream_replicas": 3,
     }
     body["replica_sync_writes"] = arguments.sync_writes
+    body["label"] = arguments.label
+    body["pinned"] = os.environ.get("STEER_PINNED", "")
     try:
         cluster.start()
         body["throughput"] = throughput(cluster, arguments.writers, arguments.batch, arguments.seconds)
         print(body["throughput"], flush=True)
-        body["catch_up"] = catch_up(cluster, arguments.rate, arguments.down_seconds, arguments.paced_writers)
-        print(body["catch_up"], flush=True)
+        if not arguments.no_catch_up:
+            body["catch_up"] = catch_up(
+                cluster, arguments.rate, arguments.down_seconds, arguments.paced_writers
+            )
+            print(body["catch_up"], flush=True)
     finally:
         cluster.stop()
         body["load_average_end"] = os.getloadavg()
