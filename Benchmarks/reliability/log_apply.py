@@ -1,10 +1,10 @@
 """Apply rate of one following replica, in isolation (docs/scaling.md, "Following a stream").
 
 One `nats-server -js` (R=1), one `steer serve --follow` replica (64-d, Flat). The replica starts once
-(creating the stream and its consumer) and stops; then `--messages` upsert messages of
-`--lines-per-message` lines of `--items-per-message` items each are published straight to the shard's subject over the NATS core
-protocol (the bodies a router writes: `{"op":"upsert","items":[{"id":…,"vector_b64":…}]}`), flushed
-with PING/PONG; then the replica starts again on its data directory and the tool measures the time
+(creating the stream and its consumer) and stops; then `--messages` messages of `--lines-per-message`
+upsert lines of `--items-per-message` items each are published straight to the shard's subject over
+the NATS core protocol (the bodies a router writes: `{"op":"upsert","items":[{"id":…,"vector_b64":…}]}`),
+flushed with PING/PONG; then the replica starts again on its data directory and the tool measures the time
 from its start to listening and from listening until `stats.applied_sequence` reaches the last
 message (the catch-up of a replica that was down while those messages were written, without writes
 going on).
@@ -24,7 +24,6 @@ import random
 import shutil
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -140,9 +139,7 @@ def main() -> None:
         result["seconds_listening_to_applied"] = round(apply_seconds, 2)
         result["seconds_start_to_applied"] = round(done - started, 2)
         result["messages_per_second_after_listening"] = round(arguments.messages / apply_seconds)
-        result["items_per_second_after_listening"] = round(
-            arguments.messages * per_message / apply_seconds
-        )
+        result["items_per_second_after_listening"] = round(arguments.messages * per_message / apply_seconds)
         stats = call(port, {"op": "stats", "token": TOKEN}, timeout=30)
         result["items_stored"] = stats.get("items")
         print(json.dumps(result), flush=True)
