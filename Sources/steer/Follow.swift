@@ -20,11 +20,13 @@ import SteerWriteLog
 ///   the `replica_id` a snapshot restore wrote). Each
 ///   (re)connection deletes it and creates it again with `deliver_policy` `by_start_sequence` from
 ///   `RetrievalEngine.appliedSequence` + 1, so the store, not the server's consumer state, says where a
-///   replica resumes. Each fetched run of consecutive messages (up to `applyBatch` messages and
-///   `applyBatchBytes`) is applied in stream order in one engine call (`RetrievalEngine.apply(batch:)`,
+///   replica resumes. The next pull (up to `fetchBatch` messages, about `fetchBytes`) runs while the
+///   current one is applied. Each fetched run of consecutive messages (up to `applyBatch` messages and
+///   `applyBatchBytes`) is applied in stream order in one engine call (`RetrievalEngine.apply(parts:)`,
 ///   which stores the items and the last sequence in one RocksDB batch and skips redelivered ones), on
 ///   `applyQueue`, then acknowledged at once (the consumer's `ack_policy` is `all`: one ack of the
-///   batch's last message).
+///   batch's last message). A batch message's lines (`WriteLogMessage.decodeParts`) are the parts of
+///   its sequence, each applied like a message of its own.
 /// - **Writing**: `append` (a `WriteLog`, called on a worker thread) publishes the write with
 ///   `StreamPublisher` (a fresh `Nats-Msg-Id`, the PubAck), then waits for this replica to apply that
 ///   sequence, and answers with the apply's outcome.
