@@ -1,3 +1,4 @@
+import Dispatch
 import SteerCore
 
 /// Group commit of item writes into a shard's stream (docs/scaling.md, "Through a router"): writes that
@@ -10,7 +11,8 @@ import SteerCore
 /// (nothing in flight) is published at once, as a message of one line: batching adds no wait.
 ///
 /// Layout: per shard, the queued writes (body, deadline, continuation) and the number of publishes in
-/// flight. A batch's publish runs with the earliest deadline of its writes (no writer waits past its own).
+/// flight. A batch's publish runs with the earliest deadline of its writes (no writer waits past its own);
+/// a write whose deadline passed while it queued is answered `unavailable` alone, never published.
 ///
 /// Thread safety: the queues sit behind `Locked`; each publish runs in its own task, which takes the
 /// next batch when it is done (so a shard never has more than `maxInFlight` publishes).
@@ -93,7 +95,14 @@ public final class AppendBatcher: Sendable {
                 queues[shard].waiting.removeFirst(count)
                 return taken
             }
-            guard let batch else { return }
+            guard var batch else { return }
+            // A write whose deadline passed while it queued is answered alone: it must not fail the others.
+            let now = DispatchTime.now().uptimeNanoseconds
+            for waiter in batch where waiter.deadlineNanos <= now {
+                waiter.continuation.resume(returning: .failure(SteerError(.unavailable, "no time left before the deadline to append the write")))
+            }
+            batch.removeAll { $0.deadlineNanos <= now }
+            if batch.isEmpty { continue }
             let body = batch.count == 1 ? batch[0].body : WriteLogMessage.encodeBatch(batch.map(\.body))
             let deadline = batch.map(\.deadlineNanos).min() ?? 0
             let result: Result<UInt64, SteerError>

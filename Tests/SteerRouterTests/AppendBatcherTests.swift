@@ -116,6 +116,22 @@ private let farDeadline = DispatchTime.now().uptimeNanoseconds + 60_000_000_000
         for task in queued {
             await #expect(throws: SteerError.self) { _ = try await task.value }
         }
+        // A write whose deadline passes while it queues is answered alone and not published; the write
+        // queued beside it still is.
+        let gate = GatedLog()
+        let gated = AppendBatcher(shards: 1, maxInFlight: 1, maxPayloadBytes: { 1 << 20 }) { _, body, _ throws(SteerError) in
+            try await gate.publish(body)
+        }
+        async let head = gated.append(body(10), shard: 0, deadlineNanos: farDeadline)
+        await gate.waitForPublishes(1)
+        let expiring = Task { try await gated.append(body(11), shard: 0, deadlineNanos: DispatchTime.now().uptimeNanoseconds + 5_000_000) }
+        let patient = Task { try await gated.append(body(12), shard: 0, deadlineNanos: farDeadline) }
+        try await Task.sleep(for: .milliseconds(50))
+        gate.release()
+        _ = try await head
+        await #expect(throws: SteerError.self) { _ = try await expiring.value }
+        #expect(try await patient.value == 2)
+        #expect(gate.bodies.get() == [body(10), body(12)])
         // The shard goes on: the next write is published and answered.
         #expect(try await batcher.append(body(3), shard: 0, deadlineNanos: farDeadline) == 3)
         await #expect(throws: SteerError.self) { _ = try await batcher.append(body(4), shard: 5, deadlineNanos: farDeadline) }
