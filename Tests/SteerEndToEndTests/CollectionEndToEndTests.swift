@@ -335,5 +335,22 @@ private func steerIndex(_ arguments: [String]) throws {
         let found = (answer["items"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
         #expect(found.sorted() == [1, 2], "\(answer)")
         #expect((answer["missing"] as? [Int]) == [9], "\(answer)")
+
+        // With --with-collections the snapshot holds the whole directory: the default collection, the
+        // named one and the catalog; `--collection` and `--with-collections` together are refused.
+        let whole = NSTemporaryDirectory() + "steer-collection-snapshot-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: whole) }
+        #expect(try steer(["snapshot", "--data", data, "--collection", "books", "--with-collections", "--out", whole]).status != 0)
+        #expect(!FileManager.default.fileExists(atPath: whole))
+        let all = try steer(["snapshot", "--data", data, "--with-collections", "--out", whole])
+        #expect(all.status == 0 && all.output.contains("1 named collections"), "\(all.output)")
+        let both = try ServerProcess(arguments: ["--restore", whole])
+        defer { both.terminate(); both.removeData() }
+        let toBoth = try both.connection()
+        let inDefault = try object(toBoth.roundTrip(RequestEncoder.encode(Request(operation: .get([.int(1), .int(9)])))))
+        #expect((inDefault["items"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int } == [9], "\(inDefault)")
+        let inBooks = try object(toBoth.roundTrip(RequestEncoder.encode(Request(operation: .get([.int(1), .int(2), .int(9)]), collection: "books"))))
+        #expect((inBooks["items"] as? [[String: Any]] ?? []).compactMap { $0["title"] as? String } == ["Dune"], "\(inBooks)")
+        #expect((inBooks["items"] as? [[String: Any]] ?? []).count == 2, "\(inBooks)")
     }
 }

@@ -41,3 +41,18 @@ def test_verification_detects_lost_and_foreign_writes() -> None:
     assert len(foreign) == 1 and "no writer sent" in foreign[0]
     wrong_vector = verify_ids({1: {"title": "b", "vector": vector_for("a")}, 3: item("d")}, [1, 3], ledger)
     assert len(wrong_vector) == 1 and "vector of b" in wrong_vector[0]
+
+
+def test_verification_accepts_any_write_of_one_batch_message() -> None:
+    """Writes acknowledged with one sequence share a batch message; any of them may be the last."""
+    ledger = Ledger()
+    ledger.acked = {1: [(5, "a"), (5, None), (2, "old")], 2: [(7, "b"), (7, "c")]}
+
+    def item(title: str) -> dict[str, object]:
+        return {"title": title, "vector": vector_for(title)}
+
+    assert verify_ids({1: item("a"), 2: item("b")}, [1, 2], ledger) == []
+    assert verify_ids({2: item("c")}, [1, 2], ledger) == []
+    assert len(verify_ids({1: item("old"), 2: item("c")}, [1, 2], ledger)) == 1
+    missing = verify_ids({1: item("a")}, [1, 2], ledger)
+    assert len(missing) == 1 and missing[0].startswith("id 2: missing")
