@@ -96,7 +96,7 @@ public struct RecallCalibration: Sendable, Equatable {
         let cap: Int
         switch index.spec.family {
         case .flat: return nil
-        case .hnsw:
+        case .hnsw, .hnswSQ8:
             parameter = .efSearch
             cap = maxEfSearch
         case .ivfFlat(let lists), .ivfSQ8(let lists), .ivfPQ(let lists, _, _):

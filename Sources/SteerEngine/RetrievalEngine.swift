@@ -370,9 +370,14 @@ public final class RetrievalEngine: Sendable {
         switch spec.family {
         case .ivfFlat(let lists), .ivfSQ8(let lists): return max(lists, 1)
         case .ivfPQ(let lists, _, let bits): return max(lists, 1 << bits)
+        case .hnswSQ8: return minimumSQ8TrainingVectors
         case .flat, .hnsw: return 0
         }
     }
+
+    /// Vectors needed before HNSW over SQ8 codes is trained: its per-component ranges come from them,
+    /// and components of later items outside those ranges are clipped.
+    static let minimumSQ8TrainingVectors = 256
 
     private static func addChunked(index: VectorIndex, rows: [(Int64, [Float])], dimension: Int, metric: Metric) throws(SteerError) {
         var start = 0

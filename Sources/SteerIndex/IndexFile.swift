@@ -167,7 +167,7 @@ extension VectorIndex {
         let expectedFamily: Int32
         switch spec.family {
         case .flat: expectedFamily = STEER_FAMILY_FLAT
-        case .hnsw: expectedFamily = STEER_FAMILY_HNSW
+        case .hnsw, .hnswSQ8: expectedFamily = STEER_FAMILY_HNSW
         case .ivfFlat, .ivfPQ, .ivfSQ8: expectedFamily = STEER_FAMILY_IVF
         }
         let consistent = steer_index_family(handle) == expectedFamily
@@ -184,8 +184,15 @@ extension VectorIndex {
     }
 
     private static func hnswMatches(_ spec: IndexSpec, _ handle: OpaquePointer) -> Bool {
-        guard case .hnsw(let m, let efC) = spec.family else { return true }
+        let sq8: Bool
+        let m: Int, efC: Int
+        switch spec.family {
+        case .hnsw(let links, let beam): (sq8, m, efC) = (false, links, beam)
+        case .hnswSQ8(let links, let beam): (sq8, m, efC) = (true, links, beam)
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8: return true
+        }
         return steer_index_hnsw_m(handle) == Int64(m) && steer_index_ef_construction(handle) == Int64(efC)
+            && (steer_index_hnsw_sq8(handle) != 0) == sq8
     }
 
     private static func hex(_ value: UInt32) -> String {

@@ -6,12 +6,15 @@ import SteerCore
 /// - `Flat`: exact search.
 /// - `HNSW<M>` or `HNSW<M>,efC<n>`: HNSW graph with M links per node (2...256) and construction beam
 ///   `efConstruction` (default ``defaultEfConstruction`` = 100, faiss's own default is 40).
+/// - `HNSW<M>,SQ8` or `HNSW<M>,SQ8,efC<n>` (faiss's spelling `HNSW<M>_SQ8` is accepted too): the same
+///   graph over 8-bit scalar-quantized codes (faiss's IndexHNSWSQ); needs training (the SQ8 ranges).
 /// - `IVF<n>,Flat`, `IVF<n>,PQ<m>` or `IVF<n>,PQ<m>x<b>`, `IVF<n>,SQ8`: inverted file with n lists
 ///   (1...1,048,576); PQ with m subquantizers of b bits (default 8, 1...16; m must divide the dimension).
 public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public enum Family: Sendable, Hashable {
         case flat
         case hnsw(m: Int, efConstruction: Int)
+        case hnswSQ8(m: Int, efConstruction: Int)
         case ivfFlat(lists: Int)
         case ivfPQ(lists: Int, subquantizers: Int, bits: Int)
         case ivfSQ8(lists: Int)
@@ -19,6 +22,8 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
 
     /// HNSW construction beam when the factory string names none.
     public static let defaultEfConstruction = 100
+    /// Longest factory string accepted, in bytes (the file format stores at most 256).
+    public static let maxFactoryBytes = 256
     /// Largest IVF list count accepted.
     public static let maxLists = 1 << 20
     /// HNSW links per node accepted: 2...256.
@@ -33,7 +38,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public init(_ family: Family) throws(SteerError) {
         switch family {
         case .flat: break
-        case .hnsw(let m, let efC):
+        case .hnsw(let m, let efC), .hnswSQ8(let m, let efC):
             guard Self.hnswLinksRange.contains(m) else { throw SteerError.invalid("HNSW M must be in 2...256, got \(m)") }
             guard Self.efConstructionRange.contains(efC) else {
                 throw SteerError.invalid("HNSW efConstruction must be in 1...10000, got \(efC)")
@@ -54,10 +59,18 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Parses a factory string such as `"HNSW32"`, `"HNSW32,efC200"`, `"IVF4096,Flat"`, `"IVF256,PQ16x8"`.
+    /// Parses a factory string such as `"HNSW32"`, `"HNSW32,efC200"`, `"HNSW32,SQ8"`, `"IVF4096,Flat"`,
+    /// `"IVF256,PQ16x8"`.
     /// - Throws: `invalid_request` naming the part that is not understood.
     public init(parsing factory: String) throws(SteerError) {
-        let cleaned = String(factory.filter { !$0.isWhitespace }).uppercased()
+        guard factory.utf8.count <= Self.maxFactoryBytes else {
+            throw SteerError.invalid("index spec is \(factory.utf8.count) bytes, more than \(Self.maxFactoryBytes)")
+        }
+        var cleaned = String(factory.filter { !$0.isWhitespace }).uppercased()
+        // faiss spells HNSW over SQ8 codes "HNSW32_SQ8": the same as "HNSW32,SQ8".
+        if cleaned.hasPrefix("HNSW"), let underscore = cleaned.firstIndex(of: "_") {
+            cleaned.replaceSubrange(underscore...underscore, with: ",")
+        }
         let parts = cleaned.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         func number(_ text: Substring, _ part: String) throws(SteerError) -> Int {
             guard !text.isEmpty, text.count <= 9, text.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(text) else {
@@ -71,16 +84,32 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
             try self.init(.flat)
         } else if first.hasPrefix("HNSW") {
             let m = try number(first.dropFirst(4), first)
-            var efC = Self.defaultEfConstruction
-            if parts.count == 2 {
-                guard parts[1].hasPrefix("EFC") else {
-                    throw SteerError.invalid("index spec '\(factory)': unknown HNSW option '\(parts[1])' (expected efC<n>)")
+            var options = parts.dropFirst()
+            var sq8 = false
+            if let coding = options.first, !coding.hasPrefix("EFC") {
+                guard coding == "SQ8" else {
+                    if coding.hasPrefix("SQ") {
+                        throw SteerError.invalid("index spec '\(factory)': HNSW supports SQ8 codes only, not '\(coding)'")
+                    }
+                    if coding.hasPrefix("PQ") || coding.hasPrefix("FLAT") {
+                        throw SteerError.invalid("index spec '\(factory)': HNSW storage '\(coding)' is not supported (HNSW<M> keeps floats, HNSW<M>,SQ8 8-bit codes)")
+                    }
+                    throw SteerError.invalid("index spec '\(factory)': unknown HNSW option '\(coding)' (expected SQ8 or efC<n>)")
                 }
-                efC = try number(parts[1].dropFirst(3), parts[1])
-            } else if parts.count > 2 {
-                throw SteerError.invalid("index spec '\(factory)': unexpected '\(parts[2])'")
+                sq8 = true
+                options = options.dropFirst()
             }
-            try self.init(.hnsw(m: m, efConstruction: efC))
+            var efC = Self.defaultEfConstruction
+            if let option = options.first {
+                guard option.hasPrefix("EFC") else {
+                    throw SteerError.invalid("index spec '\(factory)': unknown HNSW option '\(option)' (expected efC<n>)")
+                }
+                efC = try number(option.dropFirst(3), option)
+                if options.count > 1 {
+                    throw SteerError.invalid("index spec '\(factory)': unexpected '\(options[options.startIndex + 1])'")
+                }
+            }
+            try self.init(sq8 ? .hnswSQ8(m: m, efConstruction: efC) : .hnsw(m: m, efConstruction: efC))
         } else if first.hasPrefix("IVF") {
             let lists = try number(first.dropFirst(3), first)
             guard parts.count == 2 else {
@@ -113,6 +142,8 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         case .flat: return "Flat"
         case .hnsw(let m, let efC):
             return efC == Self.defaultEfConstruction ? "HNSW\(m)" : "HNSW\(m),efC\(efC)"
+        case .hnswSQ8(let m, let efC):
+            return efC == Self.defaultEfConstruction ? "HNSW\(m),SQ8" : "HNSW\(m),SQ8,efC\(efC)"
         case .ivfFlat(let lists): return "IVF\(lists),Flat"
         case .ivfPQ(let lists, let m, let bits): return bits == 8 ? "IVF\(lists),PQ\(m)" : "IVF\(lists),PQ\(m)x\(bits)"
         case .ivfSQ8(let lists): return "IVF\(lists),SQ8"
@@ -121,11 +152,19 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { factoryString }
 
-    /// IVF families must be trained before vectors are added.
+    /// IVF families and HNSW over SQ8 codes must be trained before vectors are added.
     public var needsTraining: Bool {
         switch family {
         case .flat, .hnsw: return false
-        case .ivfFlat, .ivfPQ, .ivfSQ8: return true
+        case .hnswSQ8, .ivfFlat, .ivfPQ, .ivfSQ8: return true
+        }
+    }
+
+    /// The HNSW graph families (float rows or SQ8 codes): breadth is ef_search.
+    public var isHNSW: Bool {
+        switch family {
+        case .hnsw, .hnswSQ8: return true
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8: return false
         }
     }
 
@@ -135,7 +174,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     /// The index keeps compressed codes (PQ, SQ8), not the float vectors: its scores are approximate.
     public var isQuantized: Bool {
         switch family {
-        case .ivfPQ, .ivfSQ8: return true
+        case .ivfPQ, .ivfSQ8, .hnswSQ8: return true
         case .flat, .hnsw, .ivfFlat: return false
         }
     }
@@ -144,7 +183,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public var lists: Int? {
         switch family {
         case .ivfFlat(let lists), .ivfPQ(let lists, _, _), .ivfSQ8(let lists): return lists
-        case .flat, .hnsw: return nil
+        case .flat, .hnsw, .hnswSQ8: return nil
         }
     }
 
@@ -152,14 +191,17 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     var faissFactory: String {
         switch family {
         case .hnsw(let m, _): return "HNSW\(m)"
+        case .hnswSQ8(let m, _): return "HNSW\(m)_SQ8"
         case .ivfPQ(let lists, let m, let bits): return "IVF\(lists),PQ\(m)x\(bits)"
         default: return factoryString
         }
     }
 
     var efConstruction: Int {
-        if case .hnsw(_, let efC) = family { return efC }
-        return 0
+        switch family {
+        case .hnsw(_, let efC), .hnswSQ8(_, let efC): return efC
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8: return 0
+        }
     }
 
     /// Checks the spec against a dimension (PQ subquantizers must divide it).
