@@ -8,6 +8,8 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/FaissException.h>
@@ -36,6 +38,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -673,6 +676,25 @@ public:
         if ((h == fourcc("IwFl") || h == fourcc("IwPQ") || h == fourcc("IwSQ") || h == fourcc("IwSq")) && depth == 0) {
             return ivf(h);
         }
+        if (h == fourcc("IxPT") && depth == 0) {
+            // IndexPreTransform: header, the transform count, each transform, then the index. Steer
+            // writes one OPQ rotation (saved by faiss as a plain LinearTransform "LTra": have_bias, A, b,
+            // d_in, d_out, is_trained) in front of IVF-PQ.
+            const Header outer = header();
+            int32_t count = 0;
+            read(&count, sizeof(count), "transform count");
+            if (count != 1) bad("transform chain of " + std::to_string(count) + " transforms (Steer writes one OPQ matrix)");
+            const uint32_t transform = u32();
+            if (transform != fourcc("LTra")) bad("transform " + printable(transform) + " is not an OPQ matrix");
+            skip(1, "OPQ have_bias");
+            vector(sizeof(float), "OPQ matrix");
+            vector(sizeof(float), "OPQ bias");
+            skip(2 * sizeof(int32_t) + 1, "OPQ dimensions");
+            const uint32_t inner = u32();
+            if (inner != fourcc("IwPQ")) bad("an OPQ matrix must precede IVF-PQ, not " + printable(inner));
+            ivf(inner);
+            return outer;
+        }
         bad("index type " + printable(h) + " is not one Steer writes" + (depth > 0 ? " inside another index" : ""));
     }
 
@@ -948,7 +970,10 @@ struct steer_index {
     std::unique_ptr<faiss::Index> index;
     faiss::IndexIDMap2* idmap = nullptr;   // Flat
     faiss::IndexHNSW* hnsw = nullptr;      // HNSW (IndexHNSWFlat, or IndexHNSWSQ over SQ8 codes)
-    faiss::IndexIVF* ivf = nullptr;        // IVF*
+    faiss::IndexIVF* ivf = nullptr;        // IVF* (for OPQ: the IVF-PQ inside the pre-transform)
+    /// OPQ: the IndexPreTransform (owned by `index`) whose one LinearTransform rotates vectors and
+    /// queries before the IVF-PQ sees them; nullptr otherwise.
+    faiss::IndexPreTransform* pretransform = nullptr;
 
     // HNSW: faiss row → label (-1 = tombstone) and live label → row.
     std::vector<int64_t> row_labels;
@@ -1043,6 +1068,23 @@ struct steer_index {
             require(flat || sq8, "HNSW storage must be Flat or SQ8");
             family = STEER_FAMILY_HNSW;
         } else if ((ivf = dynamic_cast<faiss::IndexIVF*>(raw))) {
+            family = STEER_FAMILY_IVF;
+        } else if ((pretransform = dynamic_cast<faiss::IndexPreTransform*>(raw))) {
+            // OPQ in front of IVF-PQ: one linear transform (an OPQMatrix when made here, a plain
+            // LinearTransform when read back) without bias, whose matrix has d_out × d_in entries once
+            // trained (faiss's reader checks its size before it has read the dimensions).
+            require(pretransform->chain.size() == 1, "a pre-transform must hold exactly one OPQ matrix");
+            const auto* transform = pretransform->chain[0];
+            const auto* linear = dynamic_cast<const faiss::LinearTransform*>(transform);
+            require(linear && (dynamic_cast<const faiss::OPQMatrix*>(transform) || typeid(*transform) == typeid(faiss::LinearTransform)),
+                    "the pre-transform is not an OPQ matrix");
+            ivf = dynamic_cast<faiss::IndexIVFPQ*>(pretransform->index);
+            require(ivf != nullptr, "an OPQ matrix must precede IVF-PQ");
+            require(!linear->have_bias && linear->d_in == raw->d && linear->d_out == ivf->d && linear->d_out >= 1,
+                    "OPQ matrix dimensions do not match the index");
+            require(!linear->is_trained || linear->A.size() == size_t(linear->d_in) * size_t(linear->d_out),
+                    "OPQ matrix has " + std::to_string(linear->A.size()) + " entries, not d_out × d_in");
+            require(!ivf->is_trained || linear->is_trained, "IVF-PQ is trained but its OPQ matrix is not");
             family = STEER_FAMILY_IVF;
         } else {
             fail(STEER_FAISS_INVALID, "unsupported faiss index type");
@@ -1267,6 +1309,14 @@ struct steer_index {
             double scaled = double(nprobe) * double(live) / double(std::max<int64_t>(allowed.count, 1));
             nprobe = size_t(std::min(double(nlist), std::ceil(scaled)));
         }
+        // OPQ: rotate the queries once; the IVF-PQ searches in the rotated space (ivf->d components).
+        std::unique_ptr<const float[]> rotated;
+        if (pretransform) {
+            const float* x = pretransform->apply_chain(n, queries);
+            if (x != queries) rotated.reset(x);
+            queries = x;
+        }
+        const size_t query_dimension = size_t(ivf->d);
         std::vector<float> distances(size_t(n) * uk);
         std::vector<idx_t> found(size_t(n) * uk);
         auto run = [&](int64_t count, const float* x, size_t probes, float* d, idx_t* l) {
@@ -1283,7 +1333,7 @@ struct steer_index {
             auto filled = [&] { return int64_t(std::count_if(l, l + uk, [](idx_t x) { return x >= 0; })); };
             while (probes < nlist && filled() < std::min<int64_t>(k, live)) {
                 probes = std::min(nlist, probes * 2);
-                run(1, queries + size_t(q) * size_t(dimension), probes, d, l);
+                run(1, queries + size_t(q) * query_dimension, probes, d, l);
             }
         }
         const bool ip = metric == STEER_METRIC_INNER_PRODUCT;
@@ -1336,10 +1386,10 @@ struct steer_index {
             make_writable();
             if (!replaced.empty()) {
                 faiss::IDSelectorBatch selector(replaced.size(), replaced.data());
-                ivf->remove_ids(selector);
+                index->remove_ids(selector);
                 for (int64_t label : replaced) ivf_live.erase(label);
             }
-            ivf->add_with_ids(n, vectors, labels);
+            index->add_with_ids(n, vectors, labels); // OPQ: IndexPreTransform rotates, then adds
             for (int64_t i = 0; i < n; i++) ivf_live.insert(labels[i]);
             break;
         }
@@ -1376,7 +1426,7 @@ struct steer_index {
         default: {
             make_writable();
             faiss::IDSelectorBatch selector(live.size(), live.data());
-            ivf->remove_ids(selector);
+            index->remove_ids(selector);
             for (int64_t label : live) ivf_live.erase(label);
             break;
         }
@@ -1574,12 +1624,25 @@ int steer_index_create(const char* factory, int64_t dimension, int metric, int64
                 auto* h = static_cast<faiss::IndexHNSW*>(made.get());
                 require(h->metric_type == fm, "faiss made '" + spec + "' with another metric");
                 h->hnsw.efConstruction = int(std::max<int64_t>(ef_construction, 1));
-            } else if (dynamic_cast<faiss::IndexIVF*>(made.get()) == nullptr ||
-                       dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer == nullptr ||
-                       dynamic_cast<faiss::IndexFlat*>(dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer) == nullptr) {
-                fail(STEER_FAISS_INVALID, "unsupported factory string '" + spec + "'");
+            } else {
+                // IVF, or OPQ in front of IVF-PQ: the IVF must have a Flat coarse quantizer.
+                faiss::Index* inner = made.get();
+                if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(inner)) {
+                    require(spec.rfind("OPQ", 0) == 0 && pt->chain.size() == 1 &&
+                                    dynamic_cast<faiss::OPQMatrix*>(pt->chain[0]) != nullptr &&
+                                    dynamic_cast<faiss::IndexIVFPQ*>(pt->index) != nullptr,
+                            "unsupported factory string '" + spec + "'");
+                    inner = pt->index;
+                }
+                auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner);
+                if (ivf == nullptr || ivf->quantizer == nullptr || dynamic_cast<faiss::IndexFlat*>(ivf->quantizer) == nullptr) {
+                    fail(STEER_FAISS_INVALID, "unsupported factory string '" + spec + "'");
+                }
+                require(ivf->metric_type == fm, "faiss made '" + spec + "' with another metric");
             }
-            if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(made.get())) {
+            faiss::Index* coded = made.get();
+            if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(coded)) coded = pt->index;
+            if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(coded)) {
                 // faiss turns on polysemous training for IVF-PQ by default: it only helps polysemous
                 // (Hamming-filtered) search, which Steer does not use, and it dominated training time
                 // (60% of a whole test run).
@@ -1614,6 +1677,9 @@ int steer_index_contains(const steer_index* index, int64_t label) {
     }
 }
 int64_t steer_index_lists(const steer_index* index) { return index->ivf ? int64_t(index->ivf->nlist) : 0; }
+int64_t steer_index_opq_dimension(const steer_index* index) {
+    return index->pretransform ? int64_t(index->pretransform->chain[0]->d_out) : 0;
+}
 int64_t steer_index_ef_construction(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.efConstruction : 0; }
 int64_t steer_index_hnsw_m(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.nb_neighbors(1) : 0; }
 int steer_index_hnsw_sq8(const steer_index* index) { return index->sq_storage() != nullptr ? 1 : 0; }
@@ -1632,7 +1698,8 @@ int steer_index_train(steer_index* index, int64_t n, const float* vectors, char*
         if (index->family != STEER_FAMILY_IVF) return;
         require(n > 0, "training needs at least one vector");
         index->make_writable();
-        index->ivf->train(n, vectors);
+        // OPQ: IndexPreTransform trains the rotation, then the IVF-PQ on rotated vectors.
+        index->index->train(n, vectors);
     });
 }
 

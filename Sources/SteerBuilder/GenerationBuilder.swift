@@ -73,7 +73,7 @@ public enum GenerationBuilder {
         switch spec.family {
         case .flat, .hnsw, .hnswSQ8: return nil
         case .ivfFlat(let lists), .ivfSQ8(let lists): return lists
-        case .ivfPQ(let lists, _, _): return lists
+        case .ivfPQ(let lists, _, _), .opqIVFPQ(_, _, let lists, _, _): return lists
         }
     }
 

@@ -99,7 +99,7 @@ public struct RecallCalibration: Sendable, Equatable {
         case .hnsw, .hnswSQ8:
             parameter = .efSearch
             cap = maxEfSearch
-        case .ivfFlat(let lists), .ivfSQ8(let lists), .ivfPQ(let lists, _, _):
+        case .ivfFlat(let lists), .ivfSQ8(let lists), .ivfPQ(let lists, _, _), .opqIVFPQ(_, _, let lists, _, _):
             parameter = .nprobe
             cap = lists
         }

@@ -369,7 +369,7 @@ public final class RetrievalEngine: Sendable {
     static func minimumTrainingVectors(_ spec: IndexSpec) -> Int {
         switch spec.family {
         case .ivfFlat(let lists), .ivfSQ8(let lists): return max(lists, 1)
-        case .ivfPQ(let lists, _, let bits): return max(lists, 1 << bits)
+        case .ivfPQ(let lists, _, let bits), .opqIVFPQ(_, _, let lists, _, let bits): return max(lists, 1 << bits)
         case .hnswSQ8: return minimumSQ8TrainingVectors
         case .flat, .hnsw: return 0
         }

@@ -10,6 +10,8 @@ import SteerCore
 ///   graph over 8-bit scalar-quantized codes (faiss's IndexHNSWSQ); needs training (the SQ8 ranges).
 /// - `IVF<n>,Flat`, `IVF<n>,PQ<m>` or `IVF<n>,PQ<m>x<b>`, `IVF<n>,SQ8`: inverted file with n lists
 ///   (1...1,048,576); PQ with m subquantizers of b bits (default 8, 1...16; m must divide the dimension).
+/// - `OPQ<M>,IVF<n>,PQ<m>[x<b>]` or `OPQ<M>_<D>,IVF<n>,PQ<m>[x<b>]`: faiss's OPQ rotation (M blocks,
+///   optionally reducing the dimension to D ≤ d; M and m must divide D) in front of IVF-PQ.
 public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public enum Family: Sendable, Hashable {
         case flat
@@ -18,6 +20,9 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         case ivfFlat(lists: Int)
         case ivfPQ(lists: Int, subquantizers: Int, bits: Int)
         case ivfSQ8(lists: Int)
+        /// OPQ with `opq` blocks rotating into `opqDimension` components (nil: the index's dimension),
+        /// then IVF-PQ in that space.
+        case opqIVFPQ(opq: Int, opqDimension: Int?, lists: Int, subquantizers: Int, bits: Int)
     }
 
     /// HNSW construction beam when the factory string names none.
@@ -46,11 +51,21 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         case .ivfFlat(let lists), .ivfSQ8(let lists):
             try Self.checkLists(lists)
         case .ivfPQ(let lists, let m, let bits):
-            try Self.checkLists(lists)
-            guard (1...4096).contains(m) else { throw SteerError.invalid("PQ subquantizers must be in 1...4096, got \(m)") }
-            guard Self.pqBitsRange.contains(bits) else { throw SteerError.invalid("PQ bits must be in 1...16, got \(bits)") }
+            try Self.checkPQ(lists: lists, m: m, bits: bits)
+        case .opqIVFPQ(let opq, let opqDimension, let lists, let m, let bits):
+            guard (1...4096).contains(opq) else { throw SteerError.invalid("OPQ blocks must be in 1...4096, got \(opq)") }
+            if let opqDimension, !(1...VectorIndex.maxDimension).contains(opqDimension) {
+                throw SteerError.invalid("OPQ dimension must be in 1...\(VectorIndex.maxDimension), got \(opqDimension)")
+            }
+            try Self.checkPQ(lists: lists, m: m, bits: bits)
         }
         self.family = family
+    }
+
+    private static func checkPQ(lists: Int, m: Int, bits: Int) throws(SteerError) {
+        try checkLists(lists)
+        guard (1...4096).contains(m) else { throw SteerError.invalid("PQ subquantizers must be in 1...4096, got \(m)") }
+        guard pqBitsRange.contains(bits) else { throw SteerError.invalid("PQ bits must be in 1...16, got \(bits)") }
     }
 
     private static func checkLists(_ lists: Int) throws(SteerError) {
@@ -110,6 +125,24 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
                 }
             }
             try self.init(sq8 ? .hnswSQ8(m: m, efConstruction: efC) : .hnsw(m: m, efConstruction: efC))
+        } else if first.hasPrefix("OPQ") {
+            let pieces = first.dropFirst(3).split(separator: "_", omittingEmptySubsequences: false)
+            guard pieces.count <= 2 else { throw SteerError.invalid("index spec '\(factory)': bad OPQ part '\(first)' (expected OPQ<M> or OPQ<M>_<D>)") }
+            let opq = try number(pieces[0], first)
+            let opqDimension = pieces.count == 2 ? try number(pieces[1], first) : nil
+            guard parts.count == 3, parts[1].hasPrefix("IVF"), parts[2].hasPrefix("PQ") else {
+                throw SteerError.invalid("index spec '\(factory)': OPQ must be followed by IVF<n>,PQ<m> (the only OPQ form Steer builds)")
+            }
+            let inner: IndexSpec
+            do {
+                inner = try IndexSpec(parsing: parts[1] + "," + parts[2])
+            } catch {
+                throw SteerError.invalid("index spec '\(factory)': \(error.message)")
+            }
+            guard case .ivfPQ(let lists, let m, let bits) = inner.family else {
+                throw SteerError.invalid("index spec '\(factory)': OPQ must be followed by IVF<n>,PQ<m>")
+            }
+            try self.init(.opqIVFPQ(opq: opq, opqDimension: opqDimension, lists: lists, subquantizers: m, bits: bits))
         } else if first.hasPrefix("IVF") {
             let lists = try number(first.dropFirst(3), first)
             guard parts.count == 2 else {
@@ -131,7 +164,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
                 throw SteerError.invalid("index spec '\(factory)': unknown IVF encoding '\(coding)' (expected Flat, PQ<m>, SQ8)")
             }
         } else {
-            throw SteerError.invalid("index spec '\(factory)': unknown index type '\(first)' (expected Flat, HNSW<M>, IVF<n>)")
+            throw SteerError.invalid("index spec '\(factory)': unknown index type '\(first)' (expected Flat, HNSW<M>, IVF<n>, OPQ<M>)")
         }
     }
 
@@ -145,8 +178,11 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         case .hnswSQ8(let m, let efC):
             return efC == Self.defaultEfConstruction ? "HNSW\(m),SQ8" : "HNSW\(m),SQ8,efC\(efC)"
         case .ivfFlat(let lists): return "IVF\(lists),Flat"
-        case .ivfPQ(let lists, let m, let bits): return bits == 8 ? "IVF\(lists),PQ\(m)" : "IVF\(lists),PQ\(m)x\(bits)"
+        case .ivfPQ: return family.pqFactoryString
         case .ivfSQ8(let lists): return "IVF\(lists),SQ8"
+        case .opqIVFPQ(let opq, let opqDimension, let lists, let m, let bits):
+            let rotation = opqDimension.map { "OPQ\(opq)_\($0)" } ?? "OPQ\(opq)"
+            return rotation + "," + IndexSpec.Family.ivfPQ(lists: lists, subquantizers: m, bits: bits).pqFactoryString
         }
     }
 
@@ -156,7 +192,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public var needsTraining: Bool {
         switch family {
         case .flat, .hnsw: return false
-        case .hnswSQ8, .ivfFlat, .ivfPQ, .ivfSQ8: return true
+        case .hnswSQ8, .ivfFlat, .ivfPQ, .ivfSQ8, .opqIVFPQ: return true
         }
     }
 
@@ -164,7 +200,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     public var isHNSW: Bool {
         switch family {
         case .hnsw, .hnswSQ8: return true
-        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8: return false
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8, .opqIVFPQ: return false
         }
     }
 
@@ -174,7 +210,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     /// The index keeps compressed codes (PQ, SQ8), not the float vectors: its scores are approximate.
     public var isQuantized: Bool {
         switch family {
-        case .ivfPQ, .ivfSQ8, .hnswSQ8: return true
+        case .ivfPQ, .ivfSQ8, .hnswSQ8, .opqIVFPQ: return true
         case .flat, .hnsw, .ivfFlat: return false
         }
     }
@@ -182,7 +218,7 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     /// IVF list count, nil for other families.
     public var lists: Int? {
         switch family {
-        case .ivfFlat(let lists), .ivfPQ(let lists, _, _), .ivfSQ8(let lists): return lists
+        case .ivfFlat(let lists), .ivfPQ(let lists, _, _), .ivfSQ8(let lists), .opqIVFPQ(_, _, let lists, _, _): return lists
         case .flat, .hnsw, .hnswSQ8: return nil
         }
     }
@@ -193,6 +229,8 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
         case .hnsw(let m, _): return "HNSW\(m)"
         case .hnswSQ8(let m, _): return "HNSW\(m)_SQ8"
         case .ivfPQ(let lists, let m, let bits): return "IVF\(lists),PQ\(m)x\(bits)"
+        case .opqIVFPQ(let opq, let opqDimension, let lists, let m, let bits):
+            return "OPQ\(opq)" + (opqDimension.map { "_\($0)" } ?? "") + ",IVF\(lists),PQ\(m)x\(bits)"
         default: return factoryString
         }
     }
@@ -200,14 +238,46 @@ public struct IndexSpec: Sendable, Hashable, CustomStringConvertible {
     var efConstruction: Int {
         switch family {
         case .hnsw(_, let efC), .hnswSQ8(_, let efC): return efC
-        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8: return 0
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8, .opqIVFPQ: return 0
         }
     }
 
-    /// Checks the spec against a dimension (PQ subquantizers must divide it).
+    /// Checks the spec against a dimension (PQ subquantizers must divide it; OPQ's blocks and the PQ
+    /// subquantizers must divide the rotated dimension, which may not exceed the index's).
     func validate(dimension: Int) throws(SteerError) {
-        if case .ivfPQ(_, let m, _) = family, dimension % m != 0 {
+        switch family {
+        case .ivfPQ(_, let m, _) where dimension % m != 0:
             throw SteerError.invalid("index spec '\(factoryString)': \(m) PQ subquantizers do not divide dimension \(dimension)")
+        case .opqIVFPQ(let opq, let opqDimension, _, let m, _):
+            let rotated = opqDimension ?? dimension
+            guard rotated <= dimension else {
+                throw SteerError.invalid("index spec '\(factoryString)': OPQ dimension \(rotated) exceeds the index's dimension \(dimension)")
+            }
+            guard rotated % opq == 0 else {
+                throw SteerError.invalid("index spec '\(factoryString)': \(opq) OPQ blocks do not divide the rotated dimension \(rotated)")
+            }
+            guard rotated % m == 0 else {
+                throw SteerError.invalid("index spec '\(factoryString)': \(m) PQ subquantizers do not divide the rotated dimension \(rotated)")
+            }
+        default:
+            break
+        }
+    }
+
+    /// OPQ's rotated dimension for `dimension`-float vectors, nil without OPQ.
+    public func opqDimension(dimension: Int) -> Int? {
+        guard case .opqIVFPQ(_, let opqDimension, _, _, _) = family else { return nil }
+        return opqDimension ?? dimension
+    }
+}
+
+extension IndexSpec.Family {
+    /// `IVF<n>,PQ<m>` (bits appended only when not 8) for the PQ families, "" otherwise.
+    var pqFactoryString: String {
+        switch self {
+        case .ivfPQ(let lists, let m, let bits), .opqIVFPQ(_, _, let lists, let m, let bits):
+            return bits == 8 ? "IVF\(lists),PQ\(m)" : "IVF\(lists),PQ\(m)x\(bits)"
+        case .flat, .hnsw, .hnswSQ8, .ivfFlat, .ivfSQ8: return ""
         }
     }
 }

@@ -68,7 +68,8 @@ int steer_file_crc32(const char* path, uint64_t offset, uint64_t length, uint32_
 
 /// Creates an empty index.
 /// - factory: a faiss factory string limited to "Flat", "HNSW<M>", "HNSW<M>_SQ8", "IVF<n>,Flat",
-///   "IVF<n>,PQ<m>[x<b>]", "IVF<n>,SQ8". Flat is wrapped in IndexIDMap2; HNSW is IndexHNSWFlat (or
+///   "IVF<n>,PQ<m>[x<b>]", "IVF<n>,SQ8", "OPQ<M>[_<D>],IVF<n>,PQ<m>[x<b>]" (IndexPreTransform with one
+///   OPQMatrix in front of IndexIVFPQ; the shim rotates vectors and queries itself). Flat is wrapped in IndexIDMap2; HNSW is IndexHNSWFlat (or
 ///   IndexHNSWSQ over SQ8 codes, which needs training) with Steer's label map; IVF takes labels natively
 ///   (never IndexIDMap: faiss 1.7.3 bug 1).
 /// - ef_construction: HNSW build beam width (ignored for other families), >= 1.
@@ -92,6 +93,8 @@ int64_t steer_index_rows(const steer_index* index);
 int steer_index_contains(const steer_index* index, int64_t label);
 /// IVF list count, 0 otherwise.
 int64_t steer_index_lists(const steer_index* index);
+/// OPQ: the rotated dimension the IVF-PQ works in (the OPQ matrix's d_out); 0 without OPQ.
+int64_t steer_index_opq_dimension(const steer_index* index);
 /// HNSW construction beam (hnsw.efConstruction), 0 for other families.
 int64_t steer_index_ef_construction(const steer_index* index);
 /// HNSW links per node on the upper levels (M), 0 for other families.
