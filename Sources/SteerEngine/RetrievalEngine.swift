@@ -66,6 +66,9 @@ public final class RetrievalEngine: Sendable {
         /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
         /// (`RecallCalibration`); nil keeps the index's own defaults.
         public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Runs on the calibration thread before each recall calibration (tests hold a run back with
+        /// it to see searches answered meanwhile); nil in servers.
+        public var recallCalibrationBeforeRun: (@Sendable () -> Void)? = nil
         /// Memory for resolved filters kept between requests (`FilterCache`); 0 turns the cache off.
         public var filterCacheBytes: Int = FilterCache.defaultCapacityBytes
 
@@ -135,7 +138,7 @@ public final class RetrievalEngine: Sendable {
     ///   unreadable `steer.json`, store errors.
     public init(configuration: Configuration) throws(SteerError) {
         self.configuration = configuration
-        recallCalibrator = RecallCalibrator(target: configuration.recallTarget)
+        recallCalibrator = RecallCalibrator(target: configuration.recallTarget, beforeRun: configuration.recallCalibrationBeforeRun)
         filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
@@ -198,6 +201,8 @@ public final class RetrievalEngine: Sendable {
             }
             current = Locked(Generation(id: config.generation, embeddingVersion: config.embeddingVersion, dimension: config.dimension,
                                         metric: config.metric, index: index, encoder: encoder, builtAtSequence: sequence))
+            // Calibrate the loaded index now, in the background, rather than on the first search.
+            recallCalibrator.calibrateIfDue(current.get(), store: store)
         } catch {
             store.close()
             throw error
@@ -518,6 +523,8 @@ public final class RetrievalEngine: Sendable {
             value = next
             return was
         }
+        // The new index serves with its own defaults until its calibration (in the background) ends.
+        recallCalibrator.calibrateIfDue(next, store: store)
         return SwapResult(generation: next.id, previous: previous.id, replayed: replayed, directory: config.generationDirectory ?? directory)
     }
 
@@ -592,6 +599,8 @@ public final class RetrievalEngine: Sendable {
             } catch {
                 indexLag.withLock { $0 = $0 ?? before }
             }
+            // A write that doubled the index (or first trained it) makes calibration due: start it now.
+            recallCalibrator.calibrateIfDue(live, store: store)
         }
         return items.count
     }
@@ -1022,6 +1031,7 @@ public final class RetrievalEngine: Sendable {
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
         stats.recallCalibration = recallCalibrator.last
+        stats.recallCalibrationState = recallCalibrator.status
         let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
         stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
         stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector
@@ -1079,7 +1089,11 @@ public final class RetrievalEngine: Sendable {
             return was
         }
         if wasClosed { return }
-        defer { store.close() }
+        defer {
+            // No calibration run outlives the store it reads.
+            recallCalibrator.waitUntilIdle()
+            store.close()
+        }
         try saveIndexLocked()
     }
 }
