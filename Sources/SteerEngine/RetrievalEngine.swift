@@ -66,6 +66,9 @@ public final class RetrievalEngine: Sendable {
         /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
         /// (`RecallCalibration`); nil keeps the index's own defaults.
         public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Most item records one filter may read for attribute leaves without a payload index
+        /// (`FilterPlanner.Settings.maxScanRecords`).
+        public var maxScanRecords: Int = FilterPlanner.Settings.defaultMaxScanRecords
         /// Runs on the calibration thread before each recall calibration (tests hold a run back with
         /// it to see searches answered meanwhile); nil in servers.
         public var recallCalibrationBeforeRun: (@Sendable () -> Void)? = nil
@@ -140,6 +143,7 @@ public final class RetrievalEngine: Sendable {
         self.configuration = configuration
         recallCalibrator = RecallCalibrator(target: configuration.recallTarget, beforeRun: configuration.recallCalibrationBeforeRun)
         filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
+        filterPlanner.settings.withLock { $0.maxScanRecords = max(0, configuration.maxScanRecords) }
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
         do {
