@@ -351,8 +351,7 @@ public final class RetrievalEngine: Sendable {
                 var prepared = all
                 if config.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: dimension) }
                 try index.train(prepared)
-                try addChunked(index: index, rows: zip(labels, stride(from: 0, to: all.count, by: dimension)).map { ($0, Array(all[$1..<($1 + dimension)])) },
-                               dimension: dimension, metric: config.metric)
+                try addChunked(index: index, labels: labels, vectors: all, dimension: dimension, metric: config.metric)
             }
             return (index, sequence)
         }
@@ -387,6 +386,19 @@ public final class RetrievalEngine: Sendable {
     /// Vectors needed before HNSW over SQ8 codes is trained: its per-component ranges come from them,
     /// and components of later items outside those ranges are clipped.
     static let minimumSQ8TrainingVectors = 256
+
+    /// Adds `labels.count` rows of the flat `vectors` in chunks of `indexChunk` (no array per row: a
+    /// rebuild of every item would otherwise leave a million small freed blocks in the heap).
+    private static func addChunked(index: VectorIndex, labels: [Int64], vectors: [Float], dimension: Int, metric: Metric) throws(SteerError) {
+        var start = 0
+        while start < labels.count {
+            let end = min(labels.count, start + indexChunk)
+            var chunk = Array(vectors[(start * dimension)..<(end * dimension)])
+            if metric == .cosine { Vectors.normalizeRows(&chunk, dimension: dimension) }
+            try index.add(chunk, labels: Array(labels[start..<end]))
+            start = end
+        }
+    }
 
     private static func addChunked(index: VectorIndex, rows: [(Int64, [Float])], dimension: Int, metric: Metric) throws(SteerError) {
         var start = 0
@@ -837,9 +849,7 @@ public final class RetrievalEngine: Sendable {
             var prepared = all
             if generation.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: generation.dimension) }
             try index.train(prepared)
-            let dimension = generation.dimension
-            try Self.addChunked(index: index, rows: labels.enumerated().map { ($1, Array(all[($0 * dimension)..<(($0 + 1) * dimension)])) },
-                                dimension: dimension, metric: generation.metric)
+            try Self.addChunked(index: index, labels: labels, vectors: all, dimension: generation.dimension, metric: generation.metric)
             return
         }
         var start = 0
