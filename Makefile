@@ -37,7 +37,7 @@ test-swift:
 
 ## test-python: the trainer's tests, the Python client's, the reliability harnesses' short runs and the benchmark data tools' (which run the debug `steer` and `steer-bench` built by test-swift)
 test-python:
-	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability Benchmarks/datasets/tests Benchmarks/steer-bench/tests -q
+	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability Benchmarks/datasets/tests Benchmarks/steer-bench/tests Benchmarks/compare/tests -q
 
 ## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
 test-fuzz:

@@ -61,6 +61,20 @@ func peakRSSMiB() -> Double {
     return 0
 }
 
+/// Every thread of this process onto one core (util-linux `taskset -a -p`; Swift's Glibc module does not
+/// export sched_setaffinity), so the measured phase runs where the peers' measured phase runs
+/// (docs/benchmarks.md "Like for like").
+func pinProcess(toCore core: Int) throws {
+    guard core >= 0, core < 1024 else { throw ValidationError("--pin-core \(core) is out of range") }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+    process.arguments = ["-a", "-p", "-c", String(core), String(getpid())]
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw ValidationError("taskset -a -p -c \(core) failed (\(process.terminationStatus))") }
+}
+
 func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -122,6 +136,8 @@ struct Run: ParsableCommand {
     @Option(parsing: .upToNextOption) var nprobe: [Int] = []
     @Option var k = 10
     @Option(help: "Single-query passes over the queries; the fastest is reported (noise on a shared machine).") var repeats = 3
+    @Option(name: .customLong("build-threads"), help: "OpenMP threads of the index build (searches always use one).") var buildThreads = 1
+    @Option(name: .customLong("pin-core"), help: "After the build, run every thread of this process on this core.") var pinCore: Int?
 
     func run() throws {
         steer_kernels_force_scalar(kernels == "off" ? 1 : 0)
@@ -129,6 +145,7 @@ struct Run: ParsableCommand {
         let d = set.dimension
         let n = set.base.count / d
         let index = try VectorIndex(spec: IndexSpec(parsing: spec), dimension: d, metric: .innerProduct)
+        FaissInfo.setOpenMPThreadsForCurrentThread(buildThreads)
         let t0 = now()
         if index.spec.needsTraining {
             // The same sample size as the Python peers: 256k rows (or all), seeded.
@@ -143,6 +160,8 @@ struct Run: ParsableCommand {
         }
         try index.add(set.base, labels: (0..<Int64(n)).map { $0 })
         let buildSeconds = now() - t0
+        FaissInfo.setOpenMPThreadsForCurrentThread(1)
+        if let pinCore { try pinProcess(toCore: pinCore) }
         let queryCount = set.queries.count / d
         var truth: [[Int64]] = []
         for q in 0..<queryCount { truth.append(Array(set.truth[(q * set.truthK)..<(q * set.truthK + k)])) }
@@ -167,7 +186,7 @@ struct Run: ParsableCommand {
                 "faiss_version": "1.7.3", "spec": spec, "param": name, "value": value as Any? ?? NSNull(),
                 "build_s": (buildSeconds * 1000).rounded() / 1000, "peak_rss_mb": (peakRSSMiB() * 10).rounded() / 10,
                 "recall_at_10": (recall * 10000).rounded() / 10000, "qps_single": (Double(queryCount) / secs * 10).rounded() / 10,
-                "n": n, "d": d,
+                "n": n, "d": d, "build_threads": buildThreads, "pinned_core": pinCore as Any? ?? NSNull(),
             ]
             let json = try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys])
             print(String(decoding: json, as: UTF8.self))

@@ -49,11 +49,13 @@ def load(data: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray
         if distance == "angular":
             base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
             queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        elif distance != "euclidean":
+        elif distance not in ("euclidean", "ip", "dot"):
             sys.exit(
-                f"{data}: distance {distance!r} is not supported (angular, euclidean)"
+                f"{data}: distance {distance!r} is not supported (angular, euclidean, ip)"
             )
-        metric = "ip" if distance == "angular" else "l2"
+        # angular sets are normalised above, so inner product orders them as cosine does; ip sets
+        # (recommendation vectors) are searched by raw inner product, as Steer searches them.
+        metric = "l2" if distance == "euclidean" else "ip"
         meta = {
             "count": len(base),
             "dimension": base.shape[1],
@@ -140,7 +142,7 @@ def run_faiss(
 ) -> None:
     import faiss  # type: ignore[import-untyped]
 
-    faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    faiss.omp_set_num_threads(args.build_threads)
     d = base.shape[1]
     metric = (
         faiss.METRIC_L2 if meta.get("metric") == "l2" else faiss.METRIC_INNER_PRODUCT
@@ -179,6 +181,7 @@ def run_faiss(
         index.hnsw.efConstruction = args.efc
         index.add(base)
         build = time.perf_counter() - t0
+        pin(args)
         for ef in ints(args.ef):
             index.hnsw.efSearch = ef
             row = both(index)
@@ -202,9 +205,11 @@ def run_faiss(
         sample = base[
             rng.choice(len(base), size=min(len(base), 40 * args.lists), replace=False)
         ]
+        faiss.omp_set_num_threads(args.build_threads)
         index.train(sample)
         index.add(base)
         build = time.perf_counter() - t0
+        pin(args)
         for nprobe in ints(args.nprobe):
             index.nprobe = nprobe
             row = both(index)
@@ -235,9 +240,10 @@ def run_hnswlib(
     index.init_index(
         max_elements=len(base), M=args.m, ef_construction=args.efc, random_seed=100
     )
-    index.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    index.set_num_threads(args.build_threads)
     index.add_items(base, np.arange(len(base)))
     build = time.perf_counter() - t0
+    pin(args)
     index.set_num_threads(1)
     version = getattr(hnswlib, "__version__", None)
     if version is None:
@@ -298,10 +304,9 @@ def run_usearch(
         connectivity=args.m,
         expansion_add=args.efc,
     )
-    index.add(
-        np.arange(len(base)), base, threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
-    )
+    index.add(np.arange(len(base)), base, threads=args.build_threads)
     build = time.perf_counter() - t0
+    pin(args)
     for ef in ints(args.ef):
         index.expansion_search = max(ef, args.k)
         row = measure(
@@ -343,11 +348,13 @@ def free_port() -> int:
 class ChromaServer:
     """`chroma run` as a child process on a free port, over one persistent directory."""
 
-    def __init__(self, binary: str, path: str) -> None:
+    def __init__(self, binary: str, path: str, core: int | None = None) -> None:
         self.binary, self.path, self.port = binary, path, free_port()
         self.log = open(os.path.join(path + "-log.txt"), "ab")
+        pinned = ["taskset", "-c", str(core)] if core is not None else []
         self.proc = subprocess.Popen(
             [
+                *pinned,
                 binary,
                 "run",
                 "--path",
@@ -393,7 +400,7 @@ def run_chroma(
     path = os.path.join(work, "db")
     efs = ints(args.ef)
     try:
-        server = ChromaServer(args.chroma, path)
+        server = ChromaServer(args.chroma, path, args.pin_core)
         t0 = time.perf_counter()
         collection = server.client.create_collection(
             "bench",
@@ -419,7 +426,7 @@ def run_chroma(
                 # Chroma applies a changed search ef only after its server restarts (docs/dependencies.md).
                 collection.modify(configuration={"hnsw": {"ef_search": ef}})
                 server.stop()
-                server = ChromaServer(args.chroma, path)
+                server = ChromaServer(args.chroma, path, args.pin_core)
                 collection = server.client.get_collection("bench")
 
             def search(q: np.ndarray) -> list[int]:
@@ -447,11 +454,61 @@ def run_chroma(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def pin(args: argparse.Namespace) -> None:
+    """After the build: every thread of this process onto ``--pin-core`` (the measured phase runs on
+    that one core, as the Steer server it is compared with; builds may use more)."""
+    if args.pin_core is None:
+        return
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), {args.pin_core})
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
+def run_steer(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> None:
+    """A running Steer server (loaded by steer-bench with the same set, ids = row numbers) through
+    Steer's own Python client: the same client stack as Chroma's row, one query per call."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
+    from steer_client import SteerClient  # type: ignore[import-not-found]
+
+    host, _, port = args.steer.rpartition(":")
+    with SteerClient(host, int(port)) as client:
+        stats = client.stats()
+        for ef in ints(args.ef):
+
+            def search(q: np.ndarray, ef: int = ef) -> list[int]:
+                hits = client.search(q.tolist(), k=args.k, ef_search=ef, b64=True)
+                return [int(h["id"]) for h in hits]
+
+            row = measure(search, queries, truth, args.k)
+            emit(
+                {
+                    "engine": "steer server (Python client)",
+                    "n": len(base),
+                    "d": base.shape[1],
+                    "items": stats.get("items"),
+                    "index": "the server's generation",
+                    "param": "ef_search",
+                    "value": ef,
+                    **row,
+                }
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument(
-        "--engine", choices=["faiss", "hnswlib", "chroma", "usearch"], required=True
+        "--engine",
+        choices=["faiss", "hnswlib", "chroma", "usearch", "steer"],
+        required=True,
     )
     ap.add_argument("--label", default="faiss")
     ap.add_argument("--ef", default="")
@@ -468,9 +525,26 @@ def main() -> None:
         default=1,
         help="threads of the saturation measurement (give the Steer server's core count)",
     )
+    ap.add_argument(
+        "--build-threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "1")),
+        help="threads of the index build (default OMP_NUM_THREADS)",
+    )
+    ap.add_argument(
+        "--pin-core",
+        type=int,
+        default=None,
+        help="after the build, run every thread on this core (Chroma: its server, from the start)",
+    )
+    ap.add_argument(
+        "--steer",
+        default="127.0.0.1:7878",
+        help="engine steer: HOST:PORT of a running server",
+    )
     args = ap.parse_args()
-    if args.threads <= 0:
-        sys.exit("--threads must be positive")
+    if args.threads <= 0 or args.build_threads <= 0:
+        sys.exit("--threads and --build-threads must be positive")
     meta, base, queries, truth = load(args.data)
     queries, truth = queries[: args.queries], truth[: args.queries]
     if truth.shape[1] < args.k:
@@ -480,6 +554,7 @@ def main() -> None:
         "hnswlib": run_hnswlib,
         "chroma": run_chroma,
         "usearch": run_usearch,
+        "steer": run_steer,
     }
     engines[args.engine](args, meta, base, queries, truth)
 

@@ -26,8 +26,14 @@ THREADS=${THREADS:-$(nproc)}
 if [ "${PEER_HUGEPAGES:-1}" = 1 ]; then export GLIBC_TUNABLES=glibc.malloc.hugetlb=1; fi
 EF=${EF:-"16,24,32,48,64,96,128,256"}
 CHROMA_EF=${CHROMA_EF:-"16,32,64,128"}
-NPROBE=${NPROBE:-"1,2,4,8,16,32,64"}
+NPROBE=${NPROBE-"1,2,4,8,16,32,64"}
 QUERIES=${QUERIES:-1000}
+# Like for like on one core (docs/benchmarks.md "Like for like"): PIN_CORE=1 runs every in-process peer's
+# measured phase on core 1 after a build on BUILD_THREADS threads, and Chroma's server on core 1 from its
+# start; CLIENT_CORE=0 puts Chroma's Python client (and the peers' own process before pinning) on core 0.
+PIN=(); [ -n "${PIN_CORE:-}" ] && PIN=(--pin-core "$PIN_CORE")
+BUILD=(); [ -n "${BUILD_THREADS:-}" ] && BUILD=(--build-threads "$BUILD_THREADS")
+CLIENT=(); [ -n "${CLIENT_CORE:-}" ] && CLIENT=(taskset -c "$CLIENT_CORE")
 OUT=${OUT:-Benchmarks/peers/results/$SET.json}
 mkdir -p Benchmarks/peers/results
 
@@ -53,17 +59,17 @@ else:
     n = json.load(open(os.path.join(p, 'meta.json')))['count']
 print(max(16, 2 ** round(math.log2(4 * math.sqrt(n)))))" "$DATA")
 rows=$(mktemp)
-run() { echo "+ $*" >&2; "$@" | tee -a "$rows" >&2; }
+run() { echo "+ $*" >&2; "$@" "${PIN[@]}" "${BUILD[@]}" | tee -a "$rows" >&2; }
 for peer in $PEERS; do
   case $peer in
     faiss-debian) run /usr/bin/python3 Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "python3-faiss (Debian)" --ef "${DEBIAN_EF-$EF}" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" --threads "$THREADS" ;;
     faiss-pip) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "pip faiss-cpu" --ef "$EF" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" --threads "$THREADS" ;;
     hnswlib) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine hnswlib --ef "$EF" --queries "$QUERIES" --threads "$THREADS" ;;
     usearch) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine usearch --ef "$EF" --queries "$QUERIES" --threads "$THREADS" ;;
-    chroma) run "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine chroma --ef "$CHROMA_EF" --chroma "$VENV/bin/chroma" --queries "$QUERIES" ;;
+    chroma) run "${CLIENT[@]}" "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine chroma --ef "$CHROMA_EF" --chroma "$VENV/bin/chroma" --queries "$QUERIES" ;;
     *) echo "unknown peer $peer (faiss-debian faiss-pip hnswlib usearch chroma)" >&2; exit 2 ;;
   esac
 done
 
 "$VENV/bin/python" Benchmarks/peers/collect.py --rows "$rows" --data "$DATA" --out "$OUT" --load-start "$LOAD_START" \
-  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" PEER_HUGEPAGES="${PEER_HUGEPAGES:-1}" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"
+  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" PIN_CORE="${PIN_CORE:-}" BUILD_THREADS="${BUILD_THREADS:-}" CLIENT_CORE="${CLIENT_CORE:-}" PEER_HUGEPAGES="${PEER_HUGEPAGES:-1}" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"

@@ -35,6 +35,10 @@ def write_set(
         a = train / np.linalg.norm(train, axis=1, keepdims=True)
         b = test / np.linalg.norm(test, axis=1, keepdims=True)
         dist = 1 - b @ a.T
+    elif distance == "ip":
+        # Norms that vary by a factor of 4, so inner-product order differs from cosine order.
+        train *= rng.uniform(0.5, 2.0, size=(n, 1)).astype(np.float32)
+        dist = -(test @ train.T)
     else:
         dist = ((test[:, None, :] - train[None, :, :]) ** 2).sum(-1)
     neighbors = np.argsort(dist, axis=1, kind="stable")[:, :k].astype(np.int32)
@@ -54,7 +58,9 @@ def run_bench(data: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize(("distance", "metric"), [("euclidean", "l2"), ("angular", "ip")])
+@pytest.mark.parametrize(
+    ("distance", "metric"), [("euclidean", "l2"), ("angular", "ip"), ("ip", "ip")]
+)
 def test_an_ann_benchmarks_file_is_served_and_scored_against_its_neighbors(
     tmp_path: Path, distance: str, metric: str
 ) -> None:
