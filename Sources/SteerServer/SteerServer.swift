@@ -42,16 +42,18 @@ public struct ServerConfiguration: Sendable {
     /// OpenMP threads FAISS may use per request on each worker thread (default 1: parallelism comes
     /// from serving requests concurrently, per docs/dependencies.md).
     public var openMPThreadsPerWorker: Int = 1
-    /// How long an idle worker thread spins before it parks (0: parks at once). See `WorkerPool`; the
-    /// default 200 µs took ~100 µs off a single connection's p50 on a quiet 2-core VM (docs/benchmarks.md).
+    /// How long an idle worker thread spins before it parks (0: parks at once). See `WorkerPool`. Opt-in
+    /// (default 0): spinning costs CPU per request at sparse traffic beyond the bound the benchmarks set
+    /// (≤ 1.5× the CPU per request at saturation; measured 1.9× with both spins on, docs/benchmarks.md
+    /// "Spin defaults"), in exchange for a lower single-connection p50 on an otherwise idle machine.
     public var workerSpinMicroseconds: Int = ServerConfiguration.defaultWorkerSpinMicroseconds
-    public static let defaultWorkerSpinMicroseconds = 200
+    public static let defaultWorkerSpinMicroseconds = 0
     /// How long an event loop may spin waiting for the answer of a read request it just handed to a worker,
     /// when that request is the only one running in the whole server (0: never). The answer is then written
-    /// without the cross-thread wake-up of the loop (~40 µs on a 2-core VM, docs/benchmarks.md); the spin
-    /// stops at once when another request starts anywhere. Engine work never runs on the loop either way.
+    /// without the cross-thread wake-up of the loop; the spin stops at once when another request starts
+    /// anywhere. Engine work never runs on the loop either way. Opt-in (default 0) for the reason above.
     public var loopSpinMicroseconds: Int = ServerConfiguration.defaultLoopSpinMicroseconds
-    public static let defaultLoopSpinMicroseconds = 500
+    public static let defaultLoopSpinMicroseconds = 0
     /// When set, the protocol port speaks TLS only (the metrics port stays plain HTTP).
     public var tls: TLSFiles?
     /// A request's deadline when it names no `timeout_ms`, in milliseconds from its arrival.

@@ -63,9 +63,9 @@ struct Serve: AsyncParsableCommand {
     var workerThreads: Int?
     @Option(name: .customLong("event-loop-threads"), help: "NIO event-loop threads (default: cores). Env: STEER_EVENT_LOOP_THREADS.")
     var eventLoopThreads: Int?
-    @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking, 0 = park at once (default 200). Env: STEER_WORKER_SPIN_US.")
+    @Option(name: .customLong("worker-spin-us"), help: "Microseconds an idle worker thread spins before parking, 0 = park at once (default 0: opt-in, docs/configuration.md). Env: STEER_WORKER_SPIN_US.")
     var workerSpinMicroseconds: Int?
-    @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 500). Env: STEER_LOOP_SPIN_US.")
+    @Option(name: .customLong("loop-spin-us"), help: "Microseconds an event loop may spin for the answer of the only request running in the server, 0 = never (default 0: opt-in, docs/configuration.md). Env: STEER_LOOP_SPIN_US.")
     var loopSpinMicroseconds: Int?
     @Option(name: .customLong("payload-index"), help: "Declare a payload index ATTR:keyword or ATTR:numeric (repeatable; built over existing items at start). Also the admin op declare_index.")
     var payloadIndex: [String] = []
