@@ -18,9 +18,11 @@
 #                the smallest efSearch with recall@10 >= 0.95 — with the server's spin defaults
 #   poisson-nospin  the same with --worker-spin-us 0 --loop-spin-us 0
 # Environment: DATA_ROOT (server data, default /tmp/steer-bench-data), EF (efSearch list), K (default
-# 10), SPEC (default HNSW32,efC100), DURATION (sweep seconds per level, default 10), POISSON_DURATION
+# 10), EFC (efConstruction of every HNSW, default 100), SPEC (default HNSW32,efC$EFC), DURATION (sweep seconds per level, default 10), POISSON_DURATION
 # (default 60), OUT (results directory, default Benchmarks/compare/results/<set>-<date>), SERVER_SPIN
-# ("default" or "off": the spin settings of the steer and steer-python steps, default "default").
+# ("default" or "off": the spin settings of the steer and steer-python steps, default "default"; with
+# "off" the steer step writes steer-nospin.json),
+# OTHER_LOAD (what else ran on the machine meanwhile, recorded in run.json; say it when anything did).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?usage: run.sh DATA_DIR (steer-bench generate, or Benchmarks/datasets/to_dir.py of an HDF5 file)}
@@ -30,7 +32,8 @@ CORE=${CORE:-1}
 CLIENT_CORE=${CLIENT_CORE:-0}
 BUILD_THREADS=${BUILD_THREADS:-2}
 DATA_ROOT=${DATA_ROOT:-/tmp/steer-bench-data}
-SPEC=${SPEC:-HNSW32,efC100}
+EFC=${EFC:-100}
+SPEC=${SPEC:-HNSW32,efC$EFC}
 EF=${EF:-"16,24,32,48,64,96,128,256"}
 K=${K:-10}
 DURATION=${DURATION:-10}
@@ -55,7 +58,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=${OPENBLAS_COR
   echo " \"thp\": \"$(cat /sys/kernel/mm/transparent_hugepage/enabled)\","
   echo " \"threads\": \"OMP_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE\","
   echo " \"cpu\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\", \"cores\": $(grep -c ^processor /proc/cpuinfo),"
-  echo " \"other_load\": \"processes other than these benchmarks ran only on core $CLIENT_CORE, at nice 19\"}"
+  echo " \"other_load\": \"${OTHER_LOAD:-nothing else was running}\"}"
 } > "$OUT/run.json"
 
 # The started server runs on CORE with one worker and one event-loop thread; steer-index (the build)
@@ -64,10 +67,15 @@ WRAP=$(mktemp -d)
 trap 'rm -rf "$WRAP"' EXIT
 printf '#!/bin/sh\nexec taskset -c %s %s "$@"\n' "$CORE" "$BIN/steer" > "$WRAP/steer"
 chmod +x "$WRAP/steer"
-ln -s "$BIN/steer-index" "$WRAP/steer-index"
+# steer-bench (on CLIENT_CORE) starts steer-index, which would inherit its one core (and steer-bench's
+# OMP_NUM_THREADS, its own core count): give the build BUILD_THREADS threads on every core.
+ALL=$(grep -c ^processor /proc/cpuinfo)
+printf '#!/bin/sh\nexport OMP_NUM_THREADS=%s\nexec taskset -c %s %s "$@"\n' "$BUILD_THREADS" "0-$((ALL - 1))" "$BIN/steer-index" > "$WRAP/steer-index"
+chmod +x "$WRAP/steer-index"
 SERVER_FLAGS=(--worker-threads 1 --event-loop-threads 1)
 NOSPIN=(--worker-spin-us 0 --loop-spin-us 0)
-[ "$SERVER_SPIN" = off ] && SERVER_FLAGS+=("${NOSPIN[@]}")
+STEER_FILE=steer.json
+if [ "$SERVER_SPIN" = off ]; then SERVER_FLAGS+=("${NOSPIN[@]}"); STEER_FILE=steer-nospin.json; fi
 server_args() { for a in "$@"; do printf -- '--server-arg=%s\n' "$a"; done; }
 mapfile -t SA < <(server_args "${SERVER_FLAGS[@]}")
 mapfile -t SA_NOSPIN < <(server_args --worker-threads 1 --event-loop-threads 1 "${NOSPIN[@]}")
@@ -84,17 +92,17 @@ for step in $STEPS; do
     steer)
       run "${BENCH[@]}" "${SA[@]}" --ef-search "$EF" --concurrency 1,4 --warmup 2 --duration "$DURATION" \
         --label "compare: steer serve pinned to core $CORE (1 worker, 1 event loop, spin $SERVER_SPIN), client on core $CLIENT_CORE" \
-        --out "$OUT/steer.json" ;;
+        --out "$OUT/$STEER_FILE" ;;
     inproc)
       echo "+ steer-index-bench run --data $DATA --spec $SPEC --ef ${EF//,/ } --build-threads $BUILD_THREADS --pin-core $CORE" >&2
       # shellcheck disable=SC2086
       "$BIN/steer-index-bench" run --data "$DATA" --spec "$SPEC" --ef ${EF//,/ } --k "$K" --repeats 3 \
         --build-threads "$BUILD_THREADS" --pin-core "$CORE" | tee "$OUT/inproc.jsonl" >&2 ;;
     peers)
-      run env PEERS="${PEERS:-hnswlib faiss-pip usearch}" THREADS=1 PIN_CORE="$CORE" BUILD_THREADS="$BUILD_THREADS" \
+      run env PEERS="${PEERS:-hnswlib faiss-pip usearch}" EFC="$EFC" K="$K" THREADS=1 PIN_CORE="$CORE" BUILD_THREADS="$BUILD_THREADS" \
         EF="$EF" NPROBE= DEBIAN_EF= OUT="$OUT/peers.json" bash Benchmarks/peers/run.sh "$DATA" ;;
     chroma)
-      run env PEERS=chroma THREADS=1 PIN_CORE="$CORE" CLIENT_CORE="$CLIENT_CORE" CHROMA_EF="${CHROMA_EF:-32,64,128}" \
+      run env PEERS=chroma EFC="$EFC" K="$K" THREADS=1 PIN_CORE="$CORE" CLIENT_CORE="$CLIENT_CORE" CHROMA_EF="${CHROMA_EF:-32,64,128}" \
         OUT="$OUT/chroma.json" bash Benchmarks/peers/run.sh "$DATA" ;;
     steer-python)
       # The server steer-bench prepared (store and generation in SERVER_DATA), started again on CORE.

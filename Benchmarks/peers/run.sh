@@ -25,6 +25,7 @@ THREADS=${THREADS:-$(nproc)}
 # PEER_HUGEPAGES=0 leaves malloc as it is. Recorded in the results file's "threads".
 if [ "${PEER_HUGEPAGES:-1}" = 1 ]; then export GLIBC_TUNABLES=glibc.malloc.hugetlb=1; fi
 EF=${EF:-"16,24,32,48,64,96,128,256"}
+EFC=${EFC:-100}   # HNSW efConstruction (M is 32) for every HNSW peer, as in Steer's spec
 CHROMA_EF=${CHROMA_EF:-"16,32,64,128"}
 NPROBE=${NPROBE-"1,2,4,8,16,32,64"}
 QUERIES=${QUERIES:-1000}
@@ -59,7 +60,7 @@ else:
     n = json.load(open(os.path.join(p, 'meta.json')))['count']
 print(max(16, 2 ** round(math.log2(4 * math.sqrt(n)))))" "$DATA")
 rows=$(mktemp)
-run() { echo "+ $*" >&2; "$@" "${PIN[@]}" "${BUILD[@]}" | tee -a "$rows" >&2; }
+run() { echo "+ $*" >&2; "$@" "${PIN[@]}" "${BUILD[@]}" --efc "$EFC" --k "${K:-10}" | tee -a "$rows" >&2; }
 for peer in $PEERS; do
   case $peer in
     faiss-debian) run /usr/bin/python3 Benchmarks/peers/peers.py --data "$DATA" --engine faiss --label "python3-faiss (Debian)" --ef "${DEBIAN_EF-$EF}" --nprobe "$NPROBE" --lists "$LISTS" --queries "$QUERIES" --threads "$THREADS" ;;
@@ -72,4 +73,4 @@ for peer in $PEERS; do
 done
 
 "$VENV/bin/python" Benchmarks/peers/collect.py --rows "$rows" --data "$DATA" --out "$OUT" --load-start "$LOAD_START" \
-  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" PIN_CORE="${PIN_CORE:-}" BUILD_THREADS="${BUILD_THREADS:-}" CLIENT_CORE="${CLIENT_CORE:-}" PEER_HUGEPAGES="${PEER_HUGEPAGES:-1}" EF="$EF" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"
+  --command "$(printf '%q ' PEERS="$PEERS" THREADS="$THREADS" PIN_CORE="${PIN_CORE:-}" BUILD_THREADS="${BUILD_THREADS:-}" CLIENT_CORE="${CLIENT_CORE:-}" PEER_HUGEPAGES="${PEER_HUGEPAGES:-1}" EF="$EF" EFC="$EFC" K="${K:-10}" CHROMA_EF="$CHROMA_EF" NPROBE="$NPROBE" DEBIAN_EF="${DEBIAN_EF-$EF}" bash Benchmarks/peers/run.sh "$DATA")"
