@@ -77,9 +77,20 @@ public final class Router: RequestService {
     ///   - shardLog: the shards' write logs (`steer route --follow`); its streams are numbered like
     ///     `configuration.shards`. nil: writes go to every live replica.
     ///   - logger: health changes and swaps.
-    public init(configuration: RouterConfiguration, encoder: (any QueryEncoder)? = nil,
-                loadEncoder: (@Sendable (String) throws(SteerError) -> any QueryEncoder)? = nil,
-                shardLog: (any ShardLog)? = nil, logger: Logger) throws(SteerError) {
+    /// - Throws: `.invalidRequest` for a shard set `RouterConfiguration.validate` refuses or a TLS
+    ///   certificate authority that cannot be read.
+    public convenience init(configuration: RouterConfiguration, encoder: (any QueryEncoder)? = nil,
+                            loadEncoder: (@Sendable (String) throws(SteerError) -> any QueryEncoder)? = nil,
+                            shardLog: (any ShardLog)? = nil, logger: Logger) throws(SteerError) {
+        try self.init(configuration: configuration, encoder: encoder, loadEncoder: loadEncoder, shardLog: shardLog, logger: logger, transport: nil)
+    }
+
+    /// The router of `init(configuration:encoder:loadEncoder:shardLog:logger:)` whose replicas talk through
+    /// `transport(shard, endpoint)` (unit tests pass a fake); nil: `ReplicaConnections` over TCP.
+    ///
+    /// - Throws: as the public initializer.
+    init(configuration: RouterConfiguration, encoder: (any QueryEncoder)?, loadEncoder: (@Sendable (String) throws(SteerError) -> any QueryEncoder)?,
+         shardLog: (any ShardLog)?, logger: Logger, transport: (@Sendable (_ shard: Int, _ endpoint: ShardEndpoint) -> any ShardTransport)?) throws(SteerError) {
         try RouterConfiguration.validate(configuration.shards)
         self.configuration = configuration
         self.decoder = RequestDecoder(limits: configuration.limits)
@@ -94,7 +105,8 @@ public final class Router: RequestService {
         let group = self.group
         let tls = try configuration.shardTLSCertificateAuthority.map { path throws(SteerError) in try ShardConnection.tlsContext(caFile: path) }
         let makeReplica: @Sendable (Int, ShardEndpoint) -> Replica = { shard, endpoint in
-            Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
+            if let transport { return Replica(shard: shard, endpoint: endpoint, transport: transport(shard, endpoint)) }
+            return Replica(shard: shard, endpoint: endpoint, connections: configuration.connectionsPerReplica, group: group,
                     connectTimeout: timeout, maxLineBytes: configuration.maxShardResponseBytes, tls: tls)
         }
         self.makeReplica = makeReplica
