@@ -49,9 +49,9 @@ public final class Router: RequestService {
     let makeReplica: @Sendable (_ shard: Int, _ endpoint: ShardEndpoint) -> Replica
     /// The shards' write logs (`steer route --follow`); nil: writes go to the replicas themselves.
     let shardLog: (any ShardLog)?
-    let decoder: RequestDecoder
+    private let decoder: RequestDecoder
     let sharding: Sharding
-    let group: MultiThreadedEventLoopGroup
+    private let group: MultiThreadedEventLoopGroup
     let pool: NIOThreadPool
     let encoder: Locked<(any QueryEncoder)?>
     let loadEncoder: (@Sendable (_ checkpoint: String) throws(SteerError) -> any QueryEncoder)?
@@ -61,7 +61,7 @@ public final class Router: RequestService {
     let counters = Locked(Counters())
     let roundRobin: Locked<[Int]>
     let serverStats = Locked<(@Sendable () -> JSONObject)?>(nil)
-    let healthTask = Locked<Task<Void, Never>?>(nil)
+    private let healthTask = Locked<Task<Void, Never>?>(nil)
     let logger: Logger
 
     struct Counters {
@@ -263,7 +263,7 @@ public final class Router: RequestService {
     }
 
     /// The error line (recorded in `stats`) of a request the keys refuse; nil when it may run.
-    func refusal(_ request: Request, startedNanos: UInt64) -> [UInt8]? {
+    private func refusal(_ request: Request, startedNanos: UInt64) -> [UInt8]? {
         do throws(SteerError) {
             try configuration.accessKeys?.authorize(request)
             return nil
@@ -305,7 +305,7 @@ public final class Router: RequestService {
         }
     }
 
-    func run(_ request: Request, deadline: Deadline) async throws -> [UInt8] {
+    private func run(_ request: Request, deadline: Deadline) async throws -> [UInt8] {
         try checkSequences(request)
         var writer = JSONWriter(capacity: 512)
         writer.raw("{")
