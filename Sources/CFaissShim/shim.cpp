@@ -8,6 +8,9 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/VectorTransform.h>
+#include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
@@ -35,6 +38,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -183,6 +187,7 @@ struct RowDistance {
         : kernel(pair_kernel(inner_product)), xb(storage.get_xb()), d(size_t(storage.d)),
           sign(inner_product ? -1.0f : 1.0f) {}
 
+    void set_query(const float* q) { query = q; }
     float operator()(int64_t row) const { return sign * kernel(query, xb + size_t(row) * d, d); }
     /// faiss's `symmetric_dis(i, j)`: the distance between two stored rows.
     float between(int64_t i, int64_t j) const { return sign * kernel(xb + size_t(j) * d, xb + size_t(i) * d, d); }
@@ -193,6 +198,28 @@ struct RowDistance {
         __builtin_prefetch(p);
         if (d > 16) __builtin_prefetch(p + 64);
     }
+};
+
+/// Distances from a query to the SQ8 codes of an `IndexHNSWSQ`'s storage through faiss's own
+/// distance computer, "smaller is better" like `RowDistance` (faiss's SQ computer returns inner products
+/// as similarities; IndexHNSW negates them the same way). The query is the float vector, the rows are
+/// codes; `between` is faiss's `symmetric_dis` (code to code). One per call: faiss's distance computers
+/// are not thread-safe. Built after the storage has its rows (it keeps the code pointer).
+struct CodeDistance {
+    std::unique_ptr<faiss::DistanceComputer> computer;
+    const uint8_t* codes;
+    size_t code_size;
+    size_t d;
+    float sign;
+
+    CodeDistance(const faiss::IndexScalarQuantizer& storage, bool inner_product)
+        : computer(storage.get_distance_computer()), codes(storage.codes.data()), code_size(storage.code_size),
+          d(size_t(storage.d)), sign(inner_product ? -1.0f : 1.0f) {}
+
+    void set_query(const float* q) { computer->set_query(q); }
+    float operator()(int64_t row) const { return sign * (*computer)(row); }
+    float between(int64_t i, int64_t j) const { return sign * computer->symmetric_dis(i, j); }
+    void prefetch(int64_t row) const { __builtin_prefetch(codes + size_t(row) * code_size); }
 };
 
 /// A binary heap over a reusable vector, with std::priority_queue's exact push/pop order (push_back +
@@ -243,13 +270,17 @@ std::atomic<uint64_t> g_steer_inserted{0};
 /// What differs is the cost: distances come straight from the Flat rows through the kernel pointer, each
 /// neighbour list's unvisited rows are prefetched and computed as one batch before the heap updates
 /// (which consume them in the original order), and there are no locks.
+///
+/// `Distance` is `RowDistance` (IndexHNSWFlat: the byte-identical path) or `CodeDistance`
+/// (IndexHNSWSQ: the same algorithm over SQ8 codes, as faiss's add runs it over its SQ computer).
+template <class Distance>
 class HnswInserter {
 public:
     using storage_idx_t = faiss::HNSW::storage_idx_t;
     using Closer = faiss::HNSW::NodeDistCloser;   // heap top: farthest
     using Farther = faiss::HNSW::NodeDistFarther; // heap top: nearest
 
-    HnswInserter(faiss::HNSW& hnsw, RowDistance distance) : hnsw_(hnsw), distance_(distance) {}
+    HnswInserter(faiss::HNSW& hnsw, Distance distance) : hnsw_(hnsw), distance_(std::move(distance)) {}
 
     /// Links rows n0 ..< n0 + n, whose vectors are x (n rows) and are already in the storage.
     /// `prepared` runs once the level table and neighbour lists are sized, before any linking.
@@ -282,7 +313,7 @@ public:
             for (size_t j = i0; j < i1; j++) std::swap(order[j], order[j + size_t(rng.rand_int(int(i1 - j)))]);
             for (size_t i = i0; i < i1; i++) {
                 const storage_idx_t pt_id = order[i];
-                distance_.query = x + size_t(pt_id - storage_idx_t(n0)) * distance_.d;
+                distance_.set_query(x + size_t(pt_id - storage_idx_t(n0)) * distance_.d);
                 insert(pt_id, hnsw_.levels[size_t(pt_id)] - 1);
             }
             i1 = i0;
@@ -292,7 +323,7 @@ public:
 
 private:
     faiss::HNSW& hnsw_;
-    RowDistance distance_;
+    Distance distance_;
     VisitedMarks visited_;
     std::vector<storage_idx_t> batch_ids_;
     std::vector<float> batch_distances_;
@@ -492,8 +523,8 @@ void advise_huge_pages(const void* data, size_t bytes) {
 
 /// The large arrays an HNSW search or insertion reads at random: the Flat rows, the neighbour lists and
 /// their offsets.
-void advise_hnsw_huge_pages(const faiss::IndexHNSWFlat& index) {
-    if (const auto* storage = dynamic_cast<const faiss::IndexFlat*>(index.storage)) {
+void advise_hnsw_huge_pages(const faiss::IndexHNSW& index) {
+    if (const auto* storage = dynamic_cast<const faiss::IndexFlatCodes*>(index.storage)) {
         advise_huge_pages(storage->codes.data(), storage->codes.size());
     }
     const faiss::HNSW& graph = index.hnsw;
@@ -501,22 +532,32 @@ void advise_hnsw_huge_pages(const faiss::IndexHNSWFlat& index) {
     advise_huge_pages(graph.offsets.data(), graph.offsets.size() * sizeof(graph.offsets[0]));
 }
 
-/// IndexHNSWFlat::add with Steer's insertion when OpenMP runs one thread in this thread (the serving
-/// setting; the same graph as faiss's add would build there), else faiss's multi-threaded add.
-void hnsw_add(faiss::IndexHNSWFlat& index, int64_t n, const float* x) {
+/// IndexHNSWFlat/IndexHNSWSQ::add with Steer's insertion when OpenMP runs one thread in this thread
+/// (the serving setting; the same graph as faiss's add would build there), else faiss's multi-threaded
+/// add. SQ8 storage encodes the rows on the way in; the insertion measures float queries against codes.
+void hnsw_add(faiss::IndexHNSW& index, int64_t n, const float* x) {
     if (omp_get_max_threads() != 1) {
         index.add(n, x);
         advise_hnsw_huge_pages(index);
         return;
     }
     require(index.is_trained, "the HNSW index is not trained");
-    auto* storage = dynamic_cast<faiss::IndexFlat*>(index.storage);
-    require(storage != nullptr, "HNSW storage must be Flat");
+    const bool inner_product = index.metric_type == faiss::METRIC_INNER_PRODUCT;
     const size_t n0 = size_t(index.ntotal);
+    if (auto* storage = dynamic_cast<faiss::IndexFlat*>(index.storage)) {
+        storage->add(n, x);
+        index.ntotal = storage->ntotal;
+        const bool preset_levels = index.hnsw.levels.size() == size_t(index.ntotal);
+        HnswInserter<RowDistance> inserter(index.hnsw, RowDistance(*storage, inner_product));
+        inserter.add(n0, size_t(n), x, preset_levels, [&] { advise_hnsw_huge_pages(index); });
+        return;
+    }
+    auto* storage = dynamic_cast<faiss::IndexScalarQuantizer*>(index.storage);
+    require(storage != nullptr, "HNSW storage must be Flat or SQ8");
     storage->add(n, x);
     index.ntotal = storage->ntotal;
     const bool preset_levels = index.hnsw.levels.size() == size_t(index.ntotal);
-    HnswInserter inserter(index.hnsw, RowDistance(*storage, index.metric_type == faiss::METRIC_INNER_PRODUCT));
+    HnswInserter<CodeDistance> inserter(index.hnsw, CodeDistance(*storage, inner_product));
     inserter.add(n0, size_t(n), x, preset_levels, [&] { advise_hnsw_huge_pages(index); });
 }
 
@@ -602,7 +643,18 @@ public:
             vector(sizeof(float), "flat vectors");
             return flat;
         }
-        if (h == fourcc("IHNf") && depth == 0) {
+        if (h == fourcc("IxSQ") && depth == 1) {
+            // IndexHNSWSQ's storage: header, ScalarQuantizer (qtype, rangestat, rangestat_arg, d,
+            // code_size, trained), then the codes.
+            const Header sq = header();
+            skip(3 * 4, "SQ header");
+            if (u64("SQ d") != uint64_t(sq.d)) bad("SQ dimension differs from the storage's");
+            u64("SQ code_size");
+            vector(sizeof(float), "SQ trained");
+            vector(1, "SQ codes");
+            return sq;
+        }
+        if ((h == fourcc("IHNf") || h == fourcc("IHNs")) && depth == 0) {
             const Header outer = header();
             vector(sizeof(double), "HNSW assign_probas");
             vector(sizeof(int), "HNSW cum_nneighbor_per_level");
@@ -610,11 +662,38 @@ public:
             vector(sizeof(size_t), "HNSW offsets");
             vector(sizeof(faiss::HNSW::storage_idx_t), "HNSW neighbors");
             skip(5 * sizeof(int), "HNSW scalars"); // entry_point, max_level, efConstruction, efSearch, upper_beam
-            index(depth + 1);
+            // faiss reads the storage as any index: IHNf must hold Flat rows, IHNs SQ codes.
+            const uint32_t storage = u32();
+            position_ -= sizeof(uint32_t);
+            const bool flat = storage == fourcc("IxFI") || storage == fourcc("IxF2") || storage == fourcc("IxFl");
+            if (h == fourcc("IHNf") ? !flat : storage != fourcc("IxSQ")) {
+                bad("HNSW storage " + printable(storage) + " does not belong to index type " + printable(h));
+            }
+            const Header inner = index(depth + 1);
+            if (inner.d != outer.d) bad("HNSW storage dimension differs from the index's");
             return outer;
         }
         if ((h == fourcc("IwFl") || h == fourcc("IwPQ") || h == fourcc("IwSQ") || h == fourcc("IwSq")) && depth == 0) {
             return ivf(h);
+        }
+        if (h == fourcc("IxPT") && depth == 0) {
+            // IndexPreTransform: header, the transform count, each transform, then the index. Steer
+            // writes one OPQ rotation (saved by faiss as a plain LinearTransform "LTra": have_bias, A, b,
+            // d_in, d_out, is_trained) in front of IVF-PQ.
+            const Header outer = header();
+            int32_t count = 0;
+            read(&count, sizeof(count), "transform count");
+            if (count != 1) bad("transform chain of " + std::to_string(count) + " transforms (Steer writes one OPQ matrix)");
+            const uint32_t transform = u32();
+            if (transform != fourcc("LTra")) bad("transform " + printable(transform) + " is not an OPQ matrix");
+            skip(1, "OPQ have_bias");
+            vector(sizeof(float), "OPQ matrix");
+            vector(sizeof(float), "OPQ bias");
+            skip(2 * sizeof(int32_t) + 1, "OPQ dimensions");
+            const uint32_t inner = u32();
+            if (inner != fourcc("IwPQ")) bad("an OPQ matrix must precede IVF-PQ, not " + printable(inner));
+            ivf(inner);
+            return outer;
         }
         bad("index type " + printable(h) + " is not one Steer writes" + (depth > 0 ? " inside another index" : ""));
     }
@@ -782,14 +861,37 @@ private:
 /// Checks the invariants Steer's HNSW search and insertion rely on, for a graph read from a file:
 /// every offset, level, neighbour id and the entry point are in range and mutually consistent, so no
 /// crafted graph can make them read or write outside faiss's arrays.
-void validate_hnsw(const faiss::IndexHNSWFlat& index, const std::string& path) {
+void validate_hnsw(const faiss::IndexHNSW& index, const std::string& path) {
     auto bad = [&](const std::string& what) { fail(STEER_FAISS_CORRUPT, path + ": HNSW graph: " + what); };
     const faiss::HNSW& g = index.hnsw;
-    const auto* storage = dynamic_cast<const faiss::IndexFlat*>(index.storage);
-    if (!storage) bad("storage is not Flat");
+    const auto* storage = dynamic_cast<const faiss::IndexFlatCodes*>(index.storage);
+    if (!storage) bad("storage is not Flat or SQ8");
     const int64_t n = index.ntotal;
     if (n < 0 || storage->ntotal != n || storage->d != index.d) bad("storage holds another row count or dimension");
-    if (storage->codes.size() != size_t(n) * size_t(index.d) * sizeof(float)) bad("storage size does not match its rows");
+    if (storage->metric_type != index.metric_type) bad("storage has another metric than the index");
+    if (index.reconstruct_from_neighbors != nullptr) bad("reconstruct_from_neighbors is set");
+    if (dynamic_cast<const faiss::IndexHNSWFlat*>(&index)) {
+        if (!dynamic_cast<const faiss::IndexFlat*>(storage) || storage->code_size != size_t(index.d) * sizeof(float)) {
+            bad("IndexHNSWFlat storage is not Flat rows of the index's dimension");
+        }
+    } else if (dynamic_cast<const faiss::IndexHNSWSQ*>(&index)) {
+        // faiss's SQ8 decoder reads vmin and vdiff per component from `trained` (2·d floats) with no
+        // bounds check: anything else would read out of bounds.
+        const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(storage);
+        if (!sq || sq->sq.qtype != faiss::ScalarQuantizer::QT_8bit) bad("IndexHNSWSQ storage is not SQ8");
+        if (sq->sq.d != size_t(index.d) || sq->sq.code_size != size_t(index.d) || sq->code_size != size_t(index.d)) {
+            bad("SQ8 dimension or code size differs from the index's");
+        }
+        const bool trained = sq->sq.trained.size() == 2 * size_t(index.d);
+        if (!(trained || (sq->sq.trained.empty() && n == 0))) bad("SQ8 ranges hold " + std::to_string(sq->sq.trained.size()) + " values, not 2 per component");
+        if (index.is_trained != trained || sq->is_trained != trained) bad("training flags disagree with the SQ8 ranges");
+        for (float value : sq->sq.trained) {
+            if (!std::isfinite(value)) bad("SQ8 ranges hold a non-finite value");
+        }
+    } else {
+        bad("HNSW index is neither IndexHNSWFlat nor IndexHNSWSQ");
+    }
+    if (storage->codes.size() != size_t(n) * storage->code_size) bad("storage size does not match its rows");
     const auto& cum = g.cum_nneighbor_per_level;
     if (cum.size() < 2 || cum.size() > 64) bad("cum_nneighbor_per_level has " + std::to_string(cum.size()) + " entries");
     if (cum[0] != 0) bad("cum_nneighbor_per_level does not start at 0");
@@ -867,8 +969,11 @@ struct steer_index {
     /// Owns the faiss index (for Flat: the IndexIDMap2, which owns its IndexFlat).
     std::unique_ptr<faiss::Index> index;
     faiss::IndexIDMap2* idmap = nullptr;   // Flat
-    faiss::IndexHNSWFlat* hnsw = nullptr;  // HNSW
-    faiss::IndexIVF* ivf = nullptr;        // IVF*
+    faiss::IndexHNSW* hnsw = nullptr;      // HNSW (IndexHNSWFlat, or IndexHNSWSQ over SQ8 codes)
+    faiss::IndexIVF* ivf = nullptr;        // IVF* (for OPQ: the IVF-PQ inside the pre-transform)
+    /// OPQ: the IndexPreTransform (owned by `index`) whose one LinearTransform rotates vectors and
+    /// queries before the IVF-PQ sees them; nullptr otherwise.
+    faiss::IndexPreTransform* pretransform = nullptr;
 
     // HNSW: faiss row → label (-1 = tombstone) and live label → row.
     std::vector<int64_t> row_labels;
@@ -889,12 +994,21 @@ struct steer_index {
     /// Distances are "smaller is better": L2 squared distances, negated inner products.
     float sign() const { return metric == STEER_METRIC_INNER_PRODUCT ? -1.0f : 1.0f; }
 
-    /// The row storage of Flat and HNSW (an IndexFlat with rows in insertion order).
+    /// The row storage of Flat and HNSW-Flat (an IndexFlat with rows in insertion order); nullptr for
+    /// IVF and for HNSW over SQ8 codes.
     const faiss::IndexFlat* flat_storage() const {
         if (idmap) return dynamic_cast<const faiss::IndexFlat*>(idmap->index);
         if (hnsw) return dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
         return nullptr;
     }
+
+    /// The SQ8 storage of an IndexHNSWSQ, else nullptr.
+    const faiss::IndexScalarQuantizer* sq_storage() const {
+        return hnsw ? dynamic_cast<const faiss::IndexScalarQuantizer*>(hnsw->storage) : nullptr;
+    }
+
+    /// The vector stored in an HNSW row: exact for Flat rows, decoded from the code for SQ8.
+    void row_vector(int64_t row, float* out) const { hnsw->storage->reconstruct(row, out); }
 
     bool is_live(int64_t label) const {
         switch (family) {
@@ -947,10 +1061,30 @@ struct steer_index {
         if ((idmap = dynamic_cast<faiss::IndexIDMap2*>(raw))) {
             require(dynamic_cast<faiss::IndexFlat*>(idmap->index) != nullptr, "IndexIDMap2 must wrap a Flat index");
             family = STEER_FAMILY_FLAT;
-        } else if ((hnsw = dynamic_cast<faiss::IndexHNSWFlat*>(raw))) {
-            require(dynamic_cast<faiss::IndexFlat*>(hnsw->storage) != nullptr, "HNSW storage must be Flat");
+        } else if ((hnsw = dynamic_cast<faiss::IndexHNSW*>(raw))) {
+            const bool flat = dynamic_cast<faiss::IndexHNSWFlat*>(raw) && dynamic_cast<faiss::IndexFlat*>(hnsw->storage);
+            const auto* sq = dynamic_cast<faiss::IndexScalarQuantizer*>(hnsw->storage);
+            const bool sq8 = dynamic_cast<faiss::IndexHNSWSQ*>(raw) && sq && sq->sq.qtype == faiss::ScalarQuantizer::QT_8bit;
+            require(flat || sq8, "HNSW storage must be Flat or SQ8");
             family = STEER_FAMILY_HNSW;
         } else if ((ivf = dynamic_cast<faiss::IndexIVF*>(raw))) {
+            family = STEER_FAMILY_IVF;
+        } else if ((pretransform = dynamic_cast<faiss::IndexPreTransform*>(raw))) {
+            // OPQ in front of IVF-PQ: one linear transform (an OPQMatrix when made here, a plain
+            // LinearTransform when read back) without bias, whose matrix has d_out × d_in entries once
+            // trained (faiss's reader checks its size before it has read the dimensions).
+            require(pretransform->chain.size() == 1, "a pre-transform must hold exactly one OPQ matrix");
+            const auto* transform = pretransform->chain[0];
+            const auto* linear = dynamic_cast<const faiss::LinearTransform*>(transform);
+            require(linear && (dynamic_cast<const faiss::OPQMatrix*>(transform) || typeid(*transform) == typeid(faiss::LinearTransform)),
+                    "the pre-transform is not an OPQ matrix");
+            ivf = dynamic_cast<faiss::IndexIVFPQ*>(pretransform->index);
+            require(ivf != nullptr, "an OPQ matrix must precede IVF-PQ");
+            require(!linear->have_bias && linear->d_in == raw->d && linear->d_out == ivf->d && linear->d_out >= 1,
+                    "OPQ matrix dimensions do not match the index");
+            require(!linear->is_trained || linear->A.size() == size_t(linear->d_in) * size_t(linear->d_out),
+                    "OPQ matrix has " + std::to_string(linear->A.size()) + " entries, not d_out × d_in");
+            require(!ivf->is_trained || linear->is_trained, "IVF-PQ is trained but its OPQ matrix is not");
             family = STEER_FAMILY_IVF;
         } else {
             fail(STEER_FAISS_INVALID, "unsupported faiss index type");
@@ -968,7 +1102,8 @@ struct steer_index {
     /// `ef` on level 0. Tombstoned and disallowed rows are traversed but never returned; the beam
     /// keeps exploring until it holds `ef` acceptable rows, so k live results come back whenever the
     /// graph reaches k of them. Falls back to an exact scan when it does not.
-    void hnsw_search_one(RowDistance& distance, const float* query, size_t k, size_t ef,
+    template <class Distance>
+    void hnsw_search_one(Distance& distance, const float* query, size_t k, size_t ef,
                          const SortedLabels& allowed, float* scores, int64_t* labels) const {
         const faiss::HNSW& graph = hnsw->hnsw;
         const int64_t rows = hnsw->ntotal;
@@ -977,7 +1112,7 @@ struct steer_index {
             best.write(scores, labels, k);
             return;
         }
-        distance.query = query;
+        distance.set_query(query);
         auto acceptable = [&](int64_t row) {
             int64_t label = row_labels[size_t(row)];
             return label >= 0 && (!allowed.active() || allowed.contains(label));
@@ -1127,18 +1262,29 @@ struct steer_index {
         }
         // HNSW, or a small allowed set on Flat: one distance computer per call (they are not
         // thread-safe), queries one after another (concurrency comes from concurrent calls).
-        std::unique_ptr<faiss::DistanceComputer> dc(flat_storage()->get_distance_computer());
-        RowDistance distance(*flat_storage(), metric == STEER_METRIC_INNER_PRODUCT);
+        // HNSW over SQ8 scores codes (approximate; the engine rescores with the float vectors).
+        const faiss::Index* storage = idmap ? idmap->index : hnsw->storage;
+        std::unique_ptr<faiss::DistanceComputer> dc(storage->get_distance_computer());
         const size_t ef = std::max(size_t(std::max<int64_t>(params.ef_search, 1)), uk);
-        for (int64_t q = 0; q < n; q++) {
-            const float* query = queries + size_t(q) * size_t(dimension);
-            float* row_scores = scores + size_t(q) * uk;
-            int64_t* row_labels_out = labels + size_t(q) * uk;
-            if (small_filter) {
-                exact_allowed_one(*dc, query, uk, allowed, row_scores, row_labels_out);
-            } else {
-                hnsw_search_one(distance, query, uk, ef, allowed, row_scores, row_labels_out);
+        auto each_query = [&](auto& distance) {
+            for (int64_t q = 0; q < n; q++) {
+                const float* query = queries + size_t(q) * size_t(dimension);
+                float* row_scores = scores + size_t(q) * uk;
+                int64_t* row_labels_out = labels + size_t(q) * uk;
+                if (small_filter) {
+                    exact_allowed_one(*dc, query, uk, allowed, row_scores, row_labels_out);
+                } else {
+                    hnsw_search_one(distance, query, uk, ef, allowed, row_scores, row_labels_out);
+                }
             }
+        };
+        const bool inner_product = metric == STEER_METRIC_INNER_PRODUCT;
+        if (const auto* sq = sq_storage()) {
+            CodeDistance distance(*sq, inner_product);
+            each_query(distance);
+        } else {
+            RowDistance distance(*flat_storage(), inner_product);
+            each_query(distance);
         }
     }
 
@@ -1163,6 +1309,14 @@ struct steer_index {
             double scaled = double(nprobe) * double(live) / double(std::max<int64_t>(allowed.count, 1));
             nprobe = size_t(std::min(double(nlist), std::ceil(scaled)));
         }
+        // OPQ: rotate the queries once; the IVF-PQ searches in the rotated space (ivf->d components).
+        std::unique_ptr<const float[]> rotated;
+        if (pretransform) {
+            const float* x = pretransform->apply_chain(n, queries);
+            if (x != queries) rotated.reset(x);
+            queries = x;
+        }
+        const size_t query_dimension = size_t(ivf->d);
         std::vector<float> distances(size_t(n) * uk);
         std::vector<idx_t> found(size_t(n) * uk);
         auto run = [&](int64_t count, const float* x, size_t probes, float* d, idx_t* l) {
@@ -1179,7 +1333,7 @@ struct steer_index {
             auto filled = [&] { return int64_t(std::count_if(l, l + uk, [](idx_t x) { return x >= 0; })); };
             while (probes < nlist && filled() < std::min<int64_t>(k, live)) {
                 probes = std::min(nlist, probes * 2);
-                run(1, queries + size_t(q) * size_t(dimension), probes, d, l);
+                run(1, queries + size_t(q) * query_dimension, probes, d, l);
             }
         }
         const bool ip = metric == STEER_METRIC_INNER_PRODUCT;
@@ -1232,10 +1386,10 @@ struct steer_index {
             make_writable();
             if (!replaced.empty()) {
                 faiss::IDSelectorBatch selector(replaced.size(), replaced.data());
-                ivf->remove_ids(selector);
+                index->remove_ids(selector);
                 for (int64_t label : replaced) ivf_live.erase(label);
             }
-            ivf->add_with_ids(n, vectors, labels);
+            index->add_with_ids(n, vectors, labels); // OPQ: IndexPreTransform rotates, then adds
             for (int64_t i = 0; i < n; i++) ivf_live.insert(labels[i]);
             break;
         }
@@ -1272,7 +1426,7 @@ struct steer_index {
         default: {
             make_writable();
             faiss::IDSelectorBatch selector(live.size(), live.data());
-            ivf->remove_ids(selector);
+            index->remove_ids(selector);
             for (int64_t label : live) ivf_live.erase(label);
             break;
         }
@@ -1281,20 +1435,32 @@ struct steer_index {
     }
 
     /// The live rows (vectors and labels) in row order: the input of a rebuild.
+    /// SQ8 rows come back decoded; re-encoding a decoded SQ8 vector gives its code back (the decoded
+    /// value is the centre of the code's bucket), so a rebuild keeps the codes.
     void live_rows(std::vector<float>& vectors, std::vector<int64_t>& labels) const {
-        const float* xb = flat_storage()->get_xb();
         vectors.reserve(label_rows.size() * size_t(dimension));
         labels.reserve(label_rows.size());
         for (size_t row = 0; row < row_labels.size(); row++) {
             if (row_labels[row] < 0) continue;
-            vectors.insert(vectors.end(), xb + row * size_t(dimension), xb + (row + 1) * size_t(dimension));
+            vectors.resize(vectors.size() + size_t(dimension));
+            row_vector(int64_t(row), vectors.data() + vectors.size() - size_t(dimension));
             labels.push_back(row_labels[row]);
         }
     }
 
-    /// An empty HNSW graph with this one's parameters.
-    std::unique_ptr<faiss::IndexHNSWFlat> empty_hnsw() const {
-        auto rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), hnsw->hnsw.nb_neighbors(1), index->metric_type);
+    /// An empty HNSW graph with this one's parameters (and, over SQ8, its trained ranges).
+    std::unique_ptr<faiss::IndexHNSW> empty_hnsw() const {
+        std::unique_ptr<faiss::IndexHNSW> rebuilt;
+        if (const auto* sq = sq_storage()) {
+            auto made = std::make_unique<faiss::IndexHNSWSQ>(int(dimension), sq->sq.qtype, hnsw->hnsw.nb_neighbors(1), index->metric_type);
+            auto* storage = static_cast<faiss::IndexScalarQuantizer*>(made->storage);
+            storage->sq = sq->sq;
+            storage->is_trained = sq->is_trained;
+            made->is_trained = hnsw->is_trained;
+            rebuilt = std::move(made);
+        } else {
+            rebuilt = std::make_unique<faiss::IndexHNSWFlat>(int(dimension), hnsw->hnsw.nb_neighbors(1), index->metric_type);
+        }
         rebuilt->hnsw.efConstruction = hnsw->hnsw.efConstruction;
         rebuilt->hnsw.efSearch = hnsw->hnsw.efSearch;
         return rebuilt;
@@ -1302,7 +1468,7 @@ struct steer_index {
 
     /// Makes `rebuilt` the graph: its rows carry `labels` (-1 = tombstone), `rows` maps each live label
     /// to its row and `dead` counts the tombstones. Constant time.
-    void install(std::unique_ptr<faiss::IndexHNSWFlat> rebuilt, std::vector<int64_t> labels,
+    void install(std::unique_ptr<faiss::IndexHNSW> rebuilt, std::vector<int64_t> labels,
                  std::unordered_map<int64_t, int64_t> rows, int64_t dead) {
         hnsw = rebuilt.get();
         index = std::move(rebuilt);
@@ -1349,7 +1515,7 @@ struct steer_index {
 struct steer_compaction {
     std::vector<float> vectors;
     std::vector<int64_t> labels;
-    std::unique_ptr<faiss::IndexHNSWFlat> rebuilt;
+    std::unique_ptr<faiss::IndexHNSW> rebuilt;
     /// Live label → row of `rebuilt` (made in the build step, so the finish step stays short).
     std::unordered_map<int64_t, int64_t> rows;
 };
@@ -1445,17 +1611,38 @@ int steer_index_create(const char* factory, int64_t dimension, int metric, int64
             handle->bind(wrapped.release());
         } else {
             std::unique_ptr<faiss::Index> made(faiss::index_factory(int(dimension), factory, fm));
-            if (dynamic_cast<faiss::IndexHNSWFlat*>(made.get())) {
+            const bool hnsw_flat = dynamic_cast<faiss::IndexHNSWFlat*>(made.get()) != nullptr;
+            const auto* hnsw_sq = dynamic_cast<faiss::IndexHNSWSQ*>(made.get());
+            if (hnsw_flat || hnsw_sq) {
                 require(spec.rfind("HNSW", 0) == 0 && spec.find(',') == std::string::npos,
                         "unsupported HNSW factory string '" + spec + "'");
-                auto* h = static_cast<faiss::IndexHNSWFlat*>(made.get());
+                if (hnsw_sq) {
+                    const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(hnsw_sq->storage);
+                    require(sq && sq->sq.qtype == faiss::ScalarQuantizer::QT_8bit && sq->metric_type == fm,
+                            "HNSW over SQ codes must be SQ8 with the index's metric ('" + spec + "')");
+                }
+                auto* h = static_cast<faiss::IndexHNSW*>(made.get());
+                require(h->metric_type == fm, "faiss made '" + spec + "' with another metric");
                 h->hnsw.efConstruction = int(std::max<int64_t>(ef_construction, 1));
-            } else if (dynamic_cast<faiss::IndexIVF*>(made.get()) == nullptr ||
-                       dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer == nullptr ||
-                       dynamic_cast<faiss::IndexFlat*>(dynamic_cast<faiss::IndexIVF*>(made.get())->quantizer) == nullptr) {
-                fail(STEER_FAISS_INVALID, "unsupported factory string '" + spec + "'");
+            } else {
+                // IVF, or OPQ in front of IVF-PQ: the IVF must have a Flat coarse quantizer.
+                faiss::Index* inner = made.get();
+                if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(inner)) {
+                    require(spec.rfind("OPQ", 0) == 0 && pt->chain.size() == 1 &&
+                                    dynamic_cast<faiss::OPQMatrix*>(pt->chain[0]) != nullptr &&
+                                    dynamic_cast<faiss::IndexIVFPQ*>(pt->index) != nullptr,
+                            "unsupported factory string '" + spec + "'");
+                    inner = pt->index;
+                }
+                auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner);
+                if (ivf == nullptr || ivf->quantizer == nullptr || dynamic_cast<faiss::IndexFlat*>(ivf->quantizer) == nullptr) {
+                    fail(STEER_FAISS_INVALID, "unsupported factory string '" + spec + "'");
+                }
+                require(ivf->metric_type == fm, "faiss made '" + spec + "' with another metric");
             }
-            if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(made.get())) {
+            faiss::Index* coded = made.get();
+            if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(coded)) coded = pt->index;
+            if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(coded)) {
                 // faiss turns on polysemous training for IVF-PQ by default: it only helps polysemous
                 // (Hamming-filtered) search, which Steer does not use, and it dominated training time
                 // (60% of a whole test run).
@@ -1490,16 +1677,29 @@ int steer_index_contains(const steer_index* index, int64_t label) {
     }
 }
 int64_t steer_index_lists(const steer_index* index) { return index->ivf ? int64_t(index->ivf->nlist) : 0; }
+int64_t steer_index_opq_dimension(const steer_index* index) {
+    return index->pretransform ? int64_t(index->pretransform->chain[0]->d_out) : 0;
+}
 int64_t steer_index_ef_construction(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.efConstruction : 0; }
 int64_t steer_index_hnsw_m(const steer_index* index) { return index->hnsw ? index->hnsw->hnsw.nb_neighbors(1) : 0; }
+int steer_index_hnsw_sq8(const steer_index* index) { return index->sq_storage() != nullptr ? 1 : 0; }
 int steer_index_is_mapped(const steer_index* index) { return index->mapped ? 1 : 0; }
 
 int steer_index_train(steer_index* index, int64_t n, const float* vectors, char** error) {
     return guarded(error, [&] {
+        if (index->family == STEER_FAMILY_HNSW) {
+            // IndexHNSWSQ trains its SQ8 ranges (IndexHNSW::train trains the storage); Flat rows need none.
+            if (index->sq_storage() == nullptr) return;
+            require(n > 0, "training needs at least one vector");
+            require(index->hnsw->ntotal == 0, "the HNSW index holds vectors; reset it before training");
+            index->hnsw->train(n, vectors);
+            return;
+        }
         if (index->family != STEER_FAMILY_IVF) return;
         require(n > 0, "training needs at least one vector");
         index->make_writable();
-        index->ivf->train(n, vectors);
+        // OPQ: IndexPreTransform trains the rotation, then the IVF-PQ on rotated vectors.
+        index->index->train(n, vectors);
     });
 }
 
@@ -1558,7 +1758,6 @@ int steer_compaction_finish(steer_index* index, steer_compaction* job, int64_t* 
         int64_t dead = 0;
         std::vector<float> vectors;
         std::vector<int64_t> added;
-        const float* xb = index->flat_storage()->get_xb();
         for (int64_t label : index->compaction_touched) {
             auto old = rows.find(label);
             if (old != rows.end()) {
@@ -1568,8 +1767,8 @@ int steer_compaction_finish(steer_index* index, steer_compaction* job, int64_t* 
             }
             auto live = index->label_rows.find(label);
             if (live == index->label_rows.end()) continue;
-            const float* row = xb + size_t(live->second) * size_t(index->dimension);
-            vectors.insert(vectors.end(), row, row + index->dimension);
+            vectors.resize(vectors.size() + size_t(index->dimension));
+            index->row_vector(live->second, vectors.data() + vectors.size() - size_t(index->dimension));
             added.push_back(label);
         }
         if (!added.empty()) hnsw_add(*owned->rebuilt, idx_t(added.size()), vectors.data());

@@ -64,12 +64,16 @@ public enum GenerationBuilder {
     /// faiss asks for at least 39 training points per list; we sample 40 per list, at most all vectors.
     public static func defaultTrainSample(lists: Int, count: Int) -> Int { min(count, 40 * lists) }
 
+    /// HNSW over SQ8 codes trains per-component ranges: a larger sample than one list's 40 vectors, so
+    /// rare extremes are inside the ranges (components outside are clipped).
+    public static let sq8TrainSample = 100_000
+
     /// The number of IVF lists of a spec, or nil when it needs no training.
     static func lists(of spec: IndexSpec) -> Int? {
         switch spec.family {
-        case .flat, .hnsw: return nil
+        case .flat, .hnsw, .hnswSQ8: return nil
         case .ivfFlat(let lists), .ivfSQ8(let lists): return lists
-        case .ivfPQ(let lists, _, _): return lists
+        case .ivfPQ(let lists, _, _), .opqIVFPQ(_, _, let lists, _, _): return lists
         }
     }
 
@@ -209,7 +213,8 @@ public enum GenerationBuilder {
                 log("reused the trained quantizer of \(parentGeneration ?? trainedTemplate) (no retraining)")
             } else {
                 let lists = lists(of: options.spec) ?? 1
-                let sampleSize = min(n, options.trainSample ?? defaultTrainSample(lists: lists, count: n))
+                let defaultSample = Self.lists(of: options.spec) == nil ? min(n, sq8TrainSample) : defaultTrainSample(lists: lists, count: n)
+                let sampleSize = min(n, options.trainSample ?? defaultSample)
                 guard sampleSize >= lists else {
                     throw SteerError.invalid("\(options.spec) needs at least \(lists) training vectors, the version has \(n) (sample \(sampleSize))")
                 }

@@ -253,6 +253,15 @@ public final class SteerClient: @unchecked Sendable {
         return Int(count)
     }
 
+    /// Declares a payload index on an attribute path (`declare_index`, admin): built over the existing
+    /// items, kept by every write, used by filters from the next request on.
+    /// - Returns: the index entries written (0 when it was already declared with this kind).
+    public func declareIndex(attribute: String, kind: PayloadKind, token: String? = nil, collection: String? = nil) async throws -> Int {
+        let response = try await request(RequestLine.declareIndex(attribute: attribute, kind: kind, token: token, collection: collection))
+        guard case .int(let entries)? = response["entries"] else { throw SteerError(.internal, "declare_index response lacks 'entries'") }
+        return Int(entries)
+    }
+
     public func delete(_ ids: [ItemID], token: String? = nil, collection: String? = nil) async throws -> Int {
         let response = try await request(RequestLine.delete(ids, token: token, collection: collection))
         guard case .int(let count)? = response["deleted"] else { throw SteerError(.internal, "delete response lacks 'deleted'") }
@@ -355,6 +364,10 @@ public enum RequestLine {
 
     public static func delete(_ ids: [ItemID], token: String? = nil, collection: String? = nil) -> [UInt8] {
         RequestEncoder.encode(Request(operation: .delete(ids), token: token, collection: collection))
+    }
+
+    public static func declareIndex(attribute: String, kind: PayloadKind, token: String? = nil, collection: String? = nil) -> [UInt8] {
+        RequestEncoder.encode(Request(operation: .declareIndex(attribute: attribute, kind: kind), token: token, collection: collection))
     }
 
     public static func search(_ vector: [Float], k: Int, base64: Bool = false, filter: (any: [String], none: [String])? = nil,

@@ -97,6 +97,8 @@ public struct EngineStats: Sendable {
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
     /// What the serving generation's recall calibration chose (`RecallCalibration`), nil when none ran.
     public var recallCalibration: RecallCalibration? = nil
+    /// Whether a recall calibration is pending, done, failed or off (`RecallCalibrator.status`).
+    public var recallCalibrationState: RecallCalibrator.Status = .off
 }
 
 /// What `RetrievalEngine.apply` did with a write-log message.

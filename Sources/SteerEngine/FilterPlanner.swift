@@ -83,10 +83,17 @@ public final class FilterPlanner: Sendable {
         public var maxWidenedEfSearch: Int
         /// Quantized indexes: candidates fetched per wanted result when a request names no `oversample`.
         public var defaultOversample: Int
+        /// Most item records one filter may read to evaluate attribute leaves that no payload index
+        /// answers; a filter that would read more is refused (`too_large`) before it reads any.
+        public var maxScanRecords: Int
+
+        /// Default `maxScanRecords`: about a second of one worker reading records.
+        public static let defaultMaxScanRecords = 1_000_000
 
         public init(exactMinimum: Int = 1024, exactFraction: Double = 0.01, exactMaximum: Int = 32_768, maxWidenedEfSearch: Int = 4096,
-                    defaultOversample: Int = 4) {
+                    defaultOversample: Int = 4, maxScanRecords: Int = Settings.defaultMaxScanRecords) {
             self.defaultOversample = defaultOversample
+            self.maxScanRecords = maxScanRecords
             self.exactMinimum = exactMinimum
             self.exactFraction = exactFraction
             self.exactMaximum = exactMaximum
@@ -235,7 +242,15 @@ extension RetrievalEngine {
             }
         }
         let remaining: FilterExpression = rest.count == 1 ? rest[0] : .and(rest)
+        let limit = filterPlanner.settings.get().maxScanRecords
+        /// Refuses, before reading any record, a filter that would read more than `limit` of them.
+        func bound(_ records: Int) throws(SteerError) {
+            guard records > limit else { return }
+            let names = Set(remaining.attributeNames.filter { payloads[$0] == nil }).sorted().prefix(4).map { "'\($0)'" }.joined(separator: ", ")
+            throw SteerError(.tooLarge, "filter would read \(records) item records to evaluate attribute\(names.contains(",") ? "s" : "") \(names) (no payload index), more than max_scan_records \(limit); declare a payload index (declare_index) or narrow the filter with tags or indexed attributes")
+        }
         if case .only(let ids)? = candidates, ids.count <= max(1, store.count / 4) {
+            try bound(ids.count)
             var matching = Set<Int64>()
             let sorted = ids.sorted()
             var start = 0
@@ -250,6 +265,7 @@ extension RetrievalEngine {
             }
             return (.only(matching), sorted.count)
         }
+        try bound(store.count)
         var matching = Set<Int64>()
         let visited = try store.scanRecords { (id, tags, attributesJSON) throws(SteerError) in
             var attributes = FilterAttributes(json: attributesJSON)
@@ -470,5 +486,17 @@ extension RetrievalEngine {
             start += chunk.count
         }
         return heaps.map { $0.sorted() }
+    }
+}
+
+private extension FilterExpression {
+    /// Attribute names of the attribute leaves, in tree order (for error messages).
+    var attributeNames: [String] {
+        switch self {
+        case .and(let children), .or(let children): return children.flatMap(\.attributeNames)
+        case .not(let child): return child.attributeNames
+        case .tag: return []
+        case .attribute(let predicate): return [predicate.name]
+        }
     }
 }

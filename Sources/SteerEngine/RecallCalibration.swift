@@ -1,3 +1,4 @@
+import Dispatch
 import SteerCore
 import SteerIndex
 import SteerStore
@@ -96,10 +97,10 @@ public struct RecallCalibration: Sendable, Equatable {
         let cap: Int
         switch index.spec.family {
         case .flat: return nil
-        case .hnsw:
+        case .hnsw, .hnswSQ8:
             parameter = .efSearch
             cap = maxEfSearch
-        case .ivfFlat(let lists), .ivfSQ8(let lists), .ivfPQ(let lists, _, _):
+        case .ivfFlat(let lists), .ivfSQ8(let lists), .ivfPQ(let lists, _, _), .opqIVFPQ(_, _, let lists, _, _):
             parameter = .nprobe
             cap = lists
         }
@@ -164,16 +165,34 @@ public struct RecallCalibration: Sendable, Equatable {
     }
 }
 
-/// When calibration runs: before the first search of a generation's index that holds more than
-/// 2 × `RecallCalibration.sampleQueries` vectors, and again whenever its live vectors have doubled since
-/// the last calibration. The searching thread that finds it due runs it (a worker, never an event
-/// loop); searches meanwhile use the defaults as they are. The defaults only grow (each run starts at
-/// the current one). A failed run is reported by `lastError` and retried when the index has doubled.
+/// When calibration runs: when a generation is loaded or swapped in, after a write, and before a
+/// search, it is due for a generation's index that holds more than 2 × `RecallCalibration.sampleQueries`
+/// vectors and was not calibrated yet, or whose live vectors have doubled since its last calibration.
+/// A due calibration runs on a background thread (a global dispatch queue, one OpenMP thread), never on
+/// the caller's: the caller (a search worker, a write, a swap) returns at once, and searches meanwhile
+/// use the index's defaults as they are until the run sets the new ones. The defaults only grow (each
+/// run starts at the current one). A failed run is reported by `lastError` and retried when the index
+/// has doubled. `status` says whether one is pending.
 ///
-/// Thread-safe: its state is `Locked`; at most one calibration runs at a time.
+/// Thread-safe: its state is `Locked`; at most one calibration runs at a time. `waitUntilIdle` blocks
+/// until none runs (the engine's `close` waits, so no run outlives the store it reads).
 public final class RecallCalibrator: Sendable {
     /// The recall aimed at; nil turns calibration off.
     public let target: Double?
+
+    /// Where calibration stands, for `stats` (`recall_calibration_state`).
+    public enum Status: String, Sendable {
+        /// `--recall-target off`.
+        case off
+        /// Nothing calibrated yet: no index was due (Flat, too few vectors, untrained).
+        case none
+        /// A run is in progress; searches use the defaults as they are.
+        case pending
+        /// The last run finished and set the defaults (`last`).
+        case done
+        /// The last run failed (`lastError`); retried when the index has doubled.
+        case failed
+    }
 
     private struct State {
         /// The index last calibrated (its identity: a rebuilt index under the same generation name counts as new).
@@ -187,8 +206,29 @@ public final class RecallCalibrator: Sendable {
     }
 
     private let state = Locked(State())
+    /// Entered when a run is dispatched, left when it ends.
+    private let inFlight = DispatchGroup()
+    /// Runs on the calibration thread before each calibration (tests hold a run back with it).
+    private let beforeRun: (@Sendable () -> Void)?
 
-    public init(target: Double?) { self.target = target }
+    /// - Parameter beforeRun: called on the calibration thread before each run (for tests).
+    public init(target: Double?, beforeRun: (@Sendable () -> Void)? = nil) {
+        self.target = target
+        self.beforeRun = beforeRun
+    }
+
+    /// Where calibration stands (see `Status`).
+    public var status: Status {
+        guard target != nil else { return .off }
+        return state.withLock { value in
+            if value.running { return .pending }
+            if value.lastError != nil { return .failed }
+            return value.last == nil ? .none : .done
+        }
+    }
+
+    /// Blocks until no calibration runs.
+    public func waitUntilIdle() { inFlight.wait() }
 
     /// What the last run chose, nil when none has (or it found nothing to calibrate).
     public var last: RecallCalibration? { state.withLock { $0.last } }
@@ -197,7 +237,8 @@ public final class RecallCalibrator: Sendable {
     /// Runs so far.
     public var runs: Int { state.withLock { $0.runs } }
 
-    /// Calibrates `generation` when it is due (see the type); otherwise returns at once.
+    /// Starts calibrating `generation` on the background thread when it is due (see the type); returns
+    /// at once either way.
     func calibrateIfDue(_ generation: Generation, store: ItemStore) {
         guard let target else { return }
         let items = generation.index.count
@@ -212,6 +253,18 @@ public final class RecallCalibrator: Sendable {
             return true
         }
         guard due else { return }
+        inFlight.enter()
+        DispatchQueue.global(qos: .utility).async { [self] in
+            defer { inFlight.leave() }
+            // The sample's searches stay on this thread: calibration must not take the cores of the
+            // search workers (faiss's IVF search of 64 queries would use every OpenMP thread).
+            FaissInfo.setOpenMPThreadsForCurrentThread(1)
+            beforeRun?()
+            run(generation, store: store, target: target)
+        }
+    }
+
+    private func run(_ generation: Generation, store: ItemStore, target: Double) {
         let outcome = Result { () throws(SteerError) in
             try RecallCalibration.calibrate(generation.index, store: store, version: generation.embeddingVersion,
                                             metric: generation.metric, target: target)

@@ -66,6 +66,12 @@ public final class RetrievalEngine: Sendable {
         /// Mean recall@10 the default ef_search/nprobe of every served generation is calibrated to
         /// (`RecallCalibration`); nil keeps the index's own defaults.
         public var recallTarget: Double? = RecallCalibration.defaultTarget
+        /// Most item records one filter may read for attribute leaves without a payload index
+        /// (`FilterPlanner.Settings.maxScanRecords`).
+        public var maxScanRecords: Int = FilterPlanner.Settings.defaultMaxScanRecords
+        /// Runs on the calibration thread before each recall calibration (tests hold a run back with
+        /// it to see searches answered meanwhile); nil in servers.
+        public var recallCalibrationBeforeRun: (@Sendable () -> Void)? = nil
         /// Memory for resolved filters kept between requests (`FilterCache`); 0 turns the cache off.
         public var filterCacheBytes: Int = FilterCache.defaultCapacityBytes
 
@@ -135,8 +141,9 @@ public final class RetrievalEngine: Sendable {
     ///   unreadable `steer.json`, store errors.
     public init(configuration: Configuration) throws(SteerError) {
         self.configuration = configuration
-        recallCalibrator = RecallCalibrator(target: configuration.recallTarget)
+        recallCalibrator = RecallCalibrator(target: configuration.recallTarget, beforeRun: configuration.recallCalibrationBeforeRun)
         filterCache = FilterCache(capacityBytes: configuration.filterCacheBytes)
+        filterPlanner.settings.withLock { $0.maxScanRecords = max(0, configuration.maxScanRecords) }
         let directory = configuration.dataDirectory
         guard !directory.isEmpty else { throw SteerError.invalid("data directory must not be empty") }
         do {
@@ -198,6 +205,8 @@ public final class RetrievalEngine: Sendable {
             }
             current = Locked(Generation(id: config.generation, embeddingVersion: config.embeddingVersion, dimension: config.dimension,
                                         metric: config.metric, index: index, encoder: encoder, builtAtSequence: sequence))
+            // Calibrate the loaded index now, in the background, rather than on the first search.
+            recallCalibrator.calibrateIfDue(current.get(), store: store)
         } catch {
             store.close()
             throw error
@@ -342,8 +351,7 @@ public final class RetrievalEngine: Sendable {
                 var prepared = all
                 if config.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: dimension) }
                 try index.train(prepared)
-                try addChunked(index: index, rows: zip(labels, stride(from: 0, to: all.count, by: dimension)).map { ($0, Array(all[$1..<($1 + dimension)])) },
-                               dimension: dimension, metric: config.metric)
+                try addChunked(index: index, labels: labels, vectors: all, dimension: dimension, metric: config.metric)
             }
             return (index, sequence)
         }
@@ -369,8 +377,26 @@ public final class RetrievalEngine: Sendable {
     static func minimumTrainingVectors(_ spec: IndexSpec) -> Int {
         switch spec.family {
         case .ivfFlat(let lists), .ivfSQ8(let lists): return max(lists, 1)
-        case .ivfPQ(let lists, _, let bits): return max(lists, 1 << bits)
+        case .ivfPQ(let lists, _, let bits), .opqIVFPQ(_, _, let lists, _, let bits): return max(lists, 1 << bits)
+        case .hnswSQ8: return minimumSQ8TrainingVectors
         case .flat, .hnsw: return 0
+        }
+    }
+
+    /// Vectors needed before HNSW over SQ8 codes is trained: its per-component ranges come from them,
+    /// and components of later items outside those ranges are clipped.
+    static let minimumSQ8TrainingVectors = 256
+
+    /// Adds `labels.count` rows of the flat `vectors` in chunks of `indexChunk` (no array per row: a
+    /// rebuild of every item would otherwise leave a million small freed blocks in the heap).
+    private static func addChunked(index: VectorIndex, labels: [Int64], vectors: [Float], dimension: Int, metric: Metric) throws(SteerError) {
+        var start = 0
+        while start < labels.count {
+            let end = min(labels.count, start + indexChunk)
+            var chunk = Array(vectors[(start * dimension)..<(end * dimension)])
+            if metric == .cosine { Vectors.normalizeRows(&chunk, dimension: dimension) }
+            try index.add(chunk, labels: Array(labels[start..<end]))
+            start = end
         }
     }
 
@@ -513,6 +539,8 @@ public final class RetrievalEngine: Sendable {
             value = next
             return was
         }
+        // The new index serves with its own defaults until its calibration (in the background) ends.
+        recallCalibrator.calibrateIfDue(next, store: store)
         return SwapResult(generation: next.id, previous: previous.id, replayed: replayed, directory: config.generationDirectory ?? directory)
     }
 
@@ -587,6 +615,8 @@ public final class RetrievalEngine: Sendable {
             } catch {
                 indexLag.withLock { $0 = $0 ?? before }
             }
+            // A write that doubled the index (or first trained it) makes calibration due: start it now.
+            recallCalibrator.calibrateIfDue(live, store: store)
         }
         return items.count
     }
@@ -859,9 +889,7 @@ public final class RetrievalEngine: Sendable {
             var prepared = all
             if generation.metric == .cosine { Vectors.normalizeRows(&prepared, dimension: generation.dimension) }
             try index.train(prepared)
-            let dimension = generation.dimension
-            try Self.addChunked(index: index, rows: labels.enumerated().map { ($1, Array(all[($0 * dimension)..<(($0 + 1) * dimension)])) },
-                                dimension: dimension, metric: generation.metric)
+            try Self.addChunked(index: index, labels: labels, vectors: all, dimension: generation.dimension, metric: generation.metric)
             return
         }
         var start = 0
@@ -1057,6 +1085,7 @@ public final class RetrievalEngine: Sendable {
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
         stats.recallCalibration = recallCalibrator.last
+        stats.recallCalibrationState = recallCalibrator.status
         let memory = generation.index.spec.memoryEstimate(dimension: generation.dimension)
         stats.indexBytesEstimate = memory.totalBytes(vectors: stats.indexed)
         stats.indexBytesPerVectorEstimate = stats.indexed > 0 ? stats.indexBytesEstimate / Double(stats.indexed) : memory.bytesPerVector
@@ -1114,7 +1143,11 @@ public final class RetrievalEngine: Sendable {
             return was
         }
         if wasClosed { return }
-        defer { store.close() }
+        defer {
+            // No calibration run outlives the store it reads.
+            recallCalibrator.waitUntilIdle()
+            store.close()
+        }
         try saveIndexLocked()
     }
 }

@@ -167,14 +167,15 @@ extension VectorIndex {
         let expectedFamily: Int32
         switch spec.family {
         case .flat: expectedFamily = STEER_FAMILY_FLAT
-        case .hnsw: expectedFamily = STEER_FAMILY_HNSW
-        case .ivfFlat, .ivfPQ, .ivfSQ8: expectedFamily = STEER_FAMILY_IVF
+        case .hnsw, .hnswSQ8: expectedFamily = STEER_FAMILY_HNSW
+        case .ivfFlat, .ivfPQ, .ivfSQ8, .opqIVFPQ: expectedFamily = STEER_FAMILY_IVF
         }
         let consistent = steer_index_family(handle) == expectedFamily
             && steer_index_dimension(handle) == Int64(dimension)
             && steer_index_metric(handle) == metric.faissCode
             && (spec.lists.map { Int64($0) == steer_index_lists(handle) } ?? true)
             && hnswMatches(spec, handle)
+            && steer_index_opq_dimension(handle) == Int64(spec.opqDimension(dimension: Int(dimension)) ?? 0)
         guard consistent else {
             steer_index_free(handle)
             throw corrupt("faiss section does not match the header (spec \(spec), dimension \(dimension), metric \(metric.rawValue))")
@@ -184,8 +185,15 @@ extension VectorIndex {
     }
 
     private static func hnswMatches(_ spec: IndexSpec, _ handle: OpaquePointer) -> Bool {
-        guard case .hnsw(let m, let efC) = spec.family else { return true }
+        let sq8: Bool
+        let m: Int, efC: Int
+        switch spec.family {
+        case .hnsw(let links, let beam): (sq8, m, efC) = (false, links, beam)
+        case .hnswSQ8(let links, let beam): (sq8, m, efC) = (true, links, beam)
+        case .flat, .ivfFlat, .ivfPQ, .ivfSQ8, .opqIVFPQ: return true
+        }
         return steer_index_hnsw_m(handle) == Int64(m) && steer_index_ef_construction(handle) == Int64(efC)
+            && (steer_index_hnsw_sq8(handle) != 0) == sq8
     }
 
     private static func hex(_ value: UInt32) -> String {

@@ -24,6 +24,9 @@ extension IndexSpec {
     /// - HNSW<M>: 4·d floats + level-0 links (2·M × 4 bytes) + upper levels (M links with probability
     ///   1/M per level: about M/(M−1) × 4 bytes) + offsets (8) and level (4) + the shim's row label (8)
     ///   and label → row map entry.
+    /// - OPQ<M>_<D>,IVF<n>,PQ<m>: as IVF-PQ in D components, plus the D × d float rotation matrix.
+    /// - HNSW<M>,SQ8: the same graph over d one-byte codes instead of 4·d floats; fixed: the SQ8 ranges
+    ///   (2 × 4·d).
     /// - IVF: per vector its code (4·d floats, d bytes for SQ8, m·b/8 bytes for PQ) + 8-byte id + the
     ///   shim's live-label set entry; fixed: n centroids × 4·d, SQ8 ranges 2 × 4·d, PQ codebooks
     ///   2^b × 4·d (m tables of 2^b centroids of d/m floats).
@@ -36,6 +39,9 @@ extension IndexSpec {
         case .hnsw(let m, _):
             let links = Double(2 * m) * 4 + Double(m) / Double(max(1, m - 1)) * 4
             return IndexMemoryEstimate(bytesPerVector: 4 * d + links + 12 + 8 + entry, fixedBytes: 0)
+        case .hnswSQ8(let m, _):
+            let links = Double(2 * m) * 4 + Double(m) / Double(max(1, m - 1)) * 4
+            return IndexMemoryEstimate(bytesPerVector: d + links + 12 + 8 + entry, fixedBytes: 2 * 4 * d)
         case .ivfFlat(let lists):
             return IndexMemoryEstimate(bytesPerVector: 4 * d + 8 + entry, fixedBytes: Double(lists) * 4 * d)
         case .ivfSQ8(let lists):
@@ -43,6 +49,11 @@ extension IndexSpec {
         case .ivfPQ(let lists, let subquantizers, let bits):
             let code = (Double(subquantizers * bits) / 8).rounded(.up)
             return IndexMemoryEstimate(bytesPerVector: code + 8 + entry, fixedBytes: Double(lists) * 4 * d + Double(1 << bits) * 4 * d)
+        case .opqIVFPQ(_, let opqDimension, let lists, let subquantizers, let bits):
+            let rotated = Double(opqDimension ?? dimension)
+            let code = (Double(subquantizers * bits) / 8).rounded(.up)
+            let fixed = d * rotated * 4 + Double(lists) * 4 * rotated + Double(1 << bits) * 4 * rotated
+            return IndexMemoryEstimate(bytesPerVector: code + 8 + entry, fixedBytes: fixed)
         }
     }
 }

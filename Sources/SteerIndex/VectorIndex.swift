@@ -121,7 +121,8 @@ public final class VectorIndex: @unchecked Sendable {
 
     // MARK: - Mutation
 
-    /// Trains an IVF index (k-means for the lists, plus PQ or SQ codebooks). Flat and HNSW: no-op.
+    /// Trains an IVF index (k-means for the lists, plus PQ or SQ codebooks) or the SQ8 ranges of
+    /// `HNSW<M>,SQ8`. Flat and float HNSW: no-op.
     /// - Parameter vectors: `n * dimension` floats, n at least the list count (PQ with b bits also needs
     ///   2^b vectors).
     /// - Throws: `dimension_mismatch`, `invalid_request` for non-finite values, too few vectors, or an

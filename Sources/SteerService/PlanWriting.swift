@@ -44,6 +44,13 @@ extension JSONWriter {
         raw("}")
     }
 
+    /// `,"recall_calibration_state":"off"|"none"|"pending"|"done"|"failed"` for `stats`
+    /// (`RecallCalibrator.Status`): "pending" while a calibration runs in the background.
+    public mutating func recallCalibrationStateField(_ state: RecallCalibrator.Status) {
+        raw(",\"recall_calibration_state\":")
+        string(state.rawValue)
+    }
+
     /// `,"recall_calibration":{"target":…,"parameter":"ef_search"|"nprobe","value":…,"recall":…,"recall_lower_bound":…,"reached":…,"queries":…}`
     /// for `stats`, or `null` when no calibration ran (`RecallCalibration`).
     public mutating func recallCalibrationField(_ calibration: RecallCalibration?) {

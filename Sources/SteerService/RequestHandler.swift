@@ -719,6 +719,7 @@ public final class RequestHandler: Sendable {
         writer.int(engineStats.openMPMaxThreads)
         writer.plansField(engineStats.plans)
         writer.recallCalibrationField(engineStats.recallCalibration)
+        writer.recallCalibrationStateField(engineStats.recallCalibrationState)
         writer.raw(",\"index_bytes_estimate\":")
         writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
         writer.raw(",\"index_bytes_per_vector_estimate\":")

@@ -73,6 +73,8 @@ struct Serve: AsyncParsableCommand {
     var recallTarget: String?
     @Option(name: .customLong("filter-cache-mb"), help: "MiB of resolved filter match sets kept per store sequence, 0 = resolve every request's filter (default 64). Env: STEER_FILTER_CACHE_MB.")
     var filterCacheMB: Int?
+    @Option(name: .customLong("max-scan-records"), help: "Most item records one filter may read to evaluate attribute leaves that no payload index answers; more is refused as too_large (default 1000000). Env: STEER_MAX_SCAN_RECORDS.")
+    var maxScanRecords: Int?
     @Option(name: .customLong("record-cache-mb"), help: "MiB of item records (titles, tags) kept in memory for search answers, 0 = read each from RocksDB (default 256). Env: STEER_RECORD_CACHE_MB.")
     var recordCacheMB: Int?
     @Option(name: .customLong("history-cap"), help: "Most events kept per user in the stored histories (the most recent ones; default 200; docs/protocol.md). Env: STEER_HISTORY_CAP.")
@@ -202,7 +204,7 @@ struct SettingSource {
             "host", "port", "data", "dimension", "index_spec", "metric", "embedding_version", "admin_token", "sync_writes",
             "max_line_bytes", "max_k", "max_batch", "max_connections", "idle_timeout", "max_in_flight", "worker_threads",
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
-            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
+            "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "max_scan_records", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
             "stream_max_age", "stream_max_messages",
             "snapshot_dir", "shard_count", "advertise",
@@ -305,6 +307,9 @@ extension Serve {
         }
         if let megabytes = try source.int(filterCacheMB, env: "STEER_FILTER_CACHE_MB", key: "filter_cache_mb", range: 0...(1 << 20)) {
             engineConfiguration.filterCacheBytes = megabytes << 20
+        }
+        if let records = try source.int(maxScanRecords, env: "STEER_MAX_SCAN_RECORDS", key: "max_scan_records", range: 0...(1 << 40)) {
+            engineConfiguration.maxScanRecords = records
         }
         for declaration in payloadIndex {
             let parts = declaration.split(separator: ":", omittingEmptySubsequences: false)

@@ -73,6 +73,8 @@ import Testing
         }
         let engine = try Self.open(directory, spec: spec)
         defer { try? engine.close() }
+        // Opening the stored items started the calibration in the background.
+        engine.recallCalibrator.waitUntilIdle()
         for (mode, settings) in [("planner", FilterPlanner.Settings()),
                                  ("index only", FilterPlanner.Settings(exactMinimum: 0, exactFraction: 0, exactMaximum: 0))] {
             engine.filterPlanner.settings.withLock { $0 = settings }
@@ -125,8 +127,10 @@ import Testing
         }
         let engine = try Self.open(directory, spec: "IVF64,Flat")
         defer { try? engine.close() }
+        engine.recallCalibrator.waitUntilIdle()
+        #expect(engine.recallCalibrator.runs == 1, "started when the index was loaded")
         _ = try engine.search(Self.queries(1, seed: 34), options: SearchOptions(k: 10))
-        #expect(engine.recallCalibrator.runs == 1)
+        engine.recallCalibrator.waitUntilIdle()
         _ = try engine.search(Self.queries(1, seed: 35), options: SearchOptions(k: 10))
         #expect(engine.recallCalibrator.runs == 1, "not due again until the index doubles")
         let more = Self.catalogue(count: 4000, seed: 36).map { item in
@@ -135,8 +139,8 @@ import Testing
             return copy
         }
         _ = try engine.upsert(more)
-        _ = try engine.search(Self.queries(1, seed: 37), options: SearchOptions(k: 10))
-        #expect(engine.recallCalibrator.runs == 2 && engine.recallCalibrator.lastError == nil)
+        engine.recallCalibrator.waitUntilIdle()
+        #expect(engine.recallCalibrator.runs == 2 && engine.recallCalibrator.lastError == nil, "started by the write that doubled the index")
         #expect(engine.recallCalibrator.last?.reached == true)
     }
 
@@ -150,6 +154,7 @@ import Testing
         defer { try? engine.close() }
         let items = Self.catalogue(count: 4000, seed: 38)
         _ = try engine.upsert(items)
+        engine.recallCalibrator.waitUntilIdle()
         let base = items.flatMap(\.vector)
         var found: [[Int64]] = []
         var truth: [[Int64]] = []
@@ -161,5 +166,40 @@ import Testing
         }
         let recall = ExactSearch.recall(found: found, truth: truth)
         #expect(recall >= wanted, "\(spec): rescored recall@10 \(recall)")
+    }
+
+    /// Calibration runs in the background: held back, it leaves searches answering at once with the
+    /// index's own default, `stats` says it is pending, and once it ends its value is the default.
+    @Test func searchesDoNotWaitForCalibration() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let gate = DispatchSemaphore(value: 0)
+        let released = Locked(false)
+        var configuration = RetrievalEngine.Configuration(dataDirectory: directory, dimension: Self.dimension, indexSpec: "IVF256,Flat",
+                                                          syncWrites: false)
+        configuration.recallCalibrationBeforeRun = { gate.wait() }
+        let engine = try RetrievalEngine(configuration: configuration)
+        defer { try? engine.close() }
+        // Should a search wait for the held run, this releases it after 30 s and the check below fails.
+        let safety = Thread {
+            Thread.sleep(forTimeInterval: 30)
+            if released.withLock({ value in let was = value; value = true; return !was }) { gate.signal() }
+        }
+        safety.start()
+        _ = try engine.upsert(Self.catalogue(count: 4000, seed: 40))
+        #expect(engine.recallCalibrator.status == .pending && engine.stats().recallCalibrationState == .pending)
+        let shard = engine.generation.index.shards[0]
+        for query in Self.queries(5, seed: 41) {
+            let hits = try engine.search([query], options: SearchOptions(k: 10))
+            #expect(hits[0].count == 10)
+        }
+        #expect(!released.get(), "a search waited for the calibration")
+        #expect(engine.recallCalibrator.status == .pending && engine.recallCalibrator.runs == 0)
+        #expect(shard.defaultNprobe == VectorIndex.standardNprobe && engine.stats().recallCalibration == nil)
+        if released.withLock({ value in let was = value; value = true; return !was }) { gate.signal() }
+        engine.recallCalibrator.waitUntilIdle()
+        let calibration = try #require(engine.recallCalibrator.last)
+        #expect(engine.recallCalibrator.status == .done && engine.stats().recallCalibrationState == .done)
+        #expect(calibration.reached && calibration.value > VectorIndex.standardNprobe && shard.defaultNprobe == calibration.value)
     }
 }

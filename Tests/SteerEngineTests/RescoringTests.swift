@@ -17,7 +17,7 @@ import Testing
 
     static func dot(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
 
-    @Test(arguments: ["IVF16,PQ4", "IVF16,SQ8"])
+    @Test(arguments: ["IVF16,PQ4", "IVF16,SQ8", "HNSW16,SQ8", "OPQ4,IVF16,PQ4"])
     func rescoredHitsCarryExactScoresAndReachTheTrueTopK(spec: String) throws {
         let directory = NSTemporaryDirectory() + "steer-rescore-test-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -84,5 +84,12 @@ import Testing
         #expect(pq.bytesPerVector == 16 + 8 + 40 && pq.fixedBytes == 4096 * 512 + 256 * 512)
         #expect(sq8.bytesPerVector / hnsw.bytesPerVector < 0.35 && pq.bytesPerVector / hnsw.bytesPerVector < 0.1)
         #expect(try IndexSpec(parsing: "Flat").memoryEstimate(dimension: 64).totalBytes(vectors: 10) == 10 * (256 + 8 + 40))
+        // HNSW over SQ8 codes: d bytes instead of 4·d, the same graph, the SQ8 ranges fixed.
+        let hnswSQ8 = try IndexSpec(parsing: "HNSW32,SQ8").memoryEstimate(dimension: 128)
+        #expect(abs(hnswSQ8.bytesPerVector - (hnsw.bytesPerVector - 3 * 128)) < 1e-9 && hnswSQ8.fixedBytes == 1024)
+        // OPQ: PQ codes in the rotated space plus the rotation matrix.
+        let opq = try IndexSpec(parsing: "OPQ16_64,IVF4096,PQ16").memoryEstimate(dimension: 128)
+        let opqFixed: Double = 128 * 64 * 4 + 4096 * 256 + 256 * 256
+        #expect(opq.bytesPerVector == pq.bytesPerVector && opq.fixedBytes == opqFixed)
     }
 }

@@ -279,6 +279,29 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         #expect(try connection.readLine() == nil)
     }
 
+    @Test func asyncClientDeclaresPayloadIndexes() async throws {
+        let server = try await TestServer()
+        let client = try SteerClient(port: server.port)
+        _ = try await client.upsert((0..<10).map { ClientItem(id: .int(Int64($0)), vector: [1, Float($0)], attributesJSON: #"{"rank":\#($0)}"#) })
+        #expect(try await client.declareIndex(attribute: "rank", kind: .numeric) == 10)
+        #expect(try await client.declareIndex(attribute: "rank", kind: .numeric) == 0, "already declared")
+        let rank = FilterExpression.attribute(AttributePredicate(name: "rank", conditions: [.gte(7)]))
+        let response = try await client.searchResponse([0, 1], k: 5, expression: rank, explain: true)
+        guard case .array(let hits)? = response["hits"], case .object(let explain)? = response["explain"] else {
+            Issue.record("no hits or explain: \(response)")
+            return
+        }
+        #expect(hits.count == 3 && explain["scanned_records"] == .int(0), "answered from the payload index: \(explain)")
+        do {
+            _ = try await client.declareIndex(attribute: "", kind: .keyword)
+            Issue.record("declared an empty attribute path")
+        } catch let error as SteerError {
+            #expect(error.code == .invalidRequest, "\(error)")
+        }
+        client.close()
+        await server.stop()
+    }
+
     @Test func asyncClientPipelinesFromManyTasks() async throws {
         let server = try await TestServer()
         let client = try SteerClient(port: server.port)

@@ -1,8 +1,16 @@
 // steer-filter-bench: filtered recall@10 against exact search over the matching items, per plan, and
 // recall after rescoring against oversample for quantized indexes (Benchmarks/filter/run.sh).
-// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]
-// With `memory`: instead, the resident growth of a fresh process opening the data with each spec.
+// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized]
+// With `memory`: instead, the resident growth of a fresh process opening the data with each spec
+// (rebuilt from the store, then loaded from the index file it saved), before and after malloc_trim.
+// `filtered` / `quantized` run one of the two search sections (default: both).
+// Specs: STEER_FILTER_SPECS (filtered section, default "Flat IVF1024,Flat HNSW32"), STEER_QUANT_SPECS
+// (quantized section, default "IVF1024,Flat IVF1024,SQ8 IVF1024,PQ16"), STEER_MEMORY_SPECS (memory mode,
+// default "Flat IVF1024,Flat HNSW32 IVF1024,SQ8 IVF1024,PQ16"): space-separated index specs.
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import SteerCore
 import SteerEngine
 import SteerIndex
@@ -17,21 +25,33 @@ func residentBytes() -> Double {
 
 let arguments = CommandLine.arguments
 // The memory mode's child: opens WORKDIR with SPEC (the index is rebuilt from the store, or loaded when
-// saved with this spec), searches once (recall calibration runs), prints "indexed growth-bytes".
+// saved with this spec), waits for recall calibration, searches once, prints "indexed growth-bytes
+// growth-after-malloc_trim-bytes" (malloc_trim(0) hands the heap glibc kept after frees back).
 if arguments.count == 5 && arguments[1] == "memory-child", let dimension = Int(arguments[3]) {
     let before = residentBytes()
     let engine = try RetrievalEngine(configuration: .init(dataDirectory: arguments[2], dimension: dimension, indexSpec: arguments[4],
                                                           syncWrites: false, payloadIndexes: ["bucket": .numeric]))
+    engine.recallCalibrator.waitUntilIdle()
     _ = try engine.search([[Float](repeating: 0.5, count: dimension)], options: SearchOptions(k: 10))
     let after = residentBytes()
-    print("\(engine.stats().indexed) \(after - before)")
+    // glibc's malloc_trim (malloc.h is not in Swift's Glibc module).
+    if let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") {
+        _ = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)(0)
+    }
+    let trimmed = residentBytes()
+    print("\(engine.stats().indexed) \(after - before) \(trimmed - before)")
     try engine.close()
     exit(0)
 }
-let memoryMode = arguments.count == 6 && arguments[5] == "memory"
-guard arguments.count == 5 || memoryMode, let items = Int(arguments[1]), let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory]\n".utf8))
+let section = arguments.count == 6 ? arguments[5] : "both"
+guard arguments.count == 5 || ["memory", "filtered", "quantized"].contains(section), let items = Int(arguments[1]),
+      let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
+    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized]\n".utf8))
     exit(2)
+}
+let memoryMode = section == "memory"
+func specs(_ variable: String, _ fallback: String) -> [String] {
+    (ProcessInfo.processInfo.environment[variable] ?? fallback).split(separator: " ").map(String.init)
 }
 let workDirectory = arguments[4]
 try? FileManager.default.removeItem(atPath: workDirectory)
@@ -74,35 +94,42 @@ do {
 
 if memoryMode {
     print("## Memory: layout estimate against the resident growth of a fresh process opening the data with the spec\n")
-    print("| spec | estimate bytes/vector | estimate MiB | RSS growth MiB | RSS growth bytes/vector |")
-    print("|---|---|---|---|---|")
-    for spec in ["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,SQ8", "IVF1024,PQ16"] {
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: arguments[0])
-        child.arguments = ["memory-child", workDirectory, String(dimension), spec]
-        let output = Pipe()
-        child.standardOutput = output
-        try child.run()
-        let answer = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        child.waitUntilExit()
-        let fields = answer.split(whereSeparator: \.isWhitespace)
-        guard child.terminationStatus == 0, fields.count == 2, let indexed = Double(fields[0]), let growth = Double(fields[1]) else {
-            log("\(spec): memory child failed (status \(child.terminationStatus)): \(answer)")
-            exit(1)
+    print("Each spec opens twice: `rebuilt` (the index is built from the store; it is saved on close) and `loaded` (a new process reads that file). `trimmed`: after malloc_trim(0).\n")
+    print("| spec | open | estimate bytes/vector | estimate MiB | RSS growth MiB | RSS growth bytes/vector | trimmed MiB | trimmed bytes/vector |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in specs("STEER_MEMORY_SPECS", "Flat IVF1024,Flat HNSW32 IVF1024,SQ8 IVF1024,PQ16") {
+        for open in ["rebuilt", "loaded"] {
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: arguments[0])
+            child.arguments = ["memory-child", workDirectory, String(dimension), spec]
+            let output = Pipe()
+            child.standardOutput = output
+            try child.run()
+            let answer = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            child.waitUntilExit()
+            let fields = answer.split(whereSeparator: \.isWhitespace)
+            guard child.terminationStatus == 0, fields.count == 3, let indexed = Double(fields[0]), let growth = Double(fields[1]),
+                  let trimmed = Double(fields[2]) else {
+                log("\(spec): memory child failed (status \(child.terminationStatus)): \(answer)")
+                exit(1)
+            }
+            let estimate = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension)
+            func mib(_ bytes: Double) -> String { String(format: "%.1f", bytes / 1_048_576) }
+            let row = "| \(spec) | \(open) | \(String(format: "%.0f", estimate.bytesPerVector)) | \(mib(estimate.totalBytes(vectors: Int(indexed)))) | \(mib(growth)) | \(String(format: "%.0f", growth / indexed)) | \(mib(trimmed)) | \(String(format: "%.0f", trimmed / indexed)) |"
+            log(row)
+            print(row)
         }
-        let estimate = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension)
-        let row = "| \(spec) | \(String(format: "%.0f", estimate.bytesPerVector)) | \(String(format: "%.1f", estimate.totalBytes(vectors: Int(indexed)) / 1_048_576)) | \(String(format: "%.1f", growth / 1_048_576)) | \(String(format: "%.0f", growth / indexed)) |"
-        log(row)
-        print(row)
     }
     try? FileManager.default.removeItem(atPath: workDirectory)
     exit(0)
 }
 
 // Ground truth per kept share: the exact top 10 over the matching items.
+let runFiltered = section != "quantized"
+let runQuantized = section != "filtered"
 let shares: [(filteredOut: String, below: Int)] = [("50%", 500), ("90%", 100), ("99%", 10), ("99.9%", 1)]
 var truths: [Int: [[Int64]]] = [:]
-for (_, below) in shares {
+for (_, below) in shares where runFiltered {
     let labels = (0..<items).filter { buckets[$0] < below }.map(Int64.init)
     var base: [Float] = []
     base.reserveCapacity(labels.count * dimension)
@@ -132,12 +159,13 @@ let unfilteredTruth = queries.map { query in
 
 var rows: [String] = []
 var calibrations: [String] = []
-for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
+for spec in runFiltered ? specs("STEER_FILTER_SPECS", "Flat IVF1024,Flat HNSW32") : [] {
     let start = now()
     let served = try engine(spec: spec)
     log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
     let calibrationStart = now()
-    _ = try served.search([queries[0]], options: SearchOptions(k: 10))
+    // Calibration starts in the background when the index is opened; wait for it.
+    served.recallCalibrator.waitUntilIdle()
     if let calibration = served.recallCalibrator.last {
         let trials = calibration.trials.map { "\($0.value): \(String(format: "%.3f", $0.recall))" }.joined(separator: ", ")
         let line = "| \(spec) | \(calibration.parameter.rawValue) | \(calibration.value) | \(String(format: "%.3f", calibration.recall)) | \(calibration.reached) | \(trials) | \(String(format: "%.1f", now() - calibrationStart)) |"
@@ -180,25 +208,35 @@ for spec in ["Flat", "IVF1024,Flat", "HNSW32"] {
 }
 
 var quantized: [String] = []
-for spec in ["IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ16"] {
+for spec in runQuantized ? specs("STEER_QUANT_SPECS", "IVF1024,Flat IVF1024,SQ8 IVF1024,PQ16") : [] {
+    let parsed = try IndexSpec(parsing: spec)
     let start = now()
     let served = try engine(spec: spec)
-    log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", now() - start)) s")
-    _ = try served.search([queries[0]], options: SearchOptions(k: 10))
+    let opened = now() - start
+    served.recallCalibrator.waitUntilIdle()
+    log("\(spec): opened (index rebuilt) in \(String(format: "%.1f", opened)) s, calibrated after \(String(format: "%.1f", now() - start)) s")
     let calibrated = served.recallCalibrator.last?.value ?? 0
-    for nprobe in [64, calibrated] {
-        for oversample in spec.hasSuffix("Flat") ? [1] : [1, 2, 4, 8, 16] {
+    // Breadth: ef_search for HNSW, nprobe for IVF; 64 (main's former default) and the calibrated one.
+    for breadth in Set([64, calibrated]).filter({ $0 > 0 }).sorted() {
+        for oversample in parsed.isQuantized ? [1, 2, 4, 8, 16] : [1] {
             var found: [[Int64]] = []
+            var latencies: [Double] = []
             let begin = now()
             for query in queries {
-                var options = SearchOptions(k: 10, nprobe: nprobe)
+                var options = SearchOptions(k: 10)
+                if parsed.isHNSW { options.efSearch = breadth } else if !parsed.isExact { options.nprobe = breadth }
                 options.oversample = oversample
+                let queryStart = now()
                 found.append(ids(try served.search([query], options: options)[0]))
+                latencies.append(now() - queryStart)
             }
             let seconds = now() - begin
-            let bytes = try IndexSpec(parsing: spec).memoryEstimate(dimension: dimension).bytesPerVector
-            let label = nprobe == 64 ? "64" : "\(nprobe) (calibrated)"
-            let row = "| \(spec) | \(label) | \(oversample) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: unfilteredTruth))) | \(String(format: "%.0f", Double(queries.count) / seconds)) | \(String(format: "%.0f", bytes)) |"
+            latencies.sort()
+            let p50 = latencies[latencies.count / 2] * 1000, p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)] * 1000
+            let bytes = parsed.memoryEstimate(dimension: dimension).bytesPerVector
+            let knob = parsed.isHNSW ? "ef_search" : "nprobe"
+            let label = "\(knob) \(breadth)" + (breadth == calibrated ? " (calibrated)" : "")
+            let row = "| \(spec) | \(label) | \(oversample) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: unfilteredTruth))) | \(String(format: "%.0f", Double(queries.count) / seconds)) | \(String(format: "%.2f", p50)) | \(String(format: "%.2f", p99)) | \(String(format: "%.0f", bytes)) | \(String(format: "%.0f", opened)) |"
             log(row)
             quantized.append(row)
         }
@@ -206,6 +244,7 @@ for spec in ["IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ16"] {
     try served.close()
 }
 
+if runFiltered {
 print("## Recall calibration (target 0.95, 64 queries: midpoints of two items, both left out)\n")
 print("| spec | parameter | chosen | sample recall@10 | reached | trials (value: recall) | seconds |")
 print("|---|---|---|---|---|---|---|")
@@ -215,8 +254,11 @@ print("## Filtered recall@10 (exact truth over the matching items; 0% = unfilter
 print("| spec | mode | filtered out | plans used (queries) | recall@10 | QPS (1 thread) | filter from cache (queries) | widenings |")
 print("|---|---|---|---|---|---|---|---|")
 for row in rows { print(row) }
-print("\n## Quantized, unfiltered: recall@10 after rescoring vs nprobe and oversample\n")
-print("| spec | nprobe | oversample | recall@10 (exact truth) | QPS (1 thread) | bytes/vector (layout estimate) |")
-print("|---|---|---|---|---|---|")
+}
+if runQuantized {
+print("\n## Quantized, unfiltered: recall@10 after rescoring vs breadth and oversample\n")
+print("| spec | breadth | oversample | recall@10 (exact truth) | QPS (1 thread) | p50 ms | p99 ms | bytes/vector (layout estimate) | build s |")
+print("|---|---|---|---|---|---|---|---|---|")
 for row in quantized { print(row) }
+}
 try? FileManager.default.removeItem(atPath: workDirectory)

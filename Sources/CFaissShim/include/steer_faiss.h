@@ -67,9 +67,11 @@ int steer_file_crc32(const char* path, uint64_t offset, uint64_t length, uint32_
 // MARK: - Lifetime
 
 /// Creates an empty index.
-/// - factory: a faiss factory string limited to "Flat", "HNSW<M>", "IVF<n>,Flat", "IVF<n>,PQ<m>[x<b>]",
-///   "IVF<n>,SQ8". Flat is wrapped in IndexIDMap2; HNSW is IndexHNSWFlat with Steer's label map; IVF
-///   takes labels natively (never IndexIDMap: faiss 1.7.3 bug 1).
+/// - factory: a faiss factory string limited to "Flat", "HNSW<M>", "HNSW<M>_SQ8", "IVF<n>,Flat",
+///   "IVF<n>,PQ<m>[x<b>]", "IVF<n>,SQ8", "OPQ<M>[_<D>],IVF<n>,PQ<m>[x<b>]" (IndexPreTransform with one
+///   OPQMatrix in front of IndexIVFPQ; the shim rotates vectors and queries itself). Flat is wrapped in IndexIDMap2; HNSW is IndexHNSWFlat (or
+///   IndexHNSWSQ over SQ8 codes, which needs training) with Steer's label map; IVF takes labels natively
+///   (never IndexIDMap: faiss 1.7.3 bug 1).
 /// - ef_construction: HNSW build beam width (ignored for other families), >= 1.
 int steer_index_create(const char* factory, int64_t dimension, int metric, int64_t ef_construction,
                        steer_index** out, char** error);
@@ -91,16 +93,21 @@ int64_t steer_index_rows(const steer_index* index);
 int steer_index_contains(const steer_index* index, int64_t label);
 /// IVF list count, 0 otherwise.
 int64_t steer_index_lists(const steer_index* index);
+/// OPQ: the rotated dimension the IVF-PQ works in (the OPQ matrix's d_out); 0 without OPQ.
+int64_t steer_index_opq_dimension(const steer_index* index);
 /// HNSW construction beam (hnsw.efConstruction), 0 for other families.
 int64_t steer_index_ef_construction(const steer_index* index);
 /// HNSW links per node on the upper levels (M), 0 for other families.
 int64_t steer_index_hnsw_m(const steer_index* index);
+/// 1 for HNSW over SQ8 codes (IndexHNSWSQ), 0 otherwise.
+int steer_index_hnsw_sq8(const steer_index* index);
 /// 1 when the IVF lists are memory-mapped from a file (read-only until the first mutation copies them).
 int steer_index_is_mapped(const steer_index* index);
 
 // MARK: - Mutation (exclusive access)
 
-/// Trains an IVF index on n vectors (n * dimension floats). Other families: no-op.
+/// Trains an IVF index, or the SQ8 ranges of HNSW over SQ8 codes, on n vectors (n * dimension floats).
+/// Other families: no-op.
 int steer_index_train(steer_index* index, int64_t n, const float* vectors, char** error);
 /// Adds n vectors with labels (n * dimension floats, n labels >= 0, no duplicates). A label that is
 /// already live is replaced (IVF: removed first; HNSW: old row tombstoned; Flat: removed first).
