@@ -105,7 +105,9 @@ private func replica(generation: String = "g1", hit: Int, failing: Set<String> =
         }
     }
 
-    private let search = #"{"op":"search","vector":[1,0,0,0],"k":3,"timeout_ms":5000}"#
+    /// A search with the longest deadline the router allows: these tests check failover, not deadlines,
+    /// and a loaded test run may hold a task for seconds before it reads.
+    private let search = #"{"op":"search","vector":[1,0,0,0],"k":3,"timeout_ms":60000}"#
 
     @Test func readFailsOverToTheNextReplica_andMarksTheFailedOneDown() async throws {
         let failing = replica(hit: 1, failing: ["search"])
@@ -134,7 +136,7 @@ private func replica(generation: String = "g1", hit: Int, failing: Set<String> =
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let request = try RequestDecoder(limits: ProtocolLimits()).decode(try JSONParser.parse(search))
         let now = DispatchTime.now().uptimeNanoseconds
-        let context = ExecutionContext(startedNanos: now, deadlineNanos: now + 5_000_000_000, connection: 7)
+        let context = ExecutionContext(startedNanos: now, deadlineNanos: now + 60_000_000_000, connection: 7)
         let output = try await router.execute(request, context: context, on: group.next()).get()
         let answer = object(String(decoding: output, as: UTF8.self))
         #expect(hitIDs(answer) == [2])
