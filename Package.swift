@@ -289,7 +289,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SteerBenchKitTests", dependencies: ["SteerBenchKit", "SteerCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerWriteLog", "SteerProtocol", "SteerEngine", "SteerCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "SteerRouterTests", dependencies: ["SteerRouter", "SteerWriteLog", "SteerProtocol", "SteerEngine", "SteerCore", "SteerServer",
+                                                      .product(name: "NIOCore", package: "swift-nio"),
+                                                      .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: swiftSettings),
         // Runs the built `steer` binary over real TCP (depends on the client only; finds the binary beside the test bundle).
         .testTarget(name: "SteerEndToEndTests", dependencies: ["SteerClient", "SteerProtocol", "SteerCore", "SteerNATS"], swiftSettings: swiftSettings),
     ],

@@ -29,17 +29,78 @@ struct ReplicaHealth: Sendable {
     var missedChecks = 0
 }
 
-/// One replica of one shard: its health and a few pipelined connections, used round-robin, plus one
-/// connection of its own for health checks (so that a check never waits behind a slow request).
+/// One replica of one shard as the router sees it: where it is, its health, and the transport that
+/// carries requests to it (`ShardTransport`; `ReplicaConnections` over TCP in production, a fake in unit
+/// tests).
+///
+/// Invariants: `shard` and `endpoint` never change; `health` is written by the router (health checks,
+/// failures, answers) and by the transport (request counts). Threading: every member may be used from any
+/// task or event loop; state sits behind `Locked`.
+final class Replica: Sendable {
+    let shard: Int
+    let endpoint: ShardEndpoint
+    let health: Locked<ReplicaHealth>
+    let transport: any ShardTransport
+
+    /// A replica whose requests go through `transport` (which may count them in `health`).
+    init(shard: Int, endpoint: ShardEndpoint, health: Locked<ReplicaHealth> = Locked(ReplicaHealth()), transport: any ShardTransport) {
+        self.shard = shard
+        self.endpoint = endpoint
+        self.health = health
+        self.transport = transport
+    }
+
+    /// A replica reached over TCP (`ReplicaConnections`).
+    convenience init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int,
+                     tls: NIOSSLContext?) {
+        let health = Locked(ReplicaHealth())
+        self.init(shard: shard, endpoint: endpoint, health: health,
+                  transport: ReplicaConnections(endpoint: endpoint, health: health, connections: connections, group: group,
+                                                connectTimeout: connectTimeout, maxLineBytes: maxLineBytes, tls: tls))
+    }
+
+    /// Sends a request line and parses the answer (`ShardTransport.request(_:timeout:)`).
+    func request(_ line: [UInt8], timeout: TimeAmount) async throws -> JSONObject {
+        try await transport.request(line, timeout: timeout)
+    }
+
+    /// `request` on the health check's own connection (`ShardTransport.healthCheck`).
+    func healthCheck(_ line: [UInt8], timeout: TimeAmount) async throws -> JSONObject {
+        try await transport.healthCheck(line, timeout: timeout)
+    }
+
+    /// `request` completing on `loop` (`ShardTransport.request(_:timeout:on:)`).
+    func request(_ line: [UInt8], timeout: TimeAmount, on loop: any EventLoop) -> EventLoopFuture<JSONObject> {
+        transport.request(line, timeout: timeout, on: loop)
+    }
+
+    /// Marks the replica down after a transport failure or a failed health check (the health check
+    /// brings it back) and closes its connections.
+    func markDown(_ message: String) {
+        health.withLock { state in
+            state.up = false
+            state.failures += 1
+            state.lastError = message
+        }
+        closeConnections()
+    }
+
+    func closeConnections() { transport.closeConnections() }
+}
+
+/// The production `ShardTransport` of one replica: a few pipelined `ShardConnection`s, used round-robin,
+/// plus one connection of its own for health checks (so that a check never waits behind a slow request),
+/// plus one connection per client event loop for the search fast path.
 ///
 /// A connection on which a request timed out is retired: it leaves its slot at once (the next request
 /// connects anew) and closes when the answers it still waits for have come; at most
 /// `maxRetiredConnections` wait like that, older ones are closed. None of this marks the replica down:
-/// only a transport failure (`ReplicaFailure.Kind.transport`) or a failed health check does.
-final class Replica: Sendable {
-    let shard: Int
+/// only a transport failure (`ReplicaFailure.Kind.transport`) or a failed health check does (the router
+/// decides, `Replica.markDown`). Threading: any task or event loop; slots sit behind `Locked`.
+final class ReplicaConnections: ShardTransport {
     let endpoint: ShardEndpoint
-    let health = Locked(ReplicaHealth())
+    /// The replica's health, where each request sent is counted.
+    private let health: Locked<ReplicaHealth>
     private let group: any EventLoopGroup
     private let maxLineBytes: Int
     private let connectTimeout: TimeAmount
@@ -59,11 +120,11 @@ final class Replica: Sendable {
     /// Most retired connections kept open per replica (each waits for a slow answer).
     static let maxRetiredConnections = 8
 
-    init(shard: Int, endpoint: ShardEndpoint, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount, maxLineBytes: Int,
-         tls: NIOSSLContext?) {
+    init(endpoint: ShardEndpoint, health: Locked<ReplicaHealth>, connections: Int, group: any EventLoopGroup, connectTimeout: TimeAmount,
+         maxLineBytes: Int, tls: NIOSSLContext?) {
         self.tls = tls
-        self.shard = shard
         self.endpoint = endpoint
+        self.health = health
         self.group = group
         self.connectTimeout = connectTimeout
         self.maxLineBytes = maxLineBytes
@@ -240,17 +301,6 @@ final class Replica: Sendable {
             throw ReplicaFailure(.answered, message: "\(endpoint) answered \(wire): \(message)")
         }
         throw SteerError(code, message)
-    }
-
-    /// Marks the replica down after a transport failure or a failed health check (the health check
-    /// brings it back) and closes its connections.
-    func markDown(_ message: String) {
-        health.withLock { state in
-            state.up = false
-            state.failures += 1
-            state.lastError = message
-        }
-        closeConnections()
     }
 
     func closeConnections() {
