@@ -39,6 +39,8 @@ K=${K:-10}
 DURATION=${DURATION:-10}
 POISSON_DURATION=${POISSON_DURATION:-60}
 STEPS=${STEPS:-"steer inproc peers chroma steer-python poisson poisson-nospin"}
+# Every system searches the same queries: all of the set's (steer-bench and steer-index-bench always do).
+QUERIES=${QUERIES:-$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['queries'])" "$DATA/meta.json")}
 SERVER_SPIN=${SERVER_SPIN:-default}
 OUT=${OUT:-Benchmarks/compare/results/$SET-$(date -u +%F)}
 VENV=${VENV:-/tmp/steer-peers-venv}
@@ -100,9 +102,9 @@ for step in $STEPS; do
         --build-threads "$BUILD_THREADS" --pin-core "$CORE" | tee "$OUT/inproc.jsonl" >&2 ;;
     peers)
       run env PEERS="${PEERS:-hnswlib faiss-pip usearch}" EFC="$EFC" K="$K" THREADS=1 PIN_CORE="$CORE" BUILD_THREADS="$BUILD_THREADS" \
-        EF="$EF" NPROBE= DEBIAN_EF= OUT="$OUT/peers.json" bash Benchmarks/peers/run.sh "$DATA" ;;
+        EF="$EF" NPROBE= DEBIAN_EF= QUERIES="$QUERIES" OUT="$OUT/peers.json" bash Benchmarks/peers/run.sh "$DATA" ;;
     chroma)
-      run env PEERS=chroma EFC="$EFC" K="$K" THREADS=1 PIN_CORE="$CORE" CLIENT_CORE="$CLIENT_CORE" CHROMA_EF="${CHROMA_EF:-32,64,128}" \
+      run env PEERS=chroma EFC="$EFC" K="$K" THREADS=1 PIN_CORE="$CORE" CLIENT_CORE="$CLIENT_CORE" CHROMA_EF="${CHROMA_EF:-32,64,128}" QUERIES="$QUERIES" \
         OUT="$OUT/chroma.json" bash Benchmarks/peers/run.sh "$DATA" ;;
     steer-python)
       # The server steer-bench prepared (store and generation in SERVER_DATA), started again on CORE.
@@ -114,7 +116,7 @@ for step in $STEPS; do
       [ -n "$port" ] || { cat "$log" >&2; kill "$pid"; exit 1; }
       rows=$(mktemp)
       run taskset -c "$CLIENT_CORE" "$VENV/bin/python" Benchmarks/peers/peers.py --data "$DATA" --engine steer \
-        --steer "127.0.0.1:$port" --ef "$EF" --k "$K" --queries 1000 | tee "$rows" >&2
+        --steer "127.0.0.1:$port" --ef "$EF" --k "$K" --queries "$QUERIES" | tee "$rows" >&2
       kill "$pid"; wait "$pid" 2>/dev/null || true
       "$VENV/bin/python" Benchmarks/peers/collect.py --rows "$rows" --data "$DATA" --out "$OUT/steer-python.json" \
         --load-start "$(cut -d' ' -f1-3 /proc/loadavg)" --command "compare/run.sh steer-python: server on core $CORE, client on core $CLIENT_CORE"

@@ -183,8 +183,9 @@ def targets(best: dict[str, Row | None], all_curves: dict[str, list[Row]], resul
                         "met": s1[1]["p50_us"] <= same[0]["p50_us"] + 40,
                     }
                 )
-    if server1 and chroma:
-        r = ratio(server1[1]["qps"], chroma[1]["qps"])
+    lean1 = server1 or server1_off
+    if lean1 and chroma:
+        r = ratio(lean1[1]["qps"], chroma[1]["qps"])
         out.append(
             {
                 "target": "one connection QPS >= 5x Chroma's (Steer's Swift client, Chroma's Python client)",
