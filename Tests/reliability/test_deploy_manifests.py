@@ -12,9 +12,11 @@ import yaml
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def documents() -> list[dict[str, Any]]:
+def documents(directory: Path = DEPLOY) -> list[dict[str, Any]]:
+    """Every YAML document of the manifests directly in `directory` (test_deploy_nats_manifests.py
+    reads deploy/nats/ with it)."""
     found: list[dict[str, Any]] = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             assert isinstance(document, dict), f"{path.name}: a document is not a mapping"
             assert {"apiVersion", "kind", "metadata"} <= document.keys(), (
@@ -24,8 +26,8 @@ def documents() -> list[dict[str, Any]]:
     return found
 
 
-def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for doc in documents() if doc["kind"] == kind}
+def by_kind(kind: str, directory: Path = DEPLOY) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents(directory) if doc["kind"] == kind}
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:

@@ -12,26 +12,18 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
+import test_deploy_manifests as deploy_manifests
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "nats"
 
 
 def documents() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            assert isinstance(document, dict), f"{path.name}: a document is not a mapping"
-            assert {"apiVersion", "kind", "metadata"} <= document.keys(), (
-                f"{path.name}: {document.get('kind')}"
-            )
-            found.append(document)
-    return found
+    return deploy_manifests.documents(DEPLOY)
 
 
 def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for doc in documents() if doc["kind"] == kind}
+    return deploy_manifests.by_kind(kind, DEPLOY)
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
