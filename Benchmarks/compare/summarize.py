@@ -289,7 +289,6 @@ def plots(results: Path, summary: dict[str, Any]) -> list[str]:
     fig.savefig(results / "recall-qps.png", dpi=110)
     made.append("recall-qps.png")
     plt.close(fig)
-    steer = read_json(results / "steer.json")
     for file, tag in (("poisson.json", "spin defaults"), ("poisson-nospin.json", "spin off")):
         data = read_json(results / file)
         if not data:
@@ -330,7 +329,6 @@ def plots(results: Path, summary: dict[str, Any]) -> list[str]:
         fig.savefig(results / "cpu-per-request.png", dpi=110)
         made.append("cpu-per-request.png")
         plt.close(fig)
-    del steer
     return made
 
 
@@ -358,9 +356,8 @@ def main() -> None:
     ap.add_argument("results", type=Path)
     ap.add_argument("--recall", type=float, default=0.95)
     args = ap.parse_args()
-    summary = summarize(args.results, args.recall)
+    summarize(args.results, args.recall)
     print((args.results / "summary.md").read_text())
-    del summary
 
 
 if __name__ == "__main__":
