@@ -93,15 +93,35 @@ int guarded(char** error, Body&& body, int default_faiss_code = STEER_FAISS_INVA
 
 // MARK: - Selectors
 
-/// Membership in an ascending label array by binary search. faiss's IDSelectorArray is a linear scan,
-/// and IndexFlat treats an IDSelectorArray's ids as row numbers without a bounds check (it reads out
-/// of bounds for ids >= ntotal), so Steer never hands faiss an IDSelectorArray.
+/// Membership in an ascending label array by binary search, or in a label bitset by one bit test.
+/// faiss's IDSelectorArray is a linear scan, and IndexFlat treats an IDSelectorArray's ids as row
+/// numbers without a bounds check (it reads out of bounds for ids >= ntotal), so Steer never hands
+/// faiss an IDSelectorArray. Neither form allocates or throws.
 struct SortedLabels {
     const int64_t* labels = nullptr;
     int64_t count = 0;
-    bool active() const { return labels != nullptr; }
+    const uint64_t* bits = nullptr;
+    int64_t words = 0;
+    bool active() const { return labels != nullptr || bits != nullptr; }
     bool contains(int64_t label) const {
+        if (bits) {
+            return label >= 0 && (label >> 6) < words && ((bits[label >> 6] >> (label & 63)) & 1) != 0;
+        }
         return std::binary_search(labels, labels + count, label);
+    }
+    /// Calls f(label) for each allowed label, ascending.
+    template <typename F> void for_each(F&& f) const {
+        if (bits) {
+            for (int64_t w = 0; w < words; w++) {
+                uint64_t rest = bits[w];
+                while (rest != 0) {
+                    f((w << 6) | int64_t(__builtin_ctzll(rest)));
+                    rest &= rest - 1;
+                }
+            }
+            return;
+        }
+        for (int64_t i = 0; i < count; i++) f(labels[i]);
     }
 };
 
@@ -1208,8 +1228,7 @@ struct steer_index {
         BestK best(k);
         const float s = sign();
         dc.set_query(query);
-        for (int64_t i = 0; i < allowed.count; i++) {
-            int64_t label = allowed.labels[i];
+        allowed.for_each([&](int64_t label) {
             int64_t row = -1;
             if (idmap) {
                 auto found = idmap->rev_map.find(label);
@@ -1219,7 +1238,7 @@ struct steer_index {
                 if (found != label_rows.end()) row = found->second;
             }
             if (row >= 0) best.offer(s * dc(row), label);
-        }
+        });
         best.write(scores, labels, k);
     }
 
@@ -1227,7 +1246,11 @@ struct steer_index {
                 int64_t* labels) const {
         require(k > 0, "k must be at least 1");
         SortedLabels allowed;
-        if (params.allowed) {
+        if (params.allowed_bits) {
+            allowed.bits = params.allowed_bits;
+            allowed.words = std::max<int64_t>(params.allowed_bits_words, 0);
+            allowed.count = params.allowed_count;
+        } else if (params.allowed) {
             allowed.labels = params.allowed;
             allowed.count = params.allowed_count;
         }

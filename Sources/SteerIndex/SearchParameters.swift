@@ -2,13 +2,25 @@ import SteerCore
 
 /// Restricts a search to a set of labels (for example the items carrying a tag).
 ///
-/// Stored as an ascending array without duplicates, which the native scan checks by binary search.
+/// Stored as an ascending array without duplicates, which the native scan checks by binary search, or
+/// as a `LabelBitset` (the in-memory filter path), which it checks with one bit test.
 public struct AllowedLabels: Sendable, Hashable {
-    /// Ascending, no duplicates.
-    public let sortedLabels: [Int64]
+    private let sorted: [Int64]?
+    /// The bitset form, when built from one.
+    public let bitset: LabelBitset?
+    /// Number of allowed labels.
+    public let count: Int
 
-    /// - Parameter sortedLabels: ascending without duplicates; if they are not, they are sorted and
-    ///   deduplicated (O(n log n)) instead of trusting the caller.
+    /// Ascending, no duplicates. For the bitset form it is computed on each call (O(words + count)).
+    public var sortedLabels: [Int64] { sorted ?? bitset?.labels ?? [] }
+
+    /// - Parameter bitset: the allowed labels, one bit each.
+    public init(bitset: LabelBitset) {
+        self.sorted = nil
+        self.bitset = bitset
+        self.count = bitset.count
+    }
+
     public init(sortedLabels: [Int64]) {
         var ascending = true
         var index = 1
@@ -16,12 +28,16 @@ public struct AllowedLabels: Sendable, Hashable {
             if sortedLabels[index - 1] >= sortedLabels[index] { ascending = false; break }
             index += 1
         }
-        self.sortedLabels = ascending ? sortedLabels : Self.normalise(sortedLabels)
+        self.sorted = ascending ? sortedLabels : Self.normalise(sortedLabels)
+        self.bitset = nil
+        self.count = self.sorted?.count ?? 0
     }
 
     /// Labels in any order, duplicates allowed.
     public init(_ labels: some Sequence<Int64>) {
-        self.sortedLabels = Self.normalise(Array(labels))
+        self.sorted = Self.normalise(Array(labels))
+        self.bitset = nil
+        self.count = self.sorted?.count ?? 0
     }
 
     private static func normalise(_ labels: [Int64]) -> [Int64] {
@@ -35,10 +51,10 @@ public struct AllowedLabels: Sendable, Hashable {
         return sorted
     }
 
-    public var count: Int { sortedLabels.count }
-
-    /// - Complexity: O(log count).
+    /// - Complexity: O(log count), O(1) for the bitset form.
     public func contains(_ label: Int64) -> Bool {
+        if let bitset { return bitset.contains(label) }
+        let sortedLabels = self.sorted ?? []
         var low = 0, high = sortedLabels.count
         while low < high {
             let mid = (low + high) / 2

@@ -284,7 +284,8 @@ public final class VectorIndex: @unchecked Sendable {
         guard n <= Self.maxResultSlots / k else {
             throw SteerError(.tooLarge, "\(n) queries × k \(k) exceeds \(Self.maxResultSlots) result slots; split the batch")
         }
-        let allowed = parameters.allowed?.sortedLabels
+        let bits = parameters.allowed?.bitset
+        let allowed = bits == nil ? parameters.allowed?.sortedLabels : nil
         return try lock.withReadLock { () throws(SteerError) -> [[ScoredLabel]] in
             guard steer_index_is_trained(handle) != 0 else {
                 throw SteerError.invalid("index \(spec) is not trained; call train before searching")
@@ -296,12 +297,15 @@ public final class VectorIndex: @unchecked Sendable {
                 scores.withUnsafeMutableBufferPointer { s in
                     labels.withUnsafeMutableBufferPointer { l in
                         Self.withOptionalPointer(allowed) { a in
-                            var native = steer_search_params(
-                                nprobe: Int64(parameters.nprobe ?? settings.nprobe),
-                                ef_search: Int64(parameters.efSearch ?? settings.efSearch),
-                                allowed: a, allowed_count: Int64(allowed?.count ?? 0),
-                                exact_filter_threshold: Int64(max(0, parameters.exactFilterThreshold ?? settings.exactFilterThreshold)))
-                            return steer_index_search(handle, Int64(n), q.baseAddress, Int64(k), &native, s.baseAddress, l.baseAddress, &error)
+                            Self.withOptionalWords(bits) { words in
+                                var native = steer_search_params(
+                                    nprobe: Int64(parameters.nprobe ?? settings.nprobe),
+                                    ef_search: Int64(parameters.efSearch ?? settings.efSearch),
+                                    allowed: a, allowed_count: Int64(parameters.allowed?.count ?? 0),
+                                    allowed_bits: words.baseAddress, allowed_bits_words: Int64(words.count),
+                                    exact_filter_threshold: Int64(max(0, parameters.exactFilterThreshold ?? settings.exactFilterThreshold)))
+                                return steer_index_search(handle, Int64(n), q.baseAddress, Int64(k), &native, s.baseAddress, l.baseAddress, &error)
+                            }
                         }
                     }
                 }
@@ -323,6 +327,16 @@ public final class VectorIndex: @unchecked Sendable {
             out.append(row)
         }
         return out
+    }
+
+    /// The bitset's words (an empty set still filters: a valid pointer with 0 words), or nil words.
+    private static func withOptionalWords<R>(_ bits: LabelBitset?, _ body: (UnsafeBufferPointer<UInt64>) -> R) -> R {
+        guard let bits else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        return bits.withUnsafeWords { words in
+            if words.baseAddress != nil { return body(words) }
+            var dummy: UInt64 = 0
+            return withUnsafePointer(to: &dummy) { body(UnsafeBufferPointer(start: $0, count: 0)) }
+        }
     }
 
     private static func withOptionalPointer<R>(_ array: [Int64]?, _ body: (UnsafePointer<Int64>?) -> R) -> R {

@@ -149,7 +149,12 @@ typedef struct steer_search_params {
     int64_t ef_search;
     /// Allowed labels, ascending without duplicates, or NULL for no filter.
     const int64_t* allowed;
+    /// Number of allowed labels (with `allowed_bits`: the number of bits set).
     int64_t allowed_count;
+    /// Instead of `allowed` (which is then NULL): allowed labels as a bitset, label l allowed when bit
+    /// l % 64 of word l / 64 is set (labels at or past allowed_bits_words * 64 are not), or NULL.
+    const uint64_t* allowed_bits;
+    int64_t allowed_bits_words;
     /// Allowed sets of at most this many labels are searched exactly (by label lookup, or for IVF by
     /// probing every list with the filter).
     int64_t exact_filter_threshold;
