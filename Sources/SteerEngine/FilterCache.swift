@@ -96,11 +96,14 @@ public final class FilterCache: Sendable {
     /// - Returns: `resolved` with `allowed` filled in when it has required ids.
     func store(_ key: Key, sequence: UInt64, _ resolved: ResolvedFilter) -> ResolvedFilter {
         var prepared = resolved
-        if let required = resolved.required, prepared.allowed == nil {
-            prepared.allowed = AllowedLabels(sortedLabels: required.subtracting(resolved.excluded).sorted())
+        if prepared.allowed == nil { prepared.allowed = resolved.computeAllowed() }
+        var ids = (resolved.required?.count ?? 0) + resolved.excluded.count
+        var bytes = ids * Self.bytesPerID
+        if let bits = resolved.requiredBits {
+            // The bitset is shared (copy on write) between `requiredBits` and `allowed`.
+            ids += prepared.allowed?.count ?? 0
+            bytes += bits.words.count * 8
         }
-        let ids = (resolved.required?.count ?? 0) + resolved.excluded.count
-        let bytes = ids * Self.bytesPerID
         let capacityBytes = capacity.get()
         guard capacityBytes > 0, ids >= Self.minimumIDs, bytes <= capacityBytes else { return prepared }
         state.withLock { value in

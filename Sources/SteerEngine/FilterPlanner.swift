@@ -86,6 +86,10 @@ public final class FilterPlanner: Sendable {
         /// Most item records one filter may read to evaluate attribute leaves that no payload index
         /// answers; a filter that would read more is refused (`too_large`) before it reads any.
         public var maxScanRecords: Int
+        /// Resolve filters whose attribute leaves all have payload indexes on the store's in-memory
+        /// columns, to a bitset (`resolveFilterBits`); false resolves every filter from RocksDB (the
+        /// differential tests and the before/after benchmark compare the two).
+        public var inMemoryFilters: Bool = true
 
         /// Default `maxScanRecords`: about a second of one worker reading records.
         public static let defaultMaxScanRecords = 1_000_000
@@ -127,12 +131,30 @@ public final class FilterPlanner: Sendable {
 
 /// A filter resolved against the store: the items required (nil: no requirement) and excluded, and
 /// (from `FilterCache`) the sorted labels of required minus excluded, dropped whenever either changes.
+/// The in-memory path (`resolveFilterBits`) states its requirement as `requiredBits` instead; the
+/// allowed labels are then requiredBits ∩ required (when a caller adds one) − excluded.
 struct ResolvedFilter {
     var required: Set<Int64>? { didSet { allowed = nil } }
     var excluded: Set<Int64> { didSet { allowed = nil } }
     var scannedRecords: Int
-    /// required − excluded, sorted; nil when not computed (or no requirement).
+    /// required − excluded, sorted or as bits; nil when not computed (or no requirement).
     var allowed: AllowedLabels? = nil
+    /// The requirement as bits (in-memory path), already without the filter's own exclusions.
+    var requiredBits: LabelBitset? = nil { didSet { allowed = nil } }
+
+    /// Whether anything is required (the plan is then `empty`, `exact` or `index`).
+    var hasRequirement: Bool { required != nil || requiredBits != nil }
+
+    /// The allowed labels: requiredBits ∩ required − excluded, or required − excluded; nil when nothing
+    /// is required.
+    func computeAllowed() -> AllowedLabels? {
+        if var bits = requiredBits {
+            if let required { bits.formIntersection(LabelBitset(required)) }
+            for label in excluded { bits.remove(label) }
+            return AllowedLabels(bitset: bits)
+        }
+        return required.map { AllowedLabels(sortedLabels: $0.subtracting(excluded).sorted()) }
+    }
     /// Whether it came from `FilterCache` (nothing was resolved for this request).
     var cached = false
 }
@@ -197,6 +219,10 @@ extension RetrievalEngine {
     }
 
     private func resolveFilterUncached(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> ResolvedFilter {
+        if filterPlanner.settings.get().inMemoryFilters,
+           let resolved = try resolveFilterBits(filter, extraRequired: extraRequired, extraExcluded: extraExcluded) {
+            return resolved
+        }
         var required: Set<Int64>?
         var groups = extraRequired + filter.tagGroups
         if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
@@ -365,9 +391,9 @@ extension RetrievalEngine {
             plan.rescored += raw.reduce(0) { $0 + $1.count }
             return try rescore(generation, rows, raw, k: wanted)
         }
-        var required = filter.required
+        var resolved = filter
         let excluded = filter.excluded
-        if required == nil && !excluded.isEmpty {
+        if !filter.hasRequirement && !excluded.isEmpty {
             let upperBound = max(0, items - excluded.count)
             if k + excluded.count <= VectorIndex.maxK && upperBound > plan.exactThreshold {
                 plan.kind = .postFilter
@@ -377,26 +403,24 @@ extension RetrievalEngine {
             }
             let live = try store.liveInternalIDs()
             plan.scannedRecords += live.count
-            required = Set(live)
+            resolved.required = Set(live)
         }
-        guard let required else {
+        guard let allowedLabels = resolved.allowed ?? resolved.computeAllowed() else {
             return (try indexSearch(prepared, k: k, SearchParameters(nprobe: nprobe, efSearch: efSearch)), plan)
         }
-        let allowedLabels = filter.allowed ?? AllowedLabels(sortedLabels: required.subtracting(excluded).sorted())
-        let allowed = allowedLabels.sortedLabels
-        plan.matches = allowed.count
-        if allowed.isEmpty {
+        plan.matches = allowedLabels.count
+        if allowedLabels.count == 0 {
             plan.kind = .empty
             return (Array(repeating: [], count: count), plan)
         }
-        if allowed.count <= plan.exactThreshold {
+        if allowedLabels.count <= plan.exactThreshold {
             plan.kind = .exact
-            return (try exactSearch(generation, prepared, count: count, k: k, labels: allowed), plan)
+            return (try exactSearch(generation, prepared, count: count, k: k, labels: allowedLabels.sortedLabels), plan)
         }
         plan.kind = .index
         var results = try indexSearch(prepared, k: k, SearchParameters(
             nprobe: nprobe, efSearch: efSearch, allowed: allowedLabels, exactFilterThreshold: 0))
-        let wanted = min(k, allowed.count)
+        let wanted = min(k, allowedLabels.count)
         var short = results.indices.filter { results[$0].count < wanted }
         if short.isEmpty { return (results, plan) }
         let shard = index.shards[0]
@@ -417,6 +441,7 @@ extension RetrievalEngine {
             for (position, query) in short.enumerated() { results[query] = retried[position] }
             short = short.filter { results[$0].count < wanted }
         }
+        let allowed = short.isEmpty ? [] : allowedLabels.sortedLabels
         for query in short {
             plan.exactFallbacks += 1
             let row = Array(prepared[(query * generation.dimension)..<((query + 1) * generation.dimension)])

@@ -376,7 +376,12 @@ final class WriteBatch {
     /// Number of operations collected so far.
     var count: Int { Int(rocksdb_writebatch_count(pointer)) }
 
+    /// Payload index keys (`postings` keys starting with 0x00, see `PayloadKey`) put (true) or deleted
+    /// (false), in batch order: `ItemStore` replays them onto its `PayloadColumns` once the batch is written.
+    private(set) var payloadChanges: [(put: Bool, key: [UInt8])] = []
+
     func put(_ family: Family, _ key: [UInt8], _ value: UnsafeRawBufferPointer) {
+        if family == .postings, key.first == 0 { payloadChanges.append((true, key)) }
         // An empty value (postings) may have no base address: hand RocksDB a real pointer, length 0.
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 1) { empty in
             key.withUnsafeBytes { keyBytes in
@@ -394,6 +399,7 @@ final class WriteBatch {
     }
 
     func delete(_ family: Family, _ key: [UInt8]) {
+        if family == .postings, key.first == 0 { payloadChanges.append((false, key)) }
         key.withUnsafeBytes { keyBytes in
             rocksdb_writebatch_delete_cf(
                 pointer, database.handle(family),

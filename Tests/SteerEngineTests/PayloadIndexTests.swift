@@ -65,7 +65,7 @@ import Testing
             #expect(resolved.scannedRecords == 0, "\(label) \(expression): answered by the indexes")
             let expected = Set(items.filter { expression.matches(tags: $0.tags, attributesJSON: $0.attributesJSON) }.map(\.id))
             let liveIDs = try engine.store.internalIDs(of: items.map(\.id)).compactMap { $0 }
-            let found: Set<Int64> = resolved.required ?? Set(liveIDs).subtracting(resolved.excluded)
+            let found: Set<Int64> = resolved.computeAllowed().map { Set($0.sortedLabels) } ?? Set(liveIDs).subtracting(resolved.excluded)
             let foundIDs = Set(try engine.store.records(internalIDs: found.sorted()).compactMap { $0?.id })
             #expect(foundIDs == expected, "\(label) \(expression): \(foundIDs.count) vs \(expected.count)")
         }
@@ -118,7 +118,7 @@ import Testing
             let query = (0..<8).map { _ in Float.random(in: -1...1, using: &generator) }
             let (hits, plan) = try engine.searchExplained([query], options: SearchOptions(k: 10, filter: TagFilter(expression: expression)))
             // No record is read for the filter; a complement leaving few items lists the live ids instead.
-            let complement = try engine.resolveFilter(TagFilter(expression: expression), extraRequired: [], extraExcluded: []).required == nil
+            let complement = try engine.resolveFilter(TagFilter(expression: expression), extraRequired: [], extraExcluded: []).hasRequirement == false
             #expect(plan.scannedRecords == (complement && plan.kind != .postFilter ? items.count : 0), "\(expression)")
             let kept = items.filter { expression.matches(tags: $0.tags, attributesJSON: $0.attributesJSON) }
             #expect(plan.matches == kept.count || plan.kind == .postFilter)
