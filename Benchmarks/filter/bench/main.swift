@@ -3,7 +3,10 @@
 // Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized]
 // With `memory`: instead, the resident growth of a fresh process opening the data with each spec
 // (rebuilt from the store, then loaded from the index file it saved), before and after malloc_trim.
-// `filtered` / `quantized` run one of the two search sections (default: both).
+// `filtered` / `quantized` run one of the two search sections (default: both). `distinct`: instead,
+// QPS with a different range filter on every request (`bucket` in [a, a + width), a distinct per
+// request), resolved from RocksDB and from the in-memory columns back to back, for the specs in
+// STEER_DISTINCT_SPECS (default "HNSW32 IVF1024,Flat").
 // Specs: STEER_FILTER_SPECS (filtered section, default "Flat IVF1024,Flat HNSW32"), STEER_QUANT_SPECS
 // (quantized section, default "IVF1024,Flat IVF1024,SQ8 IVF1024,PQ16"), STEER_MEMORY_SPECS (memory mode,
 // default "Flat IVF1024,Flat HNSW32 IVF1024,SQ8 IVF1024,PQ16"): space-separated index specs.
@@ -44,9 +47,9 @@ if arguments.count == 5 && arguments[1] == "memory-child", let dimension = Int(a
     exit(0)
 }
 let section = arguments.count == 6 ? arguments[5] : "both"
-guard arguments.count == 5 || ["memory", "filtered", "quantized"].contains(section), let items = Int(arguments[1]),
+guard arguments.count == 5 || ["memory", "filtered", "quantized", "distinct"].contains(section), let items = Int(arguments[1]),
       let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized]\n".utf8))
+    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized|distinct]\n".utf8))
     exit(2)
 }
 let memoryMode = section == "memory"
@@ -119,6 +122,81 @@ if memoryMode {
             log(row)
             print(row)
         }
+    }
+    try? FileManager.default.removeItem(atPath: workDirectory)
+    exit(0)
+}
+
+if section == "distinct" {
+    print("## Distinct range filters per request: RocksDB resolution against the in-memory columns\n")
+    print("Each request filters `bucket` in [a, a + width) with its own a (no two requests share a filter, so the filter cache never hits). Modes run back to back on the same open index; `identical` counts requests whose hit lists (ids and order) equal the other mode's.\n")
+    print("| spec | filtered out | mode | plans used (queries) | mean matches | recall@10 | QPS (1 thread) | p50 ms | p99 ms | filter from cache | identical to other mode |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for spec in specs("STEER_DISTINCT_SPECS", "HNSW32 IVF1024,Flat") {
+        let served = try engine(spec: spec)
+        served.recallCalibrator.waitUntilIdle()
+        log("\(spec): calibrated \(served.recallCalibrator.last.map { "\($0.parameter.rawValue) \($0.value)" } ?? "-")")
+        print("\(spec): in-memory payload columns \(served.store.payloadColumnBytes) bytes (estimate) for \(items) items, \(served.store.payloadColumnBytes / max(1, items)) bytes per item; calibrated \(served.recallCalibrator.last.map { "\($0.parameter.rawValue) \($0.value)" } ?? "-")\n")
+        var unfilteredLatencies: [Double] = []
+        let unfilteredStart = now()
+        for query in queries {
+            let queryStart = now()
+            _ = try served.search([query], options: SearchOptions(k: 10))
+            unfilteredLatencies.append(now() - queryStart)
+        }
+        unfilteredLatencies.sort()
+        let unfilteredRow = "| \(spec) | 0% | unfiltered | - | \(items) | - | \(String(format: "%.1f", Double(queries.count) / (now() - unfilteredStart))) | \(String(format: "%.2f", unfilteredLatencies[unfilteredLatencies.count / 2] * 1000)) | \(String(format: "%.2f", unfilteredLatencies[min(unfilteredLatencies.count - 1, unfilteredLatencies.count * 99 / 100)] * 1000)) | - | - |"
+        log(unfilteredRow)
+        print(unfilteredRow)
+        for (filteredOut, width) in [("50%", 500), ("90%", 100), ("99%", 10)] {
+            var starts = Array(0...(1000 - width))
+            var shuffle = SeededGenerator(seed: UInt64(width))
+            starts.shuffle(using: &shuffle)
+            let ranges = queries.indices.map { starts[$0 % starts.count] }
+            // Truth: the exact top 10 over each request's matches.
+            let truth: [[Int64]] = queries.indices.map { position in
+                let low = ranges[position]
+                let labels = (0..<items).filter { buckets[$0] >= low && buckets[$0] < low + width }.map(Int64.init)
+                var base: [Float] = []
+                base.reserveCapacity(labels.count * dimension)
+                for label in labels { base.append(contentsOf: vectors[(Int(label) * dimension)..<((Int(label) + 1) * dimension)]) }
+                return ExactSearch.topK(query: queries[position], base: base, dimension: dimension, labels: labels, k: 10, metric: .innerProduct).map(\.label)
+            }
+            var answers: [Bool: [[Int64]]] = [:]
+            var lines: [Bool: String] = [:]
+            for inMemory in [false, true] {
+                served.filterPlanner.settings.withLock { $0.inMemoryFilters = inMemory }
+                var found: [[Int64]] = []
+                var plans: [String: Int] = [:]
+                var matches = 0
+                var cached = 0
+                var latencies: [Double] = []
+                let begin = now()
+                for (position, query) in queries.enumerated() {
+                    let low = Double(ranges[position])
+                    let filter = TagFilter(expression: .attribute(AttributePredicate(name: "bucket", conditions: [.gte(low), .lt(low + Double(width))])))
+                    let queryStart = now()
+                    let (hits, plan) = try served.searchExplained([query], options: SearchOptions(k: 10, filter: filter))
+                    latencies.append(now() - queryStart)
+                    found.append(ids(hits[0]))
+                    plans[plan.kind.rawValue, default: 0] += 1
+                    matches += plan.matches ?? 0
+                    if plan.cachedFilter { cached += 1 }
+                }
+                let seconds = now() - begin
+                latencies.sort()
+                answers[inMemory] = found
+                let p50 = latencies[latencies.count / 2] * 1000, p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)] * 1000
+                lines[inMemory] = "| \(spec) | \(filteredOut) | \(inMemory ? "in-memory columns" : "RocksDB") | \(plans.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")) | \(matches / max(1, queries.count)) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: truth))) | \(String(format: "%.1f", Double(queries.count) / seconds)) | \(String(format: "%.2f", p50)) | \(String(format: "%.2f", p99)) | \(cached) |"
+            }
+            let identical = zip(answers[false]!, answers[true]!).filter { $0 == $1 }.count
+            for inMemory in [false, true] {
+                let row = lines[inMemory]! + " \(identical)/\(queries.count) |"
+                log(row)
+                print(row)
+            }
+        }
+        try served.close()
     }
     try? FileManager.default.removeItem(atPath: workDirectory)
     exit(0)
