@@ -54,8 +54,9 @@ import SteerCore
 /// `@unchecked Sendable` is safe because: RocksDB's database object is thread-safe; writers (upserts,
 /// deletes, version changes, trims) are serialised by `writeLock`, which also guards id allocation and
 /// the read-modify-write of counters; the cached state (versions, counters) is only touched under
-/// `stateLock`; and every call holds `lifecycle` shared, while `close()` takes it exclusively, so handles
-/// are never freed under a running call.
+/// `stateLock`; the in-memory payload indexes (`PayloadColumns`) are changed only under `writeLock`,
+/// right after the batch that wrote their keys, and read under their own lock; and every call holds
+/// `lifecycle` shared, while `close()` takes it exclusively, so handles are never freed under a running call.
 public final class ItemStore: @unchecked Sendable {
     /// Configuration of a store. Limits are checked per item before anything is written.
     public struct Options: Sendable {

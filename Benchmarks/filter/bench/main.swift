@@ -139,7 +139,7 @@ if section == "distinct" {
         served.filterCache.capacityBytes = 0
         served.recallCalibrator.waitUntilIdle()
         log("\(spec): calibrated \(served.recallCalibrator.last.map { "\($0.parameter.rawValue) \($0.value)" } ?? "-")")
-        print("\(spec): in-memory payload columns \(served.store.payloadColumnBytes) bytes (estimate) for \(items) items, \(served.store.payloadColumnBytes / max(1, items)) bytes per item; calibrated \(served.recallCalibrator.last.map { "\($0.parameter.rawValue) \($0.value)" } ?? "-")\n")
+        log("\(spec): in-memory payload columns \(served.store.payloadColumnBytes) bytes (estimate) for \(items) items, \(served.store.payloadColumnBytes / max(1, items)) bytes per item")
         var unfilteredLatencies: [Double] = []
         let unfilteredStart = now()
         for query in queries {
