@@ -63,8 +63,10 @@ public struct SearchPlan: Sendable, Equatable {
 
 /// The planner's thresholds and its counters (one per engine, `RetrievalEngine.filterPlanner`).
 ///
-/// A filter is resolved to the exact set of matching items first (tag postings, set algebra, and a scan
-/// of the item records for attribute leaves), so the planner's "estimate" is that count. With at most
+/// A filter is resolved to the exact set of matching items first (from the in-memory payload columns
+/// and tag postings as a bitset when every attribute leaf has a payload index, `resolveFilterBits`;
+/// otherwise tag postings, payload-index reads, set algebra, and a scan of the item records for
+/// attribute leaves), so the planner's "estimate" is that count. With at most
 /// `exactThreshold(items:)` matches the search is exact over their float vectors from the store; with
 /// more, the index searches with the matches as its allowed set (the filter inside the HNSW beam or the
 /// IVF scan) and short queries are retried with doubled ef_search/nprobe up to `maxWidenedEfSearch` and
