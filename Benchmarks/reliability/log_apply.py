@@ -3,7 +3,8 @@
 One `nats-server -js` (R=1), one `steer serve --follow` replica (64-d, Flat). The replica starts once
 (creating the stream and its consumer) and stops; then `--messages` messages of `--lines-per-message`
 upsert lines of `--items-per-message` items each are published straight to the shard's subject over
-the NATS core protocol (the bodies a router writes: `{"op":"upsert","items":[{"id":…,"vector_b64":…}]}`),
+the NATS core protocol (`--format binary`: the binary bodies a router writes; `--format json`: JSON
+lines `{"op":"upsert","items":[{"id":…,"vector_b64":…}]}`, the bodies routers wrote before),
 flushed with PING/PONG; then the replica starts again on its data directory and the tool measures the time
 from its start to listening and from listening until `stats.applied_sequence` reaches the last
 message (the catch-up of a replica that was down while those messages were written, without writes
@@ -44,8 +45,23 @@ def line(first_id: int, count: int, rng: random.Random) -> bytes:
     return json.dumps({"op": "upsert", "items": items}, separators=(",", ":")).encode()
 
 
-def body(first_id: int, lines: int, items: int, rng: random.Random) -> bytes:
-    """A message of `lines` upsert lines of `items` items each (a batch message when lines > 1)."""
+def binary_part(first_id: int, count: int, rng: random.Random) -> bytes:
+    """One upsert part of the binary layout (Sources/SteerWriteLog/BinaryWriteLog.swift): int ids, raw
+    little-endian float32 vectors, no tags, title or attributes, the default collection."""
+    content = [struct.pack("<BHI", 1, 0, count)]
+    for n in range(count):
+        vector = struct.pack(f"<{DIMENSION}f", *[rng.uniform(-1, 1) for _ in range(DIMENSION)])
+        content.append(struct.pack("<BqI", 1, first_id + n, DIMENSION) + vector + struct.pack("<IB", 0, 0))
+    joined = b"".join(content)
+    return struct.pack("<I", len(joined)) + joined
+
+
+def body(first_id: int, lines: int, items: int, rng: random.Random, binary: bool) -> bytes:
+    """A message of `lines` upsert parts of `items` items each (a batch message when lines > 1): JSON
+    lines joined by newlines, or one binary message (what routers write)."""
+    if binary:
+        parts = [binary_part(first_id + n * items, items, rng) for n in range(lines)]
+        return b"\0SWL\x01" + struct.pack("<I", lines) + b"".join(parts)
     return b"\n".join(line(first_id + n * items, items, rng) for n in range(lines))
 
 
@@ -83,6 +99,12 @@ def main() -> None:
         "--lines-per-message", type=int, default=1, help="writes per message (a router's batch message)"
     )
     parser.add_argument("--sync-writes", default="true", choices=["true", "false"])
+    parser.add_argument(
+        "--format",
+        default="binary",
+        choices=["binary", "json"],
+        help="message bodies: binary (as routers write) or JSON lines",
+    )
     parser.add_argument("--binary")
     parser.add_argument("--out")
     parser.add_argument("--label", default="loaded")
@@ -113,6 +135,7 @@ def main() -> None:
         "items_per_line": arguments.items_per_message,
         "lines_per_message": arguments.lines_per_message,
         "replica_sync_writes": arguments.sync_writes,
+        "message_format": arguments.format,
         "stream_replicas": 1,
     }
     try:
@@ -122,7 +145,13 @@ def main() -> None:
         rng = random.Random(7)
         per_message = arguments.items_per_message * arguments.lines_per_message
         bodies = [
-            body(m * per_message, arguments.lines_per_message, arguments.items_per_message, rng)
+            body(
+                m * per_message,
+                arguments.lines_per_message,
+                arguments.items_per_message,
+                rng,
+                arguments.format == "binary",
+            )
             for m in range(arguments.messages)
         ]
         published = time.monotonic()
