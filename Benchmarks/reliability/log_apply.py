@@ -8,7 +8,8 @@ lines `{"op":"upsert","items":[{"id":…,"vector_b64":…}]}`, the bodies router
 flushed with PING/PONG; then the replica starts again on its data directory and the tool measures the time
 from its start to listening and from listening until `stats.applied_sequence` reaches the last
 message (the catch-up of a replica that was down while those messages were written, without writes
-going on).
+going on), and the replica's CPU seconds over that time (per item: independent of how many other jobs
+share the core, unlike items/s).
 
 Usage: python3 Benchmarks/reliability/log_apply.py [--messages 20000] [--items-per-message 1]
 Standard library only; needs `nats-server`. The machine is shared: the results record its load.
@@ -87,6 +88,12 @@ def publish_all(port: int, subject: str, bodies: list[bytes]) -> None:
                 raise RuntimeError(line.decode())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def applied(port: int) -> int:
     return int(call(port, {"op": "stats", "token": TOKEN}, timeout=30)["applied_sequence"])
 
@@ -160,15 +167,23 @@ def main() -> None:
         started = time.monotonic()
         replica.start(timeout=120)
         listening = time.monotonic()
+        assert replica.process is not None
+        cpu_listening = cpu_seconds(replica.process.pid)
         while applied(port) < arguments.messages:
             time.sleep(0.02)
         done = time.monotonic()
+        cpu_applied = cpu_seconds(replica.process.pid) - cpu_listening
         apply_seconds = done - listening
         result["seconds_start_to_listening"] = round(listening - started, 2)
         result["seconds_listening_to_applied"] = round(apply_seconds, 2)
         result["seconds_start_to_applied"] = round(done - started, 2)
         result["messages_per_second_after_listening"] = round(arguments.messages / apply_seconds)
         result["items_per_second_after_listening"] = round(arguments.messages * per_message / apply_seconds)
+        # CPU time does not depend on how many other jobs share the core; items/s does.
+        result["replica_cpu_seconds_after_listening"] = round(cpu_applied, 2)
+        result["replica_cpu_microseconds_per_item"] = round(
+            cpu_applied * 1e6 / (arguments.messages * per_message), 2
+        )
         stats = call(port, {"op": "stats", "token": TOKEN}, timeout=30)
         result["items_stored"] = stats.get("items")
         print(json.dumps(result), flush=True)
