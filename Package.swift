@@ -200,7 +200,7 @@ let package = Package(
         .executableTarget(
             name: "steer-index-bench",
             dependencies: [
-                "SteerCore", "SteerIndex", "CFaissKernels",
+                "SteerCore", "SteerIndex", "CFaissKernels", "SteerBenchKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/index-bench",

@@ -10,6 +10,7 @@
 # Steps (STEPS, default all but spin-off and load-poisson-off):
 #   steer        steer-bench against a started `steer serve` pinned to CORE (1 worker thread, 1 event-loop
 #                thread): efSearch sweep at 1 connection (latency) and at 4 connections (saturation)
+#   steer-batch  the same with BATCH (16) queries per request (not in the default STEPS)
 #   inproc       steer-index-bench: SteerIndex in process, one query per call, the same efSearch sweep
 #   peers        hnswlib, pip faiss-cpu, usearch in process (Benchmarks/peers), measured on CORE
 #   chroma       Chroma's server on CORE through its Python client on CLIENT_CORE
@@ -95,6 +96,11 @@ for step in $STEPS; do
       run "${BENCH[@]}" "${SA[@]}" --ef-search "$EF" --concurrency 1,4 --warmup 2 --duration "$DURATION" \
         --label "compare: steer serve pinned to core $CORE (1 worker, 1 event loop, spin $SERVER_SPIN), client on core $CLIENT_CORE" \
         --out "$OUT/$STEER_FILE" ;;
+    steer-batch)
+      # The same server with BATCH queries per request (`vectors`): the per-request overhead shared by a batch.
+      run "${BENCH[@]}" "${SA[@]}" --ef-search "$EF" --concurrency 1,4 --warmup 2 --duration "$DURATION" --batch "${BATCH:-16}" \
+        --label "compare: steer serve pinned to core $CORE, ${BATCH:-16}-query batches, client on core $CLIENT_CORE" \
+        --out "$OUT/steer-batch.json" ;;
     inproc)
       echo "+ steer-index-bench run --data $DATA --spec $SPEC --ef ${EF//,/ } --build-threads $BUILD_THREADS --pin-core $CORE" >&2
       # shellcheck disable=SC2086

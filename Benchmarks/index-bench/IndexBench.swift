@@ -4,6 +4,7 @@
 import ArgumentParser
 import CFaissKernels
 import Foundation
+import SteerBenchKit
 import SteerCore
 import SteerIndex
 
@@ -59,20 +60,6 @@ func peakRSSMiB() -> Double {
         return kb / 1024
     }
     return 0
-}
-
-/// Every thread of this process onto one core (util-linux `taskset -a -p`; Swift's Glibc module does not
-/// export sched_setaffinity), so the measured phase runs where the peers' measured phase runs
-/// (docs/benchmarks.md "Like for like").
-func pinProcess(toCore core: Int) throws {
-    guard core >= 0, core < 1024 else { throw ValidationError("--pin-core \(core) is out of range") }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-    process.arguments = ["-a", "-p", "-c", String(core), String(getpid())]
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw ValidationError("taskset -a -p -c \(core) failed (\(process.terminationStatus))") }
 }
 
 func now() -> Double {
@@ -161,7 +148,7 @@ struct Run: ParsableCommand {
         try index.add(set.base, labels: (0..<Int64(n)).map { $0 })
         let buildSeconds = now() - t0
         FaissInfo.setOpenMPThreadsForCurrentThread(1)
-        if let pinCore { try pinProcess(toCore: pinCore) }
+        if let pinCore { try Affinity.pinProcess(toCore: pinCore) }
         let queryCount = set.queries.count / d
         var truth: [[Int64]] = []
         for q in 0..<queryCount { truth.append(Array(set.truth[(q * set.truthK)..<(q * set.truthK + k)])) }

@@ -381,6 +381,14 @@ public enum RequestLine {
                                      vectors: base64 ? .base64 : .json)
     }
 
+    /// A batch `search` line: `vectors` (one query each), answered with `results`, one hit list per query.
+    public static func searchBatch(_ vectors: [[Float]], k: Int, base64: Bool = false, nprobe: Int? = nil, efSearch: Int? = nil,
+                                   collection: String? = nil) -> [UInt8] {
+        let options = SearchOptions(k: k, nprobe: nprobe, efSearch: efSearch, filter: TagFilter(), explain: false)
+        return RequestEncoder.encode(Request(id: nil, operation: .search(queries: vectors, options: options, batch: true), collection: collection),
+                                     vectors: base64 ? .base64 : .json)
+    }
+
     /// A `recommend` (`op` "recommend") or `encode` (any other `op`) line.
     public static func recommend(op: String, history: [ItemID], prompt: String?, k: Int, constraints: ConstraintMode?,
                                  excludeHistory: Bool?, expression: FilterExpression? = nil, collection: String? = nil) -> [UInt8] {

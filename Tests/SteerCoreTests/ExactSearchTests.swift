@@ -48,4 +48,18 @@ import SteerCore
             try Vectors.requireFinite([1, 2, .nan])
         }
     }
+
+    /// The contiguous fast path and the element-by-element path (a collection without contiguous storage)
+    /// refuse the same values and name the same index.
+    @Test(arguments: [Float.nan, -.nan, .infinity, -.infinity, 1.5e15, -1.5e15, .greatestFiniteMagnitude])
+    func requireFiniteRefusesEveryBadComponentOnBothPaths(bad: Float) {
+        var values = [Float](repeating: 0.25, count: 130)
+        values[129] = bad
+        let contiguous = #expect(throws: SteerError.self) { try Vectors.requireFinite(values, field: "q") }
+        let lazy = #expect(throws: SteerError.self) { try Vectors.requireFinite(values.lazy.map { $0 }, field: "q") }
+        #expect(contiguous?.message.hasPrefix("q[129] ") == true)
+        #expect(lazy?.message == contiguous?.message)
+        #expect(throws: Never.self) { try Vectors.requireFinite(values.prefix(129), field: "q") }
+        #expect(throws: Never.self) { try Vectors.requireFinite([Float(1e15), -1e15, 0]) }
+    }
 }

@@ -116,3 +116,19 @@ def test_targets_from_one_run(tmp_path: Path) -> None:
 def test_missing_files_give_no_targets(tmp_path: Path) -> None:
     s = summarize.summarize(tmp_path, 0.95)
     assert s["targets"] == [] and s["curves"] == {}
+
+
+def test_batched_requests_count_queries_and_get_their_own_row(tmp_path: Path) -> None:
+    hnsw = {"engine": "hnswlib", "param": "ef_search", "value": 48, "recall_at_k": 0.96}
+    hnsw.update(qps=900.0, p50_us=1000.0, saturation_qps=1000.0, saturation_recall_at_k=0.96, threads=1)
+    (tmp_path / "peers.json").write_text(json.dumps({"rows": [hnsw]}))
+    lv = level(32, 4, 0.96, 50.0, 900)
+    lv["queries_per_second"] = 800.0
+    lv["server_cpu"] = {"cpu_per_request_us": 1600.0}
+    (tmp_path / "steer-batch.json").write_text(json.dumps({"settings": {"batch": 16}, "levels": [lv]}))
+    summary = summarize.summarize(tmp_path, 0.95)
+    name = "steer server, 16-query batches, 4 connection(s), lean Swift client"
+    row = summary["matched"][name]
+    assert row["qps"] == 800.0 and row["server_cpu_per_request_us"] == 100.0
+    target = next(t for t in summary["targets"] if "batched requests" in t["target"])
+    assert target["ratio"] == 0.8 and target["met"] is True

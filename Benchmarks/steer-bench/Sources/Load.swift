@@ -95,6 +95,8 @@ struct Request: Sendable {
 enum Outcome {
     /// A search answer's hits as base rows (unknown ids are skipped).
     case hits([Int64])
+    /// A batch search answer: one hit list (as base rows) per query, in request order.
+    case batchHits([[Int64]])
     case ok
     case failed(String)
 }
@@ -108,6 +110,8 @@ struct Workload: Sendable {
     let nprobe: Int?
     let efSearch: Int?
     let base64: Bool
+    /// Queries per search request (1: `vector`; more: `vectors`, answered as `results`).
+    let batch: Int
     let prompt: String?
     let token: String?
     /// Recommend histories (external ids), chosen once from the seed.
@@ -123,8 +127,9 @@ struct Workload: Sendable {
     ///     item with its own vector, so the index content (and the ground truth) stays the same while the
     ///     write path is exercised.
     init(data: DataSet, mix: Mix, k: Int, nprobe: Int?, efSearch: Int?, base64: Bool, prompt: String?,
-         historyLength: Int, seed: UInt64, token: String?, pool: Int = 1000) {
+         historyLength: Int, seed: UInt64, token: String?, pool: Int = 1000, batch: Int = 1) {
         self.data = data
+        self.batch = max(1, batch)
         self.mix = mix
         self.k = k
         self.nprobe = nprobe
@@ -167,6 +172,9 @@ struct Workload: Sendable {
     /// The request's line (built at send time: encoding the vector is part of the client's cost).
     func line(_ request: Request) -> [UInt8] {
         switch request.op {
+        case .search where batch > 1:
+            let queries = (0..<batch).map { data.query((request.index + $0) % data.queryCount) }
+            return RequestLine.searchBatch(queries, k: k, base64: base64, nprobe: nprobe, efSearch: efSearch)
         case .search:
             return RequestLine.search(data.query(request.index), k: k, base64: base64, nprobe: nprobe, efSearch: efSearch)
         case .recommend:
@@ -182,7 +190,22 @@ struct Workload: Sendable {
         let object: JSONObject
         do throws(SteerError) { object = try SteerClient.check(response) } catch { return .failed(error.code.rawValue) }
         guard request.op == .search else { return .ok }
-        guard case .array(let hits)? = object["hits"] else { return .failed("bad_response") }
+        if batch > 1 {
+            guard case .array(let results)? = object["results"], results.count == batch else { return .failed("bad_response") }
+            var lists: [[Int64]] = []
+            lists.reserveCapacity(batch)
+            for result in results {
+                guard case .hits(let rows) = rows(of: result) else { return .failed("bad_response") }
+                lists.append(rows)
+            }
+            return .batchHits(lists)
+        }
+        return rows(of: object["hits"])
+    }
+
+    /// One hit list's ids as base rows.
+    private func rows(of value: JSONValue?) -> Outcome {
+        guard case .array(let hits)? = value else { return .failed("bad_response") }
         var rows: [Int64] = []
         rows.reserveCapacity(hits.count)
         for hit in hits {
@@ -237,6 +260,11 @@ struct Tally: Sendable {
         case .hits(let rows):
             recallSum += workload.recall(rows: rows, query: request.index)
             recallCount += 1
+        case .batchHits(let lists):
+            for (offset, rows) in lists.enumerated() {
+                recallSum += workload.recall(rows: rows, query: (request.index + offset) % workload.data.queryCount)
+                recallCount += 1
+            }
         case .ok: break
         case .failed(let code): errors[code, default: 0] += 1
         }

@@ -132,6 +132,8 @@ struct Settings: Encodable {
     /// Open loop: `poisson` or `grid`.
     var arrivals: String?
     var seed: Int
+    /// Queries per search request (`--batch`).
+    var batch: Int
 }
 
 /// Latency summary in microseconds.
@@ -168,6 +170,8 @@ struct Level: Encodable {
     var loadFraction: Double?
     var requests: Int
     var qps: Double
+    /// Queries answered per second: `qps` × the queries per search request (`--batch`).
+    var queriesPerSecond: Double
     var errors: Int
     var errorCodes: [String: Int]
     var recallAtK: Double?
@@ -184,7 +188,8 @@ struct Level: Encodable {
     /// (latency µs, percentile) pairs for CDF plots.
     var cdf: [[Double]]
 
-    init(param: String, value: Int?, concurrency: Int, offeredRate: Double?, arrivals: String?, loadFraction: Double?, result: LevelResult, k: Int) {
+    init(param: String, value: Int?, concurrency: Int, offeredRate: Double?, arrivals: String?, loadFraction: Double?, result: LevelResult, k: Int,
+         batch: Int = 1) {
         let tally = result.tally, seconds = result.seconds
         self.param = param
         self.value = value
@@ -197,6 +202,7 @@ struct Level: Encodable {
         self.k = k
         requests = Int(tally.all.totalCount)
         qps = (Double(requests) / seconds * 10).rounded() / 10
+        queriesPerSecond = (Double(requests * batch) / seconds * 10).rounded() / 10
         errorCodes = tally.errors
         errors = tally.errors.values.reduce(0, +)
         recallAtK = tally.recallCount > 0 ? (tally.recallSum / Double(tally.recallCount) * 10000).rounded() / 10000 : nil
@@ -221,6 +227,7 @@ struct Level: Encodable {
         let load = offeredRate.map { "rate \(Int($0))/s (\(arrivals ?? "grid")) over \(concurrency) conn" } ?? "concurrency \(concurrency)"
         let recall = recallAtK.map { String(format: " recall@%d %.4f", k, $0) } ?? ""
         let cpu = serverCpu?.cpuPerRequestUs.map { " server CPU \($0) µs/req" } ?? ""
-        return "  \(setting)\(load): \(String(format: "%.0f", qps)) QPS p50 \(latencyUs.p50) µs p99 \(latencyUs.p99) µs p99.9 \(latencyUs.p999) µs max \(latencyUs.max) µs errors \(errors)\(recall)\(cpu)"
+        let queries = queriesPerSecond != qps ? String(format: " (%.0f queries/s)", queriesPerSecond) : ""
+        return "  \(setting)\(load): \(String(format: "%.0f", qps)) QPS\(queries) p50 \(latencyUs.p50) µs p99 \(latencyUs.p99) µs p99.9 \(latencyUs.p999) µs max \(latencyUs.max) µs errors \(errors)\(recall)\(cpu)"
     }
 }

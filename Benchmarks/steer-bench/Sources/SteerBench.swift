@@ -24,7 +24,7 @@ struct SteerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "steer-bench",
         abstract: "Generate benchmark data sets and drive a Steer server with closed- or open-loop load.",
-        subcommands: [Generate.self, Run.self]
+        subcommands: [Generate.self, Run.self, Floor.self, FloorEcho.self]
     )
 }
 
@@ -110,6 +110,8 @@ struct Run: ParsableCommand {
     @Option(help: "IVF lists probed, a sweep (comma-separated).") var nprobe = ""
     @Option(name: .customLong("ef-search"), help: "HNSW candidate list sizes, a sweep (comma-separated).") var efSearch = ""
     @Flag(help: "Send vectors as vector_b64 instead of JSON arrays.") var base64 = false
+    @Option(help: "Queries per search request (1: `vector`; more: a `vectors` batch; QPS and CPU stay per request, `queries_per_second` counts queries).")
+    var batch = 1
     @Option(help: "Prompt for recommend requests (none by default).") var prompt: String?
     @Option(name: .customLong("history-length"), help: "Items per recommend history.") var historyLength = 10
     @Option(help: "Warm-up seconds per level (not measured).") var warmup = 2.0
@@ -123,6 +125,7 @@ struct Run: ParsableCommand {
         guard (steer == nil) != (server == nil) else { throw ValidationError("give exactly one of --steer PATH or --server HOST:PORT") }
         guard mode == "closed" || mode == "open" else { throw ValidationError("--mode must be closed or open") }
         guard k > 0 else { throw ValidationError("--k must be positive") }
+        guard (1...1024).contains(batch) else { throw ValidationError("--batch must be 1 to 1024") }
         guard warmup >= 0, duration > 0, warmup.isFinite, duration.isFinite else { throw ValidationError("--warmup must be ≥ 0 and --duration > 0") }
         guard ArrivalProcess(rawValue: arrivals) != nil else { throw ValidationError("--arrivals must be poisson or grid") }
         if let maxConcurrency, maxConcurrency <= 0 { throw ValidationError("--max-concurrency must be positive") }
@@ -218,11 +221,11 @@ struct Run: ParsableCommand {
         for (param, value) in settings {
             let workload = Workload(data: set, mix: mix, k: k, nprobe: param == "nprobe" ? value : nil,
                                     efSearch: param == "ef_search" ? value : nil, base64: base64, prompt: prompt,
-                                    historyLength: historyLength, seed: seed, token: token)
+                                    historyLength: historyLength, seed: seed, token: token, batch: batch)
             if mode == "closed" {
                 for c in try Self.ints(concurrency, "--concurrency") {
                     let result = try LoadRunner.closed(host: host, port: port, connections: c, window: window, workload: workload, seed: seed, serverPID: serverPID)
-                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: nil, result: result, k: k)
+                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: nil, result: result, k: k, batch: batch)
                     note(level.summary)
                     levels.append(level)
                 }
@@ -234,7 +237,7 @@ struct Run: ParsableCommand {
                     let c = maxConcurrency ?? connections
                     let maxWindow = Window(warmupNanos: UInt64(warmup * 1e9), durationNanos: UInt64((maxDuration ?? min(duration, 10)) * 1e9))
                     let result = try LoadRunner.closed(host: host, port: port, connections: c, window: maxWindow, workload: workload, seed: seed, serverPID: serverPID)
-                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: 1, result: result, k: k)
+                    let level = Level(param: param, value: value, concurrency: c, offeredRate: nil, arrivals: nil, loadFraction: 1, result: result, k: k, batch: batch)
                     note("maximum (closed loop, \(c) connections):" + level.summary)
                     levels.append(level)
                     guard level.qps > 0 else { throw SteerError(.unavailable, "the closed loop measuring the maximum answered nothing") }
@@ -245,7 +248,7 @@ struct Run: ParsableCommand {
                     let result = try LoadRunner.open(host: host, port: port, connections: connections, rate: r, arrivals: arrivalProcess, window: window,
                                                      workload: workload, seed: seed, serverPID: serverPID)
                     let level = Level(param: param, value: value, concurrency: connections, offeredRate: (r * 10).rounded() / 10,
-                                      arrivals: arrivalProcess.rawValue, loadFraction: fraction, result: result, k: k)
+                                      arrivals: arrivalProcess.rawValue, loadFraction: fraction, result: result, k: k, batch: batch)
                     note(level.summary)
                     levels.append(level)
                 }
@@ -265,7 +268,7 @@ struct Run: ParsableCommand {
                                arguments: serverArgs),
             settings: Settings(mode: mode, mix: mix.description, k: k, warmupSeconds: warmup, durationSeconds: duration,
                                encoding: base64 ? "vector_b64" : "json", openLoopConnections: mode == "open" ? connections : nil,
-                               arrivals: mode == "open" ? arrivalProcess.rawValue : nil, seed: Int(seed)),
+                               arrivals: mode == "open" ? arrivalProcess.rawValue : nil, seed: Int(seed), batch: batch),
             maxLoad: maxLoads, levels: levels)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

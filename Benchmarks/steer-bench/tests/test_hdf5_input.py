@@ -51,16 +51,14 @@ def write_set(
         f.create_dataset("distances", data=np.take_along_axis(dist, neighbors, 1).astype(np.float32))
 
 
-def run_bench(data: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def run_bench(data: Path, out: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     steer, bench = binaries()
     args = [bench, "run", "--data", str(data), "--steer", steer, "--spec", "Flat", "--concurrency", "1"]
-    args += ["--warmup", "0.2", "--duration", "0.5", "--out", str(out)]
+    args += ["--warmup", "0.2", "--duration", "0.5", "--out", str(out), *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize(
-    ("distance", "metric"), [("euclidean", "l2"), ("angular", "ip"), ("ip", "ip")]
-)
+@pytest.mark.parametrize(("distance", "metric"), [("euclidean", "l2"), ("angular", "ip"), ("ip", "ip")])
 def test_an_ann_benchmarks_file_is_served_and_scored_against_its_neighbors(
     tmp_path: Path, distance: str, metric: str
 ) -> None:

@@ -628,10 +628,16 @@ def cmd_ties(a: argparse.Namespace) -> None:
 
 
 def cmd_table(a: argparse.Namespace) -> None:
-    from steer_train.report import breakdown_table, budget_table, significance, targets, write_table
+    from steer_train.report import (
+        breakdown_table,
+        budget_table,
+        significance,
+        targets_by_dataset,
+        write_table,
+    )
 
     d = Path(a.results_dir)
-    parts = [write_table(d), breakdown_table(d), budget_table(d), targets(d), significance(d)]
+    parts = [write_table(d), breakdown_table(d), budget_table(d), targets_by_dataset(d), significance(d)]
     print("\n\n".join(parts))
 
 

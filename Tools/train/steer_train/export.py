@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from steer_train.clauses import TAG_MATCH_THRESHOLD, TagMapper
 from steer_train.data import Dataset, Item
 from steer_train.minilm import MiniLM
-from steer_train.models import DPR, LN_EPS, PROMPT_DIM, ModelConfig, make_backbone
+from steer_train.models import DPR, LN_EPS, PROMPT_DIM, make_backbone
 from steer_train.models import DPRHead as _Head
 from steer_train.prompts import PromptBank
 from steer_train.train import pad_left
@@ -280,12 +280,18 @@ def read_steering(directory: str | Path) -> tuple[float, float]:
 
 
 def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
+    """The model and catalog of a checkpoint directory, read as hostile input.
+
+    - Throws: ``checkpoint_check.CheckpointError`` (a ``ValueError``) naming the file and the problem
+      when the checkpoint is damaged, oversized or inconsistent (every check runs before the model
+      is built); ``ValueError`` for a malformed ``steering.json``.
+    """
+    from steer_train.checkpoint_check import read_checkpoint  # it imports this module's constants
+
     d = Path(directory)
-    cfgj = json.loads((d / "config.json").read_text())
-    if cfgj.get("format") != FORMAT or cfgj.get("version") != VERSION:
-        raise ValueError(f"{d}/config.json: not a {FORMAT} v{VERSION} checkpoint")
-    cfg = ModelConfig(**cfgj["model_config"])
-    w = load_file(str(d / "model.safetensors"))
+    checked = read_checkpoint(d)
+    cfg, w = checked.cfg, checked.tensors
+    lam, beta = read_steering(d)
     bb = make_backbone(cfg)
     sd: dict[str, torch.Tensor] = {}
     for k in bb.state_dict():
@@ -300,15 +306,9 @@ def load_checkpoint(directory: str | Path) -> tuple[DPR, list[Item]]:
     bb.load_state_dict(sd)
     head = _Head(cfg)
     head.load_state_dict({k: w["head." + k] for k in head.state_dict()})
-    lam, beta = read_steering(d)
-    model = DPR(cfg, bb, head, tags=list(cfgj["tags"]), soft_scale=lam, hybrid_blend=beta)
+    model = DPR(cfg, bb, head, tags=list(checked.doc["tags"]), soft_scale=lam, hybrid_blend=beta)
     model.eval()
-    items = []
-    with (d / "items.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            o = json.loads(line)
-            items.append(Item(id=o["id"], title=o["title"], tags=list(o["tags"])))
-    return model, items
+    return model, checked.items
 
 
 def set_steering(directory: str | Path, soft_scale: float, hybrid_blend: float, encoder: MiniLM) -> None:

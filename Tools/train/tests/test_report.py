@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from steer_train.report import breakdown_table, budget_table, significance, targets, write_table
+from steer_train.report import (
+    breakdown_table,
+    budget_table,
+    significance,
+    targets,
+    targets_by_dataset,
+    write_table,
+)
 
 
 def _methods(scale: float, extra: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
@@ -100,3 +107,22 @@ def test_targets(tmp_path: Path) -> None:
         "hidden tags: soft / visible-tag filter full", "hidden tags: hybrid / visible-tag filter full"
     ]  # fmt: skip
     assert hidden[0].endswith("| 3.500× | ≥ 1.5× | yes |")
+
+
+def test_targets_are_per_data_set(tmp_path: Path) -> None:
+    _write(tmp_path)
+    doc = json.loads((tmp_path / "new.json").read_text())
+    doc["dataset"] = "ml-latest-small"
+    doc["results"]["positive"]["methods"]["dpr_soft"]["ndcg@10"] = 1.0  # far above the filter there
+    (tmp_path / "small.json").write_text(json.dumps(doc))
+    text = targets_by_dataset(tmp_path)
+    assert text.startswith("Targets on ml-100k:")
+    second, first = text.split("Targets on ml-latest-small:")
+
+    def genre(t: str) -> str:
+        return next(r for r in t.splitlines() if "soft / filter full; on-tag" in r)
+
+    # one seed each: the latest-small file does not enter ml-100k's mean, nor the other way round
+    assert genre(first).startswith("| sasrec | 1 |") and genre(second).startswith("| sasrec | 1 |")
+    assert genre(first).split(" | ")[3].startswith("50.000×")
+    assert genre(second) == genre(targets(tmp_path))
