@@ -290,9 +290,7 @@ public enum WriteLogBinary {
                     }
                     let dimension = try reader.count32("\(prefix).vector", minimumBytesEach: 4)
                     let vector = try reader.floats(dimension)
-                    if vector.contains(where: { !$0.isFinite || $0.magnitude > Vectors.maxMagnitude }) {
-                        try Vectors.requireFinite(vector, field: "\(prefix).vector")
-                    }
+                    try Vectors.requireFinite(vector, field: "\(prefix).vector")
                     let tagCount = try reader.count32("\(prefix).tags", minimumBytesEach: 4)
                     var tags: [String] = []
                     tags.reserveCapacity(tagCount)
