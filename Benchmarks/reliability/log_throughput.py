@@ -3,9 +3,10 @@
 The cluster of convergence.py (3-node NATS on loopback, R=3 streams, 2 shards x 2 `steer serve --follow`
 replicas, 2 `steer route --follow` routers), 64-d vectors, then:
 
-1. **Throughput**: `--writers` threads upsert batches of `--batch` items (vector_b64) through the routers
-   for `--seconds`; reports acknowledged items/s (all shards and per shard), and the time until every
-   replica applied everything acknowledged (apply rate).
+1. **Throughput**: `--writers` threads upsert batches of `--batch` items (vector_b64, from a pool of 1,024
+   vectors per writer generated before the run) through the routers for `--seconds`; reports
+   acknowledged items/s (all shards and per shard), and the time until every replica applied
+   everything acknowledged (apply rate).
 2. **Catch-up**: one replica of shard 0 is killed with SIGKILL; paced writers send single-item upserts at
    `--rate` writes/s through the routers for `--down-seconds`; the replica restarts on its data
    directory while the writes go on, and the harness measures the time from its restart until it
@@ -35,6 +36,7 @@ from convergence import TOKEN, Cluster, call, shard_of, start_with_retries
 from harness import Connection, ConnectionBroken, steer_binary, write_results
 
 DIMENSION = 64
+VECTOR_POOL = 1024
 
 
 def vector_b64(rng: random.Random) -> str:
@@ -82,21 +84,30 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
     lock = threading.Lock()
     totals = {"items": 0, "requests": 0, "failed": 0}
     latest = [0] * len(cluster.replicas)
+    errors: dict[str, str] = {}
+
+    # Each writer cycles through vectors generated before the run: generating 64 floats per item in
+    # Python would take a large share of the one core the cluster runs on.
+    pools = [[vector_b64(random.Random(index)) for _ in range(VECTOR_POOL)] for index in range(writers)]
 
     def run(index: int) -> None:
-        rng = random.Random(index)
+        pool = pools[index]
         connection = Connection(cluster.routers[index % len(cluster.routers)].port, timeout=60)
         next_id = index * 10_000_000
         while not stop.is_set():
-            items = [{"id": next_id + n, "vector_b64": vector_b64(rng), "tags": ["t"]} for n in range(batch)]
+            items = [
+                {"id": next_id + n, "vector_b64": pool[(next_id + n) % VECTOR_POOL], "tags": ["t"]}
+                for n in range(batch)
+            ]
             next_id += batch
             try:
                 answer = connection.call(
                     {"op": "upsert", "token": TOKEN, "items": items, "timeout_ms": 30000}
                 )
-            except (ConnectionBroken, OSError):
+            except (ConnectionBroken, OSError) as error:
                 with lock:
                     totals["failed"] += 1
+                    errors.setdefault(type(error).__name__, str(error))
                 continue
             with lock:
                 if answer.get("ok") is True:
@@ -106,6 +117,7 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
                         latest[shard] = max(latest[shard], sequence)
                 else:
                     totals["failed"] += 1
+                    errors.setdefault(str(answer.get("error", {}).get("code")), str(answer.get("error")))
         connection.close()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(writers)]
@@ -128,6 +140,7 @@ def throughput(cluster: Cluster, writers: int, batch: int, seconds: float) -> di
         "acknowledged_items": totals["items"],
         "acknowledged_requests": totals["requests"],
         "failed_requests": totals["failed"],
+        "first_error_by_code": errors,
         "items_per_second": round(items_per_second),
         "items_per_second_per_shard": round(items_per_second / len(cluster.replicas)),
         "seconds_until_all_replicas_applied_after_the_last_ack": round(drain, 2),

@@ -28,12 +28,15 @@ extension Router {
         var results: [Int: Result<UInt64, SteerError>] = [:]
         await withTaskGroup(of: (Int, Result<UInt64, SteerError>).self) { tasks in
             for shard in 0..<shards {
+                // Returned after the do/catch, not from inside it (see `appendToStreams`).
                 tasks.addTask {
+                    let result: Result<UInt64, SteerError>
                     do throws(SteerError) {
-                        return (shard, .success(try await shardLog.appendChange(operation, shard: shard, deadlineNanos: deadlineNanos)))
+                        result = .success(try await shardLog.appendChange(operation, shard: shard, deadlineNanos: deadlineNanos))
                     } catch {
-                        return (shard, .failure(error))
+                        result = .failure(error)
                     }
+                    return (shard, result)
                 }
             }
             for await (shard, result) in tasks { results[shard] = result }

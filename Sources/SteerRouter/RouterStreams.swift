@@ -86,12 +86,20 @@ extension Router {
         var results: [Int: Result<UInt64, SteerError>] = [:]
         await withTaskGroup(of: (Int, Result<UInt64, SteerError>).self) { tasks in
             for part in parts {
+                // The result is set in the do/catch and returned once, after it: a `return` of the tuple
+                // from inside a typed-throws do/catch in this child task came back with a garbage shard
+                // in release builds (Swift 6.3.1 -O), so every write through the router failed
+                // "no outcome for shard 0".
+                let shard = part.shard
+                let operation = part.operation
                 tasks.addTask {
+                    let result: Result<UInt64, SteerError>
                     do throws(SteerError) {
-                        return (part.shard, .success(try await shardLog.append(part.operation, collection: collection, shard: part.shard, deadlineNanos: deadlineNanos)))
+                        result = .success(try await shardLog.append(operation, collection: collection, shard: shard, deadlineNanos: deadlineNanos))
                     } catch {
-                        return (part.shard, .failure(error))
+                        result = .failure(error)
                     }
+                    return (shard, result)
                 }
             }
             for await (shard, result) in tasks { results[shard] = result }

@@ -4,11 +4,11 @@ import SteerCore
 /// Group commit of item writes into a shard's stream (docs/scaling.md, "Through a router"): writes that
 /// arrive for one shard while that shard already has `maxInFlight` publishes waiting for their PubAck
 /// queue up, and the next publish takes every queued write at once as ONE batch message
-/// (`WriteLogMessage.encodeBatch`: their bodies, one per line, up to the stream's payload limit). Each
+/// (`WriteLogMessage.encodeBatch`: their parts in order, up to the stream's payload limit). Each
 /// writer gets the batch message's stream sequence once JetStream acknowledged it (persisted: with R=3 a
 /// quorum stored it), or the publish's error: nothing is acknowledged before it is stored, and a batch is
 /// published with one fresh `Nats-Msg-Id` like any message, so a repeat is stored once. A writer alone
-/// (nothing in flight) is published at once, as a message of one line: batching adds no wait.
+/// (nothing in flight) is published at once, as a message of one part: batching adds no wait.
 ///
 /// Layout: per shard, the queued writes (body, deadline, continuation) and the number of publishes in
 /// flight. A batch's publish runs with the earliest deadline of its writes (no writer waits past its own);

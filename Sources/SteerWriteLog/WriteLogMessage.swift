@@ -6,25 +6,30 @@ import Darwin
 import SteerCore
 import SteerProtocol
 
-/// The body of one message of a shard's write log (docs/scaling.md, "Following a stream"): the protocol's
-/// own request line of the write, `{"op":"upsert","items":[…]}` (vectors as `vector_b64`, exact bits),
-/// `{"op":"delete","ids":[…]}`, `{"op":"event","events":[{"user","item","kind","ts"},…]}` or
-/// `{"op":"delete_user","user":…}`, with `"collection":"<name>"` for a named collection. Replicas read it
-/// back with the server's `RequestDecoder` and limits: the stream's bytes are as hostile as a client's.
-/// Written by replicas (writes sent to a following server) and routers (`steer route --follow`) alike.
+/// The body of one message of a shard's write log (docs/scaling.md, "Following a stream"). Item writes
+/// (`upsert`, `delete`) are written in the binary layout of `WriteLogBinary` (vectors as raw float32);
+/// the other writes as the protocol's own request line, `{"op":"event","events":[{"user","item","kind",
+/// "ts"},…]}` or `{"op":"delete_user","user":…}`, with `"collection":"<name>"` for a named collection.
+/// JSON lines of `upsert` (`vector_b64`, exact bits) and `delete` are read too (`encodeLine` writes
+/// them). Replicas read every body back with the server's `RequestDecoder` limits: the stream's bytes
+/// are as hostile as a client's. Written by replicas (writes sent to a following server) and routers
+/// (`steer route --follow`) alike.
 ///
 /// **Batch messages**: a router that has several writes for one shard at once appends them as ONE message
-/// (`encodeBatch`): their bodies joined by `\n` (a JSON line never holds a raw newline), each line an
-/// `upsert` or `delete` with its own `collection`. The message has one stream sequence; every line is
-/// applied in order as a *part* of it, with its own outcome (`RetrievalEngine.apply(parts:)`). A message
-/// of one line is exactly a single write's body. Only item writes are batched: an `event`, `delete_user`
-/// or collection change line in a message of several lines is refused (alike on every replica).
+/// (`encodeBatch`): a binary message of their parts (`WriteLogBinary.merge`), or for JSON bodies only,
+/// the bodies joined by `\n` (a JSON line never holds a raw newline); each part an `upsert` or `delete`
+/// with its own `collection`. The message has one stream sequence; every part is applied in order as a
+/// *part* of it, with its own outcome (`RetrievalEngine.apply(parts:)`). A message of one part is
+/// exactly a single write's body. Only item writes are batched: an `event`, `delete_user` or collection
+/// change part in a message of several parts is refused (alike on every replica).
 public enum WriteLogMessage {
     /// The byte between the lines of a batch message.
     public static let lineSeparator: UInt8 = 10
 
-    /// The body of a batch message: `bodies` (each from `encode`, without a newline) joined by `\n`.
+    /// The body of a batch message: when any of `bodies` (each from `encode`) is binary, the binary message
+    /// of all their parts (`WriteLogBinary.merge`); else the JSON bodies (without a newline) joined by `\n`.
     public static func encodeBatch(_ bodies: [[UInt8]]) -> [UInt8] {
+        if bodies.contains(where: WriteLogBinary.isBinary) { return WriteLogBinary.merge(bodies) }
         var out: [UInt8] = []
         out.reserveCapacity(bodies.reduce(0) { $0 + $1.count + 1 })
         for (index, body) in bodies.enumerated() {
@@ -34,9 +39,11 @@ public enum WriteLogMessage {
         return out
     }
 
-    /// Whether `body` holds a line separator (a body that does must not join a batch message).
+    /// Whether `body` is a JSON body holding a line separator (a body that does must not join a batch
+    /// message; a binary body's framing does not depend on its bytes, so it never does).
     public static func containsLineSeparator(_ body: [UInt8]) -> Bool {
-        body.withUnsafeBufferPointer { bytes in
+        if WriteLogBinary.isBinary(body) { return false }
+        return body.withUnsafeBufferPointer { bytes in
             guard let base = bytes.baseAddress else { return false }
             return memchr(base, Int32(lineSeparator), bytes.count) != nil
         }
@@ -68,6 +75,7 @@ public enum WriteLogMessage {
     ///
     /// - Returns: one result per line, in order (at least one).
     public static func decodeParts(_ payload: [UInt8], decoder: RequestDecoder) -> [Result<Message, SteerError>] {
+        if WriteLogBinary.isBinary(payload) { return WriteLogBinary.decodeParts(payload, decoder: decoder) }
         let lines = lineRanges(payload)
         guard lines.count > 1 else {
             do throws(SteerError) {
@@ -106,9 +114,14 @@ public enum WriteLogMessage {
         }
     }
 
-    /// The body of a write: `RequestEncoder`'s line of the request (vectors as `vector_b64`, exact bits;
-    /// every event with its `ts`, so that every replica stores the same timestamps).
+    /// The body of a write: `WriteLogBinary`'s message for an `upsert` or `delete`, else `encodeLine`.
     public static func encode(_ operation: WriteOperation, collection: String? = nil) -> [UInt8] {
+        WriteLogBinary.encode(operation, collection: collection) ?? encodeLine(operation, collection: collection)
+    }
+
+    /// The JSON body of a write: `RequestEncoder`'s line of the request (vectors as `vector_b64`, exact
+    /// bits; every event with its `ts`, so that every replica stores the same timestamps).
+    public static func encodeLine(_ operation: WriteOperation, collection: String? = nil) -> [UInt8] {
         let request: Request.Operation
         switch operation {
         case .upsert(let items): request = .upsert(items)
@@ -119,7 +132,7 @@ public enum WriteLogMessage {
         return RequestEncoder.encode(Request(operation: request, collection: collection), vectors: .base64)
     }
 
-    /// Reads a message body back; anything but an `upsert`, `delete`, `event` or `delete_user` line is
+    /// Reads a message body back (binary or JSON); anything but an `upsert`, `delete`, `event` or `delete_user` line is
     /// refused, and so is a body longer than the decoder's `maxLineBytes` (checked before parsing), an
     /// event without `ts` (a replica would fill in its own clock), and a token, deadline or sequence
     /// field (no client line carries them into the stream).
@@ -146,6 +159,11 @@ public enum WriteLogMessage {
     ///
     /// - Throws: as `decode`.
     public static func decodeMessage(_ payload: [UInt8], decoder: RequestDecoder) throws(SteerError) -> Message {
+        if WriteLogBinary.isBinary(payload) {
+            let parts = WriteLogBinary.decodeParts(payload, decoder: decoder)
+            guard parts.count == 1 else { throw SteerError.invalid("stream message: a batch message of \(parts.count) parts, not one write") }
+            return try parts[0].get()
+        }
         guard payload.count <= decoder.limits.maxLineBytes else {
             throw SteerError(.tooLarge, "stream message of \(payload.count) bytes, limit is \(decoder.limits.maxLineBytes)")
         }
