@@ -12,7 +12,8 @@
 #
 # The server data directory (DATA_ROOT/SET-server, holding the set and its generation) is the one
 # Benchmarks/compare/run.sh prepared. Environment: EF (default 24), CORE (1), CLIENT_CORE (0),
-# DURATION (seconds per level, 10), ROUNDS (2), STEER_B, NOTE (what else ran, for run.json).
+# DURATION (seconds per level, 10), WARMUP (seconds before each measured level, 2: a fresh server's first
+# seconds are slower, so raise it for absolute numbers), ROUNDS (2), STEER_B, NOTE (what else ran).
 set -euo pipefail
 DATA=${1:?usage: overhead.sh DATA_DIR OUT_DIR}
 OUT=${2:?usage: overhead.sh DATA_DIR OUT_DIR}
@@ -24,6 +25,7 @@ EF=${EF:-24}
 CORE=${CORE:-1}
 CLIENT_CORE=${CLIENT_CORE:-0}
 DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-2}
 BIN=$PWD/.build/release
 STEER_A=$BIN/steer
@@ -44,12 +46,12 @@ start_server() { # $1 binary; sets PORT and PID
 stop_server() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null || true' EXIT
 
-python3 - "$OUT/run.json" "$SET" "$EF" "$CORE" "$CLIENT_CORE" "$DURATION" "$ROUNDS" "$STEER_B" "${NOTE:-}" <<'EOF'
+python3 - "$OUT/run.json" "$SET" "$EF" "$CORE" "$CLIENT_CORE" "$DURATION" "$ROUNDS" "$STEER_B" "${NOTE:-}" "$WARMUP" <<'EOF'
 import json, subprocess, sys, datetime
-path, s, ef, core, client, duration, rounds, b, note = sys.argv[1:]
+path, s, ef, core, client, duration, rounds, b, note, warmup = sys.argv[1:]
 git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 json.dump({"tool": "Benchmarks/compare/overhead.sh", "set": s, "ef_search": int(ef), "core": int(core),
-           "client_core": int(client), "duration_s": int(duration), "rounds": int(rounds),
+           "client_core": int(client), "duration_s": int(duration), "warmup_s": float(warmup), "rounds": int(rounds),
            "steer_a": "release build of the commit below", "steer_b": b or None, "note": note,
            "commit": git("rev-parse", "--short", "HEAD") + ("" if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "Sources", "Benchmarks"]).returncode == 0 else "+dirty"),
            "cpu": next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
@@ -69,7 +71,7 @@ stop_server
 measure() { # $1 label, $2 binary, $3 round
   start_server "$2"
   taskset -c "$CLIENT_CORE" "$BIN/steer-bench" run --data "$DATA" --server "127.0.0.1:$PORT" --server-pid "$PID" \
-    --ef-search "$EF" --concurrency 1,4 --warmup 2 --duration "$DURATION" \
+    --ef-search "$EF" --concurrency 1,4 --warmup "$WARMUP" --duration "$DURATION" \
     --label "overhead.sh $1 round $3: server on core $CORE (1 worker, 1 event loop), client on core $CLIENT_CORE" \
     --out "$OUT/$1-round$3.json" | grep ef_search || true
   if [ "$3" = 1 ]; then
