@@ -93,6 +93,9 @@ public struct EngineStats: Sendable {
     /// estimate, not a measurement.
     public var indexBytesEstimate: Double = 0
     public var indexBytesPerVectorEstimate: Double = 0
+    /// Bytes of the store's in-memory payload columns (`ItemStore.payloadColumnBytes`): 8 per internal
+    /// id per declared attribute plus multi-valued items and keyword values, an estimate.
+    public var payloadColumnBytes: Int = 0
     /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
     /// What the serving generation's recall calibration chose (`RecallCalibration`), nil when none ran.

@@ -1082,6 +1082,7 @@ public final class RetrievalEngine: Sendable {
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads,
             shards: generation.index.shards.count, generationDirectory: generation.directory)
         stats.storeMemtableBytes = store.memtableBytes
+        stats.payloadColumnBytes = store.payloadColumnBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
         stats.recallCalibration = recallCalibrator.last

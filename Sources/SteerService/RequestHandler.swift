@@ -724,6 +724,8 @@ public final class RequestHandler: Sendable {
         writer.int(Int64(engineStats.indexBytesEstimate.rounded()))
         writer.raw(",\"index_bytes_per_vector_estimate\":")
         writer.value(.double((engineStats.indexBytesPerVectorEstimate * 10).rounded() / 10))
+        writer.raw(",\"payload_column_bytes\":")
+        writer.int(engineStats.payloadColumnBytes)
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")

@@ -92,6 +92,21 @@ import Testing
         return answered
     }
 
+    /// `stats` reports the columns' memory: none without declarations, then at least 8 bytes per item for
+    /// each declared attribute, and more after a second declaration.
+    @Test func statsReportTheColumnsMemory() throws {
+        let directory = NSTemporaryDirectory() + "steer-filter-columns-stats-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let engine = try Self.open(directory, [:])
+        _ = try engine.upsert(Attr.items(count: 500, seed: 5))
+        #expect(engine.stats().payloadColumnBytes == 0)
+        try engine.store.declarePayloadIndex("price", kind: .numeric)
+        let one = engine.stats().payloadColumnBytes
+        #expect(one >= 8 * 450)
+        try engine.store.declarePayloadIndex("lang", kind: .keyword)
+        #expect(engine.stats().payloadColumnBytes >= one + 8 * 450)
+    }
+
     @Test func inMemoryResolutionEqualsRocksDBThroughWritesAndReopen() throws {
         let directory = NSTemporaryDirectory() + "steer-filter-columns-test-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: directory) }
