@@ -5,7 +5,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libfaiss-dev librocksdb-dev libopenblas-dev pkg-config libgomp1 netcat-openbsd openssl nats-server libhdf5-dev
 
-.PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz demo doctor retrain clean
+.PHONY: setup setup-system setup-python build release test test-swift test-python test-fuzz test-release demo doctor retrain clean
 
 ## setup: install system packages, Python tooling and resolve Swift packages (idempotent)
 setup: setup-system setup-python
@@ -28,8 +28,9 @@ build:
 release:
 	$(SWIFT) build -c release
 
-## test: the whole suite, Swift and Python, and a fixed-seed libFuzzer run on the request decoder
-test: test-swift test-python test-fuzz
+## test: the whole suite, Swift and Python, a fixed-seed libFuzzer run on the request decoder, and the
+## write-path harness against a release build
+test: test-swift test-python test-fuzz test-release
 
 test-swift:
 	$(SWIFT) build --build-tests -Xswiftc -warnings-as-errors
@@ -42,6 +43,13 @@ test-python:
 ## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
 test-fuzz:
 	bash Tests/Fuzz/run.sh --runs 500000
+
+## test-release: what ships is a release build, and -O once broke every write through `steer route --follow`
+## while the debug suite passed: the short convergence run (routers and replicas writing through NATS,
+## SIGKILL rounds) runs again against the release `steer`
+test-release:
+	$(SWIFT) build -c release --product steer
+	STEER_BIN=$(CURDIR)/.build/release/steer $(PYTHON) -m pytest Tests/reliability/test_convergence.py -q
 
 ## demo: set up, build optimised, train the demo checkpoint, serve it and show prompted recommendations
 demo: setup
