@@ -92,12 +92,5 @@ for round in $(seq "$ROUNDS"); do
   [ -z "$STEER_B" ] || measure b "$STEER_B" "$round"
 done
 
-python3 - "$OUT/run.json" <<'EOF'
-import json, subprocess, sys, datetime
-p = sys.argv[1]
-r = json.load(open(p))
-r["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-r["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-json.dump(r, open(p, "w"), indent=1)
-EOF
+python3 Benchmarks/compare/finish_run.py "$OUT/run.json"
 echo "wrote $OUT"

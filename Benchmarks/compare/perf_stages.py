@@ -49,9 +49,11 @@ def samples(script: str) -> Iterable[list[str]]:
             yield []
 
 
+_COMPILED = [(stage, re.compile(pattern)) for stage, pattern in STAGES]
+
+
 def stage_of(frames: list[str]) -> str:
-    for stage, pattern in STAGES:
-        regex = re.compile(pattern)
+    for stage, regex in _COMPILED:
         if any(regex.search(frame) for frame in frames):
             return stage
     return "other"

@@ -132,3 +132,14 @@ def test_batched_requests_count_queries_and_get_their_own_row(tmp_path: Path) ->
     assert row["qps"] == 800.0 and row["server_cpu_per_request_us"] == 100.0
     target = next(t for t in summary["targets"] if "batched requests" in t["target"])
     assert target["ratio"] == 0.8 and target["met"] is True
+
+
+def test_finish_run_keeps_the_start_and_adds_the_end(tmp_path: Path) -> None:
+    import finish_run
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"set": "x", "uptime_start": "up"}))
+    finish_run.finish(path)
+    run = json.loads(path.read_text())
+    assert run["set"] == "x" and run["uptime_start"] == "up"
+    assert run["finished"].endswith("Z") and "load average" in run["uptime_end"]

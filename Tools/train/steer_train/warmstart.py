@@ -65,8 +65,6 @@ def warm_start(model: DPR, ds: Dataset, checkpoint: str | Path) -> WarmStartRepo
         raise ValueError(f"the model has {cfg.n_items} items, the data set {ds.n_items}")
     try:
         checked = read_checkpoint(d, cfg)
-    except WarmStartError:
-        raise
     except CheckpointError as e:
         raise WarmStartError(str(e)) from None
     n_ckpt = checked.cfg.n_items

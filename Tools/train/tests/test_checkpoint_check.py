@@ -5,7 +5,6 @@ forged sizes that would make the reader build a huge model, before any model is 
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from steer_train.data import Dataset
 from steer_train.export import load_checkpoint
 from steer_train.models import DPR
 
-from .test_warmstart import CORRUPTIONS, Corrupt, _edit_model_config, _items_lines, live
+from .test_warmstart import CORRUPTIONS, Corrupt, _edit_model_config, _items_lines, damaged_copy, live
 
 # What only a checkpoint read on its own checks (a warm start compares with its run's configuration).
 ALONE: dict[str, tuple[Corrupt, str]] = {
@@ -55,10 +54,8 @@ def test_a_damaged_or_forged_checkpoint_is_refused_before_a_model_is_built(
     case: str, ckpt: tuple[Dataset, DPR, Path], tmp_path: Path
 ) -> None:
     _, _, path = ckpt
-    damaged = tmp_path / "ckpt"
-    shutil.copytree(path, damaged)
     corrupt, message = {**SHARED, **ALONE}[case]
-    corrupt(damaged)
+    damaged = damaged_copy(path, tmp_path, corrupt)
     started = time.monotonic()
     with pytest.raises(CheckpointError, match=re.escape(message)):
         load_checkpoint(damaged)

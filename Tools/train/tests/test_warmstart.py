@@ -157,15 +157,21 @@ def _add_tensor(d: Path) -> None:
     save_file(w, str(d / "model.safetensors"), metadata={"format": FORMAT})
 
 
+def damaged_copy(ckpt: Path, tmp_path: Path, corrupt: Corrupt) -> Path:
+    """A copy of ``ckpt`` under ``tmp_path`` with ``corrupt`` applied."""
+    damaged = tmp_path / "ckpt"
+    shutil.copytree(ckpt, damaged)
+    corrupt(damaged)
+    return damaged
+
+
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
 def test_a_damaged_or_mismatched_checkpoint_is_refused_and_the_model_untouched(
     case: str, live_ckpt: tuple[Dataset, DPR, Path], tmp_path: Path
 ) -> None:
     ds, _, ckpt = live_ckpt
-    damaged = tmp_path / "ckpt"
-    shutil.copytree(ckpt, damaged)
     corrupt, message = CORRUPTIONS[case]
-    corrupt(damaged)
+    damaged = damaged_copy(ckpt, tmp_path, corrupt)
     model = DPR.create(config(ds), seed=1)
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     with pytest.raises(WarmStartError, match=message.replace("[", r"\[").replace("(", r"\(")):
