@@ -14,7 +14,7 @@ import SteerStore
 /// |---|---|
 /// | `DIR/steer.json` | dimension, index spec, metric, embedding version, generation id, and after a swap the served generation directory |
 /// | `DIR/store/` | the `ItemStore` (RocksDB) |
-/// | `DIR/index/index.bin` + `index.json` | the index saved on close, and the store sequence it reflects |
+/// | `DIR/index/index.bin` + `index.json` | the index saved on close (and periodically by `IndexCheckpointer`), and the store sequence it reflects |
 /// | `DIR/generations/<id>/` | generation directories written by `steer-index build`; `swap` loads only these |
 ///
 /// On open, a generation directory recorded by `swap` is loaded again (checksums verified) and the
@@ -1096,11 +1096,19 @@ public final class RetrievalEngine: Sendable {
     /// Saves the index with the store sequence it reflects (writes are held off meanwhile), then trims
     /// the store's change log up to that sequence. A generation loaded by `swap` is not re-saved and the
     /// change log is not trimmed: a restart loads its directory again and replays the store's changes
-    /// since its manifest's sequence.
-    public func saveIndex() throws(SteerError) {
+    /// since its manifest's sequence. `IndexCheckpointer` calls it periodically.
+    ///
+    /// - Returns: the store's latest sequence when the save ended (trimming the change log is a write of
+    ///   its own, so this is past the sequence recorded in `index.json`): a store still at it has not
+    ///   changed since.
+    /// - Throws: `.unavailable` once closed; `.io` when the file cannot be written.
+    @discardableResult
+    public func saveIndex() throws(SteerError) -> UInt64 {
         writeLock.lock()
         defer { writeLock.unlock() }
+        try requireOpen()
         try saveIndexLocked()
+        return store.latestSequence
     }
 
     private func saveIndexLocked() throws(SteerError) {
