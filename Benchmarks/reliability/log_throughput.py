@@ -326,6 +326,12 @@ def main() -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput phase")
     parser.add_argument("--shards", type=int, default=2, choices=[1, 2])
     parser.add_argument(
+        "--index-save-seconds",
+        type=int,
+        help="the replicas' --index-save-seconds (default: the server's); the catch-up victim restarts "
+        "from its last saved index",
+    )
+    parser.add_argument(
         "--ryw-requests", type=int, default=0, help="pairs of the read-your-writes phase (0: skip)"
     )
     parser.add_argument("--binary")
@@ -337,7 +343,15 @@ def main() -> None:
         binary,
         root,
         dimension=DIMENSION,
-        replica_arguments=("--sync-writes", arguments.sync_writes),
+        replica_arguments=(
+            "--sync-writes",
+            arguments.sync_writes,
+            *(
+                ("--index-save-seconds", str(arguments.index_save_seconds))
+                if arguments.index_save_seconds is not None
+                else ()
+            ),
+        ),
         shards=arguments.shards,
     )
     body: dict[str, Any] = {
@@ -349,6 +363,7 @@ def main() -> None:
         "replicas_per_shard": 2,
     }
     body["replica_sync_writes"] = arguments.sync_writes
+    body["replica_index_save_seconds"] = arguments.index_save_seconds
     body["label"] = arguments.label
     body["pinned"] = os.environ.get("STEER_PINNED", "")
     try:
