@@ -129,6 +129,10 @@ public final class RetrievalEngine: Sendable {
     /// broadcast after each change, for `waitForApplied`.
     private let applied: Locked<UInt64>
     private let appliedChanged = NSCondition()
+    /// Callbacks of `whenApplied` not called yet, by ticket, with the sequence each waits for; read and
+    /// changed holding its lock, which `markApplied` takes after it published the new sequence.
+    private let appliedWaiters = Locked<(nextTicket: UInt64, waiting: [UInt64: (sequence: UInt64, callback: @Sendable () -> Void)])>(
+        (nextTicket: 0, waiting: [:]))
     /// Problems met while opening that the engine recovered from (a recorded generation directory that
     /// is gone or invalid); the server logs them as warnings.
     public let openingWarnings: [String]
@@ -838,7 +842,40 @@ public final class RetrievalEngine: Sendable {
         appliedChanged.lock()
         appliedChanged.broadcast()
         appliedChanged.unlock()
+        let due = appliedWaiters.withLock { state -> [@Sendable () -> Void] in
+            guard !state.waiting.isEmpty else { return [] }
+            var due: [@Sendable () -> Void] = []
+            for (ticket, waiter) in state.waiting where waiter.sequence <= sequence {
+                due.append(waiter.callback)
+                state.waiting[ticket] = nil
+            }
+            return due
+        }
+        for callback in due { callback() }
     }
+
+    /// Calls `callback` once `appliedSequence` reaches `sequence`, without holding a thread meanwhile
+    /// (a server parks a request's `min_sequence` this way before it takes a worker). The callback runs
+    /// on the thread that applied the sequence, holding the writer lock: it must only hand work on
+    /// (for example to an event loop), never block or call back into the engine.
+    ///
+    /// - Returns: nil when `sequence` is already applied (`callback` is not called); else a function that
+    ///   forgets the callback (idempotent; after the callback ran it does nothing). Each waiter costs one
+    ///   dictionary entry until it is called or forgotten: callers bound how many they register.
+    public func whenApplied(_ sequence: UInt64, _ callback: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? {
+        appliedWaiters.withLock { state -> (@Sendable () -> Void)? in
+            // Read under the waiters' lock: `markApplied` publishes the sequence before it takes this
+            // lock, so either this read sees it or its scan sees this waiter.
+            if applied.withLock({ $0 }) >= sequence { return nil }
+            let ticket = state.nextTicket
+            state.nextTicket &+= 1
+            state.waiting[ticket] = (sequence, callback)
+            return { [appliedWaiters] in appliedWaiters.withLock { _ = $0.waiting.removeValue(forKey: ticket) } }
+        }
+    }
+
+    /// Waiters registered with `whenApplied` and not called or forgotten yet.
+    public var appliedWaiterCount: Int { appliedWaiters.withLock { $0.waiting.count } }
 
     /// Blocks the calling (worker) thread until `appliedSequence` reaches `sequence` or the uptime clock
     /// passes `deadlineNanos` (`DispatchTime` uptime nanoseconds).
