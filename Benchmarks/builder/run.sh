@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-/tmp/steer-builder-bench}
 RESULTS="$ROOT/Benchmarks/builder/results-${N}x${D}${SUFFIX:-}.md"
 LABEL=${LABEL:-"a 2-core machine; say in SUFFIX/LABEL whether other work ran"}
-PY=/usr/bin/python3                      # Debian's python3-faiss lives here
+PY=${PY:-/usr/bin/python3}               # Debian's python3-faiss lives here (the faiss rows)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}
 
 cd "$ROOT"
@@ -23,7 +23,7 @@ swift build -c release --scratch-path "$SCRATCH" --product steer >/dev/null
 BIN="$ROOT/$SCRATCH/release"
 
 rm -rf "$WORK" && mkdir -p "$WORK/ckpt"
-$PY Benchmarks/builder/make_checkpoint.py "$WORK/ckpt" "$N" "$D" 1
+python3 Benchmarks/builder/make_checkpoint.py "$WORK/ckpt" "$N" "$D" 1
 
 # Runs a command under /usr/bin/time; prints "seconds peak_kib".
 measure() {
