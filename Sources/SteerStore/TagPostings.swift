@@ -22,8 +22,8 @@ import SteerCore
 /// An item carries at most `ItemStore.Options.maxTags` tags of at most `maxTagBytes` bytes, and every
 /// posting held here is a key of about the same size stored in RocksDB (plus the tag's count key), so
 /// memory stays linear in the bytes of the live postings, whatever the number of distinct tags: a client
-/// writing a million distinct tags costs about `bytesPerTag` + tag bytes + 4 each, the same order as
-/// the keys those writes stored. Replaying a batch sorts its changes (O(c log c) for c changes) and then
+/// writing a million distinct single-item tags costs about `bytesPerTag` + tag bytes + 4 each here,
+/// about three times the keys those writes stored (the posting and the tag's count key). Replaying a batch sorts its changes (O(c log c) for c changes) and then
 /// costs O(1) per change of a dense tag, O(1) per posting appended to a sparse tag (new items get the
 /// highest internal ids), and one merge of the array, O(its postings), for a sparse tag whose changes fall
 /// inside it (a sparse tag holds fewer than internal ids ÷ 32 postings).
