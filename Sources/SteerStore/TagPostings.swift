@@ -33,8 +33,9 @@ import SteerCore
 /// and `live` exactly the keys of the `items` family. The store fills them with one scan of each when it
 /// opens (`load`) and replays each written `WriteBatch`'s tag posting and item key puts and deletes, in
 /// batch order, after RocksDB accepted the batch (`apply`). A key this cannot hold (an internal id at or
-/// past `LabelBitset.maxWords × 64`) makes it unusable: `bits` and `liveBits` answer nil from then on and
-/// filters read RocksDB.
+/// past `LabelBitset.maxWords × 64`, when loading or replaying) makes it unusable: `bits` and `liveBits`
+/// answer nil from then on and filters read RocksDB; a key that is not a tag posting or item key at all
+/// fails the open as `.corrupt`.
 ///
 /// ## Threading
 /// `apply` runs under `ItemStore`'s write lock (one writer) and takes `lock` exclusively only to install
@@ -77,16 +78,16 @@ final class TagPostings: @unchecked Sendable {
         // Group outside the lock: per tag, the final state of each internal id it changed.
         var grouped: [[UInt8]: [(label: UInt32, order: Int, put: Bool)]] = [:]
         for (order, change) in tagChanges.enumerated() {
-            guard let (tag, label) = Self.decode(change.key) else {
+            guard let (tag, label) = Self.decode(change.key), Self.holds(label) else {
                 readable = false
                 continue
             }
-            grouped[Array(tag), default: []].append((label, order, change.put))
+            grouped[Array(tag), default: []].append((UInt32(label), order, change.put))
         }
         var itemLabels: [(label: Int64, put: Bool)] = []
         itemLabels.reserveCapacity(itemChanges.count)
         for change in itemChanges {
-            guard let label = StoreKey.decodeInternalID(change.key), label >= 0, label < Self.maxLabels else {
+            guard let label = StoreKey.decodeInternalID(change.key), Self.holds(label) else {
                 readable = false
                 continue
             }
@@ -250,23 +251,27 @@ final class TagPostings: @unchecked Sendable {
 
     // MARK: Keys
 
-    /// Tag UTF-8 (not empty, no NUL) · 0x00 · internal id (8 bytes) → its parts.
-    static func decode(_ key: [UInt8]) -> (ArraySlice<UInt8>, UInt32)? {
+    /// Tag UTF-8 (not empty, no NUL) · 0x00 · internal id (8 bytes, not negative) → its parts.
+    static func decode(_ key: [UInt8]) -> (ArraySlice<UInt8>, Int64)? {
         let tagLength = key.count - 9
         guard tagLength >= 1, key[tagLength] == 0, let label = StoreKey.decodeInternalID(key[(tagLength + 1)...]),
-              label >= 0, label < maxLabels else { return nil }
+              label >= 0 else { return nil }
         let tag = key[..<tagLength]
         guard !tag.contains(0) else { return nil }
-        return (tag, UInt32(label))
+        return (tag, label)
     }
+
+    /// Whether an internal id fits the bitsets (and a `UInt32`).
+    static func holds(_ label: Int64) -> Bool { label >= 0 && label < maxLabels }
 
     // MARK: Loading
 
     /// Fills this from every tag posting key and every item key (one scan of each), before the store is
-    /// shared.
+    /// shared; an internal id past the bitsets leaves it unusable (see "Invariant").
     /// - Throws: `.corrupt` for an unreadable key; RocksDB read errors.
     func load(_ database: RocksDatabase) throws(SteerError) {
         var readable = true
+        var held = true
         var items = LabelBitset()
         var loaded: [[UInt8]: Posting] = [:]
         var bytes = 0
@@ -286,20 +291,24 @@ final class TagPostings: @unchecked Sendable {
                     readable = false
                     return true
                 }
+                guard Self.holds(label) else {
+                    held = false
+                    return true
+                }
                 if !name.elementsEqual(tag) {
                     finish()
                     tag = Array(name)
                 }
-                ids.append(label)
+                ids.append(UInt32(label))
                 return true
             }
             finish()
             try database.scan(.items, from: [], to: nil) { key, _ in
-                guard let label = StoreKey.decodeInternalID(key), label >= 0, label < Self.maxLabels else {
+                guard let label = StoreKey.decodeInternalID(key), label >= 0 else {
                     readable = false
                     return true
                 }
-                items.insert(label)
+                if Self.holds(label) { items.insert(label) } else { held = false }
                 return true
             }
         } catch {
@@ -310,7 +319,7 @@ final class TagPostings: @unchecked Sendable {
             postings = loaded
             postingBytes = bytes
             live = items
-            usable = true
+            usable = held
         }
     }
 }

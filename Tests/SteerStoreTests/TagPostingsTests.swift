@@ -140,6 +140,16 @@ import Testing
         #expect(TagPostings.decode(Array("ab".utf8) + [0] + StoreKey.internalID(7))! == (Array("ab".utf8)[...], 7))
         #expect(TagPostings.decode([0] + StoreKey.internalID(7)) == nil, "an empty tag")
         #expect(TagPostings.decode(Array("a".utf8) + [0, 0] + StoreKey.internalID(7)) == nil, "a NUL in the tag")
-        #expect(TagPostings.decode(Array("a".utf8) + [0] + StoreKey.internalID(1 << 40)) == nil, "an id past the bitsets")
+        #expect(TagPostings.decode(Array("a".utf8) + [0] + StoreKey.internalID(-1)) == nil, "a negative id")
+    }
+
+    /// An internal id past the bitsets cannot be held: the postings say so (nil) rather than answer
+    /// without it, and filters read RocksDB.
+    @Test func anIDPastTheBitsetsMakesThePostingsUnusable() {
+        let postings = TagPostings()
+        #expect(postings.apply(tags: [(true, Array("a".utf8) + [0] + StoreKey.internalID(3))], items: [(true, StoreKey.internalID(3))]))
+        #expect(postings.bits(anyOf: ["a"])?.labels == [3] && postings.liveBits()?.labels == [3])
+        #expect(!postings.apply(tags: [(true, Array("a".utf8) + [0] + StoreKey.internalID(TagPostings.maxLabels))], items: []))
+        #expect(postings.bits(anyOf: ["a"]) == nil && postings.liveBits() == nil)
     }
 }
