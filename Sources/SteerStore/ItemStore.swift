@@ -227,8 +227,8 @@ public final class ItemStore: @unchecked Sendable {
     /// The tag postings and live internal ids in memory (see `TagPostings` for the invariant).
     private let tagPostings = TagPostings()
     /// True from just before a batch with keys mirrored in memory is written until its replay is done
-    /// (see `replayedSequence`). Changed under `writeLock`.
-    private let replayPending = Locked(false)
+    /// (see `replayedSequence`). Changed under `writeLock` (internal for tests of that window).
+    let replayPending = Locked(false)
     /// `UserHistoryStore`'s writer locks, one per stripe of users (a user's stripe is a hash of its key).
     let historyLocks: [NSLock] = (0..<UserHistoryStore.lockStripes).map { _ in NSLock() }
 

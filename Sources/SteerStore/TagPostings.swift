@@ -75,14 +75,15 @@ final class TagPostings: @unchecked Sendable {
     func apply(tags tagChanges: [(put: Bool, key: [UInt8])], items itemChanges: [(put: Bool, key: [UInt8])]) -> Bool {
         if tagChanges.isEmpty && itemChanges.isEmpty { return true }
         var readable = true
-        // Group outside the lock: per tag, the final state of each internal id it changed.
-        var grouped: [[UInt8]: [(label: UInt32, order: Int, put: Bool)]] = [:]
+        // Group outside the lock: per tag (a slice of its keys, no copy), the final state of each internal
+        // id it changed.
+        var grouped: [ArraySlice<UInt8>: [(label: UInt32, order: Int, put: Bool)]] = [:]
         for (order, change) in tagChanges.enumerated() {
             guard let (tag, label) = Self.decode(change.key), Self.holds(label) else {
                 readable = false
                 continue
             }
-            grouped[Array(tag), default: []].append((UInt32(label), order, change.put))
+            grouped[tag, default: []].append((UInt32(label), order, change.put))
         }
         var itemLabels: [(label: Int64, put: Bool)] = []
         itemLabels.reserveCapacity(itemChanges.count)
@@ -101,7 +102,7 @@ final class TagPostings: @unchecked Sendable {
             for (position, change) in changes.enumerated() where position + 1 == changes.count || changes[position + 1].label != change.label {
                 if change.put { adding.append(change.label) } else { removing.append(change.label) }
             }
-            plans.append((tag, adding, removing))
+            plans.append((Array(tag), adding, removing))
         }
         lock.withWriteLock {
             if !readable { usable = false }

@@ -173,6 +173,33 @@ import Testing
         #expect(kinds.isSuperset(of: [.exact, .index, .postFilter]), "\(kinds)")
     }
 
+    /// While a written batch awaits its replay onto the in-memory postings, `replayedSequence` is nil and
+    /// the filter cache neither answers nor files an entry (it would be filed under the new sequence with
+    /// the state before the batch); once replayed, caching resumes.
+    @Test func noCachedResolutionWhileABatchAwaitsItsReplay() throws {
+        let directory = NSTemporaryDirectory() + "steer-tag-memory-replay-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var configuration = RetrievalEngine.Configuration(dataDirectory: directory, dimension: 8, indexSpec: "HNSW16", syncWrites: false)
+        configuration.filterCacheBytes = 1 << 20
+        let engine = try RetrievalEngine(configuration: configuration)
+        defer { try? engine.close() }
+        var generator = SeededGenerator(seed: 86)
+        _ = try engine.upsert(Self.items(0..<2000, seed: 87, &generator))
+        let filter = TagFilter(tagsAny: ["a"])
+        #expect(engine.store.replayedSequence == engine.store.latestSequence)
+        #expect(try !engine.resolveFilter(filter, extraRequired: [], extraExcluded: []).cached)
+        #expect(try engine.resolveFilter(filter, extraRequired: [], extraExcluded: []).cached, "a repeat at the same sequence is cached")
+        engine.store.replayPending.withLock { $0 = true }
+        #expect(engine.store.replayedSequence == nil)
+        let (_, _, hitsBefore, missesBefore) = engine.filterCache.statistics
+        let pending = try engine.resolveFilter(filter, extraRequired: [], extraExcluded: [])
+        #expect(!pending.cached && pending.requiredBits != nil, "resolved, not from the cache")
+        let (_, _, hitsAfter, missesAfter) = engine.filterCache.statistics
+        #expect(hitsAfter == hitsBefore && missesAfter == missesBefore, "the cache was not consulted")
+        engine.store.replayPending.withLock { $0 = false }
+        #expect(try engine.resolveFilter(filter, extraRequired: [], extraExcluded: []).cached)
+    }
+
     /// `stats` reports the postings' memory: it grows as tags are added and falls as they are removed.
     @Test func statsReportTheTagPostingsMemory() throws {
         let directory = NSTemporaryDirectory() + "steer-tag-memory-stats-" + UUID().uuidString
