@@ -1120,6 +1120,7 @@ public final class RetrievalEngine: Sendable {
             shards: generation.index.shards.count, generationDirectory: generation.directory)
         stats.storeMemtableBytes = store.memtableBytes
         stats.payloadColumnBytes = store.payloadColumnBytes
+        stats.tagPostingBytes = store.tagPostingBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
         stats.recallCalibration = recallCalibrator.last

@@ -744,6 +744,8 @@ public final class RequestHandler: Sendable {
         writer.value(.double((engineStats.indexBytesPerVectorEstimate * 10).rounded() / 10))
         writer.raw(",\"payload_column_bytes\":")
         writer.int(engineStats.payloadColumnBytes)
+        writer.raw(",\"tag_posting_bytes\":")
+        writer.int(engineStats.tagPostingBytes)
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")
