@@ -215,6 +215,9 @@ struct Route: AsyncParsableCommand {
             logger.error("cannot start the router", metadata: ["steer.error": "\(error)"])
             throw ExitCode(2)
         }
+        if let follow, let cluster, let addresses = NATSAddresses(follow) {
+            router.setClusterSwap(NATSClusterSwapCoordinator(addresses: addresses, cluster: cluster))
+        }
         await router.start()
         let membership = Task { [discovery] in
             guard let discovery else { return }
