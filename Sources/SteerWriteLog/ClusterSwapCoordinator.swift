@@ -16,6 +16,20 @@ public struct ClusterSwapRound: Sendable, Equatable {
         public var key: String
         public var shard: Int
         public var address: String
+
+        public init(key: String, shard: Int, address: String) {
+            self.key = key
+            self.shard = shard
+            self.address = address
+        }
+    }
+
+    public init(round: UInt64, generation: String, checkpoint: String?, deadlineMillis: Int64, replicas: [Replica]) {
+        self.round = round
+        self.generation = generation
+        self.checkpoint = checkpoint
+        self.deadlineMillis = deadlineMillis
+        self.replicas = replicas
     }
 }
 
