@@ -1,6 +1,7 @@
 import Foundation
 import SteerClient
 import SteerCore
+import SteerNATS
 import SteerProtocol
 import Testing
 
@@ -68,12 +69,7 @@ private final class Cluster {
     init(routers count: Int) throws {
         nats = try NATSNode()
         for shard in 0..<2 {
-            replicas.append(try (0..<2).map { _ in
-                try ServerProcess(arguments: [
-                    "--dimension", "4", "--admin-token", token, "--public-reads", "true", "--follow", nats.url, "--cluster", name, "--shard", String(shard),
-                    "--shard-count", "2", "--recall-target", "off",
-                ])
-            })
+            replicas.append(try (0..<2).map { _ in try ServerProcess(arguments: arguments(shard: shard)) })
         }
         let shardFlags = replicas.flatMap { set in ["--shard", set.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")] }
         for _ in 0..<count {
@@ -83,7 +79,40 @@ private final class Cluster {
         }
     }
 
+    /// A replica's `steer serve` flags.
+    func arguments(shard: Int) -> [String] {
+        ["--dimension", "4", "--admin-token", token, "--public-reads", "true", "--follow", nats.url, "--cluster", name, "--shard", String(shard),
+         "--shard-count", "2", "--recall-target", "off"]
+    }
+
     var all: [ServerProcess] { Array(replicas.joined()) }
+
+    /// The heartbeat keys in the replicas bucket now.
+    func liveReplicaKeys() async throws -> Set<String> {
+        let client = try await NATSConnection.connect(host: "127.0.0.1", port: nats.port)
+        let bucket = try await JetStreamContext(connection: client).keyValue("steer_\(name)_replicas")
+        let watcher = try await bucket.watch("shard.>")
+        var keys = Set<String>()
+        loop: for try await event in watcher {
+            switch event {
+            case .entry(let entry): keys.insert(entry.key)
+            case .initialValuesDone: break loop
+            }
+        }
+        await watcher.stop()
+        await client.close()
+        return keys
+    }
+
+    /// Puts the cluster's `generation` key as a coordinator that announced `generation` and then died would
+    /// have left it: `prepare`, with its deadline `deadlineMillis` from now.
+    func putStalePrepare(_ generation: String, deadlineMillis: Int64) async throws {
+        let client = try await NATSConnection.connect(host: "127.0.0.1", port: nats.port)
+        let bucket = try await JetStreamContext(connection: client).keyValue("steer_\(name)")
+        let deadline = Int64(Date().timeIntervalSince1970 * 1000) + deadlineMillis
+        try await bucket.put("generation", Array(#"{"generation":"\#(generation)","state":"prepare","round":0,"deadline_ms":\#(deadline)}"#.utf8))
+        await client.close()
+    }
 
     /// Writes `itemCount` items through the first router and waits until every replica applied them.
     func load() throws {
@@ -251,5 +280,47 @@ private func answers(_ connection: SteerConnection) throws -> [(generation: Stri
             }
             #expect(generation == "g2")
         }
+    }
+
+    @Test func aReplicaThatMissedTheSwapServesTheCommittedGenerationWhenItReturns_andADeadCoordinatorsRoundIsTakenOver() async throws {
+        let cluster = try Cluster(routers: 1)
+        try cluster.load()
+        try cluster.build("g2")
+        // One replica is down during the swap: once its heartbeat expired, the swap needs the other three.
+        let late = cluster.replicas[0][1]
+        let lateKeys = try await cluster.liveReplicaKeys()
+        late.terminate()
+        let deadline = Date().addingTimeInterval(15)
+        while try await cluster.liveReplicaKeys().count > 3 && Date() < deadline { try await Task.sleep(for: .milliseconds(250)) }
+        #expect(lateKeys.count == 4)
+        let swap = try ok(try cluster.routers[0].connection(), #"{"op":"swap","generation":"g2","token":"tok"}"#)
+        #expect(swap["prepared"] == .int(3), "\(swap)")
+        // Back on its data directory (steer.json still names g1), it reads the commit and swaps to g2.
+        let back = try ServerProcess(directory: late.directory, arguments: cluster.arguments(shard: 0))
+        cluster.replicas[0][1] = back
+        #expect(try waitUntilServing([back], "g2").first?.generation == "g2")
+        // Swapped directly afterwards, a restart keeps its own generation: the commit was applied once.
+        try buildGeneration(data: back.directory, id: "g5")
+        #expect(try ok(try back.connection(), #"{"op":"swap","generation":"g5","token":"tok"}"#)["generation"] == .string("g5"))
+        back.terminate()
+        let again = try ServerProcess(directory: late.directory, arguments: cluster.arguments(shard: 0))
+        cluster.replicas[0][1] = again
+        try await Task.sleep(for: .seconds(2))
+        #expect(try served(again).generation == "g5", "the restarted replica did not act on the old commit again")
+
+        // A coordinator that announced and died: its round blocks others until its deadline, then not.
+        try cluster.build("g6")
+        try await cluster.putStalePrepare("g9", deadlineMillis: 60_000)
+        let blocked = try call(try cluster.routers[0].connection(), #"{"op":"swap","generation":"g6","token":"tok"}"#)
+        guard case .object(let error)? = blocked["error"], case .string(let message)? = error["message"] else {
+            Issue.record("a swap went ahead of a running round: \(blocked)")
+            return
+        }
+        #expect(message.contains("in progress") && message.contains("g9"), "\(message)")
+        try await cluster.putStalePrepare("g9", deadlineMillis: -1000)
+        let taken = try ok(try cluster.routers[0].connection(), #"{"op":"swap","generation":"g6","token":"tok"}"#)
+        #expect(taken["generation"] == .string("g6") && taken["prepared"] == .int(4), "\(taken)")
+        let states = try waitUntilServing(cluster.all, "g6")
+        #expect(states.allSatisfy { $0.generation == "g6" && $0.staged == nil }, "\(states)")
     }
 }
