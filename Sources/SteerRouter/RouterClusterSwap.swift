@@ -109,4 +109,40 @@ extension Router {
         }
         writer.raw("]")
     }
+
+    /// Longest a router holds reads while its replicas move to a generation another router committed.
+    public static let commitFollowLimit: Duration = .seconds(10)
+
+    /// Follows a commit of the cluster's generation that another router coordinated (seen by a watch
+    /// of the `generation` key, `steer route --follow`): with reads held at the gate, checks its replicas
+    /// (they activate by themselves, `GenerationFollower`) until every shard has one up on `target`, at
+    /// most `commitFollowLimit`, then moves to `target`. Nothing happens when it serves `target`
+    /// already or runs a swap of its own.
+    public func followCommit(_ target: String) async {
+        guard generation.get() != target else { return }
+        let already = swapping.withLock { value -> Bool in
+            defer { value = true }
+            return value
+        }
+        if already { return }
+        defer { swapping.withLock { $0 = false } }
+        await gate.close()
+        defer { gate.open() }
+        let started = ContinuousClock.now
+        while true {
+            await checkHealth()
+            let ready = replicas.allSatisfy { shard in
+                shard.contains { replica in
+                    let health = replica.health.get()
+                    return health.up && !health.diverged && health.generation == target
+                }
+            }
+            if ready || ContinuousClock.now - started >= Self.commitFollowLimit { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let previous = generation.get()
+        generation.withLock { $0 = target }
+        counters.withLock { $0.swaps += 1 }
+        logger.info("followed the cluster's committed generation", metadata: ["steer.generation": "\(target)", "steer.previous": "\(previous ?? "none")"])
+    }
 }

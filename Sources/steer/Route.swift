@@ -224,6 +224,11 @@ struct Route: AsyncParsableCommand {
             await discovery.follow(router, interval: .milliseconds(max(1000, healthIntervalMillis)))
         }
         defer { membership.cancel() }
+        let commits = Task {
+            guard let follow, let cluster, let addresses = NATSAddresses(follow) else { return }
+            await CommitWatch(addresses: addresses, cluster: cluster, logger: logger).run(router)
+        }
+        defer { commits.cancel() }
         logger.info("router ready", metadata: [
             "steer.shards": "\(shardSets.count)", "steer.replicas": "\(shardSets.map(\.count).reduce(0, +))",
             "steer.generation": "\(router.currentGeneration ?? "unknown")",
