@@ -46,7 +46,8 @@ extension Router {
             }
             newEncoder = try await pool.runIfActive { () throws -> any QueryEncoder in try loadEncoder(checkpoint) }
         }
-        let round = try await coordinator.prepare(generation: target, checkpoint: checkpoint, timeout: .seconds(configuration.swapTimeoutSeconds))
+        let round = try await coordinator.prepare(generation: target, checkpoint: checkpoint, timeout: .seconds(configuration.swapTimeoutSeconds),
+                                                  shardCount: replicas.count)
         await gate.close()
         defer { gate.open() }
         let previousGeneration = generation.get()

@@ -37,13 +37,14 @@ public struct ClusterSwapRound: Sendable, Equatable {
 /// router's `swap` with `--follow`. The router runs `prepare`, then (reads held) `commit`, then asks
 /// its replicas to activate.
 public protocol ClusterSwapCoordinating: Sendable {
-    /// Announces `generation` in the cluster's metadata, then waits until every live replica of every
-    /// shard reports it ready, at most `timeout`. On a failure or the timeout it announces `abort` (the
-    /// replicas drop what they staged) and throws.
+    /// Announces `generation` in the cluster's metadata, then waits until every live replica of each of
+    /// the `shardCount` shards reports it ready, at most `timeout`. On a failure or the timeout it
+    /// announces `abort` (the replicas drop what they staged) and throws.
     ///
-    /// - Throws: `.unavailable` naming the shard without live replicas, another swap in progress, or the
-    ///   replicas that failed (with their message) or did not report in time; NATS errors as `.unavailable`.
-    func prepare(generation: String, checkpoint: String?, timeout: Duration) async throws(SteerError) -> ClusterSwapRound
+    /// - Throws: `.unavailable` naming the shard without live replicas, another swap in progress, a
+    ///   recorded shard count other than `shardCount`, or the replicas that failed (with their message)
+    ///   or did not report in time; NATS errors as `.unavailable`.
+    func prepare(generation: String, checkpoint: String?, timeout: Duration, shardCount: Int) async throws(SteerError) -> ClusterSwapRound
 
     /// Flips the cluster's generation to the round's (`commit`), only if the round is still the latest
     /// change of the key.
@@ -64,9 +65,9 @@ public struct NATSClusterSwapCoordinator: ClusterSwapCoordinating {
         self.cluster = cluster
     }
 
-    public func prepare(generation: String, checkpoint: String?, timeout: Duration) async throws(SteerError) -> ClusterSwapRound {
+    public func prepare(generation: String, checkpoint: String?, timeout: Duration, shardCount: Int) async throws(SteerError) -> ClusterSwapRound {
         try await withMetadata { js, metadata throws(SteerError) in
-            let live = try await Self.liveReplicas(js, metadata: metadata, cluster: cluster)
+            let live = try await Self.liveReplicas(js, metadata: metadata, cluster: cluster, shardCount: shardCount)
             let current = try await Self.nats { () throws(NATSError) in try await metadata.entry(ClusterSwap.generationKey) }
             if let current, current.operation == .put, let running = try? ClusterSwap.decodeAnnouncement(current.value),
                running.state == .prepare, running.deadlineMillis > ClusterSwap.nowMillis() {
@@ -151,15 +152,14 @@ public struct NATSClusterSwapCoordinator: ClusterSwapCoordinating {
         }
     }
 
-    /// The live replicas' heartbeat keys; every shard must have one.
-    private static func liveReplicas(_ js: JetStreamContext, metadata: KeyValue, cluster: String) async throws(SteerError)
+    /// The live replicas' heartbeat keys; every one of the `count` shards must have one, and a recorded
+    /// shard count (`--shard-count`) must be `count`.
+    private static func liveReplicas(_ js: JetStreamContext, metadata: KeyValue, cluster: String, shardCount count: Int) async throws(SteerError)
         -> [(key: String, shard: Int, address: ClusterDirectory.Address)] {
-        let count: Int
         do {
-            guard let recorded = try await ClusterDirectory.shardCount(metadata) else {
-                throw SteerError(.unavailable, "cluster swap: no shard count recorded in the cluster's metadata (start the replicas with --shard-count)")
+            if let recorded = try await ClusterDirectory.shardCount(metadata), recorded != count {
+                throw SteerError(.unavailable, "cluster swap: the cluster's metadata records \(recorded) shards, this router has \(count)")
             }
-            count = recorded
             let replicas = try await js.keyValue(ClusterDirectory.replicasBucket(cluster: cluster))
             let live = try await ClusterSwap.liveReplicaKeys(replicas, shardCount: count)
             for shard in 0..<count where !live.contains(where: { $0.shard == shard }) {

@@ -65,8 +65,8 @@ private struct Coordinator: ClusterSwapCoordinating {
     var prepareError: SteerError?
     var commitError: SteerError?
 
-    func prepare(generation: String, checkpoint: String?, timeout: Duration) async throws(SteerError) -> ClusterSwapRound {
-        events.withLock { $0.append("prepare \(generation)") }
+    func prepare(generation: String, checkpoint: String?, timeout: Duration, shardCount: Int) async throws(SteerError) -> ClusterSwapRound {
+        events.withLock { $0.append("prepare \(generation) \(shardCount)") }
         if let prepareError { throw prepareError }
         return ClusterSwapRound(round: 7, generation: generation, checkpoint: checkpoint, deadlineMillis: 0,
                                 replicas: [.init(key: "shard.0.a", shard: 0, address: "127.0.0.1:1")])
@@ -112,7 +112,7 @@ private struct Coordinator: ClusterSwapCoordinating {
         #expect(swap["ok"] == .bool(true) && swap["generation"] == .string("g2") && swap["previous"] == .string("g1"), "\(swap)")
         #expect(swap["cluster"] == .bool(true) && swap["round"] == .int(7) && swap["prepared"] == .int(1))
         let log = events.get()
-        #expect(Array(log.prefix(2)) == ["prepare g2", "commit g2 7"], "\(log)")
+        #expect(Array(log.prefix(2)) == ["prepare g2 2", "commit g2 7"], "\(log)")
         #expect(Set(log.dropFirst(2)) == ["activate a g2", "activate b g2", "activate c g2", "activate d g2"], "\(log)")
         #expect(router.currentGeneration == "g2")
         guard case .array(let listed)? = swap["replicas"] else { Issue.record("no replicas"); return }
