@@ -324,4 +324,34 @@ private func answers(_ connection: SteerConnection) throws -> [(generation: Stri
         let states = try waitUntilServing(cluster.all, "g6")
         #expect(states.allSatisfy { $0.generation == "g6" && $0.staged == nil }, "\(states)")
     }
+
+    @Test func prepareStagesWithoutServing_andActivateSwitchesOnAServer() throws {
+        let server = try ServerProcess(arguments: ["--dimension", "4", "--admin-token", token, "--recall-target", "off"])
+        defer {
+            server.terminate()
+            server.removeData()
+        }
+        let client = try server.connection()
+        let items = (0..<100).map { #"{"id":\#($0),"vector":\#(vector($0))}"# }
+        _ = try ok(client, #"{"op":"upsert","token":"tok","items":[\#(items.joined(separator: ","))]}"#)
+        try buildGeneration(data: server.directory, id: "g2")
+        let unauthorized = try call(client, #"{"op":"prepare","generation":"g2"}"#)
+        guard case .object(let refusal)? = unauthorized["error"] else { Issue.record("prepare without a key: \(unauthorized)"); return }
+        #expect(refusal["code"] == .string("unauthorized"))
+        let prepared = try ok(client, #"{"op":"prepare","generation":"g2","token":"tok"}"#)
+        #expect(prepared["generation"] == .string("g2") && prepared["staged"] == .bool(true), "\(prepared)")
+        #expect(try served(server) == ("g1", "g2"))
+        #expect(try ok(client, queries[0])["generation"] == .string("g1"), "a staged generation does not serve")
+        // A write between prepare and activate is in the activated index.
+        _ = try ok(client, #"{"op":"upsert","token":"tok","items":[{"id":"late","vector":[9,9,9,9]}]}"#)
+        let missing = try call(client, #"{"op":"activate","generation":"g3","token":"tok"}"#)
+        guard case .object(let notFound)? = missing["error"] else { Issue.record("activate of nothing staged: \(missing)"); return }
+        #expect(notFound["code"] == .string("not_found"))
+        let activated = try ok(client, #"{"op":"activate","generation":"g2","token":"tok"}"#)
+        #expect(activated["generation"] == .string("g2") && activated["previous"] == .string("g1"), "\(activated)")
+        #expect(try served(server) == ("g2", nil))
+        let found = try ok(client, #"{"op":"search","token":"tok","vector":[1,1,1,1],"k":1,"nprobe":4}"#)
+        guard case .array(let hits)? = found["hits"], case .object(let hit)? = hits.first else { Issue.record("no hits: \(found)"); return }
+        #expect(found["generation"] == .string("g2") && hit["id"] == .string("late"))
+    }
 }
