@@ -18,7 +18,8 @@ import SteerWriteLog
 ///   switch) when nothing is staged (it restarted since it reported ready, or it missed the round), and
 ///   reports `active` for R; a replica whose report already says `active` for R does nothing (it may
 ///   have been swapped directly since, and a restart must not undo that);
-/// - on `abort` (round R, G): drops G if it is staged.
+/// - on `abort` (round R, G): drops G if it is staged; and when a `prepare` round's deadline passed (plus
+///   `deadlineGraceMillis`) with the key still on that round (its coordinator stopped), likewise.
 ///
 /// Engine calls block (loading an index takes seconds): they run on `engineQueue`, one at a time, so
 /// the watch's events are handled in order. A router coordinating the swap may send `activate` itself
@@ -94,6 +95,7 @@ struct GenerationFollower: Sendable {
         let reportedThisRound = mine.map { $0.round == round && $0.generation == generation } ?? false
         switch announcement.state {
         case .prepare:
+            dropAtDeadline(generation, round: round, deadlineMillis: announcement.deadlineMillis, metadata: metadata)
             if reportedThisRound, let mine, mine.state == .failed || (mine.state == .ready && engine.stagedGenerationID == generation) { return }
             logger.info("preparing the cluster's next generation", metadata: ["steer.generation": "\(generation)", "steer.round": "\(round)"])
             let outcome = await onEngine { () throws(SteerError) in _ = try engine.prepare(generation, checkpoint: announcement.checkpoint) }
@@ -130,6 +132,30 @@ struct GenerationFollower: Sendable {
         case .abort:
             let dropped = await onEngine { () throws(SteerError) in _ = engine.dropStaged(generation) }
             if case .success = dropped { logger.info("the cluster's swap was aborted", metadata: ["steer.generation": "\(generation)", "steer.round": "\(round)"]) }
+        }
+    }
+
+    /// Margin after a round's deadline before a replica treats its coordinator as gone, in milliseconds.
+    static let deadlineGraceMillis: Int64 = 1000
+
+    /// Drops `generation` if it is staged once the round's deadline (plus `deadlineGraceMillis`) passed
+    /// while the key still holds that round's `prepare`: its coordinator stopped (it aborts at its
+    /// deadline), so no commit will come. A commit or abort changes the key's revision first.
+    private func dropAtDeadline(_ generation: String, round: UInt64, deadlineMillis: Int64, metadata: KeyValue) {
+        let engine = engine
+        let logger = logger
+        let queue = engineQueue
+        Task {
+            let wait = max(0, deadlineMillis - ClusterSwap.nowMillis()) + Self.deadlineGraceMillis
+            try? await Task.sleep(for: .milliseconds(wait))
+            guard let latest = try? await metadata.entry(ClusterSwap.generationKey), latest.revision == round else { return }
+            let dropped = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                queue.async { continuation.resume(returning: engine.dropStaged(generation)) }
+            }
+            if dropped {
+                logger.warning("dropped a staged generation whose round passed its deadline without a commit",
+                               metadata: ["steer.generation": "\(generation)", "steer.round": "\(round)"])
+            }
         }
     }
 

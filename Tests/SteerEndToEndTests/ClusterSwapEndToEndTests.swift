@@ -323,6 +323,19 @@ private func answers(_ connection: SteerConnection) throws -> [(generation: Stri
         #expect(taken["generation"] == .string("g6") && taken["prepared"] == .int(4), "\(taken)")
         let states = try waitUntilServing(cluster.all, "g6")
         #expect(states.allSatisfy { $0.generation == "g6" && $0.staged == nil }, "\(states)")
+
+        // A round whose coordinator died after every replica staged it: dropped once its deadline passed.
+        try cluster.build("g7")
+        try await cluster.putStalePrepare("g7", deadlineMillis: 3000)
+        let stagedBy = Date().addingTimeInterval(10)
+        var staged = try cluster.all.map(served)
+        while !staged.allSatisfy({ $0.staged == "g7" }) && Date() < stagedBy {
+            try await Task.sleep(for: .milliseconds(100))
+            staged = try cluster.all.map(served)
+        }
+        #expect(staged.allSatisfy { $0.generation == "g6" && $0.staged == "g7" }, "every replica staged g7: \(staged)")
+        let dropped = try waitUntilServing(cluster.all, "g6")
+        #expect(dropped.allSatisfy { $0.generation == "g6" && $0.staged == nil }, "dropped after the deadline: \(dropped)")
     }
 
     @Test func prepareStagesWithoutServing_andActivateSwitchesOnAServer() throws {
