@@ -40,9 +40,11 @@ test-swift:
 test-python:
 	STEER_BIN=$(CURDIR)/.build/debug/steer $(PYTHON) -m pytest Tools/train/tests clients/python/tests Tests/reliability Benchmarks/datasets/tests Benchmarks/steer-bench/tests Benchmarks/compare/tests -q
 
-## test-fuzz: libFuzzer on the request decoder, 500 000 inputs from seed 1 (deterministic; builds .build-fuzz)
+## test-fuzz: libFuzzer on the request decoder (500 000 inputs) and on the write-log message decoder
+## (200 000 inputs), from seed 1 (deterministic; builds .build-fuzz)
 test-fuzz:
 	bash Tests/Fuzz/run.sh --runs 500000
+	bash Tests/Fuzz/run.sh --target writelog --runs 200000
 
 ## test-release: what ships is a release build, and -O once broke every write through `steer route --follow`
 ## while the debug suite passed: the short convergence run (routers and replicas writing through NATS,

@@ -300,17 +300,15 @@ let package = Package(
 
 // MARK: - Fuzzing (opt-in)
 
-// libFuzzer target for the request decoder, built only with STEER_FUZZ=1 by Tests/Fuzz/run.sh
-// (`-sanitize=fuzzer`; its entry point hands over to libFuzzer's driver, so normal builds must not see it).
+// libFuzzer targets for the request decoder and the write-log message decoder, built only with
+// STEER_FUZZ=1 by Tests/Fuzz/run.sh (`-sanitize=fuzzer`; their entry points hand over to libFuzzer's
+// driver, so normal builds must not see them). Both link SteerProtocol and SteerCore only.
 if Context.environment["STEER_FUZZ"] == "1" {
-    package.targets.append(
-        .executableTarget(
-            name: "steer-fuzz-request",
-            dependencies: ["SteerCore", "SteerProtocol"],
-            path: "Tests/Fuzz/RequestFuzz",
-            swiftSettings: swiftSettings
+    for (name, path) in [("steer-fuzz-request", "Tests/Fuzz/RequestFuzz"), ("steer-fuzz-writelog", "Tests/Fuzz/WriteLogFuzz")] {
+        package.targets.append(
+            .executableTarget(name: name, dependencies: ["SteerCore", "SteerProtocol"], path: path, swiftSettings: swiftSettings)
         )
-    )
+    }
 }
 
 // MARK: - Micro-benchmarks (opt-in)

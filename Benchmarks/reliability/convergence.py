@@ -201,7 +201,12 @@ def writer(index: int, routers: list[int], ledger: Ledger, stop: threading.Event
 
 class Cluster:
     def __init__(
-        self, binary: str, root: Path, dimension: int = DIMENSION, replica_arguments: tuple[str, ...] = ()
+        self,
+        binary: str,
+        root: Path,
+        dimension: int = DIMENSION,
+        replica_arguments: tuple[str, ...] = (),
+        shards: int = SHARDS,
     ) -> None:
         self.binary = binary
         self.root = root
@@ -224,7 +229,7 @@ class Cluster:
             )
         self.follow = ",".join(f"nats://127.0.0.1:{p}" for p in client_ports)
         self.replicas: list[list[Child]] = []
-        for shard in range(SHARDS):
+        for shard in range(shards):
             row = []
             for r in range(2):
                 port = free_port()
@@ -290,7 +295,7 @@ def call(port: int, request: dict[str, Any], timeout: float = 90.0) -> dict[str,
     return answer
 
 
-def shard_of(item: int) -> int:
+def shard_of(item: int, shards: int = SHARDS) -> int:
     """SteerCore's `Sharding` for an integer id: FNV-1a-64 of its key bytes (0x01, then the id with its
     sign bit flipped, big-endian) mod the shard count."""
     key = b"\x01" + struct.pack(">Q", (item % (1 << 64)) ^ (1 << 63))
@@ -298,7 +303,7 @@ def shard_of(item: int) -> int:
     for byte in key:
         value ^= byte
         value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value % SHARDS
+    return value % shards
 
 
 def run(binary: str, rounds: int, seed: int, writers: int = 4, round_seconds: float = 4.0) -> dict[str, Any]:
@@ -409,9 +414,9 @@ def check(cluster: Cluster, ledger: Ledger) -> dict[str, dict[str, Any]]:
         while shard_of(candidate) != shard:
             candidate += 1
         marker_ids[shard] = candidate
-        item = {"id": candidate, "vector": vector_for("marker"), "title": "marker"}
+        marker = {"id": candidate, "vector": vector_for("marker"), "title": "marker"}
         answer = call(
-            cluster.routers[0].port, {"op": "upsert", "token": TOKEN, "timeout_ms": 30000, "items": [item]}
+            cluster.routers[0].port, {"op": "upsert", "token": TOKEN, "timeout_ms": 30000, "items": [marker]}
         )
         markers[shard] = answer["sequences"][shard]
     # Replicas restarted in the last round may still be catching up: wait (bounded) and record how long.

@@ -47,7 +47,7 @@ def line(first_id: int, count: int, rng: random.Random) -> bytes:
 
 
 def binary_part(first_id: int, count: int, rng: random.Random) -> bytes:
-    """One upsert part of the binary layout (Sources/SteerWriteLog/BinaryWriteLog.swift): int ids, raw
+    """One upsert part of the binary layout (Sources/SteerProtocol/WriteLogBinary.swift): int ids, raw
     little-endian float32 vectors, no tags, title or attributes, the default collection."""
     content = [struct.pack("<BHI", 1, 0, count)]
     for n in range(count):

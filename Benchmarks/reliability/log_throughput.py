@@ -11,8 +11,17 @@ replicas, 2 `steer route --follow` routers), 64-d vectors, then:
    `--rate` writes/s through the routers for `--down-seconds`; the replica restarts on its data
    directory while the writes go on, and the harness measures the time from its restart until it
    applied the last sequence shard 0 had when it restarted, and until it is level with its peer.
+3. **Read-your-writes** (`--ryw-requests N`): one client alternates, through one router, (a) a
+   single-item upsert then a `get` of that item with the write's `min_sequences`, and (b) another
+   single-item upsert then a `get` of it without them; reports both reads' latency percentiles (the
+   difference is what asking for your own write costs) and how often each read found the item (a read
+   without the token right after the write may not: eventual consistency).
+
+`--shards 1` runs one shard (2 replicas) instead of 2: the throughput of a shard that has the machine to
+itself (with two shards on a 2-core machine each gets half of it).
 
 Usage: python3 Benchmarks/reliability/log_throughput.py [--seconds 15] [--down-seconds 60] [--rate 1000]
+       [--shards 2] [--ryw-requests 0] [--no-throughput] [--no-catch-up]
 Standard library only; needs `nats-server`. The machine is shared: the results record its load.
 """
 
@@ -183,7 +192,7 @@ def catch_up(cluster: Cluster, rate: float, down_seconds: float, writers: int) -
             with lock:
                 if answer.get("ok") is True:
                     counts["acknowledged"] += 1
-                    if shard_of(item) == 0:
+                    if shard_of(item, len(cluster.replicas)) == 0:
                         shard0_latest[0] = max(shard0_latest[0], answer["sequences"][0])
                 else:
                     counts["failed"] += 1
@@ -236,6 +245,68 @@ def catch_up(cluster: Cluster, rate: float, down_seconds: float, writers: int) -
     }
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def read_your_writes(cluster: Cluster, requests: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    connection = Connection(cluster.routers[0].port, timeout=60)
+    latency: dict[str, list[float]] = {"write": [], "read_with_min_sequences": [], "read_without": []}
+    found = {"read_with_min_sequences": 0, "read_without": 0}
+    base = 90_000_000
+    try:
+        for number in range(2 * requests):
+            item = base + number
+            kind = "read_with_min_sequences" if number % 2 == 0 else "read_without"
+            write = {
+                "op": "upsert",
+                "token": TOKEN,
+                "timeout_ms": 10000,
+                "items": [{"id": item, "vector_b64": vector_b64(rng)}],
+            }
+            started = time.perf_counter()
+            answer = connection.call(write)
+            latency["write"].append(time.perf_counter() - started)
+            if answer.get("ok") is not True:
+                raise RuntimeError(f"write failed: {answer}")
+            read: dict[str, Any] = {"op": "get", "token": TOKEN, "ids": [item], "timeout_ms": 10000}
+            if kind == "read_with_min_sequences":
+                read["min_sequences"] = answer["sequences"]
+            started = time.perf_counter()
+            got = connection.call(read)
+            latency[kind].append(time.perf_counter() - started)
+            if got.get("ok") is not True:
+                raise RuntimeError(f"read failed: {got}")
+            if got.get("items"):
+                found[kind] += 1
+    finally:
+        connection.close()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {
+            "p50_ms": round(percentile(values, 0.5) * 1000, 3),
+            "p90_ms": round(percentile(values, 0.9) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+            "mean_ms": round(sum(values) / len(values) * 1000, 3),
+        }
+
+    return {
+        "pairs": requests,
+        "write": summary(latency["write"]),
+        "read_with_min_sequences": summary(latency["read_with_min_sequences"]),
+        "read_without": summary(latency["read_without"]),
+        "found_with_min_sequences": found["read_with_min_sequences"],
+        "found_without": found["read_without"],
+        "p50_overhead_ms": round(
+            (percentile(latency["read_with_min_sequences"], 0.5) - percentile(latency["read_without"], 0.5))
+            * 1000,
+            3,
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -251,28 +322,58 @@ def main() -> None:
         help="the replicas' --sync-writes (fsync per apply)",
     )
     parser.add_argument("--label", default="loaded", help="recorded in the results (quiet or loaded)")
-    parser.add_argument("--no-catch-up", action="store_true", help="measure the throughput only")
+    parser.add_argument("--no-catch-up", action="store_true", help="skip the catch-up phase")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput phase")
+    parser.add_argument("--shards", type=int, default=2, choices=[1, 2])
+    parser.add_argument(
+        "--index-save-seconds",
+        type=int,
+        help="the replicas' --index-save-seconds (default: the server's); the catch-up victim restarts "
+        "from its last saved index",
+    )
+    parser.add_argument(
+        "--ryw-requests", type=int, default=0, help="pairs of the read-your-writes phase (0: skip)"
+    )
     parser.add_argument("--binary")
     parser.add_argument("--out")
     arguments = parser.parse_args()
     binary = steer_binary(arguments.binary)
     root = Path(tempfile.mkdtemp(prefix="steer-log-throughput-"))
     cluster = Cluster(
-        binary, root, dimension=DIMENSION, replica_arguments=("--sync-writes", arguments.sync_writes)
+        binary,
+        root,
+        dimension=DIMENSION,
+        replica_arguments=(
+            "--sync-writes",
+            arguments.sync_writes,
+            *(
+                ("--index-save-seconds", str(arguments.index_save_seconds))
+                if arguments.index_save_seconds is not None
+                else ()
+            ),
+        ),
+        shards=arguments.shards,
     )
     body: dict[str, Any] = {
         "load_average_start": os.getloadavg(),
         "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "dimension": DIMENSION,
         "stream_replicas": 3,
+        "shards": arguments.shards,
+        "replicas_per_shard": 2,
     }
     body["replica_sync_writes"] = arguments.sync_writes
+    body["replica_index_save_seconds"] = arguments.index_save_seconds
     body["label"] = arguments.label
     body["pinned"] = os.environ.get("STEER_PINNED", "")
     try:
         cluster.start()
-        body["throughput"] = throughput(cluster, arguments.writers, arguments.batch, arguments.seconds)
-        print(body["throughput"], flush=True)
+        if not arguments.no_throughput:
+            body["throughput"] = throughput(cluster, arguments.writers, arguments.batch, arguments.seconds)
+            print(body["throughput"], flush=True)
+        if arguments.ryw_requests > 0:
+            body["read_your_writes"] = read_your_writes(cluster, arguments.ryw_requests)
+            print(body["read_your_writes"], flush=True)
         if not arguments.no_catch_up:
             body["catch_up"] = catch_up(
                 cluster, arguments.rate, arguments.down_seconds, arguments.paced_writers

@@ -98,6 +98,10 @@ public struct EngineStats: Sendable {
     /// Bytes of the store's in-memory payload columns (`ItemStore.payloadColumnBytes`): 8 per internal
     /// id per declared attribute plus multi-valued items and keyword values, an estimate.
     public var payloadColumnBytes: Int = 0
+    /// Bytes of the store's in-memory tag postings and live-id set (`ItemStore.tagPostingBytes`): at
+    /// most 8 per posting plus about 112 and the tag's bytes per distinct tag, and 1 bit per internal id;
+    /// an estimate.
+    public var tagPostingBytes: Int = 0
     /// Searches and recommends answered by each plan (`FilterPlanner.planCounts`).
     public var plans: [(kind: SearchPlan.Kind, count: Int)] = []
     /// What the serving generation's recall calibration chose (`RecallCalibration`), nil when none ran.

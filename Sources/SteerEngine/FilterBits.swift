@@ -33,32 +33,31 @@ private enum BitSet {
 
 extension RetrievalEngine {
     /// Resolves a filter whose every attribute leaf has a payload index on the store's in-memory columns
-    /// (`ItemStore.payloadBits`) and its tags from their postings, as bits; nil when some attribute leaf
-    /// has none (the caller then takes the RocksDB path, `resolveFilterUncached`).
+    /// (`ItemStore.payloadBits`), and its tags from the in-memory postings (`ItemStore.tagBits`), as
+    /// bits; nil when some attribute leaf has none, or the in-memory postings are unusable (the caller
+    /// then takes the RocksDB path, `resolveFilterUncached`).
     ///
     /// The result describes the same items as the RocksDB path and leads the planner to the same plan:
     /// a requirement comes back as `requiredBits` (required − excluded, resolved here), and a filter
-    /// that only excludes comes back as the same `excluded` set of ids the RocksDB path gives (so the
-    /// post-filter plan and the read of the live items for a large exclusion are unchanged).
+    /// that only excludes as `excludedBits` (the planner then drops them after the index search, or
+    /// takes the live items from `ItemStore.liveBits` minus them, as the RocksDB path does with sets).
     ///
-    /// - Complexity: O(internal ids ÷ 64 words) per set operation, O(internal ids) per attribute leaf
-    ///   condition, O(postings) per tag (read from RocksDB); no item record and no payload key is read.
+    /// - Complexity: O(internal ids ÷ 64 words) per set operation and per tag list, O(internal ids) per
+    ///   attribute leaf condition, O(postings) per tag; no RocksDB read.
     func resolveFilterBits(_ filter: TagFilter, extraRequired: [[String]], extraExcluded: [String]) throws(SteerError) -> ResolvedFilter? {
         let payloads = store.payloadIndexes
         if let expression = filter.expression, !Self.columnsAnswer(expression, payloads) { return nil }
-        func tagBits(_ tag: String) throws(SteerError) -> LabelBitset { LabelBitset(try store.internalIDs(withTag: tag)) }
         var required: LabelBitset?
         var groups = extraRequired + filter.tagGroups
         if !filter.tagsAny.isEmpty { groups.append(filter.tagsAny) }
         for group in groups {
-            var union = LabelBitset()
-            for tag in group { union.formUnion(try tagBits(tag)) }
+            guard let union = store.tagBits(anyOf: group) else { return nil }
             if required == nil { required = union } else { required!.formIntersection(union) }
         }
-        var excluded = LabelBitset()
-        for tag in filter.tagsNone + extraExcluded { excluded.formUnion(try tagBits(tag)) }
+        let excludedTags = filter.tagsNone + extraExcluded
+        guard var excluded = excludedTags.isEmpty ? LabelBitset() : store.tagBits(anyOf: excludedTags) else { return nil }
         if let expression = filter.expression {
-            guard let set = try bits(expression, payloads) else { return nil }
+            guard let set = bits(expression, payloads) else { return nil }
             switch set {
             case .only(let matching):
                 if required == nil { required = matching } else { required!.formIntersection(matching) }
@@ -72,7 +71,10 @@ extension RetrievalEngine {
             resolved.requiredBits = allowed
             return resolved
         }
-        return ResolvedFilter(required: nil, excluded: Set(excluded.labels), scannedRecords: 0)
+        excluded.trim()
+        var resolved = ResolvedFilter(required: nil, excluded: [], scannedRecords: 0)
+        resolved.excludedBits = excluded
+        return resolved
     }
 
     /// Whether every attribute leaf of `expression` has a payload index whose kind answers it.
@@ -90,21 +92,21 @@ extension RetrievalEngine {
         }
     }
 
-    private func bits(_ expression: FilterExpression, _ payloads: [String: PayloadKind]) throws(SteerError) -> BitSet? {
+    private func bits(_ expression: FilterExpression, _ payloads: [String: PayloadKind]) -> BitSet? {
         switch expression {
-        case .tag(let tag): return .only(LabelBitset(try store.internalIDs(withTag: tag)))
-        case .not(let child): return try bits(child, payloads)?.negated
+        case .tag(let tag): return store.tagBits(anyOf: [tag]).map(BitSet.only)
+        case .not(let child): return bits(child, payloads)?.negated
         case .and(let children):
             var result = BitSet.allBut(LabelBitset())
             for child in children {
-                guard let set = try bits(child, payloads) else { return nil }
+                guard let set = bits(child, payloads) else { return nil }
                 result = result.and(set)
             }
             return result
         case .or(let children):
             var result = BitSet.only(LabelBitset())
             for child in children {
-                guard let set = try bits(child, payloads) else { return nil }
+                guard let set = bits(child, payloads) else { return nil }
                 result = result.or(set)
             }
             return result

@@ -8,7 +8,9 @@ import SteerIndex
 /// An entry holds the resolved filter (required and excluded internal ids) and, when it has required
 /// ids, the sorted allowed labels the index scan takes. It is valid only at the store sequence it was
 /// resolved at: any write (upsert, delete) moves the sequence and the entry is dropped on its next
-/// lookup. The sequence is read before resolving, so an entry never claims a state older than it holds.
+/// lookup. The sequence is read before resolving (`ItemStore.replayedSequence`: none is filed while a
+/// written batch is not yet replayed onto the in-memory postings), so an entry never claims a state
+/// older than it holds.
 ///
 /// Memory: at most `capacityBytes`, counted as `bytesPerID` per id held; the oldest entries are evicted
 /// first; filters with fewer than `minimumIDs` ids are not kept (resolving them costs about as much as a
@@ -102,6 +104,10 @@ public final class FilterCache: Sendable {
         if let bits = resolved.requiredBits {
             // The bitset is shared (copy on write) between `requiredBits` and `allowed`.
             ids += prepared.allowed?.count ?? 0
+            bytes += bits.words.count * 8
+        }
+        if let bits = resolved.excludedBits {
+            ids += bits.count
             bytes += bits.words.count * 8
         }
         let capacityBytes = capacity.get()

@@ -32,7 +32,8 @@ public struct SearchPlan: Sendable, Equatable {
     /// Queries the index plan still answered short at the widening cap, answered exactly instead.
     public var exactFallbacks: Int
     /// Item records read to evaluate attribute leaves, or to list the live items for a large complement
-    /// (0 when postings and payload indexes answered the filter).
+    /// (0 when postings and payload indexes answered the filter; the in-memory path lists the live items
+    /// from memory, `ItemStore.liveBits`).
     public var scannedRecords: Int
     /// Quantized index: candidates fetched per result (k × oversample fetched, then rescored); 1 otherwise.
     public var oversample: Int = 1
@@ -134,7 +135,9 @@ public final class FilterPlanner: Sendable {
 /// A filter resolved against the store: the items required (nil: no requirement) and excluded, and
 /// (from `FilterCache`) the sorted labels of required minus excluded, dropped whenever either changes.
 /// The in-memory path (`resolveFilterBits`) states its requirement as `requiredBits` instead; the
-/// allowed labels are then requiredBits ∩ required (when a caller adds one) − excluded.
+/// allowed labels are then requiredBits ∩ required (when a caller adds one) − excluded. When it
+/// requires nothing, it states its exclusions as `excludedBits` (callers may still add ids to `excluded`:
+/// the items excluded are then both).
 struct ResolvedFilter {
     var required: Set<Int64>? { didSet { allowed = nil } }
     var excluded: Set<Int64> { didSet { allowed = nil } }
@@ -143,6 +146,15 @@ struct ResolvedFilter {
     var allowed: AllowedLabels? = nil
     /// The requirement as bits (in-memory path), already without the filter's own exclusions.
     var requiredBits: LabelBitset? = nil { didSet { allowed = nil } }
+    /// The exclusions as bits (in-memory path, only when nothing is required), beside `excluded`.
+    var excludedBits: LabelBitset? = nil
+
+    /// Everything excluded as bits (`excludedBits` ∪ `excluded`), nil when `excludedBits` is.
+    func allExcludedBits() -> LabelBitset? {
+        guard var bits = excludedBits else { return nil }
+        for label in excluded { bits.insert(label) }
+        return bits
+    }
 
     /// Whether anything is required (the plan is then `empty`, `exact` or `index`).
     var hasRequirement: Bool { required != nil || requiredBits != nil }
@@ -211,7 +223,11 @@ extension RetrievalEngine {
             return ResolvedFilter(required: nil, excluded: [], scannedRecords: 0)
         }
         let key = FilterCache.Key(filter: filter, extraRequired: extraRequired, extraExcluded: extraExcluded)
-        let sequence = store.latestSequence
+        // A written batch not yet replayed onto the in-memory postings and columns: resolve, but neither
+        // look up nor keep (an entry filed under the new sequence could miss that batch).
+        guard let sequence = store.replayedSequence else {
+            return try resolveFilterUncached(filter, extraRequired: extraRequired, extraExcluded: extraExcluded)
+        }
         if var hit = filterCache.lookup(key, sequence: sequence) {
             hit.scannedRecords = 0
             hit.cached = true
@@ -395,17 +411,29 @@ extension RetrievalEngine {
         }
         var resolved = filter
         let excluded = filter.excluded
-        if !filter.hasRequirement && !excluded.isEmpty {
-            let upperBound = max(0, items - excluded.count)
-            if k + excluded.count <= VectorIndex.maxK && upperBound > plan.exactThreshold {
+        let excludedBits = filter.hasRequirement ? nil : filter.allExcludedBits()
+        let excludedCount = excludedBits?.count ?? excluded.count
+        if !filter.hasRequirement && excludedCount > 0 {
+            let upperBound = max(0, items - excludedCount)
+            if k + excludedCount <= VectorIndex.maxK && upperBound > plan.exactThreshold {
                 plan.kind = .postFilter
                 plan.matches = upperBound
-                let raw = try indexSearch(prepared, k: k + excluded.count, SearchParameters(nprobe: nprobe, efSearch: efSearch))
+                let raw = try indexSearch(prepared, k: k + excludedCount, SearchParameters(nprobe: nprobe, efSearch: efSearch))
+                if let excludedBits {
+                    return (raw.map { list in Array(list.lazy.filter { !excludedBits.contains($0.label) }.prefix(k)) }, plan)
+                }
                 return (raw.map { list in Array(list.lazy.filter { !excluded.contains($0.label) }.prefix(k)) }, plan)
             }
-            let live = try store.liveInternalIDs()
-            plan.scannedRecords += live.count
-            resolved.required = Set(live)
+            // A large exclusion: the live items minus it, from memory on the in-memory path.
+            if let excludedBits, var live = store.liveBits() {
+                live.subtract(excludedBits)
+                resolved.requiredBits = live
+            } else {
+                let live = try store.liveInternalIDs()
+                plan.scannedRecords += live.count
+                resolved.required = Set(live)
+                if let excludedBits { resolved.excluded.formUnion(excludedBits.labels) }
+            }
         }
         guard let allowedLabels = resolved.allowed ?? resolved.computeAllowed() else {
             return (try indexSearch(prepared, k: k, SearchParameters(nprobe: nprobe, efSearch: efSearch)), plan)

@@ -14,7 +14,7 @@ import SteerStore
 /// |---|---|
 /// | `DIR/steer.json` | dimension, index spec, metric, embedding version, generation id, and after a swap the served generation directory |
 /// | `DIR/store/` | the `ItemStore` (RocksDB) |
-/// | `DIR/index/index.bin` + `index.json` | the index saved on close, and the store sequence it reflects |
+/// | `DIR/index/index.bin` + `index.json` | the index saved on close (and periodically by `IndexCheckpointer`), and the store sequence it reflects |
 /// | `DIR/generations/<id>/` | generation directories written by `steer-index build`; `swap` loads only these |
 ///
 /// On open, a generation directory recorded by `swap` is loaded again (checksums verified) and the
@@ -131,6 +131,10 @@ public final class RetrievalEngine: Sendable {
     /// broadcast after each change, for `waitForApplied`.
     private let applied: Locked<UInt64>
     private let appliedChanged = NSCondition()
+    /// Callbacks of `whenApplied` not called yet, by ticket, with the sequence each waits for; read and
+    /// changed holding its lock, which `markApplied` takes after it published the new sequence.
+    private let appliedWaiters = Locked<(nextTicket: UInt64, waiting: [UInt64: (sequence: UInt64, callback: @Sendable () -> Void)])>(
+        (nextTicket: 0, waiting: [:]))
     /// Problems met while opening that the engine recovered from (a recorded generation directory that
     /// is gone or invalid); the server logs them as warnings.
     public let openingWarnings: [String]
@@ -778,7 +782,40 @@ public final class RetrievalEngine: Sendable {
         appliedChanged.lock()
         appliedChanged.broadcast()
         appliedChanged.unlock()
+        let due = appliedWaiters.withLock { state -> [@Sendable () -> Void] in
+            guard !state.waiting.isEmpty else { return [] }
+            var due: [@Sendable () -> Void] = []
+            for (ticket, waiter) in state.waiting where waiter.sequence <= sequence {
+                due.append(waiter.callback)
+                state.waiting[ticket] = nil
+            }
+            return due
+        }
+        for callback in due { callback() }
     }
+
+    /// Calls `callback` once `appliedSequence` reaches `sequence`, without holding a thread meanwhile
+    /// (a server parks a request's `min_sequence` this way before it takes a worker). The callback runs
+    /// on the thread that applied the sequence, holding the writer lock: it must only hand work on
+    /// (for example to an event loop), never block or call back into the engine.
+    ///
+    /// - Returns: nil when `sequence` is already applied (`callback` is not called); else a function that
+    ///   forgets the callback (idempotent; after the callback ran it does nothing). Each waiter costs one
+    ///   dictionary entry until it is called or forgotten: callers bound how many they register.
+    public func whenApplied(_ sequence: UInt64, _ callback: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? {
+        appliedWaiters.withLock { state -> (@Sendable () -> Void)? in
+            // Read under the waiters' lock: `markApplied` publishes the sequence before it takes this
+            // lock, so either this read sees it or its scan sees this waiter.
+            if applied.withLock({ $0 }) >= sequence { return nil }
+            let ticket = state.nextTicket
+            state.nextTicket &+= 1
+            state.waiting[ticket] = (sequence, callback)
+            return { [appliedWaiters] in appliedWaiters.withLock { _ = $0.waiting.removeValue(forKey: ticket) } }
+        }
+    }
+
+    /// Waiters registered with `whenApplied` and not called or forgotten yet.
+    public var appliedWaiterCount: Int { appliedWaiters.withLock { $0.waiting.count } }
 
     /// Blocks the calling (worker) thread until `appliedSequence` reaches `sequence` or the uptime clock
     /// passes `deadlineNanos` (`DispatchTime` uptime nanoseconds).
@@ -1024,6 +1061,7 @@ public final class RetrievalEngine: Sendable {
         stats.storeMemtableBytes = store.memtableBytes
         stats.stagedGeneration = stagedGenerationID
         stats.payloadColumnBytes = store.payloadColumnBytes
+        stats.tagPostingBytes = store.tagPostingBytes
         stats.recordCache = store.recordCacheStatistics
         stats.plans = filterPlanner.planCounts
         stats.recallCalibration = recallCalibrator.last
@@ -1037,11 +1075,19 @@ public final class RetrievalEngine: Sendable {
     /// Saves the index with the store sequence it reflects (writes are held off meanwhile), then trims
     /// the store's change log up to that sequence. A generation loaded by `swap` is not re-saved and the
     /// change log is not trimmed: a restart loads its directory again and replays the store's changes
-    /// since its manifest's sequence.
-    public func saveIndex() throws(SteerError) {
+    /// since its manifest's sequence. `IndexCheckpointer` calls it periodically.
+    ///
+    /// - Returns: the store's latest sequence when the save ended (trimming the change log is a write of
+    ///   its own, so this is past the sequence recorded in `index.json`): a store still at it has not
+    ///   changed since.
+    /// - Throws: `.unavailable` once closed; `.io` when the file cannot be written.
+    @discardableResult
+    public func saveIndex() throws(SteerError) -> UInt64 {
         writeLock.lock()
         defer { writeLock.unlock() }
+        try requireOpen()
         try saveIndexLocked()
+        return store.latestSequence
     }
 
     private func saveIndexLocked() throws(SteerError) {

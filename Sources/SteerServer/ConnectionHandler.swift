@@ -71,10 +71,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.connectionID = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
     }
 
-    /// A request not started yet: its line is still being parsed on a worker, or it is validated.
+    /// A request not started yet: its line is still being parsed on a worker, it is validated, or it is
+    /// parked until the service can run it (`RequestService.park`: a `min_sequence` not applied yet).
     private enum Pending {
         case parsing
         case ready(Request, started: UInt64)
+        case parked(Request, started: UInt64, Parked)
+    }
+
+    /// What a parked request holds: the service's function that forgets its registration and the timer
+    /// that starts it at its wait limit. Touched on the event loop only.
+    private final class Parked {
+        var forget: (@Sendable () -> Void)?
+        var timer: Scheduled<Void>?
     }
 
     /// Requests not started yet, in arrival order.
@@ -184,9 +193,49 @@ final class ConnectionHandler: ChannelDuplexHandler {
             complete(sequence, output, context: context)
         case .request(let request, let started):
             lastActivityAt = .now()
-            waiting.append((sequence, .ready(request, started: started)))
+            waiting.append((sequence, parkIfNeeded(request, started: started, sequence: sequence, context: context)))
             pump(context: context)
         }
+    }
+
+    /// `.ready`, or `.parked` when the service has the request wait without a worker (`RequestService.park`).
+    /// A parked request is made ready when the service resumes it or at its wait limit
+    /// (`RequestHandler.waitLimit` of its deadline), whichever comes first; at the limit the registration
+    /// is forgotten and the request runs anyway, so its worker answers at once (`unavailable` for a
+    /// `min_sequence` still not applied). Only its lane waits meanwhile.
+    private func parkIfNeeded(_ request: Request, started: UInt64, sequence: Int, context: ChannelHandlerContext) -> Pending {
+        let parked = Parked()
+        let bound = NIOLoopBound((self, context, parked), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        guard let forget = shared.service.park(request, resume: {
+            eventLoop.execute {
+                let (connection, context, _) = bound.value
+                connection.unpark(sequence, context: context)
+            }
+        }) else {
+            return .ready(request, started: started)
+        }
+        parked.forget = forget
+        let limit = RequestHandler.waitLimit(deadlineNanos: deadline(of: request, started: started))
+        let delay = TimeAmount.nanoseconds(Int64(limit &- min(limit, DispatchTime.now().uptimeNanoseconds)))
+        parked.timer = eventLoop.scheduleTask(in: delay) {
+            let (connection, context, parked) = bound.value
+            // Forgotten here even when the connection is gone: nothing registered outlives its deadline.
+            parked.forget?()
+            connection.unpark(sequence, context: context)
+        }
+        return .parked(request, started: started, parked)
+    }
+
+    private func unpark(_ sequence: Int, context: ChannelHandlerContext) {
+        guard let position = waiting.firstIndex(where: { $0.sequence == sequence }),
+              case .parked(let request, let started, let parked) = waiting[position].pending else { return }
+        parked.forget?()
+        parked.forget = nil
+        parked.timer?.cancel()
+        parked.timer = nil
+        waiting[position].pending = .ready(request, started: started)
+        pump(context: context)
     }
 
     /// Parses a long line on a worker (its cost is linear, but a megabyte is milliseconds of CPU that the
@@ -210,7 +259,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard let position = waiting.firstIndex(where: { $0.sequence == sequence }) else { return }
         switch result {
         case .success(.request(let request, let started)):
-            waiting[position].pending = .ready(request, started: started)
+            waiting[position].pending = parkIfNeeded(request, started: started, sequence: sequence, context: context)
         case .success(.done(let output)):
             waiting.remove(at: position)
             complete(sequence, output, context: context)
@@ -263,6 +312,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         while index < waiting.count {
             let entry = waiting[index]
             index += 1
+            if !closed, case .parked(let request, _, _) = entry.pending {
+                // Waiting for its sequence: later requests of its lane keep their order behind it.
+                blocked.insert(queue(of: request))
+                kept.append(entry)
+                continue
+            }
             guard !closed, case .ready(let request, let started) = entry.pending else {
                 // Still parsing (or closed): it and everything after it wait.
                 kept.append(contentsOf: waiting[(index - 1)...])

@@ -177,6 +177,12 @@ public protocol RequestService: Sendable {
     var stats: OperationStats { get }
     /// Installs the provider of the server's own `stats` fields (connections, threads, limits).
     func setServerStats(_ provider: @escaping @Sendable () -> JSONObject)
+    /// A request that cannot usefully run yet (a `min_sequence` this server has not applied): registers
+    /// `resume`, called once from any thread when it can, and returns a function that forgets it; nil
+    /// when the request may start now. The connection then holds the request (and its lane) without a
+    /// worker until `resume` or its wait limit (`RequestHandler.waitLimit`), and starts it then. The
+    /// default: nil.
+    func park(_ request: Request, resume: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)?
 }
 
 extension RequestService {
@@ -189,6 +195,8 @@ extension RequestService {
     }
 
     public var publishesEarly: Bool { false }
+
+    public func park(_ request: Request, resume: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? { nil }
 }
 
 /// What the server tells a service about a request besides the request itself.
@@ -258,6 +266,10 @@ struct EngineRequestService: RequestService {
     var stats: OperationStats { handler.stats }
 
     func setServerStats(_ provider: @escaping @Sendable () -> JSONObject) { handler.setServerStats(provider) }
+
+    func park(_ request: Request, resume: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? {
+        handler.parkForSequence(request, resume: resume)
+    }
 }
 
 /// What every connection handler shares.

@@ -135,7 +135,7 @@ public final class RequestHandler: Sendable {
     static let waitMarginNanos: UInt64 = 5_000_000
 
     /// When a wait started at `now` for a request due at `deadlineNanos` gives up.
-    static func waitLimit(deadlineNanos: UInt64?, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> UInt64 {
+    public static func waitLimit(deadlineNanos: UInt64?, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> UInt64 {
         guard let deadlineNanos, deadlineNanos > now else { return now }
         return deadlineNanos - min(waitMarginNanos, (deadlineNanos - now) / 10)
     }
@@ -330,6 +330,24 @@ public final class RequestHandler: Sendable {
         writer.string(error.message)
         writer.raw("}}\n")
         return writer.bytes
+    }
+
+    /// For a server that follows a write log: a request whose `min_sequence` is not applied yet registers
+    /// `resume` with `RetrievalEngine.whenApplied` instead of taking a worker to wait (the server's
+    /// connection parks it, see `RequestService.park`), so requests waiting for sequences far ahead
+    /// hold no thread. A request without a valid key is not parked: its worker refuses it at once.
+    ///
+    /// - Returns: the function that forgets the registration; nil when the request may start now.
+    public func parkForSequence(_ request: Request, resume: @escaping @Sendable () -> Void) -> (@Sendable () -> Void)? {
+        guard let wanted = request.minSequence, request.minSequences == nil, writeLog != nil else { return nil }
+        if let accessKeys {
+            do throws(SteerError) {
+                try accessKeys.authorize(request)
+            } catch {
+                return nil
+            }
+        }
+        return engine.whenApplied(wanted, resume)
     }
 
     /// Checks the request's key, then waits for its `min_sequence` (see `Request.minSequence`).
@@ -732,6 +750,8 @@ public final class RequestHandler: Sendable {
         writer.value(.double((engineStats.indexBytesPerVectorEstimate * 10).rounded() / 10))
         writer.raw(",\"payload_column_bytes\":")
         writer.int(engineStats.payloadColumnBytes)
+        writer.raw(",\"tag_posting_bytes\":")
+        writer.int(engineStats.tagPostingBytes)
         Self.writeOperationStats(stats, &writer)
         if let provider = serverStats.get() {
             writer.raw(",\"server\":")

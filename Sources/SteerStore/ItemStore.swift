@@ -54,8 +54,9 @@ import SteerCore
 /// `@unchecked Sendable` is safe because: RocksDB's database object is thread-safe; writers (upserts,
 /// deletes, version changes, trims) are serialised by `writeLock`, which also guards id allocation and
 /// the read-modify-write of counters; the cached state (versions, counters) is only touched under
-/// `stateLock`; the in-memory payload indexes (`PayloadColumns`) are changed only under `writeLock`,
-/// right after the batch that wrote their keys, and read under their own lock; and every call holds
+/// `stateLock`; the in-memory payload indexes (`PayloadColumns`), tag postings and live ids
+/// (`TagPostings`) are changed only under `writeLock`, right after the batch that wrote their keys, and
+/// read under their own locks; and every call holds
 /// `lifecycle` shared, while `close()` takes it exclusively, so handles are never freed under a running call.
 public final class ItemStore: @unchecked Sendable {
     /// Configuration of a store. Limits are checked per item before anything is written.
@@ -223,6 +224,11 @@ public final class ItemStore: @unchecked Sendable {
     private let recordCache: RecordCache
     /// The payload indexes in memory (see `PayloadColumns` for the invariant).
     private let payloadColumns = PayloadColumns()
+    /// The tag postings and live internal ids in memory (see `TagPostings` for the invariant).
+    private let tagPostings = TagPostings()
+    /// True from just before a batch with keys mirrored in memory is written until its replay is done
+    /// (see `replayedSequence`). Changed under `writeLock` (internal for tests of that window).
+    let replayPending = Locked(false)
     /// `UserHistoryStore`'s writer locks, one per stripe of users (a user's stripe is a hash of its key).
     let historyLocks: [NSLock] = (0..<UserHistoryStore.lockStripes).map { _ in NSLock() }
 
@@ -282,6 +288,7 @@ public final class ItemStore: @unchecked Sendable {
             }
             self.state = try Self.loadState(database, path: path)
             try Self.loadColumns(payloadColumns, database, declared: state.payloads)
+            try tagPostings.load(database)
         } catch {
             database.close()
             throw error
@@ -310,12 +317,46 @@ public final class ItemStore: @unchecked Sendable {
         if !readable { throw SteerError(.corrupt, "a payload index key is unreadable") }
     }
 
-    /// Writes `batch` and replays its payload key changes onto the in-memory columns (call under the
-    /// write lock, or before the store is shared).
+    /// Writes `batch` and replays its payload key, tag posting and item key changes onto the in-memory
+    /// copies (call under the write lock, or before the store is shared; a batch with none of those keys,
+    /// such as a history batch, may be committed without it).
     private func commit(_ batch: WriteBatch, _ database: RocksDatabase) throws(SteerError) {
+        let mirrored = !batch.payloadChanges.isEmpty || !batch.tagChanges.isEmpty || !batch.itemChanges.isEmpty
+        if !mirrored {
+            try database.write(batch)
+            return
+        }
+        replayPending.withLock { $0 = true }
+        defer { replayPending.withLock { $0 = false } }
         try database.write(batch)
         payloadColumns.apply(batch.payloadChanges)
+        tagPostings.apply(tags: batch.tagChanges, items: batch.itemChanges)
     }
+
+    /// The store's sequence (`latestSequence`) when the in-memory copies (`payloadBits`, `tagBits`,
+    /// `liveBits`) hold every batch through it; nil while a written batch's replay onto them is pending.
+    /// A resolution from memory started after reading a non-nil value sees at least that sequence's
+    /// state, so a cache may file it under that sequence (`FilterCache`).
+    public var replayedSequence: UInt64? {
+        let sequence = latestSequence
+        return replayPending.withLock { $0 } ? nil : sequence
+    }
+
+    /// The live items (internal ids) carrying any of `tags`, as a bitset from memory: the union of
+    /// `internalIDs(withTag:)` over `tags`, without reading RocksDB. Nil once closed, or when a key could
+    /// not be held in memory (see `TagPostings`); the caller then reads RocksDB.
+    ///
+    /// - Complexity: O(postings of `tags` + internal ids ÷ 64 words), no RocksDB read.
+    public func tagBits(anyOf tags: [String]) -> LabelBitset? { tagPostings.bits(anyOf: tags) }
+
+    /// The live items' internal ids as a bitset from memory: the set `liveInternalIDs()` reads from
+    /// RocksDB. Nil once closed or when a key could not be held in memory.
+    ///
+    /// - Complexity: O(internal ids ÷ 64 words), no RocksDB read.
+    public func liveBits() -> LabelBitset? { tagPostings.liveBits() }
+
+    /// Estimated bytes of the in-memory tag postings and live set (`TagPostings`).
+    public var tagPostingBytes: Int { tagPostings.estimatedBytes }
 
     /// The items (internal ids) the in-memory copy of a payload index says meet `query` on attribute
     /// `name`, as a bitset: the same set as `internalIDs(payload:_:)`, without reading RocksDB. Nil when
@@ -437,6 +478,7 @@ public final class ItemStore: @unchecked Sendable {
             database = nil
             recordCache.removeAll()
             payloadColumns.removeAll()
+            tagPostings.removeAll()
         }
     }
 
@@ -1332,9 +1374,12 @@ public final class ItemStore: @unchecked Sendable {
                 throw Self.steerError(error)
             }
             batch.put(.meta, PayloadKey.declaration(name), [kind.rawValue])
+            replayPending.withLock { $0 = true }
+            defer { replayPending.withLock { $0 = false } }
             try database.write(batch)
             payloadColumns.declare(name, kind: kind)
             payloadColumns.apply(batch.payloadChanges)
+            tagPostings.apply(tags: batch.tagChanges, items: batch.itemChanges)
             withState { $0.payloads[name] = kind }
             return written
         }

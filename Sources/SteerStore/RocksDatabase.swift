@@ -379,9 +379,23 @@ final class WriteBatch {
     /// Payload index keys (`postings` keys starting with 0x00, see `PayloadKey`) put (true) or deleted
     /// (false), in batch order: `ItemStore` replays them onto its `PayloadColumns` once the batch is written.
     private(set) var payloadChanges: [(put: Bool, key: [UInt8])] = []
+    /// Tag posting keys (`postings` keys not starting with 0x00) put (true) or deleted (false), and the
+    /// `items` keys (internal ids) put or deleted, in batch order: `ItemStore` replays them onto its
+    /// `TagPostings` once the batch is written.
+    private(set) var tagChanges: [(put: Bool, key: [UInt8])] = []
+    private(set) var itemChanges: [(put: Bool, key: [UInt8])] = []
+
+    /// Notes a put or delete of a key that an in-memory copy mirrors.
+    private func record(_ put: Bool, _ family: Family, _ key: [UInt8]) {
+        switch family {
+        case .postings: if key.first == 0 { payloadChanges.append((put, key)) } else { tagChanges.append((put, key)) }
+        case .items: itemChanges.append((put, key))
+        default: break
+        }
+    }
 
     func put(_ family: Family, _ key: [UInt8], _ value: UnsafeRawBufferPointer) {
-        if family == .postings, key.first == 0 { payloadChanges.append((true, key)) }
+        record(true, family, key)
         // An empty value (postings) may have no base address: hand RocksDB a real pointer, length 0.
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 1) { empty in
             key.withUnsafeBytes { keyBytes in
@@ -399,7 +413,7 @@ final class WriteBatch {
     }
 
     func delete(_ family: Family, _ key: [UInt8]) {
-        if family == .postings, key.first == 0 { payloadChanges.append((false, key)) }
+        record(false, family, key)
         key.withUnsafeBytes { keyBytes in
             rocksdb_writebatch_delete_cf(
                 pointer, database.handle(family),
@@ -407,8 +421,10 @@ final class WriteBatch {
         }
     }
 
-    /// Deletes every key in `[start, end)`.
+    /// Deletes every key in `[start, end)`. Not for `postings` or `items`: their in-memory copies
+    /// (`PayloadColumns`, `TagPostings`) replay single puts and deletes only.
     func deleteRange(_ family: Family, from start: [UInt8], to end: [UInt8]) {
+        precondition(family != .postings && family != .items, "deleteRange on a family mirrored in memory")
         start.withUnsafeBytes { startBytes in
             end.withUnsafeBytes { endBytes in
                 rocksdb_writebatch_delete_range_cf(

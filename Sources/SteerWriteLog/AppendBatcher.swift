@@ -1,5 +1,6 @@
 import Dispatch
 import SteerCore
+import SteerProtocol
 
 /// Group commit of item writes into a shard's stream (docs/scaling.md, "Through a router"): writes that
 /// arrive for one shard while that shard already has `maxInFlight` publishes waiting for their PubAck

@@ -46,6 +46,8 @@ struct Serve: AsyncParsableCommand {
     var publicReads: String?
     @Option(name: .customLong("sync-writes"), help: "fsync the store's WAL per write: true/false (default true). Env: STEER_SYNC_WRITES.")
     var syncWrites: String?
+    @Option(name: .customLong("index-save-seconds"), help: "Save each engine's own index every N seconds when its store changed, so a killed server reopens from it instead of rebuilding (default 60; 0: only on shutdown). Env: STEER_INDEX_SAVE_SECONDS.")
+    var indexSaveSeconds: Int?
     @Option(name: .customLong("max-line-bytes"), help: "Longest request line (default 1048576). Env: STEER_MAX_LINE_BYTES.")
     var maxLineBytes: Int?
     @Option(name: .customLong("max-k"), help: "Largest k (default 1000). Env: STEER_MAX_K.")
@@ -206,7 +208,7 @@ struct SettingSource {
             "event_loop_threads", "log_level", "metrics_port", "checkpoint", "minilm", "omp_threads_per_worker",
             "tls_cert", "tls_key", "worker_spin_us", "record_cache_mb", "recall_target", "filter_cache_mb", "max_scan_records", "history_cap", "max_collections", "loop_spin_us", "checkpoint_root",
             "admin_token_file", "keys_file", "public_reads", "follow", "cluster", "shard", "stream_replicas", "restore",
-            "stream_max_age", "stream_max_messages",
+            "stream_max_age", "stream_max_messages", "index_save_seconds",
             "snapshot_dir", "shard_count", "advertise",
         ] + RequestLimitOptions.keys)
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
@@ -455,6 +457,15 @@ extension Serve {
         }
         let hangup = Self.swapOnHangup(engine: engine, accessKeys: serverConfiguration.accessKeys, logger: logger)
         defer { hangup.cancel() }
+        let saveSeconds = try source.int(indexSaveSeconds, env: "STEER_INDEX_SAVE_SECONDS", key: "index_save_seconds", range: 0...(7 * 86_400)) ?? 60
+        let checkpointer = saveSeconds == 0 ? nil : IndexCheckpointer(
+            interval: .seconds(saveSeconds), engines: { [engine] in [engine] + collections.namedEngines.map(\.engine) },
+            onError: { [logger] directory, error in
+                logger.warning("periodic index save failed; a restart after a crash replays more of the store", metadata: [
+                    "steer.data": "\(directory)", "steer.error": "\(error)"])
+            })
+        checkpointer?.start()
+        defer { checkpointer?.stop() }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [ServiceGroupConfiguration.ServiceConfiguration(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# libFuzzer on the request decoder (Tests/Fuzz/RequestFuzz): builds the target with
-# -sanitize=fuzzer,address into .build-fuzz and runs it from the seed corpus in Tests/Fuzz/corpus, with
-# inputs up to the protocol's maximum line length (1 MiB).
+# libFuzzer on one of two decoders, built with -sanitize=fuzzer,address into .build-fuzz, with inputs up
+# to the protocol's maximum line length (1 MiB):
+# - `--target request` (the default): the request decoder (Tests/Fuzz/RequestFuzz), from the seed corpus in
+#   Tests/Fuzz/corpus with the dictionary Tests/Fuzz/request.dict;
+# - `--target writelog`: the write-log message decoder replicas read streams with (Tests/Fuzz/WriteLogFuzz),
+#   from seeds its binary writes with the real encoders (`--write-seeds`) and Tests/Fuzz/writelog.dict.
 #
-#   Tests/Fuzz/run.sh --runs 200000      # fixed number of inputs, seed 1: deterministic (make test)
-#   Tests/Fuzz/run.sh --seconds 600      # a time budget (docs/reliability.md)
+#   Tests/Fuzz/run.sh --runs 200000                     # fixed number of inputs, seed 1: deterministic (make test)
+#   Tests/Fuzz/run.sh --target writelog --runs 200000
+#   Tests/Fuzz/run.sh --seconds 600                     # a time budget (docs/reliability.md)
 #
-# Options: --runs N | --seconds S, --seed N (default 1), --results FILE (a JSON summary: command,
-# commit, machine, executions, coverage). Exits non-zero when an input breaks an invariant or a sanitizer
+# Options: --target request|writelog, --runs N | --seconds S, --seed N (default 1), --results FILE (a JSON
+# summary: command, commit, machine, executions, coverage). Exits non-zero when an input breaks an invariant or a sanitizer
 # fires; the input is kept as crash-* in the work directory, which is printed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,26 +20,36 @@ runs=""
 seconds=""
 seed=1
 results=""
+target=request
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
+    --target) target="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 if [ -z "$runs" ] && [ -z "$seconds" ]; then runs=200000; fi
+case "$target" in
+  request|writelog) ;;
+  *) echo "unknown target $target (request or writelog)" >&2; exit 2 ;;
+esac
 
 STEER_FUZZ=1 swift build --scratch-path .build-fuzz -c release \
-  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --product steer-fuzz-request 2>&1 \
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --product "steer-fuzz-$target" 2>&1 \
   | grep -v "Cannot export local symbol '__asan_extra_spill_area'" || true
-binary=.build-fuzz/release/steer-fuzz-request
+binary=.build-fuzz/release/steer-fuzz-$target
 [ -x "$binary" ] || { echo "the fuzz target did not build" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/steer-libfuzzer-XXXXXX)
 mkdir -p "$work/corpus"
-cp Tests/Fuzz/corpus/* "$work/corpus/"
+if [ "$target" = request ]; then
+  cp Tests/Fuzz/corpus/* "$work/corpus/"
+else
+  SWIFT_BACKTRACE=enable=no "$binary" --write-seeds "$work/corpus" || { echo "writing the seeds failed" >&2; exit 1; }
+fi
 limit=()
 [ -n "$runs" ] && limit+=("-runs=$runs")
 [ -n "$seconds" ] && limit+=("-max_total_time=$seconds")
@@ -43,7 +57,7 @@ limit=()
 # (Sources/SteerProtocol/Request.swift). libFuzzer's -len_control still starts mutations short and lets
 # them grow; seeds are read whole.
 max_len=1048576
-command=("$binary" -dict=Tests/Fuzz/request.dict -max_len="$max_len" -seed="$seed" -print_final_stats=1
+command=("$binary" -dict="Tests/Fuzz/$target.dict" -max_len="$max_len" -seed="$seed" -print_final_stats=1
   -artifact_prefix="$work/" "${limit[@]}" "$work/corpus")
 echo "running: ${command[*]}"
 status=0

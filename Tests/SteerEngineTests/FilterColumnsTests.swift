@@ -53,7 +53,7 @@ import Testing
     /// The items a resolved filter lets through.
     static func passing(_ resolved: ResolvedFilter, live: [Int64]) -> Set<Int64> {
         if let allowed = resolved.computeAllowed() { return Set(allowed.sortedLabels) }
-        return Set(live).subtracting(resolved.excluded)
+        return Set(live).subtracting(resolved.excluded).subtracting(resolved.allExcludedBits()?.labels ?? [])
     }
 
     static func open(_ directory: String, _ declarations: [String: PayloadKind]) throws -> RetrievalEngine {

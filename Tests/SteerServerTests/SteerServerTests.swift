@@ -33,10 +33,25 @@ private let testRegistry: PrometheusCollectorRegistry = {
     return registry
 }()
 
+/// A write log that takes no writes: the server follows "a stream" whose sequences the test applies to
+/// the engine itself (`RetrievalEngine.apply(sequence:_:)`).
+private struct IdleWriteLog: WriteLog {
+    func append(_ operation: WriteOperation, collection: String?, deadlineNanos: UInt64) throws(SteerError) -> LoggedWrite {
+        throw SteerError(.unavailable, "this test's write log takes no writes")
+    }
+
+    func appendChange(_ change: Request.Operation, deadlineNanos: UInt64) throws(SteerError) -> LoggedChange {
+        throw SteerError(.unavailable, "this test's write log takes no writes")
+    }
+
+    var refusedMessages: Int { 0 }
+}
+
 /// Starts a server on a free port over a fresh data directory.
 private final class TestServer: Sendable {
     let directory = NSTemporaryDirectory() + "steer-server-test-" + UUID().uuidString
     let server: SteerServer
+    let engine: RetrievalEngine
     let port: Int
 
     /// - Parameter collections: serve the data directory's named collections too (`CollectionSet`).
@@ -47,6 +62,7 @@ private final class TestServer: Sendable {
             dataDirectory: directory, dimension: 2, syncWrites: false,
             encoderFactory: encoder.map { gated in { @Sendable _, _, _ in gated } })
         let engine = try RetrievalEngine(configuration: engineConfiguration)
+        self.engine = engine
         server = SteerServer(configuration: configuration, engine: engine, logger: Logger(label: "test"), metricsRegistry: testRegistry,
                              collections: collections ? try CollectionSet(defaultEngine: engine) : nil)
         port = try await server.start()
@@ -146,6 +162,48 @@ private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0
         #expect(text(try connection.roundTrip(RequestLine.ping(id: 6))) == #"{"id":6,"ok":true}"#)
         let later = text(try connection.roundTrip(Array(#"{"op":"get","ids":[1]}"#.utf8)))
         #expect(later.contains(#""ok":true"#))
+        await server.stop()
+    }
+
+    /// Requests waiting for a `min_sequence` the server has not applied hold no worker: with more of them
+    /// than workers, another client's request is answered at once; they run when the sequence is applied,
+    /// or are answered `unavailable` at their deadline with nothing left registered.
+    @Test func requestsWaitingForASequenceHoldNoWorker() async throws {
+        let server = try await TestServer(configure: { $0.workerThreads = 2; $0.writeLog = IdleWriteLog() })
+        let setup = try server.connection()
+        _ = try server.engine.apply(sequence: 1, .upsert([ItemInput(id: .int(1), vector: [1, 0])]))
+        #expect(text(try setup.roundTrip(Array(#"{"op":"get","ids":[1],"min_sequence":1}"#.utf8))).contains(#""id":1"#))
+
+        // Six readers (three times the workers) wait for sequence 2, two of them behind a pipelined ping.
+        let waiters = try (0..<6).map { _ in try server.connection() }
+        for (index, waiter) in waiters.enumerated() {
+            try waiter.writeLine(Array(#"{"id":\#(index),"op":"get","ids":[2],"min_sequence":2,"timeout_ms":20000}"#.utf8))
+            if index < 2 { try waiter.writeLine(RequestLine.ping(id: Int64(100 + index))) }
+        }
+        let deadline = Date().addingTimeInterval(5)
+        while server.engine.appliedWaiterCount < 6 && Date() < deadline { usleep(2_000) }
+        #expect(server.engine.appliedWaiterCount == 6)
+        let started = Date()
+        #expect(text(try setup.roundTrip(Array(#"{"op":"get","ids":[1]}"#.utf8))).contains(#""ok":true"#))
+        #expect(Date().timeIntervalSince(started) < 2, "another client waited \(Date().timeIntervalSince(started)) s behind the parked requests")
+
+        _ = try server.engine.apply(sequence: 2, .upsert([ItemInput(id: .int(2), vector: [0, 1])]))
+        for (index, waiter) in waiters.enumerated() {
+            let answer = text(try waiter.readLine())
+            #expect(answer.contains(#""id":\#(index),"ok":true"#) && answer.contains(#""items":[{"id":2"#), "\(answer)")
+            // The pipelined ping waited behind the parked read in its lane.
+            if index < 2 { #expect(text(try waiter.readLine()) == #"{"id":\#(100 + index),"ok":true}"#) }
+        }
+        #expect(server.engine.appliedWaiterCount == 0)
+
+        // A sequence that never comes: `unavailable` just before the deadline, and nothing stays registered.
+        let late = try server.connection()
+        let asked = Date()
+        let answer = text(try late.roundTrip(Array(#"{"op":"get","ids":[1],"min_sequence":99,"timeout_ms":400}"#.utf8)))
+        let waited = Date().timeIntervalSince(asked)
+        #expect(answer.contains(#""code":"unavailable""#), "\(answer)")
+        #expect(waited > 0.3 && waited < 3, "answered after \(waited) s")
+        #expect(server.engine.appliedWaiterCount == 0)
         await server.stop()
     }
 

@@ -1,12 +1,17 @@
 // steer-filter-bench: filtered recall@10 against exact search over the matching items, per plan, and
 // recall after rescoring against oversample for quantized indexes (Benchmarks/filter/run.sh).
-// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized]
+// Usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized|distinct|tags]
 // With `memory`: instead, the resident growth of a fresh process opening the data with each spec
 // (rebuilt from the store, then loaded from the index file it saved), before and after malloc_trim.
 // `filtered` / `quantized` run one of the two search sections (default: both). `distinct`: instead,
 // QPS with a different range filter on every request (`bucket` in [a, a + width), a distinct per
 // request), resolved from RocksDB and from the in-memory columns back to back, for the specs in
-// STEER_DISTINCT_SPECS (default "HNSW32 IVF1024,Flat").
+// STEER_DISTINCT_SPECS (default "HNSW32 IVF1024,Flat"). `tags`: instead, QPS of tag filters (each item
+// carries the tags h<bucket/500>, t<bucket/100> and p<bucket/10>): `tags_any` of one tag and `tags_none`
+// of all but one tag of a level (an exclusion-only filter), at 50/90/99 % filtered out, filter cache off,
+// for the specs in STEER_TAG_SPECS (default "HNSW32 IVF1024,Flat"); every request's hit ids go to the file
+// STEER_BENCH_HITS (when set), so two builds' runs can be compared line by line. This section uses only
+// APIs that main had before the in-memory tag postings, so the same source builds against both.
 // Specs: STEER_FILTER_SPECS (filtered section, default "Flat IVF1024,Flat HNSW32"), STEER_QUANT_SPECS
 // (quantized section, default "IVF1024,Flat IVF1024,SQ8 IVF1024,PQ16"), STEER_MEMORY_SPECS (memory mode,
 // default "Flat IVF1024,Flat HNSW32 IVF1024,SQ8 IVF1024,PQ16"): space-separated index specs.
@@ -47,9 +52,9 @@ if arguments.count == 5 && arguments[1] == "memory-child", let dimension = Int(a
     exit(0)
 }
 let section = arguments.count == 6 ? arguments[5] : "both"
-guard arguments.count == 5 || ["memory", "filtered", "quantized", "distinct"].contains(section), let items = Int(arguments[1]),
+guard arguments.count == 5 || ["memory", "filtered", "quantized", "distinct", "tags"].contains(section), let items = Int(arguments[1]),
       let dimension = Int(arguments[2]), let queryCount = Int(arguments[3]) else {
-    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized|distinct]\n".utf8))
+    FileHandle.standardError.write(Data("usage: steer-filter-bench ITEMS DIMENSION QUERIES WORKDIR [memory|filtered|quantized|distinct|tags]\n".utf8))
     exit(2)
 }
 let memoryMode = section == "memory"
@@ -84,8 +89,10 @@ do {
     let loader = try engine(spec: "Flat")
     var batch: [ItemInput] = []
     for index in 0..<items {
+        let bucket = buckets[index]
         batch.append(ItemInput(id: .int(Int64(index)), vector: Array(vectors[(index * dimension)..<((index + 1) * dimension)]),
-                               attributesJSON: #"{"bucket":\#(buckets[index])}"#))
+                               tags: section == "tags" ? ["h\(bucket / 500)", "t\(bucket / 100)", "p\(bucket / 10)"] : [],
+                               attributesJSON: #"{"bucket":\#(bucket)}"#))
         if batch.count == 5000 || index == items - 1 {
             _ = try loader.upsert(batch)
             batch.removeAll(keepingCapacity: true)
@@ -200,6 +207,82 @@ if section == "distinct" {
             }
         }
         try served.close()
+    }
+    try? FileManager.default.removeItem(atPath: workDirectory)
+    exit(0)
+}
+
+if section == "tags" {
+    print("## Tag filters: `tags_any` of one tag and `tags_none` of all but one tag of a level\n")
+    print("Each item carries h<bucket/500>, t<bucket/100>, p<bucket/10>. Request i takes the level's tag number r_i (a seeded shuffle, so requests differ); `tags_any` [r_i] keeps that tag's items, `tags_none` [every other tag of the level] keeps the same share as an exclusion-only filter. Filter cache off: every request resolves its filter. `scanned` is the mean of the plan's `scannedRecords` (records or live ids read for the filter).\n")
+    print("| spec | filtered out | filter | plans used (queries) | mean matches | recall@10 | QPS (1 thread) | p50 ms | p99 ms | scanned |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    var hitLines: [String] = []
+    for spec in specs("STEER_TAG_SPECS", "HNSW32 IVF1024,Flat") {
+        let served = try engine(spec: spec)
+        served.filterCache.capacityBytes = 0
+        served.recallCalibrator.waitUntilIdle()
+        log("\(spec): calibrated \(served.recallCalibrator.last.map { "\($0.parameter.rawValue) \($0.value)" } ?? "-")")
+        // The tag postings' memory where the engine reports it (a field main's `EngineStats` lacks).
+        let stats = String(describing: served.stats())
+        if let range = stats.range(of: #"tagPostingBytes: [0-9]+"#, options: .regularExpression) { log("\(spec): \(stats[range])") }
+        var unfiltered: [Double] = []
+        let unfilteredStart = now()
+        for query in queries {
+            let queryStart = now()
+            _ = try served.search([query], options: SearchOptions(k: 10))
+            unfiltered.append(now() - queryStart)
+        }
+        unfiltered.sort()
+        let baseline = "| \(spec) | 0% | none | - | \(items) | - | \(String(format: "%.1f", Double(queries.count) / (now() - unfilteredStart))) | \(String(format: "%.2f", unfiltered[unfiltered.count / 2] * 1000)) | \(String(format: "%.2f", unfiltered[min(unfiltered.count - 1, unfiltered.count * 99 / 100)] * 1000)) | - |"
+        log(baseline)
+        print(baseline)
+        for (filteredOut, prefix, levels, width) in [("50%", "h", 2, 500), ("90%", "t", 10, 100), ("99%", "p", 100, 10)] {
+            var numbers = Array(0..<levels)
+            var shuffle = SeededGenerator(seed: UInt64(levels))
+            numbers.shuffle(using: &shuffle)
+            let chosen = queries.indices.map { numbers[$0 % levels] }
+            let truth: [[Int64]] = queries.indices.map { position in
+                let labels = (0..<items).filter { buckets[$0] / width == chosen[position] }.map(Int64.init)
+                var base: [Float] = []
+                base.reserveCapacity(labels.count * dimension)
+                for label in labels { base.append(contentsOf: vectors[(Int(label) * dimension)..<((Int(label) + 1) * dimension)]) }
+                return ExactSearch.topK(query: queries[position], base: base, dimension: dimension, labels: labels, k: 10, metric: .innerProduct).map(\.label)
+            }
+            for exclusion in [false, true] {
+                var found: [[Int64]] = []
+                var plans: [String: Int] = [:]
+                var matches = 0, scanned = 0
+                var latencies: [Double] = []
+                let begin = now()
+                for (position, query) in queries.enumerated() {
+                    let filter = exclusion
+                        ? TagFilter(tagsNone: (0..<levels).filter { $0 != chosen[position] }.map { "\(prefix)\($0)" })
+                        : TagFilter(tagsAny: ["\(prefix)\(chosen[position])"])
+                    let queryStart = now()
+                    let (hits, plan) = try served.searchExplained([query], options: SearchOptions(k: 10, filter: filter))
+                    latencies.append(now() - queryStart)
+                    found.append(ids(hits[0]))
+                    plans[plan.kind.rawValue, default: 0] += 1
+                    matches += plan.matches ?? 0
+                    scanned += plan.scannedRecords
+                }
+                let seconds = now() - begin
+                latencies.sort()
+                let name = exclusion ? "tags_none (\(levels - 1) tag\(levels == 2 ? "" : "s"))" : "tags_any (1 tag)"
+                let p50 = latencies[latencies.count / 2] * 1000, p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)] * 1000
+                let row = "| \(spec) | \(filteredOut) | \(name) | \(plans.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")) | \(matches / max(1, queries.count)) | \(String(format: "%.3f", ExactSearch.recall(found: found, truth: truth))) | \(String(format: "%.1f", Double(queries.count) / seconds)) | \(String(format: "%.2f", p50)) | \(String(format: "%.2f", p99)) | \(scanned / max(1, queries.count)) |"
+                log(row)
+                print(row)
+                for (position, list) in found.enumerated() {
+                    hitLines.append("\(spec) \(filteredOut) \(exclusion ? "none" : "any") \(position): \(list.map(String.init).joined(separator: " "))")
+                }
+            }
+        }
+        try served.close()
+    }
+    if let path = ProcessInfo.processInfo.environment["STEER_BENCH_HITS"] {
+        try (hitLines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
     try? FileManager.default.removeItem(atPath: workDirectory)
     exit(0)

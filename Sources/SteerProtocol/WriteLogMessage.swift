@@ -4,7 +4,6 @@ import Glibc
 import Darwin
 #endif
 import SteerCore
-import SteerProtocol
 
 /// The body of one message of a shard's write log (docs/scaling.md, "Following a stream"). Item writes
 /// (`upsert`, `delete`) are written in the binary layout of `WriteLogBinary` (vectors as raw float32);

@@ -1,5 +1,4 @@
 import SteerCore
-import SteerProtocol
 
 /// The binary body of write-log messages of item writes (docs/scaling.md, "Message format"): `upsert`
 /// and `delete` parts with vectors as raw little-endian float32, so that a router writes and a replica

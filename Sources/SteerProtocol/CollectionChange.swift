@@ -1,5 +1,4 @@
 import SteerCore
-import SteerProtocol
 
 /// Collection changes in a shard's write log (docs/scaling.md, "Collections in the stream"): the
 /// `create_collection`, `drop_collection`, `alias` and `delete_alias` request lines, appended to every

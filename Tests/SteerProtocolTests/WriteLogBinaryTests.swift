@@ -1,6 +1,5 @@
 import SteerCore
 import SteerProtocol
-import SteerWriteLog
 import Testing
 
 private let decoder = RequestDecoder(limits: ProtocolLimits())
@@ -31,7 +30,7 @@ private let items: [ItemInput] = [
     ItemInput(id: .int(Int64.max), vector: [Float.leastNonzeroMagnitude, 1e15, -1e15, 0.1], title: "", tags: []),
 ]
 
-/// Byte offsets of a one-part binary message (BinaryWriteLog.swift's layout).
+/// Byte offsets of a one-part binary message (WriteLogBinary.swift's layout).
 private enum Offset {
     static let version = 4
     static let partCount = 5
@@ -46,7 +45,7 @@ private func set32(_ bytes: inout [UInt8], at offset: Int, _ value: UInt32) {
     for shift in 0..<4 { bytes[offset + shift] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(shift))) }
 }
 
-/// The binary write-log body (BinaryWriteLog.swift): the same writes as the JSON lines, and hostile bytes
+/// The binary write-log body (WriteLogBinary.swift): the same writes as the JSON lines, and hostile bytes
 /// refused at bounded cost.
 @Suite struct BinaryWriteLogTests {
     @Test func itemWritesAreBinary_andReadBackExactlyAsTheirJSONLines() throws {
