@@ -89,6 +89,8 @@ public struct EngineStats: Sendable {
     public var shards: Int = 1
     /// The generation directory serving, nil for the engine's own index.
     public var generationDirectory: String? = nil
+    /// The generation `prepare` staged (`GenerationStaging.swift`), nil when none is.
+    public var stagedGeneration: String? = nil
     /// The index's memory by its layout (`IndexSpec.memoryEstimate`), for the vectors it holds: an
     /// estimate, not a measurement.
     public var indexBytesEstimate: Double = 0

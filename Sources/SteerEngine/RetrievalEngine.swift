@@ -112,19 +112,21 @@ public final class RetrievalEngine: Sendable {
     public let recallCalibrator: RecallCalibrator
     /// Filters resolved at the store's current sequence, kept for the next request (`FilterCache`).
     public let filterCache: FilterCache
-    private let current: Locked<Generation>
+    let current: Locked<Generation>
     let writeLock = NSLock()
     private let closed = Locked(false)
     private let indexDirectory: String
     /// Serialises swaps (loading and catching up happen outside `writeLock`).
-    private let swapLock = NSLock()
+    let swapLock = NSLock()
+    /// The generation `prepare` loaded and `activate` switches to (`GenerationStaging.swift`); at most one.
+    let stagedSlot = Locked<StagedGeneration?>(nil)
     /// What `DIR/steer.json` says now (swaps change the generation, its directory and the version).
-    private let directoryConfig: Locked<DirectoryConfig>
+    let directoryConfig: Locked<DirectoryConfig>
     /// When a write reached the store but not the live index (an index error after the store commit),
     /// the store sequence before that write: the index holds every write up to it, and the next write,
     /// save or swap replays the rest from the store (`catchUpIndexLocked`). nil while the index is
     /// complete. Changed only under `writeLock`.
-    private let indexLag = Locked<UInt64?>(nil)
+    let indexLag = Locked<UInt64?>(nil)
     /// `store.appliedStreamSequence` as last applied (set under `writeLock`); `appliedChanged` is
     /// broadcast after each change, for `waitForApplied`.
     private let applied: Locked<UInt64>
@@ -241,7 +243,7 @@ public final class RetrievalEngine: Sendable {
                                embeddingVersion: configuration.embeddingVersion ?? "v1")
     }
 
-    private static func writeConfig(_ config: DirectoryConfig, directory: String) throws(SteerError) {
+    static func writeConfig(_ config: DirectoryConfig, directory: String) throws(SteerError) {
         try config.write(dataDirectory: directory)
     }
 
@@ -276,7 +278,7 @@ public final class RetrievalEngine: Sendable {
     /// (an index claiming writes the store never made would replay nothing and serve a wrong index).
     /// Both refusals are `.corrupt`. A manifest without `store_id` (written before store ids existed)
     /// passes the sequence bound and the version checks only.
-    private static func checkServable(_ loaded: IndexGeneration, store: ItemStore, dimension: Int, metric: Metric) throws(SteerError) {
+    static func checkServable(_ loaded: IndexGeneration, store: ItemStore, dimension: Int, metric: Metric) throws(SteerError) {
         let manifest = loaded.manifest
         guard manifest.dimension == dimension else {
             throw SteerError(.dimensionMismatch, "generation \(manifest.generationID) has dimension \(manifest.dimension), the data directory holds \(dimension)-d vectors")
@@ -454,6 +456,8 @@ public final class RetrievalEngine: Sendable {
     /// after the manifest's sequence (`GenerationCatchUp`, repeated while much is left); then, holding
     /// the write lock, replay the last writes and switch. Searches that already read the old generation
     /// finish on it (it is freed when the last one lets go). Any failure leaves the old generation serving.
+    /// The steps before the lock are `prepare`'s, the rest `activate`'s (`GenerationStaging.swift`), which
+    /// a cluster-wide swap runs apart (docs/scaling.md "Cluster-wide swap").
     ///
     /// The encoder: with `checkpoint`, the manifest's checkpoint hash (when it has one) and its embedding
     /// version must be the checkpoint's (`CheckpointHash`), and a new `DPRModel` is loaded from it (MiniLM
@@ -478,74 +482,10 @@ public final class RetrievalEngine: Sendable {
     @discardableResult
     public func swap(to reference: String, checkpoint: String? = nil) throws(SteerError) -> SwapResult {
         try requireOpen()
-        let directory = try PathRoot(generationsDirectory).resolve(reference, field: "generation")
-        let checkpoint = try checkpoint.map { (given) throws(SteerError) -> String in
-            guard let root = configuration.checkpointRoot else {
-                throw SteerError.invalid("checkpoint swaps are off: the server has no checkpoint root (start it with --checkpoint-root DIR or --checkpoint)")
-            }
-            return try PathRoot(root).resolve(given, field: "checkpoint")
-        }
         swapLock.lock()
         defer { swapLock.unlock() }
-        let old = generation
-        let loaded = try IndexGeneration.load(directory: directory)
-        try Self.checkServable(loaded, store: store, dimension: old.dimension, metric: old.metric)
-        let version = loaded.manifest.embeddingVersion
-        let encoder: (any QueryEncoder)?
-        if let checkpoint {
-            let hash = try CheckpointHash.compute(directory: checkpoint)
-            if let built = loaded.manifest.checkpointHash, built != hash {
-                throw SteerError.invalid("generation \(loaded.generationID) was built from checkpoint \(built), '\(checkpoint)' is \(hash)")
-            }
-            let expected = CheckpointHash.versionName(for: hash)
-            guard version == expected else {
-                throw SteerError.invalid("generation \(loaded.generationID) indexes embedding version '\(version)', checkpoint '\(checkpoint)' has version '\(expected)'")
-            }
-            let model = try DPRModel.load(checkpoint: checkpoint, minilm: configuration.miniLMDirectory ?? "models/all-MiniLM-L6-v2")
-            guard model.config.indexDimension == old.dimension else {
-                throw SteerError(.dimensionMismatch, "checkpoint '\(checkpoint)' produces \(model.config.indexDimension)-d queries, the data directory holds \(old.dimension)-d vectors")
-            }
-            encoder = DPRQueryEncoder(model: model)
-        } else if version == old.embeddingVersion {
-            encoder = old.encoder
-        } else if old.encoder == nil {
-            encoder = nil
-        } else if old.encoder is MeanHistoryEncoder {
-            encoder = MeanHistoryEncoder(store: store, embeddingVersion: version, dimension: old.dimension)
-        } else {
-            throw SteerError.invalid("generation \(loaded.generationID) indexes embedding version '\(version)' but the \(String(describing: type(of: old.encoder!))) serving now encodes queries for '\(old.embeddingVersion)': give the checkpoint of '\(version)' in field 'checkpoint'")
-        }
-        // Catch up outside the write lock while much is left, then once more holding it.
-        var caughtUp = try GenerationCatchUp.replay(store: store, into: loaded)
-        var replayed = caughtUp.added + caughtUp.removed
-        var rounds = 0
-        while caughtUp.added + caughtUp.removed > Self.indexChunk && rounds < 4 {
-            caughtUp = try GenerationCatchUp.replay(store: store, into: loaded, since: caughtUp.sequence)
-            replayed += caughtUp.added + caughtUp.removed
-            rounds += 1
-        }
-        let next = Generation(id: loaded.generationID, embeddingVersion: version, dimension: old.dimension, metric: old.metric,
-                              index: loaded, encoder: encoder, builtAtSequence: loaded.manifest.storeSequence)
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        try requireOpen()
-        let last = try GenerationCatchUp.replay(store: store, into: loaded, since: caughtUp.sequence)
-        replayed += last.added + last.removed
-        var config = directoryConfig.get()
-        config.embeddingVersion = version
-        config.generation = loaded.generationID
-        config.generationDirectory = directory
-        try Self.writeConfig(config, directory: configuration.dataDirectory)
-        directoryConfig.withLock { $0 = config }
-        indexLag.withLock { $0 = nil }
-        let previous = current.withLock { value in
-            let was = value
-            value = next
-            return was
-        }
-        // The new index serves with its own defaults until its calibration (in the background) ends.
-        recallCalibrator.calibrateIfDue(next, store: store)
-        return SwapResult(generation: next.id, previous: previous.id, replayed: replayed, directory: config.generationDirectory ?? directory)
+        // The staged slot of `prepare` is left alone: a direct swap neither uses nor drops it.
+        return try activateLocked(try stageLocked(reference, checkpoint: checkpoint))
     }
 
     /// SIGHUP: swaps to the newest complete generation under `DIR/generations/`
@@ -1119,6 +1059,7 @@ public final class RetrievalEngine: Sendable {
             faissVersion: FaissInfo.version, openMPMaxThreads: FaissInfo.openMPMaxThreads,
             shards: generation.index.shards.count, generationDirectory: generation.directory)
         stats.storeMemtableBytes = store.memtableBytes
+        stats.stagedGeneration = stagedGenerationID
         stats.payloadColumnBytes = store.payloadColumnBytes
         stats.tagPostingBytes = store.tagPostingBytes
         stats.recordCache = store.recordCacheStatistics

@@ -96,6 +96,11 @@ public struct Request: Sendable {
         /// A generation (a name or path inside `DIR/generations/`) and an optional checkpoint directory
         /// (inside the checkpoint root); the engine resolves both with `PathRoot`.
         case swap(generation: String, checkpoint: String?)
+        /// The first half of `swap` (`prepare`): load and check the generation, keep it staged, serve the
+        /// old one; for a cluster-wide swap (docs/scaling.md "Cluster-wide swap"). Default collection only.
+        case prepare(generation: String, checkpoint: String?)
+        /// The second half (`activate`): serve the staged generation `generation` (a no-op when it serves).
+        case activate(generation: String)
         /// Events for users' histories (`event`; one or a batch), timestamps filled in.
         case event([UserEvent])
         /// A user's stored history (`get_user`): the most recent `limit` events, or all.
@@ -128,6 +133,8 @@ public struct Request: Sendable {
             case .recommend: return "recommend"
             case .encode: return "encode"
             case .swap: return "swap"
+            case .prepare: return "prepare"
+            case .activate: return "activate"
             case .event: return "event"
             case .getUser: return "get_user"
             case .deleteUser: return "delete_user"
@@ -147,7 +154,7 @@ public struct Request: Sendable {
         /// once started); `requiredScope` says which key it needs.
         public var isAdmin: Bool {
             switch self {
-            case .upsert, .delete, .swap, .event, .deleteUser, .ingestVectors, .createCollection, .dropCollection, .alias, .deleteAlias,
+            case .upsert, .delete, .swap, .prepare, .activate, .event, .deleteUser, .ingestVectors, .createCollection, .dropCollection, .alias, .deleteAlias,
                  .declareIndex, .snapshot: return true
             default: return false
             }
@@ -211,7 +218,7 @@ public struct Request: Sendable {
 }
 
 /// Every op the protocol knows, in documentation order.
-public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap",
+public let knownOperations = ["ping", "upsert", "delete", "get", "search", "recommend", "encode", "stats", "swap", "prepare", "activate",
                               "create_collection", "list_collections", "describe_collection", "drop_collection", "alias", "delete_alias",
                               "declare_index", "event", "get_user", "delete_user", "ingest_vectors", "snapshot"]
 
@@ -314,6 +321,11 @@ public struct RequestDecoder: Sendable {
             guard let generation = try fields.string("generation") else { throw SteerError.invalid("swap: missing field 'generation'") }
             guard !generation.isEmpty else { throw SteerError.invalid("swap: 'generation' is empty") }
             operation = .swap(generation: generation, checkpoint: try fields.string("checkpoint"))
+        case "prepare", "activate":
+            try fields.allow(op == "prepare" ? ["generation", "checkpoint"] : ["generation"])
+            guard let generation = try fields.string("generation") else { throw SteerError.invalid("\(op): missing field 'generation'") }
+            guard !generation.isEmpty else { throw SteerError.invalid("\(op): 'generation' is empty") }
+            operation = op == "prepare" ? .prepare(generation: generation, checkpoint: try fields.string("checkpoint")) : .activate(generation: generation)
         case "event":
             try fields.allow(["user", "item", "kind", "ts", "events"])
             operation = .event(try decodeEvents(fields))

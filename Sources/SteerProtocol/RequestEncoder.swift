@@ -255,7 +255,7 @@ public enum RequestEncoder {
             writer.string(attribute)
             writer.raw(",\"kind\":")
             writer.string(kind.name)
-        case .swap(let generation, let checkpoint):
+        case .swap(let generation, let checkpoint), .prepare(let generation, let checkpoint):
             writer.raw(",\"generation\":")
             writer.string(generation)
             if let checkpoint {
@@ -297,6 +297,9 @@ public enum RequestEncoder {
             writer.string(alias)
             writer.raw(",\"collection\":")
             writer.string(collection)
+        case .activate(let generation):
+            writer.raw(",\"generation\":")
+            writer.string(generation)
         case .snapshot(let name):
             writer.raw(",\"name\":")
             writer.string(name)

@@ -58,6 +58,8 @@ public final class Router: RequestService {
     let generation = Locked<String?>(nil)
     let gate = GenerationGate()
     let swapping = Locked(false)
+    /// Runs `swap` through the cluster's metadata (`RouterClusterSwap.swift`); nil: the per-replica swap.
+    let clusterSwap = Locked<(any ClusterSwapCoordinating)?>(nil)
     let counters = Locked(Counters())
     let roundRobin: Locked<[Int]>
     let serverStats = Locked<(@Sendable () -> JSONObject)?>(nil)
@@ -356,6 +358,8 @@ public final class Router: RequestService {
             }
             writer.raw(",\"deleted\":")
             writer.int(count)
+        case .swap(let target, let checkpoint) where request.collection == nil && clusterSwap.get() != nil:
+            try await clusterSwap(to: target, checkpoint: checkpoint, token: request.token, &writer)
         case .swap(let target, let checkpoint):
             try await swap(to: target, checkpoint: checkpoint, collection: request.collection, token: request.token, &writer)
         case .declareIndex(let attribute, let kind):
@@ -366,6 +370,8 @@ public final class Router: RequestService {
             throw SteerError.invalid("ingest_vectors is not supported by steer route: send it to every shard server")
         case .snapshot:
             throw SteerError.invalid("snapshot is not routed: send it to a shard server")
+        case .prepare, .activate:
+            throw SteerError.invalid("\(request.operation.name) is not routed: a router swaps every shard with swap (with --follow, through the cluster's metadata: docs/scaling.md)")
         }
         writer.raw("}\n")
         return writer.bytes

@@ -327,7 +327,7 @@ extension Request.Operation {
         switch self {
         case .ping: return nil
         case .stats, .search, .recommend, .encode, .get, .listCollections, .describeCollection: return .read
-        case .upsert, .delete, .swap, .createCollection, .dropCollection, .alias, .deleteAlias, .event, .getUser, .deleteUser, .ingestVectors,
+        case .upsert, .delete, .swap, .prepare, .activate, .createCollection, .dropCollection, .alias, .deleteAlias, .event, .getUser, .deleteUser, .ingestVectors,
              .declareIndex, .snapshot:
             return .admin
         }

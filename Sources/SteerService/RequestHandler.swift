@@ -477,6 +477,8 @@ public final class RequestHandler: Sendable {
             writer.string(result.previous)
             writer.raw(",\"replayed\":")
             writer.int(result.replayed)
+        case .prepare, .activate:
+            try runStagedSwap(request.operation, lease: lease, &writer)
         case .event, .getUser, .deleteUser:
             try runHistoryOperation(request.operation, lease: lease, deadlineNanos: deadlineNanos, &writer)
         case .snapshot(let name):
@@ -690,6 +692,10 @@ public final class RequestHandler: Sendable {
         if let directory = engineStats.generationDirectory {
             writer.raw(",\"generation_directory\":")
             writer.string(directory)
+        }
+        if let staged = engineStats.stagedGeneration {
+            writer.raw(",\"staged_generation\":")
+            writer.string(staged)
         }
         writer.raw(",\"items\":")
         writer.int(engineStats.items)

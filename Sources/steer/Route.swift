@@ -215,12 +215,20 @@ struct Route: AsyncParsableCommand {
             logger.error("cannot start the router", metadata: ["steer.error": "\(error)"])
             throw ExitCode(2)
         }
+        if let follow, let cluster, let addresses = NATSAddresses(follow) {
+            router.setClusterSwap(NATSClusterSwapCoordinator(addresses: addresses, cluster: cluster))
+        }
         await router.start()
         let membership = Task { [discovery] in
             guard let discovery else { return }
             await discovery.follow(router, interval: .milliseconds(max(1000, healthIntervalMillis)))
         }
         defer { membership.cancel() }
+        let commits = Task {
+            guard let follow, let cluster, let addresses = NATSAddresses(follow) else { return }
+            await CommitWatch(addresses: addresses, cluster: cluster, logger: logger).run(router)
+        }
+        defer { commits.cancel() }
         logger.info("router ready", metadata: [
             "steer.shards": "\(shardSets.count)", "steer.replicas": "\(shardSets.map(\.count).reduce(0, +))",
             "steer.generation": "\(router.currentGeneration ?? "unknown")",

@@ -417,6 +417,8 @@ extension Serve {
             "steer.metric": "\(stats.metric.rawValue)", "steer.generation": "\(stats.generation)",
         ])
         var followTask: Task<Void, Never>?
+        var generationTask: Task<Void, Never>?
+        defer { generationTask?.cancel() }
         var heartbeat: (beat: ReplicaHeartbeat, advertised: ClusterDirectory.Address?)?
         if let followURL = try source.string(follow, env: "STEER_FOLLOW", key: "follow") {
             let follower = try await startFollowing(url: followURL, source: source, engine: engine, collections: collections, limits: limits,
@@ -425,6 +427,12 @@ extension Serve {
             let first = follower.1
             followTask = Task { await follower.0.run(first: first) }
             heartbeat = try await registerInCluster(follower: follower.0, source: source, logger: logger)
+            let settings = follower.0.settings
+            let generations = GenerationFollower(
+                addresses: settings.addresses, cluster: settings.cluster,
+                heartbeatKey: ClusterDirectory.replicaKey(shard: settings.shard, replicaID: follower.0.durable),
+                bucketReplicas: settings.streamReplicas, engine: engine, logger: logger)
+            generationTask = Task { await generations.run() }
         } else if try source.string(cluster, env: "STEER_CLUSTER", key: "cluster") != nil {
             throw ValidationError("--cluster, --shard, --stream-replicas, --stream-max-age and --stream-max-messages need --follow")
         }

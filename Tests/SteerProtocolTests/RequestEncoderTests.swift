@@ -30,6 +30,8 @@ import Testing
         .encode(RecommendRequest(history: [], prompt: "x", k: 3, constraints: .hard)),
         .swap(generation: "g2", checkpoint: "/ckpt"),
         .swap(generation: "g3", checkpoint: nil),
+        .prepare(generation: "g4", checkpoint: "/ckpt"),
+        .activate(generation: "g4"),
     ]
 
     @Test func everyOperationRoundTrips() throws {

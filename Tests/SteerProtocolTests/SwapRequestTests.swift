@@ -35,4 +35,31 @@ import Testing
             }
         }
     }
+
+    @Test func prepareAndActivateTakeAGeneration_prepareAlsoACheckpoint() throws {
+        let prepare = try decode(#"{"op":"prepare","generation":"g2","checkpoint":"/ckpt","token":"t"}"#)
+        guard case .prepare(let generation, let checkpoint) = prepare.operation else {
+            Issue.record("not a prepare: \(prepare.operation)")
+            return
+        }
+        #expect(generation == "g2" && checkpoint == "/ckpt" && prepare.operation.isAdmin)
+        let activate = try decode(#"{"op":"activate","generation":"g2"}"#)
+        guard case .activate(let name) = activate.operation else {
+            Issue.record("not an activate: \(activate.operation)")
+            return
+        }
+        #expect(name == "g2" && activate.operation.isAdmin && activate.operation.name == "activate")
+        for (line, field) in [(#"{"op":"activate","generation":"g","checkpoint":"/c"}"#, "checkpoint"),
+                              (#"{"op":"prepare"}"#, "generation"),
+                              (#"{"op":"activate","generation":""}"#, "'generation' is empty"),
+                              (#"{"op":"prepare","generation":"g","collection":"books"}"#, "collection")] {
+            do {
+                _ = try decode(line)
+                Issue.record("accepted \(line)")
+            } catch let error as SteerError {
+                #expect(error.code == .invalidRequest && error.message.contains(field), "\(error)")
+            }
+        }
+    }
 }
+

@@ -28,7 +28,8 @@ import Testing
         return [search, .get([.int(1)]), .stats, .recommend(recommend), .encode(recommend)]
     }
     private var writes: [Request.Operation] {
-        [.upsert([ItemInput(id: .int(1), vector: [1])]), .delete([.int(1)]), .swap(generation: "g", checkpoint: nil)]
+        [.upsert([ItemInput(id: .int(1), vector: [1])]), .delete([.int(1)]), .swap(generation: "g", checkpoint: nil),
+         .prepare(generation: "g", checkpoint: nil), .activate(generation: "g")]
     }
 
     private func temporaryFile(_ text: String) throws -> String {
