@@ -58,14 +58,18 @@ struct NATSCoreTests {
             }
         }
         let client = try await server.connect()
-        let answer = try await client.request("svc.echo", payload: "hi".bytes, headers: NATSHeaders([("Ask", "yes")]))
+        // Answered requests get a generous timeout: the responder is a task on the cooperative pool, which
+        // the whole suite's tests share, and this test is about answers, not latency (the timeout case
+        // below has its own bound).
+        let answered: Duration = .seconds(60)
+        let answer = try await client.request("svc.echo", payload: "hi".bytes, headers: NATSHeaders([("Ask", "yes")]), timeout: answered)
         #expect(answer.payload == "echo:hi".bytes)
         #expect(answer.headers?["Seen"] == "yes")
         // Many concurrent requests share one reply subscription; each gets its own answer.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<50 {
                 group.addTask {
-                    let a = try await client.request("svc.echo", payload: "\(i)".bytes)
+                    let a = try await client.request("svc.echo", payload: "\(i)".bytes, timeout: answered)
                     #expect(a.payload == "echo:\(i)".bytes)
                 }
             }
@@ -78,7 +82,7 @@ struct NATSCoreTests {
         guard case .timeout = timeout else { Issue.record("expected timeout, got \(String(describing: timeout))"); return }
         #expect(ContinuousClock.now - start >= .milliseconds(290))
         // The connection still works after a timeout.
-        let again = try await client.request("svc.echo", payload: "x".bytes)
+        let again = try await client.request("svc.echo", payload: "x".bytes, timeout: answered)
         #expect(again.payload == "echo:x".bytes)
         await silent.unsubscribe()
         await client.close()
