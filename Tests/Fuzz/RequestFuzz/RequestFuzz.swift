@@ -162,7 +162,7 @@ private func checkLimits(_ request: Request) {
         require(cost <= limits.maxQueryCost, "recommend cost \(cost)")
         checkFilter(recommend.filter)
         require(recommend.positive.count <= limits.maxExamples && recommend.negative.count <= limits.maxExamples, "too many examples")
-    case .swap(let generation, _):
+    case .swap(let generation, _), .prepare(let generation, _), .activate(let generation):
         require(!generation.isEmpty, "empty generation")
     case .declareIndex(let attribute, _):
         require(!attribute.isEmpty, "declare_index of an empty attribute path")
