@@ -46,6 +46,8 @@ DIMENSION = 8
 ID_SPACE = 120
 SHARDS = 2
 CLUSTER = "conv"
+# How long the final check retries its marker writes while a stream has no leader (after the last round).
+MARKER_RETRY_SECONDS = 60.0
 # How long the final check waits for every replica to apply the last write of its shard.
 QUIESCENCE_TIMEOUT_SECONDS = 600.0
 # The router's message when NATS answered "no responders": no stream took the write, nothing was stored.
@@ -415,9 +417,20 @@ def check(cluster: Cluster, ledger: Ledger) -> dict[str, dict[str, Any]]:
             candidate += 1
         marker_ids[shard] = candidate
         marker = {"id": candidate, "vector": vector_for("marker"), "title": "marker"}
-        answer = call(
-            cluster.routers[0].port, {"op": "upsert", "token": TOKEN, "timeout_ms": 30000, "items": [marker]}
-        )
+        request = {"op": "upsert", "token": TOKEN, "timeout_ms": 30000, "items": [marker]}
+        # Right after the last round a restarted NATS node may still be electing the stream's leader:
+        # the router then answers `unavailable` ("no JetStream stream takes ..."), as it does for any
+        # write while a stream has no leader. Retry for a while; a marker written twice is harmless
+        # (same id and vector, and the wait below covers the later sequence).
+        deadline = time.monotonic() + MARKER_RETRY_SECONDS
+        while True:
+            try:
+                answer = call(cluster.routers[0].port, request)
+                break
+            except HarnessError as error:
+                if "'unavailable'" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         markers[shard] = answer["sequences"][shard]
     # Replicas restarted in the last round may still be catching up: wait (bounded) and record how long.
     waited = time.monotonic()
