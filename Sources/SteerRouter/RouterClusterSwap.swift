@@ -33,19 +33,9 @@ extension Router {
     ///   or a commit that lost the race); `.invalidRequest` for a checkpoint the router cannot load.
     func clusterSwap(to target: String, checkpoint: String?, token: String?, _ writer: inout JSONWriter) async throws {
         guard let coordinator = clusterSwap.get() else { throw SteerError.internalError("no cluster swap coordinator") }
-        let already = swapping.withLock { value -> Bool in
-            defer { value = true }
-            return value
-        }
-        if already { throw SteerError(.unavailable, "a swap is already in progress") }
+        try beginSwap()
         defer { swapping.withLock { $0 = false } }
-        var newEncoder: (any QueryEncoder)?
-        if let checkpoint {
-            guard let loadEncoder else {
-                throw SteerError.invalid("swap: this router was started without a model (--checkpoint), so it cannot load checkpoint '\(checkpoint)'")
-            }
-            newEncoder = try await pool.runIfActive { () throws -> any QueryEncoder in try loadEncoder(checkpoint) }
-        }
+        let newEncoder = try await swapEncoder(checkpoint)
         let round = try await coordinator.prepare(generation: target, checkpoint: checkpoint, timeout: .seconds(configuration.swapTimeoutSeconds),
                                                   shardCount: replicas.count)
         await gate.close()

@@ -37,19 +37,9 @@ extension Router {
     /// With `collection` the shards swap that collection the same way (all or rolled back); the router's
     /// own generation and model (the default collection's) stay as they are.
     func swap(to target: String, checkpoint: String?, collection: String?, token: String?, _ writer: inout JSONWriter) async throws {
-        let already = swapping.withLock { value -> Bool in
-            defer { value = true }
-            return value
-        }
-        if already { throw SteerError(.unavailable, "a swap is already in progress") }
+        try beginSwap()
         defer { swapping.withLock { $0 = false } }
-        var newEncoder: (any QueryEncoder)?
-        if let checkpoint, collection == nil {
-            guard let loadEncoder else {
-                throw SteerError.invalid("swap: this router was started without a model (--checkpoint), so it cannot load checkpoint '\(checkpoint)'")
-            }
-            newEncoder = try await pool.runIfActive { () throws -> any QueryEncoder in try loadEncoder(checkpoint) }
-        }
+        let newEncoder = collection == nil ? try await swapEncoder(checkpoint) : nil
         await gate.close()
         defer { gate.open() }
         let previousGeneration = generation.get()
@@ -163,5 +153,27 @@ extension Router {
             writer.raw("}")
         }
         writer.raw("]")
+    }
+
+    /// Marks a swap as running (either kind: one at a time per router); the caller clears `swapping`.
+    ///
+    /// - Throws: `.unavailable` while another swap runs.
+    func beginSwap() throws(SteerError) {
+        let already = swapping.withLock { value -> Bool in
+            defer { value = true }
+            return value
+        }
+        if already { throw SteerError(.unavailable, "a swap is already in progress") }
+    }
+
+    /// The query encoder of a swap's `checkpoint` (nil without one), loaded off the event loop.
+    ///
+    /// - Throws: `.invalidRequest` when the router has no model to load it with; the loader's errors.
+    func swapEncoder(_ checkpoint: String?) async throws -> (any QueryEncoder)? {
+        guard let checkpoint else { return nil }
+        guard let loadEncoder else {
+            throw SteerError.invalid("swap: this router was started without a model (--checkpoint), so it cannot load checkpoint '\(checkpoint)'")
+        }
+        return try await pool.runIfActive { () throws -> any QueryEncoder in try loadEncoder(checkpoint) }
     }
 }

@@ -204,6 +204,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// is forgotten and the request runs anyway, so its worker answers at once (`unavailable` for a
     /// `min_sequence` still not applied). Only its lane waits meanwhile.
     private func parkIfNeeded(_ request: Request, started: UInt64, sequence: Int, context: ChannelHandlerContext) -> Pending {
+        // Only a `min_sequence` parks (`RequestService.park`): every other request skips the allocations below.
+        guard request.minSequence != nil else { return .ready(request, started: started) }
         let parked = Parked()
         let bound = NIOLoopBound((self, context, parked), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop

@@ -177,7 +177,8 @@ public protocol RequestService: Sendable {
     var stats: OperationStats { get }
     /// Installs the provider of the server's own `stats` fields (connections, threads, limits).
     func setServerStats(_ provider: @escaping @Sendable () -> JSONObject)
-    /// A request that cannot usefully run yet (a `min_sequence` this server has not applied): registers
+    /// A request that cannot usefully run yet (a `min_sequence` this server has not applied; the server
+    /// asks only for requests that carry one): registers
     /// `resume`, called once from any thread when it can, and returns a function that forgets it; nil
     /// when the request may start now. The connection then holds the request (and its lane) without a
     /// worker until `resume` or its wait limit (`RequestHandler.waitLimit`), and starts it then. The
