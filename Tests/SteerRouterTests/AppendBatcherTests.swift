@@ -124,7 +124,10 @@ private let farDeadline = DispatchTime.now().uptimeNanoseconds + 60_000_000_000
         }
         async let head = gated.append(body(10), shard: 0, deadlineNanos: farDeadline)
         await gate.waitForPublishes(1)
-        let expiring = Task { try await gated.append(body(11), shard: 0, deadlineNanos: DispatchTime.now().uptimeNanoseconds + 5_000_000) }
+        // The deadline is fixed before the task starts: on a loaded machine the task may start late, and a
+        // deadline counted from then could still be ahead when the batch forms.
+        let soon = DispatchTime.now().uptimeNanoseconds + 5_000_000
+        let expiring = Task { try await gated.append(body(11), shard: 0, deadlineNanos: soon) }
         let patient = Task { try await gated.append(body(12), shard: 0, deadlineNanos: farDeadline) }
         try await Task.sleep(for: .milliseconds(50))
         gate.release()
