@@ -291,9 +291,12 @@ private func answers(_ connection: SteerConnection) throws -> [(generation: Stri
         let late = cluster.replicas[0][1]
         let lateKeys = try await cluster.liveReplicaKeys()
         late.terminate()
-        let deadline = Date().addingTimeInterval(15)
+        // The heartbeat's TTL is 5 s, but NATS expires keys lazily and CI machines are loaded: wait up to
+        // 60 s, and require it, so the swap below never waits for the stopped replica.
+        let deadline = Date().addingTimeInterval(60)
         while try await cluster.liveReplicaKeys().count > 3 && Date() < deadline { try await Task.sleep(for: .milliseconds(250)) }
         #expect(lateKeys.count == 4)
+        #expect(try await cluster.liveReplicaKeys().count == 3, "the stopped replica's heartbeat did not expire within 60 s")
         let swap = try ok(try cluster.routers[0].connection(), #"{"op":"swap","generation":"g2","token":"tok"}"#)
         #expect(swap["prepared"] == .int(3), "\(swap)")
         // Back on its data directory (steer.json still names g1), it reads the commit and swaps to g2.
